@@ -1,0 +1,1 @@
+"""The engine: no Qt anywhere in this package."""

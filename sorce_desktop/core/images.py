@@ -1,0 +1,170 @@
+"""Decoding photos: upright, RGB, no larger than needed, and safe against hostile files.
+
+Every failure becomes an :class:`ImageError` with a sentence a user understands; callers record it
+and move on. Files are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF (iPhone photos); optional at import time so a broken wheel does not kill the app
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_AVAILABLE = True
+except Exception:  # pragma: no cover - depends on the platform wheel
+    HEIF_AVAILABLE = False
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
+
+#: Photos above this many pixels are refused (decompression-bomb guard). 200 MP covers every camera.
+MAX_PIXELS = 200_000_000
+#: Bytes of a file above which it is refused before decoding.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+# Pillow's own guard warns at MAX_IMAGE_PIXELS and raises at twice that; we check ourselves first.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_ORIENTATION_TAG = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+class ImageError(Exception):
+    """A photo that cannot be used, with the reason in words."""
+
+
+@dataclass
+class DecodedImage:
+    """An upright RGB image, possibly decoded at reduced size.
+
+    ``width``/``height`` are the full-resolution upright size: region boxes live in that space.
+    ``image`` may be smaller (``scale`` = image.width / width); crop through :meth:`crop`.
+    """
+
+    image: Image.Image
+    width: int
+    height: int
+
+    @property
+    def scale(self) -> float:
+        return self.image.width / self.width
+
+    def crop(self, box) -> Image.Image:
+        sx = self.image.width / self.width
+        sy = self.image.height / self.height
+        x0, y0, x1, y1 = box.scaled(sx, sy)
+        x0, y0 = int(x0), int(y0)
+        x1 = max(x0 + 1, int(round(x1)))
+        y1 = max(y0 + 1, int(round(y1)))
+        return self.image.crop((x0, y0, x1, y1))
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    return os.path.splitext(os.fsdecode(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white.
+        img = img.convert("I")
+        lo, hi = img.getextrema()
+        span = max(1, hi - lo) if hi > 255 else 255
+        base = lo if hi > 255 else 0
+        img = img.point(lambda v: (v - base) * 255 / span).convert("L")
+        return img.convert("RGB")
+    if mode == "F":
+        lo, hi = img.getextrema()
+        span = (hi - lo) or 1.0
+        return img.point(lambda v: (v - lo) * 255 / span).convert("L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    # CMYK (Pillow inverts Adobe CMYK JPEGs itself), YCbCr, LAB, 1, L, HSV
+    return img.convert("RGB")
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:
+        orientation = 1
+    return (h, w) if orientation in _SWAPS_AXES else (w, h)
+
+
+def load_image(path: str | os.PathLike, min_side: int | None = None) -> DecodedImage:
+    """Open a photo upright in RGB.
+
+    ``min_side``: the smallest size the *short* side of the decoded image may have; JPEGs are then
+    decoded at a reduced scale (Pillow's draft mode: a DCT-domain shrink, several times faster)
+    as long as they keep at least that. ``None`` decodes at full size.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ImageError("the file no longer exists") from None
+    except PermissionError:
+        raise ImageError("permission denied when reading the file") from None
+    except OSError as exc:
+        raise ImageError(f"the file cannot be read ({exc.strerror or exc})") from None
+    if not p.is_file():
+        raise ImageError("not a regular file")
+    if st.st_size == 0:
+        raise ImageError("the file is empty (0 bytes)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageError(f"the file is too large ({st.st_size / 2**20:.0f} MB)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"the image is too large to decode safely ({w}x{h} pixels)")
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)
+                full_w, full_h = upright_size(img)
+                if min_side and img.format == "JPEG":
+                    short = min(w, h)
+                    if short > min_side:
+                        factor = short / min_side
+                        img.draft("RGB", (int(w / factor), int(h / factor)))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+                if rgb is img:
+                    rgb = img.copy()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("the image is too large to decode safely (decompression-bomb guard)") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image, or an image format that cannot be read") from None
+    except PermissionError:
+        raise ImageError("permission denied when reading the file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc) or type(exc).__name__
+        if "truncated" in msg.lower() or isinstance(exc, EOFError):
+            raise ImageError("the image file is truncated or damaged") from None
+        raise ImageError(f"the image cannot be decoded ({msg})") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode the image") from None
+    if rgb.width < 1 or rgb.height < 1:
+        raise ImageError("the image has no pixels")
+    return DecodedImage(rgb, full_w, full_h)

@@ -1,0 +1,190 @@
+"""Getting model files: a local folder, the per-user cache, or a download from the Hugging Face hub.
+
+Downloads report progress (bytes done / total) and can be cancelled; huggingface_hub writes each file
+to an ``.incomplete`` file first and resumes it next time, so an interrupted download never leaves a
+half file where the loader would take it for a whole one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sorce_desktop.core.models.base import ModelError
+
+#: Files a model folder needs, by pattern; weights in safetensors (or legacy .bin when that is all).
+ALLOW_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.model",  # sentencepiece
+    "*.txt",  # merges
+    "*.tiktoken",
+    "*.jinja",
+]
+
+
+class DownloadCancelled(Exception):
+    pass
+
+
+@dataclass
+class DownloadProgress:
+    model_id: str
+    done_bytes: int
+    total_bytes: int
+    current_file: str
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ) not in ("", "0")
+
+
+def check_model_folder(folder: Path) -> None:
+    """A clear error for a folder that cannot hold a whole model (rather than a loader traceback)."""
+    if not folder.is_dir():
+        raise ModelError(f"The model folder {folder} does not exist.")
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"The model folder {folder} has no config.json: it is not a model folder.")
+    index_files = list(folder.glob("*.safetensors.index.json"))
+    for index_file in index_files:
+        import json
+
+        shards = set(json.loads(index_file.read_text())["weight_map"].values())
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            raise ModelError(
+                f"The model folder {folder} is incomplete: missing weight files {', '.join(missing)}."
+            )
+    if not index_files and not list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin")):
+        raise ModelError(f"The model folder {folder} has no weights (*.safetensors).")
+    for p in folder.iterdir():
+        if p.name.endswith(".incomplete"):
+            raise ModelError(f"The model folder {folder} holds an unfinished download ({p.name}).")
+
+
+def cached_model_path(model_id: str, cache_dir: Path) -> Path | None:
+    """The local snapshot of a hub model if it is complete, else None. Never touches the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(
+            snapshot_download(
+                model_id, cache_dir=cache_dir, local_files_only=True, allow_patterns=ALLOW_PATTERNS
+            )
+        )
+    except Exception:
+        return None
+    try:
+        check_model_folder(path)
+    except ModelError:
+        return None
+    return path
+
+
+def resolve_model(
+    model: str,
+    cache_dir: Path,
+    *,
+    download: bool = True,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """A folder holding the whole model: ``model`` itself if it is a folder, else the cached or
+    freshly downloaded hub snapshot. Raises :class:`ModelError` with what to do when it cannot."""
+    as_path = Path(model).expanduser()
+    looks_like_path = (
+        model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model or ":" in model
+    )
+    if as_path.exists() or looks_like_path:
+        check_model_folder(as_path)
+        return as_path.resolve()
+    cached = cached_model_path(model, cache_dir)
+    if cached is not None:
+        return cached
+    how = (
+        f"Connect to the internet and start the app again (it downloads {model} once), or download it "
+        f"elsewhere and choose its folder (command line: --model /path/to/folder)."
+    )
+    if not download or _offline():
+        raise ModelError(f"The model {model} is not downloaded yet. {how}")
+    try:
+        return download_model(model, cache_dir, progress=progress, cancel=cancel)
+    except DownloadCancelled:
+        raise
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"The model {model} could not be downloaded ({_short(exc)}). {how}") from exc
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def download_model(
+    model_id: str,
+    cache_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    plan = snapshot_download(model_id, cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS, dry_run=True)
+    files = [f for f in plan if not _is_legacy_duplicate(f.filename, plan)]
+    total = sum(f.file_size or 0 for f in files)
+    done = sum(f.file_size or 0 for f in files if not f.will_download)
+    state = {"done": done}
+
+    def make_tqdm(filename: str):
+        from tqdm.auto import tqdm
+
+        class _Progress(tqdm):
+            def __init__(self, *args, **kwargs):
+                kwargs["disable"] = True
+                super().__init__(*args, **kwargs)
+
+            def update(self, n=1):
+                if cancel is not None and cancel.is_set():
+                    raise DownloadCancelled(f"download of {model_id} cancelled")
+                state["done"] += n or 0
+                if progress:
+                    progress(DownloadProgress(model_id, state["done"], total, filename))
+                return super().update(n)
+
+        return _Progress
+
+    for f in files:
+        if not f.will_download:
+            continue
+        if cancel is not None and cancel.is_set():
+            raise DownloadCancelled(f"download of {model_id} cancelled")
+        hf_hub_download(model_id, f.filename, cache_dir=cache_dir, tqdm_class=make_tqdm(f.filename))
+    path = cached_model_path(model_id, cache_dir)
+    if path is None:
+        raise ModelError(f"The download of {model_id} finished but the model folder is incomplete.")
+    return path
+
+
+def _is_legacy_duplicate(filename: str, plan) -> bool:
+    # Some repos ship the same weights for other frameworks; we only need the safetensors.
+    return (
+        filename.startswith(("flax_", "tf_", "onnx/"))
+        or "/" in filename
+        and filename.split("/")[0]
+        in {
+            "onnx",
+            "openvino",
+            "coreml",
+        }
+    )

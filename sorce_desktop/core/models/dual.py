@@ -1,0 +1,197 @@
+"""Dual-encoder backend: any transformers CLIP-like model (CLIP, SigLIP, SigLIP 2 fixed-resolution)
+embedding region crops.
+
+We preprocess ourselves instead of calling the model's image processor: its centre crop would drop
+the edges of every non-square region, and one letterboxed tensor per crop lets all regions of a batch
+of photos go through the vision tower in a single forward.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sorce_desktop.core.images import DecodedImage
+from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
+from sorce_desktop.core.models.registry import model_info
+from sorce_desktop.core.regions import LAYOUTS, RegionLayout
+
+_RESAMPLE = {0: Image.NEAREST, 1: Image.LANCZOS, 2: Image.BILINEAR, 3: Image.BICUBIC}
+_TEMPLATES = {"siglip": "this is a photo of {}.", "clip": "a photo of {}."}
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested and requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A short hash of a model folder's config and weights, so two different models stored under the
+    same name never share an index."""
+    h = hashlib.blake2b(digest_size=6)
+    h.update((folder / "config.json").read_bytes())
+    for w in sorted(folder.glob("*.safetensors")):
+        st = w.stat()
+        h.update(f"{w.name}:{st.st_size}".encode())
+        with open(w, "rb") as f:
+            h.update(f.read(1 << 16))
+    return h.hexdigest()
+
+
+def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int], resample) -> Image.Image:
+    """Fit ``img`` in a ``size`` square without squashing it, padding the rest with ``fill``."""
+    w, h = img.size
+    s = size / max(w, h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    if (nw, nh) == (size, size):
+        return img.resize((size, size), resample, reducing_gap=3.0) if (w, h) != (size, size) else img
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(img.resize((nw, nh), resample, reducing_gap=3.0), ((size - nw) // 2, (size - nh) // 2))
+    return canvas
+
+
+class DualEncoderEmbedder(Embedder):
+    kind = "dual"
+
+    def __init__(
+        self,
+        folder: str | Path,
+        model_id: str | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+        threads: int | None = None,
+    ):
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        folder = Path(folder)
+        self.folder = folder
+        self.model_id = model_id or str(folder)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            config = AutoConfig.from_pretrained(folder)
+        except Exception as exc:
+            raise ModelError(f"The model at {folder} cannot be read: {exc}") from exc
+        self.model_type = config.model_type
+        if self.model_type == "siglip2":
+            raise ModelError(
+                f"{self.model_id} is a SigLIP 2 NaFlex model (variable resolution); choose a fixed-resolution "
+                "one such as google/siglip2-base-patch16-256."
+            )
+        vision = getattr(config, "vision_config", None)
+        if vision is None or not hasattr(config, "text_config"):
+            raise ModelError(f"{self.model_id} is not a text-image dual encoder (no vision and text towers).")
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device)
+        try:
+            self.model = AutoModel.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        except Exception as exc:
+            raise ModelError(f"The model at {folder} cannot be loaded: {exc}") from exc
+        self.size = int(vision.image_size)
+        pre = {}
+        if (folder / "preprocessor_config.json").is_file():
+            pre = json.loads((folder / "preprocessor_config.json").read_text())
+        self.mean = np.asarray(pre.get("image_mean", [0.5, 0.5, 0.5]), dtype=np.float32)
+        self.std = np.asarray(pre.get("image_std", [0.5, 0.5, 0.5]), dtype=np.float32)
+        self.rescale = float(pre.get("rescale_factor", 1 / 255))
+        self.resample = _RESAMPLE.get(int(pre.get("resample", 3)), Image.BICUBIC)
+        # Pad with the mean colour: after normalisation the padding is exactly zero.
+        self.fill = tuple(int(round(v)) for v in (self.mean / self.rescale).clip(0, 255))
+        self.text_max_length = int(getattr(config.text_config, "max_position_embeddings", 77))
+        self.pad_to_max = self.model_type == "siglip"
+        info = model_info(self.model_id)
+        self.template = info.text_template if info else _TEMPLATES.get(self.model_type, "{}")
+        self.batch_size = batch_size
+        self.dim = int(self.embed_texts(["x"]).shape[1])
+        self._fingerprint = f"{self.model_id}@{folder_fingerprint(folder)}"
+
+    # -- interface -----------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def variant(self) -> str:
+        return str(self.dtype).replace("torch.", "")
+
+    def layouts(self) -> list[str]:
+        return [name for name in LAYOUTS]
+
+    def input_size(self) -> int:
+        return self.size
+
+    def decode_min_side(self, layout: RegionLayout) -> int | None:
+        # The finest tile along the short side must still fill the model input.
+        return self.size * layout.max_cells()
+
+    def preprocess(self, crops: Sequence[Image.Image]) -> torch.Tensor:
+        arr = np.stack([np.asarray(letterbox(c, self.size, self.fill, self.resample)) for c in crops])
+        x = torch.from_numpy(arr).to(torch.float32).permute(0, 3, 1, 2)
+        mean = torch.from_numpy(self.mean / self.rescale).view(1, 3, 1, 1)
+        std = torch.from_numpy(self.std / self.rescale).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+    @torch.inference_mode()
+    def forward_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """The vision tower on preprocessed pixels, in chunks of ``batch_size``."""
+        out = []
+        for i in range(0, pixels.shape[0], self.batch_size):
+            chunk = pixels[i : i + self.batch_size].to(self.device, self.dtype)
+            feats = self.model.get_image_features(pixel_values=chunk)
+            feats = getattr(feats, "pooler_output", feats)
+            out.append(feats.float().cpu().numpy())
+        return normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.forward_pixels(self.preprocess([im.convert("RGB") for im in images]))
+
+    def embed_photos(
+        self, photos: Sequence[DecodedImage], layout: RegionLayout
+    ) -> list[list[RegionEmbedding]]:
+        specs = [layout.regions(p.width, p.height) for p in photos]
+        crops = [p.crop(s.box) for p, regions in zip(photos, specs) for s in regions]
+        vectors = self.embed_images(crops) if crops else np.zeros((0, self.dim), np.float32)
+        out, k = [], 0
+        for regions in specs:
+            out.append([RegionEmbedding(s.name, s.box, vectors[k + i]) for i, s in enumerate(regions)])
+            k += len(regions)
+        return out
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        prompts = [self.template.format(t.strip()) for t in texts]
+        enc = self.tokenizer(
+            prompts,
+            padding="max_length" if self.pad_to_max else True,
+            truncation=True,
+            max_length=self.text_max_length,
+            return_tensors="pt",
+        )
+        kwargs = {"input_ids": enc["input_ids"].to(self.device)}
+        if "attention_mask" in enc and not self.pad_to_max:
+            kwargs["attention_mask"] = enc["attention_mask"].to(self.device)
+        feats = self.model.get_text_features(**kwargs)
+        feats = getattr(feats, "pooler_output", feats)
+        return normalize(feats.float().cpu().numpy())

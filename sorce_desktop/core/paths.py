@@ -1,0 +1,48 @@
+"""Where the app keeps its files: per-user folders, or one folder given by --data-dir / SORCE_DESKTOP_HOME."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+ENV_HOME = "SORCE_DESKTOP_HOME"
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    index: Path  # catalog + vector index
+    thumbnails: Path
+    models: Path
+    settings: Path
+    logs: Path
+
+    @classmethod
+    def resolve(cls, data_dir: str | os.PathLike | None = None) -> AppPaths:
+        home = data_dir or os.environ.get(ENV_HOME)
+        if home:
+            root = Path(home).expanduser().resolve()
+            paths = cls(
+                root / "index", root / "thumbnails", root / "models", root / "settings", root / "logs"
+            )
+        else:
+            d = platformdirs.PlatformDirs("sorce-desktop", appauthor=False)
+            paths = cls(
+                Path(d.user_data_dir) / "index",
+                Path(d.user_cache_dir) / "thumbnails",
+                Path(d.user_cache_dir) / "models",
+                Path(d.user_config_dir),
+                Path(d.user_log_dir),
+            )
+        return paths
+
+    def ensure(self) -> AppPaths:
+        for p in (self.index, self.thumbnails, self.models, self.settings, self.logs):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def roots(self) -> list[Path]:
+        """Folders the scanner must never descend into (the app's own data)."""
+        return [self.index, self.thumbnails, self.models, self.settings, self.logs]

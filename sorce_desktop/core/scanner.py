@@ -1,0 +1,126 @@
+"""Walking photo folders (read-only): which image files exist, with size and mtime."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sorce_desktop.core.images import is_image_name
+
+#: Partial downloads and sync tools' staging files: never indexed until renamed to their real name.
+TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", ".temp", ".download", ".partial", ".!sync", ".syncthing")
+TEMP_PREFIXES = (".", "~$", ".~", "~")
+
+
+def is_temporary_name(name: str) -> bool:
+    low = name.lower()
+    return low.startswith(TEMP_PREFIXES) or low.endswith(TEMP_SUFFIXES) or ".syncthing." in low
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    folder: str  # the watched folder it belongs to
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScanResult:
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    #: (path, reason) for folders or files that could not be read during the walk
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    offline: list[str] = field(default_factory=list)  # watched folders that are not there
+
+
+def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Content hash (BLAKE2b-128) used to recognise a moved file or an unchanged rewrite."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _is_under(path: str, roots: Iterable[str]) -> bool:
+    for r in roots:
+        if path == r or path.startswith(r.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def walk_images(
+    root: str, skip: Iterable[str] = (), errors: list[tuple[str, str]] | None = None
+) -> Iterator[FileEntry]:
+    """Image files under ``root``: hidden folders, temporary files and ``skip`` (the app's own data) are
+    left out; symlinked folders are followed once (loops end); unreadable folders are reported."""
+    skip = [os.path.realpath(s) for s in skip]
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError as exc:
+            if errors is not None:
+                errors.append((d, f"folder cannot be read ({exc.strerror or exc})"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            continue  # symlink loop or a folder reached twice
+        seen_dirs.add(key)
+        if _is_under(os.path.realpath(d), skip):
+            continue
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError as exc:
+            if errors is not None:
+                reason = (
+                    "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc))
+                )
+                errors.append((d, f"folder cannot be read ({reason})"))
+            continue
+        subdirs = []
+        for e in entries:
+            name = e.name
+            try:
+                if e.is_dir(follow_symlinks=True):
+                    if not name.startswith("."):
+                        subdirs.append(e.path)
+                    continue
+                if not is_image_name(name) or is_temporary_name(name):
+                    continue
+                if not e.is_file(follow_symlinks=True):
+                    # FIFOs, sockets, devices named like photos: never opened (a FIFO would block)
+                    if errors is not None:
+                        errors.append((e.path, "not a regular file (a pipe, socket or device)"))
+                    continue
+                est = e.stat(follow_symlinks=True)
+            except OSError as exc:
+                if errors is not None and is_image_name(name):
+                    errors.append((e.path, f"the file cannot be read ({exc.strerror or exc})"))
+                continue
+            yield FileEntry(e.path, root, est.st_size, est.st_mtime_ns)
+        stack.extend(sorted(subdirs, reverse=True))
+
+
+def scan(folders: Iterable[str], skip: Iterable[str] = ()) -> ScanResult:
+    result = ScanResult()
+    for folder in folders:
+        if not os.path.isdir(folder):
+            result.offline.append(folder)
+            continue
+        for entry in walk_images(folder, skip, result.errors):
+            result.files[os.path.abspath(entry.path)] = entry
+    return result
+
+
+def canonical_folder(path: str | os.PathLike) -> str:
+    return str(Path(path).expanduser().resolve())

@@ -1,0 +1,790 @@
+"""The store: a SQLite catalog (the truth) plus a FAISS vector index (a cache of it).
+
+- ``photos``: one row per file seen (path as bytes, size, mtime, content hash, status, error).
+- ``regions``: one row per region with its box, name, source and vector (float32 bytes), so the vector
+  index can always be rebuilt without re-embedding.
+- ``meta``: schema version and the model/layout that made the vectors. Binding another model either
+  fails with :class:`ModelMismatch` or, when asked to, drops every visual vector in the same
+  transaction: the store never holds vectors of two models.
+
+The vector index file is saved atomically (temporary file, fsync, rename) and checked against the
+catalog when opened; whatever differs (a crash between the two, a truncated or foreign file) is
+repaired from the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sorce_desktop.core.regions import Box
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CATALOG_NAME = "catalog.sqlite3"
+VECTORS_NAME = "vectors.faiss"
+VECTORS_META = "vectors.json"
+LOCK_NAME = "writer.lock"
+
+PENDING, INDEXED, FAILED = "pending", "indexed", "failed"
+VISUAL = "visual"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS folders (
+    path BLOB PRIMARY KEY,
+    added_at REAL NOT NULL,
+    online INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS photos (
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE,
+    folder BLOB,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL DEFAULT 0,
+    hash TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    error TEXT,
+    width INTEGER,
+    height INTEGER,
+    variant TEXT,
+    indexed_at REAL
+);
+CREATE INDEX IF NOT EXISTS photos_status ON photos(status);
+CREATE INDEX IF NOT EXISTS photos_folder ON photos(folder);
+CREATE INDEX IF NOT EXISTS photos_size ON photos(size);
+CREATE TABLE IF NOT EXISTS regions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+    source TEXT NOT NULL DEFAULT 'visual',
+    name TEXT NOT NULL,
+    x0 INTEGER NOT NULL, y0 INTEGER NOT NULL, x1 INTEGER NOT NULL, y1 INTEGER NOT NULL,
+    text TEXT,
+    vector BLOB
+);
+CREATE INDEX IF NOT EXISTS regions_photo ON regions(photo_id);
+CREATE INDEX IF NOT EXISTS regions_source ON regions(source);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked, with the reason in words."""
+
+
+class ModelMismatch(StoreError):
+    def __init__(self, stored: str, requested: str, photos: int):
+        self.stored, self.requested, self.photos = stored, requested, photos
+        super().__init__(
+            f"The index was made with the model {stored}; {requested} makes vectors that cannot be mixed "
+            f"with those. Re-indexing {photos} photos with {requested} is needed (command line: add --reindex)."
+        )
+
+
+class StoreLocked(StoreError):
+    pass
+
+
+def path_key(path: str | os.PathLike) -> bytes:
+    """Paths are stored as the file system's bytes, so names that are not valid UTF-8 survive."""
+    return os.fsencode(os.path.abspath(os.fspath(path)))
+
+
+def path_str(key: bytes) -> str:
+    return os.fsdecode(key)
+
+
+def display_path(path: str) -> str:
+    """A path safe to print or show (undecodable bytes as escapes)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclass
+class PhotoRow:
+    id: int
+    path: str
+    folder: str | None
+    size: int
+    mtime_ns: int
+    hash: str | None
+    status: str
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class RegionRow:
+    id: int
+    photo_id: int
+    name: str
+    box: Box
+    source: str = VISUAL
+    text: str | None = None
+
+
+@dataclass
+class IndexedPhoto:
+    """What the indexer commits for one photo: its file facts and its embedded regions."""
+
+    path: str
+    folder: str | None
+    size: int
+    mtime_ns: int
+    hash: str | None
+    width: int
+    height: int
+    regions: list = field(default_factory=list)  # list[RegionEmbedding]
+    variant: str | None = None
+
+
+@dataclass
+class ModelBinding:
+    model_id: str
+    fingerprint: str
+    layout: str
+    dim: int
+
+
+# -- cross-process writer lock ------------------------------------------------------------------------
+class WriterLock:
+    """One writer per data folder: the GUI, ``index`` and ``watch`` refuse to run against each other
+    instead of interleaving writes. The OS drops the lock when the holder dies (even kill -9)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = None
+
+    def acquire(self) -> None:
+        fh = open(self.path, "a+")
+        try:
+            if os.name == "nt":  # pragma: no cover - Windows
+                import msvcrt
+
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise StoreLocked(
+                f"Another sorce-desktop process ({holder}) is already indexing this data folder "
+                f"({self.path.parent}). Close it first, or use another --data-dir."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.seek(0)
+                self._fh.truncate()
+            except OSError:
+                pass
+            self._fh.close()
+            self._fh = None
+
+
+# -- vector index -----------------------------------------------------------------------------------
+class VectorIndex:
+    """Region vectors by region id, inner-product search (vectors are unit length)."""
+
+    def __init__(self, dim: int):
+        import faiss
+
+        self.dim = dim
+        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        import faiss
+
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+            )
+
+    def remove(self, ids: Iterable[int]) -> None:
+        arr = np.fromiter(ids, dtype=np.int64)
+        if arr.size:
+            self.index.remove_ids(arr)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = max(1, min(k, self.count))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def save(self, path: Path) -> None:
+        import faiss
+
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self.index, str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> VectorIndex:
+        import faiss
+
+        index = faiss.read_index(str(path))
+        if index.d != dim:
+            raise ValueError(f"vector size {index.d}, expected {dim}")
+        obj = cls.__new__(cls)
+        obj.dim = dim
+        obj.index = index
+        return obj
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "nt":  # pragma: no cover
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """Catalog + vector index under one folder. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, folder: str | os.PathLike, *, writer: bool = True):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._writer_lock: WriterLock | None = None
+        self.writable = writer
+        if writer:
+            self._writer_lock = WriterLock(self.folder / LOCK_NAME)
+            self._writer_lock.acquire()
+        self.notices: list[str] = []  # what was repaired or migrated on open, for the user
+        try:
+            self.db = self._connect()
+            self._migrate()
+            self.vectors: VectorIndex | None = None
+            self._dirty = False
+            self._open_vectors()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        path = self.folder / CATALOG_NAME
+        try:
+            db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreLocked(f"The catalog {path} is locked by another process.") from exc
+            raise StoreError(
+                f"The catalog {path} is damaged ({exc}). Move it away and index again to rebuild it."
+            ) from exc
+        return db
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" in tables:
+                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"The index in {self.folder} was written by a newer version of sorce-desktop "
+                        f"(schema {version}); update the app or use another --data-dir."
+                    )
+                if version < SCHEMA_VERSION:
+                    # No older schema has shipped; an unknown older catalog is rebuilt from the folders.
+                    for t in ("regions", "photos", "folders", "meta"):
+                        db.execute(f"DROP TABLE IF EXISTS {t}")
+                    self.notices.append(
+                        f"The index was from an older version (schema {version}) and was reset; "
+                        "photos will be indexed again."
+                    )
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def _open_vectors(self) -> None:
+        binding = self.binding()
+        if binding is None:
+            self.vectors = None
+            return
+        path = self.folder / VECTORS_NAME
+        meta_path = self.folder / VECTORS_META
+        index = None
+        reason = None
+        if path.exists():
+            try:
+                meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+                if meta.get("fingerprint") not in (None, binding.fingerprint):
+                    raise ValueError("it belongs to another model")
+                index = VectorIndex.load(path, binding.dim)
+            except Exception as exc:
+                reason = f"the vector index could not be read ({exc})"
+        elif self.count_vectors():
+            reason = "the vector index file is missing"
+        if index is None:
+            index = VectorIndex(binding.dim)
+        self.vectors = index
+        changed = self._sync_vectors()
+        if reason:
+            self.notices.append(f"{reason[0].upper()}{reason[1:]}; it was rebuilt from the catalog.")
+            log.warning("%s; rebuilt from the catalog", reason)
+        if (changed or reason) and self.writable:
+            self.save()
+
+    def _sync_vectors(self) -> int:
+        """Make the vector index hold exactly the catalog's visual vectors. Returns how many changed."""
+        assert self.vectors is not None
+        with self._lock:
+            have = set(self.vectors.ids().tolist())
+            want = {
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,)
+                )
+            }
+            extra = have - want
+            missing = sorted(want - have)
+            self.vectors.remove(extra)
+            for i in range(0, len(missing), 4096):
+                chunk = missing[i : i + 4096]
+                rows = self.db.execute(
+                    f"SELECT id, vector FROM regions WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                self.vectors.add(
+                    [r[0] for r in rows],
+                    np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]),
+                )
+            if extra or missing:
+                self._dirty = True
+            return len(extra) + len(missing)
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            else:
+                self.db.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                if getattr(self, "_dirty", False) and self.writable and getattr(self, "db", None) is not None:
+                    self.save()
+            finally:
+                db = getattr(self, "db", None)
+                if db is not None:
+                    db.close()
+                    self.db = None
+                if self._writer_lock is not None:
+                    self._writer_lock.release()
+                    self._writer_lock = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def save(self) -> None:
+        """Write the vector index atomically. The catalog is already durable (committed per batch)."""
+        with self._lock:
+            binding = self.binding()
+            if self.vectors is None or binding is None:
+                return
+            self.vectors.save(self.folder / VECTORS_NAME)
+            meta = {"fingerprint": binding.fingerprint, "count": self.vectors.count, "saved_at": time.time()}
+            tmp = self.folder / (VECTORS_META + ".tmp")
+            tmp.write_text(json.dumps(meta))
+            os.replace(tmp, self.folder / VECTORS_META)
+            _fsync_dir(self.folder)
+            self._dirty = False
+
+    # -- model binding -------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.query("SELECT value FROM meta WHERE key=?", (key,))
+        return row[0][0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def binding(self) -> ModelBinding | None:
+        raw = self.get_meta("model")
+        if not raw:
+            return None
+        d = json.loads(raw)
+        return ModelBinding(d["model_id"], d["fingerprint"], d["layout"], int(d["dim"]))
+
+    def bind_model(self, binding: ModelBinding, *, reindex: bool = False) -> bool:
+        """Record the model and layout that make this store's vectors.
+
+        Returns True when existing vectors were dropped (photos set back to pending)."""
+        current = self.binding()
+        if current == binding:
+            return False
+        dropped = False
+        with self.transaction() as db:
+            has_vectors = db.execute("SELECT 1 FROM regions WHERE source=? LIMIT 1", (VISUAL,)).fetchone()
+            if (
+                current is not None
+                and has_vectors
+                and (current.fingerprint != binding.fingerprint or current.layout != binding.layout)
+            ):
+                if not reindex:
+                    n = db.execute("SELECT count(*) FROM photos WHERE status=?", (INDEXED,)).fetchone()[0]
+                    what = (
+                        f"{current.model_id} ({current.layout} layout)"
+                        if current.layout != binding.layout
+                        else current.model_id
+                    )
+                    raise ModelMismatch(what, f"{binding.model_id} ({binding.layout} layout)", n)
+                db.execute("DELETE FROM regions WHERE source=?", (VISUAL,))
+                db.execute("UPDATE photos SET status=?, variant=NULL WHERE status=?", (PENDING, INDEXED))
+                dropped = True
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)",
+                (json.dumps(binding.__dict__),),
+            )
+        # Vectors of the old model are gone from the catalog; start a fresh index of the right size.
+        if dropped or self.vectors is None or self.vectors.dim != binding.dim:
+            self.vectors = VectorIndex(binding.dim)
+            self._sync_vectors()
+            self._dirty = True
+            if self.writable:
+                self.save()
+        return dropped
+
+    # -- folders -------------------------------------------------------------------------------------
+    def add_folder(self, folder: str | os.PathLike) -> str:
+        key = path_key(folder)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO folders(path, added_at, online) VALUES (?, ?, 1)", (key, time.time())
+            )
+        return path_str(key)
+
+    def folders(self) -> list[str]:
+        return [path_str(r[0]) for r in self.query("SELECT path FROM folders ORDER BY added_at")]
+
+    def set_folder_online(self, folder: str, online: bool) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE folders SET online=? WHERE path=?", (int(online), path_key(folder)))
+
+    def folder_online(self, folder: str) -> bool:
+        row = self.query("SELECT online FROM folders WHERE path=?", (path_key(folder),))
+        return bool(row[0][0]) if row else False
+
+    def remove_folder(self, folder: str) -> int:
+        """Forget a folder and every photo under it (the files are not touched). Returns photos forgotten."""
+        key = path_key(folder)
+        with self.transaction() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM photos WHERE folder=?", (key,))]
+            region_ids = self._region_ids_of(db, ids)
+            self._delete_photos(db, ids)
+            db.execute("DELETE FROM folders WHERE path=?", (key,))
+        self._drop_vectors(region_ids)
+        return len(ids)
+
+    # -- photos --------------------------------------------------------------------------------------
+    def _photo(self, r: tuple) -> PhotoRow:
+        return PhotoRow(r[0], path_str(r[1]), path_str(r[2]) if r[2] is not None else None, *r[3:])
+
+    _PHOTO_COLS = "id, path, folder, size, mtime_ns, hash, status, error, width, height"
+
+    def photos_under(self, folder: str | None = None) -> list[PhotoRow]:
+        if folder is None:
+            rows = self.query(f"SELECT {self._PHOTO_COLS} FROM photos")
+        else:
+            rows = self.query(f"SELECT {self._PHOTO_COLS} FROM photos WHERE folder=?", (path_key(folder),))
+        return [self._photo(r) for r in rows]
+
+    def photo_by_path(self, path: str) -> PhotoRow | None:
+        rows = self.query(f"SELECT {self._PHOTO_COLS} FROM photos WHERE path=?", (path_key(path),))
+        return self._photo(rows[0]) if rows else None
+
+    def photos_by_ids(self, ids: Sequence[int]) -> dict[int, PhotoRow]:
+        out: dict[int, PhotoRow] = {}
+        ids = list(ids)
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            for r in self.query(
+                f"SELECT {self._PHOTO_COLS} FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                out[r[0]] = self._photo(r)
+        return out
+
+    def pending(self) -> list[PhotoRow]:
+        return [
+            self._photo(r)
+            for r in self.query(
+                f"SELECT {self._PHOTO_COLS} FROM photos WHERE status=? ORDER BY id", (PENDING,)
+            )
+        ]
+
+    def upsert_pending(self, entries: Sequence[tuple[str, str | None, int, int, str | None]]) -> None:
+        """Record files to embed (path, folder, size, mtime_ns, hash) as pending, before embedding them,
+        so that a run killed half-way knows what is left."""
+        with self.transaction() as db:
+            for path, folder, size, mtime_ns, digest in entries:
+                db.execute(
+                    "INSERT INTO photos(path, folder, size, mtime_ns, hash, status) VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                    "hash=excluded.hash, status=excluded.status, error=NULL, folder=excluded.folder",
+                    (path_key(path), path_key(folder) if folder else None, size, mtime_ns, digest, PENDING),
+                )
+
+    def touch(self, photo_id: int, size: int, mtime_ns: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE photos SET size=?, mtime_ns=? WHERE id=?", (size, mtime_ns, photo_id))
+
+    def move_photo(
+        self, photo_id: int, new_path: str, folder: str | None, mtime_ns: int | None = None
+    ) -> None:
+        """A renamed or moved file keeps its regions and vectors."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM photos WHERE path=? AND id<>?", (path_key(new_path), photo_id))
+            if mtime_ns is None:
+                db.execute(
+                    "UPDATE photos SET path=?, folder=? WHERE id=?",
+                    (path_key(new_path), path_key(folder) if folder else None, photo_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE photos SET path=?, folder=?, mtime_ns=? WHERE id=?",
+                    (path_key(new_path), path_key(folder) if folder else None, mtime_ns, photo_id),
+                )
+
+    def move_tree(self, old_dir: str, new_dir: str, folder: str | None) -> int:
+        """A renamed folder: every photo under it gets the new path prefix, vectors untouched."""
+        old = path_key(old_dir).rstrip(os.sep.encode()) + os.sep.encode()
+        new = path_key(new_dir).rstrip(os.sep.encode()) + os.sep.encode()
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT id, path FROM photos WHERE substr(path, 1, ?) = ?", (len(old), old)
+            ).fetchall()
+            for pid, p in rows:
+                target = new + bytes(p)[len(old) :]
+                db.execute("DELETE FROM photos WHERE path=? AND id<>?", (target, pid))
+                db.execute(
+                    "UPDATE photos SET path=?, folder=? WHERE id=?",
+                    (target, path_key(folder) if folder else None, pid),
+                )
+        return len(rows)
+
+    def record_failure(self, path: str, folder: str | None, size: int, mtime_ns: int, reason: str) -> None:
+        with self.transaction() as db:
+            pid_row = db.execute("SELECT id FROM photos WHERE path=?", (path_key(path),)).fetchone()
+            region_ids = self._region_ids_of(db, [pid_row[0]]) if pid_row else []
+            if pid_row:
+                db.execute("DELETE FROM regions WHERE photo_id=?", (pid_row[0],))
+            db.execute(
+                "INSERT INTO photos(path, folder, size, mtime_ns, status, error) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                "status=excluded.status, error=excluded.error, hash=NULL",
+                (path_key(path), path_key(folder) if folder else None, size, mtime_ns, FAILED, reason),
+            )
+        self._drop_vectors(region_ids)
+
+    def delete_photos(self, ids: Sequence[int]) -> None:
+        with self.transaction() as db:
+            region_ids = self._region_ids_of(db, ids)
+            self._delete_photos(db, ids)
+        self._drop_vectors(region_ids)
+
+    def _region_ids_of(self, db, photo_ids: Sequence[int]) -> list[int]:
+        out: list[int] = []
+        photo_ids = list(photo_ids)
+        for i in range(0, len(photo_ids), 900):
+            chunk = photo_ids[i : i + 900]
+            out += [
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM regions WHERE source=? AND photo_id IN ({','.join('?' * len(chunk))})",
+                    [VISUAL, *chunk],
+                )
+            ]
+        return out
+
+    def _delete_photos(self, db, ids: Sequence[int]) -> None:
+        ids = list(ids)
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            db.execute(f"DELETE FROM regions WHERE photo_id IN ({marks})", chunk)
+            db.execute(f"DELETE FROM photos WHERE id IN ({marks})", chunk)
+
+    def _drop_vectors(self, region_ids: Sequence[int]) -> None:
+        if self.vectors is not None and region_ids:
+            with self._lock:
+                self.vectors.remove(region_ids)
+                self._dirty = True
+
+    def commit_photos(self, photos: Sequence[IndexedPhoto]) -> list[int]:
+        """Store embedded photos with their regions in one transaction; returns their photo ids."""
+        binding = self.binding()
+        if binding is None:
+            raise StoreError("no model is bound to this store")
+        new_ids: list[int] = []
+        new_vecs: list[np.ndarray] = []
+        stale: list[int] = []
+        photo_ids: list[int] = []
+        now = time.time()
+        with self.transaction() as db:
+            for p in photos:
+                key = path_key(p.path)
+                db.execute(
+                    "INSERT INTO photos(path, folder, size, mtime_ns, hash, status, error, width, height, variant, indexed_at) "
+                    "VALUES (?,?,?,?,?,?,NULL,?,?,?,?) ON CONFLICT(path) DO UPDATE SET folder=excluded.folder, "
+                    "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, status=excluded.status, "
+                    "error=NULL, width=excluded.width, height=excluded.height, variant=excluded.variant, "
+                    "indexed_at=excluded.indexed_at",
+                    (
+                        key,
+                        path_key(p.folder) if p.folder else None,
+                        p.size,
+                        p.mtime_ns,
+                        p.hash,
+                        INDEXED,
+                        p.width,
+                        p.height,
+                        p.variant,
+                        now,
+                    ),
+                )
+                pid = db.execute("SELECT id FROM photos WHERE path=?", (key,)).fetchone()[0]
+                photo_ids.append(pid)
+                stale += self._region_ids_of(db, [pid])
+                db.execute("DELETE FROM regions WHERE photo_id=? AND source=?", (pid, VISUAL))
+                for r in p.regions:
+                    vec = np.ascontiguousarray(r.vector, dtype=np.float32)
+                    if vec.shape != (binding.dim,):
+                        raise StoreError(f"vector of size {vec.shape} for a {binding.dim}-d index")
+                    cur = db.execute(
+                        "INSERT INTO regions(photo_id, source, name, x0, y0, x1, y1, vector) VALUES (?,?,?,?,?,?,?,?)",
+                        (pid, VISUAL, r.name, r.box.x0, r.box.y0, r.box.x1, r.box.y1, vec.tobytes()),
+                    )
+                    new_ids.append(cur.lastrowid)
+                    new_vecs.append(vec)
+        with self._lock:
+            assert self.vectors is not None
+            self.vectors.remove(stale)
+            if new_ids:
+                self.vectors.add(new_ids, np.stack(new_vecs))
+            self._dirty = True
+        return photo_ids
+
+    # -- regions -------------------------------------------------------------------------------------
+    def regions_by_ids(self, ids: Sequence[int]) -> dict[int, RegionRow]:
+        out: dict[int, RegionRow] = {}
+        ids = [int(i) for i in ids]
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            for r in self.query(
+                f"SELECT id, photo_id, name, x0, y0, x1, y1, source, text FROM regions WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[r[0]] = RegionRow(r[0], r[1], r[2], Box(r[3], r[4], r[5], r[6]), r[7], r[8])
+        return out
+
+    def regions_of(self, photo_id: int, source: str | None = VISUAL) -> list[RegionRow]:
+        sql = "SELECT id, photo_id, name, x0, y0, x1, y1, source, text FROM regions WHERE photo_id=?"
+        params: list = [photo_id]
+        if source:
+            sql += " AND source=?"
+            params.append(source)
+        return [
+            RegionRow(r[0], r[1], r[2], Box(r[3], r[4], r[5], r[6]), r[7], r[8])
+            for r in self.query(sql + " ORDER BY id", params)
+        ]
+
+    def region_vectors(self, photo_id: int) -> tuple[list[RegionRow], np.ndarray]:
+        rows = self.query(
+            "SELECT id, photo_id, name, x0, y0, x1, y1, source, text, vector FROM regions "
+            "WHERE photo_id=? AND source=? ORDER BY id",
+            (photo_id, VISUAL),
+        )
+        regions = [RegionRow(r[0], r[1], r[2], Box(r[3], r[4], r[5], r[6]), r[7], r[8]) for r in rows]
+        vecs = (
+            np.stack([np.frombuffer(r[9], dtype=np.float32) for r in rows])
+            if rows
+            else np.zeros((0, 0), np.float32)
+        )
+        return regions, vecs
+
+    def count_vectors(self) -> int:
+        return self.query("SELECT count(*) FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,))[0][
+            0
+        ]
+
+    # -- status --------------------------------------------------------------------------------------
+    def counts(self, folder: str | None = None) -> dict[str, int]:
+        if folder is None:
+            rows = self.query("SELECT status, count(*) FROM photos GROUP BY status")
+        else:
+            rows = self.query(
+                "SELECT status, count(*) FROM photos WHERE folder=? GROUP BY status", (path_key(folder),)
+            )
+        out = {PENDING: 0, INDEXED: 0, FAILED: 0}
+        out.update({s: n for s, n in rows})
+        return out
+
+    def errors(self, folder: str | None = None) -> list[tuple[str, str]]:
+        if folder is None:
+            rows = self.query("SELECT path, error FROM photos WHERE status=? ORDER BY path", (FAILED,))
+        else:
+            rows = self.query(
+                "SELECT path, error FROM photos WHERE status=? AND folder=? ORDER BY path",
+                (FAILED, path_key(folder)),
+            )
+        return [(path_str(p), e or "unknown error") for p, e in rows]
+
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())

@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny random models built from configs (offline), real photos copied to tmp folders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-small"
+if not COCO.is_dir():  # CI clones main elsewhere with shared/ beside it
+    COCO = Path(os.environ.get("SORCE_COCO_SMALL", "/work/shared/datasets/coco-small"))
+COCO_IMAGES = COCO / "images"
+
+
+def coco_photos(n: int, start: int = 0) -> list[Path]:
+    photos = sorted(COCO_IMAGES.glob("*.jpg"))
+    if not photos:
+        pytest.skip(f"coco-small photos not found at {COCO_IMAGES}")
+    return photos[start : start + n]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    from sorce_desktop.core.models.synthetic import build_dual_encoder
+
+    return build_dual_encoder(tmp_path_factory.mktemp("tiny-clip"), "tiny-clip", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory) -> Path:
+    from sorce_desktop.core.models.synthetic import build_dual_encoder
+
+    return build_dual_encoder(tmp_path_factory.mktemp("tiny-siglip"), "tiny-siglip", seed=1)
+
+
+@pytest.fixture(scope="session")
+def clip_embedder(tiny_clip):
+    from sorce_desktop.core.models.dual import DualEncoderEmbedder
+
+    return DualEncoderEmbedder(tiny_clip)
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """12 real photos (3 in a subfolder) in a fresh temporary folder."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    for i, p in enumerate(coco_photos(12)):
+        shutil.copy2(p, (root / "sub" if i >= 9 else root) / p.name)
+    return root
+
+
+def tree_fingerprint(root: Path) -> dict[str, tuple]:
+    """Names, sizes, mtimes and content hashes of everything under ``root`` (to prove it is untouched)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            digest = None
+            if p.is_file() and not p.is_symlink():
+                try:
+                    digest = hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
+                except OSError:
+                    digest = "unreadable"
+            out[os.fsencode(p)] = (st.st_size if p.is_file() else None, st.st_mtime_ns, st.st_mode, digest)
+    return out
+
+
+@pytest.fixture
+def untouched():
+    """Call with a folder; at teardown asserts nothing in it changed."""
+    watched: list[tuple[Path, dict]] = []
+
+    def watch(root: Path) -> Path:
+        watched.append((root, tree_fingerprint(root)))
+        return root
+
+    yield watch
+    for root, before in watched:
+        assert tree_fingerprint(root) == before, f"photo folder {root} was modified"
