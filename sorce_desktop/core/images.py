@@ -77,13 +77,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white.
+        # 16-bit greyscale: map the 16-bit range onto 8 bits instead of clipping everything above 255.
         img = img.convert("I")
-        lo, hi = img.getextrema()
-        span = max(1, hi - lo) if hi > 255 else 255
-        base = lo if hi > 255 else 0
-        img = img.point(lambda v: (v - base) * 255 / span).convert("L")
-        return img.convert("RGB")
+        _, hi = img.getextrema()
+        if hi > 255:
+            img = img.point(lambda v: v * (255 / 65535))
+        return img.convert("L").convert("RGB")
     if mode == "F":
         lo, hi = img.getextrema()
         span = (hi - lo) or 1.0

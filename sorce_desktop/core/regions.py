@@ -77,6 +77,7 @@ def _spans(length: int, count: int, overlap: float) -> list[tuple[int, int]]:
     ``overlap`` > 0 neighbours share a band, which keeps an object cut by a plain grid line whole
     in one of them.
     """
+    count = min(count, length)  # never more spans than pixels
     if count <= 1:
         return [(0, length)]
     size = min(length, length / count * (1.0 + overlap))
