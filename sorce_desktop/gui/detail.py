@@ -1,0 +1,284 @@
+"""The detail view: one photo large, the match outlined, zoomable; arrow keys move between results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from sorce_desktop.core.images import load_image
+from sorce_desktop.core.store import display_path
+from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
+from sorce_desktop.gui.results import OUTLINE, OUTLINE_HALO, source_label
+from sorce_desktop.gui.session import ResultItem
+from sorce_desktop.gui.tasks import run_task
+from sorce_desktop.gui.thumbnails import pil_to_qimage
+
+#: the detail view decodes at most this short side (a screen's worth; zooming further shows pixels)
+DETAIL_MIN_SIDE = 2000
+_EXIF_DATETIME_ORIGINAL = 0x9003
+_EXIF_IFD = 0x8769
+
+
+def photo_date(path: str, mtime_ns: int) -> str:
+    """When the photo was taken (EXIF), else when the file was last changed."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            raw = img.getexif().get_ifd(_EXIF_IFD).get(_EXIF_DATETIME_ORIGINAL)
+        if raw:
+            when = dt.datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+            return when.strftime("%-d %b %Y, %H:%M") if os.name != "nt" else when.strftime("%d %b %Y, %H:%M")
+    except Exception:
+        pass
+    if mtime_ns:
+        when = dt.datetime.fromtimestamp(mtime_ns / 1e9)
+        return when.strftime("%d %b %Y, %H:%M") + " (file date)"
+    return ""
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+class PhotoView(QtWidgets.QGraphicsView):
+    """Scene coordinates are the photo's full-resolution upright pixels, the space the boxes live in."""
+
+    zoom_changed = Signal(float)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setScene(QtWidgets.QGraphicsScene(self))
+        self.setRenderHints(
+            QtGui.QPainter.RenderHint.Antialiasing | QtGui.QPainter.RenderHint.SmoothPixmapTransform
+        )
+        self.setDragMode(QtWidgets.QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QtWidgets.QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.setBackgroundBrush(QtGui.QColor("#161616"))
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._pixmap = self.scene().addPixmap(QtGui.QPixmap())
+        self._pixmap.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        halo = QtGui.QPen(OUTLINE_HALO, 5)
+        halo.setCosmetic(True)
+        self._halo = self.scene().addRect(QtCore.QRectF(), halo)
+        pen = QtGui.QPen(OUTLINE, 2.5)
+        pen.setCosmetic(True)  # the same width at every zoom
+        self._outline = self.scene().addRect(QtCore.QRectF(), pen)
+        self._fit = True
+        self.photo_size = (0, 0)
+
+    def set_photo(self, image: QtGui.QImage | None, width: int, height: int) -> None:
+        self.photo_size = (width, height)
+        pm = QtGui.QPixmap.fromImage(image) if image is not None else QtGui.QPixmap()
+        self._pixmap.setPixmap(pm)
+        if not pm.isNull() and width:
+            self._pixmap.setScale(width / pm.width())
+        self.scene().setSceneRect(QtCore.QRectF(0, 0, width, height))
+        self.fit()
+
+    def set_outline(self, rect: QtCore.QRectF | None) -> None:
+        for item in (self._halo, self._outline):
+            item.setVisible(rect is not None)
+            if rect is not None:
+                item.setRect(rect)
+
+    def outline_rect(self) -> QtCore.QRectF | None:
+        return self._outline.rect() if self._outline.isVisible() else None
+
+    def fit(self) -> None:
+        self._fit = True
+        if self.photo_size[0]:
+            self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self.zoom_changed.emit(self.transform().m11())
+
+    def zoom(self, factor: float) -> None:
+        self._fit = False
+        current = self.transform().m11()
+        factor = max(0.02, min(32.0, current * factor)) / current
+        self.scale(factor, factor)
+        self.zoom_changed.emit(self.transform().m11())
+
+    def zoom_to_outline(self) -> None:
+        if self._outline.isVisible():
+            self._fit = False
+            r = self._outline.rect()
+            self.fitInView(
+                r.adjusted(-r.width() * 0.4, -r.height() * 0.4, r.width() * 0.4, r.height() * 0.4),
+                Qt.AspectRatioMode.KeepAspectRatio,
+            )
+            self.zoom_changed.emit(self.transform().m11())
+
+    def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
+        # arrows step between results and Esc goes back: the page handles them, not the scroll bars
+        e.ignore()
+
+    def wheelEvent(self, e: QtGui.QWheelEvent) -> None:  # noqa: N802
+        if e.angleDelta().y():
+            self.zoom(1.0015 ** e.angleDelta().y())
+
+    def mouseDoubleClickEvent(self, e) -> None:  # noqa: N802
+        if self._fit:
+            self.zoom_to_outline()
+        else:
+            self.fit()
+
+    def resizeEvent(self, e) -> None:  # noqa: N802
+        super().resizeEvent(e)
+        if self._fit:
+            self.fit()
+
+
+class DetailPage(QtWidgets.QWidget):
+    back = Signal()
+    step = Signal(int)  # -1 previous, +1 next
+    find_similar = Signal(object)  # ResultItem
+    show_in_folder = Signal(str)
+    open_photo = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.item: ResultItem | None = None
+        self._token = 0
+        bar = QtWidgets.QHBoxLayout()
+        bar.setContentsMargins(10, 6, 10, 6)
+        bar.setSpacing(6)
+        self.back_button = QtWidgets.QToolButton(text="‹  Results")
+        self.back_button.setToolTip("Back to the results (Esc)")
+        self.back_button.setAutoRaise(True)
+        self.back_button.clicked.connect(self.back)
+        self.title = QtWidgets.QLabel()
+        self.title.setObjectName("detailTitle")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.prev_button = QtWidgets.QToolButton(text="‹", toolTip="Previous result (Left)", autoRaise=True)
+        self.next_button = QtWidgets.QToolButton(text="›", toolTip="Next result (Right)", autoRaise=True)
+        self.prev_button.clicked.connect(lambda: self.step.emit(-1))
+        self.next_button.clicked.connect(lambda: self.step.emit(1))
+        self.similar_button = QtWidgets.QPushButton("Find Similar")
+        self.similar_button.setToolTip("Search for photos like the outlined part (Ctrl+Shift+F)")
+        self.folder_button = QtWidgets.QPushButton("Show in Folder")
+        self.open_button = QtWidgets.QPushButton("Open")
+        self.open_button.setToolTip("Open in the default app (Ctrl+Return)")
+        self.similar_button.clicked.connect(lambda: self.item and self.find_similar.emit(self.item))
+        self.folder_button.clicked.connect(lambda: self.item and self.show_in_folder.emit(self.item.hit.path))
+        self.open_button.clicked.connect(lambda: self.item and self.open_photo.emit(self.item.hit.path))
+        bar.addWidget(self.back_button)
+        bar.addWidget(self.prev_button)
+        bar.addWidget(self.next_button)
+        bar.addSpacing(8)
+        bar.addWidget(self.title, 1)
+        for b in (self.similar_button, self.folder_button, self.open_button):
+            bar.addWidget(b)
+        self.view = PhotoView()
+        self.info = QtWidgets.QLabel()
+        self.info.setObjectName("detailInfo")
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info.setWordWrap(True)
+        info_row = QtWidgets.QHBoxLayout()
+        info_row.setContentsMargins(12, 6, 12, 8)
+        info_row.addWidget(self.info, 1)
+        self.zoom_label = QtWidgets.QLabel()
+        self.zoom_label.setObjectName("muted")
+        info_row.addWidget(self.zoom_label)
+        self.view.zoom_changed.connect(self._zoom_text)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addLayout(bar)
+        lay.addWidget(self.view, 1)
+        lay.addLayout(info_row)
+        self.setFocusProxy(self.view)
+
+    def _zoom_text(self, z: float) -> None:
+        # scene units are the photo's own pixels, so the view's scale is the zoom in percent of them
+        self.zoom_label.setText(f"{z * 100:.0f}%" if self.view.photo_size[0] else "")
+
+    def show_item(self, item: ResultItem, index: int, count: int, thumb: QtGui.QPixmap | None = None) -> None:
+        self.item = item
+        self._token += 1
+        token = self._token
+        hit = item.hit
+        self.title.setText(
+            f"<b>{os.path.basename(hit.path)}</b>  <span style='color:gray'>{index + 1} of {count}</span>"
+        )
+        self.prev_button.setEnabled(index > 0)
+        self.next_button.setEnabled(index < count - 1)
+        # the thumbnail at once, the full photo when decoded
+        self.view.set_photo(
+            thumb.toImage() if thumb is not None and not thumb.isNull() else None, hit.width, hit.height
+        )
+        self.update_outline()
+        self._set_info("")
+
+        def load():
+            decoded = load_image(hit.path, DETAIL_MIN_SIDE)
+            return (
+                pil_to_qimage(decoded.image),
+                decoded.width,
+                decoded.height,
+                photo_date(hit.path, item.mtime_ns),
+            )
+
+        def loaded(res) -> None:
+            if token != self._token:
+                return
+            img, w, h, date = res
+            self.view.set_photo(img, w, h)
+            self.update_outline()
+            self._set_info(date)
+
+        def failed(exc) -> None:
+            if token == self._token:
+                self._set_info(f"This photo cannot be shown: {exc}")
+
+        run_task(load, loaded, failed, lane="thumbs", name="detail photo")
+
+    def update_outline(self) -> None:
+        it = self.item
+        if it is None:
+            return
+        b = it.shown_box
+        whole = b.x0 <= 0 and b.y0 <= 0 and b.x1 >= it.hit.width and b.y1 >= it.hit.height
+        self.view.set_outline(None if whole else QtCore.QRectF(b.x0, b.y0, b.width, b.height))
+
+    def _set_info(self, extra: str) -> None:
+        it = self.item
+        if it is None:
+            return
+        hit = it.hit
+        parts = [display_path(hit.path)]
+        if extra:
+            parts.append(extra)
+        parts.append(f"{hit.width} × {hit.height}")
+        if it.size_bytes:
+            parts.append(human_bytes(it.size_bytes))
+        match = f"{source_label(hit.source)} match, score {hit.score:.3f}"
+        if hit.refined_score is not None:
+            match += f" (zoomed {hit.refined_score:.3f})"
+        if hit.text:
+            match += f" · words: “{hit.text}”"
+        parts.append(match)
+        self.info.setText("   ·   ".join(parts))
+
+    def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
+        k = e.key()
+        if k == Qt.Key.Key_Escape:
+            self.back.emit()
+        elif k in (Qt.Key.Key_Left, Qt.Key.Key_Up):
+            self.step.emit(-1)
+        elif k in (Qt.Key.Key_Right, Qt.Key.Key_Down, Qt.Key.Key_Space):
+            self.step.emit(1)
+        elif k in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
+            self.view.zoom(1.25)
+        elif k == Qt.Key.Key_Minus:
+            self.view.zoom(0.8)
+        elif k == Qt.Key.Key_0:
+            self.view.fit()
+        elif k == Qt.Key.Key_Z:
+            self.view.zoom_to_outline()
+        else:
+            super().keyPressEvent(e)

@@ -1,0 +1,293 @@
+"""The results grid: a list model of hits, a delegate that draws each thumbnail with its match
+outlined, and the view (icon mode, uniform cells, so thousands of results scroll smoothly)."""
+
+from __future__ import annotations
+
+import os
+
+from sorce_desktop.core.regions import Box
+from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
+from sorce_desktop.gui.session import ResultItem
+from sorce_desktop.gui.thumbnails import ThumbnailCache
+
+ItemRole = Qt.ItemDataRole.UserRole + 1
+
+CAPTION_H = 22
+PAD = 6
+OUTLINE = QtGui.QColor("#ffd60a")  # a warm yellow reads on sky, grass and skin alike
+OUTLINE_HALO = QtGui.QColor(0, 0, 0, 150)
+
+
+def source_label(source: str) -> str:
+    return {"text": "Text in photo", "both": "Picture + text"}.get(source, "Picture")
+
+
+class ResultsModel(QtCore.QAbstractListModel):
+    def __init__(self, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.items: list[ResultItem] = []
+        self._row_of: dict[int, int] = {}
+
+    def rowCount(self, parent=QtCore.QModelIndex()) -> int:  # noqa: N802 - Qt's name
+        return 0 if parent.isValid() else len(self.items)
+
+    def data(self, index: QtCore.QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        it = self.items[index.row()]
+        if role == ItemRole:
+            return it
+        if role == Qt.ItemDataRole.DisplayRole:
+            return os.path.basename(it.hit.path)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            lines = [it.hit.path, f"Score {it.hit.score:.3f} · {source_label(it.hit.source)}"]
+            if it.hit.text:
+                lines.append(f"Words matched: “{it.hit.text}”")
+            return "\n".join(lines)
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return f"{os.path.basename(it.hit.path)}, score {it.hit.score:.2f}"
+        return None
+
+    def set_items(self, items: list[ResultItem]) -> None:
+        self.beginResetModel()
+        self.items = list(items)
+        self._row_of = {it.hit.photo_id: i for i, it in enumerate(self.items)}
+        self.endResetModel()
+
+    def item(self, row: int) -> ResultItem:
+        return self.items[row]
+
+    def row_of(self, photo_id: int) -> int | None:
+        return self._row_of.get(photo_id)
+
+    def photo_changed(self, photo_id: int) -> None:
+        row = self._row_of.get(photo_id)
+        if row is not None:
+            ix = self.index(row)
+            self.dataChanged.emit(ix, ix)
+
+    def thumb_changed(self, key: str) -> None:
+        for row, it in enumerate(self.items):
+            if it.thumb_key == key:
+                ix = self.index(row)
+                self.dataChanged.emit(ix, ix)
+
+    def reorder(self, photo_ids: list[int]) -> None:
+        """Show the items in this order (re-rank by zoomed score); selection follows its photo."""
+        by_id = {it.hit.photo_id: it for it in self.items}
+        items = [by_id[p] for p in photo_ids if p in by_id]
+        if len(items) != len(self.items):
+            return  # not the list on screen (a newer search replaced it)
+        self.layoutAboutToBeChanged.emit()
+        old = dict(self._row_of)
+        self.items = items
+        self._row_of = {it.hit.photo_id: i for i, it in enumerate(self.items)}
+        self.changePersistentIndexList(
+            [self.index(old[it.hit.photo_id]) for it in self.items],
+            [self.index(i) for i in range(len(self.items))],
+        )
+        self.layoutChanged.emit()
+
+
+def fit_rect(area: QtCore.QRectF, width: int, height: int) -> QtCore.QRectF:
+    """Where a ``width`` x ``height`` photo is drawn inside ``area``: as large as fits, centred."""
+    if width <= 0 or height <= 0:
+        return QtCore.QRectF(area)
+    s = min(area.width() / width, area.height() / height)
+    w, h = width * s, height * s
+    return QtCore.QRectF(area.x() + (area.width() - w) / 2, area.y() + (area.height() - h) / 2, w, h)
+
+
+def box_in(image_rect: QtCore.QRectF, box: Box, width: int, height: int) -> QtCore.QRectF:
+    """A box in full-resolution photo pixels, mapped onto the photo as drawn in ``image_rect``."""
+    sx = image_rect.width() / width
+    sy = image_rect.height() / height
+    return QtCore.QRectF(
+        image_rect.x() + box.x0 * sx, image_rect.y() + box.y0 * sy, box.width * sx, box.height * sy
+    )
+
+
+class ResultDelegate(QtWidgets.QStyledItemDelegate):
+    def __init__(self, thumbs: ThumbnailCache, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.thumbs = thumbs
+        self.side = 180  # thumbnail side, logical pixels
+        self.cell_width = self.side + 2 * PAD  # widened by the view so a row fills the window
+
+    # -- geometry (the tests check these against the hits' boxes) ------------------------------------
+    def sizeHint(self, option, index) -> QtCore.QSize:  # noqa: N802
+        return QtCore.QSize(self.cell_width, self.side + CAPTION_H + 2 * PAD)
+
+    def image_area(self, cell: QtCore.QRect) -> QtCore.QRectF:
+        return QtCore.QRectF(cell.x() + PAD, cell.y() + PAD, cell.width() - 2 * PAD, self.side)
+
+    def image_rect(self, cell: QtCore.QRect, item: ResultItem) -> QtCore.QRectF:
+        return fit_rect(self.image_area(cell), item.hit.width, item.hit.height)
+
+    def outline_rect(self, cell: QtCore.QRect, item: ResultItem) -> QtCore.QRectF | None:
+        if item.hit.width <= 0 or item.hit.height <= 0:
+            return None
+        box = item.shown_box
+        if box.x0 <= 0 and box.y0 <= 0 and box.x1 >= item.hit.width and box.y1 >= item.hit.height:
+            return None  # the whole photo matched: an outline round the edge says nothing
+        return box_in(self.image_rect(cell, item), box, item.hit.width, item.hit.height)
+
+    # -- painting ------------------------------------------------------------------------------------
+    def paint(self, painter: QtGui.QPainter, option, index) -> None:
+        item: ResultItem = index.data(ItemRole)
+        if item is None:
+            return
+        pal = option.palette
+        cell = option.rect
+        selected = bool(option.state & QtWidgets.QStyle.StateFlag.State_Selected)
+        focused = bool(option.state & QtWidgets.QStyle.StateFlag.State_HasFocus)
+        painter.save()
+        painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform)
+        if selected:
+            hl = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.Highlight))
+            hl.setAlpha(70 if not focused else 95)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(hl)
+            painter.drawRoundedRect(QtCore.QRectF(cell).adjusted(1, 1, -1, -1), 8, 8)
+
+        target = self.image_rect(cell, item)
+        dpr = painter.device().devicePixelRatioF() if painter.device() else 1.0
+        px = int(max(target.width(), target.height()) * dpr + 0.5)
+        pm = self.thumbs.get(item.thumb_key, item.hit.path, px)
+        clip = QtGui.QPainterPath()
+        clip.addRoundedRect(target, 4, 4)
+        if pm is not None and not pm.isNull():
+            painter.save()
+            painter.setClipPath(clip)
+            painter.drawPixmap(target, pm, QtCore.QRectF(pm.rect()))
+            painter.restore()
+        else:
+            painter.setPen(Qt.PenStyle.NoPen)
+            base = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.Mid))
+            base.setAlpha(60)
+            painter.setBrush(base)
+            painter.drawPath(clip)
+            err = self.thumbs.error(item.thumb_key)
+            if err:
+                painter.setPen(pal.color(QtGui.QPalette.ColorRole.PlaceholderText))
+                painter.drawText(
+                    target.adjusted(6, 6, -6, -6),
+                    Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                    "Cannot show this photo",
+                )
+
+        outline = self.outline_rect(cell, item)
+        if outline is not None:
+            refined = item.hit.refined_box is not None
+            pen_w = 2.0 if refined else 1.6
+            halo = QtGui.QPen(OUTLINE_HALO, pen_w + 2)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.setPen(halo)
+            painter.drawRoundedRect(outline, 2, 2)
+            pen = QtGui.QPen(OUTLINE, pen_w)
+            if not refined and item.refining:
+                pen.setStyle(Qt.PenStyle.DashLine)  # the tile's outline; the tighter one is on its way
+            painter.setPen(pen)
+            painter.drawRoundedRect(outline, 2, 2)
+
+        # caption: the name (or the words matched), the kind of match, the score, discreetly
+        cap = QtCore.QRectF(
+            cell.x() + PAD, cell.y() + PAD + self.side + 3, cell.width() - 2 * PAD, CAPTION_H - 4
+        )
+        small = QtGui.QFont(option.font)
+        small.setPointSizeF(max(7.5, option.font.pointSizeF() * 0.85))
+        painter.setFont(small)
+        fm = QtGui.QFontMetricsF(small)
+        muted = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.PlaceholderText))
+        score = f"{item.hit.score:.2f}"
+        score_w = fm.horizontalAdvance(score) + 4
+        painter.setPen(muted)
+        painter.drawText(cap, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, score)
+        left = cap.adjusted(0, 0, -score_w, 0)
+        if item.hit.source in ("text", "both"):
+            badge = "Aa"
+            bw = fm.horizontalAdvance(badge) + 8
+            br = QtCore.QRectF(left.x(), left.y() + 1, bw, left.height() - 2)
+            painter.setPen(Qt.PenStyle.NoPen)
+            acc = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.Highlight))
+            acc.setAlpha(60)
+            painter.setBrush(acc)
+            painter.drawRoundedRect(br, 4, 4)
+            painter.setPen(pal.color(QtGui.QPalette.ColorRole.Text))
+            painter.drawText(br, Qt.AlignmentFlag.AlignCenter, badge)
+            left = left.adjusted(bw + 4, 0, 0, 0)
+        label = f"“{item.hit.text}”" if item.hit.text else os.path.basename(item.hit.path)
+        painter.setPen(pal.color(QtGui.QPalette.ColorRole.Text))
+        painter.drawText(
+            left,
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            fm.elidedText(label, Qt.TextElideMode.ElideMiddle, left.width()),
+        )
+        painter.restore()
+
+
+class ResultsView(QtWidgets.QListView):
+    """Icon-mode grid. Enter opens the current photo; the visible range drives refinement."""
+
+    activated_item = Signal(int)
+    visible_changed = Signal()
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
+        self.setMovement(QtWidgets.QListView.Movement.Static)
+        self.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
+        self.setUniformItemSizes(True)
+        self.setLayoutMode(QtWidgets.QListView.LayoutMode.Batched)
+        self.setBatchSize(200)
+        self.setSpacing(0)
+        self.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.setVerticalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.verticalScrollBar().setSingleStep(24)
+        self.setMouseTracking(True)
+        self.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.setWordWrap(False)
+        self.doubleClicked.connect(lambda ix: self.activated_item.emit(ix.row()))
+        self.verticalScrollBar().valueChanged.connect(lambda _v: self.visible_changed.emit())
+        self.setAccessibleName("Results")
+
+    def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
+        if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.currentIndex().isValid():
+            self.activated_item.emit(self.currentIndex().row())
+            return
+        super().keyPressEvent(e)
+
+    def resizeEvent(self, e) -> None:  # noqa: N802
+        super().resizeEvent(e)
+        self.fit_columns()
+        self.visible_changed.emit()
+
+    def fit_columns(self) -> None:
+        """Share the row's width out among as many cells as fit, so rows end at the right edge."""
+        delegate = self.itemDelegate()
+        if not isinstance(delegate, ResultDelegate):
+            return
+        width = self.viewport().width() - 1
+        base = delegate.side + 2 * PAD
+        cols = max(1, width // base)
+        cell = max(base, width // cols)
+        if cell != delegate.cell_width:
+            delegate.cell_width = cell
+            self.doItemsLayout()
+
+    def visible_rows(self) -> list[int]:
+        model = self.model()
+        if model is None or model.rowCount() == 0:
+            return []
+        vp = self.viewport().rect()
+        first = self.indexAt(vp.topLeft() + QtCore.QPoint(8, 8))
+        start = first.row() if first.isValid() else 0
+        rows = []
+        for r in range(start, model.rowCount()):
+            rect = self.visualRect(model.index(r, 0))
+            if rect.top() > vp.bottom():
+                break
+            if rect.intersects(vp):
+                rows.append(r)
+        return rows

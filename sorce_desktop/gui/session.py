@@ -1,0 +1,589 @@
+"""The GUI's view of one data folder: model, indexing, search and refinement, as Qt signals.
+
+Everything slow runs on a lane (see tasks.py); the UI thread never touches the store directly,
+because an indexing batch or a vector-index save holds the store's lock. Core services are used as
+they are: Library wires them, Indexer indexes, SearchService ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from sorce_desktop.core.indexer import IndexReport, Progress
+from sorce_desktop.core.library import Library
+from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
+from sorce_desktop.core.regions import Box, get_layout
+from sorce_desktop.core.search import PhotoHit
+from sorce_desktop.core.store import ModelMismatch
+from sorce_desktop.gui.qt import QtCore, Signal
+from sorce_desktop.gui.tasks import lower_thread_priority, run_task, to_main
+
+log = logging.getLogger(__name__)
+
+#: how many photos a search shows (the grid scrolls through them lazily)
+RESULTS_TOP = 500
+#: how many of the first results are refined (and re-ranked, when asked) even before they are scrolled to
+REFINE_FIRST = 24
+
+
+@dataclass(frozen=True)
+class Query:
+    """What the user asked for: text, or an image (a crop of it, for "find similar" on a region)."""
+
+    text: str | None = None
+    image: str | None = None
+    crop: Box | None = None
+    label: str = ""  # how the search field shows an image query
+
+    @property
+    def key(self) -> tuple:
+        return (self.text, self.image, self.crop.as_list() if self.crop else None)
+
+
+@dataclass
+class ResultItem:
+    """One photo in the grid: the core's hit plus what the grid needs to show it."""
+
+    hit: PhotoHit
+    thumb_key: str  # content hash (the thumbnail cache key)
+    size_bytes: int = 0
+    mtime_ns: int = 0
+    refining: bool = False
+    detail_refined: bool = False  # refined with the harder strategy of the detail view
+
+    @property
+    def shown_box(self) -> Box:
+        return self.hit.refined_box or self.hit.box
+
+
+@dataclass
+class SearchResult:
+    generation: int
+    query: Query
+    items: list[ResultItem]
+    vector: np.ndarray | None
+    seconds: float
+    indexed: int  # photos searchable when it ran
+    pending: int
+
+
+@dataclass
+class FolderInfo:
+    path: str
+    indexed: int = 0
+    pending: int = 0
+    failed: int = 0
+    online: bool = True
+
+
+@dataclass
+class ModelState:
+    state: str  # 'idle' | 'loading' | 'downloading' | 'ready' | 'error' | 'cancelled'
+    model: str = ""
+    message: str = ""
+    done_bytes: int = 0
+    total_bytes: int = 0
+    mismatch: bool = False  # the index holds another model's vectors: re-indexing is the way out
+
+
+@dataclass
+class LibraryStatus:
+    folders: list[FolderInfo] = field(default_factory=list)
+    indexed: int = 0
+    pending: int = 0
+    failed: int = 0
+    notices: list[str] = field(default_factory=list)
+
+
+class Session(QtCore.QObject):
+    model_state = Signal(object)  # ModelState
+    index_progress = Signal(object)  # core Progress
+    index_finished = Signal(object)  # IndexReport | Exception
+    status_changed = Signal(object)  # LibraryStatus
+    results = Signal(object)  # SearchResult (only the newest query's)
+    search_failed = Signal(int, str)  # generation, message
+    refined = Signal(int, int)  # generation, photo_id (its ResultItem was updated in place)
+    reranked = Signal(int, object)  # generation, every photo id in its new order
+    error = Signal(str)  # something to tell the user that has no better place
+    watch_event = Signal(object)  # core.watcher.WatchEvent (live folder watching), on the UI thread
+
+    def __init__(self, library: Library, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.lib = library
+        self.settings = library.settings
+        self.embedder = None
+        self.service = None
+        self.state = ModelState("idle")
+        self.status = LibraryStatus()
+        self.last_rate: float | None = None  # photos/second of the last indexing run, for cost estimates
+        # indexing
+        self._indexer = None
+        self._indexing = False
+        self._index_wanted = False
+        self._paused = False
+        self._download_cancel = threading.Event()
+        self._closing = False
+        # live folder watching (core.watcher.Watcher), started once the model is ready; index runs and
+        # the watcher's batches hold this lock, so the model never embeds for both at once
+        self._watcher = None
+        self._model_lock = threading.Lock()
+        # search
+        self._generation = 0
+        self._search_running = False
+        self._next_search: tuple[int, Query] | None = None
+        self._pending_query: tuple[int, Query] | None = None  # asked before the model was ready
+        self.current: SearchResult | None = None
+        # refinement
+        self._refiner = None
+        self._refine_cancel = threading.Event()
+        self._refine_cache = None  # core.refine.RefineCache, made with the Refiner
+        self._refine_queued: set[int] = set()
+        self._last_status_refresh = 0.0
+
+    # -- model ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Show what is in the index at once, then load the model and reconcile the folders."""
+        self.refresh_status()
+        self.load_model()
+
+    def load_model(self, model: str | None = None, *, reindex_layout: str | None = None) -> None:
+        """Load ``model`` (default: the one the index was made with) off the UI thread.
+
+        ``reindex_layout``: bind the new model with this layout, dropping the old vectors."""
+        model = model or self.lib.model_id()
+        self._download_cancel = threading.Event()
+        cancel = self._download_cancel
+        self._set_state(ModelState("loading", model, "Getting the model ready…"))
+
+        def progress(p: DownloadProgress) -> None:
+            to_main(
+                self._set_state, ModelState("downloading", model, p.current_file, p.done_bytes, p.total_bytes)
+            )
+
+        def load():
+            import sorce_desktop.cli as cli
+
+            cli._quiet_libraries()  # keep transformers' console chatter out of a windowed app
+            return self.lib.load_embedder(model, progress=progress, cancel=cancel)
+
+        def loaded(embedder) -> None:
+            if self._closing:
+                return
+            if reindex_layout is not None or self.lib.store.binding() is None:
+                self._bind(embedder, reindex_layout)
+            else:
+                self._use(embedder)
+
+        def failed(exc: BaseException) -> None:
+            if isinstance(exc, DownloadCancelled):
+                self._set_state(ModelState("cancelled", model, "The model download was cancelled."))
+            else:
+                self._set_state(ModelState("error", model, str(exc)))
+
+        run_task(load, loaded, failed, lane="model", name="load model")
+
+    def cancel_download(self) -> None:
+        self._download_cancel.set()
+
+    def _bind(self, embedder, layout_name: str | None) -> None:
+        """Record the model and layout in the index (on the writer lane: it may drop old vectors)."""
+        name = layout_name or self.settings.layout
+        if name not in embedder.layouts():
+            name = embedder.layouts()[0]
+        layout = get_layout(name)
+        reindex = layout_name is not None
+
+        def bind():
+            self.lib.bind(embedder, layout, reindex=reindex)
+            return embedder
+
+        if reindex and self._indexer is not None:
+            self._indexer.cancel()
+        run_task(
+            bind,
+            self._use,
+            lambda e: self._set_state(ModelState("error", embedder.model_id, str(e))),
+            lane="writer",
+        )
+
+    def _use(self, embedder) -> None:
+        try:
+            service = self.lib.search_service(embedder)
+        except ModelMismatch as exc:  # the index belongs to another model
+            self._set_state(ModelState("error", embedder.model_id, str(exc), mismatch=True))
+            return
+        self.embedder, self.service = embedder, service
+        self._refiner = None
+        self._refine_cache = None
+        self._set_state(ModelState("ready", embedder.model_id, ""))
+        self.request_index()
+        self._start_watcher(embedder)
+        if self._pending_query is not None:
+            gen, q = self._pending_query
+            self._pending_query = None
+            if gen == self._generation:
+                self._run_search(gen, q)
+
+    def _set_state(self, st: ModelState) -> None:
+        self.state = st
+        self.model_state.emit(st)
+
+    @property
+    def ready(self) -> bool:
+        return self.service is not None
+
+    # -- folders -------------------------------------------------------------------------------------
+    def add_folder(self, path: str) -> None:
+        def add():
+            return self.lib.add_folder(path)
+
+        def added(folder) -> None:
+            self.refresh_status()
+            self.request_index()
+            if self._watcher is not None:
+                self._watcher.add_folder(folder, reconcile=False)  # the index run above reconciles it
+
+        run_task(add, added, lambda e: self.error.emit(str(e)), name="add folder")
+
+    def remove_folder(self, path: str) -> None:
+        """Forget the folder's photos (the files are never touched). An index run is stopped first,
+        so it cannot write photos of the removed folder back."""
+        self.status.folders = [f for f in self.status.folders if f.path != path]
+        self.status_changed.emit(self.status)
+        if self._watcher is not None:
+            self._watcher.remove_folder(path, forget=False)  # forgotten below, on the writer lane
+        if self._indexer is not None:
+            self._index_wanted = True
+            self._indexer.cancel()
+
+        def remove():
+            with self._model_lock:  # not while a watcher batch may still commit photos of it
+                return self.lib.store.remove_folder(path)
+
+        def removed(_n) -> None:
+            self.refresh_status()
+            self._kick()
+            if self.current is not None:
+                self.search(self.current.query)  # its photos must leave the grid
+
+        run_task(remove, removed, lambda e: self.error.emit(str(e)), lane="writer", name="remove folder")
+
+    # -- live folder watching -------------------------------------------------------------------------
+    def _start_watcher(self, embedder) -> None:
+        """Watch the folders once the model is ready: new, changed, moved and deleted photos are indexed
+        as they happen (core.watcher). The start-up reconciliation is the index run request_index made."""
+        if self._closing:
+            return
+        from sorce_desktop.core.watcher import Watcher
+
+        if self._watcher is not None:  # another model: its watcher's indexer holds the old one
+            self._watcher.stop(timeout=5)
+        indexer = self.lib.indexer(embedder, on_progress=self.on_progress)
+        if self._paused:
+            indexer.pause()
+        self._watcher = Watcher(
+            self.lib.store,
+            indexer,
+            on_event=lambda ev: to_main(self._watch_event, ev),
+            reconcile_at_start=False,
+            model_lock=self._model_lock,
+        )
+        self._watcher.start()
+
+    def _watch_event(self, ev) -> None:
+        if self._closing:
+            return
+        if ev.kind in ("indexed", "removed", "moved", "offline", "online", "reconciled"):
+            self.refresh_status()  # folder counts, offline marks
+        if ev.kind in ("removed", "moved") and self.current is not None:
+            self.search(self.current.query)  # gone or renamed files must not stay in the grid
+        self.watch_event.emit(ev)
+
+    def refresh_status(self) -> None:
+        def read() -> LibraryStatus:
+            st = self.lib.store
+            folders = []
+            for f in st.folders():
+                c = st.counts(f)
+                folders.append(
+                    FolderInfo(
+                        f, c["indexed"], c["pending"], c["failed"], st.folder_online(f) and os.path.isdir(f)
+                    )
+                )
+            c = st.counts()
+            return LibraryStatus(folders, c["indexed"], c["pending"], c["failed"], list(st.notices))
+
+        def got(status: LibraryStatus) -> None:
+            self.status = status
+            self.status_changed.emit(status)
+
+        self._last_status_refresh = time.monotonic()
+        run_task(read, got, name="status")
+
+    def errors(self, on_done, folder: str | None = None) -> None:
+        run_task(lambda: self.lib.store.errors(folder), on_done, name="errors")
+
+    # -- indexing ------------------------------------------------------------------------------------
+    @property
+    def indexing(self) -> bool:
+        return self._indexing
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def request_index(self) -> None:
+        """Bring the index in line with the folders (start-up reconciliation, a folder added).
+        Runs now, or once the model is ready or the current run ends."""
+        self._index_wanted = True
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._indexing or not self._index_wanted or self.embedder is None or self._closing:
+            return
+        self._index_wanted = False
+        self._indexing = True
+        embedder = self.embedder
+
+        def on_progress(p: Progress) -> None:  # on the writer thread
+            to_main(self._progress, p)
+
+        def run() -> IndexReport:
+            lower_thread_priority()  # indexing is background work: the window comes first
+            indexer = self.lib.indexer(embedder, on_progress=on_progress)
+            if self._paused:
+                indexer.pause()
+            self._indexer = indexer
+            try:
+                with self._model_lock:
+                    return indexer.run()
+            finally:
+                self._indexer = None
+
+        run_task(run, self._index_done, self._index_done, lane="writer", name="index")
+
+    def run_job(self, func, on_done=None) -> None:
+        """Run another index-changing job (the folder watcher's batches) in turn with index runs;
+        report its progress through ``on_progress`` like an index run."""
+        run_task(func, on_done, lambda e: self.error.emit(str(e)), lane="writer", name="index job")
+
+    def on_progress(self, p: Progress) -> None:
+        """Progress from any thread (e.g. a watcher's Indexer) for the status bar."""
+        to_main(self._progress, p)
+
+    def _progress(self, p: Progress) -> None:
+        if p.phase == "embedding" and p.rate > 0:
+            self.last_rate = p.rate
+        self.index_progress.emit(p)
+        if time.monotonic() - self._last_status_refresh > 1.0 or p.phase in ("done", "cancelled"):
+            self.refresh_status()
+
+    def _index_done(self, report) -> None:
+        self._indexing = False
+        if isinstance(report, BaseException):
+            log.error("indexing failed", exc_info=report)
+            self.error.emit(f"Indexing stopped: {report}")
+        self.refresh_status()
+        self.index_finished.emit(report)
+        self._kick()
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._indexer is not None:
+            self._indexer.pause()
+        if self._watcher is not None:
+            self._watcher.indexer.pause()
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._indexer is not None:
+            self._indexer.resume()
+        if self._watcher is not None:
+            self._watcher.indexer.resume()
+
+    # -- search --------------------------------------------------------------------------------------
+    def search(self, query: Query) -> int:
+        """Run a query; only the newest query's results are ever emitted. Returns its generation."""
+        self._generation += 1
+        gen = self._generation
+        self._refine_cancel.set()  # a new query stops the old one's refinement
+        if self.service is None:
+            self._pending_query = (gen, query)
+            return gen
+        self._run_search(gen, query)
+        return gen
+
+    def clear_search(self) -> None:
+        self._generation += 1
+        self._refine_cancel.set()
+        self._pending_query = None
+        self._next_search = None
+        self.current = None
+
+    def _run_search(self, gen: int, query: Query) -> None:
+        if self._search_running:
+            self._next_search = (gen, query)  # coalesce: only the newest waiting query will run
+            return
+        self._search_running = True
+        service = self.service
+        store = self.lib.store
+
+        def work() -> SearchResult:
+            t = time.perf_counter()
+            q = service.query_vector(query.text, query.image, query.crop)
+            hits = service.search(vector=q, top=RESULTS_TOP)
+            rows = store.photos_by_ids([h.photo_id for h in hits])
+            items = []
+            for h in hits:
+                row = rows.get(h.photo_id)
+                key = row.hash if row is not None and row.hash else f"{h.path}:{row.size if row else 0}"
+                items.append(ResultItem(h, key, row.size if row else 0, row.mtime_ns if row else 0))
+            cache, refiner = self._refine_cache, self._refiner
+            if cache is not None and refiner is not None:
+                for it in items:  # refinements already made for this query (e.g. typing it again)
+                    r = cache.get(it.hit.path, q, refiner.strategy)
+                    if r is not None:
+                        it.hit.refined_box, it.hit.refined_score = r.box, r.score
+            c = store.counts()
+            return SearchResult(gen, query, items, q, time.perf_counter() - t, c["indexed"], c["pending"])
+
+        def done(res: SearchResult) -> None:
+            self._search_finished()
+            if res.generation != self._generation:
+                return  # a newer query was typed meanwhile: never show stale results
+            self._refine_cancel = threading.Event()
+            self._refine_queued = set()
+            self.current = res
+            self.results.emit(res)
+            if self.settings.refine:
+                self.refine(res.items[:REFINE_FIRST], rerank=self.settings.rerank_by_zoom)
+
+        def failed(exc: BaseException) -> None:
+            self._search_finished()
+            if gen == self._generation:
+                self.search_failed.emit(gen, str(exc))
+
+        run_task(work, done, failed, lane="search", name="search")
+
+    def _search_finished(self) -> None:
+        self._search_running = False
+        nxt, self._next_search = self._next_search, None
+        if nxt is not None and nxt[0] == self._generation:
+            self._run_search(*nxt)
+
+    # -- refinement ----------------------------------------------------------------------------------
+    def _refine_module(self):
+        try:
+            from sorce_desktop.core import refine
+        except ImportError:  # an install without the refinement module: tile outlines only
+            return None
+        return refine
+
+    def refine(self, items: list[ResultItem], *, rerank: bool = False, detail: bool = False) -> None:
+        """Tighten the outline of ``items`` (the visible hits, first screenful first) off the UI thread.
+
+        Each hit shows its tile's outline until its refined box arrives. Refinements are cached per
+        (photo, query); a new query cancels what is left. ``rerank``: once these are refined, re-order
+        the refined ones by their zoomed score. ``detail``: one opened photo, looked at harder."""
+        res = self.current
+        refine = self._refine_module()
+        if (
+            res is None
+            or res.vector is None
+            or self.embedder is None
+            or not self.settings.refine
+            or refine is None
+        ):
+            return
+        if detail:
+            todo = [it for it in items if not it.detail_refined]
+        else:
+            todo = [
+                it
+                for it in items
+                if it.hit.refined_box is None and it.hit.photo_id not in self._refine_queued
+            ]
+        if not todo:
+            if rerank:
+                self._rerank(res.generation)
+            return
+        if self._refiner is None or self._refiner.embedder is not self.embedder:
+            self._refiner = refine.Refiner(self.embedder)
+            self._refine_cache = refine.RefineCache()
+        refiner = refine.Refiner(self.embedder, refine.DETAIL_STRATEGY) if detail else self._refiner
+        cache, cancel, gen, q = self._refine_cache, self._refine_cancel, res.generation, res.vector
+        for it in todo:
+            if not detail:
+                self._refine_queued.add(it.hit.photo_id)
+            it.refining = True
+        hits = [
+            replace(it.hit) for it in todo
+        ]  # the worker gets copies; results are applied on the UI thread
+
+        def on_result(i: int, _hit, r) -> None:
+            to_main(self._refined, gen, todo[i], r.box, float(r.score), detail)
+
+        def on_error(i: int, _hit, _reason: str) -> None:
+            to_main(self._refined, gen, todo[i], None, None, detail)
+
+        def work() -> None:
+            refine.refine_hits(
+                refiner,
+                hits,
+                q,
+                on_result=on_result,
+                on_error=on_error,
+                cancel=cancel,
+                cache=cache,
+                apply=False,
+            )
+
+        def done(_r) -> None:
+            if rerank and not cancel.is_set():
+                self._rerank(gen)
+
+        run_task(work, done, lambda e: log.warning("refinement failed: %s", e), lane="refine", name="refine")
+
+    def _refined(self, gen: int, it: ResultItem, box: Box | None, score: float | None, detail: bool) -> None:
+        it.refining = False
+        if gen != self._generation:
+            return
+        if box is not None:
+            it.hit.refined_box, it.hit.refined_score = box, score
+            if detail:
+                it.detail_refined = True
+        self.refined.emit(gen, it.hit.photo_id)
+
+    def _rerank(self, gen: int) -> None:
+        """Re-order by zoomed score (Settings.rerank_by_zoom): only refined hits move, among themselves."""
+        res = self.current
+        refine = self._refine_module()
+        if res is None or gen != self._generation or refine is None:
+            return
+        by_hit = {id(it.hit): it for it in res.items}
+        hits = refine.rerank_by_refined([it.hit for it in res.items])
+        res.items = [by_hit[id(h)] for h in hits]
+        self.reranked.emit(gen, [it.hit.photo_id for it in res.items])
+
+    # -- closing -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop background work and release the index (the writer lock) for other processes."""
+        from sorce_desktop.gui.tasks import lanes
+
+        self._closing = True
+        self._download_cancel.set()
+        self._refine_cancel.set()
+        if self._indexer is not None:
+            self._indexer.cancel()
+        if self._watcher is not None:
+            # Finishes the changes it has seen (up to 10 s, then cancels; the rest is reconciled next time).
+            self._watcher.stop(timeout=10)
+        if not lanes().shutdown(30000):
+            log.warning("background work did not stop in time")
+        self.lib.close()

@@ -1,0 +1,114 @@
+"""Settings: model, compute device, region layout, thumbnail cache, refinement."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sorce_desktop.core.regions import LAYOUTS
+from sorce_desktop.core.settings import Settings
+from sorce_desktop.gui.qt import QtWidgets
+from sorce_desktop.gui.welcome import ModelPicker
+
+DEVICES = [
+    ("Automatic (GPU when there is one)", "auto"),
+    ("CPU", "cpu"),
+    ("NVIDIA GPU (CUDA)", "cuda"),
+    ("Apple GPU (Metal)", "mps"),
+]
+
+
+def duration_words(seconds: float) -> str:
+    if seconds < 90:
+        return "about a minute"
+    minutes = seconds / 60
+    if minutes < 60:
+        return f"about {minutes:.0f} minutes"
+    hours = minutes / 60
+    return f"about {hours:.1f} hours" if hours < 10 else f"about {hours:.0f} hours"
+
+
+def reindex_cost(photos: int, rate: float | None, layout_change_only: bool) -> str:
+    """The cost of re-indexing, in words, for the confirmation question."""
+    what = f"All {photos:,} photos must be indexed again"
+    if rate and rate > 0:
+        how_long = f"; at this computer's last speed ({rate * 60:.0f} photos a minute) that takes {duration_words(photos / rate)}"
+        if not layout_change_only:
+            how_long += " (another model can be faster or slower)"
+    else:
+        how_long = "; that can take a while on a large library"
+    return (
+        f"{what}{how_long}. It runs in the background; until it finishes, search finds only the photos "
+        "already done again."
+    )
+
+
+class SettingsDialog(QtWidgets.QDialog):
+    def __init__(self, settings: Settings, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.setMinimumWidth(520)
+        self._orig = settings
+        self.picker = ModelPicker()
+        self.picker.set_model(settings.model)
+        self.device = QtWidgets.QComboBox()
+        for label, value in DEVICES:
+            self.device.addItem(label, value)
+        self.device.setCurrentIndex(max(0, self.device.findData(settings.device)))
+        self.layout_box = QtWidgets.QComboBox()
+        for name, lay in LAYOUTS.items():
+            self.layout_box.addItem(f"{name} — {lay.description}", name)
+        self.layout_box.setCurrentIndex(max(0, self.layout_box.findData(settings.layout)))
+        self.layout_box.setToolTip(
+            "How each photo is cut into regions. More regions find smaller things, and cost more to index."
+        )
+        self.cache = QtWidgets.QSpinBox()
+        self.cache.setRange(32, 100_000)
+        self.cache.setSingleStep(128)
+        self.cache.setSuffix(" MB")
+        self.cache.setValue(settings.thumbnail_cache_mb)
+        self.refine = QtWidgets.QCheckBox("Tighten the outline by zooming into the match")
+        self.refine.setChecked(settings.refine)
+        self.rerank = QtWidgets.QCheckBox("Re-rank the first results by their zoomed score")
+        self.rerank.setChecked(settings.rerank_by_zoom)
+        self.rerank.setEnabled(settings.refine)
+        self.refine.toggled.connect(self.rerank.setEnabled)
+        self.ocr = QtWidgets.QCheckBox("Find words written in photos (signs, labels, documents)")
+        self.ocr.setChecked(settings.ocr)
+        form = QtWidgets.QFormLayout()
+        form.addRow("&Model:", self.picker)
+        form.addRow("&Compute on:", self.device)
+        form.addRow("&Regions:", self.layout_box)
+        form.addRow("&Thumbnail cache:", self.cache)
+        form.addRow("", self.refine)
+        form.addRow("", self.rerank)
+        form.addRow("", self.ocr)
+        for label_text, w in (
+            ("&Model:", self.picker),
+            ("&Compute on:", self.device),
+            ("&Regions:", self.layout_box),
+            ("&Thumbnail cache:", self.cache),
+        ):
+            lbl = form.labelForField(w)
+            if lbl is not None:
+                lbl.setBuddy(w.focusProxy() or w)
+            del label_text
+        box = QtWidgets.QDialogButtonBox(
+            QtWidgets.QDialogButtonBox.StandardButton.Ok | QtWidgets.QDialogButtonBox.StandardButton.Cancel
+        )
+        box.accepted.connect(self.accept)
+        box.rejected.connect(self.reject)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(box)
+
+    def result_settings(self) -> Settings:
+        return replace(
+            self._orig,
+            model=self.picker.model(),
+            device=self.device.currentData(),
+            layout=self.layout_box.currentData(),
+            thumbnail_cache_mb=self.cache.value(),
+            refine=self.refine.isChecked(),
+            rerank_by_zoom=self.rerank.isChecked(),
+            ocr=self.ocr.isChecked(),
+        )

@@ -1,0 +1,885 @@
+"""The main window: folders on the left, the search field on top, results or one photo in the middle,
+indexing status at the bottom. Every slow thing goes through the Session (off the UI thread)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+from sorce_desktop.core.images import is_image_name
+from sorce_desktop.core.indexer import Progress
+from sorce_desktop.core.models.registry import model_info
+from sorce_desktop.core.store import display_path
+from sorce_desktop.gui import resources
+from sorce_desktop.gui.detail import DetailPage
+from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
+from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
+from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
+from sorce_desktop.gui.session import LibraryStatus, ModelState, Query, ResultItem, SearchResult, Session
+from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost
+from sorce_desktop.gui.tasks import Throttle
+from sorce_desktop.gui.thumbnails import ThumbnailCache
+from sorce_desktop.gui.welcome import WelcomePage
+
+SEARCH_DELAY_MS = 250
+THUMB_MIN, THUMB_MAX, THUMB_STEP = 96, 360, 32
+
+READY_PLACEHOLDER = "Describe something in a photo — “a red kite in the sky”"
+LOADING_PLACEHOLDER = "Getting ready — loading the model…"
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    if s < 60:
+        return "less than a minute left"
+    if s < 3600:
+        return f"about {round(s / 60)} min left"
+    return f"about {s // 3600} h {s % 3600 // 60:02d} min left"
+
+
+def local_folders(mime: QtCore.QMimeData) -> list[str]:
+    return [u.toLocalFile() for u in mime.urls() if u.isLocalFile() and os.path.isdir(u.toLocalFile())]
+
+
+def local_images(mime: QtCore.QMimeData) -> list[str]:
+    return [
+        u.toLocalFile()
+        for u in mime.urls()
+        if u.isLocalFile() and is_image_name(u.toLocalFile()) and os.path.isfile(u.toLocalFile())
+    ]
+
+
+class SearchField(QtWidgets.QLineEdit):
+    """The one search field. Drop an image on it to search by that image."""
+
+    image_dropped = QtCore.Signal(str)
+    escape = QtCore.Signal()
+    down = QtCore.Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("search")
+        self.setClearButtonEnabled(True)
+        self.setAccessibleName("Search")
+        self.setAcceptDrops(True)
+        self.setMinimumWidth(280)
+
+    def dragEnterEvent(self, e) -> None:  # noqa: N802
+        if local_images(e.mimeData()):
+            e.acceptProposedAction()
+        else:
+            super().dragEnterEvent(e)
+
+    def dragMoveEvent(self, e) -> None:  # noqa: N802
+        if local_images(e.mimeData()):
+            e.acceptProposedAction()
+        else:
+            super().dragMoveEvent(e)
+
+    def dropEvent(self, e) -> None:  # noqa: N802
+        images = local_images(e.mimeData())
+        if images:
+            e.acceptProposedAction()
+            self.image_dropped.emit(images[0])
+        else:
+            super().dropEvent(e)
+
+    def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
+        if e.key() == Qt.Key.Key_Escape:
+            self.escape.emit()
+            return
+        if e.key() == Qt.Key.Key_Down:
+            self.down.emit()
+            return
+        super().keyPressEvent(e)
+
+
+class EmptyState(QtWidgets.QWidget):
+    """What to do next, when there is nothing to show: a title, a sentence, and up to two buttons."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.icon = QtWidgets.QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.title = QtWidgets.QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.title.setObjectName("emptyTitle")
+        self.title.setWordWrap(True)
+        self.body = QtWidgets.QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.body.setObjectName("muted")
+        self.body.setWordWrap(True)
+        self.body.setMaximumWidth(520)
+        self.body.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.buttons = [QtWidgets.QPushButton(), QtWidgets.QPushButton()]
+        self.buttons[0].setObjectName("primary")
+        self._actions = [None, None]
+        for i, b in enumerate(self.buttons):
+            b.clicked.connect(lambda _c=False, i=i: self._actions[i] and self._actions[i]())
+        row = QtWidgets.QHBoxLayout()
+        row.addStretch(1)
+        for b in self.buttons:
+            row.addWidget(b)
+        row.addStretch(1)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addStretch(2)
+        lay.addWidget(self.icon)
+        lay.addWidget(self.title)
+        body_row = QtWidgets.QHBoxLayout()
+        body_row.addStretch(1)
+        body_row.addWidget(self.body)
+        body_row.addStretch(1)
+        lay.addLayout(body_row)
+        lay.addSpacing(8)
+        lay.addLayout(row)
+        lay.addStretch(3)
+        self.icon.setPixmap(resources.app_icon().pixmap(64, 64))
+
+    def show_state(self, title: str, body: str, actions: list[tuple[str, object]] = ()) -> None:
+        self.title.setText(title)
+        self.body.setText(body)
+        self.body.setVisible(bool(body))
+        for i, b in enumerate(self.buttons):
+            if i < len(actions):
+                b.setText(actions[i][0])
+                self._actions[i] = actions[i][1]
+                b.show()
+            else:
+                self._actions[i] = None
+                b.hide()
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, library, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Sorce Desktop")
+        self.setWindowIcon(resources.app_icon())
+        self.setAcceptDrops(True)
+        self.resize(1180, 760)
+        self.session = Session(library, self)
+        self.settings = library.settings
+        self.thumbs = ThumbnailCache(library.paths.thumbnails, self.settings.thumbnail_cache_mb, self)
+        self.query: Query | None = None
+        self.result: SearchResult | None = None
+        self._progress: Progress | None = None
+        self._search_error: str | None = None
+        self._build()
+        self._connect()
+        self._build_menus()
+        first_run = not self.settings.first_run_done
+        self.pages.setCurrentWidget(self.welcome if first_run else self.main)
+        if first_run:
+            self.welcome.picker.set_model(self.settings.model)
+            self.session.refresh_status()
+        else:
+            self.session.start()
+        self.thumbs.prune()
+        self._update_empty()
+
+    # -- building ------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.pages = QtWidgets.QStackedWidget()
+        self.welcome = WelcomePage()
+        self.main = QtWidgets.QWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(self.main)
+        self.setCentralWidget(self.pages)
+
+        header = QtWidgets.QWidget()
+        header.setObjectName("header")
+        self.search = SearchField()
+        self.search.setPlaceholderText(LOADING_PLACEHOLDER)
+        self.size_slider = QtWidgets.QSlider(Qt.Orientation.Horizontal)
+        self.size_slider.setRange(THUMB_MIN, THUMB_MAX)
+        self.size_slider.setValue(180)
+        self.size_slider.setFixedWidth(120)
+        self.size_slider.setToolTip("Thumbnail size (Ctrl+Plus / Ctrl+Minus)")
+        self.size_slider.setAccessibleName("Thumbnail size")
+        self.settings_button = QtWidgets.QToolButton(text="Settings")
+        self.settings_button.setToolTip("Settings (Ctrl+,)")
+        self.settings_button.setAutoRaise(True)
+        small = QtWidgets.QLabel("▫")
+        big = QtWidgets.QLabel("◻")
+        for lbl in (small, big):
+            lbl.setObjectName("muted")
+        hl = QtWidgets.QHBoxLayout(header)
+        hl.setContentsMargins(14, 10, 10, 10)
+        hl.setSpacing(8)
+        hl.addWidget(self.search, 1)
+        hl.addSpacing(10)
+        hl.addWidget(small)
+        hl.addWidget(self.size_slider)
+        hl.addWidget(big)
+        hl.addWidget(self.settings_button)
+
+        self.folders = FolderPanel()
+        self.folders.setMinimumWidth(200)
+        self.model = ResultsModel(self)
+        self.delegate = ResultDelegate(self.thumbs, self)
+        self.grid = ResultsView()
+        self.grid.setObjectName("results")
+        self.grid.setModel(self.model)
+        self.grid.setItemDelegate(self.delegate)
+        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.empty = EmptyState()
+        self.results_stack = QtWidgets.QStackedWidget()
+        self.results_stack.addWidget(self.grid)
+        self.results_stack.addWidget(self.empty)
+        self.detail = DetailPage()
+        self.center = QtWidgets.QStackedWidget()
+        self.center.addWidget(self.results_stack)
+        self.center.addWidget(self.detail)
+        self.result_info = QtWidgets.QLabel()
+        self.result_info.setObjectName("muted")
+        right = QtWidgets.QWidget()
+        rl = QtWidgets.QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.setSpacing(0)
+        rl.addWidget(header)
+        rl.addWidget(self.center, 1)
+        self.splitter = QtWidgets.QSplitter()
+        self.splitter.addWidget(self.folders)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([240, 940])
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setHandleWidth(1)
+        ml = QtWidgets.QVBoxLayout(self.main)
+        ml.setContentsMargins(0, 0, 0, 0)
+        ml.addWidget(self.splitter)
+
+        sb = self.statusBar()
+        sb.setSizeGripEnabled(False)
+        self.status_label = QtWidgets.QLabel()
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress.setFixedWidth(160)
+        self.progress.hide()
+        self.pause_button = QtWidgets.QToolButton(text="Pause")
+        self.pause_button.setToolTip("Pause indexing (Ctrl+Shift+P)")
+        self.pause_button.setAutoRaise(True)
+        self.pause_button.hide()
+        self.model_label = QtWidgets.QLabel()
+        self.model_label.setObjectName("muted")
+        sb.addWidget(self.status_label, 1)
+        sb.addPermanentWidget(self.result_info)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.pause_button)
+        sb.addPermanentWidget(self.model_label)
+
+        self.setTabOrder(self.search, self.grid)
+        self.setTabOrder(self.grid, self.folders.list)
+        self.setTabOrder(self.folders.list, self.folders.add_button)
+        self.setTabOrder(self.folders.add_button, self.folders.remove_button)
+        self.setTabOrder(self.folders.remove_button, self.size_slider)
+        self.setTabOrder(self.size_slider, self.settings_button)
+
+    def _connect(self) -> None:
+        s = self.session
+        s.model_state.connect(self._model_state)
+        s.index_progress.connect(self._index_progress)
+        s.index_finished.connect(lambda _r: self._index_finished())
+        s.status_changed.connect(self._status)
+        s.results.connect(self._results)
+        s.search_failed.connect(self._search_failed)
+        s.refined.connect(self._refined)
+        s.reranked.connect(self._reranked)
+        s.error.connect(self._error)
+        s.watch_event.connect(self._watch_event)
+        self.throttle = Throttle(SEARCH_DELAY_MS, self._run_query, self)
+        self.search.textEdited.connect(self._typed)
+        self.search.returnPressed.connect(lambda: self.throttle.flush(self.search.text()))
+        self.search.escape.connect(self.clear_search)
+        self.search.down.connect(self.focus_results)
+        self.search.image_dropped.connect(self.search_image)
+        self.size_slider.valueChanged.connect(self.set_thumb_size)
+        self.settings_button.clicked.connect(self.open_settings)
+        self.thumbs.ready.connect(self.model.thumb_changed)
+        self.thumbs.failed.connect(lambda key, _e: self.model.thumb_changed(key))
+        self.grid.activated_item.connect(self.open_detail)
+        self.grid.customContextMenuRequested.connect(self._grid_menu)
+        self.refine_throttle = Throttle(150, lambda _v: self._refine_visible(), self)
+        self.grid.visible_changed.connect(lambda: self.refine_throttle.trigger(None))
+        self.folders.add_requested.connect(self.choose_folder)
+        self.folders.remove_requested.connect(self.remove_folder)
+        self.folders.show_failed.connect(self.show_failed)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.detail.back.connect(self.close_detail)
+        self.detail.step.connect(self.step_detail)
+        self.detail.find_similar.connect(self.find_similar)
+        self.detail.show_in_folder.connect(show_in_folder)
+        self.detail.open_photo.connect(open_file)
+        self.welcome.start_requested.connect(self._first_run_start)
+        self.welcome.cancel_requested.connect(self.session.cancel_download)
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+
+        def act(menu, text, slot, shortcut=None, tip=""):
+            a = QtGui.QAction(text, self)
+            if shortcut:
+                a.setShortcuts(shortcut if isinstance(shortcut, list) else [QtGui.QKeySequence(shortcut)])
+            a.setStatusTip(tip)
+            a.triggered.connect(slot)
+            menu.addAction(a)
+            return a
+
+        K = QtGui.QKeySequence.StandardKey
+        f = mb.addMenu("&File")
+        self.add_action = act(f, "&Add Folder…", self.choose_folder, QtGui.QKeySequence(K.Open))
+        self.remove_action = act(f, "&Remove Folder", lambda: self.folders._remove_selected())
+        act(f, "Show &Failed Files…", lambda: self.show_failed(None))
+        f.addSeparator()
+        act(f, "&Settings…", self.open_settings, QtGui.QKeySequence("Ctrl+,"))
+        f.addSeparator()
+        act(f, "&Quit", self.close, QtGui.QKeySequence(K.Quit))
+        e = mb.addMenu("&Edit")
+        act(e, "&Find", self.focus_search, [QtGui.QKeySequence(K.Find), QtGui.QKeySequence("Ctrl+L")])
+        act(e, "&Clear Search", self.clear_search)
+        v = mb.addMenu("&View")
+        act(
+            v,
+            "&Larger Thumbnails",
+            lambda: self.set_thumb_size(self.delegate.side + THUMB_STEP),
+            [QtGui.QKeySequence(K.ZoomIn), QtGui.QKeySequence("Ctrl+=")],
+        )
+        act(
+            v,
+            "&Smaller Thumbnails",
+            lambda: self.set_thumb_size(self.delegate.side - THUMB_STEP),
+            QtGui.QKeySequence(K.ZoomOut),
+        )
+        act(v, "&Folders", self.focus_folders, QtGui.QKeySequence("Ctrl+1"))
+        act(v, "&Results", self.focus_results, QtGui.QKeySequence("Ctrl+2"))
+        p = mb.addMenu("&Photo")
+        act(p, "&Open Large", lambda: self.open_detail(self._current_row()), QtGui.QKeySequence("Ctrl+I"))
+        act(
+            p,
+            "Open in Default &App",
+            lambda: self._with_current(lambda it: open_file(it.hit.path)),
+            QtGui.QKeySequence("Ctrl+Return"),
+        )
+        act(
+            p,
+            "Show in &Folder",
+            lambda: self._with_current(lambda it: show_in_folder(it.hit.path)),
+            QtGui.QKeySequence("Ctrl+Shift+R"),
+        )
+        act(
+            p,
+            "Find &Similar",
+            lambda: self._with_current(self.find_similar),
+            QtGui.QKeySequence("Ctrl+Shift+F"),
+        )
+        i = mb.addMenu("&Indexing")
+        self.pause_action = act(i, "&Pause Indexing", self.toggle_pause, QtGui.QKeySequence("Ctrl+Shift+P"))
+        act(i, "&Check Folders Now", self.session.request_index, QtGui.QKeySequence(K.Refresh))
+
+    # -- first run -----------------------------------------------------------------------------------
+    def _first_run_start(self, folder: str, model: str) -> None:
+        self.settings.model = model
+        self._save_settings()
+        self.session.add_folder(folder)
+        self.session.load_model(model)
+
+    # -- model ---------------------------------------------------------------------------------------
+    def _model_state(self, st: ModelState) -> None:
+        if self.pages.currentWidget() is self.welcome:
+            self.welcome.show_state(st)
+            if st.state == "ready":
+                self.settings.first_run_done = True
+                self._save_settings()
+                self.pages.setCurrentWidget(self.main)
+                self.search.setFocus()
+        info = model_info(st.model)
+        name = info.title if info else os.path.basename(st.model.rstrip("/\\")) or st.model
+        if st.state == "ready":
+            self.search.setPlaceholderText(READY_PLACEHOLDER)
+            self.model_label.setText(name)
+            self.model_label.setToolTip(st.model)
+        elif st.state == "downloading":
+            pct = 100 * st.done_bytes / max(1, st.total_bytes)
+            self.search.setPlaceholderText(f"Getting ready — downloading the model ({pct:.0f}%)…")
+            self.model_label.setText(
+                f"Downloading {name}: {st.done_bytes / 2**20:.0f} of {st.total_bytes / 2**20:.0f} MB"
+            )
+        elif st.state == "loading":
+            self.search.setPlaceholderText(LOADING_PLACEHOLDER)
+            self.model_label.setText(f"Loading {name}…")
+        else:
+            self.search.setPlaceholderText("The model is not ready — see the message below")
+            self.model_label.setText("Model not ready")
+        self._update_empty()
+
+    # -- folders -------------------------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        if self.pages.currentWidget() is self.welcome:
+            self.welcome.choose_folder()
+            return
+        folder = QtWidgets.QFileDialog.getExistingDirectory(
+            self, "Add a Folder of Photos", os.path.expanduser("~")
+        )
+        if folder:
+            self.add_folder(folder)
+
+    def add_folder(self, folder: str) -> None:
+        self.session.add_folder(folder)
+
+    def remove_folder(self, folder: str, *, confirm: bool = True) -> None:
+        if confirm:
+            box = QtWidgets.QMessageBox(self)
+            box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+            box.setWindowTitle("Remove Folder")
+            box.setText(f"Stop watching “{os.path.basename(folder.rstrip(os.sep)) or folder}”?")
+            box.setInformativeText(
+                "Its photos leave the search index. The folder and its photos are not touched; add it again any time."
+            )
+            remove = box.addButton("Remove", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+            box.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
+            box.exec()
+            if box.clickedButton() is not remove:
+                return
+        self.session.remove_folder(folder)
+
+    def show_failed(self, folder: str | None) -> None:
+        self.session.errors(lambda errs: ErrorsDialog(errs, self).exec(), folder)
+
+    def _status(self, status: LibraryStatus) -> None:
+        self.folders.set_status(status)
+        if not self.session.indexing and self._progress is None:
+            self._idle_status(status)
+        self._update_empty()
+
+    def _idle_status(self, status: LibraryStatus) -> None:
+        if not status.folders:
+            self.status_label.setText("No folders yet")
+        elif self.session.ready or status.indexed:
+            offline = sum(not f.online for f in status.folders)
+            text = f"{status.indexed:,} photos indexed"
+            if status.pending:
+                text += f", {status.pending:,} waiting"
+            if offline:
+                text += f" · {offline} folder{'s' if offline > 1 else ''} offline"
+            self.status_label.setText(text)
+
+    # -- indexing status -----------------------------------------------------------------------------
+    def _index_progress(self, p: Progress) -> None:
+        self._progress = p
+        if p.phase == "scanning":
+            self.status_label.setText("Checking folders for new and changed photos…")
+            self.progress.setRange(0, 0)
+            self.progress.show()
+            self.pause_button.hide()
+        elif p.phase in ("embedding", "paused") and p.total:
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+            self.progress.show()
+            self.pause_button.show()
+            if p.phase == "paused" or self.session.paused:
+                self.status_label.setText(f"Indexing paused at {p.done:,} of {p.total:,} photos")
+            else:
+                bits = [f"Indexing {p.done:,} of {p.total:,} photos"]
+                if p.rate > 0:
+                    bits.append(f"{p.rate * 60:,.0f} photos/min")
+                if p.eta_s is not None and p.done:
+                    bits.append(fmt_eta(p.eta_s))
+                self.status_label.setText(" · ".join(bits))
+        elif p.phase in ("done", "cancelled"):
+            self._progress = None
+            self.progress.hide()
+            self.pause_button.hide()
+            if p.phase == "cancelled":
+                self.status_label.setText("Indexing stopped")
+            else:
+                self._idle_status(self.session.status)
+        self._sync_pause()
+        self._update_empty()
+
+    def _index_finished(self) -> None:
+        self._progress = None
+        self.progress.hide()
+        self.pause_button.hide()
+        self._idle_status(self.session.status)
+        if self.query is not None and self.result is not None and not self.result.items:
+            self._run_query(None)  # nothing was found while indexing: ask again now that it is done
+
+    def toggle_pause(self) -> None:
+        if self.session.paused:
+            self.session.resume()
+        else:
+            self.session.pause()
+        self._sync_pause()
+        if self._progress is not None:
+            self._index_progress(self._progress)
+
+    def _sync_pause(self) -> None:
+        paused = self.session.paused
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.pause_button.setToolTip(("Resume" if paused else "Pause") + " indexing (Ctrl+Shift+P)")
+        self.pause_action.setText("&Resume Indexing" if paused else "&Pause Indexing")
+
+    # -- search --------------------------------------------------------------------------------------
+    def _typed(self, text: str) -> None:
+        if not text.strip():
+            self.throttle.cancel()
+            self.clear_search(keep_focus=True)
+            return
+        self.throttle.trigger(text)
+
+    def _run_query(self, _value) -> None:
+        text = self.search.text().strip()
+        if self.query is not None and self.query.image is not None and text == self.query.label:
+            q = self.query  # the field shows an image query's label: run that image again
+        elif not text:
+            return
+        else:
+            q = Query(text=text)
+        self.query = q
+        self._search_error = None
+        self.session.search(q)
+        self._update_empty()
+
+    def search_image(self, path: str, crop=None, label: str | None = None) -> None:
+        label = label or f"Like {os.path.basename(path)}"
+        self.query = Query(image=path, crop=crop, label=label)
+        self.search.setText(label)
+        self.throttle.cancel()
+        self._search_error = None
+        self.session.search(self.query)
+        self.close_detail()
+        self._update_empty()
+
+    def find_similar(self, item: ResultItem) -> None:
+        name = os.path.basename(item.hit.path)
+        self.search_image(item.hit.path, item.shown_box, f"Like the outlined part of {name}")
+
+    def clear_search(self, keep_focus: bool = False) -> None:
+        self.throttle.cancel()
+        self.search.clear()
+        self.query = None
+        self.result = None
+        self.session.clear_search()
+        self.model.set_items([])
+        self.result_info.setText("")
+        self.close_detail()
+        self._update_empty()
+        if keep_focus:
+            self.search.setFocus()
+
+    def _results(self, res: SearchResult) -> None:
+        self.result = res
+        self.model.set_items(res.items)
+        self.grid.scrollToTop()
+        n = len(res.items)
+        self.result_info.setText(
+            f"{n:,} photo{'s' if n != 1 else ''} · {res.seconds * 1000:.0f} ms" if n else ""
+        )
+        self._update_empty()
+        self.refine_throttle.trigger(None)
+
+    def _search_failed(self, _gen: int, message: str) -> None:
+        self._search_error = message
+        self.model.set_items([])
+        self._update_empty()
+
+    def _refined(self, _gen: int, photo_id: int) -> None:
+        self.model.photo_changed(photo_id)
+        if self.detail.item is not None and self.detail.item.hit.photo_id == photo_id:
+            self.detail.update_outline()
+
+    def _reranked(self, _gen: int, order: list[int]) -> None:
+        self.model.reorder(order)
+
+    def _refine_visible(self) -> None:
+        rows = self.grid.visible_rows()
+        if rows and self.result is not None:
+            self.session.refine([self.model.item(r) for r in rows])
+
+    # -- empty and error states ----------------------------------------------------------------------
+    def _update_empty(self) -> None:
+        st = self.session.status
+        ms = self.session.state
+        show_grid = False
+        if ms.state in ("error", "cancelled"):
+            self._model_problem(ms)
+        elif not st.folders:
+            self.empty.show_state(
+                "Add a folder of photos",
+                "Choose a folder (or drop one on this window). Its photos are indexed in the background; "
+                "nothing in the folder is ever changed.",
+                [("Add Folder…", self.choose_folder)],
+            )
+        elif st.folders and all(not f.online for f in st.folders):
+            self.empty.show_state(
+                "Your photo folders are offline",
+                "Connect the drive they are on. Their photos stay in the index, and searching works again when "
+                "they are back.",
+                [("Add Another Folder…", self.choose_folder)],
+            )
+        elif self._search_error:
+            self.empty.show_state("That search did not work", self._search_error)
+        elif self.query is None:
+            if st.indexed == 0 and (self.session.indexing or st.pending):
+                body = "You can search as soon as the first photos are done."
+                self.empty.show_state("Indexing your photos…", body)
+            else:
+                self.empty.show_state(
+                    "What are you looking for?",
+                    "Describe something small: “a dog on the beach”, “a red umbrella”, “the clock on the wall”. "
+                    f"{st.indexed:,} photos are searchable. You can also drop a photo on the search field.",
+                )
+        elif self.result is None or self.session.current is None:
+            if not self.session.ready:
+                self.empty.show_state(
+                    "Getting ready…", "The model is loading; your search runs as soon as it is ready."
+                )
+            else:
+                show_grid = bool(self.model.rowCount())
+                if not show_grid:
+                    self.empty.show_state("Searching…", "")
+        elif not self.result.items:
+            body = "Try fewer or other words."
+            if st.pending or self.session.indexing:
+                body += f" {st.pending:,} photos are still being indexed; they become searchable as they are done."
+            q = self.query.text or self.query.label
+            self.empty.show_state(f"Nothing found for “{q}”", body)
+        else:
+            show_grid = True
+        self.results_stack.setCurrentWidget(self.grid if show_grid else self.empty)
+
+    def _model_problem(self, ms: ModelState) -> None:
+        if ms.state == "cancelled":
+            self.empty.show_state(
+                "The model download was cancelled",
+                "Search needs the model. Download it, or choose a model folder on this computer.",
+                [
+                    ("Download", lambda: self.session.load_model(self.settings.model)),
+                    ("Choose Model Folder…", self.choose_model_folder),
+                ],
+            )
+            return
+        if ms.mismatch:
+            self.empty.show_state(
+                "The index was made with another model",
+                ms.message,
+                [("Re-index With This Model", self.reindex_with_settings), ("Settings…", self.open_settings)],
+            )
+        else:
+            self.empty.show_state(
+                "The model is not available",
+                ms.message,
+                [
+                    ("Try Again", lambda: self.session.load_model()),
+                    ("Choose Model Folder…", self.choose_model_folder),
+                ],
+            )
+
+    def choose_model_folder(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a Model Folder")
+        if folder:
+            self.apply_settings(replace(self.settings, model=folder))
+
+    def reindex_with_settings(self) -> None:
+        self.session.load_model(self.settings.model, reindex_layout=self.settings.layout)
+
+    # -- results navigation and detail ---------------------------------------------------------------
+    def _current_row(self) -> int:
+        ix = self.grid.currentIndex()
+        return ix.row() if ix.isValid() else -1
+
+    def _with_current(self, fn) -> None:
+        if self.center.currentWidget() is self.detail and self.detail.item is not None:
+            fn(self.detail.item)
+            return
+        row = self._current_row()
+        if row >= 0:
+            fn(self.model.item(row))
+
+    def focus_search(self) -> None:
+        if self.center.currentWidget() is self.detail:
+            self.close_detail()
+        self.search.setFocus()
+        self.search.selectAll()
+
+    def focus_folders(self) -> None:
+        lst = self.folders.list
+        lst.setFocus()
+        if not lst.selectedItems() and lst.count():
+            lst.setCurrentRow(
+                max(0, lst.currentRow()), QtCore.QItemSelectionModel.SelectionFlag.ClearAndSelect
+            )
+
+    def focus_results(self) -> None:
+        if self.model.rowCount() == 0:
+            return
+        self.close_detail()
+        self.grid.setFocus()
+        if not self.grid.currentIndex().isValid():
+            self.grid.setCurrentIndex(self.model.index(0))
+
+    def open_detail(self, row: int) -> None:
+        if row < 0 or row >= self.model.rowCount():
+            return
+        item = self.model.item(row)
+        self.grid.setCurrentIndex(self.model.index(row))
+        self.detail.show_item(item, row, self.model.rowCount(), self.thumbs._memory.get(item.thumb_key))
+        self.center.setCurrentWidget(self.detail)
+        self.detail.setFocus()
+        self.session.refine([item], detail=True)
+
+    def step_detail(self, delta: int) -> None:
+        row = self._current_row() + delta
+        if 0 <= row < self.model.rowCount():
+            self.open_detail(row)
+
+    def close_detail(self) -> None:
+        if self.center.currentWidget() is self.detail:
+            self.center.setCurrentWidget(self.results_stack)
+            self.grid.setFocus()
+            if self.grid.currentIndex().isValid():
+                self.grid.scrollTo(self.grid.currentIndex())
+
+    def _grid_menu(self, pos) -> None:
+        ix = self.grid.indexAt(pos)
+        if not ix.isValid():
+            return
+        item = self.model.item(ix.row())
+        m = QtWidgets.QMenu(self)
+        m.addAction("Open Large", lambda: self.open_detail(ix.row()))
+        m.addAction("Open in Default App", lambda: open_file(item.hit.path))
+        m.addAction("Show in Folder", lambda: show_in_folder(item.hit.path))
+        m.addSeparator()
+        m.addAction("Find Similar", lambda: self.find_similar(item))
+        m.addAction(
+            "Copy Path", lambda: QtWidgets.QApplication.clipboard().setText(display_path(item.hit.path))
+        )
+        m.exec(self.grid.viewport().mapToGlobal(pos))
+
+    # -- thumbnails ----------------------------------------------------------------------------------
+    def set_thumb_size(self, side: int) -> None:
+        side = max(THUMB_MIN, min(THUMB_MAX, int(side)))
+        if side == self.delegate.side:
+            return
+        self.delegate.side = side
+        if self.size_slider.value() != side:
+            self.size_slider.setValue(side)
+        self.grid.fit_columns()
+        self.grid.doItemsLayout()
+        self.grid.viewport().update()
+        self.refine_throttle.trigger(None)
+
+    # -- settings ------------------------------------------------------------------------------------
+    def open_settings(self) -> None:
+        dlg = SettingsDialog(self.settings, self)
+        if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+            return
+        self.apply_settings(dlg.result_settings())
+
+    def apply_settings(self, new) -> None:
+        old = self.settings
+        binding_changed = (
+            new.model != self.session.lib.model_id() or new.layout != self.session.lib.layout().name
+        )
+        device_changed = new.device != old.device
+        if binding_changed and self.session.status.indexed:
+            n = self.session.status.indexed + self.session.status.pending
+            box = QtWidgets.QMessageBox(self)
+            box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+            box.setWindowTitle("Re-index Your Photos?")
+            what = "region layout" if new.model == old.model else "model"
+            box.setText(f"Changing the {what} means indexing your photos again.")
+            box.setInformativeText(reindex_cost(n, self.session.last_rate, new.model == old.model))
+            go = box.addButton("Re-index", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+            box.addButton("Keep Current", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+            box.exec()
+            if box.clickedButton() is not go:
+                new = replace(new, model=old.model, layout=old.layout)
+                binding_changed = False
+        for field in ("model", "layout", "device", "thumbnail_cache_mb", "refine", "rerank_by_zoom", "ocr"):
+            setattr(self.settings, field, getattr(new, field))
+        self._save_settings()
+        self.thumbs.limit_bytes = self.settings.thumbnail_cache_mb * 2**20
+        self.thumbs.prune()
+        if binding_changed:
+            self.session.load_model(new.model, reindex_layout=new.layout)
+        elif device_changed and self.session.ready:
+            self.session.load_model()
+
+    def _save_settings(self) -> None:
+        try:
+            self.settings.save(self.session.lib.paths.settings)
+        except OSError as exc:
+            self._error(f"The settings could not be saved ({exc}).")
+
+    def _watch_event(self, ev) -> None:
+        """Live folder watching: say what just happened (folder counts follow through status_changed)."""
+        if ev.kind in ("notice", "offline", "online", "error") and ev.message:
+            self.statusBar().showMessage(ev.message, 15000)
+        elif ev.kind == "indexed" and ev.paths and not self.session.indexing:
+            n = len(ev.paths)
+            self.statusBar().showMessage(f"{n} new or changed photo{'s' if n > 1 else ''} indexed", 5000)
+
+    def _error(self, message: str) -> None:
+        QtWidgets.QMessageBox.warning(self, "Sorce Desktop", message)
+
+    # -- drag and drop, closing ----------------------------------------------------------------------
+    def dragEnterEvent(self, e) -> None:  # noqa: N802
+        if local_folders(e.mimeData()):
+            e.acceptProposedAction()
+
+    def dragMoveEvent(self, e) -> None:  # noqa: N802
+        if local_folders(e.mimeData()):
+            e.acceptProposedAction()
+
+    def dropEvent(self, e) -> None:  # noqa: N802
+        folders = local_folders(e.mimeData())
+        if not folders:
+            return
+        e.acceptProposedAction()
+        if self.pages.currentWidget() is self.welcome:
+            self.welcome.set_folder(folders[0])
+            return
+        for f in folders:
+            self.add_folder(f)
+
+    def closeEvent(self, e) -> None:  # noqa: N802
+        self.throttle.cancel()
+        self.refine_throttle.cancel()
+        self.session.close()
+        super().closeEvent(e)
+
+
+def open_file(path: str) -> None:
+    QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(path))
+
+
+def show_in_folder(path: str) -> None:
+    """The platform's file manager, with the photo selected where the platform can do that."""
+    try:
+        if sys.platform == "darwin":
+            subprocess.Popen(["open", "-R", path])
+            return
+        if os.name == "nt":
+            subprocess.Popen(["explorer", "/select,", os.path.normpath(path)])
+            return
+        # freedesktop file managers select the file through this D-Bus call; else open the folder
+        uri = QtCore.QUrl.fromLocalFile(path).toString()
+        subprocess.Popen(
+            [
+                "dbus-send",
+                "--session",
+                "--dest=org.freedesktop.FileManager1",
+                "--type=method_call",
+                "/org/freedesktop/FileManager1",
+                "org.freedesktop.FileManager1.ShowItems",
+                f"array:string:{uri}",
+                "string:",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return
+    except OSError:
+        pass
+    QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(os.path.dirname(path)))
