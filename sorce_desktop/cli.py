@@ -24,6 +24,15 @@ EXIT_INTERRUPTED = 130
 
 #: bench subcommand -> module under sorce_desktop.bench defining ``add_arguments(p)`` and ``run(args) -> int``
 BENCHES: dict[str, str] = {}
+BENCHES["index"] = "sorce_desktop.bench.index"
+BENCHES["query"] = "sorce_desktop.bench.query"
+BENCHES["soak"] = "sorce_desktop.bench.soak"
+BENCHES["retrieval"] = "sorce_desktop.bench.retrieval"
+BENCHES["layouts"] = "sorce_desktop.bench.layouts"
+BENCHES["mllm"] = "sorce_desktop.bench.mllm"
+BENCHES["watch"] = "sorce_desktop.bench.watch"
+BENCHES["text"] = "sorce_desktop.bench.text"
+BENCHES["refine"] = "sorce_desktop.bench.refine"
 
 
 class UserError(Exception):
@@ -110,7 +119,7 @@ def _library(args, writer: bool = True):
     return Library(args.data_dir, writer=writer)
 
 
-def _load_model(lib, model: str | None):
+def _load_model(lib, model: str | None, speed: str | None = None):
     from sorce_desktop.core.models.registry import model_info
 
     mid = model or lib.model_id()
@@ -118,13 +127,15 @@ def _load_model(lib, model: str | None):
     if info and info.kind == "mllm":
         import torch
 
-        if not torch.cuda.is_available():
+        mps = getattr(torch.backends, "mps", None)
+        if not torch.cuda.is_available() and not (mps is not None and mps.is_available()):
             print(
-                f"note: {mid} is an {info.params_m / 1000:.0f}B-parameter multimodal LLM; without a CUDA GPU it "
-                "takes minutes per photo. A dual encoder (the default) is the practical choice on a CPU.",
+                f"note: {mid} is an {info.params_m / 1000:.0f}B-parameter multimodal LLM; without a CUDA GPU or "
+                "Apple silicon it takes minutes per photo. A dual encoder (the default) is the practical "
+                "choice on a CPU.",
                 file=sys.stderr,
             )
-    return lib.load_embedder(mid, progress=download_progress())
+    return lib.load_embedder(mid, progress=download_progress(), speed=speed)
 
 
 def cmd_index(args) -> int:
@@ -150,21 +161,37 @@ def cmd_index(args) -> int:
             layout = lib.layout()
 
             def embedder():
-                e = _load_model(lib, binding.model_id)
+                e = _load_model(lib, binding.model_id, args.speed)
                 lib.check_embedder(e)
                 return e
         else:
-            embedder = _load_model(lib, args.model)
-            if args.layout:
-                layout = get_layout(args.layout)
-            elif embedder.kind == "mllm":
-                layout = get_layout(embedder.layouts()[0])
-            else:
-                layout = lib.layout() if binding else get_layout(lib.settings.layout)
-            if layout.name not in embedder.layouts():
-                layout = get_layout(embedder.layouts()[0])
-            if lib.bind(embedder, layout, reindex=args.reindex):
-                print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
+            from sorce_desktop.core.models.base import ModelError
+
+            try:
+                embedder = _load_model(lib, args.model, args.speed)
+            except ModelError as exc:
+                # Out of the box with no network: the text in the photos is still indexed (its models
+                # install with the package); the visual regions follow once a model is available.
+                if binding is not None or args.model is not None or not lib.ocr_enabled():
+                    raise
+                embedder = layout = None
+                print(
+                    f"note: no visual model is available ({exc}); indexing only the text in the photos. "
+                    "Index again once the model is downloaded (sorce-desktop models --download ID) to "
+                    "search by what the photos show.",
+                    file=sys.stderr,
+                )
+            if embedder is not None:
+                if args.layout:
+                    layout = get_layout(args.layout)
+                elif embedder.kind == "mllm":
+                    layout = get_layout(embedder.layouts()[0])
+                else:
+                    layout = lib.layout() if binding else get_layout(lib.settings.layout)
+                if layout.name not in embedder.layouts():
+                    layout = get_layout(embedder.layouts()[0])
+                if lib.bind(embedder, layout, reindex=args.reindex):
+                    print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
         bar = ProgressBar("indexing")
 
         def on_progress(p) -> None:
@@ -174,7 +201,9 @@ def cmd_index(args) -> int:
                 extra = f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}"
                 bar.update(p.done, p.total, extra, force=p.phase != "embedding" or p.done in (0, p.total))
 
-        indexer = lib.indexer(embedder, layout, on_progress, batch_size=args.batch_size)
+        indexer = lib.indexer(
+            embedder, layout, on_progress, batch_size=args.batch_size, text_source=lib.text_source()
+        )
         try:
             report = indexer.run(folders or None)
         except KeyboardInterrupt:
@@ -197,7 +226,11 @@ def cmd_index(args) -> int:
             "failed": report.failed,
             "seconds": round(report.seconds, 3),
             "photos_per_second": round(report.photos_per_second, 3),
+            "text_read": report.text_read,
+            "text_lines": report.text_lines,
         }
+        if report.text_error:
+            print(f"warning: text in photos was not read: {report.text_error}", file=sys.stderr)
         if args.json:
             print(json.dumps(summary))
         else:
@@ -220,9 +253,22 @@ def cmd_search(args) -> int:
     if args.text is None and args.image is None:
         raise UserError('Give a text to search for, or --image PATH, e.g. sorce-desktop search "a red kite"')
     with _library(args, writer=False) as lib:
-        if lib.store.binding() is None:
+        from sorce_desktop.core import textstore
+        from sorce_desktop.core.models.base import ModelError
+
+        has_text = textstore.count_read(lib.store) > 0
+        if lib.store.binding() is None and not has_text:
             raise UserError("Nothing is indexed yet: run sorce-desktop index FOLDER first.")
-        embedder = _load_model(lib, None)
+        embedder = None
+        if lib.store.binding() is None:
+            print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
+        else:
+            try:
+                embedder = _load_model(lib, None)
+            except ModelError as exc:
+                if not has_text or args.image is not None:
+                    raise
+                print(f"note: {lib.text_only_note(str(exc))}", file=sys.stderr)
         service = lib.search_service(embedder)
         crop = Box.from_list(args.crop) if args.crop else None
         folder = os.path.abspath(args.folder) if args.folder else None
@@ -232,7 +278,7 @@ def cmd_search(args) -> int:
             )
         except (QueryError, ImageError) as exc:
             raise UserError(str(exc)) from None
-        if args.refine:
+        if args.refine and embedder is not None:
             from sorce_desktop.core.refine import Refiner
 
             refiner = Refiner(embedder)
@@ -241,13 +287,14 @@ def cmd_search(args) -> int:
                 r = refiner.refine(h, q)
                 h.refined_box, h.refined_score = r.box, r.score
         if args.json:
-            print(json.dumps([h.to_json() for h in hits], ensure_ascii=False))
+            print(json.dumps([h.to_json() for h in hits]))  # ASCII keeps undecodable name bytes exact (\udcXX)
         else:
             if not hits:
                 print("nothing found")
             for i, h in enumerate(hits, 1):
                 box = h.refined_box or h.box
-                print(f"{i:3d}. {h.score:.3f}  {display_path(h.path)}  [{h.region} {box.as_list()}]")
+                words = f'  {h.source}: "{h.text}"' if h.text is not None else ""
+                print(f"{i:3d}. {h.score:.3f}  {display_path(h.path)}  [{h.region} {box.as_list()}]{words}")
     return 0
 
 
@@ -273,7 +320,7 @@ def cmd_status(args) -> int:
             "notices": st.notices,
         }
         if args.json:
-            print(json.dumps(data, ensure_ascii=False))
+            print(json.dumps(data))  # ASCII keeps undecodable name bytes exact (\udcXX)
             return 0
         from sorce_desktop.core.store import display_path
 
@@ -299,7 +346,7 @@ def cmd_errors(args) -> int:
     with _library(args, writer=False) as lib:
         errs = lib.store.errors()
         if args.json:
-            print(json.dumps([{"path": p, "reason": r} for p, r in errs], ensure_ascii=False))
+            print(json.dumps([{"path": p, "reason": r} for p, r in errs]))  # ASCII keeps undecodable name bytes exact (\udcXX)
         else:
             if not errs:
                 print("no errors")
@@ -376,9 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", parents=[common], help="remember folders and index them now")
     s.add_argument("folders", nargs="*", metavar="FOLDER")
     s.add_argument("--model", metavar="ID_OR_PATH", help="hub id or local model folder")
-    s.add_argument("--layout", metavar="NAME", help="region layout: global, grid2, grid3, tiles, ...")
+    s.add_argument("--layout", metavar="NAME", help="region layout: cells4o (default), cells5o, grid3, global, ...")
     s.add_argument("--reindex", action="store_true", help="drop vectors of another model/layout and re-embed")
     s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
+    s.add_argument(
+        "--speed",
+        choices=["fast", "thorough"],
+        default=None,
+        help="fast: int8 model, smaller tile input, blank tiles skipped (the default, ~1 photo/s on a laptop "
+        "CPU); thorough: full float32 on every tile. Each photo records which one made it.",
+    )
     s.add_argument("--json", action="store_true", help="print a JSON summary")
     s.set_defaults(func=cmd_index)
 

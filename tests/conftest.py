@@ -11,6 +11,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Real OCR costs ~0.5-2 s a photo: off unless a test switches it on (tests/test_ocr.py does).
+os.environ.setdefault("SORCE_DESKTOP_OCR", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-small"

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from sorce_desktop.cli import main
+from sorce_desktop.core.regions import DEFAULT_LAYOUT
 
 
 def cli(capsys, *args):
@@ -40,7 +41,7 @@ def test_index_search_status_errors(tmp_path, tiny_clip, photo_dir, capsys, unto
     code, out, err = cli(capsys, "status", "--json", "--data-dir", data)
     st = json.loads(out)
     assert (st["indexed"], st["pending"], st["failed"]) == (12, 0, 1)
-    assert st["model"] == str(tiny_clip) and st["layout"] == "grid3" and st["index_bytes"] > 0
+    assert st["model"] == str(tiny_clip) and st["layout"] == DEFAULT_LAYOUT and st["index_bytes"] > 0
     assert st["folders"][0]["path"] == str(photo_dir)
 
     code, out, err = cli(capsys, "errors", "--json", "--data-dir", data)

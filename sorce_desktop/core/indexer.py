@@ -17,8 +17,12 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from sorce_desktop.core import textstore
 from sorce_desktop.core.images import ImageError, load_image
 from sorce_desktop.core.models.base import Embedder
+from sorce_desktop.core.ocr import OcrUnavailable, TextSource
 from sorce_desktop.core.regions import RegionLayout
 from sorce_desktop.core.scanner import FileEntry, file_hash, scan
 from sorce_desktop.core.store import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store
@@ -46,7 +50,10 @@ class IndexPlan:
     deleted: list[PhotoRow] = field(default_factory=list)
     unchanged: int = 0
     scan_errors: list[tuple[str, str]] = field(default_factory=list)
+    empty: list[FileEntry] = field(default_factory=list)  # zero-byte files: failed without decoding
     offline: list[str] = field(default_factory=list)
+    #: the folders this plan scanned (only their online flags are updated); None: all of the store's
+    folders: list[str] | None = None
 
 
 @dataclass
@@ -63,6 +70,10 @@ class IndexReport:
     embed_seconds: float = 0.0
     offline: list[str] = field(default_factory=list)
     embedded_paths: list[str] = field(default_factory=list)
+    text_read: int = 0  # photos read for their text (OCR)
+    text_lines: int = 0  # text lines found in them
+    text_seconds: float = 0.0  # time spent reading text
+    text_error: str | None = None  # why text in photos was not read (package missing, ...)
 
     @property
     def photos_per_second(self) -> float:
@@ -76,6 +87,7 @@ ProgressCallback = Callable[[Progress], None]
 class _Decoded:
     row: PhotoRow
     image: object = None  # DecodedImage
+    text_image: object = None  # DecodedImage at the resolution OCR needs, when the text is to be read
     error: str | None = None
     hash: str | None = None
     size: int = 0
@@ -87,16 +99,23 @@ class Indexer:
     def __init__(
         self,
         store: Store,
-        embedder: Embedder | Callable[[], Embedder],
-        layout: RegionLayout,
+        embedder: Embedder | Callable[[], Embedder] | None,
+        layout: RegionLayout | None,
         *,
         skip_dirs: Sequence[str] = (),
         batch_size: int = 8,
         decode_workers: int = 2,
         on_progress: ProgressCallback | None = None,
         save_every_s: float = 60.0,
+        text_source: TextSource | None = None,
     ):
         self.store = store
+        # Text in photos (OCR) runs beside the visual embedder; embedder None indexes text alone (no
+        # visual model yet). With text_source None the indexer behaves exactly as without OCR.
+        self.text_source = text_source
+        self.visual = embedder is not None
+        self._text_done: dict[int, tuple[str | None, str]] = {}
+        self._text_engine: str | None = None
         # An embedder, or a function that loads one: loading is skipped when nothing needs embedding.
         self._embedder = embedder if isinstance(embedder, Embedder) else None
         self._embedder_factory = None if isinstance(embedder, Embedder) else embedder
@@ -146,7 +165,7 @@ class Indexer:
     def plan(self, folders: Iterable[str]) -> IndexPlan:
         folders = list(folders)
         result = scan(folders, self.skip_dirs)
-        plan = IndexPlan(scan_errors=result.errors, offline=result.offline)
+        plan = IndexPlan(scan_errors=result.errors, offline=result.offline, folders=folders)
         online = [f for f in folders if f not in result.offline]
         catalog: dict[str, PhotoRow] = {}
         for f in online:
@@ -190,6 +209,11 @@ class Indexer:
                     plan.changed.append(entry)
             else:
                 plan.changed.append(entry)
+        # Zero-byte files (a failed copy, a placeholder) fail here in bulk instead of one by one.
+        plan.empty = [e for e in plan.new + plan.changed if e.size == 0]
+        if plan.empty:
+            plan.new = [e for e in plan.new if e.size]
+            plan.changed = [e for e in plan.changed if e.size]
         moved_ids = {r.id for r, _ in plan.moved}
         plan.deleted = [r for r in gone if r.id not in moved_ids]
         return plan
@@ -202,13 +226,18 @@ class Indexer:
             self.store.touch(row.id, entry.size, entry.mtime_ns)
         if plan.deleted:
             self.store.delete_photos([r.id for r in plan.deleted])
-        for path, reason in plan.scan_errors:
-            folder = next((f for f in self.store.folders() if path.startswith(f)), None)
-            self.store.record_failure(path, folder, 0, 0, reason)
+        folders = self.store.folders()
+        failures = [
+            (path, next((f for f in folders if path.startswith(f)), None), 0, 0, reason)
+            for path, reason in plan.scan_errors
+        ]
+        failures += [(e.path, e.folder, 0, e.mtime_ns, "the file is empty (0 bytes)") for e in plan.empty]
+        self.store.record_failures(failures)
         self.store.upsert_pending(
             [(e.path, e.folder, e.size, e.mtime_ns, None) for e in plan.new + plan.changed]
         )
-        for f in self.store.folders():
+        # Only the folders scanned: a run over one folder must not mark another (offline) one online.
+        for f in plan.folders if plan.folders is not None else self.store.folders():
             self.store.set_folder_online(f, f not in plan.offline)
 
     # -- running -------------------------------------------------------------------------------------
@@ -229,13 +258,24 @@ class Indexer:
         )
         offline = set(plan.offline)
         pending = [r for r in self.store.pending() if r.folder in folders and r.folder not in offline]
+        if self.text_source is not None and self._text_engine_id(report):
+            # Indexed photos whose text was not read yet (OCR switched on later, a new OCR engine).
+            have = {r.id for r in pending}
+            pending += [
+                r
+                for r in textstore.unread(self.store, self._text_engine)
+                if r.id not in have and r.folder in folders and r.folder not in offline
+            ]
         self.embed_rows(pending, report)
+        if self.text_source is not None and self._text_engine:
+            self._embed_missing_lines(report)
         report.seconds = time.perf_counter() - t0
         return report
 
-    def index_paths(self, paths: Iterable[str]) -> IndexReport:
+    def index_paths(self, paths: Iterable[str], *, save: bool = True) -> IndexReport:
         """Bring specific files up to date (the watcher's entry point): new or changed ones are embedded,
-        vanished ones forgotten."""
+        vanished ones forgotten. ``save=False`` leaves writing the vector index to the caller (the watcher
+        saves every minute instead of after every few photos; the catalog is committed either way)."""
         report = IndexReport()
         folders = self.store.folders()
         rows = []
@@ -277,8 +317,85 @@ class Indexer:
                 report.new += 1
             else:
                 report.changed += 1
-        self.embed_rows([r for r in rows if r is not None], report)
+        self.embed_rows([r for r in rows if r is not None], report, save=save)
         return report
+
+    # -- text in photos ------------------------------------------------------------------------------
+    def _text_engine_id(self, report: IndexReport) -> str | None:
+        """Load the OCR engine; without its package, index without text and say why."""
+        if self._text_engine is None and self.text_source is not None:
+            try:
+                self._text_engine = self.text_source.engine_id
+            except OcrUnavailable as exc:
+                log.warning("text in photos is off: %s", exc)
+                report.text_error = str(exc)
+                self.text_source = None
+        return self._text_engine
+
+    def _embed_lines(self, texts: list[str], report: IndexReport) -> tuple[np.ndarray | None, str | None]:
+        if not texts:
+            return None, None
+        try:
+            emb = self.text_source.embedder
+            return emb.embed(texts), emb.fingerprint
+        except Exception as exc:  # lines stay searchable by their letters; meaning comes later
+            log.warning("text lines could not be embedded (%s)", exc)
+            report.text_error = report.text_error or f"text lines were not embedded ({exc})"
+            return None, None
+
+    def _read_text(self, jobs: list[tuple[int | None, _Decoded]], report: IndexReport) -> int:
+        """Read the text of decoded photos and store their lines. Returns how many photos failed."""
+        t = time.perf_counter()
+        items: list[textstore.TextPhoto] = []
+        failed = 0
+        for pid, d in jobs:
+            if d.text_image is None:
+                continue  # read before, for this very content
+            try:
+                lines = self.text_source.read(d.text_image)
+            except Exception as exc:
+                log.warning("reading the text of %s failed: %s", d.row.path, exc)
+                if pid is None and d.row.status != INDEXED:
+                    # Text alone was to be indexed: the photo has nothing else, so it failed.
+                    self.store.record_failure(
+                        d.row.path, d.row.folder, d.size, d.mtime_ns, f"the text reader failed on this photo ({exc})"
+                    )
+                    failed += 1
+                    continue
+                lines = []  # an embedded photo stays; recorded as read so one bad photo is not retried forever
+            photo = None
+            if pid is None and d.row.status != INDEXED:
+                img = d.text_image
+                photo = IndexedPhoto(d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height)
+            items.append(
+                textstore.TextPhoto(pid if pid is not None else (d.row.id if photo is None else None), d.hash, lines, None, photo)
+            )
+        texts = [ln.text for it in items for ln in it.lines]
+        vectors, model = self._embed_lines(texts, report)
+        k = 0
+        for it in items:
+            n = len(it.lines)
+            it.vectors = vectors[k : k + n] if vectors is not None else None
+            k += n
+        if items:
+            textstore.commit_text(self.store, items, self._text_engine, model)
+            report.text_read += len(items)
+            report.text_lines += len(texts)
+            report.embedded += sum(1 for it in items if it.photo is not None)
+            report.embedded_paths += [it.photo.path for it in items if it.photo is not None]
+        report.text_seconds += time.perf_counter() - t
+        return failed
+
+    def _embed_missing_lines(self, report: IndexReport) -> None:
+        """Embed lines stored without an embedding (text model changed, or it was missing then)."""
+        while True:
+            todo = textstore.lines_without_embedding(self.store, 512)
+            if not todo:
+                return
+            vectors, model = self._embed_lines([t for _, t in todo], report)
+            if vectors is None:
+                return
+            textstore.set_embeddings(self.store, model, [i for i, _ in todo], vectors)
 
     def _decode(self, row: PhotoRow) -> _Decoded:
         out = _Decoded(row)
@@ -293,7 +410,10 @@ class Indexer:
         out.size, out.mtime_ns = st.st_size, st.st_mtime_ns
         try:
             out.hash = file_hash(row.path)
-            out.image = load_image(row.path, self._min_side)
+            if self.visual and row.status != INDEXED:
+                out.image = load_image(row.path, self._min_side)
+            if self._text_engine is not None and self._text_done.get(row.id) != (out.hash, self._text_engine):
+                out.text_image = self.text_source.decode(row.path)
         except ImageError as exc:
             out.error = str(exc)
         except PermissionError:
@@ -305,7 +425,7 @@ class Indexer:
             out.error = f"unexpected error while reading the image ({type(exc).__name__}: {exc})"
         return out
 
-    def embed_rows(self, rows: Sequence[PhotoRow], report: IndexReport) -> None:
+    def embed_rows(self, rows: Sequence[PhotoRow], report: IndexReport, *, save: bool = True) -> None:
         total = len(rows)
         done = failed = 0
         t_start = time.perf_counter()
@@ -315,8 +435,11 @@ class Indexer:
         if not rows:
             self._emit(Progress("done", 0, 0))
             return
-        embedder = self.embedder  # load the model (if lazy) before decoding starts
-        self._min_side = embedder.decode_min_side(self.layout)
+        if self.visual and any(r.status != INDEXED for r in rows):
+            embedder = self.embedder  # load the model (if lazy) before decoding starts
+            self._min_side = embedder.decode_min_side(self.layout)
+        if self.text_source is not None and self._text_engine_id(report):
+            self._text_done = textstore.done_for(self.store, [r.id for r in rows])
         window = self.batch_size * 3
         queue: deque[Future] = deque()
         it = iter(rows)
@@ -356,6 +479,12 @@ class Indexer:
                         done += 1
                     else:
                         good.append(d)
+                text_jobs: list[tuple[int | None, _Decoded]] = []
+                if self.text_source is not None:
+                    # Photos needing their text read only (already embedded, or no visual model).
+                    text_jobs = [(None, d) for d in good if d.image is None]
+                    good = [d for d in good if d.image is not None]
+                    done += len(text_jobs)
                 if good:
                     t = time.perf_counter()
                     try:
@@ -396,10 +525,14 @@ class Indexer:
                             )
                         )
                     if commit:
-                        self.store.commit_photos(commit)
+                        ids = self.store.commit_photos(commit)
+                        by_path = {d.row.path: d for d in good}
+                        text_jobs += [(pid, by_path[c.path]) for pid, c in zip(ids, commit)]
                         report.embedded += len(commit)
                         report.embedded_paths += [c.path for c in commit]
                     done += len(good)
+                if text_jobs:
+                    failed += self._read_text(text_jobs, report)
                 elapsed = time.perf_counter() - t_start
                 rate = done / elapsed if elapsed > 0 else 0.0
                 eta = (total - done) / rate if rate > 0 else None
@@ -413,7 +546,8 @@ class Indexer:
                     last_save = time.monotonic()
         report.failed += failed
         report.embed_seconds += time.perf_counter() - t_start
-        self.store.save()
+        if save:
+            self.store.save()
         self._emit(
             Progress(
                 "cancelled" if report.cancelled else "done",

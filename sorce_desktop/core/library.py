@@ -51,7 +51,10 @@ class Library:
         download: bool = True,
         progress: DownloadCallback | None = None,
         cancel: threading.Event | None = None,
+        speed: str | None = None,
     ) -> Embedder:
+        from sorce_desktop.core.models.speed import get_speed
+
         return load_embedder(
             model or self.model_id(),
             self.paths.models,
@@ -59,6 +62,8 @@ class Library:
             download=download,
             progress=progress,
             cancel=cancel,
+            # "fast" or "thorough" indexing (core/models/speed.py); the settings say which by default
+            speed=get_speed(speed or getattr(self.settings, "speed", None)),
         )
 
     def bind(self, embedder: Embedder, layout: RegionLayout, *, reindex: bool = False) -> bool:
@@ -93,6 +98,7 @@ class Library:
         on_progress: ProgressCallback | None = None,
         **kw,
     ) -> Indexer:
+        # text_source=lib.text_source() in kw adds OCR beside the visual embedder (embedder None: text only)
         return Indexer(
             self.store,
             embedder,
@@ -102,6 +108,50 @@ class Library:
             **kw,
         )
 
-    def search_service(self, embedder: Embedder) -> SearchService:
-        self.check_embedder(embedder)
-        return SearchService(self.store, embedder)
+    def search_service(self, embedder: Embedder | None) -> SearchService:
+        """Search with the visual model and the text in photos. ``embedder`` None (no visual model
+        downloaded yet): text in photos only, see :meth:`text_only_note`."""
+        if embedder is not None:
+            self.check_embedder(embedder)
+        return SearchService(self.store, embedder, self.text_searcher())
+
+    # -- text in photos (OCR) --------------------------------------------------------------------------
+    def ocr_enabled(self) -> bool:
+        """Settings.ocr, unless SORCE_DESKTOP_OCR=0 says otherwise (the test suite sets it, since real
+        OCR costs ~0.5-2 s a photo; tests of OCR switch it on explicitly)."""
+        return self.settings.ocr and os.environ.get("SORCE_DESKTOP_OCR", "1") != "0"
+
+    def text_source(self):
+        """The OCR region source for :meth:`indexer` (``text_source=``), or None when switched off.
+        Its models load on first use; a missing package is reported by the index run (text_error)."""
+        if not self.ocr_enabled():
+            return None
+        from sorce_desktop.core.ocr import TextSource
+
+        return TextSource()
+
+    def text_searcher(self):
+        """Search over text read in photos (None when OCR is off and no text was ever read)."""
+        from sorce_desktop.core import textstore
+        from sorce_desktop.core.textsearch import TextSearcher
+
+        if not self.ocr_enabled() and textstore.count_lines(self.store) == 0:
+            return None
+
+        def embedder():
+            from sorce_desktop.core.ocr import TextEmbedder
+
+            return TextEmbedder()
+
+        return TextSearcher(self.store, embedder)
+
+    def text_only_note(self, reason: str | None = None) -> str:
+        """What to tell the user when searching without a visual model."""
+        from sorce_desktop.core import textstore
+
+        n = textstore.count_read(self.store)
+        why = f" ({reason})" if reason else ""
+        return (
+            f"No visual model is available{why}: searching only the text read in {n} photos. "
+            f"Download {self.model_id()} to search by what the photos show."
+        )

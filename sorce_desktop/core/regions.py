@@ -64,10 +64,14 @@ class Box:
 
 @dataclass(frozen=True)
 class RegionSpec:
-    """One region of a photo: a stable name (``global``, ``g3_r0c2``, ...) and its box."""
+    """One region of a photo: a stable name (``global``, ``g3_r0c2``, ...) and its box.
+
+    ``subject`` is set only by prompt-set layouts: the words a multimodal LLM's prompt uses for the
+    region (``"the left upper corner in the above image"``); crop layouts leave it ``None``."""
 
     name: str
     box: Box
+    subject: str | None = None
 
 
 def _spans(length: int, count: int, overlap: float) -> list[tuple[int, int]]:
@@ -94,13 +98,29 @@ def _spans(length: int, count: int, overlap: float) -> list[tuple[int, int]]:
 class GridScale:
     """A grid of ``cols`` x ``rows`` cells. ``square`` makes the counts follow the photo's aspect
     ratio (``cols``/``rows`` then give the count along the *short* side), so cells stay near square
-    on panoramas instead of becoming slivers."""
+    on panoramas instead of becoming slivers.
+
+    ``long`` counts ``cells`` along the *long* side instead: cells are near square with a side of
+    long side / ``cells`` (never more than the short side), so every cell's longest side, which is
+    what the model's letterboxed square input is scaled to, is the same on 4:3, 3:2 and 16:9 photos;
+    a 3:2 photo then needs 3x2 cells where a plain 3x3 grid spends 9 on the same magnification
+    (``bench layouts`` measures this)."""
 
     cells: int
     overlap: float = 0.0
     square: bool = False
+    long: bool = False
+
+    #: a cell may be this much (as a share of the cell side) longer than the target side rather than
+    #: adding a row of slivers: 640x427 is 3x2.0016 cells of 213 px, and should be 3x2, not 3x3
+    LONG_SLACK = 0.05
 
     def counts(self, width: int, height: int) -> tuple[int, int]:
+        if self.long:
+            side = min(max(width, height) / self.cells, min(width, height))
+            cols = max(1, math.ceil(width / side - self.LONG_SLACK))
+            rows = max(1, math.ceil(height / side - self.LONG_SLACK))
+            return cols, rows
         if not self.square:
             return self.cells, self.cells
         short = max(1, min(width, height))
@@ -122,7 +142,7 @@ class RegionLayout:
         seen = {out[0].box}
         for scale in self.scales:
             cols, rows = scale.counts(width, height)
-            tag = f"{'t' if scale.square else 'g'}{scale.cells}"
+            tag = f"{'c' if scale.long else 't' if scale.square else 'g'}{scale.cells}"
             for r, (y0, y1) in enumerate(_spans(height, rows, scale.overlap)):
                 for c, (x0, x1) in enumerate(_spans(width, cols, scale.overlap)):
                     box = Box(x0, y0, x1, y1)
@@ -151,14 +171,107 @@ LAYOUTS: dict[str, RegionLayout] = {
             "the whole photo plus overlapping near-square tiles at two scales (2 and 3 per short side)",
             (GridScale(2, overlap=0.25, square=True), GridScale(3, overlap=0.25, square=True)),
         ),
+        # Measured by `sorce-desktop bench layouts` on coco-small (docs/benchmarks.md): near-square
+        # cells counted along the long side magnify small objects most per embedding.
+        RegionLayout("grid4", "the whole photo plus a 4x4 grid", (GridScale(4),)),
+        RegionLayout(
+            "cells3",
+            "the whole photo plus near-square cells, 3 along the long side (7 regions on 3:2, 10 on 4:3)",
+            (GridScale(3, long=True),),
+        ),
+        RegionLayout(
+            "cells4",
+            "the whole photo plus near-square cells, 4 along the long side (13 regions on 3:2 and 4:3)",
+            (GridScale(4, long=True),),
+        ),
+        RegionLayout(
+            "cells4o",
+            "the whole photo plus near-square cells, 4 along the long side, overlapping by 10% "
+            "(13 regions on 3:2 and 4:3; the default)",
+            (GridScale(4, overlap=0.1, long=True),),
+        ),
+        RegionLayout(
+            "cells5o",
+            "the whole photo plus near-square cells, 5 along the long side, overlapping by 25% "
+            "(21 regions on 3:2 and 4:3: thorough)",
+            (GridScale(5, overlap=0.25, long=True),),
+        ),
     )
 }
 
-DEFAULT_LAYOUT = "grid3"
+#: 4 near-square cells along the long side with 10 % overlap: the cheapest layouts whose median
+#: small-object gain over the global view reaches 9x are the 13-region ones, and among those this
+#: overlap keeps the worst-served decile best magnified (bench layouts, docs/benchmarks.md).
+DEFAULT_LAYOUT = "cells4o"
+
+
+@dataclass(frozen=True)
+class PromptRegion:
+    """One prompt of a prompt set: a region named in words, and the part of the photo it stands for.
+
+    ``subject`` replaces the words "above image" in the model's image prompt; ``frac`` is the box as
+    fractions ``(x0, y0, x1, y1)`` of the upright photo."""
+
+    name: str
+    subject: str
+    frac: tuple[float, float, float, float]
+
+    def box(self, width: int, height: int) -> Box:
+        fx0, fy0, fx1, fy1 = self.frac
+        x0, y0 = int(round(fx0 * width)), int(round(fy0 * height))
+        x1, y1 = int(round(fx1 * width)), int(round(fy1 * height))
+        # a 1-pixel photo still gets non-empty boxes
+        return Box(min(x0, width - 1), min(y0, height - 1), max(x1, x0 + 1), max(y1, y0 + 1))
+
+
+@dataclass(frozen=True)
+class PromptLayout(RegionLayout):
+    """Regions a multimodal LLM embeds by being *told* where to look (Regional Prompts, ReP), not by
+    cropping: the photo is seen whole, and each prompt's box is where its words point. The first
+    prompt must be the whole photo. Adding a region (centre, thirds) is adding a ``PromptRegion``."""
+
+    prompts: tuple[PromptRegion, ...] = ()
+
+    def regions(self, width: int, height: int) -> list[RegionSpec]:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"photo has no pixels: {width}x{height}")
+        return [RegionSpec(p.name, p.box(width, height), p.subject) for p in self.prompts]
+
+    def max_cells(self) -> int:
+        return 1  # the model sees the whole photo; nothing is cropped
+
+
+_WHOLE = (0.0, 0.0, 1.0, 1.0)
+
+#: Prompt-set layouts, for multimodal-LLM backends only (a dual encoder cannot follow words).
+PROMPT_LAYOUTS: dict[str, PromptLayout] = {
+    layout.name: layout
+    for layout in (
+        # The SORCE paper's Regional Prompts, in the order of its evaluation code (MCG-NJU/SORCE,
+        # eval_sorce.py, emb_data_position: global, lu, lb, ru, rb): each replaces "above image" in the
+        # image prompt with "the <corner> corner in the above image".
+        PromptLayout(
+            "rep",
+            "Regional Prompts (SORCE): the whole photo plus its four corners, named in the prompt",
+            prompts=(
+                PromptRegion("global", "above image", _WHOLE),
+                PromptRegion("left_upper", "the left upper corner in the above image", (0.0, 0.0, 0.5, 0.5)),
+                PromptRegion("left_lower", "the left lower corner in the above image", (0.0, 0.5, 0.5, 1.0)),
+                PromptRegion("right_upper", "the right upper corner in the above image", (0.5, 0.0, 1.0, 0.5)),
+                PromptRegion("right_lower", "the right lower corner in the above image", (0.5, 0.5, 1.0, 1.0)),
+            ),
+        ),
+    )
+}
 
 
 def get_layout(name: str) -> RegionLayout:
     try:
         return LAYOUTS[name]
     except KeyError:
-        raise ValueError(f"unknown region layout {name!r}; known layouts: {', '.join(LAYOUTS)}") from None
+        pass
+    try:
+        return PROMPT_LAYOUTS[name]
+    except KeyError:
+        known = ", ".join([*LAYOUTS, *PROMPT_LAYOUTS])
+        raise ValueError(f"unknown region layout {name!r}; known layouts: {known}") from None

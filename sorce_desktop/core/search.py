@@ -13,6 +13,7 @@ from sorce_desktop.core.images import load_image
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.regions import Box, get_layout
 from sorce_desktop.core.store import Store, path_key
+from sorce_desktop.core.textsearch import TextHit, TextSearcher, parse_query
 
 MAX_QUERY_CHARS = 1000
 
@@ -64,10 +65,61 @@ def clean_query(text: str) -> str:
     return cleaned[:MAX_QUERY_CHARS]
 
 
+#: reciprocal-rank fusion constant (the usual 60: ranks 1 and 2 differ little, a top-10 hit counts)
+RRF_K = 60
+
+
+def fuse(visual: list[PhotoHit], text: list[TextHit], photos: dict, top: int) -> list[PhotoHit]:
+    """Merge visual region hits and text-in-photo hits into one ranking (weighted reciprocal-rank fusion).
+
+    score(photo) = 1 / (RRF_K + visual rank) + w / (RRF_K + text rank), ranks from 1, a missing term 0,
+    where w is the text hit's own score: ~1.0 for the query's letters found in the photo (a one-letter
+    OCR slip costs a little), at most 0.5 for a line matching by meaning only. So an exact text match
+    ranks level with the best visual match, a photo found both ways ranks above either, and matches by
+    meaning weigh half. A hit found both ways is ``source='both'``; its box is the text line's when the
+    letters matched (words are outlined precisely), else the visual region's.
+    """
+    scores: dict[int, float] = {}
+    vis = {h.photo_id: h for h in visual}
+    txt = {h.photo_id: h for h in text}
+    for rank, h in enumerate(visual, 1):
+        scores[h.photo_id] = scores.get(h.photo_id, 0.0) + 1.0 / (RRF_K + rank)
+    for rank, t in enumerate(text, 1):
+        scores[t.photo_id] = scores.get(t.photo_id, 0.0) + min(1.0, t.score) / (RRF_K + rank)
+    out = []
+    for pid, s in sorted(scores.items(), key=lambda kv: -kv[1]):
+        v, t = vis.get(pid), txt.get(pid)
+        if t is None:
+            hit = v
+            hit.score = s
+        else:
+            p = photos.get(pid)
+            if p is None and v is None:
+                continue
+            if v is None:
+                hit = PhotoHit(p.path, s, t.box, "text", pid, p.width or 0, p.height or 0, "text", t.text)
+            else:
+                box = t.box if t.kind == "letters" else v.box
+                region = "text" if t.kind == "letters" else v.region
+                hit = PhotoHit(v.path, s, box, region, pid, v.width, v.height, "both", t.text)
+        out.append(hit)
+        if len(out) >= top:
+            break
+    return out
+
+
 class SearchService:
-    def __init__(self, store: Store, embedder: Embedder):
+    """Search one store. ``embedder`` None: no visual model (text in photos only); ``text``: the
+    search over text read in photos (None: off, visual only, exactly as without OCR)."""
+
+    def __init__(self, store: Store, embedder: Embedder | None, text: TextSearcher | None = None):
         self.store = store
         self.embedder = embedder
+        self.text = text
+
+    @property
+    def text_only(self) -> bool:
+        return self.embedder is None
 
     def query_vector(
         self,
@@ -102,8 +154,42 @@ class SearchService:
         min_score: float | None = None,
         vector: np.ndarray | None = None,
     ) -> list[PhotoHit]:
-        q = vector if vector is not None else self.query_vector(text, image, crop)
-        return self.search_vector(q, top=top, folder=folder, min_score=min_score)
+        use_text = self.text is not None and text is not None and image is None and vector is None
+        parsed = parse_query(clean_query(text)) if use_text else None
+        if self.embedder is None and vector is None:
+            if image is not None:
+                raise QueryError(
+                    "Searching by an image needs a visual model; none is available yet (only text in photos "
+                    "can be searched)."
+                )
+            if parsed is None:
+                if text is None:
+                    raise QueryError("Give a text to search for.")
+                raise QueryError("No visual model is available and text in photos is not indexed.")
+        visual: list[PhotoHit] = []
+        if self.embedder is not None or vector is not None:
+            if parsed is not None and not parsed.text and not parsed.required:
+                raise QueryError("The query is empty: type what you are looking for.")
+            q = vector if vector is not None else self.query_vector(parsed.text if parsed else text, image, crop)
+            fetch = top if parsed is None or not parsed.required else max(top * 4, 80)
+            visual = self.search_vector(q, top=fetch, folder=folder, min_score=min_score)
+        if parsed is None:
+            return visual
+        texts = self.text.search(parsed.text, top=top, folder=folder, required=parsed.required)
+        if parsed.required:
+            allowed = self.text.photos_with(parsed.required)
+            visual = [h for h in visual if h.photo_id in allowed]
+        if not texts:
+            return visual[:top]
+        if self.embedder is None and vector is None:
+            photos = self.store.photos_by_ids([t.photo_id for t in texts])
+            return [
+                PhotoHit(p.path, t.score, t.box, "text", t.photo_id, p.width or 0, p.height or 0, "text", t.text)
+                for t in texts
+                if (p := photos.get(t.photo_id)) is not None
+            ]
+        photos = self.store.photos_by_ids([t.photo_id for t in texts])
+        return fuse(visual[:top], texts, photos, top)
 
     def search_vector(
         self, q: np.ndarray, *, top: int = 20, folder: str | None = None, min_score: float | None = None
@@ -114,7 +200,7 @@ class SearchService:
         folder_key = path_key(folder).rstrip(os.sep.encode()) + os.sep.encode() if folder else None
         k = min(vectors.count, max(64, top * 16))
         while True:
-            scores, ids = vectors.search(q[None, :], k)
+            scores, ids = self.store.search_vectors(q[None, :], k)
             best: dict[int, tuple[float, int]] = {}
             regions = self.store.regions_by_ids([int(i) for i in ids[0] if i >= 0])
             for s, rid in zip(scores[0], ids[0]):

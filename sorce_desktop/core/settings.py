@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from sorce_desktop.core.models.registry import DEFAULT_MODEL
+from sorce_desktop.core.models.speed import DEFAULT_SPEED
 from sorce_desktop.core.regions import DEFAULT_LAYOUT
 
 
@@ -15,6 +16,7 @@ from sorce_desktop.core.regions import DEFAULT_LAYOUT
 class Settings:
     model: str = DEFAULT_MODEL
     layout: str = DEFAULT_LAYOUT
+    speed: str = DEFAULT_SPEED  # indexing: "fast" (int8, smaller tiles, skips blank tiles) | "thorough"
     device: str = "auto"  # auto | cpu | cuda | mps
     thumbnail_cache_mb: int = 512
     rerank_by_zoom: bool = False  # re-rank by the refined (zoomed) score

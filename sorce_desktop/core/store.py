@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sorce_desktop.core import ann
 from sorce_desktop.core.regions import Box
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,27 @@ class ModelMismatch(StoreError):
 
 class StoreLocked(StoreError):
     pass
+
+
+class StoreFull(StoreError):
+    """The disk holding the index is full (or failing): nothing committed is lost."""
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def _translate_db_error(exc: sqlite3.OperationalError, folder: Path) -> StoreError:
+    msg = str(exc).lower()
+    if "full" in msg or "disk i/o" in msg:
+        return StoreFull(
+            f"The disk holding the index ({folder}) is full: the last batch was not saved, everything before "
+            "it is kept. Free some disk space: indexing resumes where it stopped."
+        )
+    if "locked" in msg or "busy" in msg:
+        return StoreLocked(f"The catalog in {folder} is locked by another process; try again when it finishes.")
+    return StoreError(f"The catalog in {folder} could not be written ({_reason(exc)}).")
 
 
 def path_key(path: str | os.PathLike) -> bytes:
@@ -204,22 +226,22 @@ class WriterLock:
 
 # -- vector index -----------------------------------------------------------------------------------
 class VectorIndex:
-    """Region vectors by region id, inner-product search (vectors are unit length)."""
+    """Region vectors by region id, inner-product search (vectors are unit length).
 
-    def __init__(self, dim: int):
-        import faiss
+    Exact (flat) for small libraries, an inverted file with product quantisation past
+    ``ann.EXACT_MAX_VECTORS`` (the store switches kinds in :meth:`Store.save`, see ``core/ann.py``)."""
 
+    def __init__(self, dim: int, spec: ann.IndexSpec | None = None, train: np.ndarray | None = None):
         self.dim = dim
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.spec = spec or ann.IndexSpec(ann.FLAT, dim)
+        self.index = ann.build(self.spec, train)
 
     @property
     def count(self) -> int:
         return int(self.index.ntotal)
 
     def ids(self) -> np.ndarray:
-        import faiss
-
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return ann.index_ids(self.index)
 
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
         if len(ids):
@@ -240,10 +262,18 @@ class VectorIndex:
         import faiss
 
         tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            faiss.write_index(self.index, str(tmp))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            # faiss reports a short write as RuntimeError; either way the previous file is intact.
+            tmp.unlink(missing_ok=True)
+            raise StoreFull(
+                f"The vector index could not be saved in {path.parent} ({_reason(exc)}); the previous "
+                "index is kept. Free some disk space: indexing resumes where it stopped."
+            ) from exc
 
     @classmethod
     def load(cls, path: Path, dim: int) -> VectorIndex:
@@ -255,6 +285,8 @@ class VectorIndex:
         obj = cls.__new__(cls)
         obj.dim = dim
         obj.index = index
+        # Lists are treated as sized for (at least) what the index holds now.
+        obj.spec = ann.spec_of(index, trained_for=int(index.ntotal))
         return obj
 
 
@@ -276,9 +308,10 @@ def _fsync_dir(path: Path) -> None:
 class Store:
     """Catalog + vector index under one folder. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, folder: str | os.PathLike, *, writer: bool = True):
+    def __init__(self, folder: str | os.PathLike, *, writer: bool = True, busy_timeout_s: float = 10.0):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
         self._writer_lock: WriterLock | None = None
         self.writable = writer
@@ -300,11 +333,11 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         path = self.folder / CATALOG_NAME
         try:
-            db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+            db = sqlite3.connect(path, timeout=self.busy_timeout_s, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=10000")
+            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
@@ -336,6 +369,10 @@ class Store:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            from sorce_desktop.core.textstore import create_text_schema
+
+            # Text in photos (OCR lines): side table, FTS5 trigram index, triggers (core/textstore.py).
+            self.text_search_ready = create_text_schema(db)
             db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -362,12 +399,50 @@ class Store:
         if index is None:
             index = VectorIndex(binding.dim)
         self.vectors = index
+        if index.count == 0:
+            # Rebuilding a large library goes straight into the kind its size calls for (a flat index
+            # of a million photos would not fit in memory).
+            self._rekind(self.count_vectors())
         changed = self._sync_vectors()
         if reason:
             self.notices.append(f"{reason[0].upper()}{reason[1:]}; it was rebuilt from the catalog.")
             log.warning("%s; rebuilt from the catalog", reason)
         if (changed or reason) and self.writable:
             self.save()
+
+    def _rekind(self, n: int | None = None) -> bool:
+        """Give the vector index the kind the library's size calls for (``ann.spec_for``), rebuilt
+        from the catalog (compressed kinds are trained on a sample of the catalog's own vectors).
+        Returns True when it was rebuilt."""
+        assert self.vectors is not None
+        with self._lock:
+            n = self.vectors.count if n is None else n
+            want = ann.spec_for(n, self.vectors.dim, self.vectors.spec)
+            if want == self.vectors.spec:
+                return False
+            train = None
+            if want.compressed:
+                ids = [
+                    r[0]
+                    for r in self.db.execute(
+                        "SELECT id FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,)
+                    )
+                ]
+                rng = np.random.default_rng(len(ids))
+                pick = sorted(rng.choice(ids, min(len(ids), ann.train_size(want)), replace=False).tolist())
+                parts = []
+                for i in range(0, len(pick), 900):
+                    chunk = pick[i : i + 900]
+                    rows = self.db.execute(
+                        f"SELECT vector FROM regions WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                    ).fetchall()
+                    parts += [np.frombuffer(r[0], dtype=np.float32) for r in rows]
+                train = np.stack(parts)
+            log.info("vector index: %s -> %s for %d vectors", self.vectors.spec.describe(), want.describe(), n)
+            self.vectors = VectorIndex(self.vectors.dim, want, train)
+            self._sync_vectors()
+            self._dirty = True
+            return True
 
     def _sync_vectors(self) -> int:
         """Make the vector index hold exactly the catalog's visual vectors. Returns how many changed."""
@@ -400,14 +475,20 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
             try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            else:
-                self.db.execute("COMMIT")
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
+                    raise
+                else:
+                    self.db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise _translate_db_error(exc, self.folder) from exc
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
@@ -439,11 +520,18 @@ class Store:
             binding = self.binding()
             if self.vectors is None or binding is None:
                 return
+            self._rekind()
             self.vectors.save(self.folder / VECTORS_NAME)
             meta = {"fingerprint": binding.fingerprint, "count": self.vectors.count, "saved_at": time.time()}
             tmp = self.folder / (VECTORS_META + ".tmp")
-            tmp.write_text(json.dumps(meta))
-            os.replace(tmp, self.folder / VECTORS_META)
+            try:
+                tmp.write_text(json.dumps(meta))
+                os.replace(tmp, self.folder / VECTORS_META)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise StoreFull(
+                    f"The index could not be saved in {self.folder} ({_reason(exc)}). Free some disk space."
+                ) from exc
             _fsync_dir(self.folder)
             self._dirty = False
 
@@ -489,6 +577,13 @@ class Store:
                 db.execute("DELETE FROM regions WHERE source=?", (VISUAL,))
                 db.execute("UPDATE photos SET status=?, variant=NULL WHERE status=?", (PENDING, INDEXED))
                 dropped = True
+            if current is None:
+                # Photos indexed for their text alone (no visual model yet) now get their visual regions.
+                db.execute(
+                    "UPDATE photos SET status=? WHERE status=? AND id NOT IN "
+                    "(SELECT photo_id FROM regions WHERE source=?)",
+                    (PENDING, INDEXED, VISUAL),
+                )
             db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)",
                 (json.dumps(binding.__dict__),),
@@ -590,7 +685,15 @@ class Store:
     ) -> None:
         """A renamed or moved file keeps its regions and vectors."""
         with self.transaction() as db:
-            db.execute("DELETE FROM photos WHERE path=? AND id<>?", (path_key(new_path), photo_id))
+            # A photo it replaces (renamed over it) goes, with its vectors.
+            displaced = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM photos WHERE path=? AND id<>?", (path_key(new_path), photo_id)
+                )
+            ]
+            stale = self._region_ids_of(db, displaced)
+            self._delete_photos(db, displaced)
             if mtime_ns is None:
                 db.execute(
                     "UPDATE photos SET path=?, folder=? WHERE id=?",
@@ -601,36 +704,61 @@ class Store:
                     "UPDATE photos SET path=?, folder=?, mtime_ns=? WHERE id=?",
                     (path_key(new_path), path_key(folder) if folder else None, mtime_ns, photo_id),
                 )
+        self._drop_vectors(stale)
 
     def move_tree(self, old_dir: str, new_dir: str, folder: str | None) -> int:
         """A renamed folder: every photo under it gets the new path prefix, vectors untouched."""
         old = path_key(old_dir).rstrip(os.sep.encode()) + os.sep.encode()
         new = path_key(new_dir).rstrip(os.sep.encode()) + os.sep.encode()
+        stale: list[int] = []
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT id, path FROM photos WHERE substr(path, 1, ?) = ?", (len(old), old)
             ).fetchall()
             for pid, p in rows:
                 target = new + bytes(p)[len(old) :]
-                db.execute("DELETE FROM photos WHERE path=? AND id<>?", (target, pid))
+                displaced = [
+                    r[0] for r in db.execute("SELECT id FROM photos WHERE path=? AND id<>?", (target, pid))
+                ]
+                stale += self._region_ids_of(db, displaced)
+                self._delete_photos(db, displaced)
                 db.execute(
                     "UPDATE photos SET path=?, folder=? WHERE id=?",
                     (target, path_key(folder) if folder else None, pid),
                 )
+        self._drop_vectors(stale)
         return len(rows)
 
+    def photos_in_tree(self, directory: str) -> list[PhotoRow]:
+        """Every photo whose file is under ``directory`` (at any depth)."""
+        prefix = path_key(directory).rstrip(os.sep.encode()) + os.sep.encode()
+        rows = self.query(
+            f"SELECT {self._PHOTO_COLS} FROM photos WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return [self._photo(r) for r in rows]
+
     def record_failure(self, path: str, folder: str | None, size: int, mtime_ns: int, reason: str) -> None:
+        self.record_failures([(path, folder, size, mtime_ns, reason)])
+
+    def record_failures(self, rows: Sequence[tuple[str, str | None, int, int, str]]) -> None:
+        """Mark files as failed with their reasons, in one transaction (any old vectors are dropped)."""
+        if not rows:
+            return
+        region_ids: list[int] = []
         with self.transaction() as db:
-            pid_row = db.execute("SELECT id FROM photos WHERE path=?", (path_key(path),)).fetchone()
-            region_ids = self._region_ids_of(db, [pid_row[0]]) if pid_row else []
-            if pid_row:
-                db.execute("DELETE FROM regions WHERE photo_id=?", (pid_row[0],))
-            db.execute(
-                "INSERT INTO photos(path, folder, size, mtime_ns, status, error) VALUES (?,?,?,?,?,?) "
-                "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-                "status=excluded.status, error=excluded.error, hash=NULL",
-                (path_key(path), path_key(folder) if folder else None, size, mtime_ns, FAILED, reason),
-            )
+            for path, folder, size, mtime_ns, reason in rows:
+                key = path_key(path)
+                pid_row = db.execute("SELECT id FROM photos WHERE path=?", (key,)).fetchone()
+                if pid_row:
+                    region_ids += self._region_ids_of(db, [pid_row[0]])
+                    db.execute("DELETE FROM regions WHERE photo_id=?", (pid_row[0],))
+                    db.execute("DELETE FROM ocr_done WHERE photo_id=?", (pid_row[0],))
+                db.execute(
+                    "INSERT INTO photos(path, folder, size, mtime_ns, status, error) VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                    "status=excluded.status, error=excluded.error, hash=NULL",
+                    (key, path_key(folder) if folder else None, size, mtime_ns, FAILED, reason),
+                )
         self._drop_vectors(region_ids)
 
     def delete_photos(self, ids: Sequence[int]) -> None:
@@ -703,6 +831,13 @@ class Store:
                 photo_ids.append(pid)
                 stale += self._region_ids_of(db, [pid])
                 db.execute("DELETE FROM regions WHERE photo_id=? AND source=?", (pid, VISUAL))
+                # Text lines read from other content of this file go too (the indexer reads it again).
+                db.execute(
+                    "DELETE FROM regions WHERE photo_id=? AND source='ocr' AND NOT EXISTS "
+                    "(SELECT 1 FROM ocr_done WHERE photo_id=? AND hash IS ?)",
+                    (pid, pid, p.hash),
+                )
+                db.execute("DELETE FROM ocr_done WHERE photo_id=? AND hash IS NOT ?", (pid, p.hash))
                 for r in p.regions:
                     vec = np.ascontiguousarray(r.vector, dtype=np.float32)
                     if vec.shape != (binding.dim,):
@@ -720,6 +855,15 @@ class Store:
                 self.vectors.add(new_ids, np.stack(new_vecs))
             self._dirty = True
         return photo_ids
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search the vector index from any thread. Under the lock: a FAISS index must not be read
+        while another thread adds to or removes from it (the GUI searches while a batch commits)."""
+        with self._lock:
+            if self.vectors is None or self.vectors.count == 0:
+                n = len(queries)
+                return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+            return self.vectors.search(queries, k)
 
     # -- regions -------------------------------------------------------------------------------------
     def regions_by_ids(self, ids: Sequence[int]) -> dict[int, RegionRow]:

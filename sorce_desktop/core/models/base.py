@@ -70,6 +70,15 @@ class Embedder(ABC):
     def embed_image_query(self, image: Image.Image) -> np.ndarray:
         return self.embed_images([image])[0]
 
+    def embed_images_at(self, images: Sequence[Image.Image], side: int | None) -> np.ndarray:
+        """Like :meth:`embed_images`, at a smaller square input side where the backend can do that.
+
+        Query-time refinement embeds many small crops; a vision transformer's cost grows with its
+        number of patches, so a reduced input is what makes refining a screenful affordable on a CPU.
+        Backends that cannot change their input size embed at their own (the default here).
+        """
+        return self.embed_images(images)
+
     def input_size(self) -> int:
         """The model's square input side in pixels (the floor below which zooming adds nothing)."""
         return 224

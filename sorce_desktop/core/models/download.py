@@ -169,7 +169,13 @@ def download_model(
             continue
         if cancel is not None and cancel.is_set():
             raise DownloadCancelled(f"download of {model_id} cancelled")
+        base = done
         hf_hub_download(model_id, f.filename, cache_dir=cache_dir, tqdm_class=make_tqdm(f.filename))
+        # The file is whole now: count its real size (tqdm may have reported less, or nothing).
+        done = base + (f.file_size or 0)
+        state["done"] = done
+        if progress:
+            progress(DownloadProgress(model_id, done, total, f.filename))
     path = cached_model_path(model_id, cache_dir)
     if path is None:
         raise ModelError(f"The download of {model_id} finished but the model folder is incomplete.")

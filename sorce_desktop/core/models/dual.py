@@ -17,9 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sorce_desktop.core.detail import region_details
 from sorce_desktop.core.images import DecodedImage
 from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
+from sorce_desktop.core.models.quant import int8_available, quantize_linear_int8
 from sorce_desktop.core.models.registry import model_info
+from sorce_desktop.core.models.speed import THOROUGH, SpeedProfile
 from sorce_desktop.core.regions import LAYOUTS, RegionLayout
 
 _RESAMPLE = {0: Image.NEAREST, 1: Image.LANCZOS, 2: Image.BILINEAR, 3: Image.BICUBIC}
@@ -80,6 +83,7 @@ class DualEncoderEmbedder(Embedder):
         device: str | None = None,
         batch_size: int = 32,
         threads: int | None = None,
+        speed: SpeedProfile | None = None,
     ):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -123,6 +127,15 @@ class DualEncoderEmbedder(Embedder):
         info = model_info(self.model_id)
         self.template = info.text_template if info else _TEMPLATES.get(self.model_type, "{}")
         self.batch_size = batch_size
+        self.speed = speed or THOROUGH
+        # int8 only where fbgemm/oneDNN run it (CPU); the text tower stays float32 (queries are few).
+        self.int8 = bool(self.speed.int8 and self.device.type == "cpu" and int8_available())
+        if self.int8:
+            self.model.vision_model = quantize_linear_int8(self.model.vision_model)
+        patch = int(getattr(vision, "patch_size", 1) or 1)
+        self.tile_size = (
+            max(patch, min(self.size, self.speed.tile_size // patch * patch)) if self.speed.tile_size else self.size
+        )
         self.dim = int(self.embed_texts(["x"]).shape[1])
         self._fingerprint = f"{self.model_id}@{folder_fingerprint(folder)}"
 
@@ -132,7 +145,8 @@ class DualEncoderEmbedder(Embedder):
         return self._fingerprint
 
     def variant(self) -> str:
-        return str(self.dtype).replace("torch.", "")
+        tiles = self.tile_size if self.tile_size != self.size else None
+        return self.speed.tag(str(self.dtype).replace("torch.", ""), self.int8, tiles)
 
     def layouts(self) -> list[str]:
         return [name for name in LAYOUTS]
@@ -144,8 +158,9 @@ class DualEncoderEmbedder(Embedder):
         # The finest tile along the short side must still fill the model input.
         return self.size * layout.max_cells()
 
-    def preprocess(self, crops: Sequence[Image.Image]) -> torch.Tensor:
-        arr = np.stack([np.asarray(letterbox(c, self.size, self.fill, self.resample)) for c in crops])
+    def preprocess(self, crops: Sequence[Image.Image], size: int | None = None) -> torch.Tensor:
+        size = size or self.size
+        arr = np.stack([np.asarray(letterbox(c, size, self.fill, self.resample)) for c in crops])
         x = torch.from_numpy(arr).to(torch.float32).permute(0, 3, 1, 2)
         mean = torch.from_numpy(self.mean / self.rescale).view(1, 3, 1, 1)
         std = torch.from_numpy(self.std / self.rescale).view(1, 3, 1, 1)
@@ -155,9 +170,11 @@ class DualEncoderEmbedder(Embedder):
     def forward_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """The vision tower on preprocessed pixels, in chunks of ``batch_size``."""
         out = []
+        # Another input size than the model's needs its position embeddings interpolated.
+        extra = {"interpolate_pos_encoding": True} if pixels.shape[-1] != self.size else {}
         for i in range(0, pixels.shape[0], self.batch_size):
             chunk = pixels[i : i + self.batch_size].to(self.device, self.dtype)
-            feats = self.model.get_image_features(pixel_values=chunk)
+            feats = self.model.get_image_features(pixel_values=chunk, **extra)
             feats = getattr(feats, "pooler_output", feats)
             out.append(feats.float().cpu().numpy())
         return normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
@@ -167,12 +184,42 @@ class DualEncoderEmbedder(Embedder):
             return np.zeros((0, self.dim), np.float32)
         return self.forward_pixels(self.preprocess([im.convert("RGB") for im in images]))
 
+    def embed_images_at(self, images: Sequence[Image.Image], side: int | None) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        # Whole patches only, and never above the model's own size (that would cost more, not less).
+        patch = int(getattr(self.model.config.vision_config, "patch_size", 1) or 1)
+        size = self.size if not side else max(patch, min(self.size, side // patch * patch))
+        return self.forward_pixels(self.preprocess([im.convert("RGB") for im in images], size))
+
     def embed_photos(
         self, photos: Sequence[DecodedImage], layout: RegionLayout
     ) -> list[list[RegionEmbedding]]:
         specs = [layout.regions(p.width, p.height) for p in photos]
+        if self.speed.min_detail > 0:
+            # Tiles with almost no detail get no embedding; the whole-photo view (first) always stays.
+            specs = [
+                [regions[0]]
+                + [s for s, d in zip(regions[1:], region_details(p, [s.box for s in regions[1:]]))
+                   if d >= self.speed.min_detail]
+                for p, regions in zip(photos, specs)
+            ]
         crops = [p.crop(s.box) for p, regions in zip(photos, specs) for s in regions]
-        vectors = self.embed_images(crops) if crops else np.zeros((0, self.dim), np.float32)
+        if not crops:
+            vectors = np.zeros((0, self.dim), np.float32)
+        elif self.tile_size == self.size:
+            vectors = self.embed_images(crops)
+        else:
+            # The whole-photo views at the model's size, the tiles at the smaller tile size.
+            first = np.cumsum([0] + [len(r) for r in specs[:-1]])
+            is_global = np.zeros(len(crops), bool)
+            is_global[first] = True
+            vectors = np.zeros((len(crops), self.dim), np.float32)
+            g = [c.convert("RGB") for c, f in zip(crops, is_global) if f]
+            t = [c.convert("RGB") for c, f in zip(crops, is_global) if not f]
+            vectors[is_global] = self.forward_pixels(self.preprocess(g))
+            if t:
+                vectors[~is_global] = self.forward_pixels(self.preprocess(t, self.tile_size))
         out, k = [], 0
         for regions in specs:
             out.append([RegionEmbedding(s.name, s.box, vectors[k + i]) for i, s in enumerate(regions)])

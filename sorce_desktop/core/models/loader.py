@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sorce_desktop.core.models.base import Embedder, ModelError
 from sorce_desktop.core.models.download import ProgressCallback, resolve_model
+from sorce_desktop.core.models.speed import SpeedProfile
 
 MLLM_TYPES = {"llava_next", "qwen2_vl"}
 
@@ -27,6 +28,7 @@ def load_embedder(
     download: bool = True,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    speed: SpeedProfile | None = None,
 ) -> Embedder:
     folder = resolve_model(model, cache_dir, download=download, progress=progress, cancel=cancel)
     mtype = model_type(folder)
@@ -40,4 +42,4 @@ def load_embedder(
         return MLLMEmbedder(folder, model_id=model, device=device)
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
-    return DualEncoderEmbedder(folder, model_id=model, device=device)
+    return DualEncoderEmbedder(folder, model_id=model, device=device, speed=speed)

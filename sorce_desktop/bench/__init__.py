@@ -1,0 +1,1 @@
+"""Benchmarks behind `sorce-desktop bench ...` (registered in cli.BENCHES)."""

@@ -1,0 +1,439 @@
+"""Query latency and memory at 10k-1M photos: exact vs compressed vector index (bench query).
+
+Per library size (photos x the default layout's regions per photo, synthetic unit vectors), for each
+index kind the store can use (``core/ann.py``): build it, then time what a search does in the
+product: text embedding (the real-size random text tower of the default model) + vector search +
+best region per photo (the first hit of each photo among the top regions, growing k until
+``--top`` photos are found, as ``SearchService.search_vector`` does). Reported: p50/p95 of the
+total and of each part, index bytes per photo, resident memory growth, and for compressed kinds
+Recall@10 of photos against exact search.
+
+The exact ground truth is computed by streaming the vectors chunk by chunk, so it is available
+even where the exact index itself would not fit in memory (1M photos x 10 regions x 768 floats is
+30 GB). Kinds whose index would exceed ``--max-gb`` are reported as skipped with their size.
+
+Synthetic vectors: real embeddings are far from uniform on the sphere (uniform random vectors are
+the worst case for quantisation, and no real model produces them). Each photo has a latent drawn
+from a decaying spectrum in a random 128-d subspace, its regions are perturbations of it, plus a
+shared mean direction and isotropic noise; queries are drawn from the same model. Recall on real
+vectors can be checked with ``--catalog DATA_DIR`` (the vectors of an indexed library).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from sorce_desktop.core import ann
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--sizes", default="10000,100000,1000000", help="library sizes in photos, comma-separated")
+    p.add_argument("--regions", type=int, default=None, help="regions per photo (default: the default layout's)")
+    p.add_argument("--dim", type=int, default=768, help="vector size (768: SigLIP 2 base)")
+    p.add_argument("--queries", type=int, default=100, help="queries timed per index")
+    p.add_argument("--recall-queries", type=int, default=200, help="queries for Recall@10")
+    p.add_argument("--top", type=int, default=20, help="photos per result page")
+    p.add_argument(
+        "--kinds",
+        default="flat,ivfsq8,ivfpq",
+        help="index kinds: flat (exact), ivfsq8, ivfpq (PQ codes of --pq-dims dimensions each)",
+    )
+    p.add_argument("--pq-dims", default="4,8", help="dimensions per PQ code to try (4: 192 B for 768-d)")
+    p.add_argument("--nprobe", default="16,32", help="inverted lists probed per query, comma-separated")
+    p.add_argument("--max-gb", type=float, default=4.0, help="skip an index larger than this")
+    p.add_argument("--model", default="siglip2-base-patch16-256", help="synthetic spec for the text tower")
+    p.add_argument("--no-text", action="store_true", help="leave out the text embedding")
+    p.add_argument("--int8-text", action="store_true", help="also time an int8 text tower")
+    p.add_argument("--catalog", metavar="DATA_DIR", help="use an indexed library's vectors instead")
+    p.add_argument("--cache-dir", metavar="DIR", help="where real-size random models are cached")
+    p.add_argument("--seed", type=int, default=0)
+
+
+# -- synthetic vectors ------------------------------------------------------------------------------
+class SyntheticVectors:
+    """Deterministic structured unit vectors, generated chunk by chunk (never all in memory)."""
+
+    CHUNK = 20_000  # photos per chunk
+
+    def __init__(self, dim: int, regions: int, seed: int = 0, rank: int = 128):
+        rng = np.random.default_rng([seed, 1])
+        self.dim, self.regions, self.seed, self.rank = dim, regions, seed, rank
+        self.basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0].T.astype(np.float32)  # rank x dim
+        self.scales = ((1.0 + np.arange(rank)) ** -0.5).astype(np.float32)
+        self.scales /= np.linalg.norm(self.scales)
+        mean = rng.standard_normal(dim).astype(np.float32)
+        self.mean = mean / np.linalg.norm(mean)
+        # Shares of a vector's energy: shared mean direction, structured part, isotropic noise.
+        self.w_mean, self.w_struct, self.w_noise = 0.55, 0.75, 0.35
+
+    def _latent(self, rng, n: int) -> np.ndarray:
+        return rng.standard_normal((n, self.rank), dtype=np.float32) * self.scales * math.sqrt(self.rank)
+
+    def _finish(self, rng, lat: np.ndarray) -> np.ndarray:
+        v = (lat / math.sqrt(self.rank)) @ self.basis * self.w_struct
+        v += self.mean * self.w_mean
+        v += rng.standard_normal(v.shape, dtype=np.float32) * (self.w_noise / math.sqrt(self.dim))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        return v
+
+    def chunk(self, index: int, photos: int) -> np.ndarray:
+        """Vectors of photos ``[index*CHUNK, index*CHUNK+photos)``: (photos*regions, dim), photo-major."""
+        rng = np.random.default_rng([self.seed, 2, index])
+        photo = self._latent(rng, photos)
+        lat = photo[:, None, :] * 0.8 + self._latent(rng, photos * self.regions).reshape(
+            photos, self.regions, self.rank
+        ) * 0.6
+        return self._finish(rng, lat.reshape(-1, self.rank))
+
+    def chunks(self, n_photos: int):
+        for i, start in enumerate(range(0, n_photos, self.CHUNK)):
+            yield start, self.chunk(i, min(self.CHUNK, n_photos - start))
+
+    def queries(self, n: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 3])
+        return self._finish(rng, self._latent(rng, n))
+
+
+class CatalogVectors:
+    """An indexed library's region vectors, grouped by photo (for recall on real embeddings)."""
+
+    def __init__(self, data_dir: str):
+        from sorce_desktop.core.library import Library
+
+        with Library(data_dir, writer=False) as lib:
+            rows = lib.store.query("SELECT photo_id, vector FROM regions WHERE source='visual' ORDER BY photo_id, id")
+        if not rows:
+            raise ValueError(f"no vectors in the index at {data_dir}")
+        pids = np.array([r[0] for r in rows])
+        self.vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        _, self.photo_of = np.unique(pids, return_inverse=True)
+        self.dim = self.vectors.shape[1]
+        self.n_photos = int(self.photo_of.max()) + 1
+        self.regions = len(rows) / self.n_photos
+
+    def queries(self, n: int, seed: int = 0) -> np.ndarray:
+        # A region vector plus noise: a query near, but not equal to, something in the library.
+        rng = np.random.default_rng(seed)
+        q = self.vectors[rng.integers(0, len(self.vectors), n)] + rng.standard_normal((n, self.dim)).astype(
+            np.float32
+        ) * (0.8 / math.sqrt(self.dim))
+        return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # not Linux: report what resource knows (peak, not current)
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def pct(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+def best_photos(search, q: np.ndarray, photo_of, top: int, n_vectors: int) -> tuple[list[int], int]:
+    """The product's grouping: first (best) region of each photo among the top k, k grown x4 as needed."""
+    k = min(n_vectors, max(64, top * 16))
+    while True:
+        _scores, ids = search(q[None, :], k)
+        seen: dict[int, None] = {}
+        for rid in ids[0]:
+            if rid < 0:
+                continue
+            seen.setdefault(int(photo_of(int(rid))), None)
+        if len(seen) >= top or k >= n_vectors:
+            return list(seen)[:top], k
+        k = min(n_vectors, k * 4)
+
+
+def exact_top_photos(source, n_photos: int, queries: np.ndarray, top: int, regions: int) -> list[list[int]]:
+    """Exact top photos per query by streaming every vector once (no index needed)."""
+    keep = top * regions * 2  # regions kept per query: enough to hold ``top`` distinct photos
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for start, vecs in source.chunks(n_photos):
+        s = queries @ vecs.T
+        ids = np.arange(start * regions, start * regions + len(vecs), dtype=np.int64)
+        k = min(keep, s.shape[1])
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        best_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)
+        best_i = np.concatenate([best_i, ids[part]], axis=1)
+        if best_s.shape[1] > keep:
+            sel = np.argpartition(-best_s, keep - 1, axis=1)[:, :keep]
+            best_s, best_i = np.take_along_axis(best_s, sel, 1), np.take_along_axis(best_i, sel, 1)
+    out = []
+    for s, i in zip(best_s, best_i):
+        order = np.argsort(-s, kind="stable")
+        photos: dict[int, None] = {}
+        for rid in i[order]:
+            photos.setdefault(int(rid) // regions, None)
+            if len(photos) == top:
+                break
+        out.append(list(photos))
+    return out
+
+
+@dataclass
+class _Source:
+    """Catalog vectors behind the same chunk interface as the synthetic ones."""
+
+    cat: CatalogVectors
+
+    def chunks(self, n_photos: int):
+        yield 0, self.cat.vectors
+
+
+def _specs(kinds: list[str], dim: int, n_vectors: int, pq_dims: list[int]) -> list[ann.IndexSpec]:
+    out = []
+    for kind in kinds:
+        if kind == ann.FLAT:
+            out.append(ann.IndexSpec(ann.FLAT, dim))
+        elif kind == ann.IVFSQ8:
+            out.append(ann.IndexSpec(ann.IVFSQ8, dim, nlist=ann.nlist_for(n_vectors), trained_for=n_vectors))
+        elif kind == ann.IVFPQ:
+            for pd in pq_dims:
+                out.append(
+                    ann.IndexSpec(
+                        ann.IVFPQ, dim, nlist=ann.nlist_for(n_vectors), m=ann.pq_m_for(dim, pd), trained_for=n_vectors
+                    )
+                )
+        else:
+            raise ValueError(f"unknown index kind {kind!r}")
+    return out
+
+
+def _estimated_bytes(spec: ann.IndexSpec, n_vectors: int) -> int:
+    per = {ann.FLAT: spec.dim * 4 + 8, ann.IVFSQ8: spec.dim + 8, ann.IVFPQ: spec.m + 8}[spec.kind]
+    return per * n_vectors + spec.nlist * spec.dim * 4
+
+
+def _text_embedder(args, cache):
+    """The real-size random model (its text tower is what a query costs)."""
+    from sorce_desktop.bench.synthetic_models import synthetic_model
+    from sorce_desktop.core.models.dual import DualEncoderEmbedder
+
+    return DualEncoderEmbedder(synthetic_model(args.model, cache), model_id=args.model, device="cpu")
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+def run(args) -> int:
+    import faiss
+    import torch
+
+    from sorce_desktop.bench.synthetic_models import cache_dir
+    from sorce_desktop.core.regions import DEFAULT_LAYOUT, get_layout
+
+    threads = torch.get_num_threads()
+    faiss.omp_set_num_threads(threads)
+    layout = get_layout(DEFAULT_LAYOUT)
+    regions = args.regions or layout.count(640, 480)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    pq_dims = [int(x) for x in args.pq_dims.split(",") if x.strip()]
+    nprobes = [int(x) for x in args.nprobe.split(",") if x.strip()]
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    if args.catalog:
+        cat = CatalogVectors(args.catalog)
+        sizes = [cat.n_photos]
+        dim = cat.dim
+        regions = cat.regions
+        source = _Source(cat)
+        queries_all = cat.queries(max(args.queries, args.recall_queries), args.seed)
+        photo_of_arr = cat.photo_of
+
+        def photo_of(rid: int) -> int:
+            return int(photo_of_arr[rid])
+
+    else:
+        sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+        dim = args.dim
+        source = SyntheticVectors(dim, regions, args.seed)
+        queries_all = source.queries(max(args.queries, args.recall_queries))
+
+        def photo_of(rid: int) -> int:
+            return rid // regions
+
+    # Text embedding: the default model's text tower at its real size (random weights cost the same).
+    text = {"included": not args.no_text}
+    text_fns: dict[str, object] = {}
+    if not args.no_text:
+        emb = _text_embedder(args, cache_dir(args.cache_dir))
+        words = ["a red kite in the sky", "a cat on the windowsill", "a cup on the shelf", "the small boat"]
+        text_fns["fp32"] = emb.embed_texts
+        if args.int8_text:
+            from sorce_desktop.core.models.quant import quantize_text_tower
+
+            text_fns["int8"] = quantize_text_tower(emb)
+        for name, fn in text_fns.items():
+            fn(["warm up"])
+            ts = []
+            for i in range(max(10, args.queries // 5)):
+                t = time.perf_counter()
+                fn([words[i % len(words)] + f" {i}"])
+                ts.append((time.perf_counter() - t) * 1000)
+            text[name] = {"p50_ms": round(pct(ts, 50), 2), "p95_ms": round(pct(ts, 95), 2)}
+            log(f"text embedding {name}: p50 {text[name]['p50_ms']} ms")
+        text_fn = text_fns["fp32"]
+    results = []
+    for n_photos in sizes:
+        n_vectors = int(n_photos * regions)
+        rq = queries_all[: args.recall_queries]
+        log(f"{n_photos} photos ({n_vectors} vectors): exact ground truth...")
+        t = time.perf_counter()
+        if args.catalog:  # catalog region ids are not photo-major: group by the real photo ids
+            truth = _catalog_truth(cat, rq, 10)
+        else:
+            truth = exact_top_photos(source, n_photos, rq, 10, regions)
+        log(f"  ground truth in {time.perf_counter() - t:.0f}s")
+        for spec in _specs(kinds, dim, n_vectors, pq_dims):
+            est = _estimated_bytes(spec, n_vectors)
+            entry: dict = {"photos": n_photos, "vectors": n_vectors, "kind": spec.kind, "index": spec.describe()}
+            if est > args.max_gb * 2**30:
+                entry.update(skipped=f"needs about {est / 2**30:.1f} GB (over --max-gb {args.max_gb})")
+                entry["bytes_per_photo"] = round(est / n_photos)
+                results.append(entry)
+                log(f"  {spec.describe()}: skipped ({entry['skipped']})")
+                continue
+            rss0 = rss_bytes()
+            t = time.perf_counter()
+            if spec.compressed:
+                train = _train_sample(source, n_photos, ann.train_size(spec), args.seed)
+                index = ann.build(spec, train)
+                del train
+            else:
+                index = ann.build(spec)
+            for start, vecs in source.chunks(n_photos):
+                ids = np.arange(start * regions, start * regions + len(vecs), dtype=np.int64)
+                index.add_with_ids(vecs, ids)
+            build_s = time.perf_counter() - t
+            nbytes = ann.index_bytes(index)
+            entry.update(
+                build_s=round(build_s, 1),
+                index_bytes=nbytes,
+                bytes_per_photo=round(nbytes / n_photos),
+                rss_growth_bytes=rss_bytes() - rss0,
+            )
+            for nprobe in nprobes if spec.compressed else [0]:
+                if spec.compressed:
+                    ann._ivf(index).nprobe = nprobe
+                row = dict(entry, nprobe=nprobe) if spec.compressed else dict(entry)
+                # Recall@10 of photos against exact search.
+                hits = [
+                    best_photos(index.search, q, photo_of, 10, n_vectors)[0] for q in rq
+                ]
+                row["recall_at_10"] = round(
+                    float(np.mean([len(set(h) & set(t)) / max(1, len(t)) for h, t in zip(hits, truth)])), 4
+                )
+                # Latency: text + search + grouping, one query at a time as the app runs them.
+                tt, ts, tg, tot = [], [], [], []
+                for i, q in enumerate(queries_all[: args.queries]):
+                    t0 = time.perf_counter()
+                    if text_fns:
+                        text_fn([f"a small thing number {i}"])
+                    t1 = time.perf_counter()
+                    _s, ids = index.search(q[None, :], min(n_vectors, max(64, args.top * 16)))
+                    t2 = time.perf_counter()
+                    best_photos(index.search, q, photo_of, args.top, n_vectors)
+                    t3 = time.perf_counter()
+                    # best_photos repeats the first search; subtract it to get the grouping alone
+                    tt.append((t1 - t0) * 1000)
+                    ts.append((t2 - t1) * 1000)
+                    tg.append(max(0.0, (t3 - t2) - (t2 - t1)) * 1000)
+                    tot.append((t1 - t0) * 1000 + (t3 - t2) * 1000)
+                row.update(
+                    p50_ms=round(pct(tot, 50), 2),
+                    p95_ms=round(pct(tot, 95), 2),
+                    text_p50_ms=round(pct(tt, 50), 2),
+                    search_p50_ms=round(pct(ts, 50), 2),
+                    search_p95_ms=round(pct(ts, 95), 2),
+                    group_p50_ms=round(pct(tg, 50), 2),
+                )
+                results.append(row)
+                log(
+                    f"  {spec.describe() if not spec.compressed else spec.describe().split(' (')[0]}"
+                    f"{f' nprobe {nprobe}' if spec.compressed else ''}: p50 {row['p50_ms']} ms "
+                    f"(search {row['search_p50_ms']}), p95 {row['p95_ms']} ms, R@10 {row['recall_at_10']}, "
+                    f"{row['bytes_per_photo']} B/photo, built in {row['build_s']}s"
+                )
+            del index
+    chosen = {
+        str(n): ann.spec_for(int(n * regions), dim).describe() for n in sizes
+    }
+    out = {
+        "bench": "query",
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": threads,
+        "regions_per_photo": regions,
+        "layout": layout.name,
+        "dim": dim,
+        "vectors": "catalog " + args.catalog if args.catalog else "synthetic structured unit vectors",
+        "text": text,
+        "results": results,
+        "store_choice": chosen,
+        "targets": {"p50_ms_100k": 50, "p50_ms_1m": 200, "bytes_per_photo_1m": 4096, "recall_at_10": 0.95},
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(_table(out))
+    return 0
+
+
+def _catalog_truth(cat: CatalogVectors, queries: np.ndarray, top: int) -> list[list[int]]:
+    s = queries @ cat.vectors.T
+    out = []
+    for row in s:
+        photos: dict[int, None] = {}
+        for rid in np.argsort(-row):
+            photos.setdefault(int(cat.photo_of[rid]), None)
+            if len(photos) == top:
+                break
+        out.append(list(photos))
+    return out
+
+
+def _train_sample(source, n_photos: int, want: int, seed: int) -> np.ndarray:
+    """Training vectors spread over the library (every chunk contributes)."""
+    rng = np.random.default_rng([seed, 9])
+    parts, total = [], 0
+    chunks = list(range(0, n_photos, getattr(source, "CHUNK", n_photos)))
+    per_chunk = max(1, want // max(1, len(chunks)))
+    for _start, vecs in source.chunks(n_photos):
+        take = min(len(vecs), per_chunk)
+        parts.append(vecs[rng.choice(len(vecs), take, replace=False)])
+        total += take
+        if total >= want:
+            break
+    return np.concatenate(parts)
+
+
+def _table(out: dict) -> str:
+    lines = [
+        f"bench query: {out['regions_per_photo']} regions/photo ({out['layout']} layout), {out['dim']}-d, "
+        f"{out['threads']} threads, {out['vectors']}",
+    ]
+    if out["text"].get("fp32"):
+        lines.append(f"text embedding p50: {out['text']['fp32']['p50_ms']} ms (fp32)")
+    lines.append(f"{'photos':>9} {'index':32} {'p50 ms':>8} {'p95 ms':>8} {'search':>8} {'R@10':>6} {'B/photo':>9}")
+    for r in out["results"]:
+        if "skipped" in r:
+            lines.append(f"{r['photos']:>9} {r['index']:32} skipped: {r['skipped']}")
+            continue
+        name = r["index"].split(" (")[0] + (f" np{r['nprobe']}" if r.get("nprobe") else "")
+        lines.append(
+            f"{r['photos']:>9} {name:32} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['search_p50_ms']:>8} "
+            f"{r['recall_at_10']:>6} {r['bytes_per_photo']:>9}"
+        )
+    lines.append("store's choice: " + ", ".join(f"{k} photos -> {v}" for k, v in out["store_choice"].items()))
+    return "\n".join(lines)

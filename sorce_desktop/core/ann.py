@@ -1,0 +1,181 @@
+"""Vector index kinds and the rule that picks one by library size.
+
+The catalog keeps every region vector at full precision, so the FAISS index is a cache that can be
+rebuilt in any form. Small libraries get the exact index (``flat``: every vector, exact inner
+products). Past ``EXACT_MAX_VECTORS`` region vectors an exact search reads the whole matrix for
+every query (memory bandwidth, not arithmetic, bounds it: ~3 KB per 768-d vector), and the index
+holds 30 KB per photo with 10 regions; there the store switches to an inverted file with product
+quantisation (``ivfpq``), trained on the catalog's own vectors. The thresholds and parameters come
+from ``sorce-desktop bench query`` (figures in docs/benchmarks.md).
+
+Both kinds support ``add_with_ids`` and ``remove_ids`` with the catalog's region ids, so removals
+and repairs work the same way. HNSW is not offered: FAISS cannot remove vectors from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+FLAT, IVFPQ, IVFSQ8 = "flat", "ivfpq", "ivfsq8"
+
+#: Up to this many region vectors the exact index stays (bench query: exact p50 at 10k photos x 10
+#: regions is well under the 50 ms budget, and it grows linearly with the vector count).
+EXACT_MAX_VECTORS = 250_000
+#: Back to exact only below this share of the threshold, so a library near it does not flip-flop.
+EXACT_RETURN_SHARE = 0.5
+#: Bytes per vector for the product-quantised codes (768-d -> 192 one-byte codes of 4 dimensions).
+PQ_DIMS_PER_CODE = 4
+#: Inverted lists probed per query: the recall/latency trade-off measured by bench query.
+NPROBE = 32
+#: Above this many lists the coarse quantiser is an HNSW graph (assigning 10M vectors to 8k
+#: centroids exhaustively costs minutes on a laptop).
+HNSW_QUANTIZER_ABOVE = 1024
+#: Rebuild (retrain) when the library has grown this many times past what the lists were made for.
+RETRAIN_GROWTH = 8.0
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    kind: str
+    dim: int
+    nlist: int = 0  # inverted lists (ivf kinds)
+    m: int = 0  # product-quantiser codes per vector (ivfpq)
+    nprobe: int = NPROBE
+    trained_for: int = 0  # vector count the lists were sized for
+
+    @property
+    def compressed(self) -> bool:
+        return self.kind != FLAT
+
+    def describe(self) -> str:
+        if self.kind == FLAT:
+            return "flat (exact)"
+        if self.kind == IVFPQ:
+            return f"IVF{self.nlist},PQ{self.m} (nprobe {self.nprobe})"
+        return f"IVF{self.nlist},SQ8 (nprobe {self.nprobe})"
+
+
+def nlist_for(n_vectors: int) -> int:
+    """About 2 sqrt(n) lists, a power of two, at least 16: lists of a few thousand vectors."""
+    n = max(1, n_vectors)
+    return int(min(16384, max(16, 2 ** round(math.log2(2 * math.sqrt(n))))))
+
+
+def pq_m_for(dim: int, dims_per_code: int = PQ_DIMS_PER_CODE) -> int:
+    """The number of PQ codes: dim / dims_per_code, rounded to a divisor of dim."""
+    target = max(1, dim // dims_per_code)
+    for m in range(target, 0, -1):
+        if dim % m == 0:
+            return m
+    return 1
+
+
+def spec_for(
+    n_vectors: int, dim: int, current: IndexSpec | None = None, exact_max: int | None = None
+) -> IndexSpec:
+    """The index a library of ``n_vectors`` region vectors should have.
+
+    With ``current`` the rule has hysteresis: a compressed index stays until the library shrinks
+    well below the threshold, and keeps its lists until it has grown ``RETRAIN_GROWTH`` times."""
+    limit = EXACT_MAX_VECTORS if exact_max is None else exact_max
+    if current is not None and current.compressed:
+        if n_vectors < limit * EXACT_RETURN_SHARE:
+            return IndexSpec(FLAT, dim)
+        if current.trained_for and n_vectors <= current.trained_for * RETRAIN_GROWTH:
+            return current
+    elif n_vectors <= limit:
+        return IndexSpec(FLAT, dim)
+    return IndexSpec(IVFPQ, dim, nlist=nlist_for(n_vectors), m=pq_m_for(dim), trained_for=n_vectors)
+
+
+def train_size(spec: IndexSpec) -> int:
+    """Vectors to train on: enough for the coarse k-means and the 256-centroid PQ codebooks."""
+    if not spec.compressed:
+        return 0
+    return max(40 * spec.nlist, 256 * 40)
+
+
+def build(spec: IndexSpec, train: np.ndarray | None = None):
+    """An empty FAISS index of ``spec``; compressed kinds are trained on ``train`` (unit vectors)."""
+    import faiss
+
+    d = spec.dim
+    if spec.kind == FLAT:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+    if train is None or len(train) == 0:
+        raise ValueError(f"a {spec.kind} index needs training vectors")
+    if spec.nlist > HNSW_QUANTIZER_ABOVE:
+        quantizer = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        quantizer.hnsw.efSearch = max(64, 2 * spec.nprobe)
+    else:
+        quantizer = faiss.IndexFlatIP(d)
+    nlist = max(1, min(spec.nlist, len(train) // 8))
+    if spec.kind == IVFPQ:
+        nbits = 8 if len(train) >= 256 * 8 else max(1, int(math.log2(max(2, len(train) // 8))))
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, spec.m, nbits, faiss.METRIC_INNER_PRODUCT)
+    elif spec.kind == IVFSQ8:
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+    else:
+        raise ValueError(f"unknown vector index kind {spec.kind!r}")
+    # k-means assigns with an exact index even when the lists are found through HNSW at query time.
+    index.clustering_index = faiss.IndexFlatIP(d)
+    index.cp.niter = 10
+    index.cp.seed = 1234
+    if spec.kind == IVFPQ:
+        index.pq.cp.niter = 10  # 25 by default: 2.5x the training time for no measurable recall
+    index.train(np.ascontiguousarray(train, dtype=np.float32))
+    index.clustering_index = None
+    index.nprobe = min(spec.nprobe, nlist)
+    return index
+
+
+def _ivf(index):
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def spec_of(index, trained_for: int = 0) -> IndexSpec:
+    """Recognise a loaded index."""
+    import faiss
+
+    ivf = _ivf(index)
+    if ivf is None:
+        return IndexSpec(FLAT, index.d)
+    ivf = faiss.downcast_index(ivf)
+    if isinstance(ivf, faiss.IndexIVFPQ):
+        return IndexSpec(IVFPQ, index.d, ivf.nlist, ivf.pq.M, ivf.nprobe, trained_for)
+    return IndexSpec(IVFSQ8, index.d, ivf.nlist, 0, ivf.nprobe, trained_for)
+
+
+def index_ids(index) -> np.ndarray:
+    """Every id held by ``index`` (flat behind an id map, or inverted lists)."""
+    import faiss
+
+    ivf = _ivf(index)
+    if ivf is None:
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    invlists = ivf.invlists
+    parts = []
+    for lst in range(ivf.nlist):
+        n = invlists.list_size(lst)
+        if n:
+            ptr = invlists.get_ids(lst)
+            parts.append(faiss.rev_swig_ptr(ptr, n).astype(np.int64).copy())
+            invlists.release_ids(lst, ptr)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def index_bytes(index) -> int:
+    """Bytes the index takes when written (what it also takes in memory, within a few percent)."""
+    import faiss
+
+    return int(faiss.serialize_index(index).nbytes)

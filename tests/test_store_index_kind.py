@@ -1,0 +1,125 @@
+"""The store picks the vector index kind by library size (core/ann.py) and keeps it consistent with
+the catalog through adds, removals, reopening and rebuilding. Thresholds are lowered so that small
+random libraries cross them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sorce_desktop.core import ann
+from sorce_desktop.core.models.base import RegionEmbedding
+from sorce_desktop.core.regions import Box
+from sorce_desktop.core.search import SearchService
+from sorce_desktop.core.store import VECTORS_NAME, IndexedPhoto, ModelBinding, Store
+
+DIM = 32
+REGIONS = 10
+
+
+@pytest.fixture
+def small_threshold(monkeypatch):
+    monkeypatch.setattr(ann, "EXACT_MAX_VECTORS", 600)
+
+
+def _photos(rng, start: int, n: int) -> list[IndexedPhoto]:
+    out = []
+    for i in range(start, start + n):
+        centre = rng.standard_normal(DIM)
+        regions = []
+        for r in range(REGIONS):
+            v = centre + 0.7 * rng.standard_normal(DIM)
+            regions.append(RegionEmbedding(f"r{r}", Box(r, 0, r + 10, 10), (v / np.linalg.norm(v)).astype(np.float32)))
+        out.append(IndexedPhoto(f"/photos/p{i:04d}.jpg", "/photos", 1, 1, f"h{i}", 100, 100, regions, "fp32"))
+    return out
+
+
+def _catalog_ids(store: Store) -> set[int]:
+    return {r[0] for r in store.query("SELECT id FROM regions WHERE source='visual' AND vector IS NOT NULL")}
+
+
+def _open(folder) -> Store:
+    store = Store(folder)
+    store.bind_model(ModelBinding("test-model", "test-model@1", "grid3", DIM))
+    return store
+
+
+def test_spec_rule_has_hysteresis():
+    flat = ann.spec_for(1000, 768, exact_max=5000)
+    assert flat.kind == ann.FLAT
+    big = ann.spec_for(20_000, 768, exact_max=5000)
+    assert big.kind == ann.IVFPQ and big.m == 192 and big.trained_for == 20_000
+    # stays compressed between half the threshold and the threshold, and keeps its lists while it grows
+    assert ann.spec_for(4000, 768, big, exact_max=5000) == big
+    assert ann.spec_for(100_000, 768, big, exact_max=5000) == big
+    assert ann.spec_for(2000, 768, big, exact_max=5000).kind == ann.FLAT
+    retrained = ann.spec_for(20_000 * 9, 768, big, exact_max=5000)
+    assert retrained.kind == ann.IVFPQ and retrained.trained_for == 180_000
+
+
+def test_store_switches_kind_and_stays_consistent(tmp_path, small_threshold):
+    rng = np.random.default_rng(0)
+    store = _open(tmp_path)
+    store.commit_photos(_photos(rng, 0, 40))  # 400 vectors: exact
+    store.save()
+    assert store.vectors.spec.kind == ann.FLAT
+
+    photos = _photos(rng, 40, 80)  # 1,200 vectors: past the threshold
+    store.commit_photos(photos)
+    store.save()
+    assert store.vectors.spec.kind == ann.IVFPQ
+    assert set(store.vectors.ids().tolist()) == _catalog_ids(store)
+
+    # A region's own vector finds its photo through the compressed index.
+    service = SearchService(store, embedder=None)
+    found = 0
+    for p in photos[:20]:
+        hits = service.search_vector(p.regions[3].vector, top=5)
+        found += any(h.path == p.path for h in hits)
+    assert found >= 18
+
+    # Removal works on the compressed index: removed regions are never returned again.
+    gone = [store.photo_by_path(p.path).id for p in photos[:30]]
+    store.delete_photos(gone)
+    ids_left = set(store.vectors.ids().tolist())
+    assert ids_left == _catalog_ids(store)
+    for p in photos[:5]:
+        assert all(h.photo_id not in gone for h in service.search_vector(p.regions[0].vector, top=20))
+    store.close()
+
+    # Reopened: the saved compressed index is loaded as it is, and matches the catalog.
+    store = _open(tmp_path)
+    assert store.vectors.spec.kind == ann.IVFPQ
+    assert set(store.vectors.ids().tolist()) == _catalog_ids(store)
+    store.close()
+
+    # Index file lost: rebuilt from the catalog straight into the compressed kind.
+    (tmp_path / VECTORS_NAME).unlink()
+    store = _open(tmp_path)
+    assert store.notices and "rebuilt" in store.notices[0]
+    assert store.vectors.spec.kind == ann.IVFPQ
+    assert set(store.vectors.ids().tolist()) == _catalog_ids(store)
+
+    # The library shrinks well below the threshold: back to the exact index.
+    rows = store.photos_under("/photos")
+    store.delete_photos([r.id for r in rows[: len(rows) - 25]])  # 250 vectors left (< 600 x 0.5)
+    store.save()
+    assert store.vectors.spec.kind == ann.FLAT
+    assert set(store.vectors.ids().tolist()) == _catalog_ids(store)
+    store.close()
+
+
+def test_reindexing_a_photo_replaces_its_vectors_in_the_compressed_index(tmp_path, small_threshold):
+    rng = np.random.default_rng(1)
+    store = _open(tmp_path)
+    photos = _photos(rng, 0, 80)
+    store.commit_photos(photos)
+    store.save()
+    assert store.vectors.spec.kind == ann.IVFPQ
+    before = set(store.vectors.ids().tolist())
+    again = _photos(np.random.default_rng(2), 0, 3)  # same paths, new content
+    store.commit_photos(again)
+    after = set(store.vectors.ids().tolist())
+    assert after == _catalog_ids(store)
+    assert len(before - after) == 3 * REGIONS and len(after - before) == 3 * REGIONS
+    store.close()
