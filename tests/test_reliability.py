@@ -431,3 +431,28 @@ def test_two_processes_one_writer_clear_refusal(tmp_path, tiny_clip, photo_dir, 
         holder.wait()
     assert cli_main(["index", "--data-dir", str(data), "--json"]) == 0  # the lock died with its holder
     assert json.loads(capsys.readouterr().out)["unchanged"] == 12
+
+
+def test_100k_empty_files_in_one_folder(tmp_path, clip_embedder):
+    """A folder of 100,000 zero-byte "photos" (a failed sync): each recorded with its reason in bulk,
+    without loading the model or decoding anything, and not retried while unchanged."""
+    root = tmp_path / "empties"
+    root.mkdir()
+    for i in range(100_000):
+        os.close(os.open(root / f"IMG_{i:06d}.jpg", os.O_CREAT | os.O_WRONLY, 0o644))
+    shutil.copy2(coco_photos(1)[0], root / "real.jpg")
+    loads = []
+
+    def factory():
+        loads.append(1)
+        return clip_embedder
+
+    with Library(tmp_path / "data") as lib:
+        lib.add_folder(root)
+        lib.bind(clip_embedder, get_layout("grid3"))
+        report = lib.indexer(factory, get_layout("grid3")).run()
+        counts = lib.store.counts()
+        assert (counts["failed"], counts["indexed"], report.embedded) == (100_000, 1, 1)
+        assert lib.store.errors()[0][1] == "the file is empty (0 bytes)"
+        report = lib.indexer(factory, get_layout("grid3")).run()
+        assert report.unchanged == 100_001 and report.embedded == 0 and len(loads) == 1
