@@ -1,0 +1,1146 @@
+"""Live folder watching: what lands in a watched folder becomes searchable seconds later.
+
+A watchdog observer per watched folder (recursive) reports raw file system events. The observer
+threads only append them to an inbox; ONE worker thread does everything else (stat, catalog, model),
+so embedding never runs twice at once and the store sees one writer:
+
+- created / modified files wait until their size and mtime have been stable for ``settle_s`` (and, where
+  the observer reports closes, until the writer closed the file), so nothing is indexed half-written;
+  temporary and partial names (``*.part``, ``*.crdownload``, dotfiles, ``~$*``, sync tools' staging
+  names, anything in a hidden folder) are ignored until they are renamed to their real name;
+- settled files are handed to :meth:`Indexer.index_paths` in batches, so a burst of a thousand files is a
+  few dozen jobs, not a thousand;
+- a moved or renamed file or folder moves its catalog rows (:meth:`Store.move_photo`,
+  :meth:`Store.move_tree`): vectors are kept, nothing is re-embedded. A move the observer reports as a
+  delete plus a create (across two watched folders, or when polling) is recognised by size + content hash
+  before anything is forgotten;
+- deletions wait ``settle_s`` too, and are dropped if the watched folder itself is gone by then: an
+  unplugged drive or an unmounted share marks the folder *offline*, its photos stay in the index, and
+  watching resumes (with a reconciliation of that folder) when it comes back;
+- a reconciliation scan (:meth:`Indexer.run`) runs at start, every ``reconcile_every_s`` and when a
+  folder comes back, catching what changed while the app was closed or what the observer missed;
+- if native notifications fail (inotify's watch limit, an observer error) that folder is polled instead,
+  with a notice for the user.
+
+Everything the watcher does is reported as :class:`WatchEvent` through ``on_event``, called on the worker
+thread (the GUI bridges it to a Qt signal; the command line prints it). No Qt here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat as stat_mod
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from watchdog.events import FileSystemEventHandler
+
+from sorce_desktop.core.images import is_image_name
+from sorce_desktop.core.scanner import canonical_folder, file_hash, is_temporary_name, walk_images
+
+if TYPE_CHECKING:
+    from sorce_desktop.core.indexer import Indexer, IndexReport
+    from sorce_desktop.core.store import PhotoRow, Store
+
+log = logging.getLogger(__name__)
+
+# Event kinds (WatchEvent.kind)
+INDEXING = "indexing"  # settled files handed to the indexer (paths); 'indexed' follows
+INDEXED = "indexed"  # embedded and searchable (paths)
+REMOVED = "removed"  # forgotten because the files are gone (paths)
+MOVED = "moved"  # moved or renamed, vectors kept (paths = new paths, old_paths = where they were)
+OFFLINE = "offline"  # a watched folder is not there (folder); its photos are kept
+ONLINE = "online"  # a watched folder is there again (folder), or was added
+RECONCILED = "reconciled"  # a reconciliation scan finished (message = summary)
+NOTICE = "notice"  # something the user should know (fallback to polling, files left for later)
+ERROR = "error"  # files that could not be indexed, or a step that failed (message = reason)
+STOPPED = "stopped"  # the worker finished (message = summary)
+
+
+@dataclass
+class WatchEvent:
+    kind: str
+    paths: list[str] = field(default_factory=list)
+    message: str = ""
+    folder: str | None = None
+    old_paths: list[str] = field(default_factory=list)
+
+
+EventCallback = Callable[[WatchEvent], None]
+
+
+@dataclass
+class _Raw:
+    """One file system event as an observer reported it (the observer thread does nothing more)."""
+
+    kind: str  # 'changed' | 'deleted' | 'moved' | 'closed' | 'written'
+    src: str
+    dest: str | None
+    is_dir: bool
+    folder: str
+
+
+@dataclass
+class _Candidate:
+    """A file waiting to be indexed until it stops changing."""
+
+    last_change: float  # monotonic time of the last event or observed size/mtime change
+    stat: tuple[int, int] | None  # (size, mtime_ns) when last looked at
+    open_write: bool = False  # written to and not yet closed (only where the observer reports closes)
+
+
+@dataclass
+class _Watch:
+    observer: object
+    watch: object
+    native: bool
+    dirs: int = 0  # folders it covers (each costs one inotify watch)
+
+
+def _native_observer_class():
+    """The platform's notification observer (inotify on Linux); a hook the tests replace."""
+    from watchdog.observers import Observer
+
+    return Observer
+
+
+def _polling_observer_class():
+    from watchdog.observers.polling import PollingObserver
+
+    return PollingObserver
+
+
+def _inotify_watch_limit() -> int | None:
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _count_dirs(root: str, limit: int) -> int:
+    """Folders under ``root`` (itself included), counting no further than ``limit + 1``."""
+    n = 0
+    stack = [root]
+    while stack and n <= limit:
+        d = stack.pop()
+        n += 1
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+    return n
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher, folder: str):
+        super().__init__()
+        self._watcher = watcher
+        self._folder = folder
+
+    def dispatch(self, event) -> None:  # called on the observer thread: only queue it
+        self._watcher._on_fs_event(self._folder, event)
+
+
+class Watcher:
+    """Keeps the store in line with the watched folders while running. See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        indexer: Indexer,
+        *,
+        on_event: EventCallback | None = None,
+        settle_s: float = 1.0,
+        reconcile_every_s: float = 600.0,
+        folders: Iterable[str] | None = None,
+        poll_interval_s: float = 5.0,
+        force_polling: bool = False,
+        batch_files: int = 32,
+        save_every_s: float = 60.0,
+        root_check_s: float = 1.0,
+        reconcile_at_start: bool = True,
+        model_lock: threading.Lock | None = None,
+    ):
+        self.store = store
+        self.indexer = indexer
+        self.on_event = on_event
+        self.settle_s = max(0.05, float(settle_s))
+        self.reconcile_every_s = reconcile_every_s
+        self.poll_interval_s = poll_interval_s
+        self.force_polling = force_polling
+        self.batch_files = max(1, batch_files)
+        self.save_every_s = save_every_s
+        self.root_check_s = root_check_s
+        self.reconcile_at_start = reconcile_at_start
+        # Held around every model run (a batch, a reconciliation): an app that runs its own index runs
+        # passes the lock those hold, so the model never embeds for two callers at once.
+        self._model_lock = model_lock if model_lock is not None else contextlib.nullcontext()
+        # Which folders to watch: the given ones, else every folder of the store (read at start()).
+        self._only = [canonical_folder(f) for f in folders] if folders is not None else None
+        self._skip = [os.path.realpath(s) for s in getattr(indexer, "skip_dirs", [])]
+
+        # Shared with the observer threads and callers: guarded by _cond.
+        self._cond = threading.Condition()
+        self._inbox: deque[_Raw] = deque()
+        self._commands: deque[tuple[str, str, bool]] = deque()
+        self._reconcile_requested: list[str] | None = None
+        self._stopping = False
+        self._observers_stopped = False
+        self._last_raw = 0.0  # monotonic time of the last queued raw event
+        self._busy = False
+
+        # Worker-only state.
+        self._folders: list[str] = []
+        self._offline: set[str] = set()
+        self._watches: dict[str, _Watch] = {}
+        self._native_obs = None
+        self._polling_obs = None
+        self._native_failed: set[str] = set()  # folders that fell back to polling
+        self._candidates: dict[str, _Candidate] = {}
+        self._gone: dict[str, float] = {}  # file path -> when its deletion was seen
+        self._gone_trees: dict[str, float] = {}  # folder path -> when its deletion was seen
+        self._closes: set[str] = set()  # folders whose observer reports close-after-write
+        self._identity: dict[str, tuple[int, int]] = {}  # folder -> (st_dev, st_ino) while watched
+        self._unsaved = False
+        self._reconciling = False
+
+        self._thread: threading.Thread | None = None
+        self.ready = threading.Event()  # set once watching has started and the first reconciliation ran
+        self.stopped = threading.Event()
+        self.stats = {"indexed": 0, "removed": 0, "moved": 0, "failed": 0, "batches": 0}
+
+    # -- public API (any thread) ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="sorce-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop watching. Changes already seen are finished first (files still being written get a short
+        grace period); a reconciliation scan in progress is cancelled (what it committed is kept, what is
+        left stays pending and is indexed at the next start). After ``timeout`` seconds the embedding in
+        progress is cancelled too. Safe to call twice and from any thread."""
+        if self._thread is None:
+            return
+        with self._cond:
+            self._stopping = True
+            reconciling = self._reconciling
+            self._cond.notify_all()
+        if reconciling:
+            self.indexer.cancel()
+        for obs in self._observers():
+            try:
+                obs.stop()
+            except Exception:  # an observer that already died
+                log.debug("observer stop failed", exc_info=True)
+        for obs in self._observers():
+            try:
+                obs.join(5)
+            except RuntimeError:
+                pass
+        with self._cond:
+            self._observers_stopped = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.indexer.cancel()
+            self._thread.join()
+
+    def add_folder(self, path: str | os.PathLike, *, reconcile: bool = True) -> str:
+        """Watch one more folder (it is added to the store now; watching and indexing it start on the
+        worker; ``reconcile=False`` when the caller indexes it itself). Returns the folder as stored.
+        Raises FileNotFoundError if it does not exist."""
+        folder = canonical_folder(path)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"The folder {path} does not exist.")
+        folder = self.store.add_folder(folder)
+        with self._cond:
+            self._commands.append(("add", folder, reconcile))
+            self._cond.notify_all()
+        return folder
+
+    def remove_folder(self, path: str | os.PathLike, *, forget: bool = True) -> None:
+        """Stop watching a folder; with ``forget`` (the default) its photos leave the index too (the files
+        are never touched)."""
+        folder = os.path.abspath(os.fspath(path))
+        with self._cond:
+            self._commands.append(("remove", folder, forget))
+            self._cond.notify_all()
+
+    def reconcile_now(self, folders: Iterable[str] | None = None) -> None:
+        """Ask the worker for a reconciliation scan (of ``folders``, default all) as soon as it is free."""
+        with self._cond:
+            self._reconcile_requested = list(folders) if folders is not None else []
+            self._cond.notify_all()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def folders(self) -> list[str]:
+        return list(self._folders)
+
+    def offline_folders(self) -> list[str]:
+        return sorted(self._offline)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self.ready.wait(timeout)
+
+    def wait_idle(self, timeout: float = 30.0, quiet: float = 0.8) -> bool:
+        """Block until nothing is waiting or being worked on and no file system event arrived for
+        ``quiet`` seconds, counting from the call too: an event may still be on its way from the kernel
+        (watchdog holds an unpaired move for half a second). For tests and tools."""
+        called = time.monotonic()
+        deadline = called + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                idle = (
+                    not self._inbox
+                    and not self._candidates
+                    and not self._gone
+                    and not self._gone_trees
+                    and not self._commands
+                    and self._reconcile_requested is None
+                    and not self._busy
+                    and time.monotonic() - max(self._last_raw, called) >= quiet
+                )
+            if idle and self.ready.is_set():
+                return True
+            time.sleep(0.02)
+        return False
+
+    # -- observer side (observer threads) ------------------------------------------------------------
+    def _on_fs_event(self, folder: str, event) -> None:
+        etype = event.event_type
+        if etype in ("opened", "closed_no_write"):
+            return  # reading (our own decoding included) changes nothing
+        is_dir = bool(event.is_directory)
+        if is_dir and etype in ("modified", "attrib", "closed", "created"):
+            return  # a new folder's files are reported one by one
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(event.dest_path) if getattr(event, "dest_path", None) else None
+        if etype == "moved":
+            kind = "moved"
+        elif etype == "deleted":
+            kind = "deleted"
+        elif etype == "closed":
+            kind = "closed"
+        elif etype == "modified":
+            kind = "written"
+        else:
+            kind = "changed"
+        if not is_dir:
+            # Cheap filter here so writes of non-photos (a catalog in a watched folder) never wake the worker.
+            names = [os.path.basename(src)] + ([os.path.basename(dest)] if dest else [])
+            if not any(is_image_name(n) for n in names):
+                return
+        with self._cond:
+            self._inbox.append(_Raw(kind, src, dest, is_dir, folder))
+            self._last_raw = time.monotonic()
+            self._cond.notify_all()
+
+    # -- the worker ----------------------------------------------------------------------------------
+    def _emit(self, kind: str, paths: list[str] | None = None, message: str = "", **kw) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(WatchEvent(kind, list(paths or []), message, **kw))
+        except Exception:  # a broken listener must not stop watching
+            log.exception("watch event callback failed")
+
+    def _run(self) -> None:
+        try:
+            self._startup()
+        except Exception as exc:
+            log.exception("watcher start-up failed")
+            self._emit(ERROR, message=f"watching could not start ({type(exc).__name__}: {exc})")
+        finally:
+            self.ready.set()
+        now = time.monotonic()
+        next_check = now + self.root_check_s
+        next_reconcile = now + self.reconcile_every_s if self.reconcile_every_s else float("inf")
+        last_save = now
+        stop_deadline: float | None = None
+        while True:
+            with self._cond:
+                if not self._inbox and not self._commands and self._reconcile_requested is None:
+                    wait = self._next_wake(next_check, next_reconcile, stop_deadline)
+                    if wait > 0:
+                        self._cond.wait(wait)
+                raws = list(self._inbox)
+                self._inbox.clear()
+                commands = list(self._commands)
+                self._commands.clear()
+                requested = self._reconcile_requested
+                self._reconcile_requested = None
+                stopping = self._stopping
+                observers_stopped = self._observers_stopped
+                self._busy = True
+            try:
+                now = time.monotonic()
+                if stopping and stop_deadline is None:
+                    # Files still being written get a grace period; after it they are left for the next start.
+                    stop_deadline = now + max(3 * self.settle_s, 2.0)
+                for cmd, folder, flag in commands:
+                    self._guard(self._command, cmd, folder, flag)
+                for raw in raws:
+                    self._guard(self._apply_raw, raw)
+                if not stopping:
+                    if now >= next_check:
+                        self._guard(self._check_roots)
+                        next_check = now + self.root_check_s
+                    if requested is not None or now >= next_reconcile:
+                        self._guard(self._reconcile, requested or None)
+                        next_reconcile = time.monotonic() + (self.reconcile_every_s or float("inf"))
+                self._guard(self._process_ready, stopping and stop_deadline is not None and now >= stop_deadline)
+                if self._unsaved and (stopping or time.monotonic() - last_save >= self.save_every_s):
+                    self._guard(self._save)
+                    last_save = time.monotonic()
+            finally:
+                with self._cond:
+                    self._busy = False
+            if stopping and observers_stopped:
+                with self._cond:
+                    inbox_empty = not self._inbox
+                if inbox_empty and not self._candidates and not self._gone and not self._gone_trees:
+                    break
+        self._guard(self._save)
+        for obs in self._observers():  # one made while stop() was already under way
+            with contextlib.suppress(Exception):
+                obs.stop()
+        self._emit(
+            STOPPED,
+            message=(
+                f"stopped: {self.stats['indexed']} indexed, {self.stats['moved']} moved, "
+                f"{self.stats['removed']} removed, {self.stats['failed']} failed"
+            ),
+        )
+        self.stopped.set()
+
+    def _guard(self, fn, *args) -> None:
+        """Run one step; an error becomes an event and the watcher goes on."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            log.exception("watcher step %s failed", getattr(fn, "__name__", fn))
+            self._emit(ERROR, message=str(exc) or type(exc).__name__)
+
+    def _next_wake(self, next_check: float, next_reconcile: float, stop_deadline: float | None) -> float:
+        now = time.monotonic()
+        times = [next_check, next_reconcile]
+        times += [self._ready_at(c) for c in self._candidates.values()]
+        times += [t + self.settle_s for t in self._gone.values()]
+        times += [t + self.settle_s for t in self._gone_trees.values()]
+        if stop_deadline is not None:
+            times.append(stop_deadline)
+        if self._stopping and self._observers_stopped:
+            return 0.0 if not self._candidates and not self._gone and not self._gone_trees else min(
+                0.05, max(0.0, min(times) - now)
+            )
+        return min(1.0, max(0.005, min(times) - now + 0.002))
+
+    # -- start-up, folders and observers -------------------------------------------------------------
+    def _startup(self) -> None:
+        known = self.store.folders()
+        folders = known if self._only is None else [f for f in known if f in self._only]
+        if self._only is not None:
+            for f in self._only:
+                if f not in known:
+                    folders.append(self.store.add_folder(f))
+        self._folders = folders
+        for f in folders:
+            if self._available(f):
+                self._schedule(f)
+            else:
+                self._set_offline(f)
+        if self.reconcile_at_start:
+            self._reconcile(None)
+
+    def _command(self, cmd: str, folder: str, flag: bool) -> None:
+        if cmd == "add":
+            if folder not in self._folders:
+                self._folders.append(folder)
+            if self._available(folder):
+                self._schedule(folder)
+                self._offline.discard(folder)
+                self._emit(ONLINE, [folder], f"watching {folder}", folder=folder)
+                if flag:
+                    self._reconcile([folder])
+            else:
+                self._set_offline(folder)
+        elif cmd == "remove":
+            self._unschedule(folder)
+            if folder in self._folders:
+                self._folders.remove(folder)
+            self._offline.discard(folder)
+            self._drop_pending_under(folder)
+            if flag:
+                n = self.store.remove_folder(folder)
+                self._unsaved = True
+                self._emit(REMOVED, [], f"stopped watching {folder}; {n} photos forgotten", folder=folder)
+
+    def _observers(self) -> list:
+        return [o for o in (self._native_obs, self._polling_obs) if o is not None]
+
+    def _schedule(self, folder: str) -> None:
+        """Start watching ``folder`` natively, or by polling where native notifications fail."""
+        self._unschedule(folder)
+        try:
+            st = os.stat(folder)
+            self._identity[folder] = (st.st_dev, st.st_ino)
+        except OSError:
+            pass
+        if any(_is_under(folder, f) for f in self._watches):
+            return  # inside a folder already watched recursively
+        handler = _Handler(self, folder)
+        if not self.force_polling and folder not in self._native_failed:
+            try:
+                cls = _native_observer_class()
+                if self._native_obs is None:
+                    self._native_obs = cls()
+                    self._native_obs.start()
+                dirs = self._check_watch_limit(folder)
+                watch = self._native_obs.schedule(handler, folder, recursive=True)
+            except OSError as exc:
+                self._native_failed.add(folder)
+                self._emit(
+                    NOTICE,
+                    [folder],
+                    f"Live changes in {folder} are checked every {self.poll_interval_s:g} s instead of instantly: "
+                    f"{self._explain(exc)}",
+                    folder=folder,
+                )
+            else:
+                self._watches[folder] = _Watch(self._native_obs, watch, True, dirs)
+                if "inotify" in type(self._native_obs).__module__:
+                    self._closes.add(folder)
+                return
+        if self._polling_obs is None:
+            self._polling_obs = _polling_observer_class()(timeout=self.poll_interval_s)
+            self._polling_obs.start()
+        watch = self._polling_obs.schedule(handler, folder, recursive=True)
+        self._watches[folder] = _Watch(self._polling_obs, watch, False)
+        self._closes.discard(folder)
+
+    @staticmethod
+    def _explain(exc: OSError) -> str:
+        if exc.errno == errno.ENOSPC:
+            return (
+                "the system's limit on watched folders (inotify max_user_watches) is reached; raise it "
+                "(e.g. sysctl fs.inotify.max_user_watches=524288) to see changes instantly."
+            )
+        if exc.errno == errno.EMFILE:
+            return "the system's limit on file-change listeners (inotify max_user_instances) is reached."
+        return f"file-change notifications failed ({exc.strerror or exc})."
+
+    def _check_watch_limit(self, folder: str) -> int:
+        """inotify silently skips sub-folders past its watch limit: refuse (and poll) instead when the
+        folder has more folders than the limit leaves for it. Returns how many folders it has."""
+        if "inotify" not in type(self._native_obs).__module__:
+            return 0
+        limit = _inotify_watch_limit()
+        if limit is None:
+            return 0
+        used = sum(w.dirs for w in self._watches.values() if w.native)
+        n = _count_dirs(folder, limit)
+        if n > limit - used:
+            raise OSError(errno.ENOSPC, f"{folder} has more folders than inotify's watch limit ({limit})")
+        return n
+
+    def _unschedule(self, folder: str) -> None:
+        w = self._watches.pop(folder, None)
+        if w is None:
+            return
+        try:
+            w.observer.unschedule(w.watch)
+        except Exception:  # its emitter may already have stopped (the folder vanished)
+            log.debug("unschedule failed", exc_info=True)
+
+    def _emitter_alive(self, w: _Watch) -> bool:
+        for em in getattr(w.observer, "emitters", ()):
+            if getattr(em, "watch", None) == w.watch:
+                return em.is_alive()
+        return False
+
+    def _available(self, folder: str) -> bool:
+        """Whether a watched folder is really there. The very folder being watched is, whatever it holds
+        (its files may all have been deleted); otherwise an empty folder where the catalog has photos is a
+        mount point whose drive or share is absent, and its photos must not be forgotten."""
+        try:
+            st = os.stat(folder)
+            if not stat_mod.S_ISDIR(st.st_mode):
+                return False
+            if folder in self._watches and self._identity.get(folder) == (st.st_dev, st.st_ino):
+                return True
+            with os.scandir(folder) as it:
+                empty = next(it, None) is None
+        except OSError:
+            return False
+        if empty:
+            from sorce_desktop.core.store import path_key
+
+            has = self.store.query("SELECT 1 FROM photos WHERE folder=? LIMIT 1", (path_key(folder),))
+            return not has
+        return True
+
+    def _set_offline(self, folder: str) -> None:
+        self._unschedule(folder)
+        self._identity.pop(folder, None)
+        self._drop_pending_under(folder)
+        was = folder in self._offline
+        self._offline.add(folder)
+        self.store.set_folder_online(folder, False)
+        if not was:
+            self._emit(
+                OFFLINE,
+                [folder],
+                f"{folder} is not available (unplugged or unmounted?); its photos stay in the index and "
+                "watching resumes when it is back.",
+                folder=folder,
+            )
+
+    def _check_roots(self) -> None:
+        for folder in list(self._folders):
+            ok = self._available(folder)
+            if folder in self._offline:
+                if ok:
+                    self._schedule(folder)
+                    self._offline.discard(folder)
+                    self._reconcile([folder])
+                    self._emit(ONLINE, [folder], f"{folder} is back; watching it again.", folder=folder)
+            elif not ok:
+                self._set_offline(folder)
+            else:
+                w = self._watches.get(folder)
+                if w is not None and not self._emitter_alive(w):
+                    # The observer died under us (an error in its thread): poll this folder from now on.
+                    self._native_failed.add(folder)
+                    self._emit(
+                        NOTICE,
+                        [folder],
+                        f"File-change notifications for {folder} stopped working; its changes are checked "
+                        f"every {self.poll_interval_s:g} s instead.",
+                        folder=folder,
+                    )
+                    self._schedule(folder)
+                    self._reconcile([folder])
+
+    # -- what belongs to the index -------------------------------------------------------------------
+    def _root_of(self, path: str) -> str | None:
+        best = None
+        for f in self._folders:
+            if _is_under(path, f) and (best is None or len(f) > len(best)):
+                best = f
+        return best
+
+    def _tracked_dir(self, path: str) -> str | None:
+        """The watched folder that a folder belongs to, if its photos are indexed (not hidden, not ours)."""
+        root = self._root_of(path)
+        if root is None or root in self._offline:
+            return None
+        rel = os.path.relpath(path, root)
+        if rel != "." and any(part.startswith(".") for part in rel.split(os.sep)):
+            return None
+        if any(_is_under(os.path.realpath(path), s) for s in self._skip):
+            return None
+        return root
+
+    def _tracked_file(self, path: str) -> str | None:
+        name = os.path.basename(path)
+        if not is_image_name(name) or is_temporary_name(name):
+            return None
+        return self._tracked_dir(os.path.dirname(path))
+
+    # -- turning raw events into pending work ----------------------------------------------------------
+    def _apply_raw(self, r: _Raw) -> None:
+        if r.folder in self._offline:
+            return
+        now = time.monotonic()
+        if r.kind == "moved" and r.dest:
+            if r.is_dir:
+                src_ok, dest_ok = self._tracked_dir(r.src), self._tracked_dir(r.dest)
+                if src_ok and dest_ok:
+                    self._move_tree(r.src, r.dest)
+                elif src_ok:
+                    self._forget_tree_later(r.src, now)
+                elif dest_ok:
+                    self._add_tree(r.dest, now)
+            else:
+                src_ok, dest_ok = self._tracked_file(r.src), self._tracked_file(r.dest)
+                if src_ok and dest_ok:
+                    self._move_file(r.src, r.dest, now)
+                elif src_ok:
+                    self._forget_later(r.src, now)
+                elif dest_ok:
+                    self._candidate(r.dest, now)
+        elif r.kind == "deleted":
+            if r.is_dir:
+                if r.src in self._folders:
+                    self._check_roots()  # the watched folder itself: offline, never a mass deletion
+                elif self._tracked_dir(r.src):
+                    self._forget_tree_later(r.src, now)
+            elif self._tracked_file(r.src):
+                self._forget_later(r.src, now)
+        elif not r.is_dir and self._tracked_file(r.src):
+            c = self._candidate(r.src, now)
+            if r.folder in self._closes:
+                if r.kind == "written":
+                    c.open_write = True
+                elif r.kind == "closed":
+                    c.open_write = False
+
+    def _stat(self, path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat_mod.S_ISREG(st.st_mode):
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    def _candidate(self, path: str, now: float) -> _Candidate:
+        self._gone.pop(path, None)
+        c = self._candidates.get(path)
+        if c is None:
+            c = self._candidates[path] = _Candidate(now, self._stat(path))
+        else:
+            c.last_change = now
+            c.stat = self._stat(path)
+        return c
+
+    def _forget_later(self, path: str, now: float) -> None:
+        self._candidates.pop(path, None)
+        self._gone[path] = now
+
+    def _forget_tree_later(self, path: str, now: float) -> None:
+        prefix = path.rstrip(os.sep) + os.sep
+        for p in [p for p in self._candidates if p.startswith(prefix)]:
+            del self._candidates[p]
+        for p in [p for p in self._gone if p.startswith(prefix)]:
+            del self._gone[p]
+        self._gone_trees[path] = now
+
+    def _add_tree(self, path: str, now: float) -> None:
+        root = self._tracked_dir(path)
+        if root is None:
+            return
+        for entry in walk_images(path, self._skip):
+            self._candidate(os.path.abspath(entry.path), now)
+
+    def _drop_pending_under(self, folder: str) -> None:
+        for d in (self._candidates, self._gone, self._gone_trees):
+            for p in [p for p in d if _is_under(p, folder)]:
+                del d[p]
+
+    def _move_file(self, src: str, dest: str, now: float) -> None:
+        pending = self._candidates.pop(src, None)
+        self._gone.pop(src, None)
+        self._gone.pop(dest, None)
+        row = self.store.photo_by_path(src)
+        st = self._stat(dest)
+        if row is None or st is None:
+            # Not in the catalog yet (still settling, or never seen): the new name is simply a new file.
+            self._candidate(dest, now)
+            return
+        self.store.move_photo(row.id, dest, self._root_of(dest), st[1])
+        self._unsaved = True
+        self.stats["moved"] += 1
+        self._emit(MOVED, [dest], f"{src} -> {dest}", folder=self._root_of(dest), old_paths=[src])
+        if pending is not None or row.status != "indexed" or row.size != st[0]:
+            self._candidate(dest, now)  # it was also being written, or was never embedded
+
+    def _move_tree(self, src: str, dest: str) -> None:
+        root = self._root_of(dest)
+        n = self.store.move_tree(src, dest, root)
+        self._unsaved = True
+        old_prefix, new_prefix = src.rstrip(os.sep) + os.sep, dest.rstrip(os.sep) + os.sep
+        for d in (self._candidates, self._gone):
+            for p in [p for p in d if p.startswith(old_prefix)]:
+                d[new_prefix + p[len(old_prefix) :]] = d.pop(p)
+        if n:
+            self.stats["moved"] += n
+            self._emit(
+                MOVED,
+                [dest],
+                f"folder {src} -> {dest} ({n} photos kept their vectors)",
+                folder=root,
+                old_paths=[src],
+            )
+
+    # -- doing the work ------------------------------------------------------------------------------
+    def _ready_at(self, c: _Candidate) -> float:
+        # A file written to and not closed may be a writer pausing mid-file: give it longer.
+        return c.last_change + (max(30.0, 10 * self.settle_s) if c.open_write else self.settle_s)
+
+    def _process_ready(self, flush: bool) -> None:
+        """Index what has settled, forget what is really gone. ``flush``: stopping and the grace period is
+        over, so whatever is still being written is left for the next start's reconciliation."""
+        now = time.monotonic()
+        ready: list[str] = []
+        for path, c in list(self._candidates.items()):
+            if now - c.last_change < self.settle_s:
+                continue
+            st = self._stat(path)
+            if st is None:
+                del self._candidates[path]  # vanished; its deletion event does the rest
+                continue
+            if st != c.stat:
+                c.stat, c.last_change = st, now  # still being written
+                continue
+            if now < self._ready_at(c):
+                continue  # written and not closed yet: a writer pausing mid-file
+            ready.append(path)
+        if flush and len(ready) < len(self._candidates):
+            left = [p for p in self._candidates if p not in set(ready)]
+            for p in left:
+                del self._candidates[p]
+            self._emit(
+                NOTICE,
+                left,
+                f"{len(left)} files were still being written when watching stopped; they are indexed at the "
+                "next start.",
+            )
+        gone_ready = [p for p, t in self._gone.items() if now - t >= self.settle_s or flush]
+        trees_ready = [p for p, t in self._gone_trees.items() if now - t >= self.settle_s or flush]
+        if not ready and not gone_ready and not trees_ready:
+            return
+        for p in ready:
+            del self._candidates[p]
+
+        # Deletions: only while the watched folder is there (a vanished drive is offline, not empty).
+        doomed: list[PhotoRow] = []
+        for p in gone_ready + trees_ready:
+            is_tree = p in self._gone_trees
+            (self._gone_trees if is_tree else self._gone).pop(p, None)
+            root = self._root_of(p)
+            if root is None or root in self._offline:
+                continue
+            if not self._available(root):
+                self._set_offline(root)
+                continue
+            if is_tree:
+                if os.path.isdir(p):
+                    self._add_tree(p, now)  # it came back
+                    continue
+                doomed += self.store.photos_in_tree(p)
+            elif os.path.lexists(p):
+                if p not in self._candidates and p not in ready:
+                    ready.append(p)
+            else:
+                row = self.store.photo_by_path(p)
+                if row is not None:
+                    doomed.append(row)
+        # Keep deletions whose content may reappear under a name still settling (a move seen as delete +
+        # create) until those settle, a few rounds at most.
+        if doomed and self._candidates and not flush:
+            sizes = {c.stat[0] for c in self._candidates.values() if c.stat}
+            keep = [r for r in doomed if r.size in sizes]
+            if keep:
+                doomed = [r for r in doomed if r.size not in sizes]
+                for r in keep:
+                    self._gone.setdefault(r.path, now)
+
+        ready = self._match_moves(ready, doomed)
+        if doomed:
+            self.store.delete_photos([r.id for r in doomed])
+            self._unsaved = True
+            self.stats["removed"] += len(doomed)
+            self._emit(REMOVED, [r.path for r in doomed], f"{len(doomed)} photos removed from the index")
+        if ready:
+            self._index(ready)
+
+    def _match_moves(self, ready: list[str], doomed: list[PhotoRow]) -> list[str]:
+        """A new file with the content of a photo whose file vanished was moved: move that photo's row
+        (vectors kept) instead of forgetting one and embedding the other. Covers moves the observer reports
+        as a delete plus a create, in either order (across two watched folders, or when polling)."""
+        from sorce_desktop.core.store import path_str
+
+        rest = []
+        for p in ready:
+            st = self._stat(p)
+            if st is None or st[0] == 0 or self.store.photo_by_path(p) is not None:
+                rest.append(p)
+                continue
+            rows = self.store.query(
+                "SELECT id, path, hash FROM photos WHERE size=? AND status='indexed' AND hash IS NOT NULL",
+                (st[0],),
+            )
+            sources = []
+            for pid, key, digest in rows:
+                old = path_str(key)
+                root = self._root_of(old)
+                # Only a photo whose file is gone from a folder that is there (not an unplugged drive's).
+                if root is None or root in self._offline or os.path.lexists(old):
+                    continue
+                sources.append((pid, old, digest))
+            match = None
+            if sources:
+                try:
+                    digest = file_hash(p)
+                except OSError:
+                    digest = None
+                match = next((src for src in sources if src[2] == digest), None)
+            if match is None:
+                rest.append(p)
+                continue
+            pid, old, _ = match
+            self._gone.pop(old, None)
+            for r in [r for r in doomed if r.id == pid]:
+                doomed.remove(r)
+            root = self._root_of(p)
+            self.store.move_photo(pid, p, root, st[1])
+            self._unsaved = True
+            self.stats["moved"] += 1
+            self._emit(MOVED, [p], f"{old} -> {p}", folder=root, old_paths=[old])
+        return rest
+
+    def _index(self, paths: list[str]) -> None:
+        # Unchanged files (a folder rename's files, a touch) cost a stat and a lookup, no model work.
+        todo = []
+        for p in sorted(paths):
+            row = self.store.photo_by_path(p)
+            st = self._stat(p)
+            if st is None:
+                continue
+            if row is not None and row.status != "pending" and (row.size, row.mtime_ns) == st:
+                continue
+            todo.append(p)
+        for i in range(0, len(todo), self.batch_files):
+            chunk = todo[i : i + self.batch_files]
+            self._emit(INDEXING, chunk, f"indexing {len(chunk)} photos")
+            with self._model_lock:
+                report = self.indexer.index_paths(chunk, save=False)
+            self._unsaved = True
+            self.stats["batches"] += 1
+            self._report(report, chunk)
+
+    def _report(self, report: IndexReport, chunk: list[str]) -> None:
+        if report.embedded_paths:
+            self.stats["indexed"] += len(report.embedded_paths)
+            self._emit(INDEXED, report.embedded_paths, f"{len(report.embedded_paths)} photos indexed")
+        if report.failed:
+            failed = []
+            reasons = []
+            for p in chunk:
+                row = self.store.photo_by_path(p)
+                if row is not None and row.status == "failed":
+                    failed.append(p)
+                    reasons.append(row.error or "unknown error")
+            self.stats["failed"] += len(failed)
+            if failed:
+                self._emit(ERROR, failed, reasons[0] if len(failed) == 1 else f"{len(failed)} photos failed")
+        if report.cancelled:
+            self._emit(NOTICE, [], "indexing was cancelled; the rest is indexed at the next start")
+
+    def _reconcile(self, folders: list[str] | None) -> None:
+        targets = [f for f in (folders or self._folders) if f in self._folders]
+        avail = []
+        for f in targets:
+            if self._available(f):
+                avail.append(f)
+            else:
+                self._set_offline(f)
+        if not avail:
+            return
+        with self._cond:
+            self._reconciling = True
+            stopping = self._stopping
+        if stopping:
+            with self._cond:
+                self._reconciling = False
+            return
+        try:
+            with self._model_lock:
+                report = self.indexer.run(avail)
+        finally:
+            with self._cond:
+                self._reconciling = False
+        for f in avail:
+            self._offline.discard(f)
+        if report.embedded_paths:
+            self.stats["indexed"] += len(report.embedded_paths)
+            self._emit(INDEXED, report.embedded_paths, f"{len(report.embedded_paths)} photos indexed")
+        self.stats["moved"] += report.moved
+        self.stats["removed"] += report.deleted
+        self.stats["failed"] += report.failed
+        self._emit(
+            RECONCILED,
+            [],
+            f"checked {len(avail)} folder(s): {report.new} new, {report.changed} changed, {report.moved} moved, "
+            f"{report.deleted} removed, {report.unchanged} unchanged, {report.failed} failed"
+            + (" (cancelled)" if report.cancelled else ""),
+        )
+
+    def _save(self) -> None:
+        self.store.save()
+        self._unsaved = False
+
+
+# -- command line: sorce-desktop watch [FOLDER...] -----------------------------------------------------
+def add_watch_command(sub, common) -> None:
+    s = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="watch folders and index what changes, in the foreground (Ctrl+C stops)",
+        description="Watch folders (the given ones are remembered; default: all remembered folders) and "
+        "index new, changed, moved and deleted photos as they happen. Ctrl+C stops cleanly.",
+    )
+    s.add_argument("folders", nargs="*", metavar="FOLDER")
+    s.add_argument("--model", metavar="ID_OR_PATH", help="model for a new index (hub id or local folder)")
+    s.add_argument("--layout", metavar="NAME", help="region layout for a new index")
+    s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
+    s.add_argument(
+        "--settle", type=float, default=1.0, metavar="S", help="seconds a file must stay unchanged (default 1)"
+    )
+    s.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="full check of the folders every S seconds (default 600; 0: only at start)",
+    )
+    s.add_argument(
+        "--polling",
+        action="store_true",
+        help="check folders periodically instead of file-change notifications (network shares)",
+    )
+    s.add_argument("--poll-interval", type=float, default=5.0, metavar="S", help="seconds between polls")
+    s.add_argument("--json", action="store_true", help="print one JSON object per event")
+    s.set_defaults(func=cmd_watch)
+
+
+def _print_event(ev: WatchEvent, as_json: bool) -> None:
+    import json
+    import sys
+
+    from sorce_desktop.core.store import display_path
+
+    if as_json:
+        d = {"kind": ev.kind, "paths": ev.paths, "message": ev.message}
+        if ev.folder:
+            d["folder"] = ev.folder
+        if ev.old_paths:
+            d["old_paths"] = ev.old_paths
+        print(json.dumps(d, ensure_ascii=False), flush=True)
+        return
+    if ev.kind in (INDEXED, REMOVED):
+        for p in ev.paths:
+            print(f"{ev.kind} {display_path(p)}", flush=True)
+        if not ev.paths:
+            print(f"{ev.kind}: {ev.message}", flush=True)
+    elif ev.kind == MOVED:
+        print(f"moved {display_path(ev.message)}", flush=True)
+    elif ev.kind == INDEXING:
+        return
+    elif ev.kind == ERROR:
+        if ev.paths:
+            for p in ev.paths:
+                print(f"failed {display_path(p)}: {ev.message}", file=sys.stderr, flush=True)
+        else:
+            print(f"error: {ev.message}", file=sys.stderr, flush=True)
+    elif ev.kind in (OFFLINE, NOTICE):
+        print(f"note: {ev.message}", file=sys.stderr, flush=True)
+    elif ev.kind == STOPPED:
+        print(ev.message, flush=True)
+    else:
+        print(f"{ev.kind}: {ev.message}", flush=True)
+
+
+def cmd_watch(args) -> int:
+    import signal
+    import sys
+
+    from sorce_desktop.cli import EXIT_INTERRUPTED, UserError, _library, _load_model
+    from sorce_desktop.core.regions import get_layout
+
+    with _library(args) as lib:
+        for n in lib.store.notices:
+            print(f"note: {n}", file=sys.stderr)
+        for f in args.folders:
+            try:
+                lib.add_folder(f)
+            except FileNotFoundError as exc:
+                raise UserError(str(exc)) from None
+        if not lib.store.folders():
+            raise UserError("No folders to watch: give one, e.g. sorce-desktop watch ~/Pictures")
+        binding = lib.store.binding()
+        if binding is not None:
+            if args.model and args.model != binding.model_id:
+                raise UserError(
+                    f"The index was made with {binding.model_id}; run sorce-desktop index --model "
+                    f"{args.model} --reindex first to change the model."
+                )
+            embedder = _load_model(lib, binding.model_id)
+            lib.check_embedder(embedder)
+            layout = lib.layout()
+        else:
+            embedder = _load_model(lib, args.model)
+            layout = get_layout(args.layout or lib.settings.layout)
+            if layout.name not in embedder.layouts():
+                layout = get_layout(embedder.layouts()[0])
+            lib.bind(embedder, layout)
+        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size)
+        watcher = Watcher(
+            lib.store,
+            indexer,
+            on_event=lambda ev: _print_event(ev, args.json),
+            settle_s=args.settle,
+            reconcile_every_s=args.reconcile_every,
+            folders=[os.path.abspath(f) for f in args.folders] or None,
+            force_polling=args.polling,
+            poll_interval_s=args.poll_interval,
+        )
+
+        # A service manager stops with SIGTERM: treat it like Ctrl+C.
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        old_term = signal.signal(signal.SIGTERM, on_term)
+        watcher.start()
+        try:
+            watcher.wait_ready()
+            print(
+                f"watching {len(watcher.folders())} folder(s) with {embedder.model_id} "
+                f"({layout.name} layout); Ctrl+C stops",
+                file=sys.stderr,
+                flush=True,
+            )
+            while watcher.running:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("stopping: finishing the changes already seen (Ctrl+C again to stop now)...", file=sys.stderr)
+            try:
+                watcher.stop()
+            except KeyboardInterrupt:
+                indexer.cancel()
+                watcher.stop()
+                print(
+                    "interrupted: what was indexed so far is kept; the rest is indexed at the next start.",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+        counts = lib.store.counts()
+        if counts["pending"]:
+            print(f"{counts['pending']} photos are left pending; they are indexed at the next start.", file=sys.stderr)
+    return 0
