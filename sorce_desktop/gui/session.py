@@ -19,8 +19,9 @@ from sorce_desktop.core.indexer import IndexReport, Progress
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
 from sorce_desktop.core.regions import Box, get_layout
-from sorce_desktop.core.search import PhotoHit
+from sorce_desktop.core.search import PhotoHit, QueryError, clean_query
 from sorce_desktop.core.store import ModelMismatch
+from sorce_desktop.core.textsearch import parse_query
 from sorce_desktop.gui.qt import QtCore, Signal
 from sorce_desktop.gui.tasks import lower_thread_priority, run_task, to_main
 
@@ -99,6 +100,7 @@ class LibraryStatus:
     pending: int = 0
     failed: int = 0
     notices: list[str] = field(default_factory=list)
+    text_only_note: str = ""  # searching the text in photos alone (no visual model): what to tell the user
 
 
 class Session(QtCore.QObject):
@@ -119,6 +121,11 @@ class Session(QtCore.QObject):
         self.settings = library.settings
         self.embedder = None
         self.service = None
+        # No visual model (no network, download cancelled, load failed): the text read in the photos is
+        # still indexed and searched; this says why there is no visual model (None: there is one, or OCR
+        # is off and there is nothing to search).
+        self.text_only_reason: str | None = None
+        self._text_source = None  # core.ocr.TextSource, made once: its models load on first use
         self.state = ModelState("idle")
         self.status = LibraryStatus()
         self.last_rate: float | None = None  # photos/second of the last indexing run, for cost estimates
@@ -181,10 +188,17 @@ class Session(QtCore.QObject):
                 self._use(embedder)
 
         def failed(exc: BaseException) -> None:
+            if self._closing:
+                return
             if isinstance(exc, DownloadCancelled):
-                self._set_state(ModelState("cancelled", model, "The model download was cancelled."))
+                st = ModelState("cancelled", model, "The model download was cancelled.")
+                reason = "the download was cancelled"
             else:
-                self._set_state(ModelState("error", model, str(exc)))
+                st = ModelState("error", model, str(exc))
+                reason = "it could not be loaded"
+            # Text first: the window reads text_only_reason when it shows the new state.
+            self._use_text_only(reason)
+            self._set_state(st)
 
         run_task(load, loaded, failed, lane="model", name="load model")
 
@@ -218,6 +232,10 @@ class Session(QtCore.QObject):
         except ModelMismatch as exc:  # the index belongs to another model
             self._set_state(ModelState("error", embedder.model_id, str(exc), mismatch=True))
             return
+        self.text_only_reason = None
+        if self._indexer is not None and self._indexer.visual is False:
+            self._indexer.cancel()  # a text-only run: start again with the visual model
+            self._index_wanted = True
         self.embedder, self.service = embedder, service
         self._refiner = None
         self._refine_cache = None
@@ -230,6 +248,42 @@ class Session(QtCore.QObject):
             if gen == self._generation:
                 self._run_search(gen, q)
 
+    def _use_text_only(self, reason: str) -> None:
+        """No visual model: search (and keep indexing) the text read in the photos, when OCR is on.
+
+        The out-of-the-box path on a machine with no network: the OCR and text-embedding models install
+        with the package. The window shows a note saying so and how to get picture search."""
+        if not self.lib.ocr_enabled() or self.embedder is not None:
+            self.text_only_reason = None
+            return
+        service = self.lib.search_service(None)
+        if service.text is None:
+            self.text_only_reason = None
+            return
+        self.service = service
+        self.text_only_reason = reason
+        self.refresh_status()
+        self.request_index()
+        self._start_watcher(None)
+        if self._pending_query is not None:
+            gen, q = self._pending_query
+            self._pending_query = None
+            if gen == self._generation:
+                self._run_search(gen, q)
+
+    @property
+    def text_only(self) -> bool:
+        """Searching the text in photos alone (no visual model available)."""
+        return self.text_only_reason is not None and self.embedder is None
+
+    def text_source(self):
+        """The OCR region source the index runs use beside the visual model (None: OCR is off)."""
+        if not self.lib.ocr_enabled():
+            return None
+        if self._text_source is None:
+            self._text_source = self.lib.text_source()
+        return self._text_source
+
     def _set_state(self, st: ModelState) -> None:
         self.state = st
         self.model_state.emit(st)
@@ -241,15 +295,17 @@ class Session(QtCore.QObject):
     # -- folders -------------------------------------------------------------------------------------
     def add_folder(self, path: str) -> None:
         def add():
-            return self.lib.add_folder(path)
+            folder = self.lib.add_folder(path)
+            if self._watcher is not None:  # off the UI thread: it writes to the store
+                self._watcher.add_folder(folder, reconcile=False)  # the index run below reconciles it
+            return folder
 
-        def added(folder) -> None:
+        def added(_folder) -> None:
             self.refresh_status()
             self.request_index()
-            if self._watcher is not None:
-                self._watcher.add_folder(folder, reconcile=False)  # the index run above reconciles it
 
-        run_task(add, added, lambda e: self.error.emit(str(e)), name="add folder")
+        # One thread: two quick adds are stored in the order they were made (an index run may be busy).
+        run_task(add, added, lambda e: self.error.emit(str(e)), lane="folders", name="add folder")
 
     def remove_folder(self, path: str) -> None:
         """Forget the folder's photos (the files are never touched). An index run is stopped first,
@@ -284,7 +340,7 @@ class Session(QtCore.QObject):
 
         if self._watcher is not None:  # another model: its watcher's indexer holds the old one
             self._watcher.stop(timeout=5)
-        indexer = self.lib.indexer(embedder, on_progress=self.on_progress)
+        indexer = self.lib.indexer(embedder, on_progress=self.on_progress, text_source=self.text_source())
         if self._paused:
             indexer.pause()
         self._watcher = Watcher(
@@ -317,7 +373,8 @@ class Session(QtCore.QObject):
                     )
                 )
             c = st.counts()
-            return LibraryStatus(folders, c["indexed"], c["pending"], c["failed"], list(st.notices))
+            note = self.lib.text_only_note(self.text_only_reason) if self.text_only else ""
+            return LibraryStatus(folders, c["indexed"], c["pending"], c["failed"], list(st.notices), note)
 
         def got(status: LibraryStatus) -> None:
             self.status = status
@@ -345,7 +402,9 @@ class Session(QtCore.QObject):
         self._kick()
 
     def _kick(self) -> None:
-        if self._indexing or not self._index_wanted or self.embedder is None or self._closing:
+        if self._indexing or not self._index_wanted or self._closing:
+            return
+        if self.embedder is None and not self.text_only:
             return
         self._index_wanted = False
         self._indexing = True
@@ -356,7 +415,8 @@ class Session(QtCore.QObject):
 
         def run() -> IndexReport:
             lower_thread_priority()  # indexing is background work: the window comes first
-            indexer = self.lib.indexer(embedder, on_progress=on_progress)
+            # embedder None: text in photos only, until a visual model is available
+            indexer = self.lib.indexer(embedder, on_progress=on_progress, text_source=self.text_source())
             if self._paused:
                 indexer.pause()
             self._indexer = indexer
@@ -436,8 +496,21 @@ class Session(QtCore.QObject):
 
         def work() -> SearchResult:
             t = time.perf_counter()
-            q = service.query_vector(query.text, query.image, query.crop)
-            hits = service.search(vector=q, top=RESULTS_TOP)
+            if query.text is not None and query.image is None:
+                # Words: the visual model's vector (kept for refinement) and the text in photos, merged
+                # by the core (core.search.fuse); no visual model: the text in photos alone.
+                q = None
+                if service.embedder is not None:
+                    q = service.query_vector(parse_query(clean_query(query.text)).text or query.text)
+                hits = service.search(query.text, vector=q, top=RESULTS_TOP)
+            else:
+                if service.embedder is None:
+                    raise QueryError(
+                        "Searching by a photo needs the visual model, which is not available yet: only the "
+                        "text in your photos can be searched now."
+                    )
+                q = service.query_vector(query.text, query.image, query.crop)
+                hits = service.search(vector=q, top=RESULTS_TOP)
             rows = store.photos_by_ids([h.photo_id for h in hits])
             items = []
             for h in hits:
@@ -501,6 +574,9 @@ class Session(QtCore.QObject):
             or refine is None
         ):
             return
+        # A hit outlined on the words it matched (region 'text') keeps that outline: refinement zooms
+        # into what the visual model sees, which would move it off the words.
+        items = [it for it in items if it.hit.region != "text"]
         if detail:
             todo = [it for it in items if not it.detail_refined]
         else:

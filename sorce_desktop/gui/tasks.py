@@ -119,6 +119,7 @@ class Lanes:
         self.pools: dict[str, QtCore.QThreadPool] = {}
         for name, threads in (
             ("writer", 1),
+            ("folders", 1),  # folder adds, in order, without waiting for an index run
             ("model", 1),
             ("search", 1),
             ("thumbs", 2),
