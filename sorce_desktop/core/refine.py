@@ -1,0 +1,409 @@
+"""Query-time refinement: outline the matched object, not the whole tile.
+
+The index keeps one box per region, so a hit's box is a whole tile (a ninth of the photo on a 3x3
+grid). For the hits a user looks at, :class:`Refiner` zooms into that box: it cuts finer overlapping
+windows around the current box, embeds them with the same model in one batch, keeps the best, and
+repeats while the score keeps rising and the windows stay above a floor. Windows may reach a little
+beyond the current box (``margin``), so an object cut by a tile border is still found whole.
+
+Refinement never changes the ranking by itself; :func:`rerank_by_refined` does that when the user
+turns on "re-rank by zoomed score" (``Settings.rerank_by_zoom``).
+
+Everything here is plain Python: the GUI calls :func:`refine_hits` from a worker thread with a
+callback per hit and a cancel event (a new query sets it), and keeps a :class:`RefineCache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from sorce_desktop.core.images import DecodedImage, ImageError, load_image
+from sorce_desktop.core.models.base import Embedder
+from sorce_desktop.core.regions import Box
+from sorce_desktop.core.search import PhotoHit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefineStrategy:
+    """How hard to look. The defaults are the cheapest preset of ``sorce-desktop bench refine``
+    ("screen-g2-48": at most 9 small crops per hit) for a screenful on a CPU; see docs/benchmarks.md
+    for what it costs. :data:`DETAIL_STRATEGY` looks harder, for one photo opened."""
+
+    #: windows per axis at each step (grid x grid windows per batch)
+    grid: int = 2
+    #: a window's side as a share of the current box's side
+    zoom: float = 0.6
+    #: how far windows may reach beyond the current box, as a share of its side (crosses tile borders)
+    margin: float = 0.15
+    #: at most this many zoom steps per hit
+    max_steps: int = 2
+    #: after zooming stops, up to this many batches of small moves and size/shape changes, each
+    #: taken while it raises the score (hill climbing; see polish_windows); 0 turns it off
+    polish: int = 0
+    #: a step is taken only when the best window beats the current box by more than this
+    min_gain: float = 0.0
+    #: floor: windows smaller than this share of the photo's area are not tried
+    min_area_frac: float = 0.002
+    #: floor: nor windows whose short side is under this many pixels of the full-resolution photo
+    min_side_px: int = 16
+    #: embed the windows at this square input side (None: the model's own); cost grows with its square
+    input_side: int | None = 48
+
+    def key(self) -> tuple:
+        return (
+            self.grid,
+            self.zoom,
+            self.margin,
+            self.max_steps,
+            self.polish,
+            self.min_gain,
+            self.min_area_frac,
+            self.min_side_px,
+            self.input_side,
+        )
+
+
+#: For one photo the user opened: no screenful to share the time with, so look harder.
+DETAIL_STRATEGY = RefineStrategy(grid=3, zoom=0.6, margin=0.25, max_steps=4, polish=4, input_side=128)
+
+
+@dataclass
+class RefineResult:
+    """The refined box of one hit, with the scores that chose it.
+
+    ``tile_score`` is the hit's own box scored the same way as the windows (same input side), so
+    ``score`` and ``tile_score`` compare; the index's score (``PhotoHit.score``) may be on another
+    scale when the windows are embedded at a reduced input side.
+    """
+
+    box: Box  # upright full-resolution pixels
+    score: float
+    tile_box: Box
+    tile_score: float
+    steps: int  # zoom steps taken (0: the tile was already the best)
+    crops: int = 0  # windows embedded
+    seconds: float = 0.0
+    trail: list[tuple[Box, float]] = field(default_factory=list)  # the box after each step
+    cancelled: bool = False
+
+    @property
+    def shrink(self) -> float:
+        """How many times smaller in area the refined box is than the tile."""
+        return self.tile_box.area / max(1, self.box.area)
+
+
+def clamp_box(box: Box, width: int, height: int) -> Box:
+    x0, y0 = min(max(box.x0, 0), width - 1), min(max(box.y0, 0), height - 1)
+    return Box(x0, y0, max(x0 + 1, min(box.x1, width)), max(y0 + 1, min(box.y1, height)))
+
+
+def _positions(lo: float, hi: float, size: float, count: int) -> list[float]:
+    """``count`` window starts spread evenly so the windows span ``[lo, hi)``."""
+    if count <= 1 or hi - lo <= size:
+        return [lo + (hi - lo - size) / 2]
+    step = (hi - lo - size) / (count - 1)
+    return [lo + i * step for i in range(count)]
+
+
+def _grid_windows(box: Box, width: int, height: int, zoom: float, grid: int, margin: float) -> list[Box]:
+    w, h = box.width * zoom, box.height * zoom
+    mx, my = box.width * margin, box.height * margin
+    ax0, ax1 = max(0.0, box.x0 - mx), min(float(width), box.x1 + mx)
+    ay0, ay1 = max(0.0, box.y0 - my), min(float(height), box.y1 + my)
+    return [
+        clamp_box(Box.from_list((x, y, x + w, y + h)), width, height)
+        for y in _positions(ay0, ay1, h, grid)
+        for x in _positions(ax0, ax1, w, grid)
+    ]
+
+
+def _above_floor(b: Box, width: int, height: int, s: RefineStrategy) -> bool:
+    return b.area >= s.min_area_frac * width * height and min(b.width, b.height) >= s.min_side_px
+
+
+def _unique(boxes: list[Box], box: Box, width: int, height: int, s: RefineStrategy) -> list[Box]:
+    out: list[Box] = []
+    seen = {box}
+    for b in boxes:
+        if b not in seen and _above_floor(b, width, height, s):
+            seen.add(b)
+            out.append(b)
+    return out
+
+
+def windows(box: Box, width: int, height: int, strategy: RefineStrategy) -> list[Box]:
+    """The candidate windows of one zoom step around ``box``: ``grid`` x ``grid`` windows of
+    ``zoom`` times its size spread over the box widened by ``margin`` (deduplicated, inside the
+    photo, above the floor)."""
+    s = strategy
+    return _unique(_grid_windows(box, width, height, s.zoom, s.grid, s.margin), box, width, height, s)
+
+
+def polish_windows(
+    box: Box, width: int, height: int, strategy: RefineStrategy, step: float = 0.25
+) -> list[Box]:
+    """Small corrections once zooming stops: the box moved by ``step`` of its size each way, grown or
+    shrunk about its centre, and made wider, narrower, taller or shorter (a grid of windows keeps the
+    tile's shape and position steps; an object has its own)."""
+    cx, cy = box.center
+    w, h = box.width, box.height
+    g, k = 1 + step, 1 / (1 + step)
+    out = [
+        (box.x0 + dx * w, box.y0 + dy * h, box.x1 + dx * w, box.y1 + dy * h)
+        for dx, dy in ((-step, 0), (step, 0), (0, -step), (0, step))
+    ]
+    for fw, fh in ((g, g), (k, k), (g, 1), (k, 1), (1, g), (1, k)):
+        out.append((cx - fw * w / 2, cy - fh * h / 2, cx + fw * w / 2, cy + fh * h / 2))
+    moved = []
+    for b in (Box.from_list(v) for v in out):  # keep the size when shifting against the photo's edge
+        sx = max(0, -b.x0) - max(0, b.x1 - width)
+        sy = max(0, -b.y0) - max(0, b.y1 - height)
+        moved.append(clamp_box(Box(b.x0 + sx, b.y0 + sy, b.x1 + sx, b.y1 + sy), width, height))
+    return _unique(moved, box, width, height, strategy)
+
+
+def decode_side_for(hit: PhotoHit, box: Box, strategy: RefineStrategy, model_side: int) -> int | None:
+    """The short side to decode the photo at: enough that the smallest window still fills the model
+    input, no more (a reduced JPEG decode of a 24 MP photo is several times faster)."""
+    side = strategy.input_side or model_side
+    smallest = max(1.0, min(box.width, box.height) * strategy.zoom**strategy.max_steps)
+    short = max(1, min(hit.width, hit.height))
+    need = int(np.ceil(short * min(1.0, side / smallest)))
+    return None if need >= short else max(need, side)
+
+
+StepCallback = Callable[[RefineResult], None]
+
+
+class Refiner:
+    """Zooms into a hit's box with the same model that found it. One batch of windows per step."""
+
+    def __init__(self, embedder: Embedder, strategy: RefineStrategy | None = None):
+        self.embedder = embedder
+        self.strategy = strategy or RefineStrategy()
+
+    def _embed(self, crops: list) -> np.ndarray:
+        side = self.strategy.input_side
+        if side:
+            return self.embedder.embed_images_at(crops, side)
+        return self.embedder.embed_images(crops)
+
+    def load(self, hit: PhotoHit) -> DecodedImage:
+        min_side = decode_side_for(hit, hit.box, self.strategy, self.embedder.input_size())
+        return load_image(hit.path, min_side)
+
+    def refine(
+        self,
+        hit: PhotoHit,
+        query_vector: np.ndarray,
+        cancel: threading.Event | None = None,
+        *,
+        image: DecodedImage | None = None,
+        on_step: StepCallback | None = None,
+    ) -> RefineResult:
+        """Refine ``hit``'s box for ``query_vector``. Raises :class:`ImageError` when the photo can no
+        longer be read. With ``cancel`` set, stops before the next batch and returns what it has,
+        marked ``cancelled``. ``on_step`` gets the result so far after every step taken."""
+        t0 = time.perf_counter()
+        s = self.strategy
+        img = image if image is not None else self.load(hit)
+        W, H = img.width, img.height
+        tile = hit.box
+        if (hit.width, hit.height) not in ((W, H), (0, 0)):
+            # The photo changed size since it was indexed: carry the box over proportionally.
+            tile = Box.from_list(hit.box.scaled(W / hit.width, H / hit.height))
+        tile = clamp_box(tile, W, H)
+        q = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+        result = RefineResult(tile, float("nan"), tile, float("nan"), 0)
+        if cancel is not None and cancel.is_set():
+            result.cancelled = True
+            return result
+        # Step 0 scores the tile itself in the same batch, at the same input side as the windows.
+        cands = [tile] + windows(tile, W, H, s)
+        cur, cur_score = tile, float("nan")
+        zooms, polishes, move = 0, 0, 0.25
+        while cands:
+            vecs = self._embed([img.crop(b) for b in cands])
+            result.crops += len(cands)
+            scores = vecs @ q
+            if np.isnan(cur_score):
+                cur_score = result.tile_score = result.score = float(scores[0])
+                cands, scores = cands[1:], scores[1:]
+            i = int(np.argmax(scores)) if len(cands) else -1
+            improved = i >= 0 and float(scores[i]) > cur_score + s.min_gain
+            if improved:
+                cur, cur_score = cands[i], float(scores[i])
+                result.box, result.score = cur, cur_score
+                result.steps += 1
+                result.trail.append((cur, cur_score))
+                if on_step is not None:
+                    result.seconds = time.perf_counter() - t0
+                    on_step(result)
+            if cancel is not None and cancel.is_set():
+                result.cancelled = True
+                break
+            if polishes == 0:
+                zooms += improved
+                # Zoom again while it helps and the step budget lasts.
+                cands = windows(cur, W, H, s) if improved and zooms < s.max_steps else []
+                if cands:
+                    continue
+            elif not improved:
+                move /= 2  # nothing better one quarter away: look closer
+            # Then small corrections while they help (each batch one step of a hill climb).
+            cands = polish_windows(cur, W, H, s, move) if polishes < s.polish else []
+            polishes += 1
+        result.seconds = time.perf_counter() - t0
+        return result
+
+
+# -- cache ---------------------------------------------------------------------------------------------
+def query_key(query_vector: np.ndarray) -> str:
+    """A short stable hash of a query vector (two queries with the same vector share refinements)."""
+    v = np.ascontiguousarray(np.asarray(query_vector, dtype=np.float32).reshape(-1))
+    return hashlib.blake2b(v.tobytes(), digest_size=12).hexdigest()
+
+
+def photo_key(path: str) -> tuple[str, int] | None:
+    """The photo's path and modification time: an edited photo is refined afresh."""
+    try:
+        return (path, os.stat(path).st_mtime_ns)
+    except OSError:
+        return None
+
+
+class RefineCache:
+    """Refined boxes per (photo path + mtime, query vector, strategy) while the app runs.
+
+    Thread-safe: the GUI's worker fills it while the UI thread reads it. Least recently used entries
+    go first once ``capacity`` is reached.
+    """
+
+    def __init__(self, capacity: int = 2048):
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, RefineResult] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(path: str, query_vector: np.ndarray, strategy: RefineStrategy) -> tuple | None:
+        pk = photo_key(path)
+        return None if pk is None else (*pk, query_key(query_vector), strategy.key())
+
+    def get(self, path: str, query_vector: np.ndarray, strategy: RefineStrategy) -> RefineResult | None:
+        k = self.key(path, query_vector, strategy)
+        with self._lock:
+            r = self._items.get(k) if k is not None else None
+            if r is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(k)
+            self.hits += 1
+            return r
+
+    def put(
+        self, path: str, query_vector: np.ndarray, strategy: RefineStrategy, result: RefineResult
+    ) -> None:
+        if result.cancelled:
+            return  # a half-done refinement is not the answer
+        k = self.key(path, query_vector, strategy)
+        if k is None:
+            return
+        with self._lock:
+            self._items[k] = result
+            self._items.move_to_end(k)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+# -- many hits -----------------------------------------------------------------------------------------
+#: (index in the list, the hit, its refinement): called once per refined hit, in list order
+HitCallback = Callable[[int, PhotoHit, RefineResult], None]
+#: (index, the hit, why it could not be refined)
+HitErrorCallback = Callable[[int, PhotoHit, str], None]
+
+
+def apply_refinement(hit: PhotoHit, result: RefineResult) -> PhotoHit:
+    hit.refined_box, hit.refined_score = result.box, result.score
+    return hit
+
+
+def refine_hits(
+    refiner: Refiner,
+    hits: Sequence[PhotoHit],
+    query_vector: np.ndarray,
+    *,
+    on_result: HitCallback | None = None,
+    on_error: HitErrorCallback | None = None,
+    cancel: threading.Event | None = None,
+    cache: RefineCache | None = None,
+    apply: bool = True,
+) -> list[RefineResult | None]:
+    """Refine ``hits`` one after another (the first screenful first), reporting each as it is done.
+
+    Runs on the caller's thread (the GUI calls it from a worker). Stops as soon as ``cancel`` is set:
+    hits not reached stay ``None``, and a hit cut short is neither reported nor cached. A photo that
+    can no longer be read is reported to ``on_error`` and skipped. With ``apply``, each hit's
+    ``refined_box``/``refined_score`` are set as well.
+    """
+    out: list[RefineResult | None] = [None] * len(hits)
+    for i, hit in enumerate(hits):
+        if cancel is not None and cancel.is_set():
+            break
+        result = cache.get(hit.path, query_vector, refiner.strategy) if cache is not None else None
+        if result is None:
+            try:
+                result = refiner.refine(hit, query_vector, cancel)
+            except ImageError as exc:
+                log.info("cannot refine %s: %s", hit.path, exc)
+                if on_error is not None:
+                    on_error(i, hit, str(exc))
+                continue
+            if result.cancelled:
+                break
+            if cache is not None:
+                cache.put(hit.path, query_vector, refiner.strategy, result)
+        out[i] = result
+        if apply:
+            apply_refinement(hit, result)
+        if on_result is not None:
+            on_result(i, hit, result)
+    return out
+
+
+def rerank_by_refined(hits: Sequence[PhotoHit]) -> list[PhotoHit]:
+    """Order hits by their zoomed score (``Settings.rerank_by_zoom``).
+
+    Only refined hits move, and only among themselves: the refined score is on another scale than
+    the index's, so unrefined hits keep their places. Ties keep the original order.
+    """
+    refined = [i for i, h in enumerate(hits) if h.refined_score is not None]
+    order = sorted(refined, key=lambda i: (-float(hits[i].refined_score), i))
+    out = list(hits)
+    for slot, src in zip(refined, order):
+        out[slot] = hits[src]
+    return out
+
+
+def with_strategy(refiner: Refiner, **changes) -> Refiner:
+    return Refiner(refiner.embedder, replace(refiner.strategy, **changes))
