@@ -13,6 +13,7 @@ slow reads (search, thumbnails, refinement) from queueing behind a long indexing
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -64,9 +65,38 @@ def _get_poster() -> _Poster:
         return _poster
 
 
+class _GarbageCollector(QtCore.QObject):
+    """Python's cyclic garbage collector runs on whatever thread happens to allocate; if that is a worker
+    and the garbage holds Qt objects of the UI thread, Qt deletes them from the wrong thread and the
+    process can crash (seen: a segfault while a worker loaded the model). So automatic collection is
+    off, and this timer collects on the UI thread instead, by the same generation thresholds (the
+    approach qutebrowser uses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thresholds = gc.get_threshold()
+        gc.disable()
+        self.timer = QtCore.QTimer(self)
+        self.timer.timeout.connect(self.check)
+        self.timer.start(100)
+
+    def check(self) -> None:
+        c0, c1, c2 = gc.get_count()
+        t0, t1, t2 = self.thresholds
+        if c0 > t0:
+            gc.collect(2 if c2 > t2 else 1 if c1 > t1 else 0)
+
+
+_gc: _GarbageCollector | None = None
+
+
 def install() -> None:
-    """Create the bridge on the UI thread (called once at start-up, before any worker runs)."""
+    """Create the bridge on the UI thread (called once at start-up, before any worker runs), and move
+    garbage collection to the UI thread."""
+    global _gc
     _get_poster()
+    if _gc is None and on_main_thread():
+        _gc = _GarbageCollector()
 
 
 def to_main(fn: Callable, *args: Any, **kwargs: Any) -> None:
