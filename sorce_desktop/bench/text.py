@@ -12,7 +12,9 @@ Real text: the photos with a COCO "stop sign" are indexed unchanged and searched
 The real product path runs: the indexer with the OCR text source and no visual model, then
 ``SearchService`` text-only search for each word. Reported: Recall@1/5/10 of the photo holding the word,
 IoU of the returned box with the word's ink box (for words found in the top 10), both by text size, and
-by placement and contrast; OCR seconds per photo (median); the stop-sign check.
+by placement and contrast; OCR seconds per photo (median, wall and CPU); the stop-sign check.
+``--engine NAME:key=val,...`` (repeatable) indexes the same photos once per OCR engine setting, so
+recall and OCR cost of the settings are compared within one run.
 """
 
 from __future__ import annotations
@@ -38,6 +40,31 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-stop-signs", action="store_true", help="leave out the real-text check")
     p.add_argument("--dataset", default=None, help="coco-small folder (default: ../shared/datasets)")
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=None,
+        metavar="NAME[:KEY=VAL,...]",
+        help="OCR engine settings to compare on the same photos (repeatable), e.g. "
+        "'before:target_short=960,max_upscale=2' (keys: OcrEngine's arguments); default: the defaults",
+    )
+
+
+def _engines(specs: list[str] | None) -> list[tuple[str, dict]]:
+    """``NAME:key=val,...`` -> (NAME, OcrEngine keyword arguments)."""
+    out = []
+    for spec in specs or ["default"]:
+        name, _, rest = spec.partition(":")
+        kw: dict = {}
+        for item in filter(None, rest.split(",")):
+            k, _, v = item.partition("=")
+            v = v.strip().lower()
+            if v in ("true", "false"):
+                kw[k.strip()] = v == "true"
+            else:
+                kw[k.strip()] = float(v) if "." in v else int(v)
+        out.append((name or "default", kw))
+    return out
 
 
 def _dataset(arg: str | None) -> Path:
@@ -53,12 +80,8 @@ def _dataset(arg: str | None) -> Path:
 
 
 def run(args) -> int:
-    from sorce_desktop.bench.text_render import available_fonts, iou, plan_words, render_word
-    from sorce_desktop.core.indexer import Indexer
-    from sorce_desktop.core.ocr import TextSource
-    from sorce_desktop.core.search import SearchService
-    from sorce_desktop.core.store import Store
-    from sorce_desktop.core.textsearch import TextSearcher
+    from sorce_desktop.bench.text_render import available_fonts, plan_words, render_word
+    from sorce_desktop.core.ocr import OcrEngine
 
     ds = _dataset(args.dataset)
     fonts, notices = available_fonts()
@@ -111,60 +134,12 @@ def run(args) -> int:
                     )
                 img.save(folder / src.name, quality=92)
 
-        # -- index: the product's indexer, OCR source only (no visual model) --
-        source = TextSource()
-        per_photo: list[float] = []
-        read = source.read
-
-        def timed(image):
-            t = time.perf_counter()
-            out = read(image)
-            per_photo.append(time.perf_counter() - t)
-            return out
-
-        source.read = timed
-        store = Store(Path(tmp) / "data")
-        try:
-            store.add_folder(str(folder))
-            t0 = time.perf_counter()
-            report = Indexer(store, None, None, text_source=source).run([str(folder)])
-            index_s = time.perf_counter() - t0
-            service = SearchService(store, None, TextSearcher(store, source.embedder))
-            by_path = {Path(r.path).name: r.id for r in store.photos_under(str(folder))}
-
-            results = []
-            for word, name, r in words:
-                hits = service.search(word, top=10)
-                rank = next((k for k, h in enumerate(hits, 1) if Path(h.path).name == name), None)
-                box_iou = iou(hits[rank - 1].box, r.box) if rank else None
-                results.append(
-                    {
-                        "word": word,
-                        "photo": name,
-                        "size": r.rel_height,
-                        "px": r.box.y1 - r.box.y0,
-                        "font": r.font,
-                        "angle": round(r.angle, 1),
-                        "contrast": r.contrast,
-                        "busy": r.busy,
-                        "rank": rank,
-                        "iou": box_iou,
-                    }
-                )
-            stop = None
-            if stop_ids:
-                hits = service.search("stop", top=20)
-                found = {Path(h.path).name for h in hits} & stop_files
-                stop = {
-                    "photos_with_stop_sign": len(stop_files & set(by_path)),
-                    "found_in_top20": len(found),
-                    "returned": len(hits),
-                    "returned_without_stop_sign": len(
-                        [h for h in hits if Path(h.path).name not in stop_files]
-                    ),
-                }
-        finally:
-            store.close()
+        runs = {}
+        for name, kw in _engines(args.engine):
+            print(f"engine {name}: {kw or 'defaults'}", file=sys.stderr)
+            runs[name] = _index_and_search(
+                Path(tmp) / f"data-{name}", folder, words, stop_files, OcrEngine(**kw) if kw else None
+            )
 
     def summary(rows):
         n = len(rows)
@@ -180,50 +155,135 @@ def run(args) -> int:
             "median_px": statistics.median(r["px"] for r in rows) if rows else None,
         }
 
+    def q(xs: list[float], f: float) -> float | None:
+        return round(sorted(xs)[int(f * (len(xs) - 1))], 3) if xs else None
+
+    def engine_out(run: dict) -> dict:
+        results = run["results"]
+        return {
+            "engine": run["engine"],
+            "by_size": {str(s): summary([r for r in results if r["size"] == s]) for s in sizes},
+            "by_placement": {
+                k: summary([r for r in results if r["busy"] == (k == "busy")]) for k in ("busy", "anywhere")
+            },
+            "by_contrast": {
+                c: summary([r for r in results if r["contrast"] == c]) for c in ("high", "medium", "low")
+            },
+            "all": summary(results),
+            "ocr_seconds_per_photo_median": q(run["per_photo"], 0.5),
+            "ocr_seconds_per_photo_p90": q(run["per_photo"], 0.9),
+            # CPU seconds of this process: less inflated than wall time on a shared machine
+            "ocr_cpu_seconds_per_photo_median": q(run["per_photo_cpu"], 0.5),
+            "index_seconds": round(run["index_s"], 1),
+            "photos_read": run["report"].text_read,
+            "lines_found": run["report"].text_lines,
+            "stop_signs": run["stop"],
+            "words": results,
+        }
+
+    engines = {name: engine_out(run) for name, run in runs.items()}
     out = {
         "synthetic_text_on_real_photos": True,
         "photos": len(photos),
         "scale": args.scale,
         "photo_height_px": round(480 * args.scale),
         "fonts": [Path(f).stem for f in fonts],
-        "by_size": {str(s): summary([r for r in results if r["size"] == s]) for s in sizes},
-        "by_placement": {
-            k: summary([r for r in results if r["busy"] == (k == "busy")]) for k in ("busy", "anywhere")
-        },
-        "by_contrast": {
-            c: summary([r for r in results if r["contrast"] == c]) for c in ("high", "medium", "low")
-        },
-        "all": summary(results),
-        "ocr_seconds_per_photo_median": round(statistics.median(per_photo), 3) if per_photo else None,
-        "ocr_seconds_per_photo_p90": round(sorted(per_photo)[int(0.9 * (len(per_photo) - 1))], 3)
-        if per_photo
-        else None,
-        "index_seconds": round(index_s, 1),
-        "photos_read": report.text_read,
-        "lines_found": report.text_lines,
-        "engine": source.engine_id,
-        "stop_signs": stop,
-        "words": results,
+        "engines": engines,
     }
+    if len(engines) == 1:  # one engine: its figures at the top level, as before
+        out.update(next(iter(engines.values())))
     if args.json:
         print(json.dumps(out))
         return 0
-    print(
-        f"SYNTHETIC TEXT ON REAL PHOTOS: {len(photos)} coco-small photos x{args.scale:g}, {len(results)} words"
-    )
-    print(f"{'size':>6} {'px':>5} {'n':>4} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'IoU med':>8} {'IoU>=.5':>8}")
-    for s in sizes:
-        m = out["by_size"][str(s)]
+    print(f"SYNTHETIC TEXT ON REAL PHOTOS: {len(photos)} coco-small photos x{args.scale:g}, {len(words)} words")
+    for name, e in engines.items():
+        print(f"engine {name}: {e['engine']}")
+        print(f"{'size':>6} {'px':>5} {'n':>4} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'IoU med':>8} {'IoU>=.5':>8}")
+        for s in sizes:
+            m = e["by_size"][str(s)]
+            print(
+                f"{s:>6.3f} {m['median_px'] or 0:>5} {m['words']:>4} {m['recall@1']:>6} {m['recall@5']:>6} "
+                f"{m['recall@10']:>6} {m['median_iou']!s:>8} {m['iou>=0.5']!s:>8}"
+            )
+        for group in ("by_placement", "by_contrast"):
+            for k, m in e[group].items():
+                print(f"  {k:>9}: R@5 {m['recall@5']}  IoU med {m['median_iou']}  ({m['words']} words)")
         print(
-            f"{s:>6.3f} {m['median_px'] or 0:>5} {m['words']:>4} {m['recall@1']:>6} {m['recall@5']:>6} "
-            f"{m['recall@10']:>6} {m['median_iou']!s:>8} {m['iou>=0.5']!s:>8}"
+            f"OCR seconds per photo: median {e['ocr_seconds_per_photo_median']} "
+            f"(CPU {e['ocr_cpu_seconds_per_photo_median']}), p90 {e['ocr_seconds_per_photo_p90']}"
         )
-    for group in ("by_placement", "by_contrast"):
-        for k, m in out[group].items():
-            print(f"  {k:>9}: R@5 {m['recall@5']}  IoU med {m['median_iou']}  ({m['words']} words)")
-    print(
-        f"OCR seconds per photo: median {out['ocr_seconds_per_photo_median']}, p90 {out['ocr_seconds_per_photo_p90']}"
-    )
-    if stop:
-        print(f"real text 'stop': {stop}")
+        if e["stop_signs"]:
+            print(f"real text 'stop': {e['stop_signs']}")
     return 0
+
+
+def _index_and_search(data: Path, folder: Path, words: list, stop_files: set[str], engine) -> dict:
+    """The product path for one OCR engine: index the folder (text only), search every word."""
+    from sorce_desktop.bench.text_render import iou
+    from sorce_desktop.core.indexer import Indexer
+    from sorce_desktop.core.ocr import TextSource
+    from sorce_desktop.core.search import SearchService
+    from sorce_desktop.core.store import Store
+    from sorce_desktop.core.textsearch import TextSearcher
+
+    source = TextSource(engine)
+    per_photo: list[float] = []
+    per_photo_cpu: list[float] = []
+    read = source.read
+
+    def timed(image):
+        t, c = time.perf_counter(), time.process_time()
+        out = read(image)
+        per_photo.append(time.perf_counter() - t)
+        per_photo_cpu.append(time.process_time() - c)
+        return out
+
+    source.read = timed
+    store = Store(data)
+    try:
+        store.add_folder(str(folder))
+        t0 = time.perf_counter()
+        report = Indexer(store, None, None, text_source=source).run([str(folder)])
+        index_s = time.perf_counter() - t0
+        service = SearchService(store, None, TextSearcher(store, source.embedder))
+        by_path = {Path(r.path).name: r.id for r in store.photos_under(str(folder))}
+        results = []
+        for word, name, r in words:
+            hits = service.search(word, top=10)
+            rank = next((k for k, h in enumerate(hits, 1) if Path(h.path).name == name), None)
+            box_iou = iou(hits[rank - 1].box, r.box) if rank else None
+            results.append(
+                {
+                    "word": word,
+                    "photo": name,
+                    "size": r.rel_height,
+                    "px": r.box.y1 - r.box.y0,
+                    "font": r.font,
+                    "angle": round(r.angle, 1),
+                    "contrast": r.contrast,
+                    "busy": r.busy,
+                    "rank": rank,
+                    "iou": box_iou,
+                }
+            )
+        stop = None
+        if stop_files:
+            hits = service.search("stop", top=20)
+            found = {Path(h.path).name for h in hits} & stop_files
+            stop = {
+                "photos_with_stop_sign": len(stop_files & set(by_path)),
+                "found_in_top20": len(found),
+                "returned": len(hits),
+                "returned_without_stop_sign": len([h for h in hits if Path(h.path).name not in stop_files]),
+            }
+    finally:
+        store.close()
+    return {
+        "results": results,
+        "per_photo": per_photo,
+        "per_photo_cpu": per_photo_cpu,
+        "index_s": index_s,
+        "report": report,
+        "engine": source.engine_id,
+        "stop": stop,
+    }

@@ -11,7 +11,7 @@ detector runs at a *working scale* chosen from the photo:
 - small photos are enlarged so their short side reaches ``target_short`` (at most ``max_upscale``x):
   text 2 % of a 480 px photo's height is ~10 px and is only found once enlarged;
 - large photos keep full resolution up to ``max_megapixels`` (text 1 % of a 3000 px photo's height
-  stays ~12 px at 2 MP), and the detector sees them in overlapping tiles of at most ``tile`` px, so
+  stays ~15 px at 3 MP), and the detector sees them in overlapping tiles of at most ``tile`` px, so
   one forward never has to hold a 12 MP activation map. Lines cut by a tile seam are joined again.
 
 Every box returned is in upright full-resolution pixels (EXIF applied by :func:`load_image`).
@@ -119,10 +119,14 @@ class OcrEngine:
     def __init__(
         self,
         *,
-        target_short: int = 960,
-        max_upscale: float = 2.0,
-        max_megapixels: float = 2.0,
-        tile: int = 1536,
+        # Measured with `bench text` (docs/benchmarks.md, "Text in photos"): enlarging small photos 3x
+        # (was 2x to 960 px) finds more of the small words at ~2x the OCR time of such photos; keeping
+        # up to 3 MP (was 2) keeps camera photos' small text legible. Tiles stay under 2000 px, the
+        # size above which RapidOCR's detector would shrink a tile itself.
+        target_short: int = 1440,
+        max_upscale: float = 3.0,
+        max_megapixels: float = 3.0,
+        tile: int = 1920,
         overlap: int = 192,
         min_confidence: float = 0.5,
         det_thresh: float = 0.2,
@@ -130,6 +134,8 @@ class OcrEngine:
         use_angle_cls: bool = True,
         threads: int | None = None,
     ):
+        if tile > 1999:
+            raise ValueError("tile must stay under 2000 px: RapidOCR's detector shrinks larger inputs")
         module, RapidOCR = _import_rapidocr()
         self.target_short = target_short
         self.max_upscale = max_upscale

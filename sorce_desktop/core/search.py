@@ -154,7 +154,9 @@ class SearchService:
         min_score: float | None = None,
         vector: np.ndarray | None = None,
     ) -> list[PhotoHit]:
-        use_text = self.text is not None and text is not None and image is None and vector is None
+        # ``vector`` with ``text``: the visual query already embedded (the GUI keeps it for refinement);
+        # the text still searches the words in photos.
+        use_text = self.text is not None and text is not None and image is None
         parsed = parse_query(clean_query(text)) if use_text else None
         if self.embedder is None and vector is None:
             if image is not None:

@@ -45,7 +45,11 @@ class ResultsModel(QtCore.QAbstractListModel):
                 lines.append(f"Words matched: “{it.hit.text}”")
             return "\n".join(lines)
         if role == Qt.ItemDataRole.AccessibleTextRole:
-            return f"{os.path.basename(it.hit.path)}, score {it.hit.score:.2f}"
+            words = f", words “{it.hit.text}”" if it.hit.text else ""
+            return (
+                f"{os.path.basename(it.hit.path)}, {source_label(it.hit.source)} match{words}, "
+                f"score {it.hit.score:.2f}"
+            )
         return None
 
     def set_items(self, items: list[ResultItem]) -> None:

