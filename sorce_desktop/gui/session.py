@@ -182,6 +182,11 @@ class Session(QtCore.QObject):
         def loaded(embedder) -> None:
             if self._closing:
                 return
+            # The model and libraries are long-lived: move them out of the collector's reach, so the
+            # UI thread's full collections (gui/tasks.py) stay short.
+            import gc
+
+            gc.freeze()
             if reindex_layout is not None or self.lib.store.binding() is None:
                 self._bind(embedder, reindex_layout)
             else:

@@ -76,6 +76,7 @@ class _GarbageCollector(QtCore.QObject):
         super().__init__()
         self.thresholds = gc.get_threshold()
         gc.disable()
+        gc.freeze()  # what exists at start-up (Qt, the app's modules) lives as long as the app
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.check)
         self.timer.start(100)
