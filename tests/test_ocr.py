@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from sorce_desktop.core import textstore
 from sorce_desktop.core.ocr import TextLine
@@ -17,7 +15,6 @@ from sorce_desktop.core.regions import Box
 from sorce_desktop.core.search import PhotoHit, fuse
 from sorce_desktop.core.store import IndexedPhoto, Store
 from sorce_desktop.core.textsearch import TextHit, TextSearcher, letter_score, narrow_box, parse_query
-from tests.conftest import coco_photos
 
 ENGINE = "test-engine"
 
@@ -136,27 +133,7 @@ def test_fuse_ranks_photos_found_both_ways_first():
 
 
 # -- the real path: OCR + MiniLM from their packages, no visual model ---------------------------------
-WORDS = ["lantern", "harbor"]
-
-
-@pytest.fixture(scope="module")
-def worded_photos(tmp_path_factory):
-    from sorce_desktop.bench.text_render import available_fonts, render_word
-
-    fonts, _ = available_fonts()
-    if not fonts:
-        pytest.skip("no TrueType font installed")
-    root = tmp_path_factory.mktemp("worded") / "photos"
-    root.mkdir()
-    rng = random.Random(3)
-    boxes = {}
-    for i, (p, word) in enumerate(zip(coco_photos(2, start=40), WORDS)):
-        img = Image.open(p).convert("RGB")
-        r = render_word(img, word, 0.06, fonts[i % len(fonts)], 6.0 * (1 - 2 * i), "high", rng, busy=False)
-        assert r is not None
-        img.save(root / p.name, quality=95)
-        boxes[word] = (root / p.name, r.box)
-    return root, boxes
+WORDS = ["lantern", "harbor"]  # drawn by the worded_photos fixture (conftest.py)
 
 
 @pytest.fixture(scope="module")
