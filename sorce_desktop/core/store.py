@@ -113,7 +113,9 @@ def _translate_db_error(exc: sqlite3.OperationalError, folder: Path) -> StoreErr
             "it is kept. Free some disk space: indexing resumes where it stopped."
         )
     if "locked" in msg or "busy" in msg:
-        return StoreLocked(f"The catalog in {folder} is locked by another process; try again when it finishes.")
+        return StoreLocked(
+            f"The catalog in {folder} is locked by another process; try again when it finishes."
+        )
     return StoreError(f"The catalog in {folder} could not be written ({_reason(exc)}).")
 
 
@@ -305,6 +307,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_KEEP = object()
+
+
+def upsert_indexed_photo(db: sqlite3.Connection, p: IndexedPhoto, now: float, *, variant=_KEEP) -> int:
+    """Insert or update one photo as indexed (inside the caller's transaction); returns its id.
+    ``variant`` is written when given (visual embedding), kept as it is otherwise (text only)."""
+    key = path_key(p.path)
+    cols = "path, folder, size, mtime_ns, hash, status, error, width, height, indexed_at"
+    values = [
+        key,
+        path_key(p.folder) if p.folder else None,
+        p.size,
+        p.mtime_ns,
+        p.hash,
+        INDEXED,
+        None,
+        p.width,
+        p.height,
+        now,
+    ]
+    updates = "folder, size, mtime_ns, hash, status, error, width, height, indexed_at"
+    if variant is not _KEEP:
+        cols += ", variant"
+        values.append(variant)
+        updates += ", variant"
+    db.execute(
+        f"INSERT INTO photos({cols}) VALUES ({','.join('?' * len(values))}) ON CONFLICT(path) DO UPDATE SET "
+        + ", ".join(f"{c}=excluded.{c}" for c in updates.split(", ")),
+        values,
+    )
+    return db.execute("SELECT id FROM photos WHERE path=?", (key,)).fetchone()[0]
+
+
 class Store:
     """Catalog + vector index under one folder. Thread-safe: one connection behind a lock."""
 
@@ -333,7 +368,9 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         path = self.folder / CATALOG_NAME
         try:
-            db = sqlite3.connect(path, timeout=self.busy_timeout_s, check_same_thread=False, isolation_level=None)
+            db = sqlite3.connect(
+                path, timeout=self.busy_timeout_s, check_same_thread=False, isolation_level=None
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
@@ -438,7 +475,9 @@ class Store:
                     ).fetchall()
                     parts += [np.frombuffer(r[0], dtype=np.float32) for r in rows]
                 train = np.stack(parts)
-            log.info("vector index: %s -> %s for %d vectors", self.vectors.spec.describe(), want.describe(), n)
+            log.info(
+                "vector index: %s -> %s for %d vectors", self.vectors.spec.describe(), want.describe(), n
+            )
             self.vectors = VectorIndex(self.vectors.dim, want, train)
             self._sync_vectors()
             self._dirty = True
@@ -807,27 +846,7 @@ class Store:
         now = time.time()
         with self.transaction() as db:
             for p in photos:
-                key = path_key(p.path)
-                db.execute(
-                    "INSERT INTO photos(path, folder, size, mtime_ns, hash, status, error, width, height, variant, indexed_at) "
-                    "VALUES (?,?,?,?,?,?,NULL,?,?,?,?) ON CONFLICT(path) DO UPDATE SET folder=excluded.folder, "
-                    "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, status=excluded.status, "
-                    "error=NULL, width=excluded.width, height=excluded.height, variant=excluded.variant, "
-                    "indexed_at=excluded.indexed_at",
-                    (
-                        key,
-                        path_key(p.folder) if p.folder else None,
-                        p.size,
-                        p.mtime_ns,
-                        p.hash,
-                        INDEXED,
-                        p.width,
-                        p.height,
-                        p.variant,
-                        now,
-                    ),
-                )
-                pid = db.execute("SELECT id FROM photos WHERE path=?", (key,)).fetchone()[0]
+                pid = upsert_indexed_photo(db, p, now, variant=p.variant)
                 photo_ids.append(pid)
                 stale += self._region_ids_of(db, [pid])
                 db.execute("DELETE FROM regions WHERE photo_id=? AND source=?", (pid, VISUAL))

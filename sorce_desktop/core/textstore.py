@@ -151,7 +151,7 @@ def unread(store: Store, engine: str) -> list[PhotoRow]:
 
 def commit_text(store: Store, items: Sequence[TextPhoto], engine: str, text_model: str | None) -> list[int]:
     """Replace the text lines of each photo (one transaction). Returns the photo ids."""
-    from sorce_desktop.core.store import INDEXED, path_key
+    from sorce_desktop.core.store import upsert_indexed_photo
 
     ready = is_ready(store)
     now = time.time()
@@ -162,26 +162,7 @@ def commit_text(store: Store, items: Sequence[TextPhoto], engine: str, text_mode
         for it in items:
             pid = it.photo_id
             if it.photo is not None:
-                p = it.photo
-                key = path_key(p.path)
-                db.execute(
-                    "INSERT INTO photos(path, folder, size, mtime_ns, hash, status, error, width, height, indexed_at) "
-                    "VALUES (?,?,?,?,?,?,NULL,?,?,?) ON CONFLICT(path) DO UPDATE SET folder=excluded.folder, "
-                    "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, status=excluded.status, "
-                    "error=NULL, width=excluded.width, height=excluded.height, indexed_at=excluded.indexed_at",
-                    (
-                        key,
-                        path_key(p.folder) if p.folder else None,
-                        p.size,
-                        p.mtime_ns,
-                        p.hash,
-                        INDEXED,
-                        p.width,
-                        p.height,
-                        now,
-                    ),
-                )
-                pid = db.execute("SELECT id FROM photos WHERE path=?", (key,)).fetchone()[0]
+                pid = upsert_indexed_photo(db, it.photo, now)
             if pid is None or db.execute("SELECT 1 FROM photos WHERE id=?", (pid,)).fetchone() is None:
                 continue  # the photo was forgotten meanwhile (deleted by the watcher)
             photo_ids.append(pid)
