@@ -8,7 +8,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.sorce-installed
-want=$(cat pyproject.toml scripts/setup-env.sh | sha256sum | cut -c1-16)
+hash_cmd="sha256sum"; command -v sha256sum >/dev/null || hash_cmd="shasum -a 256"  # macOS has shasum
+want=$(cat pyproject.toml scripts/setup-env.sh | $hash_cmd | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
