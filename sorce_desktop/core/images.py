@@ -6,6 +6,7 @@ and move on. Files are only ever opened for reading.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -107,32 +108,41 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation in _SWAPS_AXES else (w, h)
 
 
-def load_image(path: str | os.PathLike, min_side: int | None = None) -> DecodedImage:
+def load_image(
+    path: str | os.PathLike, min_side: int | None = None, data: bytes | None = None
+) -> DecodedImage:
     """Open a photo upright in RGB.
+
+    ``data``: the file's bytes when the caller has read them already (the indexer hashes them too),
+    so the file is read once.
 
     ``min_side``: the smallest size the *short* side of the decoded image may have; JPEGs are then
     decoded at a reduced scale (Pillow's draft mode: a DCT-domain shrink, several times faster)
     as long as they keep at least that. ``None`` decodes at full size.
     """
     p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise ImageError("the file no longer exists") from None
-    except PermissionError:
-        raise ImageError("permission denied when reading the file") from None
-    except OSError as exc:
-        raise ImageError(f"the file cannot be read ({exc.strerror or exc})") from None
-    if not p.is_file():
-        raise ImageError("not a regular file")
-    if st.st_size == 0:
+    if data is None:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise ImageError("the file no longer exists") from None
+        except PermissionError:
+            raise ImageError("permission denied when reading the file") from None
+        except OSError as exc:
+            raise ImageError(f"the file cannot be read ({exc.strerror or exc})") from None
+        if not p.is_file():
+            raise ImageError("not a regular file")
+        size = st.st_size
+    else:
+        size = len(data)
+    if size == 0:
         raise ImageError("the file is empty (0 bytes)")
-    if st.st_size > MAX_FILE_BYTES:
-        raise ImageError(f"the file is too large ({st.st_size / 2**20:.0f} MB)")
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"the file is too large ({size / 2**20:.0f} MB)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(io.BytesIO(data) if data is not None else p) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise ImageError(f"the image is too large to decode safely ({w}x{h} pixels)")

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sorce_desktop.core import textstore
-from sorce_desktop.core.images import ImageError, load_image
+from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, load_image
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.ocr import OcrUnavailable, TextSource
 from sorce_desktop.core.regions import RegionLayout
-from sorce_desktop.core.scanner import FileEntry, file_hash, scan
+from sorce_desktop.core.scanner import FileEntry, bytes_hash, file_hash, scan
 from sorce_desktop.core.store import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store
 
 log = logging.getLogger(__name__)
@@ -358,7 +358,11 @@ class Indexer:
                 if pid is None and d.row.status != INDEXED:
                     # Text alone was to be indexed: the photo has nothing else, so it failed.
                     self.store.record_failure(
-                        d.row.path, d.row.folder, d.size, d.mtime_ns, f"the text reader failed on this photo ({exc})"
+                        d.row.path,
+                        d.row.folder,
+                        d.size,
+                        d.mtime_ns,
+                        f"the text reader failed on this photo ({exc})",
                     )
                     failed += 1
                     continue
@@ -366,9 +370,17 @@ class Indexer:
             photo = None
             if pid is None and d.row.status != INDEXED:
                 img = d.text_image
-                photo = IndexedPhoto(d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height)
+                photo = IndexedPhoto(
+                    d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height
+                )
             items.append(
-                textstore.TextPhoto(pid if pid is not None else (d.row.id if photo is None else None), d.hash, lines, None, photo)
+                textstore.TextPhoto(
+                    pid if pid is not None else (d.row.id if photo is None else None),
+                    d.hash,
+                    lines,
+                    None,
+                    photo,
+                )
             )
         texts = [ln.text for it in items for ln in it.lines]
         vectors, model = self._embed_lines(texts, report)
@@ -409,9 +421,17 @@ class Indexer:
             return out
         out.size, out.mtime_ns = st.st_size, st.st_mtime_ns
         try:
-            out.hash = file_hash(row.path)
-            if self.visual and row.status != INDEXED:
-                out.image = load_image(row.path, self._min_side)
+            decode = self.visual and row.status != INDEXED
+            if decode and out.size <= MAX_FILE_BYTES:
+                # Read once: the same bytes give the content hash and the decoded image.
+                with open(row.path, "rb") as f:
+                    data = f.read()
+                out.hash = bytes_hash(data)
+                out.image = load_image(row.path, self._min_side, data=data)
+            else:
+                out.hash = file_hash(row.path)
+                if decode:
+                    out.image = load_image(row.path, self._min_side)
             if self._text_engine is not None and self._text_done.get(row.id) != (out.hash, self._text_engine):
                 out.text_image = self.text_source.decode(row.path)
         except ImageError as exc:

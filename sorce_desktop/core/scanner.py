@@ -36,6 +36,11 @@ class ScanResult:
     offline: list[str] = field(default_factory=list)  # watched folders that are not there
 
 
+def bytes_hash(data: bytes) -> str:
+    """The same content hash as :func:`file_hash`, for bytes already read."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Content hash (BLAKE2b-128) used to recognise a moved file or an unchanged rewrite."""
     h = hashlib.blake2b(digest_size=16)
