@@ -123,3 +123,39 @@ def test_reindexing_a_photo_replaces_its_vectors_in_the_compressed_index(tmp_pat
     assert after == _catalog_ids(store)
     assert len(before - after) == 3 * REGIONS and len(after - before) == 3 * REGIONS
     store.close()
+
+
+def test_compressed_index_results_are_rescored_exactly(tmp_path, small_threshold, monkeypatch):
+    """Past the threshold the ranking and the scores are exact inner products with the catalog's
+    float32 vectors: the compressed index only proposes candidates."""
+    monkeypatch.setattr(ann, "RESCORE_MIN", 200)
+    rng = np.random.default_rng(3)
+    store = _open(tmp_path)
+    photos = _photos(rng, 0, 120)  # 1,200 vectors
+    store.commit_photos(photos)
+    store.save()
+    assert store.vectors.spec.kind == ann.IVFPQ
+    ids, vecs = store.region_vectors_by_ids(sorted(_catalog_ids(store)))
+    assert len(ids) == 1200
+    queries = [
+        p.regions[r % REGIONS].vector + 0.3 * rng.standard_normal(DIM).astype(np.float32)
+        for p, r in zip(photos[::6], range(20))
+    ]
+    exact_top, agree = 0, 0
+    for q in queries:
+        q = (q / np.linalg.norm(q)).astype(np.float32)
+        scores, got = store.search_vectors(q[None, :], 10)
+        truth = ids[np.argsort(-(vecs @ q))[:10]]
+        # every returned score is the exact inner product of the returned region's stored vector
+        rows = {int(i): j for j, i in enumerate(ids)}
+        np.testing.assert_allclose(scores[0], vecs[[rows[int(i)] for i in got[0]]] @ q, rtol=0, atol=1e-5)
+        assert list(scores[0]) == sorted(scores[0], reverse=True)
+        exact_top += int(got[0][0] == truth[0])
+        agree += len(set(got[0].tolist()) & set(truth.tolist()))
+    assert exact_top == len(queries)
+    assert agree >= 0.95 * 10 * len(queries)
+
+    # A region removed from the catalog between the index search and the fetch is never returned.
+    found, _ = store.region_vectors_by_ids([int(ids[0]), 10**9])
+    assert found.tolist() == [int(ids[0])]
+    store.close()

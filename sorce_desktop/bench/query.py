@@ -48,6 +48,21 @@ def add_arguments(p) -> None:
     p.add_argument("--pq-dims", default="4,8", help="dimensions per PQ code to try (4: 192 B for 768-d)")
     p.add_argument("--nprobe", default="16,32", help="inverted lists probed per query, comma-separated")
     p.add_argument("--max-gb", type=float, default=4.0, help="skip an index larger than this")
+    p.add_argument(
+        "--rescore",
+        default=f"0,{ann.RESCORE_MIN}",
+        help="compressed kinds: candidates re-scored exactly per query (at least; 0 = the compressed "
+        f"index's own ranking), comma-separated; the store uses {ann.RESCORE_MIN}",
+    )
+    p.add_argument(
+        "--fetch-db-max-gb",
+        type=float,
+        default=6.0,
+        help="re-scoring reads the candidates' float32 vectors from a SQLite table built like the "
+        "catalog's, for sizes whose table fits this; larger sizes time the same number of reads on the "
+        "largest table built (0: no table, the generator's time is counted instead)",
+    )
+    p.add_argument("--work-dir", metavar="DIR", help="where the SQLite table is built (default: a temp dir)")
     p.add_argument("--model", default="siglip2-base-patch16-256", help="synthetic spec for the text tower")
     p.add_argument("--no-text", action="store_true", help="leave out the text embedding")
     p.add_argument("--int8-text", action="store_true", help="also time an int8 text tower")
@@ -57,13 +72,29 @@ def add_arguments(p) -> None:
 
 
 # -- synthetic vectors ------------------------------------------------------------------------------
-class SyntheticVectors:
-    """Deterministic structured unit vectors, generated chunk by chunk (never all in memory)."""
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
-    CHUNK = 20_000  # photos per chunk
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a counter -> 64 well-mixed bits (uint64 arithmetic wraps)."""
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+class SyntheticVectors:
+    """Deterministic structured unit vectors with random access: the vector of region ``id`` is a pure
+    function of (seed, id), so a chunk is generated without the others, and a compressed index's
+    candidates can be re-scored with their exact vectors at any library size (never all in memory).
+
+    Counter-based: normals from hashed counters (Box-Muller), the isotropic noise as random signs (64
+    per hash; in 768-d its projections are as Gaussian as Gaussian noise's)."""
+
+    CHUNK = 5_000  # photos per chunk
 
     def __init__(self, dim: int, regions: int, seed: int = 0, rank: int = 128):
         rng = np.random.default_rng([seed, 1])
+        rank = min(rank, dim)
         self.dim, self.regions, self.seed, self.rank = dim, regions, seed, rank
         self.basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0].T.astype(np.float32)  # rank x dim
         self.scales = ((1.0 + np.arange(rank)) ** -0.5).astype(np.float32)
@@ -73,32 +104,57 @@ class SyntheticVectors:
         # Shares of a vector's energy: shared mean direction, structured part, isotropic noise.
         self.w_mean, self.w_struct, self.w_noise = 0.55, 0.75, 0.35
 
-    def _latent(self, rng, n: int) -> np.ndarray:
-        return rng.standard_normal((n, self.rank), dtype=np.float32) * self.scales * math.sqrt(self.rank)
+    def _salt(self, stream: int) -> np.uint64:
+        return _mix64(np.array([self.seed * 1_000_003 + stream], np.uint64))[0]
 
-    def _finish(self, rng, lat: np.ndarray) -> np.ndarray:
+    def _normals(self, stream: int, keys: np.ndarray, count: int) -> np.ndarray:
+        half = -(-count // 2)  # Box-Muller: two normals per 64-bit hash
+        ctr = keys.astype(np.uint64)[:, None] * np.uint64(half) + np.arange(half, dtype=np.uint64)[None, :]
+        h = _mix64(ctr + self._salt(stream))
+        u1 = ((h >> np.uint64(40)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-24)
+        theta = (h & np.uint64(0xFFFFFF)).astype(np.float32) * np.float32(2.0 * np.pi * 2.0**-24)
+        r = np.sqrt(np.float32(-2.0) * np.log(u1))
+        return np.concatenate([r * np.cos(theta), r * np.sin(theta)], axis=1)[:, :count]
+
+    def _signs(self, stream: int, keys: np.ndarray) -> np.ndarray:
+        words = -(-self.dim // 64)
+        ctr = keys.astype(np.uint64)[:, None] * np.uint64(words) + np.arange(words, dtype=np.uint64)[None, :]
+        bits = np.unpackbits(_mix64(ctr + self._salt(stream)).view(np.uint8), axis=1)[:, : self.dim]
+        return bits.astype(np.float32) * 2.0 - 1.0
+
+    def _latent(self, stream: int, keys: np.ndarray) -> np.ndarray:
+        return self._normals(stream, keys, self.rank) * self.scales * math.sqrt(self.rank)
+
+    def _finish(self, lat: np.ndarray, noise: np.ndarray) -> np.ndarray:
         v = (lat / math.sqrt(self.rank)) @ self.basis * self.w_struct
         v += self.mean * self.w_mean
-        v += rng.standard_normal(v.shape, dtype=np.float32) * (self.w_noise / math.sqrt(self.dim))
+        v += noise * (self.w_noise / math.sqrt(self.dim))
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         return v
 
+    def vectors_of(self, ids) -> np.ndarray:
+        """The vectors of region ids (photo ``id // regions``), in the order given."""
+        ids = np.asarray(ids, dtype=np.int64)
+        lat = self._latent(1, ids // self.regions) * 0.8 + self._latent(2, ids) * 0.6
+        return self._finish(lat, self._signs(3, ids))
+
+    def fetch(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """``Store.region_vectors_by_ids``'s interface, for re-scoring without a catalog file."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return ids, self.vectors_of(ids)
+
     def chunk(self, index: int, photos: int) -> np.ndarray:
         """Vectors of photos ``[index*CHUNK, index*CHUNK+photos)``: (photos*regions, dim), photo-major."""
-        rng = np.random.default_rng([self.seed, 2, index])
-        photo = self._latent(rng, photos)
-        lat = photo[:, None, :] * 0.8 + self._latent(rng, photos * self.regions).reshape(
-            photos, self.regions, self.rank
-        ) * 0.6
-        return self._finish(rng, lat.reshape(-1, self.rank))
+        start = index * self.CHUNK * self.regions
+        return self.vectors_of(np.arange(start, start + photos * self.regions))
 
     def chunks(self, n_photos: int):
         for i, start in enumerate(range(0, n_photos, self.CHUNK)):
             yield start, self.chunk(i, min(self.CHUNK, n_photos - start))
 
     def queries(self, n: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, 3])
-        return self._finish(rng, self._latent(rng, n))
+        keys = np.arange(n, dtype=np.int64)
+        return self._finish(self._latent(4, keys), self._signs(5, keys))
 
 
 class CatalogVectors:
@@ -241,6 +297,7 @@ def run(args) -> int:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     pq_dims = [int(x) for x in args.pq_dims.split(",") if x.strip()]
     nprobes = [int(x) for x in args.nprobe.split(",") if x.strip()]
+    rescores = [int(x) for x in args.rescore.split(",") if x.strip()]
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     if args.catalog:
@@ -286,8 +343,28 @@ def run(args) -> int:
             log(f"text embedding {name}: p50 {text[name]['p50_ms']} ms")
         text_fn = text_fns["fp32"]
     results = []
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix="sorce-bench-query-", dir=args.work_dir)
+    table_db, table_rows = None, 0
     for n_photos in sizes:
         n_vectors = int(n_photos * regions)
+        want_table = (
+            not args.catalog
+            and args.fetch_db_max_gb > 0
+            and any(k != ann.FLAT for k in kinds)
+            and any(rescores)
+            and n_vectors * (dim * 4 + 64) <= args.fetch_db_max_gb * 2**30
+        )
+        if want_table:
+            log(f"{n_photos} photos: building the SQLite table for re-scoring reads...")
+            t = time.perf_counter()
+            if table_db is not None:
+                table_db.close()
+            table_db = _build_fetch_table(os.path.join(work, "regions.sqlite"), source, n_photos, regions)
+            table_rows = n_vectors
+            log(f"  table of {n_vectors} rows in {time.perf_counter() - t:.0f}s")
+        fetch_source = source if not args.catalog else None
         rq = queries_all[: args.recall_queries]
         log(f"{n_photos} photos ({n_vectors} vectors): exact ground truth...")
         t = time.perf_counter()
@@ -324,14 +401,29 @@ def run(args) -> int:
                 bytes_per_photo=round(nbytes / n_photos),
                 rss_growth_bytes=rss_bytes() - rss0,
             )
-            for nprobe in nprobes if spec.compressed else [0]:
+            variants = [(p, r) for p in nprobes for r in rescores] if spec.compressed else [(0, 0)]
+            for nprobe, rescore_min in variants:
                 if spec.compressed:
                     ann._ivf(index).nprobe = nprobe
-                row = dict(entry, nprobe=nprobe) if spec.compressed else dict(entry)
+                row = dict(entry, nprobe=nprobe, rescore=rescore_min) if spec.compressed else dict(entry)
+                fetch = None
+                if rescore_min and fetch_source is not None:
+                    fetch = _Fetch(fetch_source, table_db, table_rows, n_vectors, dim)
+                    row["rescore_reads"] = fetch.mode
+
+                    def search(q, k, index=index, fetch=fetch, rescore_min=rescore_min, n=n_vectors):
+                        _a, cand = index.search(q, ann.rescore_candidates(k, n, rescore_min))
+                        return ann.rescore(q, cand, fetch, k)
+                elif rescore_min and args.catalog:
+                    def search(q, k, index=index, rescore_min=rescore_min, n=n_vectors):
+                        _a, cand = index.search(q, ann.rescore_candidates(k, n, rescore_min))
+                        return ann.rescore(q, cand, lambda got: (np.asarray(got), cat.vectors[np.asarray(got)]), k)
+                else:
+                    search = index.search
                 # Recall@10 of photos against exact search.
-                hits = [
-                    best_photos(index.search, q, photo_of, 10, n_vectors)[0] for q in rq
-                ]
+                hits = [best_photos(search, q, photo_of, 10, n_vectors)[0] for q in rq]
+                if fetch is not None:
+                    fetch.take()
                 row["recall_at_10"] = round(
                     float(np.mean([len(set(h) & set(t)) / max(1, len(t)) for h, t in zip(hits, truth)])), 4
                 )
@@ -342,10 +434,10 @@ def run(args) -> int:
                     if text_fns:
                         text_fn([f"a small thing number {i}"])
                     t1 = time.perf_counter()
-                    _s, ids = index.search(q[None, :], min(n_vectors, max(64, args.top * 16)))
-                    t2 = time.perf_counter()
-                    best_photos(index.search, q, photo_of, args.top, n_vectors)
-                    t3 = time.perf_counter()
+                    _s, ids = search(q[None, :], min(n_vectors, max(64, args.top * 16)))
+                    t2 = time.perf_counter() + (fetch.take() if fetch is not None else 0.0)
+                    best_photos(search, q, photo_of, args.top, n_vectors)
+                    t3 = time.perf_counter() + (fetch.take() if fetch is not None else 0.0)
                     # best_photos repeats the first search; subtract it to get the grouping alone
                     tt.append((t1 - t0) * 1000)
                     ts.append((t2 - t1) * 1000)
@@ -362,11 +454,16 @@ def run(args) -> int:
                 results.append(row)
                 log(
                     f"  {spec.describe() if not spec.compressed else spec.describe().split(' (')[0]}"
-                    f"{f' nprobe {nprobe}' if spec.compressed else ''}: p50 {row['p50_ms']} ms "
+                    f"{f' nprobe {nprobe} rescore {rescore_min}' if spec.compressed else ''}: p50 {row['p50_ms']} ms "
                     f"(search {row['search_p50_ms']}), p95 {row['p95_ms']} ms, R@10 {row['recall_at_10']}, "
                     f"{row['bytes_per_photo']} B/photo, built in {row['build_s']}s"
                 )
             del index
+    if table_db is not None:
+        table_db.close()
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
     chosen = {
         str(n): ann.spec_for(int(n * regions), dim).describe() for n in sizes
     }
@@ -388,6 +485,68 @@ def run(args) -> int:
     else:
         print(_table(out))
     return 0
+
+
+def _build_fetch_table(path, source, n_photos: int, regions: int):
+    """A SQLite ``regions`` table of every vector at this size, the catalog's layout (one row of
+    id + float32 blob per region: a row fills most of a 4 KB page, as in the catalog)."""
+    import sqlite3
+
+    if os.path.exists(path):
+        os.unlink(path)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute(
+        "CREATE TABLE regions (id INTEGER PRIMARY KEY AUTOINCREMENT, photo_id INTEGER NOT NULL, "
+        "name TEXT NOT NULL, vector BLOB)"
+    )
+    for start, vecs in source.chunks(n_photos):
+        base = start * regions
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO regions(id, photo_id, name, vector) VALUES (?, ?, ?, ?)",
+            ((base + i, (base + i) // regions, f"r{(base + i) % regions}", v.tobytes()) for i, v in enumerate(vecs)),
+        )
+        db.execute("COMMIT")
+    return db
+
+
+class _Fetch:
+    """Candidate vectors for re-scoring: from the SQLite table when it holds this size (timed as the
+    product's ``fetch_region_vectors``), else exact vectors from the generator while the same number
+    of reads is timed on the largest table built (``proxy_s`` replaces the generator's time)."""
+
+    def __init__(self, source, db, table_rows: int, n_vectors: int, dim: int):
+        self.source, self.db, self.table_rows, self.n_vectors, self.dim = source, db, table_rows, n_vectors, dim
+        self.gen_s = 0.0  # generator time (subtracted where a table read stands in for it)
+        self.proxy_s = 0.0  # table reads standing in for the generator
+        self.mode = (
+            "sqlite" if db is not None and table_rows >= n_vectors
+            else f"sqlite proxy ({table_rows} rows)" if db is not None
+            else "generator"
+        )
+
+    def __call__(self, ids):
+        from sorce_desktop.core.store import fetch_region_vectors
+
+        if self.mode == "sqlite":
+            return fetch_region_vectors(self.db, ids, self.dim)
+        if self.db is not None:
+            t = time.perf_counter()
+            fetch_region_vectors(self.db, np.asarray(ids) % self.table_rows, self.dim)
+            self.proxy_s += time.perf_counter() - t
+        t = time.perf_counter()
+        out = self.source.fetch(ids)
+        if self.db is not None:
+            self.gen_s += time.perf_counter() - t
+        return out
+
+    def take(self) -> float:
+        """Seconds to correct a timed span by (table reads in, generator out), and reset."""
+        d = self.proxy_s - self.gen_s
+        self.proxy_s = self.gen_s = 0.0
+        return d
 
 
 def _catalog_truth(cat: CatalogVectors, queries: np.ndarray, top: int) -> list[list[int]]:
@@ -430,7 +589,9 @@ def _table(out: dict) -> str:
         if "skipped" in r:
             lines.append(f"{r['photos']:>9} {r['index']:32} skipped: {r['skipped']}")
             continue
-        name = r["index"].split(" (")[0] + (f" np{r['nprobe']}" if r.get("nprobe") else "")
+        name = r["index"].split(" (")[0] + (f" np{r['nprobe']}" if r.get("nprobe") else "") + (
+            f" rs{r['rescore']}" if r.get("rescore") else ""
+        )
         lines.append(
             f"{r['photos']:>9} {name:32} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['search_p50_ms']:>8} "
             f"{r['recall_at_10']:>6} {r['bytes_per_photo']:>9}"

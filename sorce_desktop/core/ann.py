@@ -10,6 +10,11 @@ from ``sorce-desktop bench query`` (figures in docs/benchmarks.md).
 
 Both kinds support ``add_with_ids`` and ``remove_ids`` with the catalog's region ids, so removals
 and repairs work the same way. HNSW is not offered: FAISS cannot remove vectors from it.
+
+A compressed index never ranks on its own: it proposes ``rescore_candidates`` regions per query and
+those are re-scored exactly from the catalog's float32 vectors (``rescore``). Product quantisation
+alone reached Recall@10 0.69 against exact search (bench query, 10k photos); its candidates hold the
+true top regions, its scores do not order them well enough.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ NPROBE = 32
 HNSW_QUANTIZER_ABOVE = 1024
 #: Rebuild (retrain) when the library has grown this many times past what the lists were made for.
 RETRAIN_GROWTH = 8.0
+#: A compressed index only proposes candidates: this many per query (or ``RESCORE_FACTOR`` times the
+#: regions asked for, if more) are re-scored exactly with their float32 vectors from the catalog, so
+#: the ranking and the scores a user sees are exact inner products (bench query: Recall@10 of photos
+#: against exact search with and without re-scoring).
+RESCORE_MIN = 1024
+RESCORE_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,34 @@ def spec_for(
     elif n_vectors <= limit:
         return IndexSpec(FLAT, dim)
     return IndexSpec(IVFPQ, dim, nlist=nlist_for(n_vectors), m=pq_m_for(dim), trained_for=n_vectors)
+
+
+def rescore_candidates(k: int, n_vectors: int, minimum: int | None = None) -> int:
+    """How many candidates a compressed index proposes for a search of ``k`` regions."""
+    return max(1, min(n_vectors, max(RESCORE_MIN if minimum is None else minimum, RESCORE_FACTOR * k)))
+
+
+def rescore(queries: np.ndarray, cand_ids: np.ndarray, fetch, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``k`` among each query's candidates (``cand_ids``, -1 = none), scored with the float32
+    vectors ``fetch(ids) -> (ids_found, vectors)`` returns. Candidates ``fetch`` no longer finds (a
+    region removed meanwhile) are dropped. Returns FAISS-shaped ``(scores, ids)``, padded with -inf/-1."""
+    queries = np.asarray(queries, dtype=np.float32).reshape(len(cand_ids), -1)
+    wanted = np.unique(cand_ids[cand_ids >= 0])
+    found, vectors = fetch(wanted)
+    row_of = {int(i): j for j, i in enumerate(np.asarray(found).tolist())}
+    out_s = np.full((len(queries), k), -np.inf, np.float32)
+    out_i = np.full((len(queries), k), -1, np.int64)
+    for qi, (q, cands) in enumerate(zip(queries, cand_ids)):
+        keep = [(int(c), row_of[int(c)]) for c in cands if c >= 0 and int(c) in row_of]
+        if not keep:
+            continue
+        ids = np.fromiter((c for c, _ in keep), np.int64, len(keep))
+        rows = np.fromiter((r for _, r in keep), np.int64, len(keep))
+        scores = vectors[rows] @ q
+        order = np.argsort(-scores, kind="stable")[:k]
+        out_s[qi, : len(order)] = scores[order]
+        out_i[qi, : len(order)] = ids[order]
+    return out_s, out_i
 
 
 def train_size(spec: IndexSpec) -> int:
