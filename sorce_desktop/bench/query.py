@@ -65,7 +65,6 @@ def add_arguments(p) -> None:
     p.add_argument("--work-dir", metavar="DIR", help="where the SQLite table is built (default: a temp dir)")
     p.add_argument("--model", default="siglip2-base-patch16-256", help="synthetic spec for the text tower")
     p.add_argument("--no-text", action="store_true", help="leave out the text embedding")
-    p.add_argument("--int8-text", action="store_true", help="also time an int8 text tower")
     p.add_argument("--catalog", metavar="DATA_DIR", help="use an indexed library's vectors instead")
     p.add_argument("--cache-dir", metavar="DIR", help="where real-size random models are cached")
     p.add_argument("--seed", type=int, default=0)
@@ -274,12 +273,12 @@ def _estimated_bytes(spec: ann.IndexSpec, n_vectors: int) -> int:
     return per * n_vectors + spec.nlist * spec.dim * 4
 
 
-def _text_embedder(args, cache):
-    """The real-size random model (its text tower is what a query costs)."""
+def _text_embedder(args, cache, speed=None):
+    """The real-size random model (its text tower is what a query costs), with a speed profile."""
     from sorce_desktop.bench.synthetic_models import synthetic_model
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
-    return DualEncoderEmbedder(synthetic_model(args.model, cache), model_id=args.model, device="cpu")
+    return DualEncoderEmbedder(synthetic_model(args.model, cache), model_id=args.model, device="cpu", speed=speed)
 
 
 # -- the benchmark ----------------------------------------------------------------------------------
@@ -325,13 +324,17 @@ def run(args) -> int:
     text = {"included": not args.no_text}
     text_fns: dict[str, object] = {}
     if not args.no_text:
-        emb = _text_embedder(args, cache_dir(args.cache_dir))
-        words = ["a red kite in the sky", "a cat on the windowsill", "a cup on the shelf", "the small boat"]
-        text_fns["fp32"] = emb.embed_texts
-        if args.int8_text:
-            from sorce_desktop.core.models.quant import quantize_text_tower
+        from sorce_desktop.core.models.speed import DEFAULT_SPEED, THOROUGH, get_speed
 
-            text_fns["int8"] = quantize_text_tower(emb)
+        # What the app runs for a query: the text tower of the default indexing profile ("fast": int8
+        # on a CPU); float32 (the "thorough" profile) timed beside it, with the cosine between the two.
+        app = _text_embedder(args, cache_dir(args.cache_dir), get_speed(None))
+        text_fns["app"] = app.embed_texts
+        text["app_profile"] = f"{DEFAULT_SPEED} ({'int8' if app.int8 else 'float32'} text tower)"
+        if app.int8:
+            ref = _text_embedder(args, cache_dir(args.cache_dir), THOROUGH)
+            text_fns["fp32"] = ref.embed_texts
+        words = ["a red kite in the sky", "a cat on the windowsill", "a cup on the shelf", "the small boat"]
         for name, fn in text_fns.items():
             fn(["warm up"])
             ts = []
@@ -341,7 +344,11 @@ def run(args) -> int:
                 ts.append((time.perf_counter() - t) * 1000)
             text[name] = {"p50_ms": round(pct(ts, 50), 2), "p95_ms": round(pct(ts, 95), 2)}
             log(f"text embedding {name}: p50 {text[name]['p50_ms']} ms")
-        text_fn = text_fns["fp32"]
+        if "fp32" in text_fns:
+            probe = [f"{w} {i}" for i, w in enumerate(words * 5)]
+            cos = np.sum(text_fns["app"](probe) * text_fns["fp32"](probe), axis=1)
+            text["app_vs_fp32_cosine_min"] = round(float(cos.min()), 5)
+        text_fn = text_fns["app"]
     results = []
     import tempfile
 
@@ -412,12 +419,14 @@ def run(args) -> int:
                     row["rescore_reads"] = fetch.mode
 
                     def search(q, k, index=index, fetch=fetch, rescore_min=rescore_min, n=n_vectors):
-                        _a, cand = index.search(q, ann.rescore_candidates(k, n, rescore_min))
-                        return ann.rescore(q, cand, fetch, k)
+                        kc = ann.rescore_candidates(k, n, rescore_min)  # as Store.search_vectors does
+                        _a, cand = index.search(q, kc)
+                        return ann.rescore(q, cand, fetch, kc)
                 elif rescore_min and args.catalog:
                     def search(q, k, index=index, rescore_min=rescore_min, n=n_vectors):
-                        _a, cand = index.search(q, ann.rescore_candidates(k, n, rescore_min))
-                        return ann.rescore(q, cand, lambda got: (np.asarray(got), cat.vectors[np.asarray(got)]), k)
+                        kc = ann.rescore_candidates(k, n, rescore_min)
+                        _a, cand = index.search(q, kc)
+                        return ann.rescore(q, cand, lambda got: (np.asarray(got), cat.vectors[np.asarray(got)]), kc)
                 else:
                     search = index.search
                 # Recall@10 of photos against exact search.
@@ -582,8 +591,8 @@ def _table(out: dict) -> str:
         f"bench query: {out['regions_per_photo']} regions/photo ({out['layout']} layout), {out['dim']}-d, "
         f"{out['threads']} threads, {out['vectors']}",
     ]
-    if out["text"].get("fp32"):
-        lines.append(f"text embedding p50: {out['text']['fp32']['p50_ms']} ms (fp32)")
+    if out["text"].get("app"):
+        lines.append(f"text embedding p50: {out['text']['app']['p50_ms']} ms ({out['text']['app_profile']})")
     lines.append(f"{'photos':>9} {'index':32} {'p50 ms':>8} {'p95 ms':>8} {'search':>8} {'R@10':>6} {'B/photo':>9}")
     for r in out["results"]:
         if "skipped" in r:

@@ -895,7 +895,7 @@ class Store:
         return photo_ids
 
     def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Search the vector index from any thread. Under the lock: a FAISS index must not be read
+        """The top ``k`` (or more) regions per query, best first, exact scores. From any thread. Under the lock: a FAISS index must not be read
         while another thread adds to or removes from it (the GUI searches while a batch commits)."""
         with self._lock:
             if self.vectors is None or self.vectors.count == 0:
@@ -903,10 +903,12 @@ class Store:
                 return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
             if not self.vectors.spec.compressed:
                 return self.vectors.search(queries, k)
-            # The compressed index proposes candidates; their exact scores come from the catalog.
+            # The compressed index proposes candidates; their exact scores come from the catalog. All
+            # of them come back ranked (at least k): a caller that groups regions by photo then rarely
+            # has to ask again for more.
             kc = ann.rescore_candidates(k, self.vectors.count)
             _approx, cand = self.vectors.search(queries, kc)
-            return ann.rescore(queries, cand, self.region_vectors_by_ids, min(k, self.vectors.count))
+            return ann.rescore(queries, cand, self.region_vectors_by_ids, kc)
 
     def region_vectors_by_ids(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """The catalog's float32 vectors of the regions ``ids`` that still exist: ``(ids, (n, dim))``."""

@@ -32,12 +32,3 @@ def quantize_linear_int8(module: torch.nn.Module) -> torch.nn.Module:
 
 def int8_available() -> bool:
     return bool(set(torch.backends.quantized.supported_engines) - {"none"})
-
-
-def quantize_text_tower(embedder):
-    """An ``embed_texts``-like callable running ``embedder``'s text tower in int8 (for bench query)."""
-    import copy
-
-    twin = copy.copy(embedder)
-    twin.model = quantize_linear_int8(copy.deepcopy(embedder.model).eval())
-    return twin.embed_texts
