@@ -29,7 +29,7 @@ def test_synthetic_vectors_are_random_access_and_deterministic():
 def _run(capsys, *extra) -> dict:
     rc = main(
         ["bench", "query", "--regions", "5", "--dim", "64", "--kinds", "flat,ivfpq", "--pq-dims", "16",
-         "--nprobe", "32", "--queries", "4", "--recall-queries", "30", "--no-text", "--json", *extra]
+         "--nprobe", "store", "--queries", "4", "--recall-queries", "30", "--no-text", "--json", *extra]
     )
     assert rc == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])

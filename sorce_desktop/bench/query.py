@@ -46,7 +46,11 @@ def add_arguments(p) -> None:
         help="index kinds: flat (exact), ivfsq8, ivfpq (PQ codes of --pq-dims dimensions each)",
     )
     p.add_argument("--pq-dims", default="4,8", help="dimensions per PQ code to try (4: 192 B for 768-d)")
-    p.add_argument("--nprobe", default="16,32", help="inverted lists probed per query, comma-separated")
+    p.add_argument(
+        "--nprobe",
+        default="store",
+        help="inverted lists probed per query, comma-separated; 'store' = what the store uses for that size",
+    )
     p.add_argument("--max-gb", type=float, default=4.0, help="skip an index larger than this")
     p.add_argument(
         "--rescore",
@@ -255,12 +259,21 @@ def _specs(kinds: list[str], dim: int, n_vectors: int, pq_dims: list[int]) -> li
         if kind == ann.FLAT:
             out.append(ann.IndexSpec(ann.FLAT, dim))
         elif kind == ann.IVFSQ8:
-            out.append(ann.IndexSpec(ann.IVFSQ8, dim, nlist=ann.nlist_for(n_vectors), trained_for=n_vectors))
+            nlist = ann.nlist_for(n_vectors)
+            out.append(
+                ann.IndexSpec(ann.IVFSQ8, dim, nlist=nlist, nprobe=ann.nprobe_for(nlist), trained_for=n_vectors)
+            )
         elif kind == ann.IVFPQ:
             for pd in pq_dims:
+                nlist = ann.nlist_for(n_vectors)
                 out.append(
                     ann.IndexSpec(
-                        ann.IVFPQ, dim, nlist=ann.nlist_for(n_vectors), m=ann.pq_m_for(dim, pd), trained_for=n_vectors
+                        ann.IVFPQ,
+                        dim,
+                        nlist=nlist,
+                        m=ann.pq_m_for(dim, pd),
+                        nprobe=ann.nprobe_for(nlist),
+                        trained_for=n_vectors,
                     )
                 )
         else:
@@ -295,7 +308,7 @@ def run(args) -> int:
     regions = args.regions or layout.count(640, 480)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     pq_dims = [int(x) for x in args.pq_dims.split(",") if x.strip()]
-    nprobes = [int(x) for x in args.nprobe.split(",") if x.strip()]
+    nprobes = [None if x.strip() == "store" else int(x) for x in args.nprobe.split(",") if x.strip()]
     rescores = [int(x) for x in args.rescore.split(",") if x.strip()]
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
@@ -411,7 +424,9 @@ def run(args) -> int:
             variants = [(p, r) for p in nprobes for r in rescores] if spec.compressed else [(0, 0)]
             for nprobe, rescore_min in variants:
                 if spec.compressed:
-                    ann._ivf(index).nprobe = nprobe
+                    ivf = ann._ivf(index)
+                    nprobe = min(ivf.nlist, ann.nprobe_for(ivf.nlist) if nprobe is None else nprobe)
+                    ivf.nprobe = nprobe
                 row = dict(entry, nprobe=nprobe, rescore=rescore_min) if spec.compressed else dict(entry)
                 fetch = None
                 if rescore_min and fetch_source is not None:
@@ -420,15 +435,17 @@ def run(args) -> int:
 
                     def search(q, k, index=index, fetch=fetch, rescore_min=rescore_min, n=n_vectors):
                         kc = ann.rescore_candidates(k, n, rescore_min)  # as Store.search_vectors does
-                        _a, cand = index.search(q, kc)
+                        _a, cand = ann.search(index, q, kc)
                         return ann.rescore(q, cand, fetch, kc)
                 elif rescore_min and args.catalog:
                     def search(q, k, index=index, rescore_min=rescore_min, n=n_vectors):
                         kc = ann.rescore_candidates(k, n, rescore_min)
-                        _a, cand = index.search(q, kc)
+                        _a, cand = ann.search(index, q, kc)
                         return ann.rescore(q, cand, lambda got: (np.asarray(got), cat.vectors[np.asarray(got)]), kc)
                 else:
-                    search = index.search
+
+                    def search(q, k, index=index):
+                        return ann.search(index, q, k)
                 # Recall@10 of photos against exact search.
                 hits = [best_photos(search, q, photo_of, 10, n_vectors)[0] for q in rq]
                 if fetch is not None:

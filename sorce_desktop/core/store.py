@@ -258,7 +258,7 @@ class VectorIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, min(k, self.count))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return ann.search(self.index, queries, k)
 
     def save(self, path: Path) -> None:
         import faiss
