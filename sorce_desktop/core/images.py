@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -54,6 +54,10 @@ class DecodedImage:
     image: Image.Image
     width: int
     height: int
+    #: per-photo work an embedder did ahead of its model (crops, letterboxing, tile skipping), keyed by
+    #: what that work depends on: the indexer fills it on a decode thread while the model runs on
+    #: another batch (``Embedder.prepare``), and ``embed_photos`` reuses it instead of redoing it.
+    prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def scale(self) -> float:

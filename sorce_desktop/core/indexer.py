@@ -1,8 +1,11 @@
 """The indexer: bring the store in line with the folders, embedding only what changed.
 
 Planning (scan, compare with the catalog: new, changed, moved, deleted) is plain Python and cheap;
-embedding runs in batches with decoding prefetched on a thread pool, and each batch is committed in
-one transaction, so a run killed at any moment redoes at most its in-flight batch.
+embedding runs in batches, and each batch is committed in one transaction, so a run killed at any
+moment redoes at most its in-flight batch. Everything done per photo before the model (read once,
+hash, decode, EXIF transpose, the embedder's crops, resizing and tile skipping: ``Embedder.prepare``)
+runs on a small thread pool ahead of the model, so it overlaps the forward of the batches before it
+(PIL, numpy and torch release the GIL in their heavy work).
 Progress is reported through a plain callback; the GUI bridges it to Qt signals.
 """
 
@@ -432,6 +435,14 @@ class Indexer:
                 out.hash = file_hash(row.path)
                 if decode:
                     out.image = load_image(row.path, self._min_side)
+            if out.image is not None:
+                try:
+                    self._prepare(out.image, self.layout)
+                except Exception as exc:  # a bug in cropping must cost this photo, not the run
+                    log.exception("preparing %s for the model failed", row.path)
+                    out.image = None
+                    out.error = f"the photo could not be prepared for the model ({type(exc).__name__}: {exc})"
+                    return out
             if self._text_engine is not None and self._text_done.get(row.id) != (out.hash, self._text_engine):
                 out.text_image = self.text_source.decode(row.path)
         except ImageError as exc:
@@ -458,6 +469,8 @@ class Indexer:
         if self.visual and any(r.status != INDEXED for r in rows):
             embedder = self.embedder  # load the model (if lazy) before decoding starts
             self._min_side = embedder.decode_min_side(self.layout)
+            # Bound here, on this thread: the decoding threads never load the model themselves.
+            self._prepare = embedder.prepare
         if self.text_source is not None and self._text_engine_id(report):
             self._text_done = textstore.done_for(self.store, [r.id for r in rows])
         window = self.batch_size * 3
@@ -485,6 +498,11 @@ class Indexer:
                     break
                 batch: list[_Decoded] = []
                 while queue and len(batch) < self.batch_size:
+                    # Wait for the first photo only; the others join if already prepared. At the start
+                    # of a run (no earlier forward to hide behind) the model starts on the first photo
+                    # while the rest decode; later on decoding runs ahead and batches are full.
+                    if batch and not queue[0].done():
+                        break
                     batch.append(queue.popleft().result())
                     top_up()
                 good = []

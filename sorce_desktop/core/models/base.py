@@ -53,6 +53,17 @@ class Embedder(ABC):
         """The short side a photo must keep when decoded at reduced size for ``layout``."""
         return None
 
+    def prepare(self, photo: DecodedImage, layout: RegionLayout) -> DecodedImage:
+        """Do the per-photo work that comes before the model (regions, crops, resizing), keeping it
+        in ``photo.prepared`` for :meth:`embed_photos`; returns ``photo``.
+
+        Called by the indexer on its decoding threads while the model runs on the previous batch, so
+        it must be thread-safe and must not touch the model (nor torch: a second thread entering
+        torch's intra-op pool competes with the model's own threads). Backends without such work
+        keep this no-op.
+        """
+        return photo
+
     @abstractmethod
     def embed_photos(
         self, photos: Sequence[DecodedImage], layout: RegionLayout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding
 from sorce_desktop.core.models.quant import int8_available, quantize_linear_int8
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.models.speed import THOROUGH, SpeedProfile
-from sorce_desktop.core.regions import LAYOUTS, RegionLayout
+from sorce_desktop.core.regions import LAYOUTS, RegionLayout, RegionSpec
 
 _RESAMPLE = {0: Image.NEAREST, 1: Image.LANCZOS, 2: Image.BILINEAR, 3: Image.BICUBIC}
 _TEMPLATES = {"siglip": "this is a photo of {}.", "clip": "a photo of {}."}
@@ -71,6 +72,15 @@ def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int], resample)
     canvas = Image.new("RGB", (size, size), fill)
     canvas.paste(img.resize((nw, nh), resample, reducing_gap=3.0), ((size - nw) // 2, (size - nh) // 2))
     return canvas
+
+
+@dataclass
+class _Prepared:
+    """One photo ready for the vision tower: its regions (after skipping) and their letterboxed pixels."""
+
+    specs: list[RegionSpec]
+    whole: np.ndarray  # (1, size, size, 3) uint8: the whole-photo view at the model's size
+    tiles: np.ndarray  # (len(specs) - 1, tile, tile, 3) uint8: the other regions at the tile size
 
 
 class DualEncoderEmbedder(Embedder):
@@ -128,10 +138,15 @@ class DualEncoderEmbedder(Embedder):
         self.template = info.text_template if info else _TEMPLATES.get(self.model_type, "{}")
         self.batch_size = batch_size
         self.speed = speed or THOROUGH
-        # int8 only where fbgemm/oneDNN run it (CPU); the text tower stays float32 (queries are few).
+        # int8 only where fbgemm/oneDNN run it (CPU). The text tower too: a query's latency is its text
+        # embedding plus the search, and on a laptop CPU the float32 text tower alone (SigLIP pads to 64
+        # tokens) takes longer than a search of 100k photos (bench query: 91 vs 25 ms p50 here).
         self.int8 = bool(self.speed.int8 and self.device.type == "cpu" and int8_available())
         if self.int8:
             self.model.vision_model = quantize_linear_int8(self.model.vision_model)
+            text_tower = getattr(self.model, "text_model", None)
+            if isinstance(text_tower, torch.nn.Module):
+                self.model.text_model = quantize_linear_int8(text_tower)
         patch = int(getattr(vision, "patch_size", 1) or 1)
         self.tile_size = (
             max(patch, min(self.size, self.speed.tile_size // patch * patch)) if self.speed.tile_size else self.size
@@ -155,16 +170,25 @@ class DualEncoderEmbedder(Embedder):
         return self.size
 
     def decode_min_side(self, layout: RegionLayout) -> int | None:
-        # The finest tile along the short side must still fill the model input.
-        return self.size * layout.max_cells()
+        # The finest tile along the short side must still fill the input the tiles go through (the
+        # smaller tile input of "fast" needs fewer decoded pixels: less to decode, crop and resize),
+        # and the whole photo must still fill the model's own input.
+        return max(self.size, self.tile_size * layout.max_cells())
 
-    def preprocess(self, crops: Sequence[Image.Image], size: int | None = None) -> torch.Tensor:
-        size = size or self.size
-        arr = np.stack([np.asarray(letterbox(c, size, self.fill, self.resample)) for c in crops])
+    def _letterboxed(self, crops: Sequence[Image.Image], size: int) -> np.ndarray:
+        """``(n, size, size, 3)`` uint8; PIL and numpy only, so it can run on a decoding thread."""
+        if not crops:
+            return np.zeros((0, size, size, 3), np.uint8)
+        return np.stack([np.asarray(letterbox(c, size, self.fill, self.resample)) for c in crops])
+
+    def _normalise(self, arr: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(arr).to(torch.float32).permute(0, 3, 1, 2)
         mean = torch.from_numpy(self.mean / self.rescale).view(1, 3, 1, 1)
         std = torch.from_numpy(self.std / self.rescale).view(1, 3, 1, 1)
         return ((x - mean) / std).contiguous()
+
+    def preprocess(self, crops: Sequence[Image.Image], size: int | None = None) -> torch.Tensor:
+        return self._normalise(self._letterboxed(crops, size or self.size))
 
     @torch.inference_mode()
     def forward_pixels(self, pixels: torch.Tensor) -> np.ndarray:
@@ -192,38 +216,53 @@ class DualEncoderEmbedder(Embedder):
         size = self.size if not side else max(patch, min(self.size, side // patch * patch))
         return self.forward_pixels(self.preprocess([im.convert("RGB") for im in images], size))
 
+    def _prep_key(self, layout: RegionLayout) -> tuple:
+        # Everything the preparation depends on, so a photo prepared for another layout or speed is
+        # never mistaken for this one.
+        return ("dual", layout, self.size, self.tile_size, self.speed.min_detail, self.fill, self.resample)
+
+    def _prepare(self, photo: DecodedImage, layout: RegionLayout) -> _Prepared:
+        specs = layout.regions(photo.width, photo.height)
+        if self.speed.min_detail > 0 and len(specs) > 1:
+            # Tiles with almost no detail get no embedding; the whole-photo view (first) always stays.
+            details = region_details(photo, [s.box for s in specs[1:]])
+            specs = [specs[0]] + [s for s, d in zip(specs[1:], details) if d >= self.speed.min_detail]
+        crops = [photo.crop(s.box) for s in specs]
+        crops = [c if c.mode == "RGB" else c.convert("RGB") for c in crops]
+        return _Prepared(specs, self._letterboxed(crops[:1], self.size), self._letterboxed(crops[1:], self.tile_size))
+
+    def prepare(self, photo: DecodedImage, layout: RegionLayout) -> DecodedImage:
+        key = self._prep_key(layout)
+        if key not in photo.prepared:
+            photo.prepared[key] = self._prepare(photo, layout)
+        return photo
+
     def embed_photos(
         self, photos: Sequence[DecodedImage], layout: RegionLayout
     ) -> list[list[RegionEmbedding]]:
-        specs = [layout.regions(p.width, p.height) for p in photos]
-        if self.speed.min_detail > 0:
-            # Tiles with almost no detail get no embedding; the whole-photo view (first) always stays.
-            specs = [
-                [regions[0]]
-                + [s for s, d in zip(regions[1:], region_details(p, [s.box for s in regions[1:]]))
-                   if d >= self.speed.min_detail]
-                for p, regions in zip(photos, specs)
-            ]
-        crops = [p.crop(s.box) for p, regions in zip(photos, specs) for s in regions]
-        if not crops:
-            vectors = np.zeros((0, self.dim), np.float32)
-        elif self.tile_size == self.size:
-            vectors = self.embed_images(crops)
+        key = self._prep_key(layout)
+        preps = [p.prepared[key] if key in p.prepared else self._prepare(p, layout) for p in photos]
+        if not preps:
+            return []
+        if self.tile_size == self.size:
+            # One input size: every region of every photo in one batched forward, in photo order.
+            vectors = self.forward_pixels(
+                self._normalise(np.concatenate([a for p in preps for a in (p.whole, p.tiles)]))
+            )
         else:
             # The whole-photo views at the model's size, the tiles at the smaller tile size.
-            first = np.cumsum([0] + [len(r) for r in specs[:-1]])
-            is_global = np.zeros(len(crops), bool)
-            is_global[first] = True
-            vectors = np.zeros((len(crops), self.dim), np.float32)
-            g = [c.convert("RGB") for c, f in zip(crops, is_global) if f]
-            t = [c.convert("RGB") for c, f in zip(crops, is_global) if not f]
-            vectors[is_global] = self.forward_pixels(self.preprocess(g))
-            if t:
-                vectors[~is_global] = self.forward_pixels(self.preprocess(t, self.tile_size))
+            first = np.cumsum([0] + [len(p.specs) for p in preps[:-1]])
+            is_whole = np.zeros(sum(len(p.specs) for p in preps), bool)
+            is_whole[first] = True
+            vectors = np.zeros((len(is_whole), self.dim), np.float32)
+            vectors[is_whole] = self.forward_pixels(self._normalise(np.concatenate([p.whole for p in preps])))
+            tiles = np.concatenate([p.tiles for p in preps])
+            if len(tiles):
+                vectors[~is_whole] = self.forward_pixels(self._normalise(tiles))
         out, k = [], 0
-        for regions in specs:
-            out.append([RegionEmbedding(s.name, s.box, vectors[k + i]) for i, s in enumerate(regions)])
-            k += len(regions)
+        for p in preps:
+            out.append([RegionEmbedding(s.name, s.box, vectors[k + i]) for i, s in enumerate(p.specs)])
+            k += len(p.specs)
         return out
 
     @torch.inference_mode()
