@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +33,23 @@ from sorce_desktop.core.search import PhotoHit
 
 
 # -- a random model that responds to content -------------------------------------------------------------
-def build_patch_matcher(folder: Path, seed: int = 0) -> Path:
-    """A small randomly initialised SigLIP whose embedding is a random-feature average over its patches.
+def build_patch_matcher(folder: Path, seed: int = 0, plain_weight: float = 0.3) -> Path:
+    """A small randomly initialised SigLIP that sees a photo as a bag of vivid colour patches.
 
     Plain random transformers are dominated by what every input shares (position embeddings, biases,
-    layer norms that blow near-constant patches up to full size), so the tile holding a pasted patch
-    scores no higher than the others and nothing can be localised. Here the weights are still random,
-    only their scales are set: weak position embeddings and no attention mixing (mostly content), a
-    large random bias on the patch embedding so dull patches all point one common way, a sparse random
-    feature layer centred on that common direction (so only unusual patches switch features on), and
-    uniform attention pooling. A crop's similarity to the patch then grows with the share of the crop
-    the patch fills.
+    layer norms that blow near-constant patches up to full size): the tile holding a pasted patch scores
+    no higher than the others, and a photo full of saturated colours (coco-small has a lunch box in
+    bright magenta, yellow and blue) beats a photo with a small patch. Here the architecture is the real
+    one and every weight is still random, only placed: no position embeddings and no attention mixing
+    (each image patch on its own), and one MLP layer of random "cone" features, each centred on a random
+    fully saturated hue and switched on only for image patches whose colour lies close to it. The
+    features write into dimensions of their own, and the last layer norm keeps only ``plain_weight`` of
+    the plain patch content: an image patch of an ordinary colour adds a little mass that points nowhere
+    in particular, a vivid one a feature. The pooling head averages over all patches (uniform attention).
+    A crop's similarity to the patch then grows with the share of the crop the patch's colours fill:
+    the tile with the patch wins over tiles and photos without it, and zooming in on the patch raises
+    the score until the crop is the patch. Checked with model seeds 0-2 on the six positions below: 16
+    of 18 (seed 1 misses two), so the test pins seed 0.
     """
     from transformers import SiglipModel
 
@@ -51,32 +58,49 @@ def build_patch_matcher(folder: Path, seed: int = 0) -> Path:
     SPECS.setdefault(
         "test-patch-matcher",
         dict(
-            arch="siglip", image_size=64, patch=4, width=96, layers=1, heads=2, text_vocab=None, text_len=16
+            arch="siglip", image_size=96, patch=4, width=256, layers=1, heads=2, text_vocab=None, text_len=16
         ),
     )
     build_dual_encoder(folder, "test-patch-matcher", seed=seed)
     model = SiglipModel.from_pretrained(folder)
     vm = model.vision_model
     g = torch.Generator().manual_seed(seed)
-    beta = 1.5
+    plain = 64  # dimensions holding the plain patch content; the features get the rest
+    gain, cone = 50.0, 0.98  # a feature fires when the cosine to its centre exceeds 0.98 (~11 degrees)
     with torch.no_grad():
-        vm.embeddings.position_embedding.weight.mul_(3.0)
-        bias = torch.randn(vm.config.hidden_size, generator=g)
-        vm.embeddings.patch_embedding.bias.copy_(bias / bias.norm() * 10.0)
-        for layer in vm.encoder.layers:
-            layer.self_attn.out_proj.weight.zero_()
-            layer.self_attn.out_proj.bias.zero_()
-            fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2
-            fc1.weight.normal_(0, fc1.in_features**-0.5, generator=g)
-            common = layer.layer_norm2(vm.embeddings.patch_embedding.bias)
-            fc1.bias.copy_(-beta - fc1.weight @ common)  # off for dull patches
-            fc2.weight.normal_(0, 100.0 * fc2.in_features**-0.5, generator=g)
-            # a feature that stays off adds nothing (GELU(-beta) is not quite zero)
-            fc2.bias.copy_(-fc2.weight.sum(1) * torch.nn.functional.gelu(torch.tensor(-beta)))
+        vm.embeddings.position_embedding.weight.zero_()
+        emb = vm.embeddings.patch_embedding
+        emb.bias.zero_()
+        emb.weight[plain:].zero_()
+        # zero mean over dimensions, so the layer norms shift nothing into the features' dimensions
+        emb.weight[:plain].sub_(emb.weight[:plain].mean(dim=0, keepdim=True))
+        layer = vm.encoder.layers[0]
+        layer.self_attn.out_proj.weight.zero_()
+        layer.self_attn.out_proj.bias.zero_()
+        fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2
+        n = fc1.out_features
+        # centres: random fully saturated colours (one channel at the top, one at the bottom, one anywhere)
+        centres = torch.rand(n, 3, generator=g) * 2 - 1
+        order = torch.argsort(torch.rand(n, 3, generator=g), dim=1)
+        centres.scatter_(1, order[:, :1], 1.0)
+        centres.scatter_(1, order[:, 1:2], -1.0)
+        p = vm.config.patch_size
+        u = layer.layer_norm2(emb(centres[:, :, None, None].expand(-1, 3, p, p)).flatten(1))
+        u = u / u.norm(dim=1, keepdim=True)
+        fc1.weight.copy_(gain * u / vm.config.hidden_size**0.5)  # the layer norm's output has norm sqrt(D)
+        fc1.bias.fill_(-gain * cone)
+        fc2.weight.normal_(0, 1000.0 * n**-0.5, generator=g)
+        fc2.bias.zero_()
+        fc2.weight[:plain].zero_()
+        fc2.weight[plain:].sub_(fc2.weight[plain:].mean(dim=0, keepdim=True))
+        vm.post_layernorm.weight.fill_(1.0)
+        vm.post_layernorm.weight[:plain].fill_(plain_weight)
+        vm.post_layernorm.bias.zero_()
         head = vm.head
         d = head.attention.embed_dim
-        head.attention.in_proj_weight[: 2 * d].zero_()
-        head.attention.in_proj_bias[: 2 * d].zero_()
+        head.attention.in_proj_weight[: 2 * d].zero_()  # uniform attention: the mean over patches
+        head.attention.in_proj_bias.zero_()
+        head.attention.out_proj.bias.zero_()
         head.mlp.fc2.weight.zero_()
         head.mlp.fc2.bias.zero_()
     model.save_pretrained(folder)
@@ -147,12 +171,6 @@ def pasted_sources():
     return [p for p in coco_photos(40) if Image.open(p).size == (640, 480)]
 
 
-# NOT DONE: with this random model 4 of the 6 positions pass here (2026-11-27); the other two fail at
-# the search step (the wrong tile or photo wins), which refinement cannot undo. The assertion stays as
-# the issue states it; what is missing is a random model that discriminates better (see the report).
-@pytest.mark.xfail(
-    reason="the random patch-matcher model does not yet find the right tile for every position"
-)
 @pytest.mark.parametrize("case", range(len(POSITIONS)))
 def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources, case):
     """A real photo with a patch pasted at a known place, indexed with two other real photos; the
@@ -178,7 +196,9 @@ def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources,
         hits = service.search(image=patch, top=3)
         assert hits and hits[0].path == str(path), "the image query did not find the photo with the patch"
         hit = hits[0]
-        assert hit.box.iou(true_box) < 0.3  # the index only knows tiles: a ninth of the photo
+        # Without refinement the outline is the tile, which cannot pass the IoU bar below: the index
+        # only knows tiles (a ninth of the photo), at most 0.27 IoU with this patch.
+        assert hit.box.iou(true_box) < 0.3
 
         q = service.query_vector(image=patch)
         r = Refiner(matcher, DETAIL_STRATEGY).refine(hit, q)
@@ -270,7 +290,9 @@ def test_refine_hits_reports_each_hit_in_order_and_caches(clip_embedder, hits_an
     refiner = Refiner(clip_embedder)
     cache = RefineCache()
     seen = []
-    results = refine_hits(refiner, hits, q, on_result=lambda i, h, r: seen.append(i), cache=cache)
+    results = refine_hits(
+        refiner, hits, q, on_result=lambda i, h, r: seen.append(i), cache=cache, together=False
+    )
     assert seen == list(range(len(hits))) and len(cache) == len(hits)
     for h, r in zip(hits, results):
         assert h.refined_box == r.box and h.refined_score == r.score
@@ -299,7 +321,9 @@ def test_cancel_stops_the_list_and_caches_nothing_half_done(clip_embedder, hits_
         if i == 1:
             cancel.set()  # a new query arrived
 
-    results = refine_hits(Refiner(clip_embedder), hits, q, on_result=on_result, cancel=cancel, cache=cache)
+    results = refine_hits(
+        Refiner(clip_embedder), hits, q, on_result=on_result, cancel=cancel, cache=cache, together=False
+    )
     assert seen == [0, 1] and results[2:] == [None, None, None]
     assert hits[2].refined_box is None and len(cache) == 2
 
@@ -315,6 +339,75 @@ def test_cancel_stops_the_list_and_caches_nothing_half_done(clip_embedder, hits_
     assert r.cancelled and calls == [1] and r.steps == 1
     cache.put(hits[3].path, q, RefineStrategy(), r)
     assert cache.get(hits[3].path, q, RefineStrategy()) is None
+
+
+def test_together_batches_each_level_across_hits_with_the_same_boxes(clip_embedder, hits_and_query):
+    """A screenful level by level: the top hit alone first (its outline comes early), then step k of
+    every other hit in one model call, with the boxes the one-by-one way finds."""
+    hits, q = hits_and_query
+    strategy = RefineStrategy(grid=3, max_steps=3, polish=1)
+    # one by one, recording each hit's batches
+    alone = Recording(clip_embedder)
+    per_hit = []
+    one_by_one = []
+    for h in hits:
+        before = len(alone.batches)
+        one_by_one.append(Refiner(alone, strategy).refine(h, q))
+        per_hit.append(alone.batches[before:])
+    events: list[tuple] = []
+
+    class Logged(Recording):
+        def embed_images(self, images):
+            events.append(("batch", len(images)))
+            return super().embed_images(images)
+
+    rec = Logged(clip_embedder)
+    results = refine_hits(
+        Refiner(rec, strategy),
+        [replace(h) for h in hits],
+        q,
+        on_result=lambda i, h, r: events.append(("result", i)),
+        on_step=lambda i, h, r: events.append(("step", i)),
+        lead=1,
+        chunk=1000,
+    )
+    assert [r.box for r in results] == [r.box for r in one_by_one]
+    assert [r.crops for r in results] == [r.crops for r in one_by_one]
+    np.testing.assert_allclose([r.score for r in results], [r.score for r in one_by_one], atol=1e-5)
+    # the top hit's own batches come first, and it is reported before the others' first batch
+    lead_batches = len(per_hit[0])
+    assert rec.batches[:lead_batches] == per_hit[0]
+    assert events.index(("result", 0)) < [i for i, e in enumerate(events) if e[0] == "batch"][lead_batches]
+    # then one model call per level: level k holds the k-th batch of every hit still refining
+    rest = per_hit[1:]
+    levels = [sum(b[k] for b in rest if len(b) > k) for k in range(max(len(b) for b in rest))]
+    assert rec.batches[lead_batches:] == levels and len(levels) < sum(len(b) for b in rest)
+    # every step that moved a box was shown, and each hit was reported once
+    assert sorted(i for kind, i in events if kind == "result") == list(range(len(hits)))
+    for i, r in enumerate(results):
+        assert sum(1 for e in events if e == ("step", i)) == r.steps
+
+
+def test_together_cancel_between_chunks_reports_and_caches_nothing_unfinished(clip_embedder, hits_and_query):
+    hits, q = hits_and_query
+    cancel = threading.Event()
+    cache = RefineCache()
+
+    class CancelAfterTwo(Recording):
+        def embed_images(self, images):
+            if len(self.batches) == 1:
+                cancel.set()  # a new query arrives while the first chunk is in the model
+            return super().embed_images(images)
+
+    rec = CancelAfterTwo(clip_embedder)
+    seen = []
+    results = refine_hits(
+        Refiner(rec), hits, q, on_result=lambda i, h, r: seen.append(i), cancel=cancel, cache=cache,
+        lead=0, chunk=4,
+    )
+    assert rec.batches == [4, 4]  # the chunk in flight finishes; no further chunk starts
+    assert seen == [] and results == [None] * len(hits) and len(cache) == 0
+    assert all(h.refined_box is None for h in hits)
 
 
 def test_an_unreadable_photo_is_reported_not_raised(clip_embedder, hits_and_query):

@@ -6,6 +6,11 @@ object from another photo is pasted into one photo of a screenful at a random pl
 as an image query; the bench reports how well each strategy's refined box outlines it (IoU) and
 whether ranking by the refined score puts that photo higher than ranking by the tile score.
 Random weights say little about retrieval quality, so the quality figures are for this protocol only.
+
+Each strategy is timed with every indexing speed profile asked for (``--speeds``; refinement runs
+through the embedder the app loaded, so with the app's default profile, "fast", the vision tower is
+int8) and every screenful schedule (``--schedules``): one hit after another, all hits level by level
+in shared batches, or the top hit alone first and then the others level by level.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ PRESETS: dict[str, dict | str] = {
 }
 
 
+#: How a screenful is scheduled (core.refine.refine_hits arguments).
+SCHEDULES: dict[str, dict] = {
+    "sequential": dict(together=False),  # one hit after another, each hit's steps its own batches
+    "together": dict(together=True, lead=0),  # every hit level by level in shared batches
+    "lead1": dict(together=True, lead=1),  # the top hit alone first, then the others level by level
+}
+
+
 def add_arguments(p) -> None:
     p.add_argument("--spec", default=None, help="model architecture (default: the default model's)")
     p.add_argument("--cache-dir", default=None, help="where the random model is cached (~1.5 GB)")
@@ -41,6 +54,16 @@ def add_arguments(p) -> None:
         "--strategies",
         default="screen-g2-32,screen-g2-48,screen-g2-64,screen-g3-64,detail",
         help=f"comma-separated, from: {', '.join(PRESETS)}",
+    )
+    p.add_argument(
+        "--speeds",
+        default="fast,thorough",
+        help="indexing speed profiles the embedder is loaded with (the app's default first: 'fast' = int8)",
+    )
+    p.add_argument(
+        "--schedules",
+        default="sequential,together,lead1",
+        help=f"how a screenful is scheduled, comma-separated, from: {', '.join(SCHEDULES)}",
     )
     p.add_argument("--detail-hits", type=int, default=1, help="hits refined with 'detail' per query (slow)")
     p.add_argument("--patch-frac", type=float, default=0.15, help="pasted object side / photo short side")
@@ -78,14 +101,23 @@ def _object_crops(coco: Path, exclude: set[str], n: int, rng) -> list:
     return out
 
 
+def _names(arg: str, known: dict, what: str) -> list[str]:
+    names = [s.strip() for s in arg.split(",") if s.strip()]
+    for n in names:
+        if n not in known:
+            raise ValueError(f"unknown {what} {n!r}; known: {', '.join(known)}")
+    return names
+
+
 def run(args) -> int:
     import torch
 
     from sorce_desktop.bench.datasets import coco_small_dir
     from sorce_desktop.bench.synthetic_models import DEFAULT_SPEC, cache_dir, synthetic_model
-    from sorce_desktop.core.images import load_image
+    from sorce_desktop.core.images import DecodedImage, load_image
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
-    from sorce_desktop.core.refine import Refiner, refine_hits
+    from sorce_desktop.core.models.speed import DEFAULT_SPEED, get_speed
+    from sorce_desktop.core.refine import Refiner, refine_hits, rerank_by_refined
     from sorce_desktop.core.regions import Box, get_layout
     from sorce_desktop.core.search import PhotoHit
 
@@ -96,167 +128,169 @@ def run(args) -> int:
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     log(f"model: random {spec} (building it the first time writes ~1.5 GB)")
     folder = synthetic_model(spec, cache_dir(args.cache_dir))
-    embedder = DualEncoderEmbedder(folder, model_id=spec)
+    names = _names(args.strategies, PRESETS, "strategy")
+    schedules = _names(args.schedules, SCHEDULES, "schedule")
+    speeds = [s.strip() for s in args.speeds.split(",") if s.strip()]
+    for sp in speeds:
+        get_speed(sp)  # unknown names fail here, before any work
     layout = get_layout("grid3")
     coco = coco_small_dir()
     photos = sorted((coco / "images").glob("*.jpg"))
     pool = [photos[int(i)] for i in rng.choice(len(photos), size=args.hits, replace=False)]
     objects = _object_crops(coco, {p.name for p in pool}, args.queries, rng)
-    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    for n in names:
-        if n not in PRESETS:
-            raise ValueError(f"unknown strategy {n!r}; known: {', '.join(PRESETS)}")
-    refiners = {n: Refiner(embedder, _strategy(n)) for n in names}
-
-    # The screenful's photos as the index sees them (the grid3 tiles and their vectors), once.
-    log(f"embedding the tiles of {len(pool)} photos ...")
-    t = time.perf_counter()
-    decoded = [load_image(p, embedder.decode_min_side(layout)) for p in pool]
-    base_regions = [embedder.embed_photos([d], layout)[0] for d in decoded]
-    index_s = time.perf_counter() - t
-
+    places: dict[int, tuple[int, int, int, int]] = {}  # where each object goes (same for every profile)
     tmp = Path(tempfile.mkdtemp(prefix="sorce-bench-refine-"))
-    per: dict[str, dict[str, list]] = {
-        n: {
-            "hit_s": [],
-            "screen_s": [],
-            "first_s": [],
-            "first_step_s": [],
-            "iou": [],
-            "tile_iou": [],
-            "shrink": [],
-            "rank_tile": [],
-            "rank_refined": [],
-            "crops": [],
-        }
-        for n in names
-    }
-    for qi, obj in enumerate(objects):
-        target = qi % len(pool)
-        img = decoded[target].image.copy()
-        W, H = img.size
-        side = max(16, int(args.patch_frac * min(W, H)))
-        scale = side / max(obj.size)
-        patch = obj.resize((max(1, round(obj.width * scale)), max(1, round(obj.height * scale))))
-        x = int(rng.integers(0, W - patch.width))
-        y = int(rng.integers(0, H - patch.height))
-        img.paste(patch, (x, y))
-        true_box = Box(x, y, x + patch.width, y + patch.height)
-        path = tmp / f"target_{qi}.png"
-        img.save(path)
-        from sorce_desktop.core.images import DecodedImage
+    rows: list[dict] = []
+    index_rates: dict[str, float] = {}
 
-        target_regions = embedder.embed_photos([DecodedImage(img, W, H)], layout)[0]
-        q = embedder.embed_image_query(patch)
-        hits = []
-        for i, p in enumerate(pool):
-            regions = target_regions if i == target else base_regions[i]
-            scores = [float(r.vector @ q) for r in regions]
-            best = int(np.argmax(scores))
-            d = decoded[i]
-            hits.append(
-                PhotoHit(
-                    str(path if i == target else p),
-                    scores[best],
-                    regions[best].box,
-                    regions[best].name,
-                    i,
-                    d.width,
-                    d.height,
+    for sp in speeds:
+        embedder = DualEncoderEmbedder(folder, model_id=spec, speed=get_speed(sp))
+        refiners = {n: Refiner(embedder, _strategy(n)) for n in names}
+        # The screenful's photos as the index sees them (the grid3 tiles and their vectors), once.
+        log(f"[{sp}: {embedder.variant()}] embedding the tiles of {len(pool)} photos ...")
+        t = time.perf_counter()
+        decoded = [load_image(p, embedder.decode_min_side(layout)) for p in pool]
+        base_regions = [embedder.embed_photos([d], layout)[0] for d in decoded]
+        index_rates[sp] = round(sum(len(r) for r in base_regions) / (time.perf_counter() - t), 2)
+        for refiner in refiners.values():  # warm-up: the first forward at a new input side costs more
+            refiner.refine(
+                PhotoHit(str(pool[0]), 0.0, base_regions[0][1].box, "warm", 0, decoded[0].width, decoded[0].height),
+                base_regions[0][0].vector,
+            )
+        per: dict[tuple[str, str], dict[str, list]] = {}
+
+        keys = ("screen_s", "first_s", "hit_s", "iou", "tile_iou", "shrink", "rank_tile", "rank_refined", "crops")
+
+        for qi, obj in enumerate(objects):
+            target = qi % len(pool)
+            img = decoded[target].image.copy()
+            W, H = img.size
+            if qi not in places:
+                side = max(16, int(args.patch_frac * min(W, H)))
+                scale = side / max(obj.size)
+                pw, ph = max(1, round(obj.width * scale)), max(1, round(obj.height * scale))
+                places[qi] = (pw, ph, int(rng.integers(0, W - pw)), int(rng.integers(0, H - ph)))
+            pw, ph, x, y = places[qi]
+            patch = obj.resize((pw, ph))
+            img.paste(patch, (x, y))
+            true_box = Box(x, y, x + pw, y + ph)
+            path = tmp / f"target_{sp}_{qi}.png"
+            img.save(path)
+            target_regions = embedder.embed_photos([DecodedImage(img, W, H)], layout)[0]
+            q = embedder.embed_image_query(patch)
+            hits = []
+            for i, p in enumerate(pool):
+                regions = target_regions if i == target else base_regions[i]
+                scores = [float(r.vector @ q) for r in regions]
+                best = int(np.argmax(scores))
+                d = decoded[i]
+                hits.append(
+                    PhotoHit(
+                        str(path if i == target else p),
+                        scores[best],
+                        regions[best].box,
+                        regions[best].name,
+                        i,
+                        d.width,
+                        d.height,
+                    )
+                )
+            hits.sort(key=lambda h: -h.score)
+            rank_tile = next(k for k, h in enumerate(hits) if h.photo_id == target) + 1
+            for n, refiner in refiners.items():
+                detail = n == "detail"
+                todo = [h for h in hits if h.photo_id == target] if detail else hits
+                if detail:
+                    todo += [h for h in hits if h.photo_id != target][: max(0, args.detail_hits - 1)]
+                for sched in ["alone"] if detail else schedules:
+                    m = per.setdefault((n, sched), {k: [] for k in keys})
+                    mine = [replace(h, refined_box=None, refined_score=None) for h in todo]
+                    # The first outline the user sees tighten: the top hit's first step (or its
+                    # final box when the tile was already the best), timed inside the screenful run.
+                    first: list[float] = []
+                    t0 = time.perf_counter()
+
+                    def seen(i, _h, _r, t0=t0, first=first):
+                        if i == 0 and not first:
+                            first.append(time.perf_counter() - t0)
+
+                    kw = dict(together=False) if detail else SCHEDULES[sched]
+                    results = refine_hits(
+                        refiner, mine, q, cancel=threading.Event(), on_step=seen, on_result=seen, **kw
+                    )
+                    wall = time.perf_counter() - t0
+                    done = [r for r in results if r is not None]
+                    m["screen_s"].append(wall)
+                    m["hit_s"].append(wall / max(1, len(done)))
+                    m["crops"] += [r.crops for r in done]
+                    m["first_s"].append(first[0] if first else wall)
+                    for h, r in zip(mine, results):
+                        if r is None:
+                            continue
+                        m["shrink"].append(r.shrink)
+                        if h.photo_id == target:
+                            m["iou"].append(r.box.iou(true_box))
+                            m["tile_iou"].append(r.tile_box.iou(true_box))
+                    if not detail:
+                        reranked = rerank_by_refined(mine)
+                        m["rank_tile"].append(rank_tile)
+                        m["rank_refined"].append(
+                            next(k for k, h in enumerate(reranked) if h.photo_id == target) + 1
+                        )
+            log(f"[{sp}] query {qi + 1}/{len(objects)} done")
+
+        def med(v, scale=1.0, nd=4):
+            return round(scale * statistics.median(v), nd) if v else None
+
+        for (n, sched), m in per.items():
+            entry = {
+                "speed": sp,
+                "variant": embedder.variant(),
+                "app_default_speed": sp == DEFAULT_SPEED,
+                "strategy_name": n,
+                "schedule": sched,
+                "strategy": dict(asdict(refiners[n].strategy)),
+                "per_hit_ms_median": med(m["hit_s"], 1000, 1),
+                "crops_per_hit_median": med(m["crops"]),
+                "screen_s_median": None if n == "detail" else med(m["screen_s"]),
+                "first_outline_ms_median": med(m["first_s"], 1000, 1),
+                "area_shrink_median": med(m["shrink"]),
+                "target_iou_refined_median": med(m["iou"]),
+                "target_iou_tile_median": med(m["tile_iou"]),
+            }
+            if m["rank_tile"]:
+                entry.update(
+                    target_rank_by_tile_mean=round(float(np.mean(m["rank_tile"])), 2),
+                    target_rank_reranked_mean=round(float(np.mean(m["rank_refined"])), 2),
+                    rerank_top1_tile=sum(r == 1 for r in m["rank_tile"]),
+                    rerank_top1_reranked=sum(r == 1 for r in m["rank_refined"]),
+                    rerank_helps=bool(np.mean(m["rank_refined"]) < np.mean(m["rank_tile"])),
+                )
+            entry["meets_targets"] = (
+                None
+                if n == "detail"
+                else bool(
+                    entry["screen_s_median"] is not None
+                    and entry["screen_s_median"] <= 2.0
+                    and entry["first_outline_ms_median"] is not None
+                    and entry["first_outline_ms_median"] <= 300
                 )
             )
-        hits.sort(key=lambda h: -h.score)
-        rank_tile = next(k for k, h in enumerate(hits) if h.photo_id == target) + 1
-        for n, refiner in refiners.items():
-            detail = n == "detail"
-            todo = [h for h in hits if h.photo_id == target] if detail else hits
-            if detail:
-                todo += [h for h in hits if h.photo_id != target][: max(0, args.detail_hits - 1)]
-            todo = [replace(h, refined_box=None, refined_score=None) for h in todo]
-            # The first outline the user sees tighten: the first step of the first hit, on its own.
-            first_step: list[float] = []
-            t1 = time.perf_counter()
-
-            def on_step(r, t1=t1, first_step=first_step):
-                if not first_step:
-                    first_step.append(time.perf_counter() - t1)
-
-            first_alone = refiner.refine(todo[0], q, on_step=on_step).seconds
-            t0 = time.perf_counter()
-            results = refine_hits(refiner, todo, q, cancel=threading.Event())
-            wall = time.perf_counter() - t0
-            m = per[n]
-            m["hit_s"] += [r.seconds for r in results if r is not None]
-            m["crops"] += [r.crops for r in results if r is not None]
-            m["first_s"].append(first_alone)
-            m["first_step_s"].append(first_step[0] if first_step else first_alone)
-            if not detail:
-                m["screen_s"].append(wall)
-            for h, r in zip(todo, results):
-                if r is None:
-                    continue
-                m["shrink"].append(r.shrink)
-                if h.photo_id == target:
-                    m["iou"].append(r.box.iou(true_box))
-                    m["tile_iou"].append(r.tile_box.iou(true_box))
-            if not detail:
-                from sorce_desktop.core.refine import rerank_by_refined
-
-                reranked = rerank_by_refined(todo)
-                m["rank_tile"].append(rank_tile)
-                m["rank_refined"].append(next(k for k, h in enumerate(reranked) if h.photo_id == target) + 1)
-        log(f"query {qi + 1}/{len(objects)} done")
-
-    def med(v):
-        return round(statistics.median(v), 4) if v else None
+            rows.append(entry)
+        del embedder, refiners
 
     report = {
         "machine": f"{torch.get_num_threads()} torch threads, CPU",
         "model": f"random {spec}",
+        "app_default_speed": DEFAULT_SPEED,
         "hits_per_screen": args.hits,
         "queries": len(objects),
-        "index_crops_per_s": round(len(pool) * len(base_regions[0]) / index_s, 2),
-        "strategies": {},
+        "index_crops_per_s": index_rates,
+        "rows": rows,
     }
-    for n in names:
-        m = per[n]
-        s = refiners[n].strategy
-        entry = {
-            "strategy": {k: v for k, v in asdict(s).items()},
-            "hit_ms_median": None if not m["hit_s"] else round(1000 * statistics.median(m["hit_s"]), 1),
-            "crops_per_hit_median": med(m["crops"]),
-            "screen_s_median": med(m["screen_s"]),
-            "first_outline_ms_median": None
-            if not m["first_step_s"]
-            else round(1000 * statistics.median(m["first_step_s"]), 1),
-            "first_hit_ms_median": None
-            if not m["first_s"]
-            else round(1000 * statistics.median(m["first_s"]), 1),
-            "area_shrink_median": med(m["shrink"]),
-            "target_iou_refined_median": med(m["iou"]),
-            "target_iou_tile_median": med(m["tile_iou"]),
-        }
-        if m["rank_tile"]:
-            entry.update(
-                target_rank_by_tile_mean=round(float(np.mean(m["rank_tile"])), 2),
-                target_rank_reranked_mean=round(float(np.mean(m["rank_refined"])), 2),
-                rerank_top1_tile=sum(r == 1 for r in m["rank_tile"]),
-                rerank_top1_reranked=sum(r == 1 for r in m["rank_refined"]),
-            )
-            entry["rerank_helps"] = bool(np.mean(m["rank_refined"]) < np.mean(m["rank_tile"]))
-        entry["meets_targets"] = (
-            None
-            if n == "detail"
-            else bool(
-                entry["screen_s_median"] is not None
-                and entry["screen_s_median"] <= 2.0
-                and entry["first_outline_ms_median"] is not None
-                and entry["first_outline_ms_median"] <= 300
-            )
-        )
-        report["strategies"][n] = entry
     if args.json:
         print(json.dumps(report))
     else:
         print(json.dumps(report, indent=2))
     return 0
+

@@ -613,6 +613,10 @@ class Session(QtCore.QObject):
         def on_error(i: int, _hit, _reason: str) -> None:
             to_main(self._refined, gen, todo[i], None, None, detail)
 
+        def on_step(i: int, _hit, r) -> None:
+            # Progressive: the outline tightens with every step; the hit stays "refining" until done.
+            to_main(self._refined, gen, todo[i], r.box, float(r.score), detail, False)
+
         def work() -> None:
             refine.refine_hits(
                 refiner,
@@ -620,6 +624,7 @@ class Session(QtCore.QObject):
                 q,
                 on_result=on_result,
                 on_error=on_error,
+                on_step=on_step,
                 cancel=cancel,
                 cache=cache,
                 apply=False,
@@ -631,13 +636,16 @@ class Session(QtCore.QObject):
 
         run_task(work, done, lambda e: log.warning("refinement failed: %s", e), lane="refine", name="refine")
 
-    def _refined(self, gen: int, it: ResultItem, box: Box | None, score: float | None, detail: bool) -> None:
-        it.refining = False
+    def _refined(
+        self, gen: int, it: ResultItem, box: Box | None, score: float | None, detail: bool, final: bool = True
+    ) -> None:
+        if final:
+            it.refining = False
         if gen != self._generation:
             return
         if box is not None:
             it.hit.refined_box, it.hit.refined_score = box, score
-            if detail:
+            if detail and final:
                 it.detail_refined = True
         self.refined.emit(gen, it.hit.photo_id)
 
