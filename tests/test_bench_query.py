@@ -36,10 +36,10 @@ def _run(capsys, *extra) -> dict:
 
 
 def test_rescoring_reads_the_catalog_layout_and_recovers_recall(capsys, tmp_path):
-    out = _run(capsys, "--sizes", "1500", "--rescore", "0,300", "--work-dir", str(tmp_path))
+    out = _run(capsys, "--sizes", "1500", "--rescore", "0,1000", "--work-dir", str(tmp_path))
     rows = {(r["kind"], r.get("rescore", 0)): r for r in out["results"]}
     assert rows[("flat", 0)]["recall_at_10"] == 1.0
-    plain, rescored = rows[("ivfpq", 0)], rows[("ivfpq", 300)]
+    plain, rescored = rows[("ivfpq", 0)], rows[("ivfpq", 1000)]
     assert rescored["rescore_reads"] == "sqlite"
     assert "rescore_reads" not in plain
     # 16 dims per code is a coarse quantiser: its own ranking loses photos, exact re-scoring finds them
@@ -51,7 +51,7 @@ def test_rescoring_reads_the_catalog_layout_and_recovers_recall(capsys, tmp_path
 
 def test_sizes_past_the_table_limit_time_reads_on_the_largest_table(capsys, tmp_path):
     # 1500 photos x 5 x (256 + 64) B = 2.4 MB fits 0.003 GB; 4000 photos does not
-    out = _run(capsys, "--sizes", "1500,4000", "--rescore", "300", "--fetch-db-max-gb", "0.003",
+    out = _run(capsys, "--sizes", "1500,4000", "--rescore", "600", "--fetch-db-max-gb", "0.003",
                "--kinds", "ivfpq", "--work-dir", str(tmp_path))
     reads = [r["rescore_reads"] for r in out["results"]]
     assert reads == ["sqlite", "sqlite proxy (7500 rows)"]

@@ -52,7 +52,7 @@ RETRAIN_GROWTH = 8.0
 #: the ranking and the scores a user sees are exact inner products (bench query: Recall@10 of photos
 #: against exact search with and without re-scoring).
 RESCORE_MIN = 1024
-RESCORE_FACTOR = 4
+RESCORE_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,9 @@ def rescore(queries: np.ndarray, cand_ids: np.ndarray, fetch, k: int) -> tuple[n
             continue
         ids = np.fromiter((c for c, _ in keep), np.int64, len(keep))
         rows = np.fromiter((r for _, r in keep), np.int64, len(keep))
-        scores = vectors[rows] @ q
+        # einsum's own loop, not BLAS: a multithreaded BLAS left spinning after this tiny product
+        # steals the cores from the next query's text embedding (bench query saw 30 -> 110 ms).
+        scores = np.einsum("ij,j->i", vectors[rows], q)
         order = np.argsort(-scores, kind="stable")[:k]
         out_s[qi, : len(order)] = scores[order]
         out_i[qi, : len(order)] = ids[order]
