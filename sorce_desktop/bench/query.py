@@ -54,9 +54,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-gb", type=float, default=4.0, help="skip an index larger than this")
     p.add_argument(
         "--rescore",
-        default=f"0,{ann.RESCORE_MIN}",
+        default="0,store",
         help="compressed kinds: candidates re-scored exactly per query (at least; 0 = the compressed "
-        f"index's own ranking), comma-separated; the store uses {ann.RESCORE_MIN}",
+        "index's own ranking; store = the store's rule for the size), comma-separated",
     )
     p.add_argument(
         "--fetch-db-max-gb",
@@ -309,7 +309,7 @@ def run(args) -> int:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     pq_dims = [int(x) for x in args.pq_dims.split(",") if x.strip()]
     nprobes = [None if x.strip() == "store" else int(x) for x in args.nprobe.split(",") if x.strip()]
-    rescores = [int(x) for x in args.rescore.split(",") if x.strip()]
+    rescores = [-1 if x.strip() == "store" else int(x) for x in args.rescore.split(",") if x.strip()]
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     if args.catalog:
@@ -421,7 +421,10 @@ def run(args) -> int:
                 bytes_per_photo=round(nbytes / n_photos),
                 rss_growth_bytes=rss_bytes() - rss0,
             )
-            variants = [(p, r) for p in nprobes for r in rescores] if spec.compressed else [(0, 0)]
+            store_min = ann.RESCORE_MIN_LARGE if n_vectors >= ann.RESCORE_LARGE_VECTORS else ann.RESCORE_MIN
+            variants = (
+                [(p, store_min if r == -1 else r) for p in nprobes for r in rescores] if spec.compressed else [(0, 0)]
+            )
             for nprobe, rescore_min in variants:
                 if spec.compressed:
                     ivf = ann._ivf(index)
