@@ -51,9 +51,10 @@ def test_engine_id_tells_settings_that_change_the_text_apart():
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    plain = OcrEngine(threads=1).engine_id
-    assert "PP-OCRv4" in plain and "nocls" not in plain  # ids of photos already read stay valid
-    assert OcrEngine(threads=1, use_angle_cls=False).engine_id == plain + " nocls"
+    with_cls = OcrEngine(threads=1, use_angle_cls=True).engine_id
+    assert "PP-OCRv4" in with_cls and "nocls" not in with_cls  # the id photos were read with before
+    # the default reads without the angle classifier: its texts differ, so its id does too
+    assert OcrEngine(threads=1).engine_id == with_cls + " nocls"
 
 
 def _photo_with_word(word: str):

@@ -198,7 +198,10 @@ class OcrEngine:
         min_confidence: float = 0.5,
         det_thresh: float = 0.2,
         det_box_thresh: float = 0.3,
-        use_angle_cls: bool = True,
+        # No 0/180-degree line classifier: photos are turned upright from EXIF before reading, and the
+        # classifier flipped upright small words (bench text, 1920x1440: 2 %-height words Recall@5 0.81
+        # with it, 0.88 without; 640x480 unchanged; 7-15 % less OCR time).
+        use_angle_cls: bool = False,
         threads: int | None = None,
         models: str = "ppocrv4",
         model_dir: str | os.PathLike | None = None,
