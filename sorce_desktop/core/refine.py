@@ -40,7 +40,8 @@ class RefineStrategy:
     """How hard to look. The defaults are the preset "screen-g2-48" of ``sorce-desktop bench refine``
     (at most 9 crops of 48 px per hit) for a screenful on a CPU: with the app's default indexing profile
     ("fast", int8 vision tower) and :func:`refine_hits`' default schedule it refined 24 hits in about
-    1.0 s on the 2-core test machine, fp32 ("thorough") in about 2.5 s; see docs/benchmarks.md.
+    1.1 s on the 2-core test machine (first outline 41 ms), fp32 ("thorough") in about 2.3 s; see
+    docs/benchmarks.md.
     :data:`DETAIL_STRATEGY` looks harder, for one photo opened."""
 
     #: windows per axis at each step (grid x grid windows per batch)
@@ -62,19 +63,6 @@ class RefineStrategy:
     min_side_px: int = 16
     #: embed the windows at this square input side (None: the model's own); cost grows with its square
     input_side: int | None = 48
-
-    def key(self) -> tuple:
-        return (
-            self.grid,
-            self.zoom,
-            self.margin,
-            self.max_steps,
-            self.polish,
-            self.min_gain,
-            self.min_area_frac,
-            self.min_side_px,
-            self.input_side,
-        )
 
 
 #: For one photo the user opened: no screenful to share the time with, so look harder.
@@ -328,7 +316,7 @@ class RefineCache:
     @staticmethod
     def key(path: str, query_vector: np.ndarray, strategy: RefineStrategy) -> tuple | None:
         pk = photo_key(path)
-        return None if pk is None else (*pk, query_key(query_vector), strategy.key())
+        return None if pk is None else (*pk, query_key(query_vector), strategy)  # frozen: hashable
 
     def get(self, path: str, query_vector: np.ndarray, strategy: RefineStrategy) -> RefineResult | None:
         k = self.key(path, query_vector, strategy)

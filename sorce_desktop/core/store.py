@@ -486,14 +486,7 @@ class Store:
                 ]
                 rng = np.random.default_rng(len(ids))
                 pick = sorted(rng.choice(ids, min(len(ids), ann.train_size(want)), replace=False).tolist())
-                parts = []
-                for i in range(0, len(pick), 900):
-                    chunk = pick[i : i + 900]
-                    rows = self.db.execute(
-                        f"SELECT vector FROM regions WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                    ).fetchall()
-                    parts += [np.frombuffer(r[0], dtype=np.float32) for r in rows]
-                train = np.stack(parts)
+                _ids, train = fetch_region_vectors(self.db, pick, self.vectors.dim)
             log.info(
                 "vector index: %s -> %s for %d vectors", self.vectors.spec.describe(), want.describe(), n
             )
@@ -516,15 +509,8 @@ class Store:
             extra = have - want
             missing = sorted(want - have)
             self.vectors.remove(extra)
-            for i in range(0, len(missing), 4096):
-                chunk = missing[i : i + 4096]
-                rows = self.db.execute(
-                    f"SELECT id, vector FROM regions WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                ).fetchall()
-                self.vectors.add(
-                    [r[0] for r in rows],
-                    np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]),
-                )
+            for i in range(0, len(missing), 4096):  # bounded memory for a large rebuild
+                self.vectors.add(*fetch_region_vectors(self.db, missing[i : i + 4096], self.vectors.dim))
             if extra or missing:
                 self._dirty = True
             return len(extra) + len(missing)

@@ -247,11 +247,7 @@ class Session(QtCore.QObject):
         self._set_state(ModelState("ready", embedder.model_id, ""))
         self.request_index()
         self._start_watcher(embedder)
-        if self._pending_query is not None:
-            gen, q = self._pending_query
-            self._pending_query = None
-            if gen == self._generation:
-                self._run_search(gen, q)
+        self._run_pending_query()
 
     def _use_text_only(self, reason: str) -> None:
         """No visual model: search (and keep indexing) the text read in the photos, when OCR is on.
@@ -270,6 +266,10 @@ class Session(QtCore.QObject):
         self.refresh_status()
         self.request_index()
         self._start_watcher(None)
+        self._run_pending_query()
+
+    def _run_pending_query(self) -> None:
+        """A query typed while no search service was ready runs now (unless a newer one replaced it)."""
         if self._pending_query is not None:
             gen, q = self._pending_query
             self._pending_query = None
