@@ -217,3 +217,17 @@ def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
     b = texts[2.5].box
     # the cut box is the word's (as the full detection found it), not the 2.5-heights-wider crop
     assert abs(b.x0 - word.x0) < 0.3 * (word.y1 - word.y0) and abs(b.x1 - word.x1) < 0.3 * (word.y1 - word.y0)
+
+
+def test_detector_sees_tiles_at_the_working_scale():
+    """RapidOCR would shrink a detector input over 2000 px itself; the engine's tiles reach it as they
+    are (only rounded to multiples of 32), so a larger tile is honoured, and nonsense tiles are refused."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    det = OcrEngine(models="ppocrv4", threads=1, tile=2560)._ocr.text_det
+    for shape in ((1440, 1920, 3), (1920, 2560, 3), (480, 640, 3)):
+        pre = det.get_preprocess(max(shape[:2]))(np.zeros(shape, np.uint8))
+        assert pre.shape[2:] == shape[:2]
+    with pytest.raises(ValueError, match="tile"):
+        OcrEngine(models="ppocrv4", threads=1, tile=100)

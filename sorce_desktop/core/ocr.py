@@ -243,8 +243,8 @@ class OcrEngine:
         models: str = DEFAULT_MODELS,
         model_dir: str | os.PathLike | None = None,
     ):
-        if tile > 1999:
-            raise ValueError("tile must stay under 2000 px: RapidOCR's detector shrinks larger inputs")
+        if not 256 <= tile <= 4096:
+            raise ValueError("tile must be 256-4096 px")
         if models not in MODEL_SETS:
             raise ValueError(f"unknown OCR models {models!r}; known: {', '.join(MODEL_SETS)}")
         module, RapidOCR = _import_rapidocr()
@@ -262,15 +262,11 @@ class OcrEngine:
             raise ValueError("widen must be >= 0")
         unclip = MODEL_SETS[models].unclip_ratio if unclip_ratio is None else float(unclip_ratio)
         threads = threads or min(4, os.cpu_count() or 1)
-        # limit_type "max" with the tile size: the detector then never rescales a tile itself; the
-        # working scale chosen here is what it sees.
-        self._ocr = RapidOCR(
-            det_limit_type="max",
-            det_limit_side_len=tile,
-            intra_op_num_threads=threads,
-            inter_op_num_threads=1,
-            **model_files,
-        )
+        self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **model_files)
+        # The detector must never rescale a tile itself (RapidOCR would shrink anything over 2000 px):
+        # limit type "min" with a 32 px limit only pads a tile to multiples of 32, so the working scale
+        # chosen here is what it sees.
+        self._ocr.text_det.limit_type, self._ocr.text_det.limit_side_len = "min", 32
         # Lower detection thresholds than RapidOCR's (0.3/0.5): small and low-contrast words on busy
         # backgrounds are kept; the recogniser's confidence (min_confidence) drops the noise that lets in.
         post = self._ocr.text_det.postprocess_op
