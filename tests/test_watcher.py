@@ -419,7 +419,8 @@ def test_watch_command_prints_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_clip):
     root = tmp_path / "photos"
     root.mkdir()
     data = tmp_path / "data"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # faulthandler: if it ever hangs, SIGABRT makes it print every thread's stack (shown in the failure)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     cmd = [
         sys.executable, "-m", "sorce_desktop", "watch", str(root), "--data-dir", str(data),
         "--model", str(tiny_clip), "--layout", "global", "--settle", "0.3", "--json",
@@ -435,7 +436,12 @@ def test_watch_command_prints_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_clip):
         copy_in(photos[2], root / "three.jpg")
         time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"watch did not stop within 60 s of Ctrl+C; stdout:\n{out[-2000:]}\nstderr:\n{err[-8000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
