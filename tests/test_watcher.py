@@ -425,7 +425,12 @@ def test_watch_command_prints_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_clip):
         sys.executable, "-m", "sorce_desktop", "watch", str(root), "--data-dir", str(data),
         "--model", str(tiny_clip), "--layout", "global", "--settle", "0.3", "--json",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Ctrl+C as in a terminal: a shell running the tests as a background job hands its children SIGINT
+    # ignored, and Python then leaves it ignored (it only installs KeyboardInterrupt over the default).
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if os.name == "posix" else None,
+    )  # fmt: skip
     try:
         _read_events(proc, lambda ev: ev["kind"] == "reconciled")
         photos = coco_photos(3)
