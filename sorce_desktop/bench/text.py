@@ -12,7 +12,9 @@ Real text: the photos with a COCO "stop sign" are indexed unchanged and searched
 The real product path runs: the indexer with the OCR text source and no visual model, then
 ``SearchService`` text-only search for each word. Reported: Recall@1/5/10 of the photo holding the word,
 IoU of the returned box with the word's ink box (for words found in the top 10), both by text size, and
-by placement and contrast; OCR seconds per photo (median, wall and CPU); the stop-sign check.
+by placement and contrast; OCR seconds per photo (median, wall and CPU); the stop-sign check; and
+``absent_words``: words drawn in no photo, searched, with the photos they return by letters (what
+the OCR-tolerant matching gets wrong).
 ``--engine NAME:key=val,...`` (repeatable) indexes the same photos once per OCR engine setting, so
 recall and OCR cost of the settings are compared within one run.
 """
