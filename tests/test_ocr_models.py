@@ -14,7 +14,7 @@ from sorce_desktop.core.ocr import (
     MODEL_SETS,
     ModelSet,
     OcrUnavailable,
-    _cut_to_letters,
+    _read_letters,
     _widen,
 )
 
@@ -177,20 +177,27 @@ def test_widen_stretches_along_the_line_and_keeps_tall_lines():
     assert _widen(quad, 0, 1000, 1000)[1] is False
 
 
-def test_cut_to_letters_uses_ctc_columns():
-    quad = np.array([[0, 0], [400, 0], [400, 40], [0, 40]], np.float32)
-    # 40 columns across the crop; letters at columns 10..29 (spaces read in the margins ignored)
-    info = [40.0, [[" "], ["a", "b", "c", "d", "e"], [" "]], [[2], [10, 15, 20, 25, 29]], [[38]], []]
-    cut = _cut_to_letters(quad, "abcde", info)
-    # first centre 105 px, last 295 px, half a letter (23.75 px) beyond each
-    assert abs(cut[0][0] - 81.25) < 1e-3 and abs(cut[1][0] - 318.75) < 1e-3
-    assert cut[0][1] == 0 and cut[2][1] == 40
-    flipped = _cut_to_letters(quad, "abcde", info, flipped=True)  # the crop was read turned 180
-    assert abs(flipped[0][0] - (400 - 318.75)) < 1e-3
-    assert _cut_to_letters(quad, "x", None) is quad  # no column information: unchanged
+def test_read_letters_cuts_to_the_letters_and_drops_neighbouring_words():
+    wide = np.array([[0, 0], [400, 0], [400, 40], [0, 40]], np.float32)
+    detected = np.array([[100, 0], [300, 0], [300, 40], [100, 40]], np.float32)
+    # 40 columns across the crop, 10 px each: "ab" at columns 2-3 lies wholly in the stretched margin
+    # (a neighbouring word), "cdefg" at 10..26 starts in the margin but is joined to the detected part
+    info = [40.0, [["a", "b"], [" "], ["c", "d", "e", "f", "g"]], [[2, 3], [6], [10, 14, 18, 22, 26]], [], [0.6, 0.7, 0.2, 0.9, 0.9, 0.9, 0.9, 0.9]]
+    text, conf, quad = _read_letters(detected, wide, info)
+    assert text == "cdefg" and abs(conf - 0.9) < 1e-6  # the margin's space and word left out
+    # first centre 105 px, last 265 px, half a letter (20 px) beyond each
+    assert abs(quad[0][0] - 85) < 1e-3 and abs(quad[1][0] - 285) < 1e-3
+    assert quad[0][1] == 0 and quad[2][1] == 40
+    # read turned 180 degrees: places are mirrored along the quad
+    text, _, quad = _read_letters(detected, wide, info, flipped=True)
+    assert text == "cdefg" and abs(quad[0][0] - (400 - 285)) < 1e-3
+    assert _read_letters(detected, wide, None) is None  # no column information
     # a lone letter (a jersey number) is as wide as the line is tall, around its column
-    one = _cut_to_letters(quad, "7", [40.0, [["7"]], [[19]], [], []])
-    assert abs(one[0][0] - 175) < 1e-3 and abs(one[1][0] - 215) < 1e-3
+    text, _, one = _read_letters(detected, wide, [40.0, [["7"]], [[19]], [], [0.9]])
+    assert text == "7" and abs(one[0][0] - 175) < 1e-3 and abs(one[1][0] - 215) < 1e-3
+    # nothing read inside the detected line: what was read is kept rather than nothing
+    text, _, _ = _read_letters(detected, wide, [40.0, [["a", "b"]], [[2, 3]], [], [0.9, 0.9]])
+    assert text == "ab"
 
 
 def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):

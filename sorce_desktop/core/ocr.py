@@ -333,15 +333,15 @@ class OcrEngine:
                 turned = ["180" in str(label) and score > thresh for label, score in cls_res]
             rec, _ = self._ocr.text_rec(crops, return_word_box=bool(self.widen))
         lines = []
-        for (quad, widened), r, flipped in zip(wide, rec, turned):
+        for detected, (quad, widened), r, flipped in zip(quads, wide, rec, turned):
             text, conf = r[0], r[1]
-            if widened:  # spaces read in the stretched margins would pull the line's confidence down
-                conf = _letters_confidence(r[2], conf)
+            if widened:  # keep to the detected line, cut the stretched quad to the letters read
+                kept = _read_letters(detected, quad, r[2], flipped)
+                if kept is not None:
+                    text, conf, quad = kept
             text = " ".join(str(text).split())
             if not text or float(conf) < self.min_confidence:
                 continue
-            if widened:  # cut the stretched quad to the letters read
-                quad = _cut_to_letters(quad, text, r[2], flipped)
             full = quad / s  # back to full-resolution pixels
             full[:, 0] = full[:, 0].clip(0, image.width)
             full[:, 1] = full[:, 1].clip(0, image.height)
@@ -406,47 +406,75 @@ def _widen(quad: np.ndarray, widen: float, width: int, height: int) -> tuple[np.
     return q, True
 
 
-def _letters_confidence(info, default: float) -> float:
-    """Mean recogniser confidence of the letters read (spaces left out), from RapidOCR's word info."""
-    try:
-        chars = [ch for word in info[1] for ch in word]
-        confs = [float(c) for ch, c in zip(chars, info[4]) if not str(ch).isspace()]
-    except (TypeError, IndexError, ValueError):
-        return float(default)
-    return sum(confs) / len(confs) if confs else float(default)
+def _read_letters(
+    detected: np.ndarray, wide: np.ndarray, info, flipped: bool = False
+) -> tuple[str, float, np.ndarray] | None:
+    """What a stretched crop read, kept to the detected line, from RapidOCR's word info
+    ``[columns across the crop, words, their columns, kinds, confidences]`` -> (text, confidence,
+    quad), or None when the info is unusable.
 
-
-def _cut_to_letters(quad: np.ndarray, text: str, info, flipped: bool = False) -> np.ndarray:
-    """Narrow a read quad to the span of the letters the recogniser found, from the CTC columns of
-    RapidOCR's word info ``[columns across the crop, words, their columns, kinds, confidences]``: a
-    letter's centre is (column + 0.5) / columns of the crop's length, and the span reaches half a
-    letter beyond the first and last centres (a lone letter, e.g. a jersey number, is taken as wide
-    as the line is tall). ``flipped``: the crop was read turned 180 degrees."""
+    A letter's place along the stretched quad ``wide`` is (column + 0.5) / columns (mirrored when
+    the crop was read turned 180 degrees, ``flipped``). Whole words that lie entirely in the stretched
+    margins, outside the ``detected`` quad, belong to a neighbouring line and are dropped; letters
+    joined to the detected ones are kept (that is what the stretching is for: "fi" of a "fiddle" the
+    detector found as "ddle"). The quad is then cut to the kept letters, half a letter beyond the
+    first and last centres (a lone letter, e.g. a jersey number, is taken as wide as the line is tall);
+    the confidence is the mean over the kept letters."""
     try:
         columns = float(info[0])
-        chars = [ch for word in info[1] for ch in word]
-        cols = [c for word in info[2] for c in word]
+        chars = [str(ch) for word in info[1] for ch in word]
+        cols = [float(c) for word in info[2] for c in word]
+        confs = [float(c) for c in info[4]]
     except (TypeError, IndexError, ValueError):
-        return quad
-    cols = sorted(c for ch, c in zip(chars, cols) if not str(ch).isspace())
-    if columns <= 0 or not cols:
-        return quad
-    tl, tr, br, bl = (np.asarray(p, dtype=np.float32) for p in quad)
-    centres = [(c + 0.5) / columns for c in cols]
-    if len(centres) > 1:
-        half = (centres[-1] - centres[0]) / (len(centres) - 1) / 2
+        return None
+    if columns <= 0 or not chars or len(chars) != len(cols) or len(confs) < len(chars):
+        return None
+    # letters grouped into words (split at spaces), each letter with its place along the quad
+    words: list[list[tuple[str, float, float]]] = [[]]
+    for ch, col, conf in zip(chars, cols, confs):
+        if ch.isspace():
+            words.append([])
+            continue
+        f = (col + 0.5) / columns
+        words[-1].append((ch, 1.0 - f if flipped else f, conf))
+    words = [w for w in words if w]
+    if not words:
+        return None
+    wtl, wtr = np.asarray(wide[0], np.float64), np.asarray(wide[1], np.float64)
+    axis = wtr - wtl
+    span = float(axis @ axis) or 1.0
+    d0, d1 = (float((np.asarray(detected[i], np.float64) - wtl) @ axis) / span for i in (0, 1))
+    lo, hi = min(d0, d1), max(d0, d1)
+
+    def outside(word) -> bool:
+        return all(f < lo for _, f, _ in word) or all(f > hi for _, f, _ in word)
+
+    kept = list(words)
+    while kept and outside(kept[0]):
+        kept.pop(0)
+    while kept and outside(kept[-1]):
+        kept.pop()
+    if not kept:  # nothing read inside the detected line: keep what was read
+        kept = words
+    text = " ".join("".join(ch for ch, _, _ in w) for w in kept)
+    letters = [x for w in kept for x in w]
+    conf = sum(c for _, _, c in letters) / len(letters)
+    places = sorted(f for _, f, _ in letters)
+    steps = sorted(abs(b[1] - a[1]) for w in kept for a, b in zip(w, w[1:]))
+    tl, tr, br, bl = (np.asarray(p, dtype=np.float32) for p in wide)
+    if steps:
+        half = steps[len(steps) // 2] / 2
     else:
         length = float(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))) or 1.0
         half = 0.5 * float(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))) / length
-    f0 = max(0.0, centres[0] - half)
-    f1 = min(1.0, centres[-1] + half)
+    f0 = max(0.0, places[0] - half)
+    f1 = min(1.0, places[-1] + half)
     if f1 <= f0:
-        return quad
-    if flipped:
-        f0, f1 = 1.0 - f1, 1.0 - f0
-    return np.array(
+        return text, conf, np.asarray(wide, dtype=np.float32)
+    quad = np.array(
         [tl + f0 * (tr - tl), tl + f1 * (tr - tl), bl + f1 * (br - bl), bl + f0 * (br - bl)], dtype=np.float32
     )
+    return text, conf, quad
 
 
 def _aabb(q: np.ndarray) -> tuple[float, float, float, float]:
