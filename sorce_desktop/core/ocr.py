@@ -385,13 +385,21 @@ class OcrEngine:
         return quads
 
 
+def _quad_sides(quad: np.ndarray) -> tuple[float, float]:
+    """(length along the line, height) of a quad (tl, tr, br, bl): the longer of each pair of sides,
+    as RapidOCR's crop measures them."""
+    q = np.asarray(quad, dtype=np.float32)
+    length = float(max(np.linalg.norm(q[1] - q[0]), np.linalg.norm(q[2] - q[3])))
+    tall = float(max(np.linalg.norm(q[3] - q[0]), np.linalg.norm(q[2] - q[1])))
+    return length, tall
+
+
 def _widen(quad: np.ndarray, widen: float, width: int, height: int) -> tuple[np.ndarray, bool]:
     """``quad`` (tl, tr, br, bl) stretched by ``widen`` x its height at both ends along its top edge,
     clipped to the image -> (quad, whether it was stretched). Lines the recogniser turns on end
     (height >= 1.5 x length, read as vertical text) are left as they are."""
     q = np.asarray(quad, dtype=np.float32).copy()
-    length = float(max(np.linalg.norm(q[1] - q[0]), np.linalg.norm(q[2] - q[3])))
-    tall = float(max(np.linalg.norm(q[3] - q[0]), np.linalg.norm(q[2] - q[1])))
+    length, tall = _quad_sides(q)
     if widen <= 0 or length <= 0 or tall >= 1.5 * length:
         return q, False
     top = q[1] - q[0]
@@ -465,8 +473,8 @@ def _read_letters(
     if steps:
         half = steps[len(steps) // 2] / 2
     else:
-        length = float(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))) or 1.0
-        half = 0.5 * float(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))) / length
+        length, tall = _quad_sides(wide)
+        half = 0.5 * tall / (length or 1.0)
     f0 = max(0.0, places[0] - half)
     f1 = min(1.0, places[-1] + half)
     if f1 <= f0:
