@@ -78,6 +78,61 @@ def test_fuzzy_search_finds_misread_words_and_respects_quotes(tmp_path):
         store.close()
 
 
+def test_alternatives_fold_with_the_text():
+    # per character of the text -> per character of its folded form, the letter itself left out
+    assert textstore.fold_alternatives("Hi-Z", ["lJ", "1", "", "z2"]) == ["lj", "1", "2"]
+    assert textstore.fold_alternatives("ab", ["", "B"]) is None  # only the letter itself: none
+    assert textstore.fold_alternatives("ab", ["x"]) is None  # does not fit the text
+
+
+def test_letter_score_counts_a_likely_alternative_as_half_an_error():
+    # "lizard" read "Hizara", the recogniser's second guess for the last letter a "d": one error and
+    # one alternative (half) is within the 1.5 allowed at 6 letters; without the alternative it is not
+    alts = ["j", "", "", "", "", "do"]
+    assert letter_score("lizard", "hizara") is None
+    m = letter_score("lizard", "hizara", alts)
+    assert m is not None and m[0] == pytest.approx(1 - 1.5 / 6) and m[1:] == (0, 6)
+    assert letter_score("lizard", "hizara", ["", "", "", "", "", "o"]) is None  # not the letter asked
+    assert letter_score("lizard", "hizara", ["j"]) is None  # alternatives that do not fit are ignored
+    # short words still need their exact letters, alternatives or not
+    assert letter_score("bar", "baz", ["", "", "r"]) is None
+
+
+def test_search_uses_stored_alternatives(tmp_path):
+    line = _line("Hizara", 10, 10, 100, 40)
+    line.alternatives = ["J", "", "", "", "", "do"]
+    store, ids = _store_with_lines(tmp_path, {"lizard.jpg": [line], "plain.jpg": [_line("Hazard", 0, 0, 90, 30)]})
+    try:
+        assert json.loads(store.query("SELECT alts FROM ocr_lines WHERE photo_id=?", (ids["lizard.jpg"],))[0][0]) == [
+            "j", "", "", "", "", "do"
+        ]  # fmt: skip
+        assert store.query("SELECT alts FROM ocr_lines WHERE photo_id=?", (ids["plain.jpg"],))[0][0] is None
+        hits = TextSearcher(store).search("lizard")
+        assert [h.photo_id for h in hits] == [ids["lizard.jpg"]] and hits[0].box == Box(10, 10, 100, 40)
+        assert TextSearcher(store, use_alternatives=False).search("lizard") == []
+    finally:
+        store.close()
+
+
+def test_catalog_without_alternatives_column_is_upgraded(tmp_path):
+    """A catalog written before alternatives were kept gets the column on opening; its lines (none
+    there) still match by their text."""
+    store, ids = _store_with_lines(tmp_path, {"a.jpg": [_line("LANTERN", 0, 0, 90, 20)]})
+    store.close()
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "index" / "catalog.sqlite3")
+    with db:
+        db.execute("ALTER TABLE ocr_lines DROP COLUMN alts")
+    db.close()
+    store = Store(tmp_path / "index")
+    try:
+        assert "alts" in {r[1] for r in store.query("PRAGMA table_info(ocr_lines)")}
+        assert [h.photo_id for h in TextSearcher(store).search("lantern")] == [ids["a.jpg"]]
+    finally:
+        store.close()
+
+
 def test_parse_query():
     p = parse_query('the "Open Late" sign')
     assert p.required == ["Open Late"] and p.text == "the Open Late sign"

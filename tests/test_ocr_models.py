@@ -79,13 +79,15 @@ def test_engine_id_tells_settings_that_change_the_text_apart():
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    with_cls = OcrEngine(models="ppocrv4", widen=0, threads=1, use_angle_cls=True).engine_id
+    old = dict(models="ppocrv4", threads=1, alternatives=1)  # no letter alternatives kept
+    with_cls = OcrEngine(**old, widen=0, use_angle_cls=True).engine_id
     assert "PP-OCRv4" in with_cls and "nocls" not in with_cls  # the id photos were read with before
     # reading without the angle classifier gives other texts, so the id differs too
-    assert OcrEngine(models="ppocrv4", widen=0, threads=1).engine_id == with_cls + " nocls"
-    widened = OcrEngine(models="ppocrv4", threads=1).engine_id
-    assert widened == with_cls + " nocls widen0.75"
-    assert OcrEngine(models="ppocrv4", threads=1, unclip_ratio=1.3).engine_id.endswith("unclip1.3 widen0.75")
+    assert OcrEngine(**old, widen=0).engine_id == with_cls + " nocls"
+    assert OcrEngine(**old).engine_id == with_cls + " nocls widen0.75"
+    assert OcrEngine(**old, unclip_ratio=1.3).engine_id.endswith("unclip1.3 widen0.75")
+    # keeping alternatives (the default) reads photos again once, to keep theirs
+    assert OcrEngine(models="ppocrv4", threads=1).engine_id == with_cls + " nocls widen0.75 alts0.1"
 
 
 def _photo_with_word(word: str):
@@ -183,20 +185,20 @@ def test_read_letters_cuts_to_the_letters_and_drops_neighbouring_words():
     # 40 columns across the crop, 10 px each: "ab" at columns 2-3 lies wholly in the stretched margin
     # (a neighbouring word), "cdefg" at 10..26 starts in the margin but is joined to the detected part
     info = [40.0, [["a", "b"], [" "], ["c", "d", "e", "f", "g"]], [[2, 3], [6], [10, 14, 18, 22, 26]], [], [0.6, 0.7, 0.2, 0.9, 0.9, 0.9, 0.9, 0.9]]
-    text, conf, quad = _read_letters(detected, wide, info)
+    text, conf, quad, _ = _read_letters(detected, wide, info)
     assert text == "cdefg" and abs(conf - 0.9) < 1e-6  # the margin's space and word left out
     # first centre 105 px, last 265 px, half a letter (20 px) beyond each
     assert abs(quad[0][0] - 85) < 1e-3 and abs(quad[1][0] - 285) < 1e-3
     assert quad[0][1] == 0 and quad[2][1] == 40
     # read turned 180 degrees: places are mirrored along the quad
-    text, _, quad = _read_letters(detected, wide, info, flipped=True)
+    text, _, quad, _ = _read_letters(detected, wide, info, flipped=True)
     assert text == "cdefg" and abs(quad[0][0] - (400 - 285)) < 1e-3
     assert _read_letters(detected, wide, None) is None  # no column information
     # a lone letter (a jersey number) is as wide as the line is tall, around its column
-    text, _, one = _read_letters(detected, wide, [40.0, [["7"]], [[19]], [], [0.9]])
+    text, _, one, _ = _read_letters(detected, wide, [40.0, [["7"]], [[19]], [], [0.9]])
     assert text == "7" and abs(one[0][0] - 175) < 1e-3 and abs(one[1][0] - 215) < 1e-3
     # nothing read inside the detected line: what was read is kept rather than nothing
-    text, _, _ = _read_letters(detected, wide, [40.0, [["a", "b"]], [[2, 3]], [], [0.9, 0.9]])
+    text, _, _, _ = _read_letters(detected, wide, [40.0, [["a", "b"]], [[2, 3]], [], [0.9, 0.9]])
     assert text == "ab"
 
 
@@ -241,3 +243,92 @@ def test_detector_sees_tiles_at_the_working_scale():
         assert pre.shape[2:] == shape[:2]
     with pytest.raises(ValueError, match="tile"):
         OcrEngine(models="ppocrv4", threads=1, tile=100)
+
+
+# -- alternative readings of letters ------------------------------------------------------------------
+def _ctc(columns: list[dict[int, float]], classes: int = 6) -> np.ndarray:
+    """CTC output (columns x classes): each column's given probabilities, the rest to the blank (0)."""
+    out = np.zeros((len(columns), classes), np.float32)
+    for t, probs in enumerate(columns):
+        for c, p in probs.items():
+            out[t, c] = p
+        out[t, 0] = 1.0 - sum(probs.values())
+    return out
+
+
+def test_alternatives_follow_greedy_decoding():
+    from sorce_desktop.core.ocr import _alternatives
+
+    chars = ["blank", "a", "b", "c", "d", " "]
+    preds = _ctc(
+        [
+            {},  # blank
+            {1: 0.6, 2: 0.3},  # "a", "b" close behind
+            {1: 0.7, 3: 0.2},  # "a" again: the same letter (run); "c" from this column
+            {},  # blank
+            {1: 0.9},  # "a" again after a blank: a second letter, no alternative
+            {4: 0.5, 2: 0.1},  # "d", "b" under the floor
+            {5: 0.8, 4: 0.15},  # " ", "d" kept
+        ]
+    )
+    # decoded "aad " -> one entry per character, most likely first, never the letter itself or blank
+    assert _alternatives(preds, chars, 0.15) == ["bc", "", "", "d"]
+    assert _alternatives(preds, chars, 0.05) == ["bc", "", "b", "d"]
+    assert _alternatives(preds[:1], chars, 0.15) == []  # nothing read
+
+
+def test_decoder_results_carry_alternatives_in_step():
+    """RapidOCR's own CTC decoder wrapped: each crop's result gains its alternatives, one per
+    character of its text, with and without word boxes."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from rapidocr_onnxruntime.ch_ppocr_rec.utils import CTCLabelDecode
+
+    from sorce_desktop.core.ocr import _WithAlternatives
+
+    decode = _WithAlternatives(CTCLabelDecode(character=["H", "l", "i", "z"]), 0.15)
+    assert decode.character[0] == "blank"  # attributes reach the wrapped decoder
+    one = _ctc([{1: 0.5, 2: 0.3}, {}, {3: 0.9}])  # "H" ("l" close behind), "i"
+    two = _ctc([{4: 0.95}, {}, {}])  # "z"
+    res = decode(np.stack([one, two]))
+    assert [r[0] for r in res] == ["Hi", "z"] and [r[-1] for r in res] == [["l", ""], [""]]
+    boxed = decode(np.stack([one, two]), True, wh_ratio_list=[1.0, 1.0], max_wh_ratio=1.0)
+    assert len(boxed[0]) == 4 and boxed[0][-1] == ["l", ""]
+
+
+def test_tidy_spaces_keeps_alternatives_in_step():
+    from sorce_desktop.core.ocr import _tidy_spaces
+
+    assert _tidy_spaces("  ab   c ", ["", "", "x", "y", "", "", "", "z", ""]) == ("ab c", ["x", "y", "", "z"])
+    assert _tidy_spaces("   ", ["", "", ""]) == ("", [])
+
+
+def test_read_letters_keeps_the_kept_letters_alternatives():
+    wide = np.array([[0, 0], [400, 0], [400, 40], [0, 40]], np.float32)
+    detected = np.array([[100, 0], [300, 0], [300, 40], [100, 40]], np.float32)
+    info = [40.0, [["a", "b"], [" "], ["c", "d"], [" "], ["e"]], [[2, 3], [6], [12, 14], [16], [20]], [],
+            [0.9] * 7]  # fmt: skip
+    alts = ["1", "2", "", "3", "4", "", "5"]
+    text, _, _, kept = _read_letters(detected, wide, info, alternatives=alts)
+    assert text == "cd e" and kept == ["3", "4", "", "5"]  # "ab" (a neighbour's) went with its own
+    # alternatives that do not fit the letters are left out rather than misplaced
+    assert _read_letters(detected, wide, info, alternatives=["1"])[3] == ["", "", "", ""]
+
+
+def test_engine_keeps_alternatives_and_says_so_in_its_id():
+    """Real PP-OCRv4 recognition: every line carries one alternatives entry per character (or none),
+    and keeping them (and their floor) is part of the engine id, so photos are read again for them."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    engine = OcrEngine(models="ppocrv4", threads=2, alternatives=0.02)
+    assert engine.engine_id.endswith(" alts0.02")
+    assert OcrEngine(models="ppocrv4", threads=1, alternatives=1).engine_id.endswith("widen0.75")
+    with pytest.raises(ValueError):
+        OcrEngine(models="ppocrv4", threads=1, alternatives=0)
+    lines = engine.read(_photo_with_word("HARBOR"))
+    hit = [ln for ln in lines if "HARBOR" in ln.text.upper()]
+    assert hit
+    # a 2 % floor keeps something for a letter or two of a 48 px word (the recogniser is never that sure)
+    assert len(hit[0].alternatives) == len(hit[0].text) and any(hit[0].alternatives)
+    plain = OcrEngine(models="ppocrv4", threads=2, alternatives=1).read(_photo_with_word("HARBOR"))
+    assert [ln.text for ln in plain] == [ln.text for ln in lines] and not any(ln.alternatives for ln in plain)

@@ -19,6 +19,11 @@ Reading. Each detected line is read from a crop stretched along the line (``wide
 both ends), so a word the detector found only part of is read whole, and the line is then cut to the
 letters read, from where the recogniser's CTC columns put them.
 
+Alternatives. CTC reading keeps each column's most likely character; where the recogniser gave another
+character at least ``alternatives`` probability in the columns it read a letter from (a faint "l"
+read "H" with "l" close behind), that character is kept beside the line as an alternative reading of
+the letter, and search by letters counts it as half an error instead of a whole one.
+
 Every box returned is in upright full-resolution pixels (EXIF applied by :func:`load_image`).
 """
 
@@ -56,6 +61,8 @@ class TextLine:
     confidence: float
     box: Box  # axis-aligned, upright full-resolution pixels
     quad: list[tuple[float, float]] = field(default_factory=list)  # 4 corners (tl, tr, br, bl), same space
+    # per character of ``text``: the other characters the recogniser found likely there ("" if none)
+    alternatives: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -240,6 +247,9 @@ class OcrEngine:
         # whole word read, and boxes end where the letters do. 0 reads the detected quad as it is.
         widen: float = 0.75,
         unclip_ratio: float | None = None,  # None: the model set's (ModelSet.unclip_ratio)
+        # Keep, per letter read, the other characters the recogniser gave at least this probability
+        # (see the module docstring, "Alternatives"); 1 keeps none.
+        alternatives: float = 0.1,
         threads: int | None = None,
         models: str = DEFAULT_MODELS,
         model_dir: str | os.PathLike | None = None,
@@ -261,6 +271,9 @@ class OcrEngine:
         self.widen = float(widen)
         if self.widen < 0:
             raise ValueError("widen must be >= 0")
+        if not 0 < alternatives <= 1:
+            raise ValueError("alternatives must be a probability in (0, 1]")
+        self.alternatives = float(alternatives)
         unclip = MODEL_SETS[models].unclip_ratio if unclip_ratio is None else float(unclip_ratio)
         threads = threads or min(4, os.cpu_count() or 1)
         self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **model_files)
@@ -273,6 +286,10 @@ class OcrEngine:
         post = self._ocr.text_det.postprocess_op
         post.thresh, post.box_thresh = det_thresh, det_box_thresh
         post.unclip_ratio = unclip
+        if self.alternatives < 1:
+            self._ocr.text_rec.postprocess_op = _WithAlternatives(
+                self._ocr.text_rec.postprocess_op, self.alternatives
+            )
         self.version = getattr(module, "__version__", None) or _dist_version("rapidocr_onnxruntime")
         # the PP-OCRv4 id stays as it was, so photos read with it are not read again
         model_tag = "PP-OCRv4" if models == "ppocrv4" else f"{models} {_model_digest(model_files)}"
@@ -283,6 +300,8 @@ class OcrEngine:
             + ("" if use_angle_cls else " nocls")
             + ("" if unclip == 1.6 else f" unclip{unclip:g}")
             + (f" widen{self.widen:g}" if self.widen else "")
+            # lines read before alternatives were kept have none: read them again once
+            + (f" alts{self.alternatives:g}" if self.alternatives < 1 else "")
         )
         self._lock = threading.Lock()
 
@@ -334,12 +353,15 @@ class OcrEngine:
             rec, _ = self._ocr.text_rec(crops, return_word_box=bool(self.widen))
         lines = []
         for detected, (quad, widened), r, flipped in zip(quads, wide, rec, turned):
-            text, conf = r[0], r[1]
+            text, conf = str(r[0]), r[1]
+            alts = r[-1] if self.alternatives < 1 else None
+            if alts is None or len(alts) != len(text):
+                alts = [""] * len(text)
             if widened:  # keep to the detected line, cut the stretched quad to the letters read
-                kept = _read_letters(detected, quad, r[2], flipped)
+                kept = _read_letters(detected, quad, r[2], flipped, alts)
                 if kept is not None:
-                    text, conf, quad = kept
-            text = " ".join(str(text).split())
+                    text, conf, quad, alts = kept
+            text, alts = _tidy_spaces(text, alts)
             if not text or float(conf) < self.min_confidence:
                 continue
             full = quad / s  # back to full-resolution pixels
@@ -351,6 +373,7 @@ class OcrEngine:
                     float(conf),
                     _quad_box(full, image.width, image.height),
                     [(float(x), float(y)) for x, y in full],
+                    alts if any(alts) else [],
                 )
             )
         return lines
@@ -415,11 +438,12 @@ def _widen(quad: np.ndarray, widen: float, width: int, height: int) -> tuple[np.
 
 
 def _read_letters(
-    detected: np.ndarray, wide: np.ndarray, info, flipped: bool = False
-) -> tuple[str, float, np.ndarray] | None:
+    detected: np.ndarray, wide: np.ndarray, info, flipped: bool = False, alternatives: Sequence[str] | None = None
+) -> tuple[str, float, np.ndarray, list[str]] | None:
     """What a stretched crop read, kept to the detected line, from RapidOCR's word info
     ``[columns across the crop, words, their columns, kinds, confidences]`` -> (text, confidence,
-    quad), or None when the info is unusable.
+    quad, alternatives of the kept letters), or None when the info is unusable. ``alternatives``:
+    per character read (as in the info's words, in order), that character's alternatives.
 
     A letter's place along the stretched quad ``wide`` is (column + 0.5) / columns (mirrored when
     the crop was read turned 180 degrees, ``flipped``). Whole words that lie entirely in the stretched
@@ -437,14 +461,15 @@ def _read_letters(
         return None
     if columns <= 0 or not chars or len(chars) != len(cols) or len(confs) < len(chars):
         return None
+    alts = list(alternatives) if alternatives is not None and len(alternatives) == len(chars) else [""] * len(chars)
     # letters grouped into words (split at spaces), each letter with its place along the quad
-    words: list[list[tuple[str, float, float]]] = [[]]
-    for ch, col, conf in zip(chars, cols, confs):
+    words: list[list[tuple[str, float, float, str]]] = [[]]
+    for ch, col, conf, alt in zip(chars, cols, confs, alts):
         if ch.isspace():
             words.append([])
             continue
         f = (col + 0.5) / columns
-        words[-1].append((ch, 1.0 - f if flipped else f, conf))
+        words[-1].append((ch, 1.0 - f if flipped else f, conf, alt))
     words = [w for w in words if w]
     if not words:
         return None
@@ -455,7 +480,7 @@ def _read_letters(
     lo, hi = min(d0, d1), max(d0, d1)
 
     def outside(word) -> bool:
-        return all(f < lo for _, f, _ in word) or all(f > hi for _, f, _ in word)
+        return all(f < lo for _, f, _, _ in word) or all(f > hi for _, f, _, _ in word)
 
     kept = list(words)
     while kept and outside(kept[0]):
@@ -464,10 +489,11 @@ def _read_letters(
         kept.pop()
     if not kept:  # nothing read inside the detected line: keep what was read
         kept = words
-    text = " ".join("".join(ch for ch, _, _ in w) for w in kept)
+    text = " ".join("".join(ch for ch, _, _, _ in w) for w in kept)
+    kept_alts = [a for k, w in enumerate(kept) for a in ([""] if k else []) + [a for _, _, _, a in w]]
     letters = [x for w in kept for x in w]
-    conf = sum(c for _, _, c in letters) / len(letters)
-    places = sorted(f for _, f, _ in letters)
+    conf = sum(c for _, _, c, _ in letters) / len(letters)
+    places = sorted(f for _, f, _, _ in letters)
     steps = sorted(abs(b[1] - a[1]) for w in kept for a, b in zip(w, w[1:]))
     tl, tr, br, bl = (np.asarray(p, dtype=np.float32) for p in wide)
     if steps:
@@ -478,11 +504,64 @@ def _read_letters(
     f0 = max(0.0, places[0] - half)
     f1 = min(1.0, places[-1] + half)
     if f1 <= f0:
-        return text, conf, np.asarray(wide, dtype=np.float32)
+        return text, conf, np.asarray(wide, dtype=np.float32), kept_alts
     quad = np.array(
         [tl + f0 * (tr - tl), tl + f1 * (tr - tl), bl + f1 * (br - bl), bl + f0 * (br - bl)], dtype=np.float32
     )
-    return text, conf, quad
+    return text, conf, quad, kept_alts
+
+
+def _tidy_spaces(text: str, alternatives: Sequence[str]) -> tuple[str, list[str]]:
+    """``" ".join(text.split())`` with the per-character alternatives kept in step."""
+    out: list[str] = []
+    alts: list[str] = []
+    for ch, alt in zip(text, alternatives):
+        if ch.isspace():
+            if out and out[-1] != " ":
+                out.append(" ")
+                alts.append("")
+            continue
+        out.append(ch)
+        alts.append(alt)
+    while out and out[-1] == " ":
+        out.pop()
+        alts.pop()
+    return "".join(out), alts
+
+
+def _alternatives(preds: np.ndarray, characters: Sequence[str], floor: float) -> list[str]:
+    """For one crop's CTC output ``preds`` (columns x classes, class 0 the blank), per character that
+    greedy decoding reads (each run of columns with the same most likely class, blanks dropped), the
+    other characters given at least ``floor`` probability in that run's columns, most likely first."""
+    best = preds.argmax(axis=1)
+    starts = np.flatnonzero((best != 0) & np.r_[True, best[1:] != best[:-1]])
+    out = []
+    for s in starts:
+        e = s + 1
+        while e < len(best) and best[e] == best[s]:
+            e += 1
+        p = preds[s:e].max(axis=0)
+        likely = np.flatnonzero(p >= floor)
+        likely = likely[np.argsort(-p[likely], kind="stable")]
+        out.append("".join(characters[c] for c in likely if c != 0 and c != best[s]))
+    return out
+
+
+class _WithAlternatives:
+    """RapidOCR's CTC decoder, with each result extended by :func:`_alternatives` of its crop (the
+    recogniser maps results back to its crops by position, so they travel with the right line)."""
+
+    def __init__(self, decode, floor: float):
+        self._decode = decode
+        self.floor = floor
+
+    def __getattr__(self, name):
+        return getattr(self._decode, name)
+
+    def __call__(self, preds, return_word_box: bool = False, **kwargs):
+        results = self._decode(preds, return_word_box, **kwargs)
+        chars = self._decode.character
+        return [(*r, _alternatives(p, chars, self.floor)) for r, p in zip(results, preds)]
 
 
 def _aabb(q: np.ndarray) -> tuple[float, float, float, float]:

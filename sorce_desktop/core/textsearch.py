@@ -3,7 +3,9 @@
 Letters. Query and lines are folded (lower case, letters and digits only). Candidate lines come from
 the FTS5 trigram index (lines sharing trigrams with the query, most first); each candidate is scored
 by the edit distance of the query to its best-matching *substring* of the line (Sellers' algorithm),
-where a substitution between characters OCR commonly confuses (0/o, 1/l/i, 5/s, ...) costs half.
+where a substitution between characters OCR commonly confuses (0/o, 1/l/i, 5/s, ...) costs half, and
+so does one by a character the recogniser itself found likely at that letter (the line's alternatives,
+``core/ocr.py``: "lizard" read "Hizara" with "d" close behind the last "a").
 Allowed errors: none for 1-3 characters, 1 for 4-5, 1.5 for 6-8 (one error and one confusion, e.g.
 "rattle" read "Tattie"), 2 beyond. Score = 1 - distance / length
 (1.0 exact), a bonus of 0.02 when the match starts and ends on word boundaries of the line.
@@ -64,8 +66,9 @@ def allowed_errors(n: int) -> float:
     return 0 if n <= 3 else 1 if n <= 5 else 1.5 if n <= 8 else 2
 
 
-def substring_distance(q: str, t: str) -> tuple[float, int, int]:
-    """Smallest edit distance of ``q`` to any substring of ``t`` -> (distance, start, end) in ``t``."""
+def substring_distance(q: str, t: str, alts: list[str] | None = None) -> tuple[float, int, int]:
+    """Smallest edit distance of ``q`` to any substring of ``t`` -> (distance, start, end) in ``t``.
+    ``alts``: per character of ``t``, characters a substitution by which costs half."""
     m, n = len(q), len(t)
     if m == 0:
         return 0.0, 0, 0
@@ -82,7 +85,7 @@ def substring_distance(q: str, t: str) -> tuple[float, int, int]:
             tc = t[j - 1]
             if qc == tc:
                 sub = prev[j - 1]
-            elif (qc, tc) in _CONF_PAIRS:
+            elif (qc, tc) in _CONF_PAIRS or (alts is not None and qc in alts[j - 1]):
                 sub = prev[j - 1] + 0.5
             else:
                 sub = prev[j - 1] + 1.0
@@ -100,8 +103,11 @@ def substring_distance(q: str, t: str) -> tuple[float, int, int]:
     return prev[j], pstart[j], j
 
 
-def letter_score(folded_query: str, folded_line: str) -> tuple[float, int, int] | None:
-    """Score of a line for a query by letters, with the folded span matched; None if too far."""
+def letter_score(
+    folded_query: str, folded_line: str, alts: list[str] | None = None
+) -> tuple[float, int, int] | None:
+    """Score of a line for a query by letters, with the folded span matched; None if too far.
+    ``alts``: the line's alternatives per folded character (or None)."""
     if not folded_query:
         return None
     if len(folded_line) < max(1, len(folded_query) - allowed_errors(len(folded_query))):
@@ -109,7 +115,9 @@ def letter_score(folded_query: str, folded_line: str) -> tuple[float, int, int] 
     idx = folded_line.find(folded_query)
     if idx >= 0:
         return 1.0, idx, idx + len(folded_query)
-    d, s, e = substring_distance(folded_query, folded_line)
+    if alts is not None and len(alts) != len(folded_line):
+        alts = None
+    d, s, e = substring_distance(folded_query, folded_line, alts)
     if d > allowed_errors(len(folded_query)):
         return None
     return 1.0 - d / len(folded_query), s, e
@@ -161,6 +169,7 @@ class TextSearcher:
         *,
         min_cosine: float = 0.45,
         candidates: int = 2000,
+        use_alternatives: bool = True,
     ):
         self.store = store
         self._embedder = embedder if not callable(embedder) or hasattr(embedder, "embed") else None
@@ -169,6 +178,7 @@ class TextSearcher:
         )
         self.min_cosine = min_cosine
         self.candidates = candidates
+        self.use_alternatives = use_alternatives  # False: the read text alone (bench text compares)
         self.vectors = textstore.TextVectors(store)
         self._lock = threading.Lock()
         self.meaning_error: str | None = None
@@ -197,8 +207,8 @@ class TextSearcher:
             return out
         cands = textstore.candidates(self.store, q, self.candidates)
         scored = {}
-        for rid, folded in cands:
-            m = letter_score(q, folded or "")
+        for rid, folded, alts in cands:
+            m = letter_score(q, folded or "", alts if self.use_alternatives else None)
             if m is not None:
                 scored[rid] = m
         if not scored:

@@ -4,9 +4,11 @@ Each text line is a row of ``regions`` (source ``'ocr'``, name ``'text'``, its b
 path that drops a photo's regions (delete, failure, folder removal, a moved file overwriting another)
 drops its lines too. Beside it:
 
-- ``ocr_lines``: the recogniser's confidence, the line's rotated quad, and the line's sentence embedding
-  (float32 bytes, model in meta ``text_model``): a blob in the catalog, so the in-memory text vector
-  index is always rebuilt from it and never needs its own file. Rows go with their region (FK cascade).
+- ``ocr_lines``: the recogniser's confidence, the line's rotated quad, the alternative readings of its
+  letters (``alts``: JSON, per character of the folded text the other folded characters the recogniser
+  found likely there; NULL when none), and the line's sentence embedding (float32 bytes, model in meta
+  ``text_model``): a blob in the catalog, so the in-memory text vector index is always rebuilt from it
+  and never needs its own file. Rows go with their region (FK cascade).
 - ``ocr_fts``: an FTS5 index with trigram tokenisation over the line's *folded* text (lower case, letters
   and digits only), rowid = region id; a trigger removes a line's entry when its region row goes.
 - ``ocr_done``: which photos were read, for which file content (hash) and by which engine, so re-running
@@ -46,7 +48,8 @@ _TABLES = [
         confidence REAL NOT NULL,
         quad TEXT,
         folded TEXT NOT NULL,
-        embedding BLOB
+        embedding BLOB,
+        alts TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS ocr_lines_photo ON ocr_lines(photo_id)",
     """CREATE TABLE IF NOT EXISTS ocr_done (
@@ -70,6 +73,10 @@ def create_text_schema(db: sqlite3.Connection) -> bool:
     search scans the lines instead, which is correct but slower on large libraries."""
     for stmt in _TABLES:
         db.execute(stmt)
+    # catalogs from before letter alternatives were kept: add the column (their lines have none until
+    # the photos are read again, which the new OCR engine id asks for)
+    if "alts" not in {r[1] for r in db.execute("PRAGMA table_info(ocr_lines)")}:
+        db.execute("ALTER TABLE ocr_lines ADD COLUMN alts TEXT")
     try:
         for stmt in _FTS:
             db.execute(stmt)
@@ -96,6 +103,19 @@ def fold_with_positions(text: str) -> tuple[str, list[int]]:
                 chars.append(c)
                 pos.append(i)
     return "".join(chars), pos
+
+
+def fold_alternatives(text: str, alternatives: Sequence[str]) -> list[str] | None:
+    """Per-character alternatives of ``text`` (as :class:`~sorce_desktop.core.ocr.TextLine` keeps
+    them) -> per character of ``fold(text)``, its alternatives folded the same way, the character
+    itself left out; None when there are none (or they do not fit the text)."""
+    if len(alternatives) != len(text):
+        return None
+    folded, pos = fold_with_positions(text)
+    out = []
+    for ch, i in zip(folded, pos):
+        out.append("".join(dict.fromkeys(c for c in fold(alternatives[i]) if c != ch)))
+    return out if any(out) else None
 
 
 @dataclass
@@ -176,11 +196,13 @@ def commit_text(store: Store, items: Sequence[TextPhoto], engine: str, text_mode
                 )
                 rid = cur.lastrowid
                 folded = fold(line.text)
+                alts = fold_alternatives(line.text, getattr(line, "alternatives", None) or [])
                 emb = None
                 if vecs is not None and text_model is not None:
                     emb = np.ascontiguousarray(vecs[k], dtype=np.float32).tobytes()
                 db.execute(
-                    "INSERT INTO ocr_lines(region_id, photo_id, confidence, quad, folded, embedding) VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO ocr_lines(region_id, photo_id, confidence, quad, folded, embedding, alts) "
+                    "VALUES (?,?,?,?,?,?,?)",
                     (
                         rid,
                         pid,
@@ -188,6 +210,7 @@ def commit_text(store: Store, items: Sequence[TextPhoto], engine: str, text_mode
                         json.dumps([list(map(float, q)) for q in line.quad]),
                         folded,
                         emb,
+                        json.dumps(alts) if alts else None,
                     ),
                 )
                 if ready:
@@ -267,8 +290,9 @@ def count_read(store: Store) -> int:
     return store.query("SELECT count(*) FROM ocr_done")[0][0]
 
 
-def candidates(store: Store, folded_query: str, limit: int) -> list[tuple[int, str]]:
-    """Lines that may contain ``folded_query`` with a few characters wrong: (region id, folded text).
+def candidates(store: Store, folded_query: str, limit: int) -> list[tuple[int, str, list[str] | None]]:
+    """Lines that may contain ``folded_query`` with a few characters wrong: (region id, folded text,
+    its letters' alternatives or None).
 
     With the trigram index: lines sharing any trigram of the query, most shared first (bm25), so a
     one-character OCR error (which spoils at most three of the query's trigrams) still finds the line.
@@ -277,19 +301,32 @@ def candidates(store: Store, folded_query: str, limit: int) -> list[tuple[int, s
         grams = sorted({folded_query[i : i + 3] for i in range(len(folded_query) - 2)})
         expr = " OR ".join('"' + g.replace('"', '""') + '"' for g in grams)
         rows = store.query(
-            "SELECT f.rowid, l.folded FROM ocr_fts f JOIN ocr_lines l ON l.region_id=f.rowid "
+            "SELECT f.rowid, l.folded, l.alts FROM ocr_fts f JOIN ocr_lines l ON l.region_id=f.rowid "
             "WHERE ocr_fts MATCH ? ORDER BY rank LIMIT ?",
             (expr, limit),
         )
-        return [(r[0], r[1]) for r in rows]
-    if len(folded_query) >= 3:
+    elif len(folded_query) >= 3:
         # no FTS5: compare against every line (correct, linear in the number of lines)
-        return [(r[0], r[1]) for r in store.query("SELECT region_id, folded FROM ocr_lines")]
-    like = "%" + folded_query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    rows = store.query(
-        "SELECT region_id, folded FROM ocr_lines WHERE folded LIKE ? ESCAPE '\\' LIMIT ?", (like, limit)
-    )
-    return [(r[0], r[1]) for r in rows]
+        rows = store.query("SELECT region_id, folded, alts FROM ocr_lines")
+    else:
+        like = "%" + folded_query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = store.query(
+            "SELECT region_id, folded, alts FROM ocr_lines WHERE folded LIKE ? ESCAPE '\\' LIMIT ?",
+            (like, limit),
+        )
+    return [(r[0], r[1], _load_alts(r[2], r[1])) for r in rows]
+
+
+def _load_alts(raw: str | None, folded: str | None) -> list[str] | None:
+    if not raw:
+        return None
+    try:
+        alts = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(alts, list) or len(alts) != len(folded or ""):
+        return None  # written for another folding of the text: ignore rather than misalign
+    return [str(a) for a in alts]
 
 
 class TextVectors:
