@@ -79,7 +79,7 @@ def test_engine_id_tells_settings_that_change_the_text_apart():
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    old = dict(models="ppocrv4", threads=1, alternatives=1)  # no letter alternatives kept
+    old = dict(models="ppocrv4", threads=1, alternatives=1, rezoom=1)  # no alternatives, no closer look
     with_cls = OcrEngine(**old, widen=0, use_angle_cls=True).engine_id
     assert "PP-OCRv4" in with_cls and "nocls" not in with_cls  # the id photos were read with before
     # reading without the angle classifier gives other texts, so the id differs too
@@ -87,7 +87,7 @@ def test_engine_id_tells_settings_that_change_the_text_apart():
     assert OcrEngine(**old).engine_id == with_cls + " nocls widen0.75"
     assert OcrEngine(**old, unclip_ratio=1.3).engine_id.endswith("unclip1.3 widen0.75")
     # keeping alternatives (the default) reads photos again once, to keep theirs
-    assert OcrEngine(models="ppocrv4", threads=1).engine_id == with_cls + " nocls widen0.75 alts0.1"
+    assert OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id == with_cls + " nocls widen0.75 alts0.1"
 
 
 def _photo_with_word(word: str):
@@ -321,8 +321,8 @@ def test_engine_keeps_alternatives_and_says_so_in_its_id():
     from sorce_desktop.core.ocr import OcrEngine
 
     engine = OcrEngine(models="ppocrv4", threads=2, alternatives=0.02)
-    assert engine.engine_id.endswith(" alts0.02")
-    assert OcrEngine(models="ppocrv4", threads=1, alternatives=1).engine_id.endswith("widen0.75")
+    assert engine.engine_id.endswith(" alts0.02 rezoom2")
+    assert OcrEngine(models="ppocrv4", threads=1, alternatives=1).engine_id.endswith("widen0.75 rezoom2")
     with pytest.raises(ValueError):
         OcrEngine(models="ppocrv4", threads=1, alternatives=0)
     lines = engine.read(_photo_with_word("HARBOR"))
@@ -332,3 +332,78 @@ def test_engine_keeps_alternatives_and_says_so_in_its_id():
     assert len(hit[0].alternatives) == len(hit[0].text) and any(hit[0].alternatives)
     plain = OcrEngine(models="ppocrv4", threads=2, alternatives=1).read(_photo_with_word("HARBOR"))
     assert [ln.text for ln in plain] == [ln.text for ln in lines] and not any(ln.alternatives for ln in plain)
+
+
+# -- looking again at what could not be read ---------------------------------------------------------------
+def test_look_closer_maps_back_and_keeps_only_new_small_quads(monkeypatch):
+    """The region of a quad that could not be read is detected again enlarged; quads found there come
+    back in photo pixels, and those as large as the region or over a line already read are left out."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    engine = OcrEngine(models="ppocrv4", threads=1, rezoom=2)
+    bgr = np.zeros((1400, 1400, 3), np.uint8)
+    failed = [np.array([[100, 100], [300, 100], [300, 200], [100, 200]], np.float32)]
+    seen = []
+
+    def detect(big):  # quads in the enlarged region's pixels
+        seen.append(big.shape)
+        return [
+            np.array([[20, 20], [100, 20], [100, 60], [20, 60]], np.float32),  # a small word: kept
+            np.array([[0, 0], [520, 0], [520, 320], [0, 320]], np.float32),  # the whole region again
+            np.array([[300, 200], [400, 200], [400, 240], [300, 240]], np.float32),  # over a read line
+        ]
+
+    monkeypatch.setattr(engine, "_detect", detect)
+    read = [np.array([[210, 160], [300, 160], [300, 200], [210, 200]], np.float32)]
+    out = engine._look_closer(bgr, failed, read)
+    # region: the quad's box with 15 % of its longer side around it (30 px), enlarged 2x
+    assert seen == [(320, 520, 3)]
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0], [[80, 80], [120, 80], [120, 100], [80, 100]])
+    # a region that would pass 1280 px enlarged is not enlarged
+    big = [np.array([[0, 0], [1399, 0], [1399, 1399], [0, 1399]], np.float32)]
+    assert engine._look_closer(bgr, big, []) == [] and len(seen) == 1
+    with pytest.raises(ValueError):
+        OcrEngine(models="ppocrv4", threads=1, rezoom=0.5)
+    assert OcrEngine(models="ppocrv4", threads=1).engine_id.endswith(" alts0.1 rezoom2")
+    assert "rezoom" not in OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id
+
+
+def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monkeypatch):
+    """Real PP-OCRv4 models: the detector is made to return one quad over two words a line apart (what
+    it does with a word beside other text); the recogniser reads nothing there, and the closer look
+    finds and reads both words, each with its own box. With rezoom=1 the photo yields nothing."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from PIL import Image, ImageDraw, ImageFont
+
+    from sorce_desktop.bench.text_render import available_fonts
+    from sorce_desktop.core.images import DecodedImage
+    from sorce_desktop.core.ocr import OcrEngine
+
+    fonts, _ = available_fonts()
+    if not fonts:
+        pytest.skip("no fonts")
+    img = Image.new("RGB", (1920, 1440), (200, 205, 195))
+    d = ImageDraw.Draw(img)
+    font = ImageFont.truetype(fonts[0], 30)
+    d.text((600, 500), "HARBOR", fill=(20, 20, 20), font=font)
+    d.text((610, 620), "LANTERN", fill=(20, 20, 20), font=font)
+    photo = DecodedImage(img, 1920, 1440)
+    merged = np.array([[590, 490], [760, 490], [760, 665], [590, 665]], np.float32)
+    texts = {}
+    for rezoom in (1, 2):
+        engine = OcrEngine(models="ppocrv4", threads=2, rezoom=rezoom)
+        assert engine.work_scale(1920, 1440) == 1.0
+        real = engine._detect
+        calls = []
+
+        def detect(bgr, real=real, calls=calls):
+            calls.append(bgr.shape)
+            return [merged.copy()] if len(calls) == 1 else real(bgr)
+
+        monkeypatch.setattr(engine, "_detect", detect)
+        texts[rezoom] = {ln.text.upper(): ln.box for ln in engine.read(photo)}
+    assert not any("HARBOR" in t or "LANTERN" in t for t in texts[1]), texts[1]
+    assert "HARBOR" in texts[2] and "LANTERN" in texts[2], texts[2]
+    assert texts[2]["HARBOR"].y1 <= texts[2]["LANTERN"].y0 + 6  # one box per word, not the merged one

@@ -250,6 +250,10 @@ class OcrEngine:
         # Keep, per letter read, the other characters the recogniser gave at least this probability
         # (see the module docstring, "Alternatives"); 1 keeps none.
         alternatives: float = 0.1,
+        # Lines the recogniser cannot read (nothing, or under min_confidence) are looked at again:
+        # the detector runs on their region enlarged this much, and what it finds there is read
+        # (see _look_closer). 1 turns this off.
+        rezoom: float = 2.0,
         threads: int | None = None,
         models: str = DEFAULT_MODELS,
         model_dir: str | os.PathLike | None = None,
@@ -274,6 +278,9 @@ class OcrEngine:
         if not 0 < alternatives <= 1:
             raise ValueError("alternatives must be a probability in (0, 1]")
         self.alternatives = float(alternatives)
+        if not 1 <= rezoom <= 4:
+            raise ValueError("rezoom must be 1-4")
+        self.rezoom = float(rezoom)
         unclip = MODEL_SETS[models].unclip_ratio if unclip_ratio is None else float(unclip_ratio)
         threads = threads or min(4, os.cpu_count() or 1)
         self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **model_files)
@@ -302,6 +309,7 @@ class OcrEngine:
             + (f" widen{self.widen:g}" if self.widen else "")
             # lines read before alternatives were kept have none: read them again once
             + (f" alts{self.alternatives:g}" if self.alternatives < 1 else "")
+            + (f" rezoom{self.rezoom:g}" if self.rezoom > 1 else "")
         )
         self._lock = threading.Lock()
 
@@ -343,27 +351,15 @@ class OcrEngine:
             quads = self._detect(bgr)
             if not quads:
                 return []
-            wide = [_widen(q, self.widen, bgr.shape[1], bgr.shape[0]) for q in quads]
-            crops = self._ocr.get_crop_img_list(bgr, [q for q, _ in wide])
-            turned = [False] * len(crops)
-            if self.use_angle_cls:
-                crops, cls_res, _ = self._ocr.text_cls(crops)
-                thresh = self._ocr.text_cls.cls_thresh
-                turned = ["180" in str(label) and score > thresh for label, score in cls_res]
-            rec, _ = self._ocr.text_rec(crops, return_word_box=bool(self.widen))
+            read = self._read_quads(bgr, quads)
+            good = [x for x in read if x[0] and x[1] >= self.min_confidence]
+            if self.rezoom > 1:
+                failed = [q for q, x in zip(quads, read) if not x[0] or x[1] < self.min_confidence]
+                closer = self._look_closer(bgr, failed, [x[2] for x in good])
+                if closer:
+                    good += [x for x in self._read_quads(bgr, closer) if x[0] and x[1] >= self.min_confidence]
         lines = []
-        for detected, (quad, widened), r, flipped in zip(quads, wide, rec, turned):
-            text, conf = str(r[0]), r[1]
-            alts = r[-1] if self.alternatives < 1 else None
-            if alts is None or len(alts) != len(text):
-                alts = [""] * len(text)
-            if widened:  # keep to the detected line, cut the stretched quad to the letters read
-                kept = _read_letters(detected, quad, r[2], flipped, alts)
-                if kept is not None:
-                    text, conf, quad, alts = kept
-            text, alts = _tidy_spaces(text, alts)
-            if not text or float(conf) < self.min_confidence:
-                continue
+        for text, conf, quad, alts in good:
             full = quad / s  # back to full-resolution pixels
             full[:, 0] = full[:, 0].clip(0, image.width)
             full[:, 1] = full[:, 1].clip(0, image.height)
@@ -377,6 +373,71 @@ class OcrEngine:
                 )
             )
         return lines
+
+    def _read_quads(self, bgr: np.ndarray, quads: list[np.ndarray]) -> list[tuple[str, float, np.ndarray, list[str]]]:
+        """Read each detected quad -> (text, confidence, quad cut to the letters, alternatives)."""
+        wide = [_widen(q, self.widen, bgr.shape[1], bgr.shape[0]) for q in quads]
+        crops = self._ocr.get_crop_img_list(bgr, [q for q, _ in wide])
+        turned = [False] * len(crops)
+        if self.use_angle_cls:
+            crops, cls_res, _ = self._ocr.text_cls(crops)
+            thresh = self._ocr.text_cls.cls_thresh
+            turned = ["180" in str(label) and score > thresh for label, score in cls_res]
+        rec, _ = self._ocr.text_rec(crops, return_word_box=bool(self.widen))
+        out = []
+        for detected, (quad, widened), r, flipped in zip(quads, wide, rec, turned):
+            text, conf = str(r[0]), float(r[1])
+            alts = r[-1] if self.alternatives < 1 else None
+            if alts is None or len(alts) != len(text):
+                alts = [""] * len(text)
+            if widened:  # keep to the detected line, cut the stretched quad to the letters read
+                kept = _read_letters(detected, quad, r[2], flipped, alts)
+                if kept is not None:
+                    text, conf, quad, alts = kept
+            text, alts = _tidy_spaces(text, alts)
+            out.append((text, float(conf), quad, alts))
+        return out
+
+    def _look_closer(
+        self, bgr: np.ndarray, failed: list[np.ndarray], read: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Quads found by detecting again, enlarged ``rezoom`` x, in the regions of quads the
+        recogniser could not read (``failed``): a small word the detector ran together with
+        something else (a neighbouring sign, a row of ornaments) comes apart when seen larger.
+        Only quads smaller than the region they were found in and not over a line already read
+        (``read``) are kept; the enlarged pixels are capped at the photo's own."""
+        h, w = bgr.shape[:2]
+        budget = float(h * w)
+        read_boxes = [_aabb(q) for q in read]
+        out: list[np.ndarray] = []
+        for q in failed:
+            x0, y0, x1, y1 = _aabb(q)
+            m = 0.15 * max(x1 - x0, y1 - y0)
+            x0, y0 = int(max(0, x0 - m)), int(max(0, y0 - m))
+            x1, y1 = int(min(w, np.ceil(x1 + m))), int(min(h, np.ceil(y1 + m)))
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                continue
+            z = min(self.rezoom, 1280 / max(x1 - x0, y1 - y0))
+            if z <= 1 or budget <= 0:
+                continue
+            region = bgr[y0:y1, x0:x1]
+            big = np.ascontiguousarray(
+                np.asarray(
+                    Image.fromarray(region).resize(
+                        (int(round((x1 - x0) * z)), int(round((y1 - y0) * z))), Image.Resampling.BICUBIC
+                    )
+                )
+            )
+            budget -= big.shape[0] * big.shape[1]
+            area = (x1 - x0) * (y1 - y0)
+            for nq in self._detect(big):
+                nq = (nq / z + np.array([x0, y0], np.float32)).astype(np.float32)
+                b = _aabb(nq)
+                size = max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
+                if size >= 0.7 * area or any(_overlap(b, r) > 0.5 * size for r in read_boxes):
+                    continue
+                out.append(nq)
+        return out
 
     def _detect_tile(self, tile: np.ndarray):
         """Text quads (N x 4 x 2, tile pixels) of one BGR tile: the DB detector of the model set."""
@@ -562,6 +623,11 @@ class _WithAlternatives:
         results = self._decode(preds, return_word_box, **kwargs)
         chars = self._decode.character
         return [(*r, _alternatives(p, chars, self.floor)) for r, p in zip(results, preds)]
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Area shared by two boxes (x0, y0, x1, y1)."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _aabb(q: np.ndarray) -> tuple[float, float, float, float]:
