@@ -19,6 +19,10 @@ Reading. Each detected line is read from a crop stretched along the line (``wide
 both ends), so a word the detector found only part of is read whole, and the line is then cut to the
 letters read, from where the recogniser's CTC columns put them.
 
+A closer look. A line the recogniser reads nothing (or nothing confident) from is often a small word the
+detector ran together with something beside it; the region is detected again enlarged (``rezoom``)
+and what is found there is read as well.
+
 Alternatives. CTC reading keeps each column's most likely character; where the recogniser gave another
 character at least ``alternatives`` probability in the columns it read a letter from (a faint "l"
 read "H" with "l" close behind), that character is kept beside the line as an alternative reading of
