@@ -361,9 +361,31 @@ def test_look_closer_maps_back_and_keeps_only_new_small_quads(monkeypatch):
     assert seen == [(320, 520, 3)]
     assert len(out) == 1
     np.testing.assert_allclose(out[0], [[80, 80], [120, 80], [120, 100], [80, 100]])
-    # a region that would pass 1280 px enlarged is not enlarged
-    big = [np.array([[0, 0], [1399, 0], [1399, 1399], [0, 1399]], np.float32)]
-    assert engine._look_closer(bgr, big, []) == [] and len(seen) == 1
+    # a long region (a word run together with a row of ornaments) is looked at in windows of 640 px
+    # along it (1280 px enlarged), and a word found again in the overlap of two windows is kept once
+    seen.clear()
+    word = (500, 460, 550, 480)  # where the same word lies, in photo pixels
+
+    def detect_windows(big):
+        seen.append(big.shape)
+        x0 = [0, 480, 760][len(seen) - 1]  # the window's start along the region
+        y0 = 500 - 96  # region top: the quad's top less 15 % of a window
+        if not x0 <= word[0] and word[2] <= x0 + 640:
+            return []
+        a, b, c, d = ((v - o) * 2 for v, o in zip(word, (x0, y0, x0, y0)))
+        return [np.array([[a, b], [c, b], [c, d], [a, d]], np.float32)]
+
+    monkeypatch.setattr(engine, "_detect", detect_windows)
+    long = [np.array([[0, 500], [1399, 500], [1399, 540], [0, 540]], np.float32)]
+    out = engine._look_closer(bgr, long, [])
+    assert seen == [(464, 1280, 3)] * 3
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0], [[500, 460], [550, 460], [550, 480], [500, 480]])
+    # the enlarged pixels are capped at the photo's own: a 1400 px square region gets 2 windows of 9
+    seen.clear()
+    monkeypatch.setattr(engine, "_detect", lambda big: seen.append(big.shape) or [])
+    engine._look_closer(bgr, [np.array([[0, 0], [1399, 0], [1399, 1399], [0, 1399]], np.float32)], [])
+    assert len(seen) == 2
     with pytest.raises(ValueError):
         OcrEngine(models="ppocrv4", threads=1, rezoom=0.5)
     assert OcrEngine(models="ppocrv4", threads=1).engine_id.endswith(" alts0.1 rezoom2")

@@ -414,33 +414,41 @@ class OcrEngine:
         budget = float(h * w)
         read_boxes = [_aabb(q) for q in read]
         out: list[np.ndarray] = []
+        if self.rezoom <= 1:
+            return out
+        # a window, enlarged, stays within one detector tile of at most 1280 px
+        side = int(1280 / self.rezoom)
         for q in failed:
             x0, y0, x1, y1 = _aabb(q)
-            m = 0.15 * max(x1 - x0, y1 - y0)
+            m = 0.15 * min(max(x1 - x0, y1 - y0), side)
             x0, y0 = int(max(0, x0 - m)), int(max(0, y0 - m))
             x1, y1 = int(min(w, np.ceil(x1 + m))), int(min(h, np.ceil(y1 + m)))
             if x1 - x0 < 8 or y1 - y0 < 8:
                 continue
-            z = min(self.rezoom, 1280 / max(x1 - x0, y1 - y0))
-            if z <= 1 or budget <= 0:
-                continue
-            region = bgr[y0:y1, x0:x1]
-            big = np.ascontiguousarray(
-                np.asarray(
-                    Image.fromarray(region).resize(
-                        (int(round((x1 - x0) * z)), int(round((y1 - y0) * z))), Image.Resampling.BICUBIC
+            # a long region (a word run together with a row of ornaments) is looked at in
+            # overlapping windows along it
+            for wx0 in _tiles(x1 - x0, side, side // 4):
+                for wy0 in _tiles(y1 - y0, side, side // 4):
+                    if budget <= 0:
+                        return out
+                    ax0, ay0 = x0 + wx0, y0 + wy0
+                    ax1, ay1 = min(x1, ax0 + side), min(y1, ay0 + side)
+                    region = bgr[ay0:ay1, ax0:ax1]
+                    size = (int(round((ax1 - ax0) * self.rezoom)), int(round((ay1 - ay0) * self.rezoom)))
+                    big = np.ascontiguousarray(
+                        np.asarray(Image.fromarray(region).resize(size, Image.Resampling.BICUBIC))
                     )
-                )
-            )
-            budget -= big.shape[0] * big.shape[1]
-            area = (x1 - x0) * (y1 - y0)
-            for nq in self._detect(big):
-                nq = (nq / z + np.array([x0, y0], np.float32)).astype(np.float32)
-                b = _aabb(nq)
-                size = max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
-                if size >= 0.7 * area or any(_overlap(b, r) > 0.5 * size for r in read_boxes):
-                    continue
-                out.append(nq)
+                    budget -= big.shape[0] * big.shape[1]
+                    area = (ax1 - ax0) * (ay1 - ay0)
+                    for nq in self._detect(big):
+                        nq = (nq / self.rezoom + np.array([ax0, ay0], np.float32)).astype(np.float32)
+                        b = _aabb(nq)
+                        size_ = max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
+                        if size_ >= 0.7 * area or any(_overlap(b, r) > 0.5 * size_ for r in read_boxes):
+                            continue
+                        if any(_overlap(b, _aabb(o)) > 0.5 * size_ for o in out):
+                            continue  # found again in the overlap of two windows
+                        out.append(nq)
         return out
 
     def _detect_tile(self, tile: np.ndarray):
