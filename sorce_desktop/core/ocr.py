@@ -408,8 +408,9 @@ class OcrEngine:
         """Quads found by detecting again, enlarged ``rezoom`` x, in the regions of quads the
         recogniser could not read (``failed``): a small word the detector ran together with
         something else (a neighbouring sign, a row of ornaments) comes apart when seen larger.
-        Only quads smaller than the region they were found in and not over a line already read
-        (``read``) are kept; the enlarged pixels are capped at the photo's own."""
+        A region longer than 1280 / ``rezoom`` px is looked at in overlapping windows along it.
+        Only quads smaller than the window they were found in and not over a line already read
+        (``read``) are kept, once; the enlarged pixels are capped at the photo's own."""
         h, w = bgr.shape[:2]
         budget = float(h * w)
         read_boxes = [_aabb(q) for q in read]
@@ -434,19 +435,19 @@ class OcrEngine:
                     ax0, ay0 = x0 + wx0, y0 + wy0
                     ax1, ay1 = min(x1, ax0 + side), min(y1, ay0 + side)
                     region = bgr[ay0:ay1, ax0:ax1]
-                    size = (int(round((ax1 - ax0) * self.rezoom)), int(round((ay1 - ay0) * self.rezoom)))
+                    dims = (int(round((ax1 - ax0) * self.rezoom)), int(round((ay1 - ay0) * self.rezoom)))
                     big = np.ascontiguousarray(
-                        np.asarray(Image.fromarray(region).resize(size, Image.Resampling.BICUBIC))
+                        np.asarray(Image.fromarray(region).resize(dims, Image.Resampling.BICUBIC))
                     )
                     budget -= big.shape[0] * big.shape[1]
                     area = (ax1 - ax0) * (ay1 - ay0)
                     for nq in self._detect(big):
                         nq = (nq / self.rezoom + np.array([ax0, ay0], np.float32)).astype(np.float32)
                         b = _aabb(nq)
-                        size_ = max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
-                        if size_ >= 0.7 * area or any(_overlap(b, r) > 0.5 * size_ for r in read_boxes):
+                        box_area = max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
+                        if box_area >= 0.7 * area or any(_overlap(b, r) > 0.5 * box_area for r in read_boxes):
                             continue
-                        if any(_overlap(b, _aabb(o)) > 0.5 * size_ for o in out):
+                        if any(_overlap(b, _aabb(o)) > 0.5 * box_area for o in out):
                             continue  # found again in the overlap of two windows
                         out.append(nq)
         return out
