@@ -415,6 +415,7 @@ class OcrEngine:
         budget = float(h * w)
         read_boxes = [_aabb(q) for q in read]
         out: list[np.ndarray] = []
+        out_boxes: list[tuple[float, float, float, float]] = []
         if self.rezoom <= 1:
             return out
         # a window, enlarged, stays within one detector tile of at most 1280 px
@@ -447,9 +448,10 @@ class OcrEngine:
                         box_area = max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
                         if box_area >= 0.7 * area or any(_overlap(b, r) > 0.5 * box_area for r in read_boxes):
                             continue
-                        if any(_overlap(b, _aabb(o)) > 0.5 * box_area for o in out):
+                        if any(_overlap(b, o) > 0.5 * box_area for o in out_boxes):
                             continue  # found again in the overlap of two windows
                         out.append(nq)
+                        out_boxes.append(b)
         return out
 
     def _detect_tile(self, tile: np.ndarray):
