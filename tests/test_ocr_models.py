@@ -84,10 +84,12 @@ def test_engine_id_tells_settings_that_change_the_text_apart():
     assert "PP-OCRv4" in with_cls and "nocls" not in with_cls  # the id photos were read with before
     # reading without the angle classifier gives other texts, so the id differs too
     assert OcrEngine(**old, widen=0).engine_id == with_cls + " nocls"
-    assert OcrEngine(**old).engine_id == with_cls + " nocls widen0.75"
-    assert OcrEngine(**old, unclip_ratio=1.3).engine_id.endswith("unclip1.3 widen0.75")
+    assert OcrEngine(**old).engine_id == with_cls + " nocls widen1.5"
+    assert OcrEngine(**old, unclip_ratio=1.3).engine_id.endswith("unclip1.3 widen1.5")
     # keeping alternatives (the default) reads photos again once, to keep theirs
-    assert OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id == with_cls + " nocls widen0.75 alts0.1"
+    assert OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id == with_cls + " nocls widen1.5 alts0.1"
+    # lines read before widen became 1.5 are read again
+    assert OcrEngine(**old, widen=0.75).engine_id == with_cls + " nocls widen0.75"
 
 
 def _photo_with_word(word: str):
@@ -202,6 +204,25 @@ def test_read_letters_cuts_to_the_letters_and_drops_neighbouring_words():
     assert text == "ab"
 
 
+
+def test_read_letters_drops_punctuation_read_in_the_margins():
+    """An edge beside the line read as "-" in the stretched margin is not part of the word; the same
+    mark inside the detected line is, and so are letters in the margin joined to the word."""
+    wide = np.array([[0, 0], [400, 0], [400, 40], [0, 40]], np.float32)
+    detected = np.array([[100, 0], [300, 0], [300, 40], [100, 40]], np.float32)
+    conf = [0.9] * 8
+    # "-" at column 4 (45 px, margin), "ab" at 8-9 (margin, joined), "cd" inside, "." at 36 (365 px)
+    info = [40.0, [["-", "a", "b", "c", "d", "."]], [[4, 8, 9, 12, 20, 36]], [], conf]
+    text, _, quad, alts = _read_letters(detected, wide, info, alternatives=["", "", "", "", "", ""])
+    assert text == "abcd" and len(alts) == 4
+    assert quad[0][0] > 60 and quad[1][0] < 300  # the box is the letters', not the marks'
+    inside = [40.0, [["-", "c", "d", "."]], [[12, 16, 20, 24]], [], conf]
+    assert _read_letters(detected, wide, inside)[0] == "-cd."
+    # two words: the first's leading and the last's trailing marks in the margins go
+    two = [40.0, [["(", "a", "b"], [" "], ["c", "d", ")"]], [[4, 10, 12], [14], [18, 22, 38]], [], conf]
+    assert _read_letters(detected, wide, two)[0] == "ab cd"
+
+
 def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
     """Real PP-OCRv4 recognition: the detector is made to return only the right half of "HARBOR".
     Read as detected, the line is "BOR"; read from the stretched crop, it is the whole word and the
@@ -220,7 +241,7 @@ def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
         part = np.array(
             [[mid, word.y0], [word.x1, word.y0], [word.x1, word.y1], [mid, word.y1]], np.float32
         ) * s
-        monkeypatch.setattr(engine, "_detect", lambda bgr, part=part: [part.copy()])
+        monkeypatch.setattr(engine, "_detect", lambda bgr, both=False, part=part: [part.copy()])
         lines = engine.read(img)
         assert len(lines) == 1
         texts[widen] = lines[0]
@@ -321,8 +342,8 @@ def test_engine_keeps_alternatives_and_says_so_in_its_id():
     from sorce_desktop.core.ocr import OcrEngine
 
     engine = OcrEngine(models="ppocrv4", threads=2, alternatives=0.02)
-    assert engine.engine_id.endswith(" alts0.02 rezoom2")
-    assert OcrEngine(models="ppocrv4", threads=1, alternatives=1).engine_id.endswith("widen0.75 rezoom2")
+    assert engine.engine_id.endswith(" alts0.02 rezoom2 recheck0.7")
+    assert OcrEngine(models="ppocrv4", threads=1, alternatives=1).engine_id.endswith("widen1.5 rezoom2 recheck0.7")
     with pytest.raises(ValueError):
         OcrEngine(models="ppocrv4", threads=1, alternatives=0)
     lines = engine.read(_photo_with_word("HARBOR"))
@@ -388,7 +409,7 @@ def test_look_closer_maps_back_and_keeps_only_new_small_quads(monkeypatch):
     assert len(seen) == 2
     with pytest.raises(ValueError):
         OcrEngine(models="ppocrv4", threads=1, rezoom=0.5)
-    assert OcrEngine(models="ppocrv4", threads=1).engine_id.endswith(" alts0.1 rezoom2")
+    assert OcrEngine(models="ppocrv4", threads=1).engine_id.endswith(" alts0.1 rezoom2 recheck0.7")
     assert "rezoom" not in OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id
 
 
@@ -420,12 +441,96 @@ def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monke
         real = engine._detect
         calls = []
 
-        def detect(bgr, real=real, calls=calls):
+        def detect(bgr, both=False, real=real, calls=calls):
             calls.append(bgr.shape)
-            return [merged.copy()] if len(calls) == 1 else real(bgr)
+            return [merged.copy()] if len(calls) == 1 else real(bgr, both)
 
         monkeypatch.setattr(engine, "_detect", detect)
         texts[rezoom] = {ln.text.upper(): ln.box for ln in engine.read(photo)}
     assert not any("HARBOR" in t or "LANTERN" in t for t in texts[1]), texts[1]
     assert "HARBOR" in texts[2] and "LANTERN" in texts[2], texts[2]
     assert texts[2]["HARBOR"].y1 <= texts[2]["LANTERN"].y0 + 6  # one box per word, not the merged one
+
+
+def test_lines_read_with_doubt_are_kept_and_looked_at_closer(monkeypatch):
+    """A quad over two words a line apart, read as one doubtful line (confidence 0.6, over the 0.5
+    floor): with recheck=0.7 the line is kept and its region looked at closer, which reads both words;
+    with recheck at the floor, or a reading at 0.8, nothing more is looked at."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from PIL import Image, ImageDraw, ImageFont
+
+    from sorce_desktop.bench.text_render import available_fonts
+    from sorce_desktop.core.images import DecodedImage
+    from sorce_desktop.core.ocr import OcrEngine
+
+    fonts, _ = available_fonts()
+    if not fonts:
+        pytest.skip("no fonts")
+    img = Image.new("RGB", (1920, 1440), (200, 205, 195))
+    d = ImageDraw.Draw(img)
+    font = ImageFont.truetype(fonts[0], 30)
+    d.text((600, 500), "HARBOR", fill=(20, 20, 20), font=font)
+    d.text((610, 620), "LANTERN", fill=(20, 20, 20), font=font)
+    photo = DecodedImage(img, 1920, 1440)
+    merged = np.array([[590, 490], [760, 490], [760, 665], [590, 665]], np.float32)
+
+    def read_with(recheck: float, confidence: float) -> set[str]:
+        engine = OcrEngine(models="ppocrv4", threads=2, recheck=recheck)
+        real_detect, real_read = engine._detect, engine._read_quads
+        calls = []
+
+        def detect(bgr, both=False):
+            calls.append(bgr.shape)
+            return [merged.copy()] if len(calls) == 1 else real_detect(bgr, both)
+
+        def read_quads(bgr, quads):
+            if len(calls) == 1 and len(quads) == 1 and np.array_equal(quads[0], merged):
+                return [("HARBLANT", confidence, merged.copy(), [""] * 8)]
+            return real_read(bgr, quads)
+
+        monkeypatch.setattr(engine, "_detect", detect)
+        monkeypatch.setattr(engine, "_read_quads", read_quads)
+        return {ln.text.upper() for ln in engine.read(photo)}
+
+    assert read_with(0.7, 0.6) >= {"HARBLANT", "HARBOR", "LANTERN"}
+    assert read_with(0.5, 0.6) == {"HARBLANT"}
+    assert read_with(0.7, 0.8) == {"HARBLANT"}
+    with pytest.raises(ValueError):
+        OcrEngine(models="ppocrv4", threads=1, recheck=1.5)
+    assert "recheck" not in OcrEngine(models="ppocrv4", threads=1, recheck=0.5).engine_id
+    assert "recheck" not in OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id
+
+
+# -- a second detector ---------------------------------------------------------------------------------------
+def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
+    """Quads of the second detector that lie over the first's are dropped, others added; only the
+    photo's own detection uses it (the closer look does not), and it is part of the engine id."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    engine = OcrEngine(threads=1, second_detector="ppocrv4")
+    assert engine.engine_id.endswith(" +det ppocrv4") and "+det" not in OcrEngine(threads=1).engine_id
+    first = [np.array([[100, 100], [300, 100], [300, 140], [100, 140]], np.float32)]
+    over = np.array([[110, 98], [290, 98], [290, 142], [110, 142]], np.float32)  # the same line again
+    beside = np.array([[400, 100], [500, 100], [500, 130], [400, 130]], np.float32)  # a line of its own
+    monkeypatch.setattr(engine, "_detect_tile", lambda tile: [q.copy() for q in first])
+    monkeypatch.setattr(engine, "_second", lambda tile: (np.stack([over, beside]), 0.0))
+    bgr = np.zeros((600, 800, 3), np.uint8)
+    got = engine._detect(bgr, both=True)
+    assert len(got) == 2 and any(np.array_equal(q, beside) for q in got)
+    assert len(engine._detect(bgr)) == 1
+    with pytest.raises(ValueError):
+        OcrEngine(threads=1, second_detector="ppocrv9")
+    with pytest.raises(ValueError):
+        OcrEngine(threads=1, second_detector="ppocrv5det")
+
+
+def test_second_detector_reads_a_word_once():
+    """Real models, both detectors finding the same word: it is read once, not twice."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    one = OcrEngine(threads=2).read(_photo_with_word("HARBOR"))
+    both = OcrEngine(threads=2, second_detector="ppocrv4").read(_photo_with_word("HARBOR"))
+    assert [ln.text for ln in one if "HARBOR" in ln.text.upper()]
+    assert sorted(ln.text for ln in both) == sorted(ln.text for ln in one)
