@@ -89,3 +89,42 @@ def test_first_run_without_network_goes_to_text_search(qtbot, tmp_path, monkeypa
     assert win.session.text_only and win.text_banner.isVisible()
     assert win.settings.first_run_done
     qtbot.waitUntil(lambda: [f.path for f in win.session.status.folders] == [str(root)], timeout=20000)
+
+
+def test_thorough_text_setting_reads_the_photos_again(qtbot, tmp_path, monkeypatch, worded_photos):
+    """Settings -> "Read words more thoroughly": saved, and the photos' text is read again in the
+    background with the second detector (the engine each photo was read by says so); switching it off
+    reads them again with the standard engine. The words are found either way."""
+    from dataclasses import replace
+
+    from sorce_desktop.core.settings import Settings
+    from sorce_desktop.gui.settings_dialog import SettingsDialog
+
+    monkeypatch.setenv("SORCE_DESKTOP_OCR", "1")
+    root, boxes = worded_photos
+    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model")
+    qtbot.waitUntil(lambda: win.session.text_only and win.session.ready, timeout=60000)
+    win.add_folder(str(root))
+    wait_indexed(qtbot, win, 2, timeout=180000)
+    store = win.session.lib.store
+
+    def engines() -> set[str]:
+        return {e for (e,) in store.query("SELECT engine FROM ocr_done")}
+
+    qtbot.waitUntil(lambda: len(engines()) == 1 and "+det" not in next(iter(engines())), timeout=60000)
+    dlg = SettingsDialog(win.settings, win)
+    assert not dlg.ocr_thorough.isChecked() and dlg.ocr_thorough.isEnabled()
+    dlg.ocr.setChecked(False)
+    assert not dlg.ocr_thorough.isEnabled()  # only means something while words are read
+    dlg.ocr.setChecked(True)
+    dlg.ocr_thorough.setChecked(True)
+    win.apply_settings(dlg.result_settings())
+    dlg.deleteLater()
+    assert Settings.load(win.session.lib.paths.settings).ocr_thorough
+    qtbot.waitUntil(lambda: engines() and all(e.endswith("+det ppocrv4") for e in engines()), timeout=180000)
+    qtbot.waitUntil(lambda: not win.session.indexing, timeout=60000)
+    search(qtbot, win, "lantern")
+    assert win.model.rowCount() >= 1 and win.model.item(0).hit.path.endswith(boxes["lantern"][0].name)
+
+    win.apply_settings(replace(win.settings, ocr_thorough=False))
+    qtbot.waitUntil(lambda: engines() and not any("+det" in e for e in engines()), timeout=180000)

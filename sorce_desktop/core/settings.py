@@ -22,6 +22,9 @@ class Settings:
     rerank_by_zoom: bool = False  # re-rank by the refined (zoomed) score
     refine: bool = True
     ocr: bool = True
+    # read text with a second detector too (core.ocr.THOROUGH): more small words on busy spots found,
+    # for about 1.7x the reading time of a photo
+    ocr_thorough: bool = False
     first_run_done: bool = False
 
     @classmethod

@@ -289,6 +289,15 @@ class Session(QtCore.QObject):
             self._text_source = self.lib.text_source()
         return self._text_source
 
+    def text_settings_changed(self) -> None:
+        """Reading text in photos was switched on or off, or made more or less thorough: later runs
+        (and the folder watcher) use the new setting, and an index run brings the text in line now
+        (photos read with other settings are read again, in the background)."""
+        self._text_source = None
+        if self._watcher is not None and self.embedder is not None:
+            self._start_watcher(self.embedder)
+        self.request_index()
+
     def _set_state(self, st: ModelState) -> None:
         self.state = st
         self.model_state.emit(st)

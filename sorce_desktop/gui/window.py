@@ -833,9 +833,13 @@ class MainWindow(QtWidgets.QMainWindow):
             if box.clickedButton() is not go:
                 new = replace(new, model=old.model, layout=old.layout)
                 binding_changed = False
-        for field in ("model", "layout", "device", "thumbnail_cache_mb", "refine", "rerank_by_zoom", "ocr"):
+        text_changed = (new.ocr, new.ocr_thorough) != (old.ocr, old.ocr_thorough)
+        fields = ("model", "layout", "device", "thumbnail_cache_mb", "refine", "rerank_by_zoom", "ocr", "ocr_thorough")
+        for field in fields:
             setattr(self.settings, field, getattr(new, field))
         self._save_settings()
+        if text_changed and not binding_changed:
+            self.session.text_settings_changed()
         self.thumbs.limit_bytes = self.settings.thumbnail_cache_mb * 2**20
         self.thumbs.prune()
         if binding_changed:
