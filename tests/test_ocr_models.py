@@ -519,6 +519,17 @@ def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
     got = engine._detect(bgr, both=True)
     assert len(got) == 2 and any(np.array_equal(q, beside) for q in got)
     assert len(engine._detect(bgr)) == 1
+    # a photo in two tiles: each detector's lines are joined across the seam on their own, so a large
+    # quad of the second detector over two of the first's lines does not run them together
+    wide = np.zeros((600, 2400, 3), np.uint8)
+    wide[0, 0] = 255  # marks the first tile (x 0-1920; the second is x 480-2400)
+    assert engine.tile == 1920
+    lines = [np.array([[x, 300], [x + 120, 300], [x + 120, 330], [x, 330]], np.float32) for x in (100, 300)]
+    big = np.array([[80, 200], [700, 200], [700, 450], [80, 450]], np.float32)
+    monkeypatch.setattr(engine, "_detect_tile", lambda tile: [q.copy() for q in lines] if tile[0, 0, 0] else [])
+    monkeypatch.setattr(engine, "_second", lambda tile: (np.stack([big]) if tile[0, 0, 0] else None, 0.0))
+    got = engine._detect(wide, both=True)
+    assert len(got) == 3 and all(any(np.array_equal(q, g) for g in got) for q in lines)
     with pytest.raises(ValueError):
         OcrEngine(threads=1, second_detector="ppocrv9")
     with pytest.raises(ValueError):

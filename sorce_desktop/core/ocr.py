@@ -489,23 +489,26 @@ class OcrEngine:
         boxes, _ = self._ocr.text_det(tile)
         return boxes
 
-    def _detect_second(self, tile: np.ndarray, first) -> list:
-        """The second detector's quads (tile pixels) that do not lie over the first's (``first``):
-        at most 0.3 of a quad's box over any of them."""
-        boxes, _ = self._second(tile)
-        if boxes is None or len(boxes) == 0:
-            return []
-        taken = [_aabb(np.asarray(b, np.float32)) for b in (first if first is not None else [])]
-        out = []
-        for b in boxes:
-            box = _aabb(np.asarray(b, np.float32))
-            area = max(1e-6, (box[2] - box[0]) * (box[3] - box[1]))
-            if all(_overlap(box, t) < 0.3 * area for t in taken):
-                out.append(b)
-        return out
-
     def _detect(self, bgr: np.ndarray, both: bool = False) -> list[np.ndarray]:
-        """Text quads of a BGR image at the working scale; ``both``: with the second detector's too."""
+        """Text quads of a BGR image at the working scale; ``both``: with those of the second
+        detector that do not lie over the first's (at most 0.3 of a quad's box over any of them).
+        Each detector's quads are joined across tiles on their own: joining runs together whatever
+        overlaps on a row, and the two detectors' lines overlap by nature."""
+        quads = self._detect_tiles(bgr, self._detect_tile)
+        if both and self._second is not None:
+            taken = [_aabb(q) for q in quads]
+            for q in self._detect_tiles(bgr, lambda tile: self._second(tile)[0]):
+                box = _aabb(q)
+                area = max(1e-6, (box[2] - box[0]) * (box[3] - box[1]))
+                if all(_overlap(box, t) < 0.3 * area for t in taken):
+                    quads.append(q)
+        # reading order: top to bottom, then left to right
+        quads.sort(key=lambda q: (round(float(q[:, 1].min()) / 8), float(q[:, 0].min())))
+        return quads
+
+    def _detect_tiles(self, bgr: np.ndarray, detect_tile) -> list[np.ndarray]:
+        """One detector over the image in tiles (``detect_tile``: tile -> quads in tile pixels), lines
+        cut by a tile seam joined again."""
         h, w = bgr.shape[:2]
         found: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
         xs = _tiles(w, self.tile, self.overlap)
@@ -513,10 +516,7 @@ class OcrEngine:
         for y in ys:
             for x in xs:
                 tile = bgr[y : y + self.tile, x : x + self.tile]
-                boxes = self._detect_tile(tile)
-                if both and self._second is not None:
-                    extra = self._detect_second(tile, boxes)
-                    boxes = [*(boxes if boxes is not None else []), *extra]
+                boxes = detect_tile(tile)
                 if boxes is None or len(boxes) == 0:
                     continue
                 for b in boxes:
@@ -525,12 +525,8 @@ class OcrEngine:
                     q[:, 1] += y
                     found.append((q, (x, y, x + tile.shape[1], y + tile.shape[0])))
         if len(xs) * len(ys) > 1:
-            quads = _join_tiles(found, w, h)
-        else:
-            quads = [q for q, _ in found]
-        # reading order: top to bottom, then left to right
-        quads.sort(key=lambda q: (round(float(q[:, 1].min()) / 8), float(q[:, 0].min())))
-        return quads
+            return _join_tiles(found, w, h)
+        return [q for q, _ in found]
 
 
 def _set_detector(det, thresh: float, box_thresh: float, unclip: float) -> None:
