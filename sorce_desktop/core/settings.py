@@ -23,7 +23,7 @@ class Settings:
     refine: bool = True
     ocr: bool = True
     # read text with a second detector too (core.ocr.THOROUGH): more small words on busy spots found,
-    # for about 1.7x the reading time of a photo
+    # for about 1.8x the reading time of a photo
     ocr_thorough: bool = False
     first_run_done: bool = False
 

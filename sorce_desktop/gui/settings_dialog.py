@@ -78,7 +78,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.ocr_thorough.setChecked(settings.ocr_thorough)
         self.ocr_thorough.setToolTip(
             "Looks for words with a second text detector too. It finds more small words on busy\n"
-            "backgrounds, and reading the text of a photo takes about 1.7 times as long.\n"
+            "backgrounds, and reading the text of a photo takes about 1.8 times as long.\n"
             "Changing this reads the text of your photos again, in the background."
         )
         self.ocr_thorough.setEnabled(settings.ocr)
