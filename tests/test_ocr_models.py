@@ -413,16 +413,13 @@ def test_look_closer_maps_back_and_keeps_only_new_small_quads(monkeypatch):
     assert "rezoom" not in OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id
 
 
-def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monkeypatch):
-    """Real PP-OCRv4 models: the detector is made to return one quad over two words a line apart (what
-    it does with a word beside other text); the recogniser reads nothing there, and the closer look
-    finds and reads both words, each with its own box. With rezoom=1 the photo yields nothing."""
-    pytest.importorskip("rapidocr_onnxruntime")
+def _two_words_a_line_apart():
+    """A 1920x1440 photo with "HARBOR" and "LANTERN" a line apart, and one quad over both (what the
+    detector returns for a word beside other text) -> (photo, quad)."""
     from PIL import Image, ImageDraw, ImageFont
 
     from sorce_desktop.bench.text_render import available_fonts
     from sorce_desktop.core.images import DecodedImage
-    from sorce_desktop.core.ocr import OcrEngine
 
     fonts, _ = available_fonts()
     if not fonts:
@@ -432,8 +429,18 @@ def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monke
     font = ImageFont.truetype(fonts[0], 30)
     d.text((600, 500), "HARBOR", fill=(20, 20, 20), font=font)
     d.text((610, 620), "LANTERN", fill=(20, 20, 20), font=font)
-    photo = DecodedImage(img, 1920, 1440)
     merged = np.array([[590, 490], [760, 490], [760, 665], [590, 665]], np.float32)
+    return DecodedImage(img, 1920, 1440), merged
+
+
+def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monkeypatch):
+    """Real PP-OCRv4 models: the detector is made to return one quad over two words a line apart (what
+    it does with a word beside other text); the recogniser reads nothing there, and the closer look
+    finds and reads both words, each with its own box. With rezoom=1 the photo yields nothing."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    photo, merged = _two_words_a_line_apart()
     texts = {}
     for rezoom in (1, 2):
         engine = OcrEngine(models="ppocrv4", threads=2, rezoom=rezoom)
@@ -457,22 +464,9 @@ def test_lines_read_with_doubt_are_kept_and_looked_at_closer(monkeypatch):
     floor): with recheck=0.7 the line is kept and its region looked at closer, which reads both words;
     with recheck at the floor, or a reading at 0.8, nothing more is looked at."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from PIL import Image, ImageDraw, ImageFont
-
-    from sorce_desktop.bench.text_render import available_fonts
-    from sorce_desktop.core.images import DecodedImage
     from sorce_desktop.core.ocr import OcrEngine
 
-    fonts, _ = available_fonts()
-    if not fonts:
-        pytest.skip("no fonts")
-    img = Image.new("RGB", (1920, 1440), (200, 205, 195))
-    d = ImageDraw.Draw(img)
-    font = ImageFont.truetype(fonts[0], 30)
-    d.text((600, 500), "HARBOR", fill=(20, 20, 20), font=font)
-    d.text((610, 620), "LANTERN", fill=(20, 20, 20), font=font)
-    photo = DecodedImage(img, 1920, 1440)
-    merged = np.array([[590, 490], [760, 490], [760, 665], [590, 665]], np.float32)
+    photo, merged = _two_words_a_line_apart()
 
     def read_with(recheck: float, confidence: float) -> set[str]:
         engine = OcrEngine(models="ppocrv4", threads=2, recheck=recheck)
