@@ -139,6 +139,7 @@ class Session(QtCore.QObject):
         # live folder watching (core.watcher.Watcher), started once the model is ready; index runs and
         # the watcher's batches hold this lock, so the model never embeds for both at once
         self._watcher = None
+        self._stopping_watchers: list = []  # replaced watchers still finishing off the UI thread
         self._model_lock = threading.Lock()
         # search
         self._generation = 0
@@ -352,19 +353,43 @@ class Session(QtCore.QObject):
             return
         from sorce_desktop.core.watcher import Watcher
 
-        if self._watcher is not None:  # another model: its watcher's indexer holds the old one
-            self._watcher.stop(timeout=5)
+        old = self._watcher
         indexer = self.lib.indexer(embedder, on_progress=self.on_progress, text_source=self.text_source())
         if self._paused:
             indexer.pause()
-        self._watcher = Watcher(
+        watcher = Watcher(
             self.lib.store,
             indexer,
             on_event=lambda ev: to_main(self._watch_event, ev),
             reconcile_at_start=False,
             model_lock=self._model_lock,
         )
-        self._watcher.start()
+        # Folders added or removed meanwhile queue up as the new watcher's commands; it reads the
+        # store's folders when it starts.
+        self._watcher = watcher
+        if old is None:
+            watcher.start()
+            return
+        # Another model or other text settings: the old watcher's indexer holds the old ones. It
+        # finishes the changes it has seen (up to 5 s, then is cancelled) off the UI thread, and the
+        # new one starts once it has stopped, so the two never index at once. Changes made in between
+        # are found by the index run the caller requested.
+        self._stopping_watchers.append(old)
+
+        def stop() -> None:
+            old.stop(timeout=5)
+
+        def stopped(_result=None) -> None:
+            if old in self._stopping_watchers:
+                self._stopping_watchers.remove(old)
+            if not self._closing and self._watcher is watcher:  # not replaced again meanwhile
+                watcher.start()
+
+        def failed(exc: BaseException) -> None:
+            log.error("the folder watcher did not stop cleanly", exc_info=exc)
+            stopped()
+
+        run_task(stop, stopped, failed, lane="watcher", name="replace watcher")
 
     def _watch_event(self, ev) -> None:
         if self._closing:
@@ -679,9 +704,11 @@ class Session(QtCore.QObject):
         self._refine_cancel.set()
         if self._indexer is not None:
             self._indexer.cancel()
-        if self._watcher is not None:
-            # Finishes the changes it has seen (up to 10 s, then cancels; the rest is reconciled next time).
-            self._watcher.stop(timeout=10)
+        # Each finishes the changes it has seen (up to 10 s, then cancels; the rest is reconciled next
+        # time). A replaced watcher still stopping is waited for too (its stop may not have started).
+        for watcher in [*self._stopping_watchers, self._watcher]:
+            if watcher is not None:
+                watcher.stop(timeout=10)
         if not lanes().shutdown(30000):
             log.warning("background work did not stop in time")
         self.lib.close()

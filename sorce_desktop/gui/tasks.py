@@ -156,6 +156,7 @@ class Lanes:
             ("thumbs", 2),
             ("io", 2),
             ("refine", 1),
+            ("watcher", 1),  # a replaced folder watcher stopping, in order
         ):
             pool = QtCore.QThreadPool()
             pool.setMaxThreadCount(threads)
