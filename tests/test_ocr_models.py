@@ -14,6 +14,7 @@ from sorce_desktop.core.ocr import (
     MODEL_SETS,
     ModelSet,
     OcrUnavailable,
+    _quad_sides,
     _read_letters,
     _widen,
 )
@@ -79,7 +80,7 @@ def test_engine_id_tells_settings_that_change_the_text_apart():
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    old = dict(models="ppocrv4", threads=1, alternatives=1, rezoom=1)  # no alternatives, no closer look
+    old = dict(models="ppocrv4", threads=1, alternatives=1, rezoom=1, reread=0)  # none of the later steps
     with_cls = OcrEngine(**old, widen=0, use_angle_cls=True).engine_id
     assert "PP-OCRv4" in with_cls and "nocls" not in with_cls  # the id photos were read with before
     # reading without the angle classifier gives other texts, so the id differs too
@@ -87,7 +88,10 @@ def test_engine_id_tells_settings_that_change_the_text_apart():
     assert OcrEngine(**old).engine_id == with_cls + " nocls widen1.5"
     assert OcrEngine(**old, unclip_ratio=1.3).engine_id.endswith("unclip1.3 widen1.5")
     # keeping alternatives (the default) reads photos again once, to keep theirs
-    assert OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id == with_cls + " nocls widen1.5 alts0.1"
+    assert OcrEngine(models="ppocrv4", threads=1, rezoom=1, reread=0).engine_id == with_cls + " nocls widen1.5 alts0.1"
+    # lines whose stretched reading covers little of them are read as detected too
+    assert OcrEngine(**{**old, "reread": 0.5}).engine_id == with_cls + " nocls widen1.5 reread0.5"
+    assert "reread" not in OcrEngine(**{**old, "reread": 0.5}, widen=0).engine_id
     # lines read before widen became 1.5 are read again
     assert OcrEngine(**old, widen=0.75).engine_id == with_cls + " nocls widen0.75"
 
@@ -343,7 +347,7 @@ def test_engine_keeps_alternatives_and_says_so_in_its_id():
 
     engine = OcrEngine(models="ppocrv4", threads=2, alternatives=0.02)
     assert engine.engine_id.endswith(" alts0.02 rezoom2 recheck0.7")
-    assert OcrEngine(models="ppocrv4", threads=1, alternatives=1).engine_id.endswith("widen1.5 rezoom2 recheck0.7")
+    assert OcrEngine(models="ppocrv4", threads=1, alternatives=1).engine_id.endswith("widen1.5 reread0.5 rezoom2 recheck0.7")
     with pytest.raises(ValueError):
         OcrEngine(models="ppocrv4", threads=1, alternatives=0)
     lines = engine.read(_photo_with_word("HARBOR"))
@@ -539,3 +543,69 @@ def test_second_detector_reads_a_word_once():
     both = OcrEngine(threads=2, second_detector="ppocrv4").read(_photo_with_word("HARBOR"))
     assert [ln.text for ln in one if "HARBOR" in ln.text.upper()]
     assert sorted(ln.text for ln in both) == sorted(ln.text for ln in one)
+
+
+def test_detector_input_normalised_as_paddleocr_finds_low_contrast_words():
+    """PaddleOCR normalises its DB detectors' input with ImageNet's mean and std; RapidOCR's 0.5/0.5
+    squeezes the contrast ~2.2x. A word 18 grey levels over a noisy grey background: found with the
+    detector's own normalisation, not with RapidOCR's. The normalisation is part of the engine id."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from PIL import Image, ImageDraw, ImageFont
+
+    from sorce_desktop.bench.text_render import available_fonts
+    from sorce_desktop.core.images import DecodedImage
+    from sorce_desktop.core.ocr import OcrEngine
+
+    fonts, _ = available_fonts()
+    sans = [f for f in fonts if f.endswith("DejaVuSans.ttf")]
+    if not sans:
+        pytest.skip("no DejaVuSans")
+    noise = np.random.default_rng(0).normal(120, 6, (200, 400)).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(noise).convert("RGB")
+    ImageDraw.Draw(img).text((60, 80), "harbor lantern", fill=(138, 138, 138), font=ImageFont.truetype(sans[0], 28))
+    photo = DecodedImage(img, 400, 200)
+    ours = OcrEngine(threads=1, target_short=200)  # read at the photo's own size
+    assert ours.det_normalize == "imagenet"
+    lines = ours.read(photo)
+    assert [ln.text for ln in lines] == ["harbor lantern"]
+    b = lines[0].box
+    assert 55 <= b.x0 and b.x1 <= 290 and 75 <= b.y0 and b.y1 <= 120
+    rapid = OcrEngine(threads=1, target_short=200, det_normalize="half")
+    assert rapid.read(photo) == []
+    assert " norm-imagenet" in ours.engine_id and "norm-" not in rapid.engine_id
+    with pytest.raises(ValueError):
+        OcrEngine(threads=1, det_normalize="rgb")
+
+
+def test_line_whose_stretched_reading_covers_little_of_it_is_read_as_detected(monkeypatch):
+    """The recogniser is made to read a stretched crop as one letter in the middle of a long line (a
+    5 %-height "cobalt" on a busy spot was read "b"): the line is read as detected too, and that
+    reading kept when it has more letters; a worse one, or reread=0, leaves the stretched reading."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    bgr = np.full((400, 800, 3), 128, np.uint8)
+    line = np.array([[200, 150], [500, 150], [500, 210], [200, 210]], np.float32)  # 5 heights long
+
+    def read_with(engine, plain):
+        calls = []
+
+        def text_rec(crops, return_word_box=False):
+            calls.append(return_word_box)
+            if return_word_box:  # the stretched crop: "b" at its middle column
+                return [("b", 0.81, [40, [["b"]], [[20]], ["en"], [0.81]])] * len(crops), 0.0
+            return [plain] * len(crops), 0.0
+
+        monkeypatch.setattr(engine._ocr, "text_rec", text_rec)
+        return engine._read_quads(bgr, [line.copy()]), calls
+
+    engine = OcrEngine(models="ppocrv4", threads=1, alternatives=1)
+    out, calls = read_with(engine, ("cobalt", 0.74))
+    assert calls == [True, False] and out[0][0] == "cobalt" and out[0][1] == pytest.approx(0.74)
+    assert np.allclose(out[0][2], line)  # the detected line's quad
+    out, _ = read_with(engine, ("", 0.3))  # nothing better read as detected
+    assert out[0][0] == "b" and _quad_sides(out[0][2])[0] < 0.5 * 300
+    out, calls = read_with(OcrEngine(models="ppocrv4", threads=1, alternatives=1, reread=0), ("cobalt", 0.74))
+    assert calls == [True] and out[0][0] == "b"
+    with pytest.raises(ValueError):
+        OcrEngine(models="ppocrv4", threads=1, reread=1.5)

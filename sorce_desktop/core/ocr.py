@@ -201,6 +201,18 @@ MODEL_SETS: dict[str, ModelSet] = {
 
 DEFAULT_MODELS = "ppocrv5det"
 
+#: Detector input normalisations (mean, std per channel of the BGR image scaled to 0-1): "imagenet" is
+#: PaddleOCR's for its DB text detectors (PP-OCRv4/v5 det inference.yml: NormalizeImage), "half" is
+#: what RapidOCR's config gives them.
+DET_NORMALIZE: dict[str, tuple[list[float], list[float]]] = {
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "half": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+}
+
+#: Regions of a tile's probability map the DB post-processing looks at (RapidOCR's 1,000 dropped words
+#: on busy photos)
+MAX_DET_CANDIDATES = 100_000
+
 #: OcrEngine arguments of the "thorough" text reading (Settings.ocr_thorough, bench text
 #: --engine "thorough:second_detector=ppocrv4"): PP-OCRv4's detector beside PP-OCRv5's finds words
 #: each misses on busy, low-contrast spots.
@@ -263,6 +275,9 @@ class OcrEngine:
         # small words for 15 others; reading costs the same (the crop is resized to the recogniser's
         # height either way)
         widen: float = 1.5,
+        # A line whose stretched reading covers less than this part of the detected line is read as
+        # detected too, and that reading kept when it has more letters. 0 turns this off.
+        reread: float = 0.5,
         unclip_ratio: float | None = None,  # None: the model set's (ModelSet.unclip_ratio)
         # Keep, per letter read, the other characters the recogniser gave at least this probability
         # (see the module docstring, "Alternatives"); 1 keeps none.
@@ -279,6 +294,11 @@ class OcrEngine:
         # that do not lie over the first's are read too. Off by default: it finds words the first
         # misses on busy, low-contrast spots, for about 1.8x the reading time of a photo.
         second_detector: str | None = None,
+        # How the detector's input is normalised: "imagenet", PaddleOCR's own for its DB detectors
+        # (mean 0.485/0.456/0.406, std 0.229/0.224/0.225, on the BGR image, as its inference.yml and
+        # tools/infer/predict_det.py give), or "half", RapidOCR's (0.5/0.5), which squeezes the
+        # image's contrast ~2.2x against what the detector was trained on.
+        det_normalize: str = "imagenet",
         threads: int | None = None,
         models: str = DEFAULT_MODELS,
         model_dir: str | os.PathLike | None = None,
@@ -298,6 +318,9 @@ class OcrEngine:
         self.min_confidence = min_confidence
         self.use_angle_cls = use_angle_cls
         self.widen = float(widen)
+        if not 0 <= reread <= 1:
+            raise ValueError("reread must be a part of the line in [0, 1]")
+        self.reread = float(reread) if self.widen else 0.0
         if self.widen < 0:
             raise ValueError("widen must be >= 0")
         if not 0 < alternatives <= 1:
@@ -310,9 +333,12 @@ class OcrEngine:
             raise ValueError("recheck must be a confidence in [0, 1]")
         self.recheck = max(float(recheck), min_confidence)
         unclip = MODEL_SETS[models].unclip_ratio if unclip_ratio is None else float(unclip_ratio)
+        if det_normalize not in DET_NORMALIZE:
+            raise ValueError(f"det_normalize must be one of {', '.join(DET_NORMALIZE)}")
+        self.det_normalize = det_normalize
         threads = threads or min(4, os.cpu_count() or 1)
         self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **model_files)
-        _set_detector(self._ocr.text_det, det_thresh, det_box_thresh, unclip)
+        _set_detector(self._ocr.text_det, det_thresh, det_box_thresh, unclip, det_normalize)
         self._second = None
         second_tag = ""
         if second_detector is not None:
@@ -324,7 +350,7 @@ class OcrEngine:
             files = {k: v for k, v in second.files(None).items() if k == "det_model_path"}
             # RapidOCR builds its whole pipeline; only its detector is used
             self._second = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **files).text_det
-            _set_detector(self._second, det_thresh, det_box_thresh, second.unclip_ratio)
+            _set_detector(self._second, det_thresh, det_box_thresh, second.unclip_ratio, det_normalize)
             second_tag = f" +det {second_detector} {_model_digest(files)}" if files else f" +det {second_detector}"
         if self.alternatives < 1:
             self._ocr.text_rec.postprocess_op = _WithAlternatives(
@@ -336,10 +362,13 @@ class OcrEngine:
         self.engine_id = (
             f"rapidocr-onnxruntime {self.version} {model_tag} short{target_short} up{max_upscale:g} "
             f"mp{max_megapixels:g} tile{tile} det{det_thresh:g}/{det_box_thresh:g}"
+            # RapidOCR's input normalisation is the id as it was
+            + ("" if det_normalize == "half" else f" norm-{det_normalize}")
             # reading without the 0/180 classifier gives other texts: the photos must be read again
             + ("" if use_angle_cls else " nocls")
             + ("" if unclip == 1.6 else f" unclip{unclip:g}")
             + (f" widen{self.widen:g}" if self.widen else "")
+            + (f" reread{self.reread:g}" if self.reread else "")
             # lines read before alternatives were kept have none: read them again once
             + (f" alts{self.alternatives:g}" if self.alternatives < 1 else "")
             + (f" rezoom{self.rezoom:g}" if self.rezoom > 1 else "")
@@ -423,6 +452,7 @@ class OcrEngine:
             turned = ["180" in str(label) and score > thresh for label, score in cls_res]
         rec, _ = self._ocr.text_rec(crops, return_word_box=bool(self.widen))
         out = []
+        redo: list[int] = []  # lines read again as detected (see below)
         for detected, (quad, widened), r, flipped in zip(quads, wide, rec, turned):
             text, conf = str(r[0]), float(r[1])
             alts = r[-1] if self.alternatives < 1 else None
@@ -432,8 +462,23 @@ class OcrEngine:
                 kept = _read_letters(detected, quad, r[2], flipped, alts)
                 if kept is not None:
                     text, conf, quad, alts = kept
+                if not flipped and _quad_sides(quad)[0] < self.reread * _quad_sides(detected)[0]:
+                    redo.append(len(out))
             text, alts = _tidy_spaces(text, alts)
             out.append((text, float(conf), quad, alts))
+        if redo:
+            # The stretched crop's reading covers little of the line the detector found: the margins
+            # confused the recogniser (a 5 %-height "cobalt" on a busy spot read "b"). The line is
+            # read as detected too, and that reading taken when it has more letters.
+            rec, _ = self._ocr.text_rec(self._ocr.get_crop_img_list(bgr, [quads[i] for i in redo]))
+            for i, r in zip(redo, rec):
+                text, conf = str(r[0]), float(r[1])
+                alts = r[-1] if self.alternatives < 1 else None
+                if alts is None or len(alts) != len(text):
+                    alts = [""] * len(text)
+                text, alts = _tidy_spaces(text, alts)
+                if conf >= self.min_confidence and len(text.replace(" ", "")) > len(out[i][0].replace(" ", "")):
+                    out[i] = (text, conf, np.asarray(quads[i], dtype=np.float32), alts)
         return out
 
     def _look_closer(
@@ -533,8 +578,9 @@ class OcrEngine:
         return [q for q, _ in found]
 
 
-def _set_detector(det, thresh: float, box_thresh: float, unclip: float) -> None:
+def _set_detector(det, thresh: float, box_thresh: float, unclip: float, normalize: str) -> None:
     """Set up a RapidOCR TextDetector as the engine uses it."""
+    det.mean, det.std = DET_NORMALIZE[normalize]
     # The detector must never rescale a tile itself (RapidOCR would shrink anything over 2000 px):
     # limit type "min" with a 32 px limit only pads a tile to multiples of 32, so the working scale
     # chosen here is what it sees.
@@ -544,6 +590,11 @@ def _set_detector(det, thresh: float, box_thresh: float, unclip: float) -> None:
     post = det.postprocess_op
     post.thresh, post.box_thresh = thresh, box_thresh
     post.unclip_ratio = unclip
+    # RapidOCR keeps the first 1,000 regions of the probability map and drops the rest unlooked at: a
+    # busy photo has more small blobs than that (1,299 on one bench photo), and a 5 %-height word among
+    # the dropped ones was never read. Blobs too small for a line are discarded at once, so a higher
+    # cap costs little.
+    post.max_candidates = MAX_DET_CANDIDATES
 
 
 def _quad_sides(quad: np.ndarray) -> tuple[float, float]:
