@@ -30,8 +30,9 @@ read "H" with "l" close behind), that character is kept beside the line as an al
 the letter, and search by letters counts it as half an error instead of a whole one.
 
 A second detector (optional, ``second_detector``; the "thorough" setting). PP-OCRv4's detector
-finds some words PP-OCRv5's misses on busy, low-contrast spots and the other way round; run beside it,
-its lines that do not lie over the first's are read too, for about 1.8x the reading time of a photo.
+found some words PP-OCRv5's missed on busy, low-contrast spots; run beside it, its lines that do not
+lie over the first's are read too, for about 2x the reading time of a photo. Since the detectors get
+PaddleOCR's own input normalisation (``det_normalize``) it found no word more on two bench samples.
 
 Every box returned is in upright full-resolution pixels (EXIF applied by :func:`load_image`).
 """
@@ -291,8 +292,8 @@ class OcrEngine:
         # 0.59 as one line; seen enlarged it comes apart. <= min_confidence: only unread lines.
         recheck: float = 0.7,
         # A second detector (a model set's name, e.g. "ppocrv4") run over the photo as well; its lines
-        # that do not lie over the first's are read too. Off by default: it finds words the first
-        # misses on busy, low-contrast spots, for about 1.8x the reading time of a photo.
+        # that do not lie over the first's are read too. Off by default: it costs about 2x the reading
+        # time of a photo (docs/benchmarks.md, "Text in photos", for what it finds).
         second_detector: str | None = None,
         # How the detector's input is normalised: "imagenet", PaddleOCR's own for its DB detectors
         # (mean 0.485/0.456/0.406, std 0.229/0.224/0.225, on the BGR image, as its inference.yml and
