@@ -215,8 +215,8 @@ DET_NORMALIZE: dict[str, tuple[list[float], list[float]]] = {
 MAX_DET_CANDIDATES = 100_000
 
 #: OcrEngine arguments of the "thorough" text reading (Settings.ocr_thorough, bench text
-#: --engine "thorough:second_detector=ppocrv4"): PP-OCRv4's detector beside PP-OCRv5's finds words
-#: each misses on busy, low-contrast spots.
+#: --engine "thorough:second_detector=ppocrv4"): PP-OCRv4's detector beside PP-OCRv5's (what it
+#: still finds since the normalisation fix: docs/benchmarks.md, "Text in photos").
 THOROUGH = {"second_detector": "ppocrv4"}
 
 
@@ -592,7 +592,7 @@ def _set_detector(det, thresh: float, box_thresh: float, unclip: float, normaliz
     post.thresh, post.box_thresh = thresh, box_thresh
     post.unclip_ratio = unclip
     # RapidOCR keeps the first 1,000 regions of the probability map and drops the rest unlooked at: a
-    # busy photo has more small blobs than that (1,299 on one bench photo), and a 5 %-height word among
+    # busy photo has more small blobs than that (up to 1,846 in a bench photo's tile), and a 5 %-height word among
     # the dropped ones was never read. Blobs too small for a line are discarded at once, so a higher
     # cap costs little.
     post.max_candidates = MAX_DET_CANDIDATES
