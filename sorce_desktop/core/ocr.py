@@ -455,10 +455,7 @@ class OcrEngine:
         out = []
         redo: list[int] = []  # lines read again as detected (see below)
         for detected, (quad, widened), r, flipped in zip(quads, wide, rec, turned):
-            text, conf = str(r[0]), float(r[1])
-            alts = r[-1] if self.alternatives < 1 else None
-            if alts is None or len(alts) != len(text):
-                alts = [""] * len(text)
+            text, conf, alts = self._result(r)
             if widened:  # keep to the detected line, cut the stretched quad to the letters read
                 kept = _read_letters(detected, quad, r[2], flipped, alts)
                 if kept is not None:
@@ -473,14 +470,19 @@ class OcrEngine:
             # read as detected too, and that reading taken when it has more letters.
             rec, _ = self._ocr.text_rec(self._ocr.get_crop_img_list(bgr, [quads[i] for i in redo]))
             for i, r in zip(redo, rec):
-                text, conf = str(r[0]), float(r[1])
-                alts = r[-1] if self.alternatives < 1 else None
-                if alts is None or len(alts) != len(text):
-                    alts = [""] * len(text)
+                text, conf, alts = self._result(r)
                 text, alts = _tidy_spaces(text, alts)
                 if conf >= self.min_confidence and len(text.replace(" ", "")) > len(out[i][0].replace(" ", "")):
                     out[i] = (text, conf, np.asarray(quads[i], dtype=np.float32), alts)
         return out
+
+    def _result(self, r) -> tuple[str, float, list[str]]:
+        """One recogniser result -> (text, confidence, alternatives per character, "" where none)."""
+        text, conf = str(r[0]), float(r[1])
+        alts = r[-1] if self.alternatives < 1 else None
+        if alts is None or len(alts) != len(text):
+            alts = [""] * len(text)
+        return text, conf, list(alts)
 
     def _look_closer(
         self, bgr: np.ndarray, doubtful: list[np.ndarray], read: list[np.ndarray]
