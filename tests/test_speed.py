@@ -77,3 +77,25 @@ def test_unknown_speed_is_refused():
         assert "fast" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("an unknown speed was accepted")
+
+
+def test_a_photos_vectors_do_not_depend_on_its_batchmates(tiny_siglip):
+    """The same photo embedded beside different photos gets the same vectors, in both speeds: int8's
+    dynamic quantisation picks activation scales per forward, so "fast" runs one photo per forward."""
+    photos = []
+    for p in coco_photos(6, start=20):
+        img = Image.open(p).convert("RGB")
+        photos.append(DecodedImage(img, img.width, img.height))
+    # a very dark and a very bright photo stretch a shared activation range the most
+    for level in (3, 252):
+        img = Image.new("RGB", (320, 240), (level, level, level))
+        photos.append(DecodedImage(img, 320, 240))
+    layout = get_layout("cells4o")
+    for speed in ("fast", "thorough"):
+        emb = DualEncoderEmbedder(tiny_siglip, speed=get_speed(speed))
+        alone = emb.embed_photos(photos[:1], layout)[0]
+        for mates in (photos[1:3], photos[3:], photos[6:][::-1]):
+            got = emb.embed_photos([*mates, photos[0]], layout)[-1]
+            assert [r.name for r in got] == [r.name for r in alone]
+            diff = max(float(np.abs(a.vector - b.vector).max()) for a, b in zip(got, alone))
+            assert diff < 1e-5, f"{speed}: vectors moved by {diff} with other batchmates"

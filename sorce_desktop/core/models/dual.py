@@ -244,6 +244,14 @@ class DualEncoderEmbedder(Embedder):
         preps = [p.prepared[key] if key in p.prepared else self._prepare(p, layout) for p in photos]
         if not preps:
             return []
+        if self.int8:
+            # Dynamic int8 quantisation picks its activation scales from everything in one forward:
+            # batched with other photos, a photo's vectors would depend on them (up to 0.02 per
+            # component). One photo per forward keeps them its own (bench index: the cost).
+            return [regions for p in preps for regions in self._embed_prepared([p])]
+        return self._embed_prepared(preps)
+
+    def _embed_prepared(self, preps: list[_Prepared]) -> list[list[RegionEmbedding]]:
         if self.tile_size == self.size:
             # One input size: every region of every photo in one batched forward, in photo order.
             vectors = self.forward_pixels(
