@@ -18,6 +18,7 @@ import numpy as np
 from sorce_desktop.core.indexer import IndexReport, Progress
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
+from sorce_desktop.core.quiet import quiet_third_party_loggers
 from sorce_desktop.core.regions import Box, get_layout
 from sorce_desktop.core.search import PhotoHit, QueryError, clean_query
 from sorce_desktop.core.store import ModelMismatch
@@ -175,9 +176,7 @@ class Session(QtCore.QObject):
             )
 
         def load():
-            import sorce_desktop.cli as cli
-
-            cli._quiet_libraries()  # keep transformers' console chatter out of a windowed app
+            quiet_third_party_loggers()  # a windowed app has no console for transformers' chatter
             return self.lib.load_embedder(model, progress=progress, cancel=cancel)
 
         def loaded(embedder) -> None:
