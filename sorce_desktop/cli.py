@@ -126,8 +126,19 @@ def _load_model(lib, model: str | None, speed: str | None = None):
     return lib.load_embedder(mid, progress=download_progress(), speed=speed)
 
 
+def _wait(fut):
+    """A service job's result, waiting in short steps so Ctrl+C reaches the main thread at once."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    while True:
+        try:
+            return fut.result(timeout=0.25)
+        except FutureTimeout:
+            continue
+
+
 def cmd_index(args) -> int:
-    from sorce_desktop.core.regions import get_layout
+    from sorce_desktop.core.service import EventKind
     from sorce_desktop.core.store import display_path
 
     with _library(args) as lib:
@@ -170,35 +181,35 @@ def cmd_index(args) -> int:
                     file=sys.stderr,
                 )
             if embedder is not None:
-                if args.layout:
-                    layout = get_layout(args.layout)
-                elif embedder.kind == "mllm":
-                    layout = get_layout(embedder.layouts()[0])
-                else:
-                    layout = lib.layout() if binding else get_layout(lib.settings.layout)
-                if layout.name not in embedder.layouts():
-                    layout = get_layout(embedder.layouts()[0])
+                layout = lib.layout_for(embedder, args.layout)
                 if lib.bind(embedder, layout, reindex=args.reindex):
                     print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
         bar = ProgressLine("indexing")
 
-        def on_progress(p) -> None:
+        def on_event(ev) -> None:  # on the indexing thread
+            p = ev.progress
+            if ev.kind != EventKind.PROGRESS or p is None:
+                return
             if p.phase == "scanning":
                 print("scanning folders...", file=sys.stderr)
-            elif p.phase in ("embedding", "done", "cancelled") and p.total:
-                extra = f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}"
-                bar.update(p.done, p.total, extra)
+            elif p.total:
+                bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}".rstrip())
 
-        indexer = lib.indexer(
-            embedder, layout, on_progress, batch_size=args.batch_size, text_source=lib.text_source()
-        )
+        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
+        service = lib.indexing_service(indexer)
+        service.subscribe(on_event)
+        service.start()
         try:
-            report = indexer.run(folders or None)
+            report = _wait(service.scan(folders or None))
         except KeyboardInterrupt:
+            print("\nstopping after the photo being indexed (Ctrl+C again to stop now)...", file=sys.stderr)
+            service.stop(timeout=0)
             bar.close()
             print("interrupted: what was indexed so far is kept; run index again to finish.", file=sys.stderr)
             return EXIT_INTERRUPTED
-        bar.close()
+        finally:
+            service.stop()
+            bar.close()
         for f in report.offline:
             print(
                 f"warning: {display_path(f)} is not available (offline); its photos were kept.",
@@ -291,10 +302,17 @@ def cmd_search(args) -> int:
     return 0
 
 
-def _print_event(ev, as_json: bool) -> None:
-    from sorce_desktop.core.store import display_path
-    from sorce_desktop.core.watcher import ERROR, INDEXED, INDEXING, MOVED, NOTICE, OFFLINE, REMOVED, STOPPED
+#: The events `watch` prints: what changed in the index and what the watcher noticed (progress counts,
+#: idle and pause are the window's business).
+_WATCH_KINDS = {"indexing", "indexed", "removed", "moved", "offline", "online", "reconciled", "notice", "error", "stopped"}
 
+
+def _print_event(ev, as_json: bool) -> None:
+    from sorce_desktop.core.service import EventKind as K
+    from sorce_desktop.core.store import display_path
+
+    if ev.kind not in _WATCH_KINDS:
+        return
     if as_json:
         d = {"kind": ev.kind, "paths": ev.paths, "message": ev.message}
         if ev.folder:
@@ -303,34 +321,32 @@ def _print_event(ev, as_json: bool) -> None:
             d["old_paths"] = ev.old_paths
         print(json.dumps(d, ensure_ascii=False), flush=True)
         return
-    if ev.kind in (INDEXED, REMOVED):
+    if ev.kind in (K.INDEXED, K.REMOVED):
         for p in ev.paths:
             print(f"{ev.kind} {display_path(p)}", flush=True)
         if not ev.paths:
             print(f"{ev.kind}: {ev.message}", flush=True)
-    elif ev.kind == MOVED:
+    elif ev.kind == K.MOVED:
         print(f"moved {display_path(ev.message)}", flush=True)
-    elif ev.kind == INDEXING:
+    elif ev.kind == K.INDEXING:
         return
-    elif ev.kind == ERROR:
+    elif ev.kind == K.ERROR:
         if ev.paths:
             for p in ev.paths:
                 print(f"failed {display_path(p)}: {ev.message}", file=sys.stderr, flush=True)
         else:
             print(f"error: {ev.message}", file=sys.stderr, flush=True)
-    elif ev.kind in (OFFLINE, NOTICE):
+    elif ev.kind in (K.OFFLINE, K.NOTICE):
         print(f"note: {ev.message}", file=sys.stderr, flush=True)
-    elif ev.kind == STOPPED:
+    elif ev.kind == K.STOPPED:
         print(ev.message, flush=True)
     else:
         print(f"{ev.kind}: {ev.message}", flush=True)
 
 
-
 def cmd_watch(args) -> int:
     import signal
 
-    from sorce_desktop.core.regions import get_layout
     from sorce_desktop.core.watcher import Watcher
 
     with _library(args) as lib:
@@ -355,14 +371,12 @@ def cmd_watch(args) -> int:
             layout = lib.layout()
         else:
             embedder = _load_model(lib, args.model)
-            layout = get_layout(args.layout or lib.settings.layout)
-            if layout.name not in embedder.layouts():
-                layout = get_layout(embedder.layouts()[0])
+            layout = lib.layout_for(embedder, args.layout)
             lib.bind(embedder, layout)
-        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size)
+        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
+        service = lib.indexing_service(indexer).start()
         watcher = Watcher(
-            lib.store,
-            indexer,
+            service,
             on_event=lambda ev: _print_event(ev, args.json),
             settle_s=args.settle,
             reconcile_every_s=args.reconcile_every,
@@ -391,9 +405,11 @@ def cmd_watch(args) -> int:
             print("stopping: finishing the changes already seen (Ctrl+C again to stop now)...", file=sys.stderr)
             try:
                 watcher.stop()
+                service.stop()
             except KeyboardInterrupt:
-                indexer.cancel()
+                service.cancel_current()
                 watcher.stop()
+                service.stop()
                 print(
                     "interrupted: what was indexed so far is kept; the rest is indexed at the next start.",
                     file=sys.stderr,
@@ -401,6 +417,8 @@ def cmd_watch(args) -> int:
                 return EXIT_INTERRUPTED
         finally:
             signal.signal(signal.SIGTERM, old_term)
+            watcher.stop()
+            service.stop()
         counts = lib.store.counts()
         if counts["pending"]:
             print(f"{counts['pending']} photos are left pending; they are indexed at the next start.", file=sys.stderr)
@@ -514,6 +532,8 @@ def cmd_gui(args) -> int:
 
 # -- parser --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from sorce_desktop.core import watcher as watching
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
@@ -584,21 +604,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layout", metavar="NAME", help="region layout for a new index")
     s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
     s.add_argument(
-        "--settle", type=float, default=1.0, metavar="S", help="seconds a file must stay unchanged (default 1)"
+        "--settle",
+        type=float,
+        default=watching.SETTLE_S,
+        metavar="S",
+        help=f"seconds a file must stay unchanged (default {watching.SETTLE_S:g})",
     )
     s.add_argument(
         "--reconcile-every",
         type=float,
-        default=600.0,
+        default=watching.RECONCILE_EVERY_S,
         metavar="S",
-        help="full check of the folders every S seconds (default 600; 0: only at start)",
+        help=f"full check of the folders every S seconds (default {watching.RECONCILE_EVERY_S:g}; 0: only at start)",
     )
     s.add_argument(
         "--polling",
         action="store_true",
         help="check folders periodically instead of file-change notifications (network shares)",
     )
-    s.add_argument("--poll-interval", type=float, default=5.0, metavar="S", help="seconds between polls")
+    s.add_argument(
+        "--poll-interval", type=float, default=watching.POLL_INTERVAL_S, metavar="S", help="seconds between polls"
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object per event")
     s.set_defaults(func=cmd_watch)
 

@@ -821,6 +821,16 @@ class Store:
         self._drop_vectors(stale)
         return len(rows)
 
+    def folder_has_photos(self, folder: str) -> bool:
+        return bool(self.query("SELECT 1 FROM photos WHERE folder=? LIMIT 1", (path_key(folder),)))
+
+    def indexed_with_size(self, size: int) -> list[PhotoRow]:
+        """Indexed photos of this file size with a content hash: the candidates a new file may be a move of."""
+        rows = self.query(
+            f"SELECT {self._PHOTO_COLS} FROM photos WHERE size=? AND status=? AND hash IS NOT NULL", (size, INDEXED)
+        )
+        return [self._photo(r) for r in rows]
+
     def photos_in_tree(self, directory: str) -> list[PhotoRow]:
         """Every photo whose file is under ``directory`` (at any depth)."""
         prefix = path_key(directory).rstrip(os.sep.encode()) + os.sep.encode()
