@@ -69,3 +69,25 @@ def test_changing_settings_does_not_block_the_window(qtbot, tmp_path, tiny_clip)
     session.text_settings_changed()
     win.close()
     assert not watcher.running and not service.running
+
+
+def test_a_photo_indexed_while_a_query_is_open_appears_where_it_ranks(qtbot, tmp_path, tiny_clip):
+    from gui_support import search
+
+    photos = copy_photos(tmp_path / "photos", 3)
+    win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
+    wait_ready(qtbot, win)
+    win.add_folder(str(photos))
+    wait_indexed(qtbot, win, 3)
+    search(qtbot, win, "a dog on a sofa")
+    assert win.model.rowCount() == 3
+    dropped = photos / "dropped.jpg"
+    shutil.copyfile(coco_photos(1, start=20)[0], dropped)
+    qtbot.waitUntil(lambda: win.model.rowCount() == 4, timeout=30000)
+    assert str(dropped) in [it.hit.path for it in win.model.items]
+    scores = [it.hit.score for it in win.model.items]
+    assert scores == sorted(scores, reverse=True)  # inserted where it ranks, not appended
+    assert win.search.text() == "a dog on a sofa"  # the open query stays as typed
+    dropped.unlink()
+    qtbot.waitUntil(lambda: win.model.rowCount() == 3, timeout=30000)
+    win.close()

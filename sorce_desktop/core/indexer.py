@@ -873,14 +873,30 @@ class _EmbedRun:
     def _embed_pictures(self, good: list[_Decoded]) -> list[tuple[int | None, _Decoded]]:
         """One forward per photo (its vectors never depend on its batchmates, and a pause or cancel
         takes effect between two photos); the batch's pictures are committed together, before any text
-        is read, so they are searchable first. Returns the photos whose text is to be read next."""
+        is read, so they are searchable first (and before a pause, so its counts are what the store
+        holds). Returns the photos whose text is to be read next."""
         ix, report = self.ix, self.report
         commit: list[IndexedPhoto] = []
         embedded: list[_Decoded] = []
+        text_jobs: list[tuple[int | None, _Decoded]] = []
+
+        def flush() -> None:
+            if commit:
+                ids = ix.store.commit_photos(commit)
+                report.embedded += len(commit)
+                paths = [c.path for c in commit]
+                report.embedded_paths += paths
+                ix._committed(paths)
+                text_jobs.extend(zip(ids, embedded))
+                commit.clear()
+                embedded.clear()
+
         for i, d in enumerate(good):
-            if i and self._stop_requested():
-                report.cancelled = True
-                break
+            if i and (ix.paused or ix._cancel.is_set()):
+                flush()
+                if self._stop_requested():
+                    report.cancelled = True
+                    break
             try:
                 regions = ix.embedder.embed_photos([d.image], ix.layout)[0]
             except Exception as exc:
@@ -901,16 +917,8 @@ class _EmbedRun:
             )
             embedded.append(d)
             self.done += 1
-        if not commit:
-            return []
-        ids = ix.store.commit_photos(commit)
-        report.embedded += len(commit)
-        paths = [c.path for c in commit]
-        report.embedded_paths += paths
-        ix._committed(paths)
-        if report.cancelled:
-            return []
-        return list(zip(ids, embedded))
+        flush()
+        return [] if report.cancelled else text_jobs
 
 
 def _is_under(path: str, root: str) -> bool:

@@ -239,6 +239,8 @@ class IndexingService:
             fut.cancel()
         if thread is None:
             return
+        if self._paused:
+            self.cancel_current()  # a paused job would never finish
         thread.join(timeout)
         if thread.is_alive():
             self.cancel_current()
