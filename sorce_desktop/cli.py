@@ -429,17 +429,17 @@ def cmd_status(args) -> int:
     with _library(args, writer=False) as lib:
         st = lib.store
         b = st.binding()
-        folders = []
-        for f in st.folders():
-            c = st.counts(f)
-            folders.append({"path": f, "online": st.folder_online(f) and os.path.isdir(f), **c})
-        counts = st.counts()
+        status = lib.status()
+        folders = [
+            {"path": f.path, "online": f.online, "indexed": f.indexed, "pending": f.pending, "failed": f.failed}
+            for f in status.folders
+        ]
         data = {
             "data_dir": str(lib.paths.index.parent),
             "folders": folders,
-            "indexed": counts["indexed"],
-            "pending": counts["pending"],
-            "failed": counts["failed"],
+            "indexed": status.indexed,
+            "pending": status.pending,
+            "failed": status.failed,
             "model": b.model_id if b else None,
             "layout": b.layout if b else None,
             "vectors": st.vectors.count if st.vectors else 0,
@@ -674,3 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
