@@ -391,7 +391,7 @@ def e2e_child(folder: str, model: str, data: str) -> dict:
     timed(dual.DualEncoderEmbedder, "_prepare", "picture_prepare")
     timed(dual.DualEncoderEmbedder, "forward_pixels", "picture_model")
     timed(ocr.TextSource, "read", "text_read", lambda src: engines.append(src._engine) if not engines else None)
-    timed(ocr.TextSource, "embed", "text_embed")
+    timed(ocr.TextEmbedder, "embed", "text_embed")  # the indexer calls the embedder itself
     timed(textstore, "commit_text", "commit")
     timed(Store, "commit_photos", "commit")
     # resident memory sampled while the indexer runs (the model is loaded before it starts): its
@@ -732,10 +732,11 @@ def _table(out: dict) -> str:
                     f"({t.get('detector_share_of_matmul')} of matmul)"
                 )
         lines.append(f"goal 1 photo/s with text: met by {out['goal']['met_by']}, missed by {out['goal']['missed_by']}")
-    lines.append(
-        f"{'set':11} {'layout':8} {'variant':9} {'photos/s':>9} {'bare':>8} {'eff':>6} {'x thor':>7} "
-        f"{'reg/ph':>7} {'GFLOP/s':>8} {'%mm':>5}"
-    )
+    if out["runs"]:
+        lines.append(
+            f"{'set':11} {'layout':8} {'variant':9} {'photos/s':>9} {'bare':>8} {'eff':>6} {'x thor':>7} "
+            f"{'reg/ph':>7} {'GFLOP/s':>8} {'%mm':>5}"
+        )
     for r in out["runs"]:
         lines.append(
             f"{r['set']:11} {r['layout']:8} {r['variant']:9} {r['pipeline_photos_per_s']:>9} {r['bare_photos_per_s']:>8} "
