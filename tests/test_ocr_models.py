@@ -635,3 +635,13 @@ def test_line_whose_stretched_reading_covers_little_of_it_is_read_as_detected(mo
     assert calls == [True] and out[0][0] == "b"
     with pytest.raises(ValueError):
         OcrEngine(models="ppocrv4", threads=1, reread=1.5)
+
+
+def test_first_look_windows_join_what_lies_close():
+    """The measurement-only first look (bench/firstlook.py) joins activity windows that overlap or lie
+    within the gap, so the detector runs on few windows; far ones stay apart."""
+    from sorce_desktop.bench.firstlook import _merge_windows
+
+    got = _merge_windows([(0, 0, 10, 10), (15, 0, 30, 10), (100, 100, 120, 110), (28, 5, 40, 20)], gap=8)
+    assert sorted(got) == [(0, 0, 40, 20), (100, 100, 120, 110)]
+    assert _merge_windows([(0, 0, 10, 10), (30, 0, 40, 10)], gap=8) == [(0, 0, 10, 10), (30, 0, 40, 10)]

@@ -34,6 +34,13 @@ found some words PP-OCRv5's missed on busy, low-contrast spots; run beside it, i
 lie over the first's are read too, for about 2x the reading time of a photo. Since the detectors get
 PaddleOCR's own input normalisation (``det_normalize``) it found no word more on two bench samples.
 
+Cost. The detector is most of a photo's reading time: ~11 GFLOP per megapixel of its input, ~34 GFLOP
+for a 640-px photo read at 3x. It is fed here rather than through RapidOCR's pre-processing (float32
+normalisation straight into the network's layout, ~8 ms a 1920x1440 tile against ~60 ms in float64)
+and runs with onnxruntime's memory arena on; together about a third less CPU per photo, the same lines.
+An int8 detector and a small first look that enlarges only where text seems to be were measured and
+lost recall (docs/benchmarks.md, "Text in photos", "Speed of reading").
+
 Every box returned is in upright full-resolution pixels (EXIF applied by :func:`load_image`).
 """
 
