@@ -855,6 +855,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _watch_event(self, ev) -> None:
         """Live folder watching: say what just happened (folder counts follow through status_changed)."""
+        if ev.kind == "online" and not any(f.path == ev.folder and not f.online for f in self.session.status.folders):
+            return  # a folder just added: the folder list shows it; only a folder that came back is news
         if ev.kind in ("notice", "offline", "online", "error") and ev.message:
             self.statusBar().showMessage(ev.message, 15000)
         elif ev.kind == "indexed" and ev.paths and not self.session.indexing:
