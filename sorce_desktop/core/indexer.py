@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sorce_desktop.core import textstore
-from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, load_image
+from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, check_header, load_image
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.ocr import OcrUnavailable, TextSource
 from sorce_desktop.core.regions import RegionLayout
@@ -426,6 +426,7 @@ class Indexer:
         try:
             decode = self.visual and row.status != INDEXED
             if decode and out.size <= MAX_FILE_BYTES:
+                check_header(row.path, out.size)  # the header's promise is checked before the file is read
                 # Read once: the same bytes give the content hash and the decoded image.
                 with open(row.path, "rb") as f:
                     data = f.read()

@@ -1029,9 +1029,9 @@ def add_watch_command(sub, common) -> None:
 
 
 def _print_event(ev: WatchEvent, as_json: bool) -> None:
-    import json
     import sys
 
+    from sorce_desktop.core.jsonout import print_json
     from sorce_desktop.core.store import display_path
 
     if as_json:
@@ -1040,7 +1040,7 @@ def _print_event(ev: WatchEvent, as_json: bool) -> None:
             d["folder"] = ev.folder
         if ev.old_paths:
             d["old_paths"] = ev.old_paths
-        print(json.dumps(d, ensure_ascii=False), flush=True)
+        print_json(d, flush=True)
         return
     if ev.kind in (INDEXED, REMOVED):
         for p in ev.paths:
