@@ -46,9 +46,10 @@ def _run(argv: list[str], capsys) -> tuple[int, str, str]:
 def _one_clear_line(err: str) -> str:
     """The one error line (progress lines such as "scanning folders..." may come before it)."""
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("sorce-desktop")]
-    assert len(lines) == 1, err
-    return lines[0]
+    lines = err.rstrip("\n").split("\n")
+    errors = [i for i, line in enumerate(lines) if line.startswith("sorce-desktop")]
+    assert errors == [len(lines) - 1], err  # one error line, the last, nothing after it
+    return lines[-1]
 
 
 def _mount(path: Path, size: str = "64m") -> bool:
@@ -385,7 +386,7 @@ def _model_with_config(root: Path, tiny_clip: Path, config: str) -> Path:
         ["search", "x", "--crop", "0", "0", "10", "10"],
         ["search", "x", "--top", "0"],
         ["search", "x", "--min-score", "nan"],
-        ["index", "--batch-size", "0"],
+        ["index", "{photos}", "--batch-size", "0"],
         ["watch", "--settle", "-1"],
         ["index", "{photos}", "--model", "{model:[]}"],
         ["index", "{photos}", "--model", "{model:null}"],
@@ -408,11 +409,19 @@ def test_every_command_line_value_is_checked(small_index, tiny_clip, capsys, arg
         out_argv.append(a)
     if "--data-dir" not in out_argv:
         out_argv += ["--data-dir", str(root / ("data" if out_argv[0] != "index" else "data-new"))]
-    try:
-        code = cli_main(out_argv)
-    except SystemExit as exc:  # argparse refusals
-        code = exc.code
-    out, err = capsys.readouterr()
+    if out_argv[0] == "watch":  # a watch that accepted the value would run until stopped
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        try:
+            r = subprocess.run([sys.executable, "-m", "sorce_desktop", *out_argv], capture_output=True, env=env, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{out_argv} was accepted: the watch ran")
+        code, out, err = r.returncode, r.stdout.decode(), r.stderr.decode()
+    else:
+        try:
+            code = cli_main(out_argv)
+        except SystemExit as exc:  # argparse refusals
+            code = exc.code
+        out, err = capsys.readouterr()
     assert code not in (0, None), (out_argv, out, err)
     _one_clear_line(err)
 
