@@ -302,6 +302,8 @@ def cmd_search(args) -> int:
 
     if args.text is None and args.image is None:
         raise UserError('Give a text to search for, or --image PATH, e.g. sorce-desktop search "a red kite"')
+    if args.image is not None and not os.path.exists(args.image):
+        raise UserError(f"The image {args.image} does not exist.")
     if args.crop and args.image is None:
         raise UserError("--crop needs --image: it is the part of that image to search with.")
     crop = Box.from_list(args.crop) if args.crop else None
@@ -340,7 +342,9 @@ def cmd_search(args) -> int:
             hits = service.search(
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score
             )
-        except (QueryError, ImageError) as exc:
+        except ImageError as exc:
+            raise UserError(f"The image {args.image} cannot be used: {exc}.") from None
+        except QueryError as exc:
             raise UserError(str(exc)) from None
         if args.refine and embedder is not None:
             from sorce_desktop.core.refine import Refiner, refine_hits, rerank_by_refined
@@ -608,6 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
         bp.add_argument("--json", action="store_true", help="print one JSON object with the figures")
         mod.add_arguments(bp)
     b.set_defaults(func=cmd_bench)
+    # Any other number on the command line (the benchmarks' many) is at least a finite one.
+    for parser in [*sub.choices.values(), *bsub.choices.values()]:
+        for action in parser._actions:
+            if action.type is float:
+                action.type = finite_float
     return p
 
 

@@ -384,6 +384,7 @@ def _model_with_config(root: Path, tiny_clip: Path, config: str) -> Path:
         ["search", "x", "--image", "{img}", "--crop", "100", "100", "10", "10"],
         ["search", "x", "--image", "{img}", "--crop", "10", "10", "10", "50"],
         ["search", "x", "--crop", "0", "0", "10", "10"],
+        ["search", "--image", "/no/such/image.jpg"],
         ["search", "x", "--top", "0"],
         ["search", "x", "--min-score", "nan"],
         ["index", "{photos}", "--batch-size", "0"],
@@ -424,6 +425,15 @@ def test_every_command_line_value_is_checked(small_index, tiny_clip, capsys, arg
         out, err = capsys.readouterr()
     assert code not in (0, None), (out_argv, out, err)
     _one_clear_line(err)
+
+
+def test_reader_of_an_empty_library_creates_nothing(tmp_path, capsys):
+    data = tmp_path / "data"
+    code, out, err = _run(["status", "--json", "--data-dir", str(data)], capsys)
+    assert code == 0 and json.loads(out)["indexed"] == 0
+    assert list((data / "index").iterdir()) == []
+    code, out, err = _run(["search", "a cat", "--data-dir", str(data)], capsys)
+    assert code == 1 and "Nothing is indexed yet" in _one_clear_line(err)
 
 
 def test_data_folder_under_a_read_only_folder(tmp_path, capsys):

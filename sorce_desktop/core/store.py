@@ -488,8 +488,11 @@ class Store:
         try:
             if self.opened_read_only:
                 return self._connect_read_only(path)
+            # A reader of a library that has no catalog yet reads an empty one, in memory: it never
+            # creates files (the folder may be read-only).
+            target = path if self.writable else ":memory:"
             db = sqlite3.connect(
-                path, timeout=self.busy_timeout_s, check_same_thread=False, isolation_level=None
+                target, timeout=self.busy_timeout_s, check_same_thread=False, isolation_level=None
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
