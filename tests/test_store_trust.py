@@ -453,13 +453,14 @@ def test_data_folder_under_a_read_only_folder(tmp_path, capsys):
 # -- 6. JSON whatever bytes a name holds, under any locale --------------------------------------------
 @pytest.mark.parametrize("encoding,errors", [("utf-8", "strict"), ("utf-8", "surrogateescape"), ("ascii", "strict")])
 def test_watch_json_is_utf8_under_any_locale(monkeypatch, encoding, errors):
-    from sorce_desktop.core.watcher import INDEXED, WatchEvent, _print_event
+    from sorce_desktop.cli import _print_event
+    from sorce_desktop.core.service import EventKind, IndexEvent
 
     raw = b"/photos/caf\xe9-\xff.jpg"
     buf = io.BytesIO()
     stream = io.TextIOWrapper(buf, encoding=encoding, errors=errors, write_through=True)
     monkeypatch.setattr(sys, "stdout", stream)
-    _print_event(WatchEvent(INDEXED, [os.fsdecode(raw), "/photos/日本.jpg"], folder="/photos"), True)
+    _print_event(IndexEvent(EventKind.INDEXED, [os.fsdecode(raw), "/photos/日本.jpg"], folder="/photos"), True)
     stream.flush()
     line = buf.getvalue().decode("utf-8")  # strict: valid UTF-8
     event = json.loads(line)

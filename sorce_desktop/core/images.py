@@ -11,6 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -182,19 +183,20 @@ def check_plausible(img: Image.Image, size: int, head: bytes) -> None:
         )
 
 
-def check_header(path: str | os.PathLike, size: int) -> None:
-    """:func:`check_plausible` from the file's header alone, before anything reads the whole file.
-    Files Pillow cannot identify pass (decoding them reports why)."""
+def check_header_file(f: BinaryIO, size: int) -> None:
+    """:func:`check_plausible` from the header of the open file ``f`` alone, before anything reads the
+    whole file; ``f`` is left at its start. Files Pillow cannot identify pass (decoding says why)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(_JPEG_HEAD_BYTES)
-            f.seek(0)
-            with Image.open(f) as img:
-                check_plausible(img, size, head)
+        head = f.read(_JPEG_HEAD_BYTES)
+        f.seek(0)
+        with Image.open(f) as img:
+            check_plausible(img, size, head)
     except ImageError:
         raise
     except Exception:
         return
+    finally:
+        f.seek(0)
 
 
 def upright_size(img: Image.Image) -> tuple[int, int]:
@@ -259,6 +261,14 @@ def load_image(
                         factor = short / min_side
                         img.draft("RGB", (int(w / factor), int(h / factor)))
                 img.load()
+                if min_side and img.format != "JPEG":
+                    # Other formats decode at full size only: shrink before the RGB copy, as JPEG's draft
+                    # does while decoding, so a 14000x14000 scan holds its raw pixels, not three copies.
+                    factor = min(img.size) // min_side
+                    if factor >= 2 and img.mode in ("1", "P"):  # modes Pillow cannot reduce
+                        img = img.convert("RGBA" if img.mode == "P" else "L")
+                    if factor >= 2 and img.mode not in ("I;16", "I;16B", "I;16L", "I;16N"):
+                        img = img.reduce(factor)
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
                 if rgb is img:
