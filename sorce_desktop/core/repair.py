@@ -36,6 +36,7 @@ from sorce_desktop.core.store import (
     StoreError,
     WriterLock,
     _fsync_dir,
+    create_text_schema,
     is_damage,
 )
 
@@ -172,8 +173,6 @@ def repair_catalog(folder: str | os.PathLike, progress: Callable[[str], None] | 
 
 
 def _rebuild(folder: Path, path: Path, report: RepairReport, say: Callable[[str], None]) -> RepairReport:
-    from sorce_desktop.core.textstore import create_text_schema
-
     new_path = folder / (CATALOG_NAME + ".repairing")
     for p in (new_path, Path(str(new_path) + "-journal")):
         p.unlink(missing_ok=True)
