@@ -526,6 +526,12 @@ class Store:
             self.vectors: VectorIndex | None = None
             self._dirty = False
             self._open_vectors()
+        except sqlite3.DatabaseError as exc:
+            self._dirty = False  # nothing read from a damaged catalog is saved over a good vector file
+            self.close()
+            if is_damage(exc):  # found while reading the catalog to rebuild or check the vector index
+                raise StoreDamaged(damaged_message(self.folder / CATALOG_NAME, exc)) from exc
+            raise
         except BaseException:
             self.close()
             raise
