@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Callable
 
 from sorce_desktop import __version__
+from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.quiet import quiet_third_party_loggers
 
 EXIT_ERROR = 1
@@ -38,6 +39,55 @@ BENCHES["refine"] = "sorce_desktop.bench.refine"
 
 class UserError(Exception):
     """An expected failure: printed as one sentence, exit code 1."""
+
+
+# -- values on the command line: each checked where it is parsed, refused in one line ---------------------
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def crop_value(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative (crop corners are pixels of the image)")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a refused value reported in one line (not the whole usage) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 # -- progress bars -------------------------------------------------------------------------------------
@@ -231,7 +281,7 @@ def cmd_index(args) -> int:
         if report.text_error:
             print(f"warning: text in photos was not read: {report.text_error}", file=sys.stderr)
         if args.json:
-            print(json.dumps(summary))
+            print_json(summary)
         else:
             print(
                 f"indexed {report.embedded} photos ({report.new} new, {report.changed} changed), "
@@ -251,6 +301,23 @@ def cmd_search(args) -> int:
 
     if args.text is None and args.image is None:
         raise UserError('Give a text to search for, or --image PATH, e.g. sorce-desktop search "a red kite"')
+    if args.image is not None and not os.path.exists(args.image):
+        raise UserError(f"The image {args.image} does not exist.")
+    if args.crop and args.image is None:
+        raise UserError("--crop needs --image: it is the part of that image to search with.")
+    crop = Box.from_list(args.crop) if args.crop else None
+    if crop is not None and (crop.x1 <= crop.x0 or crop.y1 <= crop.y0):
+        raise UserError(
+            f"--crop {' '.join(f'{v:g}' for v in args.crop)} has no area: give X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0."
+        )
+    if args.text is not None and args.image is None:
+        from sorce_desktop.core.search import clean_query
+        from sorce_desktop.core.textsearch import parse_query
+
+        # Before the model loads: an empty query needs no model to be refused.
+        parsed = parse_query(clean_query(args.text))
+        if not parsed.text and not parsed.required:
+            raise QueryError("The query is empty: type what you are looking for.")
     with _library(args, writer=False) as lib:
         from sorce_desktop.core import textstore
         from sorce_desktop.core.models.base import ModelError
@@ -269,13 +336,14 @@ def cmd_search(args) -> int:
                     raise
                 print(f"note: {lib.text_only_note(str(exc))}", file=sys.stderr)
         service = lib.search_service(embedder)
-        crop = Box.from_list(args.crop) if args.crop else None
         folder = os.path.abspath(args.folder) if args.folder else None
         try:
             hits = service.search(
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score
             )
-        except (QueryError, ImageError) as exc:
+        except ImageError as exc:
+            raise UserError(f"The image {args.image} cannot be used: {exc}.") from None
+        except QueryError as exc:
             raise UserError(str(exc)) from None
         if args.refine and embedder is not None:
             from sorce_desktop.core.refine import Refiner, refine_hits, rerank_by_refined
@@ -291,7 +359,7 @@ def cmd_search(args) -> int:
             if lib.settings.rerank_by_zoom:
                 hits = rerank_by_refined(hits)
         if args.json:
-            print(json.dumps([h.to_json() for h in hits]))  # ASCII keeps undecodable name bytes exact (\udcXX)
+            print_json([h.to_json() for h in hits])
         else:
             if not hits:
                 print("nothing found")
@@ -319,7 +387,7 @@ def _print_event(ev, as_json: bool) -> None:
             d["folder"] = ev.folder
         if ev.old_paths:
             d["old_paths"] = ev.old_paths
-        print(json.dumps(d, ensure_ascii=False), flush=True)
+        print_json(d, flush=True)
         return
     if ev.kind in (K.INDEXED, K.REMOVED):
         for p in ev.paths:
@@ -447,7 +515,7 @@ def cmd_status(args) -> int:
             "notices": st.notices,
         }
         if args.json:
-            print(json.dumps(data))  # ASCII keeps undecodable name bytes exact (\udcXX)
+            print_json(data)
             return 0
         from sorce_desktop.core.store import display_path
 
@@ -473,12 +541,47 @@ def cmd_errors(args) -> int:
     with _library(args, writer=False) as lib:
         errs = lib.store.errors()
         if args.json:
-            print(json.dumps([{"path": p, "reason": r} for p, r in errs]))  # ASCII keeps undecodable name bytes exact (\udcXX)
+            print_json([{"path": p, "reason": r} for p, r in errs])
         else:
             if not errs:
                 print("no errors")
             for p, r in errs:
                 print(f"{display_path(p)}: {r}")
+    return 0
+
+
+def cmd_repair(args) -> int:
+    from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.repair import repair_catalog
+    from sorce_desktop.core.store import CATALOG_NAME
+
+    index = AppPaths.resolve(args.data_dir).index
+    if not (index / CATALOG_NAME).exists():
+        raise UserError(f"There is no catalog in {index} to repair.")
+    report = repair_catalog(index, progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print_json(
+            {
+                "catalog": str(report.catalog),
+                "damaged": report.damaged,
+                "problem": report.problem or None,
+                "kept_as": str(report.kept_as) if report.kept_as else None,
+                "rows": report.rows,
+                "lost": report.lost,
+                "redo": report.redo,
+            }
+        )
+        return 0
+    if not report.damaged:
+        print(f"The catalog {report.catalog} is not damaged (SQLite's integrity check passed); nothing was changed.")
+        return 0
+    lost = sum(report.lost.values())
+    print(
+        f"The catalog {report.catalog} was damaged ({report.problem}). Salvaged {report.rows.get('photos', 0)} "
+        f"photos and {report.rows.get('regions', 0)} regions into a new catalog; {lost} unreadable rows were "
+        f"left behind and {report.redo} photos will be embedded again. The damaged file is kept as "
+        f"{report.kept_as}. Run sorce-desktop index to redo what was lost."
+    )
     return 0
 
 
@@ -507,7 +610,7 @@ def cmd_models(args) -> int:
             }
         )
     if args.json:
-        print(json.dumps(rows))
+        print_json(rows)
         return 0
     for r in rows:
         flag = "available offline" if r["offline"] else f"download {r['download_mb']} MB"
@@ -534,27 +637,27 @@ def cmd_gui(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from sorce_desktop.core import watcher as watching
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--data-dir",
         metavar="DIR",
         default=argparse.SUPPRESS,
         help="keep the index, thumbnails, models and settings in DIR (also: SORCE_DESKTOP_HOME)",
     )
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="sorce-desktop",
         description="Find photos by describing something small in them. With no command, opens the window.",
         parents=[common],
     )
     p.add_argument("--version", action="version", version=f"sorce-desktop {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     s = sub.add_parser("index", parents=[common], help="remember folders and index them now")
     s.add_argument("folders", nargs="*", metavar="FOLDER")
     s.add_argument("--model", metavar="ID_OR_PATH", help="hub id or local model folder")
     s.add_argument("--layout", metavar="NAME", help="region layout: cells4o (default), cells5o, grid3, global, ...")
     s.add_argument("--reindex", action="store_true", help="drop vectors of another model/layout and re-embed")
-    s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
+    s.add_argument("--batch-size", type=positive_int, default=8, help="photos per model batch")
     s.add_argument(
         "--speed",
         choices=["fast", "thorough"],
@@ -568,10 +671,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", parents=[common], help="search the index")
     s.add_argument("text", nargs="?")
     s.add_argument("--image", metavar="PATH", help="search by an image (or a crop of it with --crop)")
-    s.add_argument("--crop", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop of --image")
-    s.add_argument("--top", type=int, default=20)
+    s.add_argument(
+        "--crop", type=crop_value, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop of --image, in its pixels"
+    )
+    s.add_argument("--top", type=positive_int, default=20)
     s.add_argument("--folder", metavar="F", help="only photos under this folder")
-    s.add_argument("--min-score", type=float, default=None)
+    s.add_argument("--min-score", type=finite_float, default=None)
     s.add_argument("--refine", action="store_true", help="tighten each hit's box by zooming in")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
@@ -583,6 +688,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("errors", parents=[common], help="files that could not be indexed, with reasons")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_errors)
+
+    s = sub.add_parser(
+        "repair",
+        parents=[common],
+        help="salvage a damaged catalog into a new one (the damaged file is kept beside it)",
+        description="Copy every readable photo and region of a damaged catalog into a new catalog, keep the "
+        "damaged file beside it (catalog.sqlite3.damaged-TIME), and leave what was lost for index to redo. "
+        "A catalog that is not damaged is left as it is.",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_repair)
 
     s = sub.add_parser("models", parents=[common], help="known models and which are available offline")
     s.add_argument("--download", metavar="ID", help="download a model now")
@@ -602,17 +718,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("folders", nargs="*", metavar="FOLDER")
     s.add_argument("--model", metavar="ID_OR_PATH", help="model for a new index (hub id or local folder)")
     s.add_argument("--layout", metavar="NAME", help="region layout for a new index")
-    s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
+    s.add_argument("--batch-size", type=positive_int, default=8, help="photos per model batch")
     s.add_argument(
         "--settle",
-        type=float,
+        type=non_negative_float,
         default=watching.SETTLE_S,
         metavar="S",
         help=f"seconds a file must stay unchanged (default {watching.SETTLE_S:g})",
     )
     s.add_argument(
         "--reconcile-every",
-        type=float,
+        type=non_negative_float,
         default=watching.RECONCILE_EVERY_S,
         metavar="S",
         help=f"full check of the folders every S seconds (default {watching.RECONCILE_EVERY_S:g}; 0: only at start)",
@@ -623,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check folders periodically instead of file-change notifications (network shares)",
     )
     s.add_argument(
-        "--poll-interval", type=float, default=watching.POLL_INTERVAL_S, metavar="S", help="seconds between polls"
+        "--poll-interval", type=positive_float, default=watching.POLL_INTERVAL_S, metavar="S", help="seconds between polls"
     )
     s.add_argument("--json", action="store_true", help="print one JSON object per event")
     s.set_defaults(func=cmd_watch)
@@ -631,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks (see docs/benchmarks.md)")
-    bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True, parser_class=Parser)
     for name, modname in BENCHES.items():
         try:
             mod = importlib.import_module(modname)
@@ -641,6 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
         bp.add_argument("--json", action="store_true", help="print one JSON object with the figures")
         mod.add_arguments(bp)
     b.set_defaults(func=cmd_bench)
+    # Any other number on the command line (the benchmarks' many) is at least a finite one.
+    for parser in [*sub.choices.values(), *bsub.choices.values()]:
+        for action in parser._actions:
+            if action.type is float:
+                action.type = finite_float
     return p
 
 
@@ -655,16 +776,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args.func = cmd_gui
     quiet_third_party_loggers()
+    import sqlite3
+
     from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.models.base import ModelError
     from sorce_desktop.core.models.download import DownloadCancelled
+    from sorce_desktop.core.paths import DataDirError
     from sorce_desktop.core.search import QueryError
     from sorce_desktop.core.store import StoreError
 
     try:
         return args.func(args)
-    except (UserError, ModelError, StoreError, QueryError, ImageError, DownloadCancelled, ValueError) as exc:
+    except (
+        UserError,
+        ModelError,
+        StoreError,
+        QueryError,
+        ImageError,
+        DownloadCancelled,
+        DataDirError,
+        ValueError,
+    ) as exc:
         print(f"sorce-desktop: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as exc:
+        # Damage found by a query outside the store's own wrappers: the same one line, naming the file.
+        from sorce_desktop.core.paths import AppPaths
+        from sorce_desktop.core.store import CATALOG_NAME, damaged_message, is_damage
+
+        if not is_damage(exc):
+            raise
+        catalog = AppPaths.resolve(args.data_dir).index / CATALOG_NAME
+        print(f"sorce-desktop: {damaged_message(catalog, exc)}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as exc:
         print(f"sorce-desktop: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ from sorce_desktop.core.indexer import Indexer, ProgressCallback
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.models.download import ProgressCallback as DownloadCallback
 from sorce_desktop.core.models.loader import load_embedder
-from sorce_desktop.core.paths import AppPaths
+from sorce_desktop.core.paths import AppPaths, DataDirError
 from sorce_desktop.core.regions import RegionLayout, get_layout
 from sorce_desktop.core.scanner import canonical_folder
 from sorce_desktop.core.search import SearchService
@@ -43,7 +43,14 @@ class LibraryStatus:
 
 class Library:
     def __init__(self, data_dir: str | os.PathLike | None = None, *, writer: bool = True):
-        self.paths = AppPaths.resolve(data_dir).ensure()
+        self.paths = AppPaths.resolve(data_dir)
+        try:
+            self.paths.ensure()
+        except DataDirError:
+            # A reader needs only the index: a read-only library (a mount, another user's folder) still
+            # searches when its other folders cannot be created.
+            if writer or not self.paths.index.is_dir():
+                raise
         self.settings = Settings.load(self.paths.settings)
         self.store = Store(self.paths.index, writer=writer)
 

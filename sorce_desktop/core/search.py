@@ -121,6 +121,15 @@ class SearchService:
     def text_only(self) -> bool:
         return self.embedder is None
 
+    @staticmethod
+    def check_crop(crop: Box, width: int, height: int) -> None:
+        """Refuse a crop that is not a part of the image (``width`` x ``height``, upright pixels)."""
+        if not (0 <= crop.x0 < crop.x1 <= width and 0 <= crop.y0 < crop.y1 <= height):
+            raise QueryError(
+                f"The crop {crop.as_list()} is not inside the image ({width}x{height} pixels): give X0 Y0 X1 Y1 "
+                f"with 0 <= X0 < X1 <= {width} and 0 <= Y0 < Y1 <= {height}."
+            )
+
     def query_vector(
         self,
         text: str | None = None,
@@ -131,12 +140,15 @@ class SearchService:
             if isinstance(image, Image.Image):
                 img = image.convert("RGB")
                 if crop is not None:
+                    self.check_crop(crop, img.width, img.height)
                     img = img.crop(tuple(crop.as_list()))
             else:
                 # Decode like the indexer does, so a crop of an indexed region matches it exactly.
                 binding = self.store.binding()
                 min_side = self.embedder.decode_min_side(get_layout(binding.layout)) if binding else None
                 decoded = load_image(image, min_side)
+                if crop is not None:
+                    self.check_crop(crop, decoded.width, decoded.height)
                 img = decoded.crop(crop) if crop is not None else decoded.image
             return self.embedder.embed_image_query(img)
         if text is None:

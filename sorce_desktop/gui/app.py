@@ -47,11 +47,12 @@ def open_window(data_dir=None):
 
 def run_gui(data_dir=None) -> int:
     app = make_app()
+    from sorce_desktop.core.paths import DataDirError
     from sorce_desktop.core.store import StoreError
 
     try:
         win = open_window(data_dir)
-    except StoreError as exc:
+    except (StoreError, DataDirError) as exc:
         QtWidgets.QMessageBox.critical(None, "Sorce Desktop", str(exc))
         return 1
     win.raise_()

@@ -50,6 +50,8 @@ def _offline() -> bool:
 def check_model_folder(folder: Path) -> None:
     """A clear error for a folder that cannot hold a whole model (rather than a loader traceback)."""
     if not folder.is_dir():
+        if folder.exists():
+            raise ModelError(f"{folder} is a file; --model needs the folder that holds the model's files.")
         raise ModelError(f"The model folder {folder} does not exist.")
     if not (folder / "config.json").is_file():
         raise ModelError(f"The model folder {folder} has no config.json: it is not a model folder.")
@@ -68,6 +70,18 @@ def check_model_folder(folder: Path) -> None:
     for p in folder.iterdir():
         if p.name.endswith(".incomplete"):
             raise ModelError(f"The model folder {folder} holds an unfinished download ({p.name}).")
+    for p in sorted(folder.iterdir()):
+        # Each file is opened here, so one this user cannot read is named with its real reason (the
+        # loaders would report something else, such as a missing file).
+        if p.is_dir():
+            continue
+        if p.is_symlink() and not p.exists():
+            raise ModelError(f"The model file {p} is a link to a file that does not exist.")
+        try:
+            with open(p, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise ModelError(f"The model file {p} cannot be read ({exc.strerror or exc}).") from None
 
 
 def cached_model_path(model_id: str, cache_dir: Path) -> Path | None:
