@@ -273,22 +273,20 @@ def cmd_search(args) -> int:
         crop = Box.from_list(args.crop) if args.crop else None
         folder = os.path.abspath(args.folder) if args.folder else None
         try:
-            hits = service.search(
+            answer = service.answer(
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score
             )
         except (QueryError, ImageError) as exc:
             raise UserError(str(exc)) from None
-        if args.refine and embedder is not None:
-            from sorce_desktop.core.refine import Refiner, refine_hits, rerank_by_refined
-
-            q = service.query_vector(args.text, args.image, crop)
-            # A text hit's box is the line of words already; only visual matches are zoomed into.
-            visual = [h for h in hits if h.source != "text"]
+        hits = answer.hits
+        if args.refine and embedder is not None and answer.vector is not None:
+            from sorce_desktop.core.refine import Refiner, refine_pictures, rerank_by_refined
 
             def unreadable(i, h, why) -> None:
                 print(f"note: {display_path(h.path)} was not refined: {why}", file=sys.stderr)
 
-            refine_hits(Refiner(embedder), visual, q, on_error=unreadable)
+            # zooms with the very vector the search used (the parsed query, not the raw text)
+            refine_pictures(Refiner(embedder), hits, answer.vector, on_error=unreadable)
             if lib.settings.rerank_by_zoom:
                 hits = rerank_by_refined(hits)
         if args.json:
@@ -297,9 +295,13 @@ def cmd_search(args) -> int:
             if not hits:
                 print("nothing found")
             for i, h in enumerate(hits, 1):
-                box = h.refined_box or h.box
+                box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
                 words = f'  {h.source}: "{h.text}"' if h.text is not None else ""
                 print(f"{i:3d}. {h.score:.3f}  {display_path(h.path)}  [{h.region} {box.as_list()}]{words}")
+                if len(h.regions) > 1:
+                    for r in h.regions:
+                        what = f'words "{r.words}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
+                        print(f"       {what} {r.box.as_list()} {r.score:.3f}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -13,7 +13,7 @@ from sorce_desktop.core.images import load_image
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.regions import Box, get_layout
 from sorce_desktop.core.store import Store, path_key
-from sorce_desktop.core.textsearch import TextHit, TextSearcher, parse_query
+from sorce_desktop.core.textsearch import ParsedQuery, TextHit, TextSearcher, parse_query
 
 MAX_QUERY_CHARS = 1000
 
@@ -23,10 +23,30 @@ class QueryError(ValueError):
 
 
 @dataclass
+class MatchedRegion:
+    """One part of a photo that matched the query: a picture region or a line of text read in it."""
+
+    kind: str  # 'picture' | 'text'
+    box: Box  # upright full-resolution pixels
+    score: float  # picture: the region's cosine; text: 1.0 exact letters ... 0.5 * cosine by meaning
+    region: str  # the layout's region name ('cell_1_2', 'full', ...), 'text' for a line of text
+    words: str | None = None  # text: the words read on that line
+    match: str | None = None  # text: 'letters' | 'meaning'
+    whole_word: bool = False  # text: the query's letters read exactly, as whole words
+
+    def to_json(self) -> dict:
+        d = {"kind": self.kind, "box": self.box.as_list(), "score": round(float(self.score), 6), "region": self.region}
+        if self.words is not None:
+            d["words"] = self.words
+            d["match"] = self.match
+        return d
+
+
+@dataclass
 class PhotoHit:
     path: str
     score: float
-    box: Box  # upright full-resolution pixels
+    box: Box  # upright full-resolution pixels: the best matched region's
     region: str
     photo_id: int
     width: int
@@ -35,6 +55,17 @@ class PhotoHit:
     text: str | None = None  # the matched words, for text hits
     refined_box: Box | None = None
     refined_score: float | None = None
+    #: every region that matched, the best first: the picture region and each line of text
+    regions: list[MatchedRegion] = field(default_factory=list)
+
+    @property
+    def picture(self) -> MatchedRegion | None:
+        """The picture region that matched (what refinement zooms into), if the picture matched."""
+        return next((r for r in self.regions if r.kind == "picture"), None)
+
+    @property
+    def text_regions(self) -> list[MatchedRegion]:
+        return [r for r in self.regions if r.kind == "text"]
 
     def to_json(self) -> dict:
         d = {
@@ -53,7 +84,27 @@ class PhotoHit:
             d["refined_score"] = (
                 round(float(self.refined_score), 6) if self.refined_score is not None else None
             )
+        d["regions"] = [r.to_json() for r in self.regions]
         return d
+
+
+@dataclass
+class SearchAnswer:
+    """The whole answer to one query: what the window and the command line render, and nothing more."""
+
+    hits: list[PhotoHit]
+    query: ParsedQuery | None  # the text query as parsed (quoted phrases apart); None for an image query
+    vector: np.ndarray | None  # the visual query vector searched with (refinement zooms with it too)
+
+
+def _picture_region(h: PhotoHit) -> MatchedRegion:
+    return MatchedRegion("picture", h.box, float(h.score), h.region)
+
+
+def _text_regions(t: TextHit) -> list[MatchedRegion]:
+    return [
+        MatchedRegion("text", x.box, float(x.score), "text", x.text, x.kind, x.whole_word) for x in (t.lines or [t])
+    ]
 
 
 def clean_query(text: str) -> str:
@@ -67,6 +118,21 @@ def clean_query(text: str) -> str:
 
 #: reciprocal-rank fusion constant (the usual 60: ranks 1 and 2 differ little, a top-10 hit counts)
 RRF_K = 60
+#: how deep the picture and the word rankings are fused, whatever the number of results asked for, so
+#: the order of the first N results does not depend on N (the window asks for 500, the CLI for 20)
+FUSE_DEPTH = 500
+
+
+def rank_key(hit: PhotoHit) -> tuple:
+    """How fused hits are ordered, as people read them: a photo in which the query is read exactly, as
+    whole words, first; then the fused score; ties by the quality of the word match (exact whole word,
+    exact letters inside a word, a partial read, by meaning), then by the picture's score, then by the
+    path, never by chance."""
+    texts = hit.text_regions
+    best_text = max((r.score for r in texts), default=-1.0)
+    whole = any(r.whole_word for r in texts)
+    pic = hit.picture
+    return (-int(whole), -round(hit.score, 12), -best_text, -(pic.score if pic else -2.0), hit.path)
 
 
 def fuse(visual: list[PhotoHit], text: list[TextHit], photos: dict, top: int) -> list[PhotoHit]:
@@ -76,8 +142,9 @@ def fuse(visual: list[PhotoHit], text: list[TextHit], photos: dict, top: int) ->
     where w is the text hit's own score: ~1.0 for the query's letters found in the photo (a one-letter
     OCR slip costs a little), at most 0.5 for a line matching by meaning only. So an exact text match
     ranks level with the best visual match, a photo found both ways ranks above either, and matches by
-    meaning weigh half. A hit found both ways is ``source='both'``; its box is the text line's when the
-    letters matched (words are outlined precisely), else the visual region's.
+    meaning weigh half. The order is :func:`rank_key`'s. A hit found both ways is ``source='both'``;
+    its ``box`` is the text line's when the letters matched (words are outlined precisely), else the
+    visual region's; ``regions`` holds both (every matched line and the picture region).
     """
     scores: dict[int, float] = {}
     vis = {h.photo_id: h for h in visual}
@@ -87,25 +154,29 @@ def fuse(visual: list[PhotoHit], text: list[TextHit], photos: dict, top: int) ->
     for rank, t in enumerate(text, 1):
         scores[t.photo_id] = scores.get(t.photo_id, 0.0) + min(1.0, t.score) / (RRF_K + rank)
     out = []
-    for pid, s in sorted(scores.items(), key=lambda kv: -kv[1]):
+    for pid, s in scores.items():
         v, t = vis.get(pid), txt.get(pid)
         if t is None:
-            hit = v
-            hit.score = s
+            hit = replace(v, score=s, regions=v.regions or [_picture_region(v)])
         else:
             p = photos.get(pid)
             if p is None and v is None:
                 continue
+            lines = _text_regions(t)
             if v is None:
-                hit = PhotoHit(p.path, s, t.box, "text", pid, p.width or 0, p.height or 0, "text", t.text)
+                hit = PhotoHit(
+                    p.path, s, t.box, "text", pid, p.width or 0, p.height or 0, "text", t.text, regions=lines
+                )
             else:
-                box = t.box if t.kind == "letters" else v.box
-                region = "text" if t.kind == "letters" else v.region
-                hit = PhotoHit(v.path, s, box, region, pid, v.width, v.height, "both", t.text)
+                pic = v.regions[0] if v.regions else _picture_region(v)
+                letters = t.kind == "letters"
+                box = t.box if letters else v.box
+                region = "text" if letters else v.region
+                regions = [*lines, pic] if letters else [pic, *lines]
+                hit = PhotoHit(v.path, s, box, region, pid, v.width, v.height, "both", t.text, regions=regions)
         out.append(hit)
-        if len(out) >= top:
-            break
-    return out
+    out.sort(key=rank_key)
+    return out[:top]
 
 
 class SearchService:
@@ -154,44 +225,71 @@ class SearchService:
         min_score: float | None = None,
         vector: np.ndarray | None = None,
     ) -> list[PhotoHit]:
-        # ``vector`` with ``text``: the visual query already embedded (the GUI keeps it for refinement);
-        # the text still searches the words in photos.
-        use_text = self.text is not None and text is not None and image is None
-        parsed = parse_query(clean_query(text)) if use_text else None
+        """The ranked photos of :meth:`answer`."""
+        return self.answer(
+            text, image=image, crop=crop, top=top, folder=folder, min_score=min_score, vector=vector
+        ).hits
+
+    def answer(
+        self,
+        text: str | None = None,
+        *,
+        image: str | os.PathLike | Image.Image | None = None,
+        crop: Box | None = None,
+        top: int = 20,
+        folder: str | None = None,
+        min_score: float | None = None,
+        vector: np.ndarray | None = None,
+    ) -> SearchAnswer:
+        """The whole answer to a query: ranked photos, each with every region that matched, the parsed
+        query and the visual query vector used. Text is parsed once here ("quoted" phrases must appear;
+        the visual model sees the words without the quote marks), so every front end searches, ranks and
+        refines alike. ``vector``: a visual query already embedded (the text still searches the words)."""
+        parsed = parse_query(clean_query(text)) if text is not None and image is None else None
+        use_text = self.text is not None and parsed is not None
         if self.embedder is None and vector is None:
             if image is not None:
                 raise QueryError(
                     "Searching by an image needs a visual model; none is available yet (only text in photos "
                     "can be searched)."
                 )
-            if parsed is None:
+            if not use_text:
                 if text is None:
                     raise QueryError("Give a text to search for.")
                 raise QueryError("No visual model is available and text in photos is not indexed.")
+        if parsed is not None and not parsed.text and not parsed.required:
+            raise QueryError("The query is empty: type what you are looking for.")
+        # Fused rankings are computed to a fixed depth, cut to ``top`` at the end: see FUSE_DEPTH.
+        depth = max(top, FUSE_DEPTH) if use_text else top
         visual: list[PhotoHit] = []
+        q = vector
         if self.embedder is not None or vector is not None:
-            if parsed is not None and not parsed.text and not parsed.required:
-                raise QueryError("The query is empty: type what you are looking for.")
-            q = vector if vector is not None else self.query_vector(parsed.text if parsed else text, image, crop)
-            fetch = top if parsed is None or not parsed.required else max(top * 4, 80)
+            if q is None:
+                q = self.query_vector(parsed.text if parsed is not None else None, image, crop)
+            fetch = depth if not use_text or not parsed.required else max(depth * 4, 80)
             visual = self.search_vector(q, top=fetch, folder=folder, min_score=min_score)
-        if parsed is None:
-            return visual
-        texts = self.text.search(parsed.text, top=top, folder=folder, required=parsed.required)
+            for h in visual:
+                h.regions = [_picture_region(h)]
+        if not use_text:
+            return SearchAnswer(visual, parsed, q)
+        texts = self.text.search(parsed.text, top=depth, folder=folder, required=parsed.required)
         if parsed.required:
             allowed = self.text.photos_with(parsed.required)
             visual = [h for h in visual if h.photo_id in allowed]
         if not texts:
-            return visual[:top]
+            return SearchAnswer(visual[:top], parsed, q)
+        photos = self.store.photos_by_ids([t.photo_id for t in texts])
         if self.embedder is None and vector is None:
-            photos = self.store.photos_by_ids([t.photo_id for t in texts])
-            return [
-                PhotoHit(p.path, t.score, t.box, "text", t.photo_id, p.width or 0, p.height or 0, "text", t.text)
-                for t in texts
+            hits = [
+                PhotoHit(
+                    p.path, t.score, t.box, "text", t.photo_id, p.width or 0, p.height or 0, "text", t.text,
+                    regions=_text_regions(t),
+                )
+                for t in texts[:top]
                 if (p := photos.get(t.photo_id)) is not None
             ]
-        photos = self.store.photos_by_ids([t.photo_id for t in texts])
-        return fuse(visual[:top], texts, photos, top)
+            return SearchAnswer(hits, parsed, None)
+        return SearchAnswer(fuse(visual[:depth], texts, photos, top), parsed, q)
 
     def search_vector(
         self, q: np.ndarray, *, top: int = 20, folder: str | None = None, min_score: float | None = None
@@ -227,7 +325,8 @@ class SearchService:
                 break
             k = min(vectors.count, k * 4)
         hits = []
-        for pid, (s, rid) in sorted(best.items(), key=lambda kv: -kv[1][0])[:top]:
+        # ties in score go by photo id: the same store answers the same query in the same order
+        for pid, (s, rid) in sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]:
             p = photos.get(pid)
             if p is None:
                 continue

@@ -16,6 +16,47 @@ CAPTION_H = 22
 PAD = 6
 OUTLINE = QtGui.QColor("#ffd60a")  # a warm yellow reads on sky, grass and skin alike
 OUTLINE_HALO = QtGui.QColor(0, 0, 0, 150)
+#: words read in the photo are outlined in another colour, with an "Aa" tab, so the kinds never mix
+WORDS_OUTLINE = QtGui.QColor("#3fd0ff")
+WORDS_TAG = "Aa"
+
+
+def outline_color(kind: str) -> QtGui.QColor:
+    return WORDS_OUTLINE if kind == "text" else OUTLINE
+
+
+def covers_photo(box: Box, width: int, height: int) -> bool:
+    """The whole photo matched: an outline round its edge says nothing."""
+    return box.x0 <= 0 and box.y0 <= 0 and box.x1 >= width and box.y1 >= height
+
+
+def draw_outline(
+    painter: QtGui.QPainter, rect: QtCore.QRectF, kind: str, *, width: float = 1.6, dashed: bool = False,
+    tag: bool = True,
+) -> None:
+    """One matched region: a halo, the outline in its kind's colour, and for words an "Aa" tab."""
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    painter.setPen(QtGui.QPen(OUTLINE_HALO, width + 2))
+    painter.drawRoundedRect(rect, 2, 2)
+    pen = QtGui.QPen(outline_color(kind), width)
+    if dashed:
+        pen.setStyle(Qt.PenStyle.DashLine)
+    painter.setPen(pen)
+    painter.drawRoundedRect(rect, 2, 2)
+    if kind == "text" and tag:
+        font = QtGui.QFont(painter.font())
+        font.setPixelSize(10)
+        font.setBold(True)
+        painter.setFont(font)
+        fm = QtGui.QFontMetricsF(font)
+        w, h = fm.horizontalAdvance(WORDS_TAG) + 6, fm.height() + 1
+        y = rect.top() - h if rect.top() - h >= 0 else rect.bottom()
+        tab = QtCore.QRectF(rect.left(), y, w, h)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(WORDS_OUTLINE)
+        painter.drawRect(tab)
+        painter.setPen(QtGui.QColor("#00141c"))
+        painter.drawText(tab, Qt.AlignmentFlag.AlignCenter, WORDS_TAG)
 
 
 def source_label(source: str) -> str:
@@ -129,12 +170,21 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
         return fit_rect(self.image_area(cell), item.hit.width, item.hit.height)
 
     def outline_rect(self, cell: QtCore.QRect, item: ResultItem) -> QtCore.QRectF | None:
+        """The best match's outline (None: the whole photo matched)."""
         if item.hit.width <= 0 or item.hit.height <= 0:
             return None
         box = item.shown_box
-        if box.x0 <= 0 and box.y0 <= 0 and box.x1 >= item.hit.width and box.y1 >= item.hit.height:
-            return None  # the whole photo matched: an outline round the edge says nothing
+        if covers_photo(box, item.hit.width, item.hit.height):
+            return None
         return box_in(self.image_rect(cell, item), box, item.hit.width, item.hit.height)
+
+    def outline_rects(self, cell: QtCore.QRect, item: ResultItem) -> list[tuple[str, QtCore.QRectF]]:
+        """Every matched region's outline on the thumbnail, (kind, rect), the best first."""
+        w, h = item.hit.width, item.hit.height
+        if w <= 0 or h <= 0:
+            return []
+        image = self.image_rect(cell, item)
+        return [(kind, box_in(image, box, w, h)) for kind, box, _r in item.outlines() if not covers_photo(box, w, h)]
 
     # -- painting ------------------------------------------------------------------------------------
     def paint(self, painter: QtGui.QPainter, option, index) -> None:
@@ -181,19 +231,18 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
                     "Cannot show this photo",
                 )
 
-        outline = self.outline_rect(cell, item)
-        if outline is not None:
-            refined = item.hit.refined_box is not None
-            pen_w = 2.0 if refined else 1.6
-            halo = QtGui.QPen(OUTLINE_HALO, pen_w + 2)
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.setPen(halo)
-            painter.drawRoundedRect(outline, 2, 2)
-            pen = QtGui.QPen(OUTLINE, pen_w)
-            if not refined and item.refining:
-                pen.setStyle(Qt.PenStyle.DashLine)  # the tile's outline; the tighter one is on its way
-            painter.setPen(pen)
-            painter.drawRoundedRect(outline, 2, 2)
+        refined = item.hit.refined_box is not None
+        # the best match last, so it is drawn on top where outlines overlap
+        for kind, rect in reversed(self.outline_rects(cell, item)):
+            picture = kind != "text"
+            draw_outline(
+                painter,
+                rect,
+                kind,
+                width=2.0 if picture and refined else 1.6,
+                dashed=picture and not refined and item.refining,  # the tile's; the tighter one is on its way
+                tag=self.side >= 128,
+            )
 
         # caption: the name (or the words matched), the kind of match, the score, discreetly
         cap = QtCore.QRectF(

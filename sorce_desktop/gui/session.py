@@ -19,9 +19,8 @@ from sorce_desktop.core.indexer import IndexReport, Progress
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
 from sorce_desktop.core.regions import Box, get_layout
-from sorce_desktop.core.search import PhotoHit, QueryError, clean_query
+from sorce_desktop.core.search import MatchedRegion, PhotoHit, QueryError, SearchAnswer
 from sorce_desktop.core.store import ModelMismatch
-from sorce_desktop.core.textsearch import parse_query
 from sorce_desktop.gui.qt import QtCore, Signal
 from sorce_desktop.gui.tasks import lower_thread_priority, run_task, to_main
 
@@ -60,7 +59,20 @@ class ResultItem:
 
     @property
     def shown_box(self) -> Box:
+        """The best match's outline: a line of words as read, a picture region as refined."""
+        if self.hit.region == "text":
+            return self.hit.box
         return self.hit.refined_box or self.hit.box
+
+    def outlines(self) -> list[tuple[str, Box, MatchedRegion | None]]:
+        """Every matched region to outline, the best first: (kind, box, region)."""
+        if not self.hit.regions:
+            return [("picture", self.shown_box, None)]
+        out = []
+        for r in self.hit.regions:
+            box = (self.hit.refined_box or r.box) if r.kind == "picture" else r.box
+            out.append((r.kind, box, r))
+        return out
 
 
 @dataclass
@@ -72,6 +84,7 @@ class SearchResult:
     seconds: float
     indexed: int  # photos searchable when it ran
     pending: int
+    answer: SearchAnswer | None = None  # the core's answer this renders
 
 
 @dataclass
@@ -535,21 +548,15 @@ class Session(QtCore.QObject):
 
         def work() -> SearchResult:
             t = time.perf_counter()
-            if query.text is not None and query.image is None:
-                # Words: the visual model's vector (kept for refinement) and the text in photos, merged
-                # by the core (core.search.fuse); no visual model: the text in photos alone.
-                q = None
-                if service.embedder is not None:
-                    q = service.query_vector(parse_query(clean_query(query.text)).text or query.text)
-                hits = service.search(query.text, vector=q, top=RESULTS_TOP)
-            else:
-                if service.embedder is None:
-                    raise QueryError(
-                        "Searching by a photo needs the visual model, which is not available yet: only the "
-                        "text in your photos can be searched now."
-                    )
-                q = service.query_vector(query.text, query.image, query.crop)
-                hits = service.search(vector=q, top=RESULTS_TOP)
+            if query.image is not None and service.embedder is None:
+                raise QueryError(
+                    "Searching by a photo needs the visual model, which is not available yet: only the "
+                    "text in your photos can be searched now."
+                )
+            # The core's whole answer (ranked photos with every matched region, the parsed query, the
+            # vector it searched with, kept for refinement): the window only draws it.
+            answer = service.answer(query.text, image=query.image, crop=query.crop, top=RESULTS_TOP)
+            hits, q = answer.hits, answer.vector
             rows = store.photos_by_ids([h.photo_id for h in hits])
             items = []
             for h in hits:
@@ -563,7 +570,9 @@ class Session(QtCore.QObject):
                     if r is not None:
                         it.hit.refined_box, it.hit.refined_score = r.box, r.score
             c = store.counts()
-            return SearchResult(gen, query, items, q, time.perf_counter() - t, c["indexed"], c["pending"])
+            return SearchResult(
+                gen, query, items, q, time.perf_counter() - t, c["indexed"], c["pending"], answer
+            )
 
         def done(res: SearchResult) -> None:
             self._search_finished()
@@ -613,9 +622,8 @@ class Session(QtCore.QObject):
             or refine is None
         ):
             return
-        # A hit outlined on the words it matched (region 'text') keeps that outline: refinement zooms
-        # into what the visual model sees, which would move it off the words.
-        items = [it for it in items if it.hit.region != "text"]
+        # Only the picture region is zoomed into: a line of words is outlined precisely already.
+        items = [it for it in items if it.hit.picture is not None]
         if detail:
             todo = [it for it in items if not it.detail_refined]
         else:
@@ -637,9 +645,8 @@ class Session(QtCore.QObject):
             if not detail:
                 self._refine_queued.add(it.hit.photo_id)
             it.refining = True
-        hits = [
-            replace(it.hit) for it in todo
-        ]  # the worker gets copies; results are applied on the UI thread
+        # the worker gets copies, boxed on their picture region; results are applied on the UI thread
+        hits = [replace(it.hit, box=it.hit.picture.box, region=it.hit.picture.region) for it in todo]
 
         def on_result(i: int, _hit, r) -> None:
             to_main(self._refined, gen, todo[i], r.box, float(r.score), detail)
