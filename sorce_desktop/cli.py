@@ -39,6 +39,16 @@ class UserError(Exception):
     """An expected failure: printed as one sentence, exit code 1."""
 
 
+def prog() -> str:
+    """The command as the user runs it, for hints ("./run.sh errors" when started by run.sh)."""
+    name = os.environ.get("SORCE_DESKTOP_PROG")
+    if name:
+        return name
+    if getattr(sys, "frozen", False):  # a bundle: its executable's own name
+        return os.path.basename(sys.argv[0]) or "sorce-desktop"
+    return "sorce-desktop"
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -141,6 +151,7 @@ def _load_model(lib, model: str | None, speed: str | None = None):
 def cmd_index(args) -> int:
     from sorce_desktop.core.regions import get_layout
     from sorce_desktop.core.store import display_path
+    from sorce_desktop.core.words import count, photos
 
     with _library(args) as lib:
         for n in lib.store.notices:
@@ -152,7 +163,7 @@ def cmd_index(args) -> int:
             except FileNotFoundError as exc:
                 raise UserError(str(exc)) from None
         if not lib.store.folders():
-            raise UserError("No folders to index: give one, e.g. sorce-desktop index ~/Pictures")
+            raise UserError(f"No folders to index: give one, e.g. {prog()} index ~/Pictures")
         binding = lib.store.binding()
         same_model = args.model is None or (binding is not None and args.model == binding.model_id)
         same_layout = args.layout is None or (binding is not None and args.layout == binding.layout)
@@ -177,7 +188,7 @@ def cmd_index(args) -> int:
                 embedder = layout = None
                 print(
                     f"note: no visual model is available ({exc}); indexing only the text in the photos. "
-                    "Index again once the model is downloaded (sorce-desktop models --download ID) to "
+                    f"Index again once the model is downloaded ({prog()} models --download ID) to "
                     "search by what the photos show.",
                     file=sys.stderr,
                 )
@@ -235,12 +246,16 @@ def cmd_index(args) -> int:
             print(json.dumps(summary))
         else:
             print(
-                f"indexed {report.embedded} photos ({report.new} new, {report.changed} changed), "
+                f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
                 f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
-                f"{report.failed} failed, in {report.seconds:.1f}s"
+                f"{report.failed} failed this run, in {report.seconds:.1f}s"
             )
-            if report.failed:
-                print("see which files failed and why: sorce-desktop errors", file=sys.stderr)
+        # the count of this run alone would hide files that failed before and are unchanged since
+        failed = len(lib.store.errors())
+        if failed and not args.json:
+            print(
+                f"{count(failed, 'file')} cannot be indexed; see which and why: {prog()} errors", file=sys.stderr
+            )
     return 0
 
 
@@ -251,14 +266,14 @@ def cmd_search(args) -> int:
     from sorce_desktop.core.store import display_path
 
     if args.text is None and args.image is None:
-        raise UserError('Give a text to search for, or --image PATH, e.g. sorce-desktop search "a red kite"')
+        raise UserError(f'Give a text to search for, or --image PATH, e.g. {prog()} search "a red kite"')
     with _library(args, writer=False) as lib:
         from sorce_desktop.core import textstore
         from sorce_desktop.core.models.base import ModelError
 
         has_text = textstore.count_read(lib.store) > 0
         if lib.store.binding() is None and not has_text:
-            raise UserError("Nothing is indexed yet: run sorce-desktop index FOLDER first.")
+            raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.")
         embedder = None
         if lib.store.binding() is None:
             print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
@@ -366,8 +381,10 @@ def cmd_models(args) -> int:
     from sorce_desktop.core.models.download import cached_model_path, resolve_model
     from sorce_desktop.core.models.registry import DEFAULT_MODEL, KNOWN_MODELS
     from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.settings import Settings
 
     paths = AppPaths.resolve(args.data_dir).ensure()
+    configured = Settings.load(paths.settings).model
     if args.download:
         resolve_model(args.download, paths.models, progress=download_progress())
         print(f"{args.download} is available offline")
@@ -384,14 +401,35 @@ def cmd_models(args) -> int:
                 "runs_well_on": m.speed_class,
                 "offline": here,
                 "default": m.id == DEFAULT_MODEL,
+                "configured": m.id == configured,
+            }
+        )
+    if configured not in KNOWN_MODELS:  # a local folder or another hub id chosen in Settings or --model
+        local = os.path.isdir(configured)
+        rows.append(
+            {
+                "id": configured,
+                "kind": "dual",
+                "title": "Local model folder" if local else "Hub model chosen in Settings",
+                "download_mb": None,
+                "runs_well_on": "-",
+                "offline": local or cached_model_path(configured, paths.models) is not None,
+                "default": False,
+                "configured": True,
             }
         )
     if args.json:
         print(json.dumps(rows))
         return 0
     for r in rows:
-        flag = "available offline" if r["offline"] else f"download {r['download_mb']} MB"
+        if r["offline"]:
+            flag = "available offline"
+        elif r["download_mb"] is None:
+            flag = "not found" if os.path.isabs(r["id"]) else "downloads on first use"
+        else:
+            flag = f"download {r['download_mb']} MB"
         star = " (default)" if r["default"] else ""
+        star += " (configured)" if r["configured"] else ""
         print(f"{r['id']:40s} {r['kind']:5s} {r['runs_well_on']:6s} {flag}{star}\n    {r['title']}")
     print("Any transformers CLIP/SigLIP model folder also works: --model /path/to/folder")
     return 0

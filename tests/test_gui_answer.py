@@ -78,3 +78,31 @@ def test_both_outlines_on_a_photo_matched_both_ways(signs_window, qtbot):
     )
     assert win.detail.words_outlined() == ["BAKERV"]
     assert "“BAKERV”" in win.detail.match_info.text()
+
+
+def test_down_from_the_search_field_selects_the_first_result(signs_window, qtbot):
+    from PySide6.QtCore import Qt
+
+    signs, win = signs_window
+    search(qtbot, win, "stop")
+    qtbot.keyClick(win.search, Qt.Key.Key_Down)
+    assert win.grid.hasFocus() or win.focusWidget() is win.grid
+    assert [ix.row() for ix in win.grid.selectedIndexes()] == [0]  # highlighted, not only current
+
+
+def test_status_counts_one_photo_in_words(signs_window):
+    from sorce_desktop.gui.session import FolderInfo, LibraryStatus
+
+    _signs, win = signs_window
+    win._idle_status(LibraryStatus([FolderInfo("/p", 1)], indexed=1))
+    assert win.status_label.text() == "1 photo indexed"
+
+
+def test_small_captions_keep_the_end_of_the_name():
+    from sorce_desktop.gui.results import caption_name
+
+    names = ["000000000139.jpg", "000000000285.jpg"]
+    assert [caption_name(n, len, 40) for n in names] == names
+    assert [caption_name(n, len, 12) for n in names] == ["000000000139", "000000000285"]
+    short = [caption_name(n, len, 6) for n in names]
+    assert short == ["…00139", "…00285"] and short[0] != short[1]

@@ -148,10 +148,11 @@ class Library:
     def text_only_note(self, reason: str | None = None) -> str:
         """What to tell the user when searching without a visual model."""
         from sorce_desktop.core import textstore
+        from sorce_desktop.core.words import photos
 
         n = textstore.count_read(self.store)
         why = f" ({reason})" if reason else ""
         return (
-            f"No visual model is available{why}: searching only the text read in {n} photos. "
+            f"No visual model is available{why}: searching only the text read in {photos(n)}. "
             f"Download {self.model_id()} to search by what the photos show."
         )

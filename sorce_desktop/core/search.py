@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
-from sorce_desktop.core.images import load_image
+from sorce_desktop.core.images import ImageError, load_image
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.regions import Box, get_layout
-from sorce_desktop.core.store import Store, path_key
+from sorce_desktop.core.store import Store, display_path, path_key
 from sorce_desktop.core.textsearch import ParsedQuery, TextHit, TextSearcher, parse_query
 
 MAX_QUERY_CHARS = 1000
@@ -207,7 +207,10 @@ class SearchService:
                 # Decode like the indexer does, so a crop of an indexed region matches it exactly.
                 binding = self.store.binding()
                 min_side = self.embedder.decode_min_side(get_layout(binding.layout)) if binding else None
-                decoded = load_image(image, min_side)
+                try:
+                    decoded = load_image(image, min_side)
+                except ImageError as exc:  # say which file: the query names it, not the index
+                    raise ImageError(f"{display_path(os.fspath(image))}: {exc}") from None
                 img = decoded.crop(crop) if crop is not None else decoded.image
             return self.embedder.embed_image_query(img)
         if text is None:

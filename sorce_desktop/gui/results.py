@@ -134,6 +134,23 @@ class ResultsModel(QtCore.QAbstractListModel):
         self.layoutChanged.emit()
 
 
+def caption_name(name: str, advance, width: float) -> str:
+    """A file name that fits ``width``: whole if it can be; else without its extension; else its end.
+
+    Camera and export names share their beginnings ("IMG_20240611_...", "000000000139"), so the end is
+    what tells two photos apart: "…0139" rather than "0000…139.jpg"."""
+    if advance(name) <= width:
+        return name
+    stem = os.path.splitext(name)[0] or name
+    if advance(stem) <= width:
+        return stem
+    for i in range(1, len(stem)):
+        cut = "…" + stem[i:]
+        if advance(cut) <= width:
+            return cut
+    return "…" + stem[-1:]
+
+
 def fit_rect(area: QtCore.QRectF, width: int, height: int) -> QtCore.QRectF:
     """Where a ``width`` x ``height`` photo is drawn inside ``area``: as large as fits, centred."""
     if width <= 0 or height <= 0:
@@ -270,13 +287,12 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
             painter.setPen(pal.color(QtGui.QPalette.ColorRole.Text))
             painter.drawText(br, Qt.AlignmentFlag.AlignCenter, badge)
             left = left.adjusted(bw + 4, 0, 0, 0)
-        label = f"“{item.hit.text}”" if item.hit.text else os.path.basename(item.hit.path)
+        if item.hit.text:
+            label = fm.elidedText(f"“{item.hit.text}”", Qt.TextElideMode.ElideRight, left.width())
+        else:
+            label = caption_name(os.path.basename(item.hit.path), fm.horizontalAdvance, left.width())
         painter.setPen(pal.color(QtGui.QPalette.ColorRole.Text))
-        painter.drawText(
-            left,
-            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-            fm.elidedText(label, Qt.TextElideMode.ElideMiddle, left.width()),
-        )
+        painter.drawText(left, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
         painter.restore()
 
 

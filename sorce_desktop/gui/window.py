@@ -12,6 +12,7 @@ from sorce_desktop.core.images import is_image_name
 from sorce_desktop.core.indexer import Progress
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.store import display_path
+from sorce_desktop.core.words import photos
 from sorce_desktop.gui import resources
 from sorce_desktop.gui.banner import TextOnlyBanner
 from sorce_desktop.gui.detail import DetailPage
@@ -481,7 +482,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status_label.setText("No folders yet")
         elif self.session.ready or status.indexed:
             offline = sum(not f.online for f in status.folders)
-            text = f"{status.indexed:,} photos indexed"
+            text = f"{photos(status.indexed)} indexed"
             if status.pending:
                 text += f", {status.pending:,} waiting"
             if offline:
@@ -502,9 +503,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.progress.show()
             self.pause_button.show()
             if p.phase == "paused" or self.session.paused:
-                self.status_label.setText(f"Indexing paused at {p.done:,} of {p.total:,} photos")
+                self.status_label.setText(f"Indexing paused at {p.done:,} of {photos(p.total)}")
             else:
-                bits = [f"Indexing {p.done:,} of {p.total:,} photos"]
+                bits = [f"Indexing {p.done:,} of {photos(p.total)}"]
                 if p.rate > 0:
                     bits.append(f"{p.rate * 60:,.0f} photos/min")
                 if p.eta_s is not None and p.done:
@@ -659,7 +660,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.empty.show_state(
                     "What are you looking for?",
                     "Describe something small: “a dog on the beach”, “a red umbrella”, “the clock on the wall”. "
-                    f"{st.indexed:,} photos are searchable. You can also drop a photo on the search field.",
+                    f"{photos(st.indexed)} {'is' if st.indexed == 1 else 'are'} searchable. You can also drop a photo on the search field.",
                 )
         elif self.result is None or self.session.current is None:
             if not self.session.ready:
@@ -678,7 +679,7 @@ class MainWindow(QtWidgets.QMainWindow):
                     "try words written in the photo."
                 )
             if st.pending or self.session.indexing:
-                body += f" {st.pending:,} photos are still being indexed; they become searchable as they are done."
+                body += f" {photos(st.pending)} still being indexed; they become searchable as they are done."
             q = self.query.text or self.query.label
             self.empty.show_state(f"Nothing found for “{q}”", body)
         else:
@@ -752,8 +753,12 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.close_detail()
         self.grid.setFocus()
-        if not self.grid.currentIndex().isValid():
-            self.grid.setCurrentIndex(self.model.index(0))
+        ix = self.grid.currentIndex()
+        if not ix.isValid():
+            ix = self.model.index(0)
+        # selected, not only current: the highlight shows where the keyboard is
+        self.grid.selectionModel().setCurrentIndex(ix, QtCore.QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        self.grid.scrollTo(ix)
 
     def open_detail(self, row: int) -> None:
         if row < 0 or row >= self.model.rowCount():
