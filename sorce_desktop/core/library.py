@@ -156,3 +156,30 @@ class Library:
             f"No visual model is available{why}: searching only the text read in {photos(n)}. "
             f"Download {self.model_id()} to search by what the photos show."
         )
+
+
+def photos_to_redo(
+    variants: dict[str | None, int], *, binding_changes: bool = False, speed: str | None = None
+) -> int:
+    """How many photos a settings change really indexes again: only picture vectors are redone (the
+    words read in a photo are kept until the file changes), and only those of photos that have some.
+
+    ``variants``: :meth:`Store.visual_variants`. A new model or layout redoes every photo's picture
+    vectors; a new ``speed`` only those another speed made (photos recorded before speeds existed were
+    made at full precision, i.e. "thorough"). Photos with no picture vectors yet (text read, no model
+    until now) are indexed for the first time, not again: they count for nothing here."""
+    from sorce_desktop.core.models.speed import THOROUGH, speed_of_variant
+
+    if binding_changes:
+        return sum(variants.values())
+    if speed is None:
+        return 0
+    return sum(n for v, n in variants.items() if (speed_of_variant(v) or THOROUGH.name) != speed)
+
+
+def variants_to_redo(variants: dict[str | None, int], speed: str) -> list[str | None]:
+    """The variants :func:`photos_to_redo` counts for a change to ``speed``."""
+    from sorce_desktop.core.models.speed import THOROUGH, speed_of_variant
+
+    return [v for v in variants if (speed_of_variant(v) or THOROUGH.name) != speed]
+

@@ -956,6 +956,29 @@ class Store:
         out.update({s: n for s, n in rows})
         return out
 
+    def visual_variants(self) -> dict[str | None, int]:
+        """Indexed photos with visual vectors, counted by the variant (speed profile) that made them."""
+        rows = self.query(
+            "SELECT variant, count(*) FROM photos WHERE status=? AND id IN "
+            "(SELECT photo_id FROM regions WHERE source=?) GROUP BY variant",
+            (INDEXED, VISUAL),
+        )
+        return {v: n for v, n in rows}
+
+    def requeue_variants(self, variants: list[str | None]) -> int:
+        """Set photos whose vectors these variants made back to pending, so the next index run embeds
+        them again (their text is kept: it is read again only when the file changes). Returns how many."""
+        n = 0
+        with self.transaction() as db:
+            for v in variants:
+                cond = "variant IS NULL" if v is None else "variant=?"
+                n += db.execute(
+                    f"UPDATE photos SET status=? WHERE status=? AND {cond} AND id IN "
+                    "(SELECT photo_id FROM regions WHERE source=?)",
+                    (PENDING, INDEXED, VISUAL) if v is None else (PENDING, INDEXED, v, VISUAL),
+                ).rowcount
+        return n
+
     def errors(self, folder: str | None = None) -> list[tuple[str, str]]:
         if folder is None:
             rows = self.query("SELECT path, error FROM photos WHERE status=? ORDER BY path", (FAILED,))

@@ -114,6 +114,7 @@ class LibraryStatus:
     failed: int = 0
     notices: list[str] = field(default_factory=list)
     text_only_note: str = ""  # searching the text in photos alone (no visual model): what to tell the user
+    variants: dict = field(default_factory=dict)  # photos with picture vectors, by the variant that made them
 
 
 class Session(QtCore.QObject):
@@ -148,6 +149,7 @@ class Session(QtCore.QObject):
         self._index_wanted = False
         self._paused = False
         self._download_cancel = threading.Event()
+        self._requeue_speed: str | None = None  # a speed change waiting for the model at that speed
         self._closing = False
         # live folder watching (core.watcher.Watcher), started once the model is ready; index runs and
         # the watcher's batches hold this lock, so the model never embeds for both at once
@@ -221,6 +223,25 @@ class Session(QtCore.QObject):
 
         run_task(load, loaded, failed, lane="model", name="load model")
 
+    def change_speed(self, speed: str) -> None:
+        """Index at ``speed`` from now on and index again the photos another speed made (their picture
+        vectors; their text is kept): the model loads at the new speed first."""
+        self.settings.speed = speed
+        self._requeue_speed = speed
+        if self._indexer is not None:
+            self._index_wanted = True
+            self._indexer.cancel()
+        self.load_model()
+
+    def _requeue(self, speed: str) -> None:
+        from sorce_desktop.core.library import variants_to_redo
+
+        def requeue() -> int:  # on the writer lane: before the index run request_index asks for
+            store = self.lib.store
+            return store.requeue_variants(variants_to_redo(store.visual_variants(), speed))
+
+        run_task(requeue, lambda _n: self.refresh_status(), lambda e: self.error.emit(str(e)), lane="writer")
+
     def cancel_download(self) -> None:
         self._download_cancel.set()
 
@@ -256,6 +277,9 @@ class Session(QtCore.QObject):
             self._indexer.cancel()  # a text-only run: start again with the visual model
             self._index_wanted = True
         self.embedder, self.service = embedder, service
+        if self._requeue_speed is not None:
+            self._requeue(self._requeue_speed)
+            self._requeue_speed = None
         self._refiner = None
         self._refine_cache = None
         self._set_state(ModelState("ready", embedder.model_id, ""))
@@ -426,7 +450,9 @@ class Session(QtCore.QObject):
                 )
             c = st.counts()
             note = self.lib.text_only_note(self.text_only_reason) if self.text_only else ""
-            return LibraryStatus(folders, c["indexed"], c["pending"], c["failed"], list(st.notices), note)
+            return LibraryStatus(
+                folders, c["indexed"], c["pending"], c["failed"], list(st.notices), note, st.visual_variants()
+            )
 
         def got(status: LibraryStatus) -> None:
             self.status = status
@@ -490,8 +516,8 @@ class Session(QtCore.QObject):
         to_main(self._progress, p)
 
     def _progress(self, p: Progress) -> None:
-        if p.phase == "embedding" and p.rate > 0:
-            self.last_rate = p.rate
+        if p.phase == "embedding" and p.rate > 0 and self.embedder is not None:
+            self.last_rate = p.rate  # a picture model's rate: reading text alone says nothing of it
         self.index_progress.emit(p)
         if time.monotonic() - self._last_status_refresh > 1.0 or p.phase in ("done", "cancelled"):
             self.refresh_status()

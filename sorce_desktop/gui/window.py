@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from sorce_desktop.core.images import is_image_name
 from sorce_desktop.core.indexer import Progress
+from sorce_desktop.core.library import photos_to_redo
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.store import display_path
 from sorce_desktop.core.words import photos
@@ -20,7 +21,7 @@ from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
 from sorce_desktop.gui.session import LibraryStatus, ModelState, Query, ResultItem, SearchResult, Session
-from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost
+from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost, speed_factor
 from sorce_desktop.gui.tasks import Throttle
 from sorce_desktop.gui.thumbnails import ThumbnailCache
 from sorce_desktop.gui.welcome import WelcomePage
@@ -813,7 +814,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- settings ------------------------------------------------------------------------------------
     def open_settings(self) -> None:
-        dlg = SettingsDialog(self.settings, self)
+        st = self.session.status
+        dlg = SettingsDialog(self.settings, self, variants=st.variants, rate=self.session.last_rate)
         if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
             return
         self.apply_settings(dlg.result_settings())
@@ -824,8 +826,9 @@ class MainWindow(QtWidgets.QMainWindow):
             new.model != self.session.lib.model_id() or new.layout != self.session.lib.layout().name
         )
         device_changed = new.device != old.device
-        if binding_changed and self.session.status.indexed:
-            n = self.session.status.indexed + self.session.status.pending
+        # only the work really redone counts: photos with picture vectors (none yet: a first model)
+        n = photos_to_redo(self.session.status.variants, binding_changes=True) if binding_changed else 0
+        if binding_changed and n:
             box = QtWidgets.QMessageBox(self)
             box.setIcon(QtWidgets.QMessageBox.Icon.Question)
             box.setWindowTitle("Re-index Your Photos?")
@@ -838,8 +841,23 @@ class MainWindow(QtWidgets.QMainWindow):
             if box.clickedButton() is not go:
                 new = replace(new, model=old.model, layout=old.layout)
                 binding_changed = False
+        speed_changed = new.speed != old.speed and not binding_changed
+        redo = photos_to_redo(self.session.status.variants, speed=new.speed) if speed_changed else 0
+        if redo and self.session.ready:
+            box = QtWidgets.QMessageBox(self)
+            box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+            box.setWindowTitle("Re-index Your Photos?")
+            box.setText(f"Indexing “{new.speed}” means indexing photos made at the other speed again.")
+            box.setInformativeText(
+                reindex_cost(redo, self.session.last_rate, True, speed_factor(old.speed, new.speed))
+            )
+            go = box.addButton("Re-index", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+            box.addButton("Only New Photos", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+            box.exec()
+            if box.clickedButton() is not go:
+                redo = 0  # the new speed applies to new and changed photos only
         text_changed = (new.ocr, new.ocr_thorough) != (old.ocr, old.ocr_thorough)
-        fields = ("model", "layout", "device", "thumbnail_cache_mb", "refine", "rerank_by_zoom", "ocr", "ocr_thorough")
+        fields = ("model", "layout", "speed", "device", "thumbnail_cache_mb", "refine", "rerank_by_zoom", "ocr", "ocr_thorough")
         for field in fields:
             setattr(self.settings, field, getattr(new, field))
         self._save_settings()
@@ -849,7 +867,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.thumbs.prune()
         if binding_changed:
             self.session.load_model(new.model, reindex_layout=new.layout)
-        elif device_changed and self.session.ready:
+        elif redo:
+            self.session.change_speed(new.speed)  # loads the model at the new speed, then re-indexes
+        elif (device_changed or speed_changed) and self.session.ready:
             self.session.load_model()
 
     def _save_settings(self) -> None:
