@@ -21,10 +21,10 @@ from sorce_desktop.core.store import ModelBinding, Store
 
 
 class Library:
-    def __init__(self, data_dir: str | os.PathLike | None = None, *, writer: bool = True):
+    def __init__(self, data_dir: str | os.PathLike | None = None, *, writer: bool = True, holder: str = ""):
         self.paths = AppPaths.resolve(data_dir).ensure()
         self.settings = Settings.load(self.paths.settings)
-        self.store = Store(self.paths.index, writer=writer)
+        self.store = Store(self.paths.index, writer=writer, holder=holder)
 
     def close(self) -> None:
         self.store.close()

@@ -93,7 +93,12 @@ class ModelMismatch(StoreError):
 
 
 class StoreLocked(StoreError):
-    pass
+    """Another process writes to this library. ``holder``: what it wrote in the lock ("pid N", with
+    " window" for the app's window), "" when unknown."""
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
 
 
 class StoreFull(StoreError):
@@ -185,8 +190,12 @@ class WriterLock:
     """One writer per data folder: the GUI, ``index`` and ``watch`` refuse to run against each other
     instead of interleaving writes. The OS drops the lock when the holder dies (even kill -9)."""
 
-    def __init__(self, path: Path):
+    #: what the window writes after its pid in the lock file, so other commands can say who holds it
+    WINDOW = "window"
+
+    def __init__(self, path: Path, holder: str = ""):
         self.path = path
+        self.holder = holder
         self._fh = None
 
     def acquire(self) -> None:
@@ -205,13 +214,22 @@ class WriterLock:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
+            if holder.endswith(" " + self.WINDOW):
+                raise StoreLocked(
+                    f"The Sorce Desktop window ({holder.removesuffix(' ' + self.WINDOW)}) is open on this "
+                    f"library ({self.path.parent}) and indexes it itself: photos added to its folders are "
+                    "indexed while it runs. Add folders in the window, or close it to run this command. "
+                    "search, status and errors work while it is open.",
+                    holder,
+                ) from None
             raise StoreLocked(
                 f"Another sorce-desktop process ({holder}) is already indexing this data folder "
-                f"({self.path.parent}). Close it first, or use another --data-dir."
+                f"({self.path.parent}). Close it first, or use another --data-dir.",
+                holder,
             ) from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()}")
+        fh.write(f"pid {os.getpid()}" + (f" {self.holder}" if self.holder else ""))
         fh.flush()
         self._fh = fh
 
@@ -362,7 +380,10 @@ def fetch_region_vectors(db: sqlite3.Connection, ids: Sequence[int], dim: int = 
 class Store:
     """Catalog + vector index under one folder. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, folder: str | os.PathLike, *, writer: bool = True, busy_timeout_s: float = 10.0):
+    def __init__(
+        self, folder: str | os.PathLike, *, writer: bool = True, busy_timeout_s: float = 10.0, holder: str = ""
+    ):
+        """``holder``: who writes (``WriterLock.WINDOW`` for the window), told to others refused the lock."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.busy_timeout_s = busy_timeout_s
@@ -370,7 +391,7 @@ class Store:
         self._writer_lock: WriterLock | None = None
         self.writable = writer
         if writer:
-            self._writer_lock = WriterLock(self.folder / LOCK_NAME)
+            self._writer_lock = WriterLock(self.folder / LOCK_NAME, holder)
             self._writer_lock.acquire()
         self.notices: list[str] = []  # what was repaired or migrated on open, for the user
         try:
