@@ -104,6 +104,8 @@ class ModelState:
     done_bytes: int = 0
     total_bytes: int = 0
     mismatch: bool = False  # the index holds another model's vectors: re-indexing is the way out
+    reason: str = ""  # a failed download: 'offline' | 'disk_full' | 'not_found' | 'other' (core DownloadFailed)
+    eta_s: float | None = None  # downloading: seconds left at the rate so far
 
 
 @dataclass
@@ -185,9 +187,8 @@ class Session(QtCore.QObject):
         self._set_state(ModelState("loading", model, "Getting the model ready…"))
 
         def progress(p: DownloadProgress) -> None:
-            to_main(
-                self._set_state, ModelState("downloading", model, p.current_file, p.done_bytes, p.total_bytes)
-            )
+            st = ModelState("downloading", model, p.current_file, p.done_bytes, p.total_bytes, eta_s=p.eta_s)
+            to_main(self._set_state, st)
 
         def load():
             import sorce_desktop.cli as cli
@@ -215,7 +216,7 @@ class Session(QtCore.QObject):
                 st = ModelState("cancelled", model, "The model download was cancelled.")
                 reason = "the download was cancelled"
             else:
-                st = ModelState("error", model, str(exc))
+                st = ModelState("error", model, str(exc), reason=getattr(exc, "reason", ""))
                 reason = "it could not be loaded"
             # Text first: the window reads text_only_reason when it shows the new state.
             self._use_text_only(reason)

@@ -15,7 +15,7 @@ from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.store import display_path
 from sorce_desktop.core.words import photos
 from sorce_desktop.gui import resources
-from sorce_desktop.gui.banner import TextOnlyBanner
+from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, fmt_eta
 from sorce_desktop.gui.detail import DetailPage
 from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
@@ -32,17 +32,6 @@ THUMB_MIN, THUMB_MAX, THUMB_STEP = 96, 360, 32
 READY_PLACEHOLDER = "Describe something in a photo — “a red kite in the sky”"
 LOADING_PLACEHOLDER = "Getting ready — loading the model…"
 TEXT_ONLY_PLACEHOLDER = "Type words written in a photo — “espresso”, “platform 9” (text search only)"
-
-
-def fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = int(seconds)
-    if s < 60:
-        return "less than a minute left"
-    if s < 3600:
-        return f"about {round(s / 60)} min left"
-    return f"about {s // 3600} h {s % 3600 // 60:02d} min left"
 
 
 def local_folders(mime: QtCore.QMimeData) -> list[str]:
@@ -243,6 +232,8 @@ class MainWindow(QtWidgets.QMainWindow):
         rl.addWidget(header)
         self.text_banner = TextOnlyBanner()  # no visual model: only the text in photos is searched
         rl.addWidget(self.text_banner)
+        self.download_panel = DownloadPanel()  # the model download: progress, Cancel; failure, Retry
+        rl.addWidget(self.download_panel)
         rl.addWidget(self.center, 1)
         self.splitter = QtWidgets.QSplitter()
         self.splitter.addWidget(self.folders)
@@ -320,6 +311,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.welcome.cancel_requested.connect(self.session.cancel_download)
         self.text_banner.download.connect(lambda: self.session.load_model(self.settings.model))
         self.text_banner.choose_folder.connect(self.choose_model_folder)
+        self.download_panel.cancel.connect(self.session.cancel_download)
+        self.download_panel.retry.connect(lambda: self.session.load_model(self.session.state.model or None))
+        self.download_panel.choose_folder.connect(self.choose_model_folder)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -414,6 +408,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.model_label.setText(
                 f"Downloading {name}: {st.done_bytes / 2**20:.0f} of {st.total_bytes / 2**20:.0f} MB"
             )
+            self.download_panel.show_progress(name, st.done_bytes, st.total_bytes, fmt_eta(st.eta_s))
         elif st.state == "loading":
             self.search.setPlaceholderText(LOADING_PLACEHOLDER)
             self.model_label.setText(f"Loading {name}…")
@@ -424,6 +419,13 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.search.setPlaceholderText("The model is not ready — see the message below")
             self.model_label.setText("Model not ready")
+        if st.state == "error" and st.reason:
+            self.download_panel.show_failure(st.message, st.reason)
+        elif st.state == "cancelled":
+            self.download_panel.show_cancelled(name)
+        elif st.state != "downloading":
+            self.download_panel.hide()
+        self.text_banner.download_button.setEnabled(st.state not in ("loading", "downloading"))
         self._update_banner()
         self._update_empty()
 
