@@ -310,6 +310,8 @@ def cmd_search(args) -> int:
             if not hits:
                 print("nothing found")
             for i, h in enumerate(hits, 1):
+                if h.likely is False and (i == 1 or hits[i - 2].likely):
+                    print("     --- less likely matches ---")
                 box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
                 words = f'  {h.source}: "{h.text}"' if h.text is not None else ""
                 print(f"{i:3d}. {h.score:.3f}  {display_path(h.path)}  [{h.region} {box.as_list()}]{words}")
@@ -487,7 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crop", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop of --image")
     s.add_argument("--top", type=int, default=20)
     s.add_argument("--folder", metavar="F", help="only photos under this folder")
-    s.add_argument("--min-score", type=float, default=None)
+    s.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="leave out weaker matches: for text searches with a model that has a match probability "
+        "(SigLIP, SigLIP 2: the default) this is that probability, 0-1 (0.5: more likely than not); "
+        "otherwise (CLIP, MLLMs, image searches) a cosine",
+    )
     s.add_argument("--refine", action="store_true", help="tighten each hit's box by zooming in")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)

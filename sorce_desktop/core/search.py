@@ -57,6 +57,10 @@ class PhotoHit:
     refined_score: float | None = None
     #: every region that matched, the best first: the picture region and each line of text
     regions: list[MatchedRegion] = field(default_factory=list)
+    #: the model's own probability that the picture region matches the text (None: no calibration)
+    probability: float | None = None
+    #: a likely match (None: the model has no calibrated probability, see :func:`mark_likely`)
+    likely: bool | None = None
 
     @property
     def picture(self) -> MatchedRegion | None:
@@ -85,6 +89,10 @@ class PhotoHit:
                 round(float(self.refined_score), 6) if self.refined_score is not None else None
             )
         d["regions"] = [r.to_json() for r in self.regions]
+        if self.probability is not None:
+            d["probability"] = round(float(self.probability), 6)
+        if self.likely is not None:
+            d["likely"] = self.likely
         return d
 
 
@@ -95,6 +103,43 @@ class SearchAnswer:
     hits: list[PhotoHit]
     query: ParsedQuery | None  # the text query as parsed (quoted phrases apart); None for an image query
     vector: np.ndarray | None  # the visual query vector searched with (refinement zooms with it too)
+    calibrated: bool = False  # hits carry the model's match probability and are split likely / the rest
+
+
+#: a match is "likely" when the model's own probability says more likely than not
+LIKELY = 0.5
+
+
+def match_probability(cosine: float, calibration: tuple[float, float]) -> float:
+    """The model's probability that a text matches an image region: sigmoid(scale * cosine + bias)."""
+    scale, bias = calibration
+    return float(1.0 / (1.0 + np.exp(-(scale * cosine + bias))))
+
+
+def cosine_for_probability(p: float, calibration: tuple[float, float]) -> float:
+    """The cosine at which the model's match probability is ``p`` (the inverse of match_probability)."""
+    if not 0.0 < p < 1.0:
+        raise QueryError(f"The minimum score is a match probability here: give one between 0 and 1, not {p:g}.")
+    scale, bias = calibration
+    return float((np.log(p / (1.0 - p)) - bias) / scale)
+
+
+def read_exactly(hit: PhotoHit) -> bool:
+    """The query's letters were read in the photo exactly (the words are there, as typed)."""
+    return any(r.kind == "text" and r.match == "letters" and r.score >= 1.0 for r in hit.regions)
+
+
+def mark_likely(hits: list[PhotoHit], calibration: tuple[float, float], min_probability: float | None) -> list[PhotoHit]:
+    """Give each hit its picture's match probability, mark the likely ones (probability >= LIKELY, or
+    the words read exactly as typed), drop those under ``min_probability`` (words read exactly stay),
+    and put the likely ones first, each group in its ranked order."""
+    for h in hits:
+        pic = h.picture
+        h.probability = match_probability(pic.score, calibration) if pic is not None else None
+        h.likely = (h.probability or 0.0) >= LIKELY or read_exactly(h)
+    if min_probability is not None:
+        hits = [h for h in hits if (h.probability or 0.0) >= min_probability or read_exactly(h)]
+    return [h for h in hits if h.likely] + [h for h in hits if not h.likely]
 
 
 def _picture_region(h: PhotoHit) -> MatchedRegion:
@@ -264,35 +309,46 @@ class SearchService:
             raise QueryError("The query is empty: type what you are looking for.")
         # Fused rankings are computed to a fixed depth, cut to ``top`` at the end: see FUSE_DEPTH.
         depth = max(top, FUSE_DEPTH) if use_text else top
+        # The model's own match probability, for text queries where the checkpoint has one: then
+        # ``min_score`` is a probability too (else, and for image queries, a cosine).
+        cal = None
+        if parsed is not None and self.embedder is not None:
+            cal = self.embedder.match_calibration()
+        min_cos = cosine_for_probability(min_score, cal) if cal is not None and min_score is not None else min_score
         visual: list[PhotoHit] = []
         q = vector
         if self.embedder is not None or vector is not None:
             if q is None:
                 q = self.query_vector(parsed.text if parsed is not None else None, image, crop)
             fetch = depth if not use_text or not parsed.required else max(depth * 4, 80)
-            visual = self.search_vector(q, top=fetch, folder=folder, min_score=min_score)
+            visual = self.search_vector(q, top=fetch, folder=folder, min_score=min_cos)
             for h in visual:
                 h.regions = [_picture_region(h)]
         if not use_text:
-            return SearchAnswer(visual, parsed, q)
-        texts = self.text.search(parsed.text, top=depth, folder=folder, required=parsed.required)
-        if parsed.required:
-            allowed = self.text.photos_with(parsed.required)
-            visual = [h for h in visual if h.photo_id in allowed]
-        if not texts:
-            return SearchAnswer(visual[:top], parsed, q)
-        photos = self.store.photos_by_ids([t.photo_id for t in texts])
-        if self.embedder is None and vector is None:
-            hits = [
-                PhotoHit(
-                    p.path, t.score, t.box, "text", t.photo_id, p.width or 0, p.height or 0, "text", t.text,
-                    regions=_text_regions(t),
-                )
-                for t in texts[:top]
-                if (p := photos.get(t.photo_id)) is not None
-            ]
-            return SearchAnswer(hits, parsed, None)
-        return SearchAnswer(fuse(visual[:depth], texts, photos, top), parsed, q)
+            hits = visual
+        else:
+            texts = self.text.search(parsed.text, top=depth, folder=folder, required=parsed.required)
+            if parsed.required:
+                allowed = self.text.photos_with(parsed.required)
+                visual = [h for h in visual if h.photo_id in allowed]
+            if not texts:
+                hits = visual
+            else:
+                photos = self.store.photos_by_ids([t.photo_id for t in texts])
+                if self.embedder is None and vector is None:
+                    hits = [
+                        PhotoHit(
+                            p.path, t.score, t.box, "text", t.photo_id, p.width or 0, p.height or 0, "text",
+                            t.text, regions=_text_regions(t),
+                        )
+                        for t in texts
+                        if (p := photos.get(t.photo_id)) is not None
+                    ]
+                    return SearchAnswer(hits[:top], parsed, None)
+                hits = fuse(visual[:depth], texts, photos, depth)
+        if cal is not None:
+            hits = mark_likely(hits, cal, min_score)
+        return SearchAnswer(hits[:top], parsed, q, cal is not None)
 
     def search_vector(
         self, q: np.ndarray, *, top: int = 20, folder: str | None = None, min_score: float | None = None

@@ -59,6 +59,9 @@ def draw_outline(
         painter.drawText(tab, Qt.AlignmentFlag.AlignCenter, WORDS_TAG)
 
 
+DIVIDER_LABEL = "Less likely matches"
+
+
 def source_label(source: str) -> str:
     return {"text": "Text in photo", "both": "Picture + text"}.get(source, "Picture")
 
@@ -101,6 +104,12 @@ class ResultsModel(QtCore.QAbstractListModel):
 
     def item(self, row: int) -> ResultItem:
         return self.items[row]
+
+    def divider_row(self) -> int | None:
+        """Where the likely matches end (the first row that is not one), when the list has both."""
+        if not self.items or not self.items[0].hit.likely:
+            return None
+        return next((i for i, it in enumerate(self.items) if it.hit.likely is False), None)
 
     def row_of(self, photo_id: int) -> int | None:
         return self._row_of.get(photo_id)
@@ -320,6 +329,51 @@ class ResultsView(QtWidgets.QListView):
         self.doubleClicked.connect(lambda ix: self.activated_item.emit(ix.row()))
         self.verticalScrollBar().valueChanged.connect(lambda _v: self.visible_changed.emit())
         self.setAccessibleName("Results")
+
+    def divider_lines(self) -> list[QtCore.QLineF]:
+        """The line between the likely matches and the rest, in viewport coordinates: along the gap
+        above the first other one's row from its cell on, and below the likely ones of that row."""
+        model = self.model()
+        row = model.divider_row() if isinstance(model, ResultsModel) else None
+        if row is None:
+            return []
+        cell = QtCore.QRectF(self.visualRect(model.index(row)))
+        first = QtCore.QRectF(self.visualRect(model.index(0)))
+        right = float(self.viewport().width())
+        top, bottom, x = cell.top(), cell.bottom() + 1, cell.left()
+        if x <= first.left() + 1:
+            return [QtCore.QLineF(0, top, right, top)]
+        return [
+            QtCore.QLineF(x, top, right, top),
+            QtCore.QLineF(x, top, x, bottom),
+            QtCore.QLineF(0, bottom, x, bottom),
+        ]
+
+    def paintEvent(self, e) -> None:  # noqa: N802
+        super().paintEvent(e)
+        lines = self.divider_lines()
+        if not lines:
+            return
+        p = QtGui.QPainter(self.viewport())
+        p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
+        accent = QtGui.QColor(self.palette().color(QtGui.QPalette.ColorRole.Highlight))
+        p.setPen(QtGui.QPen(accent, 2))
+        for ln in lines:
+            p.drawLine(ln)
+        # the label sits on the line where the less likely matches begin
+        font = QtGui.QFont(self.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.8))
+        p.setFont(font)
+        fm = QtGui.QFontMetricsF(font)
+        text = DIVIDER_LABEL
+        start = lines[0].p1()
+        r = QtCore.QRectF(start.x() + 8, start.y() - fm.height() / 2 - 1, fm.horizontalAdvance(text) + 12, fm.height() + 2)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(accent)
+        p.drawRoundedRect(r, r.height() / 2, r.height() / 2)
+        p.setPen(self.palette().color(QtGui.QPalette.ColorRole.HighlightedText))
+        p.drawText(r, Qt.AlignmentFlag.AlignCenter, text)
+        p.end()
 
     def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
         if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.currentIndex().isValid():

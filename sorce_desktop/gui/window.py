@@ -29,6 +29,14 @@ from sorce_desktop.gui.welcome import WelcomePage
 SEARCH_DELAY_MS = 250
 THUMB_MIN, THUMB_MAX, THUMB_STEP = 96, 360, 32
 
+LIKELY_TIP = (
+    "Hide the photos the model itself finds unlikely to match (its match probability is under 50 %).\n"
+    "Photos whose words read exactly as typed always count as likely."
+)
+NO_PROBABILITY_TIP = (
+    "This model gives no match probability (SigLIP models do), so results are ranked, not split into\n"
+    "likely matches and the rest. Image searches are ranked only too."
+)
 READY_PLACEHOLDER = "Describe something in a photo — “a red kite in the sky”"
 LOADING_PLACEHOLDER = "Getting ready — loading the model…"
 TEXT_ONLY_PLACEHOLDER = "Type words written in a photo — “espresso”, “platform 9” (text search only)"
@@ -200,6 +208,10 @@ class MainWindow(QtWidgets.QMainWindow):
         hl.setContentsMargins(14, 10, 10, 10)
         hl.setSpacing(8)
         hl.addWidget(self.search, 1)
+        self.likely_only = QtWidgets.QCheckBox("Show likely matches only")
+        self.likely_only.setToolTip(LIKELY_TIP)
+        self.likely_only.setEnabled(False)
+        hl.addWidget(self.likely_only)
         hl.addSpacing(10)
         hl.addWidget(small)
         hl.addWidget(self.size_slider)
@@ -291,6 +303,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.search.down.connect(self.focus_results)
         self.search.image_dropped.connect(self.search_image)
         self.size_slider.valueChanged.connect(self.set_thumb_size)
+        self.likely_only.toggled.connect(lambda _on: self.result is not None and self._show_items(self.result))
         self.settings_button.clicked.connect(self.open_settings)
         self.thumbs.ready.connect(self.model.thumb_changed)
         self.thumbs.failed.connect(lambda key, _e: self.model.thumb_changed(key))
@@ -598,14 +611,26 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _results(self, res: SearchResult) -> None:
         self.result = res
-        self.model.set_items(res.items)
+        self._show_items(res)
         self.grid.scrollToTop()
-        n = len(res.items)
-        self.result_info.setText(
-            f"{n:,} photo{'s' if n != 1 else ''} · {res.seconds * 1000:.0f} ms" if n else ""
-        )
-        self._update_empty()
         self.refine_throttle.trigger(None)
+
+    def _show_items(self, res: SearchResult) -> None:
+        """Draw the answer: all of it, or its likely matches only (the core marked them)."""
+        calibrated = res.answer is not None and res.answer.calibrated
+        self.likely_only.setEnabled(calibrated)
+        self.likely_only.setToolTip(LIKELY_TIP if calibrated else NO_PROBABILITY_TIP)
+        items = res.items
+        if calibrated and self.likely_only.isChecked():
+            items = [it for it in items if it.hit.likely]
+        self.model.set_items(items)
+        n = len(res.items)
+        info = f"{photos(n)} · {res.seconds * 1000:.0f} ms" if n else ""
+        if calibrated and n:
+            likely = sum(1 for it in res.items if it.hit.likely)
+            info = f"{likely:,} likely · {info}"
+        self.result_info.setText(info)
+        self._update_empty()
 
     def _search_failed(self, _gen: int, message: str) -> None:
         self._search_error = message
@@ -674,6 +699,13 @@ class MainWindow(QtWidgets.QMainWindow):
                 show_grid = bool(self.model.rowCount())
                 if not show_grid:
                     self.empty.show_state("Searching…", "")
+        elif self.result.items and not self.model.rowCount() and self.likely_only.isChecked():
+            q = self.query.text or self.query.label
+            self.empty.show_state(
+                f"No likely matches for “{q}”",
+                f"The model finds none of the {photos(len(self.result.items))} it ranked a likely match.",
+                [("Show All Matches", lambda: self.likely_only.setChecked(False))],
+            )
         elif not self.result.items:
             body = "Try fewer or other words."
             if self.session.text_only:
