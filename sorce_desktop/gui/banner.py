@@ -129,8 +129,10 @@ class DownloadPanel(QtWidgets.QFrame):
         self.show()
 
     def show_failure(self, message: str, reason: str) -> None:
-        self.title.setText(FAILURE_TITLES.get(reason, "The model could not be downloaded"))
-        self.detail.setText(message)
+        title = FAILURE_TITLES.get(reason, "The model could not be downloaded")
+        self.title.setText(title)
+        # the message opens with the same words when it is the core's (for the command line too)
+        self.detail.setText(message.removeprefix(f"{title}: ").removeprefix(title))
         self.progress.hide()
         self._buttons(cancel=False)
         self.show()

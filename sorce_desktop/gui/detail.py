@@ -352,6 +352,8 @@ class DetailPage(QtWidgets.QWidget):
         if it.size_bytes:
             parts.append(human_bytes(it.size_bytes))
         match = f"{source_label(hit.source)} match, score {hit.score:.3f}"
+        if hit.probability is not None:
+            match += f", match probability {hit.probability:.0%}" + ("" if hit.likely else " (less likely)")
         if hit.refined_score is not None:
             match += f", zoomed-in score {hit.refined_score:.3f}"
         words = self.words_outlined()

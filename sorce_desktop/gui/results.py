@@ -85,6 +85,9 @@ class ResultsModel(QtCore.QAbstractListModel):
             return os.path.basename(it.hit.path)
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [it.hit.path, f"Score {it.hit.score:.3f} · {source_label(it.hit.source)}"]
+            if it.hit.probability is not None:
+                sure = "a likely match" if it.hit.likely else "a less likely match"
+                lines.append(f"The model's match probability: {it.hit.probability:.0%} ({sure})")
             if it.hit.text:
                 lines.append(f"Words matched: “{it.hit.text}”")
             return "\n".join(lines)
@@ -279,7 +282,9 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
         painter.setFont(small)
         fm = QtGui.QFontMetricsF(small)
         muted = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.PlaceholderText))
-        score = f"{item.hit.score:.2f}"
+        # the model's own match probability where it has one ("how sure"), else the ranking score
+        p = item.hit.probability
+        score = f"{p * 100:.0f}%" if p is not None else f"{item.hit.score:.2f}"
         score_w = fm.horizontalAdvance(score) + 4
         painter.setPen(muted)
         painter.drawText(cap, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, score)

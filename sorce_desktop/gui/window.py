@@ -655,7 +655,9 @@ class MainWindow(QtWidgets.QMainWindow):
         st = self.session.status
         ms = self.session.state
         show_grid = False
-        if ms.state in ("error", "cancelled") and not self.session.text_only:
+        # a download that failed or was cancelled is told by the download panel, with Retry
+        download_problem = ms.state == "cancelled" or bool(ms.reason)
+        if ms.state in ("error", "cancelled") and not self.session.text_only and not download_problem:
             self._model_problem(ms)
         elif not st.folders:
             self.empty.show_state(
