@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from gui_support import open_test_window
+from gui_support import open_test_window, wait_ready
 
 from sorce_desktop.core.models.download import (
     DownloadCancelled,
@@ -64,6 +64,7 @@ def test_failures_in_plain_words(tmp_path, no_network):
 def test_offline_download_message_and_retry(qtbot, tmp_path, no_network, tiny_clip):
     # a first run with no network: the hub model cannot come, the window says so where it can be seen
     win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
+    wait_ready(qtbot, win)
     win.settings.model = HUB_MODEL
     attempts = []
     win.session.model_state.connect(lambda st: st.state == "loading" and attempts.append(st))
@@ -81,6 +82,9 @@ def test_offline_download_message_and_retry(qtbot, tmp_path, no_network, tiny_cl
 
 def test_download_progress_time_left_and_cancel(qtbot, tmp_path, tiny_clip, monkeypatch):
     win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
+    wait_ready(qtbot, win)  # the library's own model first: its load must not land after the download's
+    states = []
+    win.session.model_state.connect(lambda st: states.append(st.state))
     total = 1500 * 2**20
     started = threading.Event()
 
@@ -101,7 +105,7 @@ def test_download_progress_time_left_and_cancel(qtbot, tmp_path, tiny_clip, monk
     assert "about 1 min left" in panel.detail.text()  # 1200 MB at 20 MB/s
     assert panel.progress.value() == 200
     panel.cancel_button.click()
-    qtbot.waitUntil(lambda: win.session.state.state == "cancelled", timeout=20000)
+    qtbot.waitUntil(lambda: "cancelled" in states, timeout=60000)
     assert panel.isVisible() and panel.title.text() == "Download cancelled"
     assert panel.retry_button.isVisible() and not panel.progress.isVisible()
     win.close()
