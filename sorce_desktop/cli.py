@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from sorce_desktop import __version__
+from sorce_desktop.core.quiet import quiet_third_party_loggers
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -49,55 +50,42 @@ def prog() -> str:
     return "sorce-desktop"
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:
-        pass
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    except Exception:
-        pass
-
-
 # -- progress bars -------------------------------------------------------------------------------------
-class ProgressBar:
-    """A one-line progress bar on stderr (a line every few seconds when stderr is not a terminal)."""
+class ProgressLine:
+    """A one-line progress bar on stderr: tqdm, redrawn in a terminal, a line every few seconds in a log.
+    Fed absolute counts (the core reports how far it is, not steps)."""
 
-    def __init__(self, label: str, stream=None, width: int = 28):
+    def __init__(self, label: str, unit: str = "") -> None:
         self.label = label
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last = 0.0
-        self._shown = False
+        self.unit = unit
+        self._bar = None
 
-    def update(self, done: int, total: int, extra: str = "", force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < (0.1 if self.tty else 2.0):
-            return
-        self._last = now
-        frac = done / total if total else 1.0
-        fill = int(frac * self.width)
-        bar = "#" * fill + "-" * (self.width - fill)
-        line = f"{self.label} [{bar}] {done}/{total} {frac * 100:5.1f}% {extra}".rstrip()
-        if self.tty:
-            self.stream.write("\r" + line[:200].ljust(100))
+    def update(self, done: int, total: int, extra: str = "") -> None:
+        from tqdm import tqdm
+
+        if self._bar is None or self._bar.total != total:
+            self.close()
+            tty = sys.stderr.isatty()
+            self._bar = tqdm(
+                total=total,
+                desc=self.label,
+                file=sys.stderr,
+                ascii=True,
+                mininterval=0.1 if tty else 2.0,
+                bar_format="{desc} [{bar:28}] {n_fmt}/{total_fmt}" + self.unit + " {percentage:3.0f}% {postfix}",
+                dynamic_ncols=tty,
+            )
+        self._bar.n = done
+        self._bar.set_postfix_str(extra, refresh=False)
+        if done in (0, total):
+            self._bar.refresh()  # the first and the last state always show
         else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-        self._shown = True
+            self._bar.update(0)  # redraws when mininterval has passed
 
     def close(self) -> None:
-        if self._shown and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -114,10 +102,10 @@ def _mb(n: int) -> str:
 
 
 def download_progress() -> Callable:
-    bar = ProgressBar("downloading model")
+    bar = ProgressLine("downloading model", " MB")
 
     def cb(p) -> None:
-        bar.update(p.done_bytes >> 20, max(1, p.total_bytes >> 20), f"MB {p.current_file}")
+        bar.update(p.done_bytes >> 20, max(1, p.total_bytes >> 20), p.current_file)
 
     return cb
 
@@ -148,8 +136,19 @@ def _load_model(lib, model: str | None, speed: str | None = None):
     return lib.load_embedder(mid, progress=download_progress(), speed=speed)
 
 
+def _wait(fut):
+    """A service job's result, waiting in short steps so Ctrl+C reaches the main thread at once."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    while True:
+        try:
+            return fut.result(timeout=0.25)
+        except FutureTimeout:
+            continue
+
+
 def cmd_index(args) -> int:
-    from sorce_desktop.core.regions import get_layout
+    from sorce_desktop.core.service import EventKind
     from sorce_desktop.core.store import display_path
     from sorce_desktop.core.words import count, photos
 
@@ -193,35 +192,35 @@ def cmd_index(args) -> int:
                     file=sys.stderr,
                 )
             if embedder is not None:
-                if args.layout:
-                    layout = get_layout(args.layout)
-                elif embedder.kind == "mllm":
-                    layout = get_layout(embedder.layouts()[0])
-                else:
-                    layout = lib.layout() if binding else get_layout(lib.settings.layout)
-                if layout.name not in embedder.layouts():
-                    layout = get_layout(embedder.layouts()[0])
+                layout = lib.layout_for(embedder, args.layout)
                 if lib.bind(embedder, layout, reindex=args.reindex):
                     print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
-        bar = ProgressBar("indexing")
+        bar = ProgressLine("indexing")
 
-        def on_progress(p) -> None:
+        def on_event(ev) -> None:  # on the indexing thread
+            p = ev.progress
+            if ev.kind != EventKind.PROGRESS or p is None:
+                return
             if p.phase == "scanning":
                 print("scanning folders...", file=sys.stderr)
-            elif p.phase in ("embedding", "done", "cancelled") and p.total:
-                extra = f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}"
-                bar.update(p.done, p.total, extra, force=p.phase != "embedding" or p.done in (0, p.total))
+            elif p.total:
+                bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}".rstrip())
 
-        indexer = lib.indexer(
-            embedder, layout, on_progress, batch_size=args.batch_size, text_source=lib.text_source()
-        )
+        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
+        service = lib.indexing_service(indexer)
+        service.subscribe(on_event)
+        service.start()
         try:
-            report = indexer.run(folders or None)
+            report = _wait(service.scan(folders or None))
         except KeyboardInterrupt:
+            print("\nstopping after the photo being indexed (Ctrl+C again to stop now)...", file=sys.stderr)
+            service.stop(timeout=0)
             bar.close()
             print("interrupted: what was indexed so far is kept; run index again to finish.", file=sys.stderr)
             return EXIT_INTERRUPTED
-        bar.close()
+        finally:
+            service.stop()
+            bar.close()
         for f in report.offline:
             print(
                 f"warning: {display_path(f)} is not available (offline); its photos were kept.",
@@ -322,21 +321,144 @@ def cmd_search(args) -> int:
     return 0
 
 
+#: The events `watch` prints: what changed in the index and what the watcher noticed (progress counts,
+#: idle and pause are the window's business).
+_WATCH_KINDS = {"indexing", "indexed", "removed", "moved", "offline", "online", "reconciled", "notice", "error", "stopped"}
+
+
+def _print_event(ev, as_json: bool) -> None:
+    from sorce_desktop.core.service import EventKind as K
+    from sorce_desktop.core.store import display_path
+
+    if ev.kind not in _WATCH_KINDS:
+        return
+    if as_json:
+        d = {"kind": ev.kind, "paths": ev.paths, "message": ev.message}
+        if ev.folder:
+            d["folder"] = ev.folder
+        if ev.old_paths:
+            d["old_paths"] = ev.old_paths
+        print(json.dumps(d, ensure_ascii=False), flush=True)
+        return
+    if ev.kind in (K.INDEXED, K.REMOVED):
+        for p in ev.paths:
+            print(f"{ev.kind} {display_path(p)}", flush=True)
+        if not ev.paths:
+            print(f"{ev.kind}: {ev.message}", flush=True)
+    elif ev.kind == K.MOVED:
+        print(f"moved {display_path(ev.message)}", flush=True)
+    elif ev.kind == K.INDEXING:
+        return
+    elif ev.kind == K.ERROR:
+        if ev.paths:
+            for p in ev.paths:
+                print(f"failed {display_path(p)}: {ev.message}", file=sys.stderr, flush=True)
+        else:
+            print(f"error: {ev.message}", file=sys.stderr, flush=True)
+    elif ev.kind in (K.OFFLINE, K.NOTICE):
+        print(f"note: {ev.message}", file=sys.stderr, flush=True)
+    elif ev.kind == K.STOPPED:
+        print(ev.message, flush=True)
+    else:
+        print(f"{ev.kind}: {ev.message}", flush=True)
+
+
+def cmd_watch(args) -> int:
+    import signal
+
+    from sorce_desktop.core.watcher import Watcher
+
+    with _library(args) as lib:
+        for n in lib.store.notices:
+            print(f"note: {n}", file=sys.stderr)
+        for f in args.folders:
+            try:
+                lib.add_folder(f)
+            except FileNotFoundError as exc:
+                raise UserError(str(exc)) from None
+        if not lib.store.folders():
+            raise UserError("No folders to watch: give one, e.g. sorce-desktop watch ~/Pictures")
+        binding = lib.store.binding()
+        if binding is not None:
+            if args.model and args.model != binding.model_id:
+                raise UserError(
+                    f"The index was made with {binding.model_id}; run sorce-desktop index --model "
+                    f"{args.model} --reindex first to change the model."
+                )
+            embedder = _load_model(lib, binding.model_id)
+            lib.check_embedder(embedder)
+            layout = lib.layout()
+        else:
+            embedder = _load_model(lib, args.model)
+            layout = lib.layout_for(embedder, args.layout)
+            lib.bind(embedder, layout)
+        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
+        service = lib.indexing_service(indexer).start()
+        watcher = Watcher(
+            service,
+            on_event=lambda ev: _print_event(ev, args.json),
+            settle_s=args.settle,
+            reconcile_every_s=args.reconcile_every,
+            folders=[os.path.abspath(f) for f in args.folders] or None,
+            force_polling=args.polling,
+            poll_interval_s=args.poll_interval,
+        )
+
+        # A service manager stops with SIGTERM: treat it like Ctrl+C.
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        old_term = signal.signal(signal.SIGTERM, on_term)
+        watcher.start()
+        try:
+            watcher.wait_ready()
+            print(
+                f"watching {len(watcher.folders())} folder(s) with {embedder.model_id} "
+                f"({layout.name} layout); Ctrl+C stops",
+                file=sys.stderr,
+                flush=True,
+            )
+            while watcher.running:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("stopping: finishing the changes already seen (Ctrl+C again to stop now)...", file=sys.stderr)
+            try:
+                watcher.stop()
+                service.stop()
+            except KeyboardInterrupt:
+                service.cancel_current()
+                watcher.stop()
+                service.stop()
+                print(
+                    "interrupted: what was indexed so far is kept; the rest is indexed at the next start.",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            watcher.stop()
+            service.stop()
+        counts = lib.store.counts()
+        if counts["pending"]:
+            print(f"{counts['pending']} photos are left pending; they are indexed at the next start.", file=sys.stderr)
+    return 0
+
+
 def cmd_status(args) -> int:
     with _library(args, writer=False) as lib:
         st = lib.store
         b = st.binding()
-        folders = []
-        for f in st.folders():
-            c = st.counts(f)
-            folders.append({"path": f, "online": st.folder_online(f) and os.path.isdir(f), **c})
-        counts = st.counts()
+        status = lib.status()
+        folders = [
+            {"path": f.path, "online": f.online, "indexed": f.indexed, "pending": f.pending, "failed": f.failed}
+            for f in status.folders
+        ]
         data = {
             "data_dir": str(lib.paths.index.parent),
             "folders": folders,
-            "indexed": counts["indexed"],
-            "pending": counts["pending"],
-            "failed": counts["failed"],
+            "indexed": status.indexed,
+            "pending": status.pending,
+            "failed": status.failed,
             "model": b.model_id if b else None,
             "layout": b.layout if b else None,
             "vectors": st.vectors.count if st.vectors else 0,
@@ -452,6 +574,8 @@ def cmd_gui(args) -> int:
 
 # -- parser --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from sorce_desktop.core import watcher as watching
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
@@ -517,12 +641,43 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("gui", parents=[common], help="open the window (the default)")
     s.set_defaults(func=cmd_gui)
 
-    try:
-        from sorce_desktop.core.watcher import add_watch_command
-    except ImportError:
-        add_watch_command = None
-    if add_watch_command is not None:
-        add_watch_command(sub, common)
+    s = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="watch folders and index what changes, in the foreground (Ctrl+C stops)",
+        description="Watch folders (the given ones are remembered; default: all remembered folders) and "
+        "index new, changed, moved and deleted photos as they happen. Ctrl+C stops cleanly.",
+    )
+    s.add_argument("folders", nargs="*", metavar="FOLDER")
+    s.add_argument("--model", metavar="ID_OR_PATH", help="model for a new index (hub id or local folder)")
+    s.add_argument("--layout", metavar="NAME", help="region layout for a new index")
+    s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
+    s.add_argument(
+        "--settle",
+        type=float,
+        default=watching.SETTLE_S,
+        metavar="S",
+        help=f"seconds a file must stay unchanged (default {watching.SETTLE_S:g})",
+    )
+    s.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=watching.RECONCILE_EVERY_S,
+        metavar="S",
+        help=f"full check of the folders every S seconds (default {watching.RECONCILE_EVERY_S:g}; 0: only at start)",
+    )
+    s.add_argument(
+        "--polling",
+        action="store_true",
+        help="check folders periodically instead of file-change notifications (network shares)",
+    )
+    s.add_argument(
+        "--poll-interval", type=float, default=watching.POLL_INTERVAL_S, metavar="S", help="seconds between polls"
+    )
+    s.add_argument("--json", action="store_true", help="print one JSON object per event")
+    s.set_defaults(func=cmd_watch)
+
+
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks (see docs/benchmarks.md)")
     bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True)
@@ -548,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         args.data_dir = None
     if args.command is None:
         args.func = cmd_gui
-    _quiet_libraries()
+    quiet_third_party_loggers()
     from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.models.base import ModelError
     from sorce_desktop.core.models.download import DownloadCancelled
@@ -568,3 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

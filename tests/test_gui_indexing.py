@@ -12,6 +12,12 @@ from sorce_desktop.gui.qt import QtCore
 pytestmark = pytest.mark.gui
 
 
+def folder_line(win) -> str:
+    """What the folder list shows for its first folder (name and counts)."""
+    item = win.folders.list.item(0)
+    return " ".join(filter(None, [item.text(), item.toolTip()]))
+
+
 def test_pause_and_resume(qtbot, tmp_path, tiny_clip):
     photos = copy_photos(tmp_path / "photos", 24)
     win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
@@ -33,8 +39,10 @@ def test_pause_and_resume(qtbot, tmp_path, tiny_clip):
     win.session.refresh_status()
     qtbot.wait(200)
     assert win.session.status.indexed == 0 and win.session.indexing
+    assert "24 to do" in folder_line(win)  # the folder list says what waits
     qtbot.mouseClick(win.pause_button, QtCore.Qt.MouseButton.LeftButton)  # resume
     assert not win.session.paused
+    assert "paused" not in win.status_label.text() and win.pause_button.text() == "Pause"
     wait_indexed(qtbot, win, 24)
     assert phases[-1] == "done"
     assert not win.pause_button.isVisible()
@@ -72,8 +80,10 @@ def test_remove_folder_while_it_is_indexing(qtbot, tmp_path, tiny_clip):
     wait_ready(qtbot, win)
     qtbot.waitUntil(lambda: not win.session.indexing, timeout=20000)
     win.session.pause()
+    phases = []
+    win.session.index_progress.connect(lambda p: phases.append(p.phase))
     win.add_folder(str(photos))
-    qtbot.waitUntil(lambda: win.session._indexer is not None and win.session._indexer.paused, timeout=20000)
+    qtbot.waitUntil(lambda: "paused" in phases, timeout=20000)  # the scan recorded them; none embedded
     win.session.resume()
     qtbot.waitUntil(lambda: win.session.last_rate is not None, timeout=20000)  # a batch or more is in
     win.remove_folder(str(photos), confirm=False)

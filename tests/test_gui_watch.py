@@ -31,10 +31,11 @@ def test_window_indexes_what_lands_in_a_watched_folder(qtbot, tmp_path, tiny_cli
     assert not watcher.running
 
 
-def test_replacing_the_watcher_does_not_block_the_window(qtbot, tmp_path, tiny_clip):
-    """Other text settings (or another model) replace the watcher: the old one finishes off the UI
-    thread while the window stays responsive, the new one starts only once the old has stopped (the
-    two never index at once) and then indexes what lands; closing meanwhile stops both."""
+def test_changing_settings_does_not_block_the_window(qtbot, tmp_path, tiny_clip):
+    """Other text settings (or another model) give the indexing service a new indexer, in turn with its
+    jobs: the window does not wait for the job in progress, the one watcher keeps running and what lands
+    afterwards is indexed with the new settings; closing during a job stops everything."""
+    import threading
     import time
 
     photos = copy_photos(tmp_path / "photos", 2)
@@ -43,34 +44,50 @@ def test_replacing_the_watcher_does_not_block_the_window(qtbot, tmp_path, tiny_c
     win.add_folder(str(photos))
     wait_indexed(qtbot, win, 2)
     session = win.session
+    service, watcher = session.indexing_service, session._watcher
+    qtbot.waitUntil(lambda: not session.indexing, timeout=60000)
 
-    def slow_stop(watcher):
-        real = watcher.stop
-
-        def stop(timeout=None):
-            time.sleep(1.5)  # a batch still being embedded
-            real(timeout)
-
-        watcher.stop = stop
-
-    old = session._watcher
-    slow_stop(old)
+    started = threading.Event()
+    service.call(lambda: (started.set(), time.sleep(1.5)))  # a batch still being embedded
+    assert started.wait(10)
+    old = service.indexer
     t0 = time.monotonic()
     session.text_settings_changed()
-    assert time.monotonic() - t0 < 0.5  # the UI thread did not wait for the old watcher
-    new = session._watcher
-    assert new is not old and old.running and not new.running
-    qtbot.waitUntil(lambda: new.running, timeout=20000)
-    assert not old.running
+    assert time.monotonic() - t0 < 0.5  # the UI thread did not wait for the job in progress
+    assert service.indexer is old
+    qtbot.waitUntil(lambda: service.indexer is not old, timeout=20000)
+    assert session._watcher is watcher and watcher.running
     qtbot.waitUntil(lambda: not session.indexing, timeout=60000)
     shutil.copyfile(coco_photos(1, start=20)[0], photos / "dropped.jpg")
     qtbot.waitUntil(lambda: session.status.indexed == 3, timeout=30000)
 
-    # replaced twice in a row, then the window closes before the first has stopped
-    slow_stop(new)
+    # changed twice in a row, then the window closes while a job is still running
+    started.clear()
+    service.call(lambda: (started.set(), time.sleep(1.5)))
+    assert started.wait(10)
     session.text_settings_changed()
     session.text_settings_changed()
-    middle, last = session._stopping_watchers[-1], session._watcher
-    assert new.running and not middle.running and not last.running
     win.close()
-    assert not new.running and not middle.running and not last.running
+    assert not watcher.running and not service.running
+
+
+def test_a_photo_indexed_while_a_query_is_open_appears_where_it_ranks(qtbot, tmp_path, tiny_clip):
+    from gui_support import search
+
+    photos = copy_photos(tmp_path / "photos", 3)
+    win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
+    wait_ready(qtbot, win)
+    win.add_folder(str(photos))
+    wait_indexed(qtbot, win, 3)
+    search(qtbot, win, "a dog on a sofa")
+    assert win.model.rowCount() == 3
+    dropped = photos / "dropped.jpg"
+    shutil.copyfile(coco_photos(1, start=20)[0], dropped)
+    qtbot.waitUntil(lambda: win.model.rowCount() == 4, timeout=30000)
+    assert str(dropped) in [it.hit.path for it in win.model.items]
+    scores = [it.hit.score for it in win.model.items]
+    assert scores == sorted(scores, reverse=True)  # inserted where it ranks, not appended
+    assert win.search.text() == "a dog on a sofa"  # the open query stays as typed
+    dropped.unlink()
+    qtbot.waitUntil(lambda: win.model.rowCount() == 3, timeout=30000)
+    win.close()

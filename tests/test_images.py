@@ -147,3 +147,22 @@ def test_crop_maps_full_res_box_to_reduced_image():
 
 def test_bytes_io_not_needed():
     assert io  # images are always opened from paths, read-only
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "RGBA"])
+def test_png_is_shrunk_before_its_rgb_copy_like_a_jpeg_draft(tmp_path, mode):
+    """Formats without a draft decode at full size; with min_side they are reduced before the RGB copy,
+    so a huge scan never holds three full-size copies. Boxes stay in full-resolution coordinates."""
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    img = Image.fromarray(arr).convert(mode)
+    p = tmp_path / f"big-{mode}.png"
+    img.save(p)
+    d = load_image(p, min_side=200)
+    assert (d.width, d.height) == (1600, 1200)
+    assert d.image.size == (267, 200)  # reduced by 6 (rounding up), never below min_side
+    full = load_image(p)
+    assert full.image.size == (1600, 1200)
+    # the reduced image is the full one averaged, not another picture
+    small = np.asarray(full.image.reduce(6), np.float32)
+    assert np.abs(small - np.asarray(d.image, np.float32)).max() <= 1

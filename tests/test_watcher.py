@@ -115,7 +115,8 @@ class Env:
 
     def start(self) -> Watcher:
         indexer = self.lib.indexer(self.embedder, self.layout, batch_size=16)
-        self.watcher = Watcher(self.lib.store, indexer, on_event=self.events.append, **self.kw)
+        self.service = self.lib.indexing_service(indexer).start()
+        self.watcher = Watcher(self.service, on_event=self.events.append, **self.kw)
         self.watcher.start()
         assert self.watcher.wait_ready(60)
         return self.watcher
@@ -123,6 +124,7 @@ class Env:
     def stop(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
+            self.service.stop()
             self.watcher = None
 
     def idle(self, timeout: float = 60) -> None:

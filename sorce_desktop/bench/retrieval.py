@@ -556,7 +556,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from sorce_desktop.cli import ProgressBar
     from sorce_desktop.core.models.loader import load_embedder
     from sorce_desktop.core.models.registry import DEFAULT_MODEL
     from sorce_desktop.core.paths import AppPaths
@@ -581,11 +580,13 @@ def run(args) -> int:
     model = args.model or DEFAULT_MODEL
     # Models the user already downloaded live in the app's own model cache; the indexes do not.
     embedder = load_embedder(model, AppPaths.resolve(args.data_dir).models, device=args.device)
-    bars: dict[str, ProgressBar] = {}
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
 
     def progress(label: str, done: int, total: int) -> None:
-        bar = bars.setdefault(label, ProgressBar(label))
-        bar.update(done, total, force=done in (0, total))
+        bar = bars.setdefault(label, tqdm(total=total, desc=label, file=sys.stderr, ascii=True, mininterval=2.0))
+        bar.update(done - bar.n)
         if done == total:
             bar.close()
 

@@ -159,6 +159,14 @@ def load_image(
                         factor = short / min_side
                         img.draft("RGB", (int(w / factor), int(h / factor)))
                 img.load()
+                if min_side and img.format != "JPEG":
+                    # Other formats decode at full size only: shrink before the RGB copy, as JPEG's draft
+                    # does while decoding, so a 14000x14000 scan holds its raw pixels, not three copies.
+                    factor = min(img.size) // min_side
+                    if factor >= 2 and img.mode in ("1", "P"):  # modes Pillow cannot reduce
+                        img = img.convert("RGBA" if img.mode == "P" else "L")
+                    if factor >= 2 and img.mode not in ("I;16", "I;16B", "I;16L", "I;16N"):
+                        img = img.reduce(factor)
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
                 if rgb is img:

@@ -1,16 +1,24 @@
 """The indexer: bring the store in line with the folders, embedding only what changed.
 
-Planning (scan, compare with the catalog: new, changed, moved, deleted) is plain Python and cheap;
-embedding runs in batches, and each batch is committed in one transaction, so a run killed at any
-moment redoes at most its in-flight batch. Everything done per photo before the model (read once,
-hash, decode, EXIF transpose, the embedder's crops, resizing and tile skipping: ``Embedder.prepare``)
-runs on a small thread pool ahead of the model, so it overlaps the forward of the batches before it
-(PIL, numpy and torch release the GIL in their heavy work).
-Progress is reported through a plain callback; the GUI bridges it to Qt signals.
+Planning is plain Python and cheap, and it is the one place that decides what happened to a file:
+:meth:`Indexer.plan` takes folders (a full scan) or a set of paths (what the folder watcher saw settle)
+and says, through :func:`file_verdict` and :func:`match_moves`, which files are new, changed, moved,
+deleted or unchanged. :meth:`Indexer.apply` records what needs no model; :meth:`Indexer.embed_rows`
+embeds the rest through stages:
+
+    read once (non-blocking, regular files only) -> decode -> picture regions -> commit -> text -> commit
+
+Decoding runs on a small thread pool ahead of the model; what is decoded ahead is bounded by its bytes
+(:class:`ByteBudget`), not by a count, so a folder of 200-megapixel PNGs cannot exhaust memory. Each
+photo gets its own forward, so its vectors never depend on the photos beside it and a pause takes
+effect between two photos. A batch of photos is committed in one transaction (a run killed at any
+moment redoes at most that batch), pictures first: a photo is searchable by what it shows before its
+text has been read. Progress goes through plain callbacks; the indexing service turns them into events.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
@@ -21,21 +29,38 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from sorce_desktop.core import textstore
 from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, load_image
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.ocr import OcrUnavailable, TextSource
 from sorce_desktop.core.regions import RegionLayout
-from sorce_desktop.core.scanner import FileEntry, bytes_hash, file_hash, scan
+from sorce_desktop.core.scanner import FileEntry, NotRegularFile, bytes_hash, file_hash, open_regular, scan
 from sorce_desktop.core.store import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store
 
 log = logging.getLogger(__name__)
 
+#: Bytes of decoded photos (and their file bytes) that may be held ahead of the model at once. About
+#: 40 camera photos at the sizes the default model decodes them; a single larger photo still goes
+#: through, alone.
+DECODE_BUDGET_BYTES = 768 * 2**20
+
+
+class Phase(str, enum.Enum):
+    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
+        return self.value
+
+    SCANNING = "scanning"
+    EMBEDDING = "embedding"
+    PAUSED = "paused"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
 
 @dataclass
 class Progress:
-    phase: str  # 'scanning' | 'embedding' | 'paused' | 'done' | 'cancelled'
+    phase: str  # a Phase
     done: int = 0
     total: int = 0
     failed: int = 0
@@ -55,8 +80,14 @@ class IndexPlan:
     scan_errors: list[tuple[str, str]] = field(default_factory=list)
     empty: list[FileEntry] = field(default_factory=list)  # zero-byte files: failed without decoding
     offline: list[str] = field(default_factory=list)
-    #: the folders this plan scanned (only their online flags are updated); None: all of the store's
+    #: renamed folders (old, new, watched folder of new, photos under old): their rows move, vectors kept
+    moved_trees: list[tuple[str, str, str, int]] = field(default_factory=list)
+    #: the folders this plan scanned (only their online flags are updated); None: none (a path plan)
     folders: list[str] | None = None
+
+    @property
+    def to_embed(self) -> list[FileEntry]:
+        return self.new + self.changed
 
 
 @dataclass
@@ -73,6 +104,10 @@ class IndexReport:
     embed_seconds: float = 0.0
     offline: list[str] = field(default_factory=list)
     embedded_paths: list[str] = field(default_factory=list)
+    failed_paths: list[str] = field(default_factory=list)
+    deleted_paths: list[str] = field(default_factory=list)
+    #: (old path, new path) of every file or folder whose rows moved
+    moves: list[tuple[str, str]] = field(default_factory=list)
     text_read: int = 0  # photos read for their text (OCR)
     text_lines: int = 0  # text lines found in them
     text_seconds: float = 0.0  # time spent reading text
@@ -84,6 +119,147 @@ class IndexReport:
 
 
 ProgressCallback = Callable[[Progress], None]
+#: Called on the indexing thread after each commit with the paths that just became searchable.
+CommitCallback = Callable[[list[str]], None]
+
+
+# -- what happened to a file: the one rule ------------------------------------------------------------
+class Verdict(str, enum.Enum):
+    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
+        return self.value
+
+    NEW = "new"
+    UNCHANGED = "unchanged"
+    TOUCHED = "touched"  # same content, new mtime: only the catalog's mtime changes
+    CHANGED = "changed"
+
+
+def file_verdict(row: PhotoRow | None, size: int, mtime_ns: int, path: str) -> Verdict:
+    """Whether a file on disk is new, unchanged, touched (same bytes, new mtime) or changed against its
+    catalog row. Size and mtime equal means unchanged (a failed file is not retried until it changes);
+    a file never embedded is changed whatever its times; otherwise equal size and equal content hash
+    means touched (a copy tool that rewrites the same bytes), so nothing is embedded again."""
+    if row is None:
+        return Verdict.NEW
+    if row.size == size and row.mtime_ns == mtime_ns:
+        return Verdict.CHANGED if row.status == PENDING else Verdict.UNCHANGED
+    if row.status == INDEXED and row.hash and row.size == size:
+        try:
+            if file_hash(path) == row.hash:
+                return Verdict.TOUCHED
+        except OSError:
+            pass
+    return Verdict.CHANGED
+
+
+def match_moves(
+    new: list[FileEntry], gone: list[PhotoRow], renamed: dict[str, str] | None = None
+) -> tuple[list[tuple[PhotoRow, FileEntry]], list[FileEntry]]:
+    """Which new files are photos of ``gone`` under another name. A rename the file system reported
+    (``renamed``: new path -> old path) is taken when the size and mtime still match (a rename keeps
+    both); anything else must have the same size and the same content hash. Returns (moves, still new)."""
+    renamed = renamed or {}
+    by_path = {r.path: r for r in gone}
+    by_size: dict[int, list[PhotoRow]] = {}
+    for r in gone:
+        if r.status == INDEXED and r.hash:
+            by_size.setdefault(r.size, []).append(r)
+    moves, rest = [], []
+    taken: set[int] = set()
+    for entry in new:
+        old = by_path.get(renamed.get(entry.path, ""))
+        if old is not None and old.id not in taken and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns):
+            taken.add(old.id)
+            moves.append((old, entry))
+            continue
+        candidates = [r for r in by_size.get(entry.size, ()) if r.id not in taken]
+        match = None
+        if candidates:
+            try:
+                digest = file_hash(entry.path)
+            except OSError:
+                digest = None
+            match = next((r for r in candidates if r.hash == digest), None)
+        if match is None:
+            rest.append(entry)
+        else:
+            taken.add(match.id)
+            moves.append((match, entry))
+    return moves, rest
+
+
+# -- memory: bytes in flight between decoding and the model --------------------------------------------
+class ByteBudget:
+    """Admits decoded photos by their bytes, in the order they were queued (tickets), so that whatever
+    the photos' sizes at most ``limit`` bytes wait between decoding and the commit. A photo larger than
+    the whole budget is admitted alone, when nothing else is held. ``peak`` is for tests and benchmarks."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, int(limit))
+        self.used = 0
+        self.peak = 0
+        self.largest = 0  # the largest single admission (the budget may be exceeded only by admitting it alone)
+        self._next_ticket = 0
+        self._serving = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def ticket(self) -> int:
+        with self._cond:
+            t = self._next_ticket
+            self._next_ticket += 1
+            return t
+
+    def acquire(self, ticket: int, n: int) -> None:
+        """Wait for this ticket's turn and room for ``n`` bytes (every ticket must call this once)."""
+        with self._cond:
+            while not self._closed and (
+                self._serving != ticket or (self.used > 0 and self.used + n > self.limit)
+            ):
+                self._cond.wait(0.5)
+            self._serving = max(self._serving, ticket + 1)
+            self._add(n)
+            self._cond.notify_all()
+
+    def adjust(self, old: int, new: int) -> None:
+        """What a photo holds after decoding (usually less than its estimate)."""
+        with self._cond:
+            self._add(new - old)
+            self._cond.notify_all()
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used = max(0, self.used - n)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Let every waiter through (the run ends: nothing will be consumed any more)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _add(self, n: int) -> None:
+        self.used += n
+        self.largest = max(self.largest, n)
+        self.peak = max(self.peak, self.used)
+
+
+def decode_estimate(width: int, height: int, file_bytes: int, with_text: bool) -> int:
+    """Bytes a photo may hold while it is decoded: its file, the full-size decode (up to 4 bytes a pixel
+    before conversion) and the RGB copy, and the text reader's copy when its text is read too."""
+    px = width * height
+    return file_bytes + px * (4 + 3) + (px * 3 if with_text else 0)
+
+
+def _image_bytes(img) -> int:
+    if img is None:
+        return 0
+    n = len(img.image.getbands()) * img.image.width * img.image.height
+    for value in img.prepared.values():
+        for part in vars(value).values() if hasattr(value, "__dict__") else ():
+            if isinstance(part, np.ndarray):
+                n += part.nbytes
+    return n
 
 
 @dataclass
@@ -96,6 +272,7 @@ class _Decoded:
     size: int = 0
     mtime_ns: int = 0
     gone: bool = False
+    held: int = 0  # bytes accounted in the ByteBudget until this photo is committed
 
 
 class Indexer:
@@ -109,8 +286,10 @@ class Indexer:
         batch_size: int = 8,
         decode_workers: int = 2,
         on_progress: ProgressCallback | None = None,
+        on_commit: CommitCallback | None = None,
         save_every_s: float = 60.0,
         text_source: TextSource | None = None,
+        decode_budget: int = DECODE_BUDGET_BYTES,
     ):
         self.store = store
         # Text in photos (OCR) runs beside the visual embedder; embedder None indexes text alone (no
@@ -127,7 +306,10 @@ class Indexer:
         self.batch_size = max(1, batch_size)
         self.decode_workers = max(1, decode_workers)
         self.on_progress = on_progress
+        self.on_commit = on_commit
         self.save_every_s = save_every_s
+        self.decode_budget = decode_budget
+        self.last_budget: ByteBudget | None = None  # the last run's, for tests and benchmarks
         self._cancel = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
@@ -138,16 +320,14 @@ class Indexer:
             self._embedder = self._embedder_factory()
         return self._embedder
 
-    @property
-    def min_side(self) -> int | None:
-        return self.embedder.decode_min_side(self.layout)
-
     # -- control (thread-safe) ------------------------------------------------------------------------
     def cancel(self) -> None:
+        """Stop the run in progress after the photo being embedded (what is done is committed)."""
         self._cancel.set()
         self._resume.set()
 
     def pause(self) -> None:
+        """Stop after the photo being embedded until :meth:`resume`."""
         self._resume.clear()
 
     def resume(self) -> None:
@@ -164,9 +344,29 @@ class Indexer:
             except Exception:  # a broken listener must not stop indexing
                 log.exception("progress callback failed")
 
+    def _committed(self, paths: list[str]) -> None:
+        if self.on_commit and paths:
+            try:
+                self.on_commit(paths)
+            except Exception:
+                log.exception("commit callback failed")
+
     # -- planning ------------------------------------------------------------------------------------
-    def plan(self, folders: Iterable[str]) -> IndexPlan:
-        folders = list(folders)
+    def plan(
+        self,
+        folders: Iterable[str] | None = None,
+        *,
+        paths: Iterable[str] | None = None,
+        renamed: Sequence[tuple[str, str]] = (),
+        renamed_trees: Sequence[tuple[str, str]] = (),
+    ) -> IndexPlan:
+        """What changed: under ``folders`` (a full scan: files missing from them are deleted) or, with
+        ``paths``, for those files only (files the folder watcher saw settle, present or gone; folders
+        among them that are gone stand for every photo under them). ``renamed`` / ``renamed_trees``:
+        (old, new) renames the file system reported, taken as moves when the files still match."""
+        if paths is not None:
+            return self._plan_paths(paths, renamed, renamed_trees)
+        folders = list(folders) if folders is not None else self.store.folders()
         result = scan(folders, self.skip_dirs)
         plan = IndexPlan(scan_errors=result.errors, offline=result.offline, folders=folders)
         online = [f for f in folders if f not in result.offline]
@@ -174,91 +374,151 @@ class Indexer:
         for f in online:
             for row in self.store.photos_under(f):
                 catalog[row.path] = row
-        seen_paths = set(result.files)
         error_paths = {p for p, _ in result.errors}
-        gone = [row for path, row in catalog.items() if path not in seen_paths and path not in error_paths]
-        gone_by_size: dict[int, list[PhotoRow]] = {}
-        for row in gone:
-            if row.status == INDEXED and row.hash:
-                gone_by_size.setdefault(row.size, []).append(row)
-        for path, entry in result.files.items():
-            row = catalog.get(path)
+        gone = [row for path, row in catalog.items() if path not in result.files and path not in error_paths]
+        self._classify(plan, list(result.files.values()), catalog, gone, {})
+        return plan
+
+    def _plan_paths(
+        self, paths: Iterable[str], renamed: Sequence[tuple[str, str]], renamed_trees: Sequence[tuple[str, str]]
+    ) -> IndexPlan:
+        plan = IndexPlan()
+        folders = self.store.folders()
+        gone: list[PhotoRow] = []
+        entries: list[FileEntry] = []
+        catalog: dict[str, PhotoRow] = {}
+        for old, new in renamed_trees:
+            root = _root_of(new, folders)
+            n = len(self.store.photos_in_tree(old))
+            if root is not None and os.path.isdir(new) and not os.path.lexists(old) and n:
+                plan.moved_trees.append((old, new, root, n))
+        for path in dict.fromkeys(os.path.abspath(p) for p in paths):
+            root = _root_of(path, folders)
+            if root is None:
+                continue
+            if not os.path.isdir(root):
+                # The watched folder itself is not there (unplugged, unmounted): nothing under it is gone.
+                if root not in plan.offline:
+                    plan.offline.append(root)
+                continue
+            row = self.store.photo_by_path(path)
+            if row is not None:
+                catalog[path] = row
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                if row is not None:
+                    gone.append(row)
+                elif not os.path.lexists(path):
+                    gone += self.store.photos_in_tree(path)  # a folder that went
+                continue
+            except OSError as exc:
+                plan.scan_errors.append((path, f"the file cannot be read ({exc.strerror or exc})"))
+                continue
+            if os.path.isdir(path):
+                continue
+            entries.append(FileEntry(path, root, st.st_size, st.st_mtime_ns))
+        # A file that reappears under a new name may have gone in an earlier hand-over: any indexed photo
+        # of the same size whose file is missing from a folder that is there can be its source.
+        sizes = {e.size for e in entries if e.path not in catalog}
+        known = {r.id for r in gone}
+        for size in sizes:
+            for row in self.store.indexed_with_size(size):
+                root = _root_of(row.path, folders)
+                if row.id in known or root is None or not os.path.isdir(root) or os.path.lexists(row.path):
+                    continue
+                if not self.store.folder_online(root):
+                    continue  # an unplugged drive's photos are not sources of moves
+                gone.append(row)
+                known.add(row.id)
+        self._classify(plan, entries, catalog, gone, {new: old for old, new in renamed})
+        # Only the gone photos that were handed in are deleted; the extra move sources above are not.
+        handed = {os.path.abspath(p) for p in paths}
+        plan.deleted = [
+            r for r in plan.deleted if r.path in handed or any(_is_under(r.path, p) for p in handed)
+        ]
+        return plan
+
+    def _classify(
+        self,
+        plan: IndexPlan,
+        entries: list[FileEntry],
+        catalog: dict[str, PhotoRow],
+        gone: list[PhotoRow],
+        renamed: dict[str, str],
+    ) -> None:
+        """Sort files into the plan with the one rule (:func:`file_verdict`, :func:`match_moves`)."""
+        fresh: list[FileEntry] = []
+        for entry in entries:
+            row = catalog.get(entry.path)
+            if row is not None and entry.path in renamed:
+                fresh.append(entry)  # renamed over an existing photo: the moved one replaces it
+                continue
+            verdict = file_verdict(row, entry.size, entry.mtime_ns, entry.path)
+            if verdict is Verdict.NEW:
+                fresh.append(entry)
+            elif verdict is Verdict.UNCHANGED:
+                plan.unchanged += 1
+            elif verdict is Verdict.TOUCHED:
+                plan.touched.append((row, entry))
+            else:
+                plan.changed.append(entry)
+        moves, fresh = match_moves(fresh, gone, renamed)
+        plan.moved += moves
+        for entry in fresh:
+            row = catalog.get(entry.path)
             if row is None:
-                candidates = gone_by_size.get(entry.size)
-                if candidates:
-                    try:
-                        digest = file_hash(path)
-                    except OSError:
-                        digest = None
-                    match = next((r for r in candidates if r.hash == digest), None)
-                    if match is not None:
-                        candidates.remove(match)
-                        plan.moved.append((match, entry))
-                        continue
                 plan.new.append(entry)
-            elif row.size == entry.size and row.mtime_ns == entry.mtime_ns:
-                if row.status == PENDING:
-                    plan.changed.append(entry)
-                else:
+            else:  # a rename over a photo that did not match: judge it as itself
+                verdict = file_verdict(row, entry.size, entry.mtime_ns, entry.path)
+                if verdict is Verdict.UNCHANGED:
                     plan.unchanged += 1
-            elif row.status == INDEXED and row.hash and row.size == entry.size:
-                try:
-                    same = file_hash(path) == row.hash
-                except OSError:
-                    same = False
-                if same:
+                elif verdict is Verdict.TOUCHED:
                     plan.touched.append((row, entry))
                 else:
                     plan.changed.append(entry)
-            else:
-                plan.changed.append(entry)
         # Zero-byte files (a failed copy, a placeholder) fail here in bulk instead of one by one.
-        plan.empty = [e for e in plan.new + plan.changed if e.size == 0]
+        plan.empty = [e for e in plan.to_embed if e.size == 0]
         if plan.empty:
             plan.new = [e for e in plan.new if e.size]
             plan.changed = [e for e in plan.changed if e.size]
         moved_ids = {r.id for r, _ in plan.moved}
         plan.deleted = [r for r in gone if r.id not in moved_ids]
-        return plan
 
-    def apply(self, plan: IndexPlan) -> None:
+    def apply(self, plan: IndexPlan, report: IndexReport | None = None) -> None:
         """Record everything the plan says that needs no model: moves, deletions, touches, errors, pending."""
+        report = report if report is not None else IndexReport()
+        for old, new, root, _n in plan.moved_trees:
+            self.store.move_tree(old, new, root)
+            report.moves.append((old, new))
         for row, entry in plan.moved:
             self.store.move_photo(row.id, entry.path, entry.folder, entry.mtime_ns)
+            report.moves.append((row.path, entry.path))
         for row, entry in plan.touched:
             self.store.touch(row.id, entry.size, entry.mtime_ns)
         if plan.deleted:
             self.store.delete_photos([r.id for r in plan.deleted])
+            report.deleted_paths += [r.path for r in plan.deleted]
         folders = self.store.folders()
-        failures = [
-            (path, next((f for f in folders if path.startswith(f)), None), 0, 0, reason)
-            for path, reason in plan.scan_errors
-        ]
+        failures = [(path, _root_of(path, folders), 0, 0, reason) for path, reason in plan.scan_errors]
         failures += [(e.path, e.folder, 0, e.mtime_ns, "the file is empty (0 bytes)") for e in plan.empty]
         self.store.record_failures(failures)
-        self.store.upsert_pending(
-            [(e.path, e.folder, e.size, e.mtime_ns, None) for e in plan.new + plan.changed]
-        )
+        report.failed_paths += [f[0] for f in failures if f[1] is not None]
+        self.store.upsert_pending([(e.path, e.folder, e.size, e.mtime_ns, None) for e in plan.to_embed])
         # Only the folders scanned: a run over one folder must not mark another (offline) one online.
-        for f in plan.folders if plan.folders is not None else self.store.folders():
+        for f in plan.folders or ():
             self.store.set_folder_online(f, f not in plan.offline)
 
     # -- running -------------------------------------------------------------------------------------
     def run(self, folders: Iterable[str] | None = None) -> IndexReport:
         """Scan ``folders`` (default: all of the store's), record the changes, embed what is pending."""
+        self._cancel.clear()
         t0 = time.perf_counter()
-        self._emit(Progress("scanning"))
+        self._emit(Progress(Phase.SCANNING))
         folders = list(folders) if folders is not None else self.store.folders()
         plan = self.plan(folders)
-        self.apply(plan)
-        report = IndexReport(
-            new=len(plan.new),
-            changed=len(plan.changed),
-            moved=len(plan.moved),
-            deleted=len(plan.deleted),
-            unchanged=plan.unchanged,
-            offline=plan.offline,
-        )
+        report = self._report_of(plan)
+        self.apply(plan, report)
         offline = set(plan.offline)
         pending = [r for r in self.store.pending() if r.folder in folders and r.folder not in offline]
         if self.text_source is not None and self._text_engine_id(report):
@@ -270,58 +530,42 @@ class Indexer:
                 if r.id not in have and r.folder in folders and r.folder not in offline
             ]
         self.embed_rows(pending, report)
-        if self.text_source is not None and self._text_engine:
+        if self.text_source is not None and self._text_engine and not report.cancelled:
             self._embed_missing_lines(report)
         report.seconds = time.perf_counter() - t0
         return report
 
-    def index_paths(self, paths: Iterable[str], *, save: bool = True) -> IndexReport:
-        """Bring specific files up to date (the watcher's entry point): new or changed ones are embedded,
-        vanished ones forgotten. ``save=False`` leaves writing the vector index to the caller (the watcher
-        saves every minute instead of after every few photos; the catalog is committed either way)."""
-        report = IndexReport()
-        folders = self.store.folders()
-        rows = []
-        for path in paths:
-            path = os.path.abspath(path)
-            folder = next((f for f in folders if path.startswith(f.rstrip(os.sep) + os.sep)), None)
-            if folder is None:
-                continue
-            row = self.store.photo_by_path(path)
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                if row is not None:
-                    self.store.delete_photos([row.id])
-                    report.deleted += 1
-                continue
-            except OSError as exc:
-                self.store.record_failure(path, folder, 0, 0, f"the file cannot be read ({exc.strerror})")
-                report.failed += 1
-                continue
-            if (
-                row is not None
-                and row.status != PENDING
-                and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
-            ):
-                report.unchanged += 1
-                continue
-            if row is not None and row.status == INDEXED and row.hash and row.size == st.st_size:
-                try:
-                    if file_hash(path) == row.hash:
-                        self.store.touch(row.id, st.st_size, st.st_mtime_ns)
-                        report.unchanged += 1
-                        continue
-                except OSError:
-                    pass
-            self.store.upsert_pending([(path, folder, st.st_size, st.st_mtime_ns, None)])
-            rows.append(self.store.photo_by_path(path))
-            if row is None:
-                report.new += 1
-            else:
-                report.changed += 1
-        self.embed_rows([r for r in rows if r is not None], report, save=save)
+    def index_paths(
+        self,
+        paths: Iterable[str],
+        *,
+        renamed: Sequence[tuple[str, str]] = (),
+        renamed_trees: Sequence[tuple[str, str]] = (),
+        save: bool = True,
+    ) -> IndexReport:
+        """Bring specific files up to date (what the folder watcher saw settle): new or changed ones are
+        embedded, moved ones keep their vectors, vanished ones are forgotten. ``save=False`` leaves
+        writing the vector index to the caller (the catalog is committed either way)."""
+        self._cancel.clear()
+        t0 = time.perf_counter()
+        plan = self.plan(paths=paths, renamed=renamed, renamed_trees=renamed_trees)
+        report = self._report_of(plan)
+        self.apply(plan, report)
+        rows = [r for r in (self.store.photo_by_path(e.path) for e in plan.to_embed) if r is not None]
+        self.embed_rows(rows, report, save=save)
+        report.seconds = time.perf_counter() - t0
         return report
+
+    @staticmethod
+    def _report_of(plan: IndexPlan) -> IndexReport:
+        return IndexReport(
+            new=len(plan.new),
+            changed=len(plan.changed),
+            moved=len(plan.moved) + sum(n for *_, n in plan.moved_trees),
+            deleted=len(plan.deleted),
+            unchanged=plan.unchanged + len(plan.touched),
+            offline=list(plan.offline),
+        )
 
     # -- text in photos ------------------------------------------------------------------------------
     def _text_engine_id(self, report: IndexReport) -> str | None:
@@ -367,6 +611,7 @@ class Indexer:
                         d.mtime_ns,
                         f"the text reader failed on this photo ({exc})",
                     )
+                    report.failed_paths.append(d.row.path)
                     failed += 1
                     continue
                 lines = []  # an embedded photo stays; recorded as read so one bad photo is not retried forever
@@ -397,7 +642,9 @@ class Indexer:
             report.text_read += len(items)
             report.text_lines += len(texts)
             report.embedded += sum(1 for it in items if it.photo is not None)
-            report.embedded_paths += [it.photo.path for it in items if it.photo is not None]
+            paths = [it.photo.path for it in items if it.photo is not None]
+            report.embedded_paths += paths
+            self._committed(paths)
         report.text_seconds += time.perf_counter() - t
         return failed
 
@@ -412,30 +659,38 @@ class Indexer:
                 return
             textstore.set_embeddings(self.store, model, [i for i, _ in todo], vectors)
 
-    def _decode(self, row: PhotoRow) -> _Decoded:
+    # -- the stages ----------------------------------------------------------------------------------
+    def _decode(self, row: PhotoRow, budget: ByteBudget, ticket: int) -> _Decoded:
+        """Read the file once (never blocking, regular files only), hash it, decode it for the picture
+        model and for the text reader, and prepare its crops: everything before the model, on a decode
+        thread. Every path through here takes its ticket in the budget exactly once."""
         out = _Decoded(row)
+        admitted = False
         try:
-            st = os.stat(row.path)
-        except FileNotFoundError:
-            out.gone = True
-            return out
-        except OSError as exc:
-            out.error = f"the file cannot be read ({exc.strerror or exc})"
-            return out
-        out.size, out.mtime_ns = st.st_size, st.st_mtime_ns
-        try:
-            decode = self.visual and row.status != INDEXED
-            if decode and out.size <= MAX_FILE_BYTES:
-                # Read once: the same bytes give the content hash and the decoded image.
-                with open(row.path, "rb") as f:
-                    data = f.read()
-                out.hash = bytes_hash(data)
+            try:
+                fd = open_regular(row.path)
+            except FileNotFoundError:
+                out.gone = True
+                return out
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                out.size, out.mtime_ns = st.st_size, st.st_mtime_ns
+                decode = self.visual and row.status != INDEXED
+                text = self._text_engine is not None
+                if out.size > MAX_FILE_BYTES:
+                    if decode or text:
+                        raise ImageError(f"the file is too large ({out.size / 2**20:.0f} MB)")
+                    budget.acquire(ticket, 0)
+                    admitted = True
+                    out.hash = file_hash(row.path)
+                    return out
+                out.held = self._estimate(f, out.size, decode, text)
+                budget.acquire(ticket, out.held)
+                admitted = True
+                data = f.read()
+            out.hash = bytes_hash(data)
+            if decode:
                 out.image = load_image(row.path, self._min_side, data=data)
-            else:
-                out.hash = file_hash(row.path)
-                if decode:
-                    out.image = load_image(row.path, self._min_side)
-            if out.image is not None:
                 try:
                     self._prepare(out.image, self.layout)
                 except Exception as exc:  # a bug in cropping must cost this photo, not the run
@@ -443,8 +698,14 @@ class Indexer:
                     out.image = None
                     out.error = f"the photo could not be prepared for the model ({type(exc).__name__}: {exc})"
                     return out
-            if self._text_engine is not None and self._text_done.get(row.id) != (out.hash, self._text_engine):
-                out.text_image = self.text_source.decode(row.path)
+            if text and self._text_done.get(row.id) != (out.hash, self._text_engine):
+                out.text_image = self.text_source.decode(row.path, data=data)
+            del data
+            held = _image_bytes(out.image) + _image_bytes(out.text_image)
+            budget.adjust(out.held, held)
+            out.held = held
+        except NotRegularFile as exc:
+            out.error = exc.strerror
         except ImageError as exc:
             out.error = str(exc)
         except PermissionError:
@@ -454,17 +715,35 @@ class Indexer:
         except Exception as exc:  # never let one file stop the run
             log.exception("unexpected error decoding %s", row.path)
             out.error = f"unexpected error while reading the image ({type(exc).__name__}: {exc})"
+        finally:
+            if not admitted:
+                budget.acquire(ticket, 0)
+            if out.error or out.gone:
+                budget.release(out.held)
+                out.held = 0
+                out.image = out.text_image = None
         return out
 
+    @staticmethod
+    def _estimate(f, size: int, decode: bool, text: bool) -> int:
+        """Bytes this photo may hold while decoded, from its header (the pixels are not read yet)."""
+        try:
+            with Image.open(f) as probe:
+                w, h = probe.size
+        except Exception:
+            w = h = 0  # not an image Pillow knows: decoding reports why; only the file's bytes count
+        finally:
+            f.seek(0)
+        if not decode and not text:
+            return size
+        return decode_estimate(w, h, size, text) if decode else size + w * h * (4 + 3)
+
     def embed_rows(self, rows: Sequence[PhotoRow], report: IndexReport, *, save: bool = True) -> None:
-        total = len(rows)
-        done = failed = 0
-        t_start = time.perf_counter()
-        last_save = time.monotonic()
-        embed_time = 0.0
-        self._emit(Progress("embedding", 0, total))
+        """Embed ``rows`` (pending photos, or indexed ones whose text is still to be read)."""
+        run = _EmbedRun(self, rows, report)
         if not rows:
-            self._emit(Progress("done", 0, 0))
+            self._emit(Progress(Phase.EMBEDDING, 0, 0))
+            self._emit(Progress(Phase.DONE, 0, 0))
             return
         if self.visual and any(r.status != INDEXED for r in rows):
             embedder = self.embedder  # load the model (if lazy) before decoding starts
@@ -473,125 +752,183 @@ class Indexer:
             self._prepare = embedder.prepare
         if self.text_source is not None and self._text_engine_id(report):
             self._text_done = textstore.done_for(self.store, [r.id for r in rows])
-        window = self.batch_size * 3
-        queue: deque[Future] = deque()
-        it = iter(rows)
-        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode") as pool:
-
-            def top_up() -> None:
-                while len(queue) < window:
-                    try:
-                        row = next(it)
-                    except StopIteration:
-                        return
-                    queue.append(pool.submit(self._decode, row))
-
-            top_up()
-            while queue:
-                if not self._resume.is_set():
-                    self._emit(Progress("paused", done, total, failed))
-                    self._resume.wait()
-                if self._cancel.is_set():
-                    for fut in queue:
-                        fut.cancel()
-                    report.cancelled = True
-                    break
-                batch: list[_Decoded] = []
-                while queue and len(batch) < self.batch_size:
-                    # Wait for the first photo only; the others join if already prepared. At the start
-                    # of a run (no earlier forward to hide behind) the model starts on the first photo
-                    # while the rest decode; later on decoding runs ahead and batches are full.
-                    if batch and not queue[0].done():
-                        break
-                    batch.append(queue.popleft().result())
-                    top_up()
-                good = []
-                for d in batch:
-                    if d.gone:
-                        self.store.delete_photos([d.row.id])
-                        report.deleted += 1
-                        done += 1
-                    elif d.error:
-                        self.store.record_failure(d.row.path, d.row.folder, d.size, d.mtime_ns, d.error)
-                        failed += 1
-                        done += 1
-                    else:
-                        good.append(d)
-                text_jobs: list[tuple[int | None, _Decoded]] = []
-                if self.text_source is not None:
-                    # Photos needing their text read only (already embedded, or no visual model).
-                    text_jobs = [(None, d) for d in good if d.image is None]
-                    good = [d for d in good if d.image is not None]
-                    done += len(text_jobs)
-                if good:
-                    t = time.perf_counter()
-                    try:
-                        embedded = self.embedder.embed_photos([d.image for d in good], self.layout)
-                    except Exception as exc:
-                        # A model failure on one batch: retry photo by photo so one bad input costs one photo.
-                        log.warning("batch embedding failed (%s); retrying one by one", exc)
-                        embedded = []
-                        for d in good:
-                            try:
-                                embedded.append(self.embedder.embed_photos([d.image], self.layout)[0])
-                            except Exception as exc1:
-                                embedded.append(exc1)
-                    embed_time += time.perf_counter() - t
-                    commit = []
-                    for d, regions in zip(good, embedded):
-                        if isinstance(regions, Exception):
-                            self.store.record_failure(
-                                d.row.path,
-                                d.row.folder,
-                                d.size,
-                                d.mtime_ns,
-                                f"the model failed on this photo ({regions})",
-                            )
-                            failed += 1
-                            continue
-                        commit.append(
-                            IndexedPhoto(
-                                d.row.path,
-                                d.row.folder,
-                                d.size,
-                                d.mtime_ns,
-                                d.hash,
-                                d.image.width,
-                                d.image.height,
-                                regions,
-                                self.embedder.variant(),
-                            )
-                        )
-                    if commit:
-                        ids = self.store.commit_photos(commit)
-                        by_path = {d.row.path: d for d in good}
-                        text_jobs += [(pid, by_path[c.path]) for pid, c in zip(ids, commit)]
-                        report.embedded += len(commit)
-                        report.embedded_paths += [c.path for c in commit]
-                    done += len(good)
-                if text_jobs:
-                    failed += self._read_text(text_jobs, report)
-                elapsed = time.perf_counter() - t_start
-                rate = done / elapsed if elapsed > 0 else 0.0
-                eta = (total - done) / rate if rate > 0 else None
-                self._emit(
-                    Progress(
-                        "embedding", done, total, failed, rate, eta, batch[-1].row.path if batch else None
-                    )
-                )
-                if time.monotonic() - last_save > self.save_every_s:
-                    self.store.save()
-                    last_save = time.monotonic()
-        report.failed += failed
-        report.embed_seconds += time.perf_counter() - t_start
+        run.go()
         if save:
             self.store.save()
-        self._emit(
-            Progress(
-                "cancelled" if report.cancelled else "done",
-                done,
-                total,
-                failed,
-                done / max(1e-9, time.perf_counter() - t_start),
+
+
+class _EmbedRun:
+    """One pass of :meth:`Indexer.embed_rows`: the decode queue ahead of the model, the per-photo
+    forwards, the commits, and the counts its progress reports."""
+
+    def __init__(self, indexer: Indexer, rows: Sequence[PhotoRow], report: IndexReport):
+        self.ix = indexer
+        self.rows = rows
+        self.report = report
+        self.total = len(rows)
+        self.done = self.failed = 0
+        self.t_start = time.perf_counter()
+        self.last_save = time.monotonic()
+        self.budget = ByteBudget(indexer.decode_budget)
+        indexer.last_budget = self.budget
+        self.queue: deque[Future] = deque()
+        self._it = iter(rows)
+
+    # -- the decode queue ----------------------------------------------------------------------------
+    def _top_up(self, pool: ThreadPoolExecutor) -> None:
+        # Bytes bound the queue (the budget blocks decoding); the count only keeps the futures few.
+        while len(self.queue) < max(8, 4 * self.ix.batch_size) and self.budget.used < self.budget.limit:
+            try:
+                row = next(self._it)
+            except StopIteration:
+                return
+            self.queue.append(pool.submit(self.ix._decode, row, self.budget, self.budget.ticket()))
+
+    def _next_batch(self, pool: ThreadPoolExecutor) -> list[_Decoded]:
+        batch: list[_Decoded] = []
+        while self.queue and len(batch) < self.ix.batch_size:
+            # Wait for the first photo only; the others join if already decoded, so the model starts
+            # on the first photo while the rest decode.
+            if batch and not self.queue[0].done():
+                break
+            batch.append(self.queue.popleft().result())
+            self._top_up(pool)
+        return batch
+
+    # -- pause and cancel, between photos -------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        """Wait here while paused (saying so once, with the true counts); True when cancelled."""
+        ix = self.ix
+        if not ix._resume.is_set():
+            ix._emit(Progress(Phase.PAUSED, self.done, self.total, self.failed))
+            ix._resume.wait()
+            if not ix._cancel.is_set():
+                ix._emit(Progress(Phase.EMBEDDING, self.done, self.total, self.failed, *self._rate()))
+        return ix._cancel.is_set()
+
+    def _rate(self) -> tuple[float, float | None]:
+        elapsed = time.perf_counter() - self.t_start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        return rate, ((self.total - self.done) / rate if rate > 0 else None)
+
+    # -- the run -------------------------------------------------------------------------------------
+    def go(self) -> None:
+        ix, report = self.ix, self.report
+        ix._emit(Progress(Phase.EMBEDDING, 0, self.total))
+        with ThreadPoolExecutor(ix.decode_workers, thread_name_prefix="decode") as pool:
+            try:
+                self._top_up(pool)
+                while self.queue:
+                    if self._stop_requested():
+                        report.cancelled = True
+                        break
+                    batch = self._next_batch(pool)
+                    try:
+                        self._process(batch)
+                    finally:
+                        self.budget.release(sum(d.held for d in batch))
+                    ix._emit(
+                        Progress(Phase.EMBEDDING, self.done, self.total, self.failed, *self._rate(), batch[-1].row.path)
+                    )
+                    if report.cancelled:
+                        break
+                    if time.monotonic() - self.last_save > ix.save_every_s:
+                        ix.store.save()
+                        self.last_save = time.monotonic()
+            finally:
+                for fut in self.queue:
+                    fut.cancel()
+                self.budget.close()  # decode threads waiting for room go on and end
+        report.failed += self.failed
+        report.embed_seconds += time.perf_counter() - self.t_start
+        rate = self.done / max(1e-9, time.perf_counter() - self.t_start)
+        ix._emit(Progress(Phase.CANCELLED if report.cancelled else Phase.DONE, self.done, self.total, self.failed, rate))
+
+    def _process(self, batch: list[_Decoded]) -> None:
+        ix, report = self.ix, self.report
+        good = []
+        for d in batch:
+            if d.gone:
+                ix.store.delete_photos([d.row.id])
+                report.deleted += 1
+                report.deleted_paths.append(d.row.path)
+                self.done += 1
+            elif d.error:
+                ix.store.record_failure(d.row.path, d.row.folder, d.size, d.mtime_ns, d.error)
+                report.failed_paths.append(d.row.path)
+                self.failed += 1
+                self.done += 1
+            else:
+                good.append(d)
+        text_jobs: list[tuple[int | None, _Decoded]] = []
+        if ix.text_source is not None:
+            # Photos needing their text read only (already embedded, or no visual model).
+            text_jobs = [(None, d) for d in good if d.image is None]
+            good = [d for d in good if d.image is not None]
+            self.done += len(text_jobs)
+        text_jobs += self._embed_pictures(good)
+        if text_jobs:
+            self.failed += ix._read_text(text_jobs, report)
+
+    def _embed_pictures(self, good: list[_Decoded]) -> list[tuple[int | None, _Decoded]]:
+        """One forward per photo (its vectors never depend on its batchmates, and a pause or cancel
+        takes effect between two photos); the batch's pictures are committed together, before any text
+        is read, so they are searchable first (and before a pause, so its counts are what the store
+        holds). Returns the photos whose text is to be read next."""
+        ix, report = self.ix, self.report
+        commit: list[IndexedPhoto] = []
+        embedded: list[_Decoded] = []
+        text_jobs: list[tuple[int | None, _Decoded]] = []
+
+        def flush() -> None:
+            if commit:
+                ids = ix.store.commit_photos(commit)
+                report.embedded += len(commit)
+                paths = [c.path for c in commit]
+                report.embedded_paths += paths
+                ix._committed(paths)
+                text_jobs.extend(zip(ids, embedded))
+                commit.clear()
+                embedded.clear()
+
+        for i, d in enumerate(good):
+            if i and (ix.paused or ix._cancel.is_set()):
+                flush()
+                if self._stop_requested():
+                    report.cancelled = True
+                    break
+            try:
+                regions = ix.embedder.embed_photos([d.image], ix.layout)[0]
+            except Exception as exc:
+                log.warning("the model failed on %s: %s", d.row.path, exc)
+                ix.store.record_failure(
+                    d.row.path, d.row.folder, d.size, d.mtime_ns, f"the model failed on this photo ({exc})"
+                )
+                report.failed_paths.append(d.row.path)
+                self.failed += 1
+                self.done += 1
+                continue
+            img = d.image
+            commit.append(
+                IndexedPhoto(
+                    d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height, regions,
+                    ix.embedder.variant(),
+                )
             )
-        )
+            embedded.append(d)
+            self.done += 1
+        flush()
+        return [] if report.cancelled else text_jobs
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _root_of(path: str, folders: Sequence[str]) -> str | None:
+    """The (innermost) watched folder ``path`` belongs to."""
+    best = None
+    for f in folders:
+        if _is_under(path, f) and (best is None or len(f) > len(best)):
+            best = f
+    return best

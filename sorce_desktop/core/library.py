@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass, field
 
 from sorce_desktop.core.indexer import Indexer, ProgressCallback
 from sorce_desktop.core.models.base import Embedder
@@ -16,8 +17,29 @@ from sorce_desktop.core.paths import AppPaths
 from sorce_desktop.core.regions import RegionLayout, get_layout
 from sorce_desktop.core.scanner import canonical_folder
 from sorce_desktop.core.search import SearchService
+from sorce_desktop.core.service import IndexingService
 from sorce_desktop.core.settings import Settings
 from sorce_desktop.core.store import ModelBinding, Store
+
+
+@dataclass
+class FolderInfo:
+    path: str
+    indexed: int = 0
+    pending: int = 0
+    failed: int = 0
+    online: bool = True
+
+
+@dataclass
+class LibraryStatus:
+    folders: list[FolderInfo] = field(default_factory=list)
+    indexed: int = 0
+    pending: int = 0
+    failed: int = 0
+    notices: list[str] = field(default_factory=list)
+    text_only_note: str = ""  # searching the text in photos alone (no visual model): what to tell the user
+    variants: dict = field(default_factory=dict)  # photos with picture vectors, by the variant that made them
 
 
 class Library:
@@ -63,8 +85,22 @@ class Library:
             progress=progress,
             cancel=cancel,
             # "fast" or "thorough" indexing (core/models/speed.py); the settings say which by default
-            speed=get_speed(speed or getattr(self.settings, "speed", None)),
+            speed=get_speed(speed or self.settings.speed),
         )
+
+    def layout_for(self, embedder: Embedder, requested: str | None = None) -> RegionLayout:
+        """The region layout a new index with ``embedder`` uses: the one asked for, else the index's own,
+        else the settings' (a multimodal LLM: its own first layout); always one the model supports."""
+        if requested:
+            name = requested
+        elif embedder.kind == "mllm":
+            name = embedder.layouts()[0]
+        else:
+            b = self.store.binding()
+            name = b.layout if b else self.settings.layout
+        if name not in embedder.layouts():
+            name = embedder.layouts()[0]
+        return get_layout(name)
 
     def bind(self, embedder: Embedder, layout: RegionLayout, *, reindex: bool = False) -> bool:
         if layout.name not in embedder.layouts():
@@ -106,6 +142,24 @@ class Library:
             skip_dirs=[str(p) for p in self.paths.roots()],
             on_progress=on_progress,
             **kw,
+        )
+
+    def indexing_service(self, indexer: Indexer | None = None) -> IndexingService:
+        """The library's single writer (start it with ``.start()``); see core/service.py."""
+        return IndexingService(self.store, indexer)
+
+    def status(self, text_only_reason: str | None = None) -> LibraryStatus:
+        """Folders with their counts and whether each is there, the totals, and the store's notices."""
+        st = self.store
+        folders = []
+        for f in st.folders():
+            c = st.counts(f)
+            online = st.folder_online(f) and os.path.isdir(f)
+            folders.append(FolderInfo(f, c["indexed"], c["pending"], c["failed"], online))
+        c = st.counts()
+        note = self.text_only_note(text_only_reason) if text_only_reason is not None else ""
+        return LibraryStatus(
+            folders, c["indexed"], c["pending"], c["failed"], list(st.notices), note, st.visual_variants()
         )
 
     def search_service(self, embedder: Embedder | None) -> SearchService:

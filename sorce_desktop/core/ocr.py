@@ -39,6 +39,7 @@ Every box returned is in upright full-resolution pixels (EXIF applied by :func:`
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -390,13 +391,14 @@ class OcrEngine:
         """The short side a reduced JPEG decode must keep for this photo (see :func:`load_image`)."""
         return max(1, int(math.ceil(min(width, height) * min(1.0, self.work_scale(width, height)))))
 
-    def load(self, path: str | os.PathLike) -> DecodedImage:
-        """Decode a photo upright at the resolution OCR needs (no more)."""
-        with Image.open(path) as probe:
+    def load(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
+        """Decode a photo upright at the resolution OCR needs (no more). ``data``: the file's bytes,
+        when the caller has read them already (the indexer reads each file once)."""
+        with Image.open(io.BytesIO(data) if data is not None else path) as probe:
             from sorce_desktop.core.images import upright_size
 
             w, h = upright_size(probe)
-        return load_image(path, self.decode_min_side(w, h))
+        return load_image(path, self.decode_min_side(w, h), data=data)
 
     # -- reading -------------------------------------------------------------------------------------
     def read_path(self, path: str | os.PathLike) -> list[TextLine]:
@@ -932,8 +934,8 @@ class TextSource:
     def engine_id(self) -> str:
         return self.engine.engine_id
 
-    def decode(self, path: str | os.PathLike) -> DecodedImage:
-        return self.engine.load(path)
+    def decode(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
+        return self.engine.load(path, data)
 
     def read(self, image: DecodedImage) -> list[TextLine]:
         t = time.perf_counter()

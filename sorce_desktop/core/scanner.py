@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat as stat_mod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +43,35 @@ def bytes_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+class NotRegularFile(OSError):
+    """A path that is not a regular file (a FIFO, socket or device named like a photo, a dangling link)."""
+
+
+def open_regular(path: str | os.PathLike) -> int:
+    """Open a file for reading without ever blocking, and only if it is a regular file; returns an fd.
+
+    A FIFO opened for reading blocks until a writer comes, and a path can turn into one between the scan
+    and the read: opening non-blocking returns at once whatever the path is, and fstat on the open fd
+    (not a stat before it, which races) says what was opened. The fd is switched back to blocking reads,
+    which for a regular file never wait on anyone."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file (a pipe, socket or device)", os.fspath(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Content hash (BLAKE2b-128) used to recognise a moved file or an unchanged rewrite."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         while True:
             b = f.read(chunk)
             if not b:

@@ -79,6 +79,56 @@ CREATE INDEX IF NOT EXISTS regions_source ON regions(source);
 """
 
 
+
+# -- the text tables (text in photos; read and written through core/textstore.py) --
+_TEXT_TABLES = [
+    """CREATE TABLE IF NOT EXISTS ocr_lines (
+        region_id INTEGER PRIMARY KEY REFERENCES regions(id) ON DELETE CASCADE,
+        photo_id INTEGER NOT NULL,
+        confidence REAL NOT NULL,
+        quad TEXT,
+        folded TEXT NOT NULL,
+        embedding BLOB,
+        alts TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS ocr_lines_photo ON ocr_lines(photo_id)",
+    """CREATE TABLE IF NOT EXISTS ocr_done (
+        photo_id INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
+        hash TEXT,
+        engine TEXT NOT NULL,
+        lines INTEGER NOT NULL,
+        done_at REAL NOT NULL
+    )""",
+]
+_TEXT_FTS = [
+    "CREATE VIRTUAL TABLE IF NOT EXISTS ocr_fts USING fts5(folded, tokenize='trigram')",
+    """CREATE TRIGGER IF NOT EXISTS regions_ocr_fts_delete AFTER DELETE ON regions WHEN old.source='ocr'
+       BEGIN DELETE FROM ocr_fts WHERE rowid=old.id; END""",
+]
+
+
+def create_text_schema(db: sqlite3.Connection) -> bool:
+    """Create the text tables (inside the store's migration transaction). Returns whether the FTS5
+    trigram index is available; without it (an SQLite built without FTS5, or older than 3.34) text
+    search scans the lines instead, which is correct but slower on large libraries."""
+    for stmt in _TEXT_TABLES:
+        db.execute(stmt)
+    # catalogs from before letter alternatives were kept: add the column (their lines have none until
+    # the photos are read again, which the new OCR engine id asks for)
+    if "alts" not in {r[1] for r in db.execute("PRAGMA table_info(ocr_lines)")}:
+        db.execute("ALTER TABLE ocr_lines ADD COLUMN alts TEXT")
+    try:
+        for stmt in _TEXT_FTS:
+            db.execute(stmt)
+        return True
+    except sqlite3.OperationalError as exc:
+        log.warning(
+            "SQLite full-text search (FTS5 trigram) is unavailable (%s): text search scans lines", exc
+        )
+        return False
+
+
+
 class StoreError(Exception):
     """The store cannot be used as asked, with the reason in words."""
 
@@ -446,8 +496,6 @@ class Store:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
-            from sorce_desktop.core.textstore import create_text_schema
-
             # Text in photos (OCR lines): side table, FTS5 trigram index, triggers (core/textstore.py).
             self.text_search_ready = create_text_schema(db)
             db.execute(
@@ -793,6 +841,16 @@ class Store:
                 )
         self._drop_vectors(stale)
         return len(rows)
+
+    def folder_has_photos(self, folder: str) -> bool:
+        return bool(self.query("SELECT 1 FROM photos WHERE folder=? LIMIT 1", (path_key(folder),)))
+
+    def indexed_with_size(self, size: int) -> list[PhotoRow]:
+        """Indexed photos of this file size with a content hash: the candidates a new file may be a move of."""
+        rows = self.query(
+            f"SELECT {self._PHOTO_COLS} FROM photos WHERE size=? AND status=? AND hash IS NOT NULL", (size, INDEXED)
+        )
+        return [self._photo(r) for r in rows]
 
     def photos_in_tree(self, directory: str) -> list[PhotoRow]:
         """Every photo whose file is under ``directory`` (at any depth)."""

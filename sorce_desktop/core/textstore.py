@@ -41,53 +41,6 @@ log = logging.getLogger(__name__)
 OCR = "ocr"
 TEXT_REGION = "text"
 
-_TABLES = [
-    """CREATE TABLE IF NOT EXISTS ocr_lines (
-        region_id INTEGER PRIMARY KEY REFERENCES regions(id) ON DELETE CASCADE,
-        photo_id INTEGER NOT NULL,
-        confidence REAL NOT NULL,
-        quad TEXT,
-        folded TEXT NOT NULL,
-        embedding BLOB,
-        alts TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS ocr_lines_photo ON ocr_lines(photo_id)",
-    """CREATE TABLE IF NOT EXISTS ocr_done (
-        photo_id INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
-        hash TEXT,
-        engine TEXT NOT NULL,
-        lines INTEGER NOT NULL,
-        done_at REAL NOT NULL
-    )""",
-]
-_FTS = [
-    "CREATE VIRTUAL TABLE IF NOT EXISTS ocr_fts USING fts5(folded, tokenize='trigram')",
-    """CREATE TRIGGER IF NOT EXISTS regions_ocr_fts_delete AFTER DELETE ON regions WHEN old.source='ocr'
-       BEGIN DELETE FROM ocr_fts WHERE rowid=old.id; END""",
-]
-
-
-def create_text_schema(db: sqlite3.Connection) -> bool:
-    """Create the text tables (inside the store's migration transaction). Returns whether the FTS5
-    trigram index is available; without it (an SQLite built without FTS5, or older than 3.34) text
-    search scans the lines instead, which is correct but slower on large libraries."""
-    for stmt in _TABLES:
-        db.execute(stmt)
-    # catalogs from before letter alternatives were kept: add the column (their lines have none until
-    # the photos are read again, which the new OCR engine id asks for)
-    if "alts" not in {r[1] for r in db.execute("PRAGMA table_info(ocr_lines)")}:
-        db.execute("ALTER TABLE ocr_lines ADD COLUMN alts TEXT")
-    try:
-        for stmt in _FTS:
-            db.execute(stmt)
-        return True
-    except sqlite3.OperationalError as exc:
-        log.warning(
-            "SQLite full-text search (FTS5 trigram) is unavailable (%s): text search scans lines", exc
-        )
-        return False
-
-
 def fold(text: str) -> str:
     """What text matching compares: lower case, letters and digits only (OCR often drops or adds
     spaces and punctuation, so "ESPRESSO-BAR" and "espresso bar" fold to the same string)."""

@@ -1,29 +1,29 @@
 """Live folder watching: what lands in a watched folder becomes searchable seconds later.
 
 A watchdog observer per watched folder (recursive) reports raw file system events. The observer
-threads only append them to an inbox; ONE worker thread does everything else (stat, catalog, model),
-so embedding never runs twice at once and the store sees one writer:
+threads only append them to an inbox; one watcher thread turns them into settled path sets and hands
+those to the library's indexing service (core/service.py), which alone decides what happened to each
+file (new, changed, moved, deleted, unchanged: :meth:`Indexer.plan`) and writes the index:
 
 - created / modified files wait until their size and mtime have been stable for ``settle_s`` (and, where
   the observer reports closes, until the writer closed the file), so nothing is indexed half-written;
   temporary and partial names (``*.part``, ``*.crdownload``, dotfiles, ``~$*``, sync tools' staging
   names, anything in a hidden folder) are ignored until they are renamed to their real name;
-- settled files are handed to :meth:`Indexer.index_paths` in batches, so a burst of a thousand files is a
-  few dozen jobs, not a thousand;
-- a moved or renamed file or folder moves its catalog rows (:meth:`Store.move_photo`,
-  :meth:`Store.move_tree`): vectors are kept, nothing is re-embedded. A move the observer reports as a
-  delete plus a create (across two watched folders, or when polling) is recognised by size + content hash
-  before anything is forgotten;
-- deletions wait ``settle_s`` too, and are dropped if the watched folder itself is gone by then: an
-  unplugged drive or an unmounted share marks the folder *offline*, its photos stay in the index, and
-  watching resumes (with a reconciliation of that folder) when it comes back;
-- a reconciliation scan (:meth:`Indexer.run`) runs at start, every ``reconcile_every_s`` and when a
-  folder comes back, catching what changed while the app was closed or what the observer missed;
+- settled files are handed in in batches, so a burst of a thousand files is a few dozen jobs;
+- renames the observer reports (a file or a folder) are handed in at once as renames, so the planner
+  moves the catalog rows and keeps the vectors; a move reported as a delete plus a create is recognised
+  by the planner by size and content hash;
+- deletions wait ``settle_s`` too (and while files are still settling, a little longer, so that a move
+  seen as delete + create is handed in as one), and are dropped if the watched folder itself is gone by
+  then: an unplugged drive or an unmounted share marks the folder *offline*, its photos stay in the
+  index, and watching resumes (with a scan of that folder) when it comes back;
+- a folder scan runs at start, every ``reconcile_every_s`` and when a folder comes back, catching what
+  changed while the app was closed or what the observer missed;
 - if native notifications fail (inotify's watch limit, an observer error) that folder is polled instead,
   with a notice for the user.
 
-Everything the watcher does is reported as :class:`WatchEvent` through ``on_event``, called on the worker
-thread (the GUI bridges it to a Qt signal; the command line prints it). No Qt here.
+What the watcher notices (offline, online, notices, stopped) goes out as events of the service's event
+stream, beside the service's own; ``on_event`` subscribes to that stream. No Qt here.
 """
 
 from __future__ import annotations
@@ -36,44 +36,32 @@ import stat as stat_mod
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEventHandler
 
 from sorce_desktop.core.images import is_image_name
-from sorce_desktop.core.scanner import canonical_folder, file_hash, is_temporary_name, walk_images
+from sorce_desktop.core.scanner import canonical_folder, is_temporary_name, walk_images
+from sorce_desktop.core.service import EventCallback, EventKind, IndexEvent, IndexingService
 
 if TYPE_CHECKING:
-    from sorce_desktop.core.indexer import Indexer, IndexReport
-    from sorce_desktop.core.store import PhotoRow, Store
+    from sorce_desktop.core.store import Store
 
 log = logging.getLogger(__name__)
 
-# Event kinds (WatchEvent.kind)
-INDEXING = "indexing"  # settled files handed to the indexer (paths); 'indexed' follows
-INDEXED = "indexed"  # embedded and searchable (paths)
-REMOVED = "removed"  # forgotten because the files are gone (paths)
-MOVED = "moved"  # moved or renamed, vectors kept (paths = new paths, old_paths = where they were)
-OFFLINE = "offline"  # a watched folder is not there (folder); its photos are kept
-ONLINE = "online"  # a watched folder is there again (folder), or was added
-RECONCILED = "reconciled"  # a reconciliation scan finished (message = summary)
-NOTICE = "notice"  # something the user should know (fallback to polling, files left for later)
-ERROR = "error"  # files that could not be indexed, or a step that failed (message = reason)
-STOPPED = "stopped"  # the worker finished (message = summary)
+#: The watcher's events are the service's (kept under these names for callers of the watcher).
+WatchEvent = IndexEvent
+INDEXING, INDEXED, REMOVED, MOVED = EventKind.INDEXING, EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED
+OFFLINE, ONLINE, RECONCILED = EventKind.OFFLINE, EventKind.ONLINE, EventKind.RECONCILED
+NOTICE, ERROR, STOPPED = EventKind.NOTICE, EventKind.ERROR, EventKind.STOPPED
 
-
-@dataclass
-class WatchEvent:
-    kind: str
-    paths: list[str] = field(default_factory=list)
-    message: str = ""
-    folder: str | None = None
-    old_paths: list[str] = field(default_factory=list)
-
-
-EventCallback = Callable[[WatchEvent], None]
+#: Defaults shared by the command line and the window.
+SETTLE_S = 1.0
+RECONCILE_EVERY_S = 600.0
+POLL_INTERVAL_S = 5.0
+BATCH_FILES = 32
 
 
 @dataclass
@@ -164,44 +152,40 @@ class Watcher:
 
     def __init__(
         self,
-        store: Store,
-        indexer: Indexer,
+        service: IndexingService,
         *,
         on_event: EventCallback | None = None,
-        settle_s: float = 1.0,
-        reconcile_every_s: float = 600.0,
+        settle_s: float = SETTLE_S,
+        reconcile_every_s: float = RECONCILE_EVERY_S,
         folders: Iterable[str] | None = None,
-        poll_interval_s: float = 5.0,
+        poll_interval_s: float = POLL_INTERVAL_S,
         force_polling: bool = False,
-        batch_files: int = 32,
-        save_every_s: float = 60.0,
+        batch_files: int = BATCH_FILES,
         root_check_s: float = 1.0,
         reconcile_at_start: bool = True,
-        model_lock: threading.Lock | None = None,
     ):
-        self.store = store
-        self.indexer = indexer
+        self.service = service
+        self.store: Store = service.store  # read only: the service writes
         self.on_event = on_event
+        if on_event is not None:
+            service.subscribe(on_event)
+        service.subscribe(self._count)
         self.settle_s = max(0.05, float(settle_s))
         self.reconcile_every_s = reconcile_every_s
         self.poll_interval_s = poll_interval_s
         self.force_polling = force_polling
         self.batch_files = max(1, batch_files)
-        self.save_every_s = save_every_s
         self.root_check_s = root_check_s
         self.reconcile_at_start = reconcile_at_start
-        # Held around every model run (a batch, a reconciliation): an app that runs its own index runs
-        # passes the lock those hold, so the model never embeds for two callers at once.
-        self._model_lock = model_lock if model_lock is not None else contextlib.nullcontext()
         # Which folders to watch: the given ones, else every folder of the store (read at start()).
         self._only = [canonical_folder(f) for f in folders] if folders is not None else None
-        self._skip = [os.path.realpath(s) for s in getattr(indexer, "skip_dirs", [])]
+        indexer = service.indexer
+        self._skip = [os.path.realpath(s) for s in (indexer.skip_dirs if indexer is not None else [])]
 
         # Shared with the observer threads and callers: guarded by _cond.
         self._cond = threading.Condition()
         self._inbox: deque[_Raw] = deque()
         self._commands: deque[tuple[str, str, bool]] = deque()
-        self._reconcile_requested: list[str] | None = None
         self._stopping = False
         self._observers_stopped = False
         self._last_raw = 0.0  # monotonic time of the last queued raw event
@@ -219,8 +203,8 @@ class Watcher:
         self._gone_trees: dict[str, float] = {}  # folder path -> when its deletion was seen
         self._closes: set[str] = set()  # folders whose observer reports close-after-write
         self._identity: dict[str, tuple[int, int]] = {}  # folder -> (st_dev, st_ino) while watched
-        self._unsaved = False
-        self._reconciling = False
+        self._seen_gone: dict[str, float] = {}  # deleted path -> when first seen gone (hold-back limit)
+        self._handed: list = []  # futures of the work handed to the service, not yet done
 
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()  # set once watching has started and the first reconciliation ran
@@ -235,18 +219,15 @@ class Watcher:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop watching. Changes already seen are finished first (files still being written get a short
-        grace period); a reconciliation scan in progress is cancelled (what it committed is kept, what is
-        left stays pending and is indexed at the next start). After ``timeout`` seconds the embedding in
-        progress is cancelled too. Safe to call twice and from any thread."""
+        """Stop watching. Changes already seen are handed in and finished first (files still being
+        written get a short grace period); after ``timeout`` seconds the indexing job in progress is
+        cancelled (what it committed is kept, the rest is found by the next start's scan). Safe to call
+        twice and from any thread. The service goes on (its owner stops it)."""
         if self._thread is None:
             return
         with self._cond:
             self._stopping = True
-            reconciling = self._reconciling
             self._cond.notify_all()
-        if reconciling:
-            self.indexer.cancel()
         for obs in self._observers():
             try:
                 obs.stop()
@@ -262,7 +243,7 @@ class Watcher:
             self._cond.notify_all()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            self.indexer.cancel()
+            self.service.cancel_current()
             self._thread.join()
 
     def add_folder(self, path: str | os.PathLike, *, reconcile: bool = True) -> str:
@@ -272,7 +253,7 @@ class Watcher:
         folder = canonical_folder(path)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"The folder {path} does not exist.")
-        folder = self.store.add_folder(folder)
+        folder = self.store.add_folder(folder)  # one row, at once: the caller shows it in its folder list
         with self._cond:
             self._commands.append(("add", folder, reconcile))
             self._cond.notify_all()
@@ -284,12 +265,6 @@ class Watcher:
         folder = os.path.abspath(os.fspath(path))
         with self._cond:
             self._commands.append(("remove", folder, forget))
-            self._cond.notify_all()
-
-    def reconcile_now(self, folders: Iterable[str] | None = None) -> None:
-        """Ask the worker for a reconciliation scan (of ``folders``, default all) as soon as it is free."""
-        with self._cond:
-            self._reconcile_requested = list(folders) if folders is not None else []
             self._cond.notify_all()
 
     @property
@@ -319,11 +294,10 @@ class Watcher:
                     and not self._gone
                     and not self._gone_trees
                     and not self._commands
-                    and self._reconcile_requested is None
                     and not self._busy
                     and time.monotonic() - max(self._last_raw, called) >= quiet
                 )
-            if idle and self.ready.is_set():
+            if idle and self.ready.is_set() and not self.service.busy:
                 return True
             time.sleep(0.02)
         return False
@@ -359,13 +333,19 @@ class Watcher:
             self._cond.notify_all()
 
     # -- the worker ----------------------------------------------------------------------------------
-    def _emit(self, kind: str, paths: list[str] | None = None, message: str = "", **kw) -> None:
-        if self.on_event is None:
-            return
-        try:
-            self.on_event(WatchEvent(kind, list(paths or []), message, **kw))
-        except Exception:  # a broken listener must not stop watching
-            log.exception("watch event callback failed")
+    def _emit(self, kind: EventKind, paths: list[str] | None = None, message: str = "", **kw) -> None:
+        self.service.emit(IndexEvent(kind, list(paths or []), message, **kw))
+
+    def _count(self, ev: IndexEvent) -> None:
+        """Tally what the service did (for the summary when watching stops)."""
+        if ev.kind == EventKind.INDEXED:
+            self.stats["indexed"] += len(ev.paths)
+        elif ev.kind == EventKind.MOVED:
+            self.stats["moved"] += 1
+        elif ev.kind == EventKind.REMOVED:
+            self.stats["removed"] += len(ev.paths)
+        elif ev.kind == EventKind.ERROR:
+            self.stats["failed"] += len(ev.paths)
 
     def _run(self) -> None:
         try:
@@ -378,11 +358,10 @@ class Watcher:
         now = time.monotonic()
         next_check = now + self.root_check_s
         next_reconcile = now + self.reconcile_every_s if self.reconcile_every_s else float("inf")
-        last_save = now
         stop_deadline: float | None = None
         while True:
             with self._cond:
-                if not self._inbox and not self._commands and self._reconcile_requested is None:
+                if not self._inbox and not self._commands:
                     wait = self._next_wake(next_check, next_reconcile, stop_deadline)
                     if wait > 0:
                         self._cond.wait(wait)
@@ -390,8 +369,6 @@ class Watcher:
                 self._inbox.clear()
                 commands = list(self._commands)
                 self._commands.clear()
-                requested = self._reconcile_requested
-                self._reconcile_requested = None
                 stopping = self._stopping
                 observers_stopped = self._observers_stopped
                 self._busy = True
@@ -408,13 +385,10 @@ class Watcher:
                     if now >= next_check:
                         self._guard(self._check_roots)
                         next_check = now + self.root_check_s
-                    if requested is not None or now >= next_reconcile:
-                        self._guard(self._reconcile, requested or None)
+                    if now >= next_reconcile:
+                        self._guard(self._reconcile, None)
                         next_reconcile = time.monotonic() + (self.reconcile_every_s or float("inf"))
                 self._guard(self._process_ready, stopping and stop_deadline is not None and now >= stop_deadline)
-                if self._unsaved and (stopping or time.monotonic() - last_save >= self.save_every_s):
-                    self._guard(self._save)
-                    last_save = time.monotonic()
             finally:
                 with self._cond:
                     self._busy = False
@@ -423,7 +397,12 @@ class Watcher:
                     inbox_empty = not self._inbox
                 if inbox_empty and not self._candidates and not self._gone and not self._gone_trees:
                     break
-        self._guard(self._save)
+        # What was handed in is finished before watching counts as stopped (stop() cancels it after its timeout).
+        for fut in self._handed:
+            try:
+                fut.result()
+            except BaseException:  # reported as an event by the service
+                pass
         for obs in self._observers():  # one made while stop() was already under way
             with contextlib.suppress(Exception):
                 obs.stop()
@@ -474,6 +453,7 @@ class Watcher:
                 self._set_offline(f)
         if self.reconcile_at_start:
             self._reconcile(None)
+            self._wait_handed()  # ready means: the folders were checked once
 
     def _command(self, cmd: str, folder: str, flag: bool) -> None:
         if cmd == "add":
@@ -494,9 +474,7 @@ class Watcher:
             self._offline.discard(folder)
             self._drop_pending_under(folder)
             if flag:
-                n = self.store.remove_folder(folder)
-                self._unsaved = True
-                self._emit(REMOVED, [], f"stopped watching {folder}; {n} photos forgotten", folder=folder)
+                self._hand(self.service.remove_folder(folder))
 
     def _observers(self) -> list:
         return [o for o in (self._native_obs, self._polling_obs) if o is not None]
@@ -596,10 +574,7 @@ class Watcher:
         except OSError:
             return False
         if empty:
-            from sorce_desktop.core.store import path_key
-
-            has = self.store.query("SELECT 1 FROM photos WHERE folder=? LIMIT 1", (path_key(folder),))
-            return not has
+            return not self.store.folder_has_photos(folder)
         return True
 
     def _set_offline(self, folder: str) -> None:
@@ -608,7 +583,7 @@ class Watcher:
         self._drop_pending_under(folder)
         was = folder in self._offline
         self._offline.add(folder)
-        self.store.set_folder_online(folder, False)
+        self._hand(self.service.set_folder_online(folder, False))
         if not was:
             self._emit(
                 OFFLINE,
@@ -730,6 +705,7 @@ class Watcher:
     def _forget_later(self, path: str, now: float) -> None:
         self._candidates.pop(path, None)
         self._gone[path] = now
+        self._seen_gone.setdefault(path, now)
 
     def _forget_tree_later(self, path: str, now: float) -> None:
         prefix = path.rstrip(os.sep) + os.sep
@@ -738,6 +714,7 @@ class Watcher:
         for p in [p for p in self._gone if p.startswith(prefix)]:
             del self._gone[p]
         self._gone_trees[path] = now
+        self._seen_gone.setdefault(path, now)
 
     def _add_tree(self, path: str, now: float) -> None:
         root = self._tracked_dir(path)
@@ -755,36 +732,20 @@ class Watcher:
         pending = self._candidates.pop(src, None)
         self._gone.pop(src, None)
         self._gone.pop(dest, None)
-        row = self.store.photo_by_path(src)
-        st = self._stat(dest)
-        if row is None or st is None:
-            # Not in the catalog yet (still settling, or never seen): the new name is simply a new file.
+        if pending is not None:
+            # Still being written under its old name: the new name settles in its place.
             self._candidate(dest, now)
             return
-        self.store.move_photo(row.id, dest, self._root_of(dest), st[1])
-        self._unsaved = True
-        self.stats["moved"] += 1
-        self._emit(MOVED, [dest], f"{src} -> {dest}", folder=self._root_of(dest), old_paths=[src])
-        if pending is not None or row.status != "indexed" or row.size != st[0]:
-            self._candidate(dest, now)  # it was also being written, or was never embedded
+        # A finished file renamed: handed in at once, so the planner moves its row (vectors kept) if it
+        # matches, or indexes it as a new file if it does not (never seen, or changed meanwhile).
+        self._hand(self.service.index_paths([src, dest], renamed=[(src, dest)]))
 
     def _move_tree(self, src: str, dest: str) -> None:
-        root = self._root_of(dest)
-        n = self.store.move_tree(src, dest, root)
-        self._unsaved = True
         old_prefix, new_prefix = src.rstrip(os.sep) + os.sep, dest.rstrip(os.sep) + os.sep
         for d in (self._candidates, self._gone):
             for p in [p for p in d if p.startswith(old_prefix)]:
                 d[new_prefix + p[len(old_prefix) :]] = d.pop(p)
-        if n:
-            self.stats["moved"] += n
-            self._emit(
-                MOVED,
-                [dest],
-                f"folder {src} -> {dest} ({n} photos kept their vectors)",
-                folder=root,
-                old_paths=[src],
-            )
+        self._hand(self.service.index_paths([], renamed_trees=[(src, dest)]))
 
     # -- doing the work ------------------------------------------------------------------------------
     def _ready_at(self, c: _Candidate) -> float:
@@ -827,7 +788,7 @@ class Watcher:
             del self._candidates[p]
 
         # Deletions: only while the watched folder is there (a vanished drive is offline, not empty).
-        doomed: list[PhotoRow] = []
+        gone: list[str] = []
         for p in gone_ready + trees_ready:
             is_tree = p in self._gone_trees
             (self._gone_trees if is_tree else self._gone).pop(p, None)
@@ -837,119 +798,45 @@ class Watcher:
             if not self._available(root):
                 self._set_offline(root)
                 continue
-            if is_tree:
-                if os.path.isdir(p):
-                    self._add_tree(p, now)  # it came back
-                    continue
-                doomed += self.store.photos_in_tree(p)
-            elif os.path.lexists(p):
+            if is_tree and os.path.isdir(p):
+                self._add_tree(p, now)  # it came back
+                continue
+            if not is_tree and os.path.lexists(p):
                 if p not in self._candidates and p not in ready:
                     ready.append(p)
-            else:
-                row = self.store.photo_by_path(p)
-                if row is not None:
-                    doomed.append(row)
-        # Keep deletions whose content may reappear under a name still settling (a move seen as delete +
-        # create) until those settle, a few rounds at most.
-        if doomed and self._candidates and not flush:
-            sizes = {c.stat[0] for c in self._candidates.values() if c.stat}
-            keep = [r for r in doomed if r.size in sizes]
-            if keep:
-                doomed = [r for r in doomed if r.size not in sizes]
-                for r in keep:
-                    self._gone.setdefault(r.path, now)
-
-        ready = self._match_moves(ready, doomed)
-        if doomed:
-            self.store.delete_photos([r.id for r in doomed])
-            self._unsaved = True
-            self.stats["removed"] += len(doomed)
-            self._emit(REMOVED, [r.path for r in doomed], f"{len(doomed)} photos removed from the index")
-        if ready:
-            self._index(ready)
-
-    def _match_moves(self, ready: list[str], doomed: list[PhotoRow]) -> list[str]:
-        """A new file with the content of a photo whose file vanished was moved: move that photo's row
-        (vectors kept) instead of forgetting one and embedding the other. Covers moves the observer reports
-        as a delete plus a create, in either order (across two watched folders, or when polling)."""
-        from sorce_desktop.core.store import path_str
-
-        rest = []
-        for p in ready:
-            st = self._stat(p)
-            if st is None or st[0] == 0 or self.store.photo_by_path(p) is not None:
-                rest.append(p)
                 continue
-            rows = self.store.query(
-                "SELECT id, path, hash FROM photos WHERE size=? AND status='indexed' AND hash IS NOT NULL",
-                (st[0],),
-            )
-            sources = []
-            for pid, key, digest in rows:
-                old = path_str(key)
-                root = self._root_of(old)
-                # Only a photo whose file is gone from a folder that is there (not an unplugged drive's).
-                if root is None or root in self._offline or os.path.lexists(old):
-                    continue
-                sources.append((pid, old, digest))
-            match = None
-            if sources:
-                try:
-                    digest = file_hash(p)
-                except OSError:
-                    digest = None
-                match = next((src for src in sources if src[2] == digest), None)
-            if match is None:
-                rest.append(p)
-                continue
-            pid, old, _ = match
-            self._gone.pop(old, None)
-            for r in [r for r in doomed if r.id == pid]:
-                doomed.remove(r)
-            root = self._root_of(p)
-            self.store.move_photo(pid, p, root, st[1])
-            self._unsaved = True
-            self.stats["moved"] += 1
-            self._emit(MOVED, [p], f"{old} -> {p}", folder=root, old_paths=[old])
-        return rest
-
-    def _index(self, paths: list[str]) -> None:
-        # Unchanged files (a folder rename's files, a touch) cost a stat and a lookup, no model work.
-        todo = []
-        for p in sorted(paths):
-            row = self.store.photo_by_path(p)
-            st = self._stat(p)
-            if st is None:
-                continue
-            if row is not None and row.status != "pending" and (row.size, row.mtime_ns) == st:
-                continue
-            todo.append(p)
+            gone.append(p)
+        # A move seen as a delete plus a create: keep deletions back while files are still settling
+        # (a few rounds at most), so both halves reach the planner together and it sees the move.
+        if gone and self._candidates and not flush:
+            held = [p for p in gone if now - self._seen_gone.get(p, now) < 4 * self.settle_s]
+            for p in held:
+                self._gone[p] = now - self.settle_s  # ready again next round
+            gone = [p for p in gone if p not in held]
+        for p in gone:
+            self._seen_gone.pop(p, None)
+        todo = sorted(ready) + gone
         for i in range(0, len(todo), self.batch_files):
-            chunk = todo[i : i + self.batch_files]
-            self._emit(INDEXING, chunk, f"indexing {len(chunk)} photos")
-            with self._model_lock:
-                report = self.indexer.index_paths(chunk, save=False)
-            self._unsaved = True
-            self.stats["batches"] += 1
-            self._report(report, chunk)
+            fut = self.service.index_paths(todo[i : i + self.batch_files], batch=self.batch_files)
+            if fut not in self._handed:
+                self.stats["batches"] += 1
+            self._hand(fut)
 
-    def _report(self, report: IndexReport, chunk: list[str]) -> None:
-        if report.embedded_paths:
-            self.stats["indexed"] += len(report.embedded_paths)
-            self._emit(INDEXED, report.embedded_paths, f"{len(report.embedded_paths)} photos indexed")
-        if report.failed:
-            failed = []
-            reasons = []
-            for p in chunk:
-                row = self.store.photo_by_path(p)
-                if row is not None and row.status == "failed":
-                    failed.append(p)
-                    reasons.append(row.error or "unknown error")
-            self.stats["failed"] += len(failed)
-            if failed:
-                self._emit(ERROR, failed, reasons[0] if len(failed) == 1 else f"{len(failed)} photos failed")
-        if report.cancelled:
-            self._emit(NOTICE, [], "indexing was cancelled; the rest is indexed at the next start")
+    def _hand(self, fut) -> None:
+        """Remember what was handed to the service (stopping waits for it)."""
+        self._handed = [f for f in self._handed if not f.done()]
+        if fut not in self._handed:
+            self._handed.append(fut)
+
+    def _wait_handed(self) -> None:
+        for fut in list(self._handed):
+            while not fut.done():
+                if self._stopping:
+                    self.service.cancel_current()
+                try:
+                    fut.exception(timeout=0.2)
+                except Exception:  # TimeoutError; a cancelled future
+                    pass
 
     def _reconcile(self, folders: list[str] | None) -> None:
         targets = [f for f in (folders or self._folders) if f in self._folders]
@@ -957,190 +844,8 @@ class Watcher:
         for f in targets:
             if self._available(f):
                 avail.append(f)
+                self._offline.discard(f)
             else:
                 self._set_offline(f)
-        if not avail:
-            return
-        with self._cond:
-            self._reconciling = True
-            stopping = self._stopping
-        if stopping:
-            with self._cond:
-                self._reconciling = False
-            return
-        try:
-            with self._model_lock:
-                report = self.indexer.run(avail)
-        finally:
-            with self._cond:
-                self._reconciling = False
-        for f in avail:
-            self._offline.discard(f)
-        if report.embedded_paths:
-            self.stats["indexed"] += len(report.embedded_paths)
-            self._emit(INDEXED, report.embedded_paths, f"{len(report.embedded_paths)} photos indexed")
-        self.stats["moved"] += report.moved
-        self.stats["removed"] += report.deleted
-        self.stats["failed"] += report.failed
-        self._emit(
-            RECONCILED,
-            [],
-            f"checked {len(avail)} folder(s): {report.new} new, {report.changed} changed, {report.moved} moved, "
-            f"{report.deleted} removed, {report.unchanged} unchanged, {report.failed} failed"
-            + (" (cancelled)" if report.cancelled else ""),
-        )
-
-    def _save(self) -> None:
-        self.store.save()
-        self._unsaved = False
-
-
-# -- command line: sorce-desktop watch [FOLDER...] -----------------------------------------------------
-def add_watch_command(sub, common) -> None:
-    s = sub.add_parser(
-        "watch",
-        parents=[common],
-        help="watch folders and index what changes, in the foreground (Ctrl+C stops)",
-        description="Watch folders (the given ones are remembered; default: all remembered folders) and "
-        "index new, changed, moved and deleted photos as they happen. Ctrl+C stops cleanly.",
-    )
-    s.add_argument("folders", nargs="*", metavar="FOLDER")
-    s.add_argument("--model", metavar="ID_OR_PATH", help="model for a new index (hub id or local folder)")
-    s.add_argument("--layout", metavar="NAME", help="region layout for a new index")
-    s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
-    s.add_argument(
-        "--settle", type=float, default=1.0, metavar="S", help="seconds a file must stay unchanged (default 1)"
-    )
-    s.add_argument(
-        "--reconcile-every",
-        type=float,
-        default=600.0,
-        metavar="S",
-        help="full check of the folders every S seconds (default 600; 0: only at start)",
-    )
-    s.add_argument(
-        "--polling",
-        action="store_true",
-        help="check folders periodically instead of file-change notifications (network shares)",
-    )
-    s.add_argument("--poll-interval", type=float, default=5.0, metavar="S", help="seconds between polls")
-    s.add_argument("--json", action="store_true", help="print one JSON object per event")
-    s.set_defaults(func=cmd_watch)
-
-
-def _print_event(ev: WatchEvent, as_json: bool) -> None:
-    import json
-    import sys
-
-    from sorce_desktop.core.store import display_path
-
-    if as_json:
-        d = {"kind": ev.kind, "paths": ev.paths, "message": ev.message}
-        if ev.folder:
-            d["folder"] = ev.folder
-        if ev.old_paths:
-            d["old_paths"] = ev.old_paths
-        print(json.dumps(d, ensure_ascii=False), flush=True)
-        return
-    if ev.kind in (INDEXED, REMOVED):
-        for p in ev.paths:
-            print(f"{ev.kind} {display_path(p)}", flush=True)
-        if not ev.paths:
-            print(f"{ev.kind}: {ev.message}", flush=True)
-    elif ev.kind == MOVED:
-        print(f"moved {display_path(ev.message)}", flush=True)
-    elif ev.kind == INDEXING:
-        return
-    elif ev.kind == ERROR:
-        if ev.paths:
-            for p in ev.paths:
-                print(f"failed {display_path(p)}: {ev.message}", file=sys.stderr, flush=True)
-        else:
-            print(f"error: {ev.message}", file=sys.stderr, flush=True)
-    elif ev.kind in (OFFLINE, NOTICE):
-        print(f"note: {ev.message}", file=sys.stderr, flush=True)
-    elif ev.kind == STOPPED:
-        print(ev.message, flush=True)
-    else:
-        print(f"{ev.kind}: {ev.message}", flush=True)
-
-
-def cmd_watch(args) -> int:
-    import signal
-    import sys
-
-    from sorce_desktop.cli import EXIT_INTERRUPTED, UserError, _library, _load_model
-    from sorce_desktop.core.regions import get_layout
-
-    with _library(args) as lib:
-        for n in lib.store.notices:
-            print(f"note: {n}", file=sys.stderr)
-        for f in args.folders:
-            try:
-                lib.add_folder(f)
-            except FileNotFoundError as exc:
-                raise UserError(str(exc)) from None
-        if not lib.store.folders():
-            raise UserError("No folders to watch: give one, e.g. sorce-desktop watch ~/Pictures")
-        binding = lib.store.binding()
-        if binding is not None:
-            if args.model and args.model != binding.model_id:
-                raise UserError(
-                    f"The index was made with {binding.model_id}; run sorce-desktop index --model "
-                    f"{args.model} --reindex first to change the model."
-                )
-            embedder = _load_model(lib, binding.model_id)
-            lib.check_embedder(embedder)
-            layout = lib.layout()
-        else:
-            embedder = _load_model(lib, args.model)
-            layout = get_layout(args.layout or lib.settings.layout)
-            if layout.name not in embedder.layouts():
-                layout = get_layout(embedder.layouts()[0])
-            lib.bind(embedder, layout)
-        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size)
-        watcher = Watcher(
-            lib.store,
-            indexer,
-            on_event=lambda ev: _print_event(ev, args.json),
-            settle_s=args.settle,
-            reconcile_every_s=args.reconcile_every,
-            folders=[os.path.abspath(f) for f in args.folders] or None,
-            force_polling=args.polling,
-            poll_interval_s=args.poll_interval,
-        )
-
-        # A service manager stops with SIGTERM: treat it like Ctrl+C.
-        def on_term(signum, frame):
-            raise KeyboardInterrupt
-
-        old_term = signal.signal(signal.SIGTERM, on_term)
-        watcher.start()
-        try:
-            watcher.wait_ready()
-            print(
-                f"watching {len(watcher.folders())} folder(s) with {embedder.model_id} "
-                f"({layout.name} layout); Ctrl+C stops",
-                file=sys.stderr,
-                flush=True,
-            )
-            while watcher.running:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            print("stopping: finishing the changes already seen (Ctrl+C again to stop now)...", file=sys.stderr)
-            try:
-                watcher.stop()
-            except KeyboardInterrupt:
-                indexer.cancel()
-                watcher.stop()
-                print(
-                    "interrupted: what was indexed so far is kept; the rest is indexed at the next start.",
-                    file=sys.stderr,
-                )
-                return EXIT_INTERRUPTED
-        finally:
-            signal.signal(signal.SIGTERM, old_term)
-        counts = lib.store.counts()
-        if counts["pending"]:
-            print(f"{counts['pending']} photos are left pending; they are indexed at the next start.", file=sys.stderr)
-    return 0
+        if avail and not self._stopping:
+            self._hand(self.service.scan(avail))

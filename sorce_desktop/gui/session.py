@@ -1,28 +1,30 @@
 """The GUI's view of one data folder: model, indexing, search and refinement, as Qt signals.
 
-Everything slow runs on a lane (see tasks.py); the UI thread never touches the store directly,
-because an indexing batch or a vector-index save holds the store's lock. Core services are used as
-they are: Library wires them, Indexer indexes, SearchService ranks.
+Everything slow runs off the UI thread; the UI thread never touches the store directly, because an
+indexing batch or a vector-index save holds the store's lock. Core services are used as they are:
+Library wires them, the IndexingService (core/service.py) is the one writer of the index, whose events
+this bridges to Qt signals, the folder Watcher hands it what changes, and SearchService ranks.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sorce_desktop.core.indexer import IndexReport, Progress
-from sorce_desktop.core.library import Library
+from sorce_desktop.core.indexer import Phase, Progress
+from sorce_desktop.core.library import FolderInfo, Library, LibraryStatus
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
-from sorce_desktop.core.regions import Box, get_layout
+from sorce_desktop.core.quiet import quiet_third_party_loggers
+from sorce_desktop.core.regions import Box
 from sorce_desktop.core.search import MatchedRegion, PhotoHit, QueryError, SearchAnswer
+from sorce_desktop.core.service import EventKind, IndexEvent
 from sorce_desktop.core.store import ModelMismatch
 from sorce_desktop.gui.qt import QtCore, Signal
-from sorce_desktop.gui.tasks import lower_thread_priority, run_task, to_main
+from sorce_desktop.gui.tasks import lower_thread_priority, on_done, run_task, to_main
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +90,6 @@ class SearchResult:
 
 
 @dataclass
-class FolderInfo:
-    path: str
-    indexed: int = 0
-    pending: int = 0
-    failed: int = 0
-    online: bool = True
-
-
-@dataclass
 class ModelState:
     state: str  # 'idle' | 'loading' | 'downloading' | 'ready' | 'error' | 'cancelled'
     model: str = ""
@@ -108,28 +101,20 @@ class ModelState:
     eta_s: float | None = None  # downloading: seconds left at the rate so far
 
 
-@dataclass
-class LibraryStatus:
-    folders: list[FolderInfo] = field(default_factory=list)
-    indexed: int = 0
-    pending: int = 0
-    failed: int = 0
-    notices: list[str] = field(default_factory=list)
-    text_only_note: str = ""  # searching the text in photos alone (no visual model): what to tell the user
-    variants: dict = field(default_factory=dict)  # photos with picture vectors, by the variant that made them
+__all__ = ["FolderInfo", "LibraryStatus"]  # the window reads them from here too
 
 
 class Session(QtCore.QObject):
     model_state = Signal(object)  # ModelState
-    index_progress = Signal(object)  # core Progress
-    index_finished = Signal(object)  # IndexReport | Exception
+    index_progress = Signal(object)  # core Progress (phase paused: stopped between photos, true counts)
+    index_finished = Signal(object)  # the indexing service has nothing left to do (None)
     status_changed = Signal(object)  # LibraryStatus
     results = Signal(object)  # SearchResult (only the newest query's)
     search_failed = Signal(int, str)  # generation, message
     refined = Signal(int, int)  # generation, photo_id (its ResultItem was updated in place)
     reranked = Signal(int, object)  # generation, every photo id in its new order
     error = Signal(str)  # something to tell the user that has no better place
-    watch_event = Signal(object)  # core.watcher.WatchEvent (live folder watching), on the UI thread
+    watch_event = Signal(object)  # core.service.IndexEvent (what changed in the index), on the UI thread
 
     def __init__(self, library: Library, parent: QtCore.QObject | None = None):
         super().__init__(parent)
@@ -145,19 +130,21 @@ class Session(QtCore.QObject):
         self.state = ModelState("idle")
         self.status = LibraryStatus()
         self.last_rate: float | None = None  # photos/second of the last indexing run, for cost estimates
-        # indexing
-        self._indexer = None
+        # indexing: the library's one writer, started with the first model (or the text reader alone);
+        # its events arrive on its thread and are posted to the UI thread
+        self.indexing_service = library.indexing_service()
+        self.indexing_service.subscribe(lambda ev: to_main(self._service_event, ev))
+        # Indexing is background work: its thread (and the decoders it starts) yield to the window.
+        self.indexing_service.call(lower_thread_priority)
+        self.indexing_service.start()
         self._indexing = False
-        self._index_wanted = False
-        self._paused = False
         self._download_cancel = threading.Event()
         self._requeue_speed: str | None = None  # a speed change waiting for the model at that speed
         self._closing = False
-        # live folder watching (core.watcher.Watcher), started once the model is ready; index runs and
-        # the watcher's batches hold this lock, so the model never embeds for both at once
+        # live folder watching (core.watcher.Watcher), started once the model is ready; it hands what
+        # changes to the indexing service
         self._watcher = None
-        self._stopping_watchers: list = []  # replaced watchers still finishing off the UI thread
-        self._model_lock = threading.Lock()
+        self._live_update_due = False  # photos were indexed while a query is open: run it again soon
         # search
         self._generation = 0
         self._search_running = False
@@ -191,9 +178,7 @@ class Session(QtCore.QObject):
             to_main(self._set_state, st)
 
         def load():
-            import sorce_desktop.cli as cli
-
-            cli._quiet_libraries()  # keep transformers' console chatter out of a windowed app
+            quiet_third_party_loggers()  # a windowed app has no console for transformers' chatter
             return self.lib.load_embedder(model, progress=progress, cancel=cancel)
 
         def loaded(embedder) -> None:
@@ -229,42 +214,37 @@ class Session(QtCore.QObject):
         vectors; their text is kept): the model loads at the new speed first."""
         self.settings.speed = speed
         self._requeue_speed = speed
-        if self._indexer is not None:
-            self._index_wanted = True
-            self._indexer.cancel()
+        self.indexing_service.cancel_current()  # the job in progress embeds at the old speed
         self.load_model()
 
     def _requeue(self, speed: str) -> None:
         from sorce_desktop.core.library import variants_to_redo
 
-        def requeue() -> int:  # on the writer lane: before the index run request_index asks for
+        def requeue() -> int:  # in turn with the indexing jobs: before the scan _use asks for
             store = self.lib.store
             return store.requeue_variants(variants_to_redo(store.visual_variants(), speed))
 
-        run_task(requeue, lambda _n: self.refresh_status(), lambda e: self.error.emit(str(e)), lane="writer")
+        on_done(
+            self.indexing_service.call(requeue),
+            lambda _n: self.refresh_status(),
+            lambda e: self.error.emit(str(e)),
+        )
 
     def cancel_download(self) -> None:
         self._download_cancel.set()
 
     def _bind(self, embedder, layout_name: str | None) -> None:
-        """Record the model and layout in the index (on the writer lane: it may drop old vectors)."""
-        name = layout_name or self.settings.layout
-        if name not in embedder.layouts():
-            name = embedder.layouts()[0]
-        layout = get_layout(name)
+        """Record the model and layout in the index, in turn with the indexing jobs (a new layout drops
+        the old vectors: the job in progress stops first)."""
+        layout = self.lib.layout_for(embedder, layout_name)
         reindex = layout_name is not None
-
-        def bind():
-            self.lib.bind(embedder, layout, reindex=reindex)
-            return embedder
-
-        if reindex and self._indexer is not None:
-            self._indexer.cancel()
-        run_task(
-            bind,
-            self._use,
+        if reindex:
+            self.indexing_service.cancel_current()
+        fut = self.indexing_service.call(lambda: self.lib.bind(embedder, layout, reindex=reindex))
+        on_done(
+            fut,
+            lambda _bound: self._use(embedder),
             lambda e: self._set_state(ModelState("error", embedder.model_id, str(e))),
-            lane="writer",
         )
 
     def _use(self, embedder) -> None:
@@ -274,9 +254,6 @@ class Session(QtCore.QObject):
             self._set_state(ModelState("error", embedder.model_id, str(exc), mismatch=True))
             return
         self.text_only_reason = None
-        if self._indexer is not None and self._indexer.visual is False:
-            self._indexer.cancel()  # a text-only run: start again with the visual model
-            self._index_wanted = True
         self.embedder, self.service = embedder, service
         if self._requeue_speed is not None:
             self._requeue(self._requeue_speed)
@@ -284,8 +261,9 @@ class Session(QtCore.QObject):
         self._refiner = None
         self._refine_cache = None
         self._set_state(ModelState("ready", embedder.model_id, ""))
+        self._configure_indexing()  # a text-only run in progress stops; the scan below redoes it
         self.request_index()
-        self._start_watcher(embedder)
+        self._start_watcher()
         self._run_pending_query()
 
     def _use_text_only(self, reason: str) -> None:
@@ -303,8 +281,9 @@ class Session(QtCore.QObject):
         self.service = service
         self.text_only_reason = reason
         self.refresh_status()
+        self._configure_indexing()
         self.request_index()
-        self._start_watcher(None)
+        self._start_watcher()
         self._run_pending_query()
 
     def _run_pending_query(self) -> None:
@@ -333,8 +312,8 @@ class Session(QtCore.QObject):
         (and the folder watcher) use the new setting, and an index run brings the text in line now
         (photos read with other settings are read again, in the background)."""
         self._text_source = None
-        if self._watcher is not None and self.embedder is not None:
-            self._start_watcher(self.embedder)
+        if self.embedder is not None or self.text_only:
+            self._configure_indexing()
         self.request_index()
 
     def _set_state(self, st: ModelState) -> None:
@@ -348,203 +327,137 @@ class Session(QtCore.QObject):
     # -- folders -------------------------------------------------------------------------------------
     def add_folder(self, path: str) -> None:
         def add():
-            folder = self.lib.add_folder(path)
-            if self._watcher is not None:  # off the UI thread: it writes to the store
-                self._watcher.add_folder(folder, reconcile=False)  # the index run below reconciles it
+            folder = self.lib.add_folder(path)  # one row, at once: the folder list shows it
+            if self._watcher is not None:
+                self._watcher.add_folder(folder, reconcile=False)  # the scan below indexes it
             return folder
 
-        def added(_folder) -> None:
+        def added(folder) -> None:
             self.refresh_status()
-            self.request_index()
+            if self.embedder is not None or self.text_only:
+                self._indexing = True
+                self.indexing_service.scan([folder])
 
-        # One thread: two quick adds are stored in the order they were made (an index run may be busy).
+        # One thread: two quick adds are stored in the order they were made.
         run_task(add, added, lambda e: self.error.emit(str(e)), lane="folders", name="add folder")
 
     def remove_folder(self, path: str) -> None:
-        """Forget the folder's photos (the files are never touched). An index run is stopped first,
-        so it cannot write photos of the removed folder back."""
+        """Forget the folder's photos (the files are never touched). The indexing service stops the job
+        in progress first, so it cannot write photos of the removed folder back."""
         self.status.folders = [f for f in self.status.folders if f.path != path]
         self.status_changed.emit(self.status)
         if self._watcher is not None:
-            self._watcher.remove_folder(path, forget=False)  # forgotten below, on the writer lane
-        if self._indexer is not None:
-            self._index_wanted = True
-            self._indexer.cancel()
-
-        def remove():
-            with self._model_lock:  # not while a watcher batch may still commit photos of it
-                return self.lib.store.remove_folder(path)
+            self._watcher.remove_folder(path, forget=False)  # stop watching; forgotten below
 
         def removed(_n) -> None:
             self.refresh_status()
-            self._kick()
             if self.current is not None:
                 self.search(self.current.query)  # its photos must leave the grid
 
-        run_task(remove, removed, lambda e: self.error.emit(str(e)), lane="writer", name="remove folder")
+        on_done(self.indexing_service.remove_folder(path), removed, lambda e: self.error.emit(str(e)))
 
-    # -- live folder watching -------------------------------------------------------------------------
-    def _start_watcher(self, embedder) -> None:
-        """Watch the folders once the model is ready: new, changed, moved and deleted photos are indexed
-        as they happen (core.watcher). The start-up reconciliation is the index run request_index made."""
+    # -- indexing and live folder watching ------------------------------------------------------------
+    def _configure_indexing(self) -> None:
+        """Index with the current model (None: the text in photos alone) and text settings from now on."""
         if self._closing:
+            return
+        embedder, text_source = self.embedder, self.text_source()
+
+        def prepare():
+            return self.lib.indexer(embedder, text_source=text_source)
+
+        self.indexing_service.configure(prepare)
+
+    def _start_watcher(self) -> None:
+        """Watch the folders once there is something to index with: new, changed, moved and deleted
+        photos are handed to the indexing service as they happen (core.watcher). The model or text
+        settings can change later without a new watcher: they belong to the service's indexer."""
+        if self._closing or self._watcher is not None:
             return
         from sorce_desktop.core.watcher import Watcher
 
-        old = self._watcher
-        indexer = self.lib.indexer(embedder, on_progress=self.on_progress, text_source=self.text_source())
-        if self._paused:
-            indexer.pause()
-        watcher = Watcher(
-            self.lib.store,
-            indexer,
-            on_event=lambda ev: to_main(self._watch_event, ev),
-            reconcile_at_start=False,
-            model_lock=self._model_lock,
-        )
-        # Folders added or removed meanwhile queue up as the new watcher's commands; it reads the
-        # store's folders when it starts.
-        self._watcher = watcher
-        if old is None:
-            watcher.start()
-            return
-        # Another model or other text settings: the old watcher's indexer holds the old ones. It
-        # finishes the changes it has seen (up to 5 s, then is cancelled) off the UI thread, and the
-        # new one starts once it has stopped, so the two never index at once. Changes made in between
-        # are found by the index run the caller requested.
-        self._stopping_watchers.append(old)
+        self._watcher = Watcher(self.indexing_service, reconcile_at_start=False)  # request_index scans
+        self._watcher.start()
 
-        def stop() -> None:
-            old.stop(timeout=5)
-
-        def stopped(_result=None) -> None:
-            if old in self._stopping_watchers:
-                self._stopping_watchers.remove(old)
-            if not self._closing and self._watcher is watcher:  # not replaced again meanwhile
-                watcher.start()
-
-        def failed(exc: BaseException) -> None:
-            log.error("the folder watcher did not stop cleanly", exc_info=exc)
-            stopped()
-
-        run_task(stop, stopped, failed, lane="watcher", name="replace watcher")
-
-    def _watch_event(self, ev) -> None:
+    def _service_event(self, ev: IndexEvent) -> None:
+        """An event of the indexing service, on the UI thread."""
         if self._closing:
             return
-        if ev.kind in ("indexed", "removed", "moved", "offline", "online", "reconciled"):
+        if ev.kind in (EventKind.PROGRESS, EventKind.PAUSED) and ev.progress is not None:
+            if ev.progress.phase in (Phase.SCANNING, Phase.EMBEDDING, Phase.PAUSED):
+                self._indexing = True
+            self._progress(ev.progress)
+            return
+        if ev.kind in (EventKind.PAUSED, EventKind.RESUMED):
+            return  # paused or resumed while nothing was being indexed: the window already shows it
+        if ev.kind == EventKind.IDLE:
+            self._indexing = False
+            self.refresh_status()
+            self.index_finished.emit(None)
+            return
+        if ev.kind in (EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED, EventKind.OFFLINE, EventKind.ONLINE):
             self.refresh_status()  # folder counts, offline marks
-        if ev.kind in ("removed", "moved") and self.current is not None:
-            self.search(self.current.query)  # gone or renamed files must not stay in the grid
+        if ev.kind in (EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED) and self.current is not None:
+            self._live_update()
         self.watch_event.emit(ev)
 
+    def _live_update(self) -> None:
+        """Photos indexed, removed or moved while a query is open: run it again (at most once a
+        second), so new photos appear where they rank and gone ones leave."""
+        if self._live_update_due:
+            return
+        self._live_update_due = True
+
+        def run() -> None:
+            self._live_update_due = False
+            if self.current is not None and not self._closing:
+                self.search(self.current.query)
+
+        QtCore.QTimer.singleShot(1000, run)
+
     def refresh_status(self) -> None:
-        def read() -> LibraryStatus:
-            st = self.lib.store
-            folders = []
-            for f in st.folders():
-                c = st.counts(f)
-                folders.append(
-                    FolderInfo(
-                        f, c["indexed"], c["pending"], c["failed"], st.folder_online(f) and os.path.isdir(f)
-                    )
-                )
-            c = st.counts()
-            note = self.lib.text_only_note(self.text_only_reason) if self.text_only else ""
-            return LibraryStatus(
-                folders, c["indexed"], c["pending"], c["failed"], list(st.notices), note, st.visual_variants()
-            )
+        reason = self.text_only_reason if self.text_only else None
 
         def got(status: LibraryStatus) -> None:
             self.status = status
             self.status_changed.emit(status)
 
         self._last_status_refresh = time.monotonic()
-        run_task(read, got, name="status")
+        run_task(lambda: self.lib.status(reason), got, name="status")
 
     def errors(self, on_done, folder: str | None = None) -> None:
         run_task(lambda: self.lib.store.errors(folder), on_done, name="errors")
 
-    # -- indexing ------------------------------------------------------------------------------------
     @property
     def indexing(self) -> bool:
+        """The indexing service is scanning or indexing (paused included)."""
         return self._indexing
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return self.indexing_service.paused
 
     def request_index(self) -> None:
-        """Bring the index in line with the folders (start-up reconciliation, a folder added).
-        Runs now, or once the model is ready or the current run ends."""
-        self._index_wanted = True
-        self._kick()
-
-    def _kick(self) -> None:
-        if self._indexing or not self._index_wanted or self._closing:
-            return
-        if self.embedder is None and not self.text_only:
-            return
-        self._index_wanted = False
+        """Bring the index in line with the folders (start-up, Check Folders Now): a full scan, queued
+        after what the service is doing (a full scan already waiting absorbs it)."""
+        if self._closing or (self.embedder is None and not self.text_only):
+            return  # the model is not ready: _use / _use_text_only ask again
         self._indexing = True
-        embedder = self.embedder
-
-        def on_progress(p: Progress) -> None:  # on the writer thread
-            to_main(self._progress, p)
-
-        def run() -> IndexReport:
-            lower_thread_priority()  # indexing is background work: the window comes first
-            # embedder None: text in photos only, until a visual model is available
-            indexer = self.lib.indexer(embedder, on_progress=on_progress, text_source=self.text_source())
-            if self._paused:
-                indexer.pause()
-            self._indexer = indexer
-            try:
-                with self._model_lock:
-                    return indexer.run()
-            finally:
-                self._indexer = None
-
-        run_task(run, self._index_done, self._index_done, lane="writer", name="index")
-
-    def run_job(self, func, on_done=None) -> None:
-        """Run another index-changing job (the folder watcher's batches) in turn with index runs;
-        report its progress through ``on_progress`` like an index run."""
-        run_task(func, on_done, lambda e: self.error.emit(str(e)), lane="writer", name="index job")
-
-    def on_progress(self, p: Progress) -> None:
-        """Progress from any thread (e.g. a watcher's Indexer) for the status bar."""
-        to_main(self._progress, p)
+        self.indexing_service.scan()
 
     def _progress(self, p: Progress) -> None:
-        if p.phase == "embedding" and p.rate > 0 and self.embedder is not None:
+        if p.phase == Phase.EMBEDDING and p.rate > 0 and self.embedder is not None:
             self.last_rate = p.rate  # a picture model's rate: reading text alone says nothing of it
         self.index_progress.emit(p)
-        if time.monotonic() - self._last_status_refresh > 1.0 or p.phase in ("done", "cancelled"):
+        if time.monotonic() - self._last_status_refresh > 1.0 or p.phase in (Phase.DONE, Phase.CANCELLED, Phase.PAUSED):
             self.refresh_status()
 
-    def _index_done(self, report) -> None:
-        self._indexing = False
-        if isinstance(report, BaseException):
-            log.error("indexing failed", exc_info=report)
-            self.error.emit(f"Indexing stopped: {report}")
-        self.refresh_status()
-        self.index_finished.emit(report)
-        self._kick()
-
     def pause(self) -> None:
-        self._paused = True
-        if self._indexer is not None:
-            self._indexer.pause()
-        if self._watcher is not None:
-            self._watcher.indexer.pause()
+        """Indexing stops after the photo being embedded (within a second) and says so with its counts."""
+        self.indexing_service.pause()
 
     def resume(self) -> None:
-        self._paused = False
-        if self._indexer is not None:
-            self._indexer.resume()
-        if self._watcher is not None:
-            self._watcher.indexer.resume()
+        self.indexing_service.resume()
 
     # -- search --------------------------------------------------------------------------------------
     def search(self, query: Query) -> int:
@@ -736,13 +649,11 @@ class Session(QtCore.QObject):
         self._closing = True
         self._download_cancel.set()
         self._refine_cancel.set()
-        if self._indexer is not None:
-            self._indexer.cancel()
-        # Each finishes the changes it has seen (up to 10 s, then cancels; the rest is reconciled next
-        # time). A replaced watcher still stopping is waited for too (its stop may not have started).
-        for watcher in [*self._stopping_watchers, self._watcher]:
-            if watcher is not None:
-                watcher.stop(timeout=10)
+        # The watcher hands in the changes it has seen and the service finishes them (up to 10 s, then
+        # the job in progress is cancelled; what is left is found by the next start's scan).
+        if self._watcher is not None:
+            self._watcher.stop(timeout=10)
+        self.indexing_service.stop(timeout=10)
         if not lanes().shutdown(30000):
             log.warning("background work did not stop in time")
         self.lib.close()

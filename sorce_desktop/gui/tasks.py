@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -149,18 +150,16 @@ class Lanes:
     def __init__(self) -> None:
         self.pools: dict[str, QtCore.QThreadPool] = {}
         for name, threads in (
-            ("writer", 1),
-            ("folders", 1),  # folder adds, in order, without waiting for an index run
+            ("folders", 1),  # folder adds, in order, without waiting for an indexing job
             ("model", 1),
             ("search", 1),
             ("thumbs", 2),
             ("io", 2),
             ("refine", 1),
-            ("watcher", 1),  # a replaced folder watcher stopping, in order
         ):
             pool = QtCore.QThreadPool()
             pool.setMaxThreadCount(threads)
-            pool.setExpiryTimeout(-1 if name == "writer" else 30000)
+            pool.setExpiryTimeout(30000)
             self.pools[name] = pool
 
     def run(
@@ -235,3 +234,23 @@ class Throttle(QtCore.QObject):
 
     def _fire(self) -> None:
         self._callback(self._value)
+
+
+def on_done(future: Future, done: Callable | None = None, error: Callable | None = None) -> None:
+    """When a core service's ``future`` (the indexing service's jobs) completes, post its result to
+    ``done`` or its exception to ``error`` on the UI thread: the other way back onto it besides
+    :func:`run_task`. A cancelled job (dropped when the service stopped) calls neither."""
+
+    def finished(f: Future) -> None:
+        if f.cancelled():
+            return
+        exc = f.exception()
+        if exc is not None:
+            if error is not None:
+                to_main(error, exc)
+            else:
+                log.error("background job failed", exc_info=exc)
+        elif done is not None:
+            to_main(done, f.result())
+
+    future.add_done_callback(finished)

@@ -518,7 +518,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.progress.setValue(p.done)
             self.progress.show()
             self.pause_button.show()
-            if p.phase == "paused" or self.session.paused:
+            if self.session.paused:  # the session's state, not the last report's: Resume shows at once
                 self.status_label.setText(f"Indexing paused at {p.done:,} of {photos(p.total)}")
             else:
                 bits = [f"Indexing {p.done:,} of {photos(p.total)}"]

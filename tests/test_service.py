@@ -1,0 +1,252 @@
+"""The indexing service and its pipeline: one writer, one planner, bounded memory, pause between photos,
+and nothing that is not a regular file ever blocks it. Real store, real photos, a tiny real model."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import coco_photos
+from PIL import Image
+
+from sorce_desktop.core import indexer as indexer_mod
+from sorce_desktop.core import watcher as watcher_mod
+from sorce_desktop.core.indexer import ByteBudget, IndexReport, decode_estimate
+from sorce_desktop.core.library import Library
+from sorce_desktop.core.models.base import Embedder
+from sorce_desktop.core.regions import get_layout
+from sorce_desktop.core.service import EventKind
+
+
+class Slow(Embedder):
+    """A real embedder that takes ``delay`` seconds per forward (a camera photo on a laptop)."""
+
+    def __init__(self, inner, delay: float):
+        self.inner, self.delay = inner, delay
+        self.model_id, self.dim, self.kind = inner.model_id, inner.dim, inner.kind
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    def variant(self) -> str:
+        return self.inner.variant()
+
+    def layouts(self):
+        return self.inner.layouts()
+
+    def decode_min_side(self, layout):
+        return self.inner.decode_min_side(layout)
+
+    def prepare(self, photo, layout):
+        return self.inner.prepare(photo, layout)
+
+    def embed_photos(self, photos, layout):
+        time.sleep(self.delay)
+        return self.inner.embed_photos(photos, layout)
+
+    def embed_images(self, images):
+        return self.inner.embed_images(images)
+
+    def embed_texts(self, texts):
+        return self.inner.embed_texts(texts)
+
+
+@pytest.fixture
+def lib(tmp_path, clip_embedder):
+    with Library(tmp_path / "data") as library:
+        library.bind(clip_embedder, get_layout("global"))
+        yield library
+
+
+def copy_photos(folder, n, start=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(coco_photos(n, start)):
+        shutil.copy2(p, folder / f"p{i:03d}.jpg")
+    return folder
+
+
+def test_a_file_swapped_for_a_fifo_after_the_scan_is_an_error_not_a_hang(lib, clip_embedder, tmp_path):
+    folder = copy_photos(tmp_path / "photos", 4)
+    lib.add_folder(folder)
+    ix = lib.indexer(clip_embedder, get_layout("global"))
+    plan = ix.plan([str(folder)])
+    ix.apply(plan)  # the scan saw four regular files
+    victim = folder / "p001.jpg"
+    victim.unlink()
+    os.mkfifo(victim)  # ...and now one of them is a pipe nobody writes to
+    report = IndexReport()
+    t = threading.Thread(target=ix.embed_rows, args=(lib.store.pending(), report), daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the indexer blocked opening a FIFO"
+    assert report.embedded == 3 and report.failed == 1
+    assert "not a regular file" in dict(lib.store.errors())[str(victim)]
+
+
+def test_decoded_bytes_in_flight_stay_under_the_budget_with_huge_pngs(lib, clip_embedder, tmp_path):
+    folder = copy_photos(tmp_path / "photos", 6)
+    side = 3000  # 9 megapixels of greyscale: ~63 MB while decoded, a few KB on disk
+    for i in range(3):
+        Image.new("L", (side, side), 40 * i).save(folder / f"huge{i}.png")
+    estimate = decode_estimate(side, side, 0, False)
+    budget = int(estimate * 1.3)  # room for one huge photo and some small ones, never two huge ones
+    ix = lib.indexer(clip_embedder, get_layout("global"), decode_budget=budget, batch_size=4)
+    lib.add_folder(folder)
+    report = ix.run([str(folder)])
+    assert report.embedded == 9 and report.failed == 0
+    b = ix.last_budget
+    assert b.largest >= estimate  # the huge ones were accounted at their decoded size...
+    assert b.peak <= max(b.limit, b.largest)  # ...and never two of them (or one and much else) at once
+    assert b.used == 0  # everything admitted was released
+
+
+def test_the_budget_admits_in_queue_order_and_lets_an_oversized_photo_through_alone():
+    b = ByteBudget(100)
+    order = []
+    t0, t1, t2 = b.ticket(), b.ticket(), b.ticket()
+    b.acquire(t0, 80)
+
+    def take(ticket, n):
+        b.acquire(ticket, n)
+        order.append(ticket)
+
+    late = threading.Thread(target=take, args=(t2, 10))
+    big = threading.Thread(target=take, args=(t1, 500))
+    late.start()
+    time.sleep(0.1)
+    big.start()
+    time.sleep(0.2)
+    assert order == []  # t1 waits for room (only alone), t2 waits for t1's turn
+    b.release(80)
+    big.join(5)
+    assert order == [t1]
+    b.release(500)
+    late.join(5)
+    assert order == [t1, t2] and b.peak == 500
+
+
+def test_pause_takes_effect_between_photos_with_true_counts_and_resume_finishes(lib, clip_embedder, tmp_path):
+    folder = copy_photos(tmp_path / "photos", 16)
+    lib.add_folder(folder)
+    embedder = Slow(clip_embedder, 0.25)  # a batch of 8 takes 2 s: pausing between batches would be late
+    service = lib.indexing_service(lib.indexer(embedder, get_layout("global"), batch_size=8)).start()
+    events = []
+    service.subscribe(events.append)
+    paused = threading.Event()
+    service.subscribe(lambda ev: paused.set() if ev.kind == EventKind.PAUSED and ev.progress else None)
+    try:
+        fut = service.scan()
+        deadline = time.monotonic() + 60
+        while lib.store.counts()["indexed"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        service.pause()
+        assert paused.wait(10)
+        assert time.monotonic() - t0 < 1.0, "pause took effect later than a second"
+        p = next(ev.progress for ev in events if ev.kind == EventKind.PAUSED and ev.progress)
+        time.sleep(0.3)  # the batch's photos embedded before the pause are committed
+        indexed = lib.store.counts()["indexed"]
+        assert p.total == 16 and 2 <= p.done < 16
+        assert indexed == p.done  # the counts the pause reports are what the store holds
+        assert lib.store.counts()["pending"] == 16 - indexed  # the rest shows as waiting
+        time.sleep(1.0)
+        assert lib.store.counts()["indexed"] == indexed  # nothing is embedded while paused
+        assert not fut.done()
+        service.resume()
+        report = fut.result(60)
+        assert lib.store.counts()["indexed"] == 16 and lib.store.counts()["pending"] == 0
+        assert not report.cancelled
+        assert any(ev.kind == EventKind.RESUMED for ev in events)
+    finally:
+        service.stop()
+
+
+def test_each_commit_is_an_event_so_open_results_can_follow(lib, clip_embedder, tmp_path):
+    folder = copy_photos(tmp_path / "photos", 10)
+    lib.add_folder(folder)
+    service = lib.indexing_service(lib.indexer(clip_embedder, get_layout("global"), batch_size=4)).start()
+    indexed = []
+    service.subscribe(lambda ev: indexed.append(list(ev.paths)) if ev.kind == EventKind.INDEXED else None)
+    try:
+        service.scan().result(60)
+    finally:
+        service.stop()
+    assert len(indexed) >= 3  # a batch at a time, not once at the end
+    assert sorted(p for batch in indexed for p in batch) == sorted(str(p) for p in folder.iterdir())
+
+
+def test_a_photo_embedded_alone_or_beside_others_gets_the_same_vectors(lib, clip_embedder, tmp_path):
+    a = copy_photos(tmp_path / "a", 5)
+    b = tmp_path / "b"
+    b.mkdir()
+    shutil.copy2(a / "p002.jpg", b / "alone.jpg")
+    lib.add_folder(a)
+    lib.add_folder(b)
+    lib.indexer(clip_embedder, get_layout("grid3"), batch_size=8).run()
+    store = lib.store
+
+    def vectors(path):
+        regions = store.regions_of(store.photo_by_path(str(path)).id)
+        return store.region_vectors_by_ids([r.id for r in regions])[1]
+
+    np.testing.assert_allclose(vectors(a / "p002.jpg"), vectors(b / "alone.jpg"), atol=1e-6)
+
+
+def test_what_changed_is_decided_in_one_place(lib, clip_embedder, tmp_path, monkeypatch):
+    """The full scan and the watcher's path sets both go through file_verdict and match_moves; the
+    watcher itself has no rule about files left."""
+    folder = copy_photos(tmp_path / "photos", 3)
+    lib.add_folder(folder)
+    ix = lib.indexer(clip_embedder, get_layout("global"))
+    ix.run()
+    calls = {"verdict": 0, "moves": 0}
+    real_verdict, real_moves = indexer_mod.file_verdict, indexer_mod.match_moves
+
+    def verdict(*a):
+        calls["verdict"] += 1
+        return real_verdict(*a)
+
+    def moves(*a):
+        calls["moves"] += 1
+        return real_moves(*a)
+
+    monkeypatch.setattr(indexer_mod, "file_verdict", verdict)
+    monkeypatch.setattr(indexer_mod, "match_moves", moves)
+    os.utime(folder / "p000.jpg", ns=(1, 10**18))  # touched: same bytes, new mtime
+    os.rename(folder / "p001.jpg", folder / "renamed.jpg")
+    report = ix.run()
+    assert report.moved == 1 and report.embedded == 0 and report.unchanged == 2
+    assert calls["verdict"] >= 2 and calls["moves"] == 1
+    os.rename(folder / "renamed.jpg", folder / "again.jpg")
+    report = ix.index_paths(
+        [str(folder / "renamed.jpg"), str(folder / "again.jpg")],
+        renamed=[(str(folder / "renamed.jpg"), str(folder / "again.jpg"))],
+    )
+    assert report.moved == 1 and report.embedded == 0 and calls["moves"] == 2
+    source = inspect.getsource(watcher_mod)
+    for rule in ("file_hash", "photo_by_path", "move_photo", "delete_photos", "mtime_ns) =="):
+        assert rule not in source, f"the watcher still decides for itself ({rule})"
+
+
+def test_remove_folder_stops_the_job_in_progress_first(lib, clip_embedder, tmp_path):
+    a = copy_photos(tmp_path / "a", 12)
+    lib.add_folder(a)
+    service = lib.indexing_service(lib.indexer(Slow(clip_embedder, 0.1), get_layout("global"))).start()
+    try:
+        scan = service.scan()
+        deadline = time.monotonic() + 60
+        while lib.store.counts()["indexed"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert service.remove_folder(str(a)).result(60) >= 1
+        scan.result(60)
+        assert scan.result().cancelled
+        assert service.wait_idle(60)
+    finally:
+        service.stop()
+    assert lib.store.folders() == [] and lib.store.photos_under() == []
