@@ -83,3 +83,32 @@ def test_models_without_calibration_keep_cosines(tmp_path, tiny_clip, capsys):
     floor = sorted(h["score"] for h in hits)[1]
     assert main(["search", "a dog", "--json", "--min-score", str(floor), "--data-dir", data]) == 0
     assert all(h["score"] >= floor - 1e-6 for h in json.loads(capsys.readouterr().out))  # a cosine
+
+
+def test_every_picture_region_the_model_finds_likely_is_listed(calibrated, tiny_siglip):
+    from sorce_desktop.core.library import Library
+    from sorce_desktop.core.models.dual import DualEncoderEmbedder
+    from sorce_desktop.core.search import LIKELY, match_probability
+
+    model, data = calibrated
+    with Library(data, writer=False) as lib:
+        service = lib.search_service(DualEncoderEmbedder(model))
+        cal = service.embedder.match_calibration()
+        hits = service.search(QUERY, top=10)
+        several = [h for h in hits if len(h.picture_regions()) > 1]
+        assert several  # the bias puts many regions of the likeliest photos over 0.5
+        for h in hits:
+            pics = h.picture_regions()
+            assert pics[0].score == pytest.approx(h.picture.score) and h.box == pics[0].box
+            assert all(a.score >= b.score for a, b in zip(pics, pics[1:]))
+            assert all(match_probability(r.score, cal) >= LIKELY for r in pics[1:])
+        # without a probability, "matched" is the best region alone
+        plain = Library(data, writer=False)
+        try:
+            from sorce_desktop.core.search import SearchService
+
+            emb = service.embedder
+            emb.match_calibration = lambda: None
+            assert all(len(h.picture_regions()) == 1 for h in SearchService(plain.store, emb, None).search(QUERY, top=10))
+        finally:
+            plain.close()

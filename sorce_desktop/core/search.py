@@ -67,6 +67,9 @@ class PhotoHit:
         """The picture region that matched (what refinement zooms into), if the picture matched."""
         return next((r for r in self.regions if r.kind == "picture"), None)
 
+    def picture_regions(self) -> list[MatchedRegion]:
+        return [r for r in self.regions if r.kind == "picture"]
+
     @property
     def text_regions(self) -> list[MatchedRegion]:
         return [r for r in self.regions if r.kind == "text"]
@@ -108,6 +111,8 @@ class SearchAnswer:
 
 #: a match is "likely" when the model's own probability says more likely than not
 LIKELY = 0.5
+#: picture regions listed per photo at most: its best, and others the model finds likely matches too
+MAX_PICTURE_REGIONS = 4
 
 
 def match_probability(cosine: float, calibration: tuple[float, float]) -> float:
@@ -213,11 +218,11 @@ def fuse(visual: list[PhotoHit], text: list[TextHit], photos: dict, top: int) ->
                     p.path, s, t.box, "text", pid, p.width or 0, p.height or 0, "text", t.text, regions=lines
                 )
             else:
-                pic = v.regions[0] if v.regions else _picture_region(v)
+                pics = v.regions or [_picture_region(v)]
                 letters = t.kind == "letters"
                 box = t.box if letters else v.box
                 region = "text" if letters else v.region
-                regions = [*lines, pic] if letters else [pic, *lines]
+                regions = [*lines, *pics] if letters else [*pics, *lines]
                 hit = PhotoHit(v.path, s, box, region, pid, v.width, v.height, "both", t.text, regions=regions)
         out.append(hit)
     out.sort(key=rank_key)
@@ -323,7 +328,12 @@ class SearchService:
             fetch = depth if not use_text or not parsed.required else max(depth * 4, 80)
             visual = self.search_vector(q, top=fetch, folder=folder, min_score=min_cos)
             for h in visual:
-                h.regions = [_picture_region(h)]
+                # the best picture region always; others only where the model says they match too
+                h.regions = [
+                    r
+                    for i, r in enumerate(h.regions or [_picture_region(h)])
+                    if i == 0 or (cal is not None and match_probability(r.score, cal) >= LIKELY)
+                ]
         if not use_text:
             hits = visual
         else:
@@ -361,6 +371,7 @@ class SearchService:
         while True:
             scores, ids = self.store.search_vectors(q[None, :], k)
             best: dict[int, tuple[float, int]] = {}
+            more: dict[int, list[tuple[float, int]]] = {}  # a photo's other regions among the candidates
             regions = self.store.regions_by_ids([int(i) for i in ids[0] if i >= 0])
             for s, rid in zip(scores[0], ids[0]):
                 if rid < 0 or rid not in regions:
@@ -370,6 +381,8 @@ class SearchService:
                 pid = regions[rid].photo_id
                 if pid not in best:
                     best[pid] = (float(s), int(rid))
+                elif len(more.setdefault(pid, [])) < MAX_PICTURE_REGIONS - 1:
+                    more[pid].append((float(s), int(rid)))
             photos = self.store.photos_by_ids(list(best))
             if folder_key is not None:
                 best = {
@@ -390,7 +403,12 @@ class SearchService:
             if p is None:
                 continue
             r = regions[rid]
-            hits.append(PhotoHit(p.path, s, r.box, r.name, pid, p.width or 0, p.height or 0))
+            hit = PhotoHit(p.path, s, r.box, r.name, pid, p.width or 0, p.height or 0)
+            # every candidate region of the photo, best first: answer() keeps those that matched
+            hit.regions = [MatchedRegion("picture", r.box, s, r.name)] + [
+                MatchedRegion("picture", regions[o].box, os_, regions[o].name) for os_, o in more.get(pid, [])
+            ]
+            hits.append(hit)
         return hits
 
 

@@ -71,8 +71,9 @@ class ResultItem:
         if not self.hit.regions:
             return [("picture", self.shown_box, None)]
         out = []
+        best_picture = self.hit.picture  # the one refinement zooms into
         for r in self.hit.regions:
-            box = (self.hit.refined_box or r.box) if r.kind == "picture" else r.box
+            box = (self.hit.refined_box or r.box) if r is best_picture else r.box
             out.append((r.kind, box, r))
         return out
 
