@@ -90,6 +90,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def prog() -> str:
+    """The command as the user runs it, for hints ("./run.sh errors" when started by run.sh)."""
+    name = os.environ.get("SORCE_DESKTOP_PROG")
+    if name:
+        return name
+    if getattr(sys, "frozen", False):  # a bundle: its executable's own name
+        return os.path.basename(sys.argv[0]) or "sorce-desktop"
+    return "sorce-desktop"
+
+
 # -- progress bars -------------------------------------------------------------------------------------
 class ProgressLine:
     """A one-line progress bar on stderr: tqdm, redrawn in a terminal, a line every few seconds in a log.
@@ -190,6 +200,7 @@ def _wait(fut):
 def cmd_index(args) -> int:
     from sorce_desktop.core.service import EventKind
     from sorce_desktop.core.store import display_path
+    from sorce_desktop.core.words import count, photos
 
     with _library(args) as lib:
         for n in lib.store.notices:
@@ -201,7 +212,7 @@ def cmd_index(args) -> int:
             except FileNotFoundError as exc:
                 raise UserError(str(exc)) from None
         if not lib.store.folders():
-            raise UserError("No folders to index: give one, e.g. sorce-desktop index ~/Pictures")
+            raise UserError(f"No folders to index: give one, e.g. {prog()} index ~/Pictures")
         binding = lib.store.binding()
         same_model = args.model is None or (binding is not None and args.model == binding.model_id)
         same_layout = args.layout is None or (binding is not None and args.layout == binding.layout)
@@ -226,7 +237,7 @@ def cmd_index(args) -> int:
                 embedder = layout = None
                 print(
                     f"note: no visual model is available ({exc}); indexing only the text in the photos. "
-                    "Index again once the model is downloaded (sorce-desktop models --download ID) to "
+                    f"Index again once the model is downloaded ({prog()} models --download ID) to "
                     "search by what the photos show.",
                     file=sys.stderr,
                 )
@@ -284,12 +295,16 @@ def cmd_index(args) -> int:
             print_json(summary)
         else:
             print(
-                f"indexed {report.embedded} photos ({report.new} new, {report.changed} changed), "
+                f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
                 f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
-                f"{report.failed} failed, in {report.seconds:.1f}s"
+                f"{report.failed} failed this run, in {report.seconds:.1f}s"
             )
-            if report.failed:
-                print("see which files failed and why: sorce-desktop errors", file=sys.stderr)
+        # the count of this run alone would hide files that failed before and are unchanged since
+        failed = len(lib.store.errors())
+        if failed and not args.json:
+            print(
+                f"{count(failed, 'file')} cannot be indexed; see which and why: {prog()} errors", file=sys.stderr
+            )
     return 0
 
 
@@ -300,7 +315,7 @@ def cmd_search(args) -> int:
     from sorce_desktop.core.store import display_path
 
     if args.text is None and args.image is None:
-        raise UserError('Give a text to search for, or --image PATH, e.g. sorce-desktop search "a red kite"')
+        raise UserError(f'Give a text to search for, or --image PATH, e.g. {prog()} search "a red kite"')
     if args.image is not None and not os.path.exists(args.image):
         raise UserError(f"The image {args.image} does not exist.")
     if args.crop and args.image is None:
@@ -324,7 +339,7 @@ def cmd_search(args) -> int:
 
         has_text = textstore.count_read(lib.store) > 0
         if lib.store.binding() is None and not has_text:
-            raise UserError("Nothing is indexed yet: run sorce-desktop index FOLDER first.")
+            raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.")
         embedder = None
         if lib.store.binding() is None:
             print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
@@ -338,24 +353,22 @@ def cmd_search(args) -> int:
         service = lib.search_service(embedder)
         folder = os.path.abspath(args.folder) if args.folder else None
         try:
-            hits = service.search(
+            answer = service.answer(
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score
             )
         except ImageError as exc:
             raise UserError(f"The image {args.image} cannot be used: {exc}.") from None
         except QueryError as exc:
             raise UserError(str(exc)) from None
-        if args.refine and embedder is not None:
-            from sorce_desktop.core.refine import Refiner, refine_hits, rerank_by_refined
-
-            q = service.query_vector(args.text, args.image, crop)
-            # A text hit's box is the line of words already; only visual matches are zoomed into.
-            visual = [h for h in hits if h.source != "text"]
+        hits = answer.hits
+        if args.refine and embedder is not None and answer.vector is not None:
+            from sorce_desktop.core.refine import Refiner, refine_pictures, rerank_by_refined
 
             def unreadable(i, h, why) -> None:
                 print(f"note: {display_path(h.path)} was not refined: {why}", file=sys.stderr)
 
-            refine_hits(Refiner(embedder), visual, q, on_error=unreadable)
+            # zooms with the very vector the search used (the parsed query, not the raw text)
+            refine_pictures(Refiner(embedder), hits, answer.vector, on_error=unreadable)
             if lib.settings.rerank_by_zoom:
                 hits = rerank_by_refined(hits)
         if args.json:
@@ -364,9 +377,15 @@ def cmd_search(args) -> int:
             if not hits:
                 print("nothing found")
             for i, h in enumerate(hits, 1):
-                box = h.refined_box or h.box
+                if h.likely is False and (i == 1 or hits[i - 2].likely):
+                    print("     --- less likely matches ---")
+                box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
                 words = f'  {h.source}: "{h.text}"' if h.text is not None else ""
                 print(f"{i:3d}. {h.score:.3f}  {display_path(h.path)}  [{h.region} {box.as_list()}]{words}")
+                if len(h.regions) > 1:
+                    for r in h.regions:
+                        what = f'words "{r.words}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
+                        print(f"       {what} {r.box.as_list()} {r.score:.3f}")
     return 0
 
 
@@ -589,8 +608,10 @@ def cmd_models(args) -> int:
     from sorce_desktop.core.models.download import cached_model_path, resolve_model
     from sorce_desktop.core.models.registry import DEFAULT_MODEL, KNOWN_MODELS
     from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.settings import Settings
 
     paths = AppPaths.resolve(args.data_dir).ensure()
+    configured = Settings.load(paths.settings).model
     if args.download:
         resolve_model(args.download, paths.models, progress=download_progress())
         print(f"{args.download} is available offline")
@@ -607,14 +628,35 @@ def cmd_models(args) -> int:
                 "runs_well_on": m.speed_class,
                 "offline": here,
                 "default": m.id == DEFAULT_MODEL,
+                "configured": m.id == configured,
+            }
+        )
+    if configured not in KNOWN_MODELS:  # a local folder or another hub id chosen in Settings or --model
+        local = os.path.isdir(configured)
+        rows.append(
+            {
+                "id": configured,
+                "kind": "dual",
+                "title": "Local model folder" if local else "Hub model chosen in Settings",
+                "download_mb": None,
+                "runs_well_on": "-",
+                "offline": local or cached_model_path(configured, paths.models) is not None,
+                "default": False,
+                "configured": True,
             }
         )
     if args.json:
         print_json(rows)
         return 0
     for r in rows:
-        flag = "available offline" if r["offline"] else f"download {r['download_mb']} MB"
+        if r["offline"]:
+            flag = "available offline"
+        elif r["download_mb"] is None:
+            flag = "not found" if os.path.isabs(r["id"]) else "downloads on first use"
+        else:
+            flag = f"download {r['download_mb']} MB"
         star = " (default)" if r["default"] else ""
+        star += " (configured)" if r["configured"] else ""
         print(f"{r['id']:40s} {r['kind']:5s} {r['runs_well_on']:6s} {flag}{star}\n    {r['title']}")
     print("Any transformers CLIP/SigLIP model folder also works: --model /path/to/folder")
     return 0
@@ -676,7 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--top", type=positive_int, default=20)
     s.add_argument("--folder", metavar="F", help="only photos under this folder")
-    s.add_argument("--min-score", type=finite_float, default=None)
+    s.add_argument(
+        "--min-score",
+        type=finite_float,
+        default=None,
+        help="leave out weaker matches: for text searches with a model that has a match probability "
+        "(SigLIP, SigLIP 2: the default) this is that probability, 0-1 (0.5: more likely than not); "
+        "otherwise (CLIP, MLLMs, image searches) a cosine",
+    )
     s.add_argument("--refine", action="store_true", help="tighten each hit's box by zooming in")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)

@@ -145,7 +145,12 @@ class ModelMismatch(StoreError):
 
 
 class StoreLocked(StoreError):
-    pass
+    """Another process writes to this library. ``holder``: what it wrote in the lock ("pid N", with
+    " window" for the app's window), "" when unknown."""
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
 
 
 class StoreFull(StoreError):
@@ -291,8 +296,12 @@ class WriterLock:
     """One writer per data folder: the GUI, ``index`` and ``watch`` refuse to run against each other
     instead of interleaving writes. The OS drops the lock when the holder dies (even kill -9)."""
 
-    def __init__(self, path: Path):
+    #: what the window writes after its pid in the lock file, so other commands can say who holds it
+    WINDOW = "window"
+
+    def __init__(self, path: Path, holder: str = ""):
         self.path = path
+        self.holder = holder
         self._fh = None
 
     def acquire(self) -> None:
@@ -314,14 +323,23 @@ class WriterLock:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
+            if holder.endswith(" " + self.WINDOW):
+                raise StoreLocked(
+                    f"The Sorce Desktop window ({holder.removesuffix(' ' + self.WINDOW)}) is open on this "
+                    f"library ({self.path.parent}) and indexes it itself: photos added to its folders are "
+                    "indexed while it runs. Add folders in the window, or close it to run this command. "
+                    "search, status and errors work while it is open.",
+                    holder,
+                ) from None
             raise StoreLocked(
                 f"Another sorce-desktop process ({holder}) is already indexing this data folder "
-                f"({self.path.parent}). Close it first, or use another --data-dir."
+                f"({self.path.parent}). Close it first, or use another --data-dir.",
+                holder,
             ) from None
         try:
             fh.seek(0)
             fh.truncate()
-            fh.write(f"pid {os.getpid()}")
+            fh.write(f"pid {os.getpid()}" + (f" {self.holder}" if self.holder else ""))
             fh.flush()
         except OSError as exc:
             # The lock is held by flock, the pid is only a note for the refusal message; but a disk that
@@ -506,7 +524,10 @@ def fetch_region_vectors(db: sqlite3.Connection, ids: Sequence[int], dim: int = 
 class Store:
     """Catalog + vector index under one folder. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, folder: str | os.PathLike, *, writer: bool = True, busy_timeout_s: float = 10.0):
+    def __init__(
+        self, folder: str | os.PathLike, *, writer: bool = True, busy_timeout_s: float = 10.0, holder: str = ""
+    ):
+        """``holder``: who writes (``WriterLock.WINDOW`` for the window), told to others refused the lock."""
         self.folder = Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -517,7 +538,7 @@ class Store:
         self._writer_lock: WriterLock | None = None
         self.writable = writer
         if writer:
-            self._writer_lock = WriterLock(self.folder / LOCK_NAME)
+            self._writer_lock = WriterLock(self.folder / LOCK_NAME, holder)
             self._writer_lock.acquire()
         self.notices: list[str] = []  # what was repaired or migrated on open, for the user
         try:
@@ -1211,6 +1232,29 @@ class Store:
         out = {PENDING: 0, INDEXED: 0, FAILED: 0}
         out.update({s: n for s, n in rows})
         return out
+
+    def visual_variants(self) -> dict[str | None, int]:
+        """Indexed photos with visual vectors, counted by the variant (speed profile) that made them."""
+        rows = self.query(
+            "SELECT variant, count(*) FROM photos WHERE status=? AND id IN "
+            "(SELECT photo_id FROM regions WHERE source=?) GROUP BY variant",
+            (INDEXED, VISUAL),
+        )
+        return {v: n for v, n in rows}
+
+    def requeue_variants(self, variants: list[str | None]) -> int:
+        """Set photos whose vectors these variants made back to pending, so the next index run embeds
+        them again (their text is kept: it is read again only when the file changes). Returns how many."""
+        n = 0
+        with self.transaction() as db:
+            for v in variants:
+                cond = "variant IS NULL" if v is None else "variant=?"
+                n += db.execute(
+                    f"UPDATE photos SET status=? WHERE status=? AND {cond} AND id IN "
+                    "(SELECT photo_id FROM regions WHERE source=?)",
+                    (PENDING, INDEXED, VISUAL) if v is None else (PENDING, INDEXED, v, VISUAL),
+                ).rowcount
+        return n
 
     def errors(self, folder: str | None = None) -> list[tuple[str, str]]:
         if folder is None:
