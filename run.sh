@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup-env.sh
+export SORCE_DESKTOP_PROG="${SORCE_DESKTOP_PROG:-$0}"  # hints name the command as typed
 exec .venv/bin/sorce-desktop "$@"

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Callable
 
 from sorce_desktop import __version__
+from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.quiet import quiet_third_party_loggers
 
 EXIT_ERROR = 1
@@ -40,6 +41,65 @@ class UserError(Exception):
     """An expected failure: printed as one sentence, exit code 1."""
 
 
+# -- values on the command line: each checked where it is parsed, refused in one line ---------------------
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def crop_value(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative (crop corners are pixels of the image)")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a refused value reported in one line (not the whole usage) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def prog() -> str:
+    """The command as the user runs it, for hints ("./run.sh errors" when started by run.sh)."""
+    name = os.environ.get("SORCE_DESKTOP_PROG")
+    if name:
+        return name
+    if getattr(sys, "frozen", False):  # a bundle: its executable's own name
+        return os.path.basename(sys.argv[0]) or "sorce-desktop"
+    return "sorce-desktop"
+
+
 # -- progress bars -------------------------------------------------------------------------------------
 class ProgressLine:
     """A one-line progress bar on stderr: tqdm, redrawn in a terminal, a line every few seconds in a log.
@@ -53,20 +113,30 @@ class ProgressLine:
     def update(self, done: int, total: int, extra: str = "") -> None:
         from tqdm import tqdm
 
+        class Line(tqdm):
+            def __init__(self, *args, extra: str = "", **kwargs) -> None:
+                self.extra = extra  # before tqdm draws its first line
+                super().__init__(*args, **kwargs)
+
+            @property
+            def format_dict(self):  # the rate and time left as the core measured them, after the count
+                return {**super().format_dict, "extra": self.extra}
+
         if self._bar is None or self._bar.total != total:
             self.close()
             tty = sys.stderr.isatty()
-            self._bar = tqdm(
+            self._bar = Line(
                 total=total,
                 desc=self.label,
                 file=sys.stderr,
                 ascii=True,
                 mininterval=0.1 if tty else 2.0,
-                bar_format="{desc} [{bar:28}] {n_fmt}/{total_fmt}" + self.unit + " {percentage:3.0f}% {postfix}",
+                bar_format="{desc} [{bar:28}] {n_fmt}/{total_fmt}" + self.unit + " {percentage:3.0f}% {extra}",
                 dynamic_ncols=tty,
+                extra=extra,
             )
         self._bar.n = done
-        self._bar.set_postfix_str(extra, refresh=False)
+        self._bar.extra = extra
         if done in (0, total):
             self._bar.refresh()  # the first and the last state always show
         else:
@@ -140,6 +210,7 @@ def _wait(fut):
 def cmd_index(args) -> int:
     from sorce_desktop.core.service import EventKind
     from sorce_desktop.core.store import display_path
+    from sorce_desktop.core.words import count, photos
 
     with _library(args) as lib:
         for n in lib.store.notices:
@@ -151,7 +222,7 @@ def cmd_index(args) -> int:
             except FileNotFoundError as exc:
                 raise UserError(str(exc)) from None
         if not lib.store.folders():
-            raise UserError("No folders to index: give one, e.g. sorce-desktop index ~/Pictures")
+            raise UserError(f"No folders to index: give one, e.g. {prog()} index ~/Pictures")
         binding = lib.store.binding()
         same_model = args.model is None or (binding is not None and args.model == binding.model_id)
         same_layout = args.layout is None or (binding is not None and args.layout == binding.layout)
@@ -176,7 +247,7 @@ def cmd_index(args) -> int:
                 embedder = layout = None
                 print(
                     f"note: no visual model is available ({exc}); indexing only the text in the photos. "
-                    "Index again once the model is downloaded (sorce-desktop models --download ID) to "
+                    f"Index again once the model is downloaded ({prog()} models --download ID) to "
                     "search by what the photos show.",
                     file=sys.stderr,
                 )
@@ -231,15 +302,19 @@ def cmd_index(args) -> int:
         if report.text_error:
             print(f"warning: text in photos was not read: {report.text_error}", file=sys.stderr)
         if args.json:
-            print(json.dumps(summary))
+            print_json(summary)
         else:
             print(
-                f"indexed {report.embedded} photos ({report.new} new, {report.changed} changed), "
+                f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
                 f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
-                f"{report.failed} failed, in {report.seconds:.1f}s"
+                f"{report.failed} failed this run, in {report.seconds:.1f}s"
             )
-            if report.failed:
-                print("see which files failed and why: sorce-desktop errors", file=sys.stderr)
+        # the count of this run alone would hide files that failed before and are unchanged since
+        failed = len(lib.store.errors())
+        if failed and not args.json:
+            print(
+                f"{count(failed, 'file')} cannot be indexed; see which and why: {prog()} errors", file=sys.stderr
+            )
     return 0
 
 
@@ -250,14 +325,31 @@ def cmd_search(args) -> int:
     from sorce_desktop.core.store import display_path
 
     if args.text is None and args.image is None:
-        raise UserError('Give a text to search for, or --image PATH, e.g. sorce-desktop search "a red kite"')
+        raise UserError(f'Give a text to search for, or --image PATH, e.g. {prog()} search "a red kite"')
+    if args.image is not None and not os.path.exists(args.image):
+        raise UserError(f"The image {args.image} does not exist.")
+    if args.crop and args.image is None:
+        raise UserError("--crop needs --image: it is the part of that image to search with.")
+    crop = Box.from_list(args.crop) if args.crop else None
+    if crop is not None and (crop.x1 <= crop.x0 or crop.y1 <= crop.y0):
+        raise UserError(
+            f"--crop {' '.join(f'{v:g}' for v in args.crop)} has no area: give X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0."
+        )
+    if args.text is not None and args.image is None:
+        from sorce_desktop.core.search import clean_query
+        from sorce_desktop.core.textsearch import parse_query
+
+        # Before the model loads: an empty query needs no model to be refused.
+        parsed = parse_query(clean_query(args.text))
+        if not parsed.text and not parsed.required:
+            raise QueryError("The query is empty: type what you are looking for.")
     with _library(args, writer=False) as lib:
         from sorce_desktop.core import textstore
         from sorce_desktop.core.models.base import ModelError
 
         has_text = textstore.count_read(lib.store) > 0
         if lib.store.binding() is None and not has_text:
-            raise UserError("Nothing is indexed yet: run sorce-desktop index FOLDER first.")
+            raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.")
         embedder = None
         if lib.store.binding() is None:
             print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
@@ -269,36 +361,41 @@ def cmd_search(args) -> int:
                     raise
                 print(f"note: {lib.text_only_note(str(exc))}", file=sys.stderr)
         service = lib.search_service(embedder)
-        crop = Box.from_list(args.crop) if args.crop else None
         folder = os.path.abspath(args.folder) if args.folder else None
         try:
-            hits = service.search(
+            answer = service.answer(
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score
             )
-        except (QueryError, ImageError) as exc:
+        except ImageError as exc:
+            raise UserError(f"The image {args.image} cannot be used: {exc}.") from None
+        except QueryError as exc:
             raise UserError(str(exc)) from None
-        if args.refine and embedder is not None:
-            from sorce_desktop.core.refine import Refiner, refine_hits, rerank_by_refined
-
-            q = service.query_vector(args.text, args.image, crop)
-            # A text hit's box is the line of words already; only visual matches are zoomed into.
-            visual = [h for h in hits if h.source != "text"]
+        hits = answer.hits
+        if args.refine and embedder is not None and answer.vector is not None:
+            from sorce_desktop.core.refine import Refiner, refine_pictures, rerank_by_refined
 
             def unreadable(i, h, why) -> None:
                 print(f"note: {display_path(h.path)} was not refined: {why}", file=sys.stderr)
 
-            refine_hits(Refiner(embedder), visual, q, on_error=unreadable)
+            # zooms with the very vector the search used (the parsed query, not the raw text)
+            refine_pictures(Refiner(embedder), hits, answer.vector, on_error=unreadable)
             if lib.settings.rerank_by_zoom:
                 hits = rerank_by_refined(hits)
         if args.json:
-            print(json.dumps([h.to_json() for h in hits]))  # ASCII keeps undecodable name bytes exact (\udcXX)
+            print_json([h.to_json() for h in hits])
         else:
             if not hits:
                 print("nothing found")
             for i, h in enumerate(hits, 1):
-                box = h.refined_box or h.box
+                if h.likely is False and (i == 1 or hits[i - 2].likely):
+                    print("     --- less likely matches ---")
+                box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
                 words = f'  {h.source}: "{h.text}"' if h.text is not None else ""
                 print(f"{i:3d}. {h.score:.3f}  {display_path(h.path)}  [{h.region} {box.as_list()}]{words}")
+                if len(h.regions) > 1:
+                    for r in h.regions:
+                        what = f'words "{r.words}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
+                        print(f"       {what} {r.box.as_list()} {r.score:.3f}")
     return 0
 
 
@@ -319,7 +416,7 @@ def _print_event(ev, as_json: bool) -> None:
             d["folder"] = ev.folder
         if ev.old_paths:
             d["old_paths"] = ev.old_paths
-        print(json.dumps(d, ensure_ascii=False), flush=True)
+        print_json(d, flush=True)
         return
     if ev.kind in (K.INDEXED, K.REMOVED):
         for p in ev.paths:
@@ -447,7 +544,7 @@ def cmd_status(args) -> int:
             "notices": st.notices,
         }
         if args.json:
-            print(json.dumps(data))  # ASCII keeps undecodable name bytes exact (\udcXX)
+            print_json(data)
             return 0
         from sorce_desktop.core.store import display_path
 
@@ -473,7 +570,7 @@ def cmd_errors(args) -> int:
     with _library(args, writer=False) as lib:
         errs = lib.store.errors()
         if args.json:
-            print(json.dumps([{"path": p, "reason": r} for p, r in errs]))  # ASCII keeps undecodable name bytes exact (\udcXX)
+            print_json([{"path": p, "reason": r} for p, r in errs])
         else:
             if not errs:
                 print("no errors")
@@ -482,12 +579,49 @@ def cmd_errors(args) -> int:
     return 0
 
 
+def cmd_repair(args) -> int:
+    from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.repair import repair_catalog
+    from sorce_desktop.core.store import CATALOG_NAME
+
+    index = AppPaths.resolve(args.data_dir).index
+    if not (index / CATALOG_NAME).exists():
+        raise UserError(f"There is no catalog in {index} to repair.")
+    report = repair_catalog(index, progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print_json(
+            {
+                "catalog": str(report.catalog),
+                "damaged": report.damaged,
+                "problem": report.problem or None,
+                "kept_as": str(report.kept_as) if report.kept_as else None,
+                "rows": report.rows,
+                "lost": report.lost,
+                "redo": report.redo,
+            }
+        )
+        return 0
+    if not report.damaged:
+        print(f"The catalog {report.catalog} is not damaged (SQLite's integrity check passed); nothing was changed.")
+        return 0
+    lost = sum(report.lost.values())
+    print(
+        f"The catalog {report.catalog} was damaged ({report.problem}). Salvaged {report.rows.get('photos', 0)} "
+        f"photos and {report.rows.get('regions', 0)} regions into a new catalog; {lost} unreadable rows were "
+        f"left behind and {report.redo} photos will be embedded again. The damaged file is kept as "
+        f"{report.kept_as}. Run sorce-desktop index to redo what was lost."
+    )
+    return 0
+
+
 def cmd_models(args) -> int:
     from sorce_desktop.core.models.download import cached_model_path, resolve_model
     from sorce_desktop.core.models.registry import DEFAULT_MODEL, KNOWN_MODELS
     from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.settings import Settings
 
     paths = AppPaths.resolve(args.data_dir).ensure()
+    configured = Settings.load(paths.settings).model
     if args.download:
         resolve_model(args.download, paths.models, progress=download_progress())
         print(f"{args.download} is available offline")
@@ -504,14 +638,35 @@ def cmd_models(args) -> int:
                 "runs_well_on": m.speed_class,
                 "offline": here,
                 "default": m.id == DEFAULT_MODEL,
+                "configured": m.id == configured,
+            }
+        )
+    if configured not in KNOWN_MODELS:  # a local folder or another hub id chosen in Settings or --model
+        local = os.path.isdir(configured)
+        rows.append(
+            {
+                "id": configured,
+                "kind": "dual",
+                "title": "Local model folder" if local else "Hub model chosen in Settings",
+                "download_mb": None,
+                "runs_well_on": "-",
+                "offline": local or cached_model_path(configured, paths.models) is not None,
+                "default": False,
+                "configured": True,
             }
         )
     if args.json:
-        print(json.dumps(rows))
+        print_json(rows)
         return 0
     for r in rows:
-        flag = "available offline" if r["offline"] else f"download {r['download_mb']} MB"
+        if r["offline"]:
+            flag = "available offline"
+        elif r["download_mb"] is None:
+            flag = "not found" if os.path.isabs(r["id"]) else "downloads on first use"
+        else:
+            flag = f"download {r['download_mb']} MB"
         star = " (default)" if r["default"] else ""
+        star += " (configured)" if r["configured"] else ""
         print(f"{r['id']:40s} {r['kind']:5s} {r['runs_well_on']:6s} {flag}{star}\n    {r['title']}")
     print("Any transformers CLIP/SigLIP model folder also works: --model /path/to/folder")
     return 0
@@ -534,27 +689,27 @@ def cmd_gui(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from sorce_desktop.core import watcher as watching
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--data-dir",
         metavar="DIR",
         default=argparse.SUPPRESS,
         help="keep the index, thumbnails, models and settings in DIR (also: SORCE_DESKTOP_HOME)",
     )
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="sorce-desktop",
         description="Find photos by describing something small in them. With no command, opens the window.",
         parents=[common],
     )
     p.add_argument("--version", action="version", version=f"sorce-desktop {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     s = sub.add_parser("index", parents=[common], help="remember folders and index them now")
     s.add_argument("folders", nargs="*", metavar="FOLDER")
     s.add_argument("--model", metavar="ID_OR_PATH", help="hub id or local model folder")
     s.add_argument("--layout", metavar="NAME", help="region layout: cells4o (default), cells5o, grid3, global, ...")
     s.add_argument("--reindex", action="store_true", help="drop vectors of another model/layout and re-embed")
-    s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
+    s.add_argument("--batch-size", type=positive_int, default=8, help="photos per model batch")
     s.add_argument(
         "--speed",
         choices=["fast", "thorough"],
@@ -568,10 +723,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", parents=[common], help="search the index")
     s.add_argument("text", nargs="?")
     s.add_argument("--image", metavar="PATH", help="search by an image (or a crop of it with --crop)")
-    s.add_argument("--crop", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop of --image")
-    s.add_argument("--top", type=int, default=20)
+    s.add_argument(
+        "--crop", type=crop_value, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="crop of --image, in its pixels"
+    )
+    s.add_argument("--top", type=positive_int, default=20)
     s.add_argument("--folder", metavar="F", help="only photos under this folder")
-    s.add_argument("--min-score", type=float, default=None)
+    s.add_argument(
+        "--min-score",
+        type=finite_float,
+        default=None,
+        help="leave out weaker matches: for text searches with a model that has a match probability "
+        "(SigLIP, SigLIP 2: the default) this is that probability, 0-1 (0.5: more likely than not); "
+        "otherwise (CLIP, MLLMs, image searches) a cosine",
+    )
     s.add_argument("--refine", action="store_true", help="tighten each hit's box by zooming in")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
@@ -583,6 +747,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("errors", parents=[common], help="files that could not be indexed, with reasons")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_errors)
+
+    s = sub.add_parser(
+        "repair",
+        parents=[common],
+        help="salvage a damaged catalog into a new one (the damaged file is kept beside it)",
+        description="Copy every readable photo and region of a damaged catalog into a new catalog, keep the "
+        "damaged file beside it (catalog.sqlite3.damaged-TIME), and leave what was lost for index to redo. "
+        "A catalog that is not damaged is left as it is.",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_repair)
 
     s = sub.add_parser("models", parents=[common], help="known models and which are available offline")
     s.add_argument("--download", metavar="ID", help="download a model now")
@@ -602,17 +777,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("folders", nargs="*", metavar="FOLDER")
     s.add_argument("--model", metavar="ID_OR_PATH", help="model for a new index (hub id or local folder)")
     s.add_argument("--layout", metavar="NAME", help="region layout for a new index")
-    s.add_argument("--batch-size", type=int, default=8, help="photos per model batch")
+    s.add_argument("--batch-size", type=positive_int, default=8, help="photos per model batch")
     s.add_argument(
         "--settle",
-        type=float,
+        type=non_negative_float,
         default=watching.SETTLE_S,
         metavar="S",
         help=f"seconds a file must stay unchanged (default {watching.SETTLE_S:g})",
     )
     s.add_argument(
         "--reconcile-every",
-        type=float,
+        type=non_negative_float,
         default=watching.RECONCILE_EVERY_S,
         metavar="S",
         help=f"full check of the folders every S seconds (default {watching.RECONCILE_EVERY_S:g}; 0: only at start)",
@@ -623,7 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check folders periodically instead of file-change notifications (network shares)",
     )
     s.add_argument(
-        "--poll-interval", type=float, default=watching.POLL_INTERVAL_S, metavar="S", help="seconds between polls"
+        "--poll-interval", type=positive_float, default=watching.POLL_INTERVAL_S, metavar="S", help="seconds between polls"
     )
     s.add_argument("--json", action="store_true", help="print one JSON object per event")
     s.set_defaults(func=cmd_watch)
@@ -631,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     b = sub.add_parser("bench", parents=[common], help="benchmarks (see docs/benchmarks.md)")
-    bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True, parser_class=Parser)
     for name, modname in BENCHES.items():
         try:
             mod = importlib.import_module(modname)
@@ -641,6 +816,11 @@ def build_parser() -> argparse.ArgumentParser:
         bp.add_argument("--json", action="store_true", help="print one JSON object with the figures")
         mod.add_arguments(bp)
     b.set_defaults(func=cmd_bench)
+    # Any other number on the command line (the benchmarks' many) is at least a finite one.
+    for parser in [*sub.choices.values(), *bsub.choices.values()]:
+        for action in parser._actions:
+            if action.type is float:
+                action.type = finite_float
     return p
 
 
@@ -655,16 +835,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args.func = cmd_gui
     quiet_third_party_loggers()
+    import sqlite3
+
     from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.models.base import ModelError
     from sorce_desktop.core.models.download import DownloadCancelled
+    from sorce_desktop.core.paths import DataDirError
     from sorce_desktop.core.search import QueryError
     from sorce_desktop.core.store import StoreError
 
     try:
         return args.func(args)
-    except (UserError, ModelError, StoreError, QueryError, ImageError, DownloadCancelled, ValueError) as exc:
+    except (
+        UserError,
+        ModelError,
+        StoreError,
+        QueryError,
+        ImageError,
+        DownloadCancelled,
+        DataDirError,
+        ValueError,
+    ) as exc:
         print(f"sorce-desktop: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as exc:
+        # Damage found by a query outside the store's own wrappers: the same one line, naming the file.
+        from sorce_desktop.core.paths import AppPaths
+        from sorce_desktop.core.store import CATALOG_NAME, damaged_message, is_damage
+
+        if not is_damage(exc):
+            raise
+        catalog = AppPaths.resolve(args.data_dir).index / CATALOG_NAME
+        print(f"sorce-desktop: {damaged_message(catalog, exc)}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as exc:
         print(f"sorce-desktop: {exc}", file=sys.stderr)

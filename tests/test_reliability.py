@@ -342,6 +342,7 @@ def test_kill_9_loop_during_indexing_reindexing_and_saves(
         committed = done
         assert fp == (fingerprints[model] if model in fingerprints else fingerprints.setdefault(model, fp))
     assert kills >= n // 2
+    print(f"kill loop: {kills} of {n} runs killed with SIGKILL; the store opened and matched after every one")
     with Library(data) as lib:
         from sorce_desktop.core.models.dual import DualEncoderEmbedder
 

@@ -5,7 +5,12 @@
 Runs the app under Xvfb (a virtual X server; started here when there is no $DISPLAY) on photos
 copied from ../shared/datasets/coco-small into a temporary folder, with a tiny randomly initialised
 model (no download): the matches and outlines are therefore arbitrary, the window is the real one.
-Saves first-run.png, indexing.png, results.png and detail.png.
+Saves first-run.png, indexing.png, results.png, detail.png, then words-and-picture.png (a photo matched
+by its picture and by a line of words, both outlined: the line is recorded in the store as the OCR pass
+would, since random weights read nothing), likely-matches.png (a tiny SigLIP whose checkpoint's logit
+scale and bias are set so some photos are likely matches), download-progress.png (the download panel
+fed progress by a stand-in for the hub) and download-offline.png (a real download attempt to a hub
+address where nothing answers).
 Needs: apt-get install xvfb libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
 """
 
@@ -41,6 +46,27 @@ def start_xvfb() -> subprocess.Popen | None:
     return proc
 
 
+def paint_sign(path: Path, word: str):
+    """Paint a shop sign reading ``word`` into the (copied) photo: what the words screenshot outlines."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from sorce_desktop.bench.text_render import available_fonts
+    from sorce_desktop.core.regions import Box
+
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    box = Box(int(w * 0.06), int(h * 0.66), int(w * 0.40), int(h * 0.78))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle(box.as_list(), fill=(250, 244, 228), outline=(90, 50, 20), width=3)
+    fonts, _ = available_fonts()
+    size = int(box.height * 0.7)
+    font = ImageFont.truetype(fonts[0], size) if fonts else ImageFont.load_default()
+    tw = draw.textlength(word, font=font)
+    draw.text(((box.x0 + box.x1 - tw) / 2, box.y0 + (box.height - size) / 2 - 2), word, fill=(90, 40, 10), font=font)
+    img.save(path, quality=95)
+    return path, box
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=160)
@@ -52,6 +78,8 @@ def main() -> int:
     xvfb = start_xvfb()
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Reading the words of 160 photos takes minutes here; the words screenshot records its own line.
+    os.environ.setdefault("SORCE_DESKTOP_OCR", "0")
     tmp = Path(tempfile.mkdtemp(prefix="sorce-shots-"))
     try:
         return shoot(tmp, out, args)
@@ -72,6 +100,7 @@ def shoot(tmp: Path, out: Path, args) -> int:
     photos.mkdir(parents=True)
     for p in sorted(COCO.glob("*.jpg"))[: args.photos]:
         shutil.copy2(p, photos / p.name)
+    sign_photo, sign_box = paint_sign(sorted(photos.iterdir())[7], "BAKERY")
     model = build_dual_encoder(tmp / "models" / "tiny-clip", "tiny-clip", seed=0)
     data = tmp / "data"
     Settings(model=str(model), first_run_done=False, refine=True).save(
@@ -98,7 +127,9 @@ def shoot(tmp: Path, out: Path, args) -> int:
         print("saved", out / name)
 
     # 1. first run: a folder chosen, the model picker as a new user sees it (the default model)
-    from sorce_desktop.core.models.registry import DEFAULT_MODEL
+    from sorce_desktop.core.models.registry import DEFAULT_MODEL, model_info
+
+    DEFAULT_MB = model_info(DEFAULT_MODEL).download_mb
 
     win.welcome.set_folder(str(photos))
     win.welcome.picker.set_model(DEFAULT_MODEL)
@@ -145,6 +176,94 @@ def shoot(tmp: Path, out: Path, args) -> int:
     spin(lambda: win.detail.info.text().count("·") >= 3, 30)
     spin(lambda: win.detail.item.detail_refined, 30)
     save("detail.png")
+
+    # 5. a photo matched both by its picture and by its words: both outlined, each marked by kind
+    from sorce_desktop.core import textstore
+    from sorce_desktop.core.ocr import TextLine
+
+    win.close_detail()
+    store = win.session.lib.store
+    sign_id = store.photo_by_path(str(sign_photo)).id
+    box = sign_box
+    quad = [(box.x0, box.y0), (box.x1, box.y0), (box.x1, box.y1), (box.x0, box.y1)]
+    textstore.commit_text(
+        store, [textstore.TextPhoto(sign_id, None, [TextLine("BAKERY", 0.9, box, quad)])], "screenshot", None
+    )
+    win.session.service = win.session.lib.search_service(win.session.embedder)  # now with text to search
+    win.search.setText("bakery")
+    win._run_query(None)
+    spin(lambda: win.result is not None and win.result.query.text == "bakery")
+    row = next(i for i, it in enumerate(win.model.items) if it.hit.photo_id == sign_id)
+    win.open_detail(row)
+    spin(lambda: win.detail.info.text().count("·") >= 3, 30)
+    spin(lambda: win.detail.item.detail_refined, 30)
+    save("words-and-picture.png")
+    win.close()
+
+    # 6. a model with its own match probability: likely matches, a divider, the rest
+    from sorce_desktop.core.models.synthetic import calibrate_siglip
+
+    query = "a red kite in the sky"
+    few = sorted(photos.iterdir())[:40]
+    siglip = build_dual_encoder(tmp / "models" / "tiny-siglip", "tiny-siglip", seed=1)
+    siglip = calibrate_siglip(siglip, tmp / "models" / "tiny-siglip-calibrated", few, query)
+    data2 = tmp / "data2"
+    # the layout and speed the calibration was worked out at
+    Settings(model=str(siglip), layout="grid3", first_run_done=True, refine=False, speed="thorough").save(
+        AppPaths.resolve(data2).ensure().settings
+    )
+    win = open_window(data2)
+    win.resize(*SIZE)
+    win.move(0, 0)
+    spin(lambda: win.session.ready)
+    few_dir = tmp / "Pictures" / "Birds"
+    few_dir.mkdir(parents=True)
+    for p in few:
+        shutil.copy2(p, few_dir / p.name)
+    win.add_folder(str(few_dir))
+    spin(lambda: not win.session.indexing and win.session.status.indexed == len(few))
+    win.search.setText(query)
+    win._run_query(None)
+    spin(lambda: win.result is not None and win.result.query.text == query)
+    divider = win.model.divider_row()
+    if divider is not None:  # the divider in the middle of the view
+        win.grid.verticalScrollBar().setValue(
+            max(0, win.grid.visualRect(win.model.index(divider)).top() + win.grid.verticalScrollBar().value() - 300)
+        )
+    spin(lambda: all(win.thumbs._memory.get(win.model.item(r).thumb_key) for r in win.grid.visible_rows()), 30)
+    save("likely-matches.png")
+
+    # 7. the model download: progress, size, time left, Cancel (the hub's side stood in for)
+    import threading
+
+    from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
+
+    real_load = win.session.lib.load_embedder
+    total = DEFAULT_MB * 2**20
+
+    def downloading(model=None, *, progress=None, cancel=None, **_kw):
+        progress(DownloadProgress(model, 612 * 2**20, total, "model.safetensors", 4.2 * 2**20))
+        while not cancel.is_set():
+            threading.Event().wait(0.02)
+        raise DownloadCancelled("cancelled")
+
+    win.session.lib.load_embedder = downloading
+    win.session.load_model(DEFAULT_MODEL)
+    spin(lambda: win.download_panel.showing_progress, 20)
+    save("download-progress.png")
+    win.download_panel.cancel_button.click()
+    spin(lambda: win.session.state.state == "cancelled", 20)
+
+    # 8. no network: a real download attempt to a hub address where nothing answers
+    import huggingface_hub.constants as hub
+
+    win.session.lib.load_embedder = real_load
+    os.environ["HF_HUB_OFFLINE"] = "0"
+    hub.HF_HUB_OFFLINE = False
+    hub.ENDPOINT = "http://127.0.0.1:9"
+    win.session.load_model(DEFAULT_MODEL)
+    spin(lambda: win.session.state.state == "error", 60)
+    save("download-offline.png")
     win.close()
     return 0
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from sorce_desktop.bench.synthetic_models import DEFAULT_SPEC, cache_dir, synthetic_model
+from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.models.speed import FAST, THOROUGH, SpeedProfile
 
 HIRES_PACKAGES = ("lomiri-wallpapers-16.04", "mate-backgrounds")
@@ -630,7 +631,7 @@ def run(args) -> int:
         ),
     }
     if args.json:
-        print(json.dumps(out))
+        print_json(out)
     else:
         print(_table(out))
     return 0

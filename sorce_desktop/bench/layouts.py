@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.regions import LAYOUTS, Box, GridScale, RegionLayout, get_layout
 
 #: Sizes at which the cost of a layout is also given: 4:3 and 3:2 cameras, a 16:9 frame.
@@ -418,7 +419,7 @@ def run(args) -> int:
         plot(result, args.plot)
         result["plot"] = str(args.plot)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(format_table(result))
         if args.plot:

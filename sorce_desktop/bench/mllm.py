@@ -12,7 +12,6 @@ On a CPU use the Qwen2-VL-2B-sized model and a few photos (minutes); on a GPU th
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from sorce_desktop.core.jsonout import print_json
 
 
 def add_arguments(p) -> None:
@@ -176,7 +177,7 @@ def run(args) -> int:
     if device.type == "cuda":
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         for key, value in result.items():
             print(f"{key:28s} {value}")

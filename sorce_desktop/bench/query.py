@@ -21,7 +21,6 @@ vectors can be checked with ``--catalog DATA_DIR`` (the vectors of an indexed li
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sorce_desktop.core import ann
+from sorce_desktop.core.jsonout import print_json
 
 
 def add_arguments(p) -> None:
@@ -510,7 +510,7 @@ def run(args) -> int:
         "targets": {"p50_ms_100k": 50, "p50_ms_1m": 200, "bytes_per_photo_1m": 4096, "recall_at_10": 0.95},
     }
     if args.json:
-        print(json.dumps(out))
+        print_json(out)
     else:
         print(_table(out))
     return 0

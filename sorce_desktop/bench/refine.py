@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sorce_desktop.core.jsonout import print_json
+
 #: Strategies compared (RefineStrategy fields). "screen" is the default the GUI uses for a screenful.
 PRESETS: dict[str, dict | str] = {
     "screen": {},  # RefineStrategy() defaults
@@ -289,7 +291,7 @@ def run(args) -> int:
         "rows": rows,
     }
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
     else:
         print(json.dumps(report, indent=2))
     return 0

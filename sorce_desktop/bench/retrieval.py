@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.regions import DEFAULT_LAYOUT, Box, RegionLayout, get_layout
 
 #: SORCE-1K folders by difficulty, easiest first (the target is larger in a zoomed image).
@@ -603,7 +604,7 @@ def run(args) -> int:
         for r in result["layouts"]:
             r.pop("ranks", None)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(format_table(result))
     if result["synthetic_model"]:

@@ -8,7 +8,6 @@ CI: `sorce-desktop bench soak --minutes 60`.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -17,6 +16,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from sorce_desktop.core.jsonout import print_json
 
 
 def add_arguments(p) -> None:
@@ -157,7 +158,7 @@ def run(args) -> int:
     }
     lib.close()
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         for k, v in result.items():
             print(f"{k}: {v}")

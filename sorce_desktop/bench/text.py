@@ -34,6 +34,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from sorce_desktop.core.jsonout import print_json
+
 
 def add_arguments(p) -> None:
     p.add_argument("--photos", type=int, default=40, help="photos that get synthetic words")
@@ -222,7 +224,7 @@ def run(args) -> int:
     if len(engines) == 1:  # one engine: its figures at the top level, as before
         out.update(next(iter(engines.values())))
     if args.json:
-        print(json.dumps(out))
+        print_json(out)
         return 0
     print(f"SYNTHETIC TEXT ON REAL PHOTOS: {len(photos)} coco-small photos x{args.scale:g}, {len(words)} words")
     for name, e in engines.items():

@@ -10,7 +10,6 @@ costs), built once into a cache folder. Photos: coco-small.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -19,6 +18,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from sorce_desktop.core.jsonout import print_json
 
 
 def add_arguments(p) -> None:
@@ -181,7 +182,7 @@ def run(args) -> int:
         "python": sys.version.split()[0],
     }
     if getattr(args, "json", False):
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(
             f"watch latency over {result['photos']} photos ({result['model']}, {layout.name} layout, "

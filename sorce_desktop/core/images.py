@@ -11,6 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -30,6 +31,14 @@ IMAGE_EXTENSIONS = frozenset(
 MAX_PIXELS = 200_000_000
 #: Bytes of a file above which it is refused before decoding.
 MAX_FILE_BYTES = 512 * 1024 * 1024
+
+#: A file may hold this many bytes per pixel of its (first) image, plus ``PADDING_SLACK_BYTES``, before it
+#: is taken for padding or other data: 16 covers uncompressed 16-bit RGBA with room to spare, and the
+#: slack covers metadata, embedded previews, depth and gain maps.
+MAX_BYTES_PER_PIXEL = 16
+PADDING_SLACK_BYTES = 64 * 1024 * 1024
+#: Bytes of a file's start searched for a JPEG frame header.
+_JPEG_HEAD_BYTES = 1 << 18
 
 # Pillow's own guard warns at MAX_IMAGE_PIXELS and raises at twice that; we check ourselves first.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -103,6 +112,93 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _jpeg_frame_marker(head: bytes) -> int | None:
+    """The SOFn marker of a JPEG (which coding it uses), from the file's first bytes; None if not found."""
+    i = 2
+    while i + 4 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        m = head[i + 1]
+        if m == 0xFF:  # fill byte
+            i += 1
+            continue
+        if m == 0x01 or 0xD0 <= m <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
+            return m
+        if m == 0xDA:
+            return None
+        i += 2 + int.from_bytes(head[i + 2 : i + 4], "big")
+    return None
+
+
+def _min_bits_jpeg(img: Image.Image, head: bytes) -> int:
+    """The fewest bits any Huffman-coded JPEG of this frame can have: a baseline block costs at least
+    a DC code and an end-of-block code (1 bit each at the least), a progressive one at least its DC code.
+    0 when unknown (arithmetic coding, a frame header further in than ``head``)."""
+    marker = _jpeg_frame_marker(head)
+    per_block = {0xC0: 2, 0xC1: 2, 0xC2: 1}.get(marker or 0, 0)
+    layers = getattr(img, "layer", None) or []
+    if not per_block or not layers:
+        return 0
+    w, h = img.size
+    hmax = max(max(a, b) for _, a, b, _ in layers) or 1
+    blocks = 0
+    for _, a, b, _ in layers:
+        blocks += (w * h * a * b) // (hmax * hmax * 64)
+    return per_block * blocks
+
+
+def _min_bits_png(img: Image.Image) -> int:
+    """The fewest bits a PNG of this size can have: deflate compresses at most 1032:1, and every row
+    holds its filter byte and its pixels (the fewest bits per pixel the mode allows)."""
+    bits = {"1": 1, "L": 1, "P": 1, "LA": 16, "I;16": 16, "I": 16, "RGB": 24, "RGBA": 32}.get(img.mode, 1)
+    w, h = img.size
+    raw_bytes = h * (1 + (w * bits + 7) // 8)
+    return 8 * raw_bytes // 1032
+
+
+def check_plausible(img: Image.Image, size: int, head: bytes) -> None:
+    """Refuse a file whose header promises more pixels than its bytes can hold (an altered or cut file:
+    decoding it would invent the missing part, at the header's size), or whose bytes are mostly
+    something else than its image (padding: it would be read whole for nothing). ``size``: the file's
+    bytes; ``head``: its first bytes (``_JPEG_HEAD_BYTES`` is enough)."""
+    w, h = img.size
+    frames = max(1, int(getattr(img, "n_frames", 1) or 1))
+    if img.format == "JPEG":
+        need = _min_bits_jpeg(img, head)
+    elif img.format == "PNG":
+        need = _min_bits_png(img)
+    else:
+        need = 0
+    if need and size * 8 < need:
+        raise ImageError(
+            f"the header claims {w}x{h} pixels, more than its {size / 1024:.0f} KB can hold "
+            "(a damaged or altered file)"
+        )
+    if size > PADDING_SLACK_BYTES + MAX_BYTES_PER_PIXEL * w * h * frames:
+        raise ImageError(
+            f"the file holds {size / 2**20:.0f} MB for a {w}x{h} image: it is mostly padding or other data"
+        )
+
+
+def check_header_file(f: BinaryIO, size: int) -> None:
+    """:func:`check_plausible` from the header of the open file ``f`` alone, before anything reads the
+    whole file; ``f`` is left at its start. Files Pillow cannot identify pass (decoding says why)."""
+    try:
+        head = f.read(_JPEG_HEAD_BYTES)
+        f.seek(0)
+        with Image.open(f) as img:
+            check_plausible(img, size, head)
+    except ImageError:
+        raise
+    except Exception:
+        return
+    finally:
+        f.seek(0)
+
+
 def upright_size(img: Image.Image) -> tuple[int, int]:
     w, h = img.size
     try:
@@ -150,6 +246,12 @@ def load_image(
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise ImageError(f"the image is too large to decode safely ({w}x{h} pixels)")
+                if data is not None:
+                    head = data[:_JPEG_HEAD_BYTES]
+                else:
+                    with open(p, "rb") as f:
+                        head = f.read(_JPEG_HEAD_BYTES)
+                check_plausible(img, size, head)
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)
                 full_w, full_h = upright_size(img)

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from sorce_desktop.core import textstore
-from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, load_image
+from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, check_header_file, load_image
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.ocr import OcrUnavailable, TextSource
 from sorce_desktop.core.regions import RegionLayout
@@ -684,6 +684,8 @@ class Indexer:
                     admitted = True
                     out.hash = file_hash(row.path)
                     return out
+                if decode or text:  # the header's promise is checked before the file is read
+                    check_header_file(f, out.size)
                 out.held = self._estimate(f, out.size, decode, text)
                 budget.acquire(ticket, out.held)
                 admitted = True

@@ -13,7 +13,7 @@ from sorce_desktop.core.indexer import Indexer, ProgressCallback
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.models.download import ProgressCallback as DownloadCallback
 from sorce_desktop.core.models.loader import load_embedder
-from sorce_desktop.core.paths import AppPaths
+from sorce_desktop.core.paths import AppPaths, DataDirError
 from sorce_desktop.core.regions import RegionLayout, get_layout
 from sorce_desktop.core.scanner import canonical_folder
 from sorce_desktop.core.search import SearchService
@@ -39,13 +39,21 @@ class LibraryStatus:
     failed: int = 0
     notices: list[str] = field(default_factory=list)
     text_only_note: str = ""  # searching the text in photos alone (no visual model): what to tell the user
+    variants: dict = field(default_factory=dict)  # photos with picture vectors, by the variant that made them
 
 
 class Library:
-    def __init__(self, data_dir: str | os.PathLike | None = None, *, writer: bool = True):
-        self.paths = AppPaths.resolve(data_dir).ensure()
+    def __init__(self, data_dir: str | os.PathLike | None = None, *, writer: bool = True, holder: str = ""):
+        self.paths = AppPaths.resolve(data_dir)
+        try:
+            self.paths.ensure()
+        except DataDirError:
+            # A reader needs only the index: a read-only library (a mount, another user's folder) still
+            # searches when its other folders cannot be created.
+            if writer or not self.paths.index.is_dir():
+                raise
         self.settings = Settings.load(self.paths.settings)
-        self.store = Store(self.paths.index, writer=writer)
+        self.store = Store(self.paths.index, writer=writer, holder=holder)
 
     def close(self) -> None:
         self.store.close()
@@ -157,7 +165,9 @@ class Library:
             folders.append(FolderInfo(f, c["indexed"], c["pending"], c["failed"], online))
         c = st.counts()
         note = self.text_only_note(text_only_reason) if text_only_reason is not None else ""
-        return LibraryStatus(folders, c["indexed"], c["pending"], c["failed"], list(st.notices), note)
+        return LibraryStatus(
+            folders, c["indexed"], c["pending"], c["failed"], list(st.notices), note, st.visual_variants()
+        )
 
     def search_service(self, embedder: Embedder | None) -> SearchService:
         """Search with the visual model and the text in photos. ``embedder`` None (no visual model
@@ -199,10 +209,38 @@ class Library:
     def text_only_note(self, reason: str | None = None) -> str:
         """What to tell the user when searching without a visual model."""
         from sorce_desktop.core import textstore
+        from sorce_desktop.core.words import photos
 
         n = textstore.count_read(self.store)
         why = f" ({reason})" if reason else ""
         return (
-            f"No visual model is available{why}: searching only the text read in {n} photos. "
+            f"No visual model is available{why}: searching only the text read in {photos(n)}. "
             f"Download {self.model_id()} to search by what the photos show."
         )
+
+
+def photos_to_redo(
+    variants: dict[str | None, int], *, binding_changes: bool = False, speed: str | None = None
+) -> int:
+    """How many photos a settings change really indexes again: only picture vectors are redone (the
+    words read in a photo are kept until the file changes), and only those of photos that have some.
+
+    ``variants``: :meth:`Store.visual_variants`. A new model or layout redoes every photo's picture
+    vectors; a new ``speed`` only those another speed made (photos recorded before speeds existed were
+    made at full precision, i.e. "thorough"). Photos with no picture vectors yet (text read, no model
+    until now) are indexed for the first time, not again: they count for nothing here."""
+    from sorce_desktop.core.models.speed import THOROUGH, speed_of_variant
+
+    if binding_changes:
+        return sum(variants.values())
+    if speed is None:
+        return 0
+    return sum(n for v, n in variants.items() if (speed_of_variant(v) or THOROUGH.name) != speed)
+
+
+def variants_to_redo(variants: dict[str | None, int], speed: str) -> list[str | None]:
+    """The variants :func:`photos_to_redo` counts for a change to ``speed``."""
+    from sorce_desktop.core.models.speed import THOROUGH, speed_of_variant
+
+    return [v for v in variants if (speed_of_variant(v) or THOROUGH.name) != speed]
+

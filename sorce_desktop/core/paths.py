@@ -11,6 +11,10 @@ import platformdirs
 ENV_HOME = "SORCE_DESKTOP_HOME"
 
 
+class DataDirError(Exception):
+    """The data folder cannot be used (it is a file, or cannot be created or written), in words."""
+
+
 @dataclass(frozen=True)
 class AppPaths:
     index: Path  # catalog + vector index
@@ -40,7 +44,20 @@ class AppPaths:
 
     def ensure(self) -> AppPaths:
         for p in (self.index, self.thumbnails, self.models, self.settings, self.logs):
-            p.mkdir(parents=True, exist_ok=True)
+            try:
+                p.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                blocker = next((q for q in (p, *p.parents) if q.exists() and not q.is_dir()), p)
+                raise DataDirError(
+                    f"The data folder cannot be used: {blocker} is a file, not a folder. "
+                    "Choose another --data-dir (or SORCE_DESKTOP_HOME)."
+                ) from None
+            except OSError as exc:
+                why = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc))
+                raise DataDirError(
+                    f"The data folder {p} cannot be created ({why}). Choose a folder you can write "
+                    "(--data-dir or SORCE_DESKTOP_HOME)."
+                ) from None
         return self
 
     def roots(self) -> list[Path]:

@@ -517,3 +517,17 @@ def rerank_by_refined(hits: Sequence[PhotoHit]) -> list[PhotoHit]:
 
 def with_strategy(refiner: Refiner, **changes) -> Refiner:
     return Refiner(refiner.embedder, replace(refiner.strategy, **changes))
+
+
+def refine_pictures(
+    refiner: Refiner, hits: Sequence[PhotoHit], query_vector: np.ndarray, **kwargs
+) -> list[RefineResult | None]:
+    """Refine the picture region of each hit that matched by its picture (:func:`refine_hits`'s
+    arguments). A line of words is outlined precisely already, so a hit found by its words alone is left
+    as it is, and a hit found both ways zooms from its picture region, not from its words."""
+    todo = [h for h in hits if h.picture is not None]
+    views = [replace(h, box=h.picture.box, region=h.picture.region) for h in todo]
+    out = refine_hits(refiner, views, query_vector, **kwargs)
+    for h, v in zip(todo, views):
+        h.refined_box, h.refined_score = v.refined_box, v.refined_score
+    return out

@@ -132,7 +132,10 @@ def walk_images(
                 if not e.is_file(follow_symlinks=True):
                     # FIFOs, sockets, devices named like photos: never opened (a FIFO would block)
                     if errors is not None:
-                        errors.append((e.path, "not a regular file (a pipe, socket or device)"))
+                        if e.is_symlink() and not os.path.exists(e.path):
+                            errors.append((e.path, "a symbolic link to a file that does not exist"))
+                        else:
+                            errors.append((e.path, "not a regular file (a pipe, socket or device)"))
                     continue
                 est = e.stat(follow_symlinks=True)
             except OSError as exc:

@@ -399,8 +399,6 @@ class IndexingService:
             if failed:
                 message = (failed[0].error or "unknown error") if len(failed) == 1 else f"{len(failed)} photos failed"
                 self.emit(IndexEvent(EventKind.ERROR, [r.path for r in failed], message))
-        if report.cancelled:
-            self.emit(IndexEvent(EventKind.NOTICE, [], "indexing was stopped; the rest is indexed later"))
 
     def _save(self) -> None:
         self.store.save()

@@ -14,12 +14,14 @@ repaired from the catalog.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -143,11 +145,24 @@ class ModelMismatch(StoreError):
 
 
 class StoreLocked(StoreError):
-    pass
+    """Another process writes to this library. ``holder``: what it wrote in the lock ("pid N", with
+    " window" for the app's window), "" when unknown."""
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
 
 
 class StoreFull(StoreError):
     """The disk holding the index is full (or failing): nothing committed is lost."""
+
+
+class StoreReadOnly(StoreError):
+    """The library cannot be written (a read-only mount, another user's folder); it can still be read."""
+
+
+class StoreDamaged(StoreError):
+    """The catalog file itself is damaged; ``sorce-desktop repair`` salvages what can be read."""
 
 
 def _reason(exc: BaseException) -> str:
@@ -155,17 +170,63 @@ def _reason(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:160]
 
 
-def _translate_db_error(exc: sqlite3.OperationalError, folder: Path) -> StoreError:
+def full_message(folder: Path) -> str:
+    """The one message for a full disk, whichever write hit it first."""
+    return (
+        f"The disk holding the index ({folder}) is full: the last batch was not saved, everything before "
+        "it is kept. Free some disk space: indexing resumes where it stopped."
+    )
+
+
+def read_only_message(folder: Path, why: str) -> str:
+    return (
+        f"The library in {folder} cannot be written ({why}): index and watch need to write there. "
+        "search, status and errors still work; to index, use a folder you can write (--data-dir)."
+    )
+
+
+def damaged_message(path: Path, exc: BaseException) -> str:
+    return (
+        f"The catalog {path} is damaged ({_reason(exc)}). Run sorce-desktop repair to salvage what can be "
+        "read into a new catalog (the damaged file is kept beside it), then index again to redo what was lost."
+    )
+
+
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether an SQLite error says the file itself is damaged (not busy, full or read-only)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    msg = str(exc).lower()
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in msg or "not a database" in msg
+
+
+def translate_os_error(exc: OSError, folder: Path) -> StoreError | None:
+    """A full disk or a folder that cannot be written, in words; None for anything else."""
+    if exc.errno in _FULL_ERRNOS:
+        return StoreFull(full_message(folder))
+    if exc.errno in _READ_ONLY_ERRNOS or isinstance(exc, PermissionError):
+        why = "a read-only file system" if exc.errno == errno.EROFS else "permission denied"
+        return StoreReadOnly(read_only_message(folder, why))
+    return None
+
+
+def _translate_db_error(exc: sqlite3.DatabaseError, folder: Path) -> StoreError:
+    if is_damage(exc):
+        return StoreDamaged(damaged_message(folder / CATALOG_NAME, exc))
     msg = str(exc).lower()
     if "full" in msg or "disk i/o" in msg:
-        return StoreFull(
-            f"The disk holding the index ({folder}) is full: the last batch was not saved, everything before "
-            "it is kept. Free some disk space: indexing resumes where it stopped."
-        )
+        return StoreFull(full_message(folder))
     if "locked" in msg or "busy" in msg:
         return StoreLocked(
             f"The catalog in {folder} is locked by another process; try again when it finishes."
         )
+    if "readonly" in msg or "read-only" in msg:
+        return StoreReadOnly(read_only_message(folder, "it is read-only to this user"))
     return StoreError(f"The catalog in {folder} could not be written ({_reason(exc)}).")
 
 
@@ -235,12 +296,19 @@ class WriterLock:
     """One writer per data folder: the GUI, ``index`` and ``watch`` refuse to run against each other
     instead of interleaving writes. The OS drops the lock when the holder dies (even kill -9)."""
 
-    def __init__(self, path: Path):
+    #: what the window writes after its pid in the lock file, so other commands can say who holds it
+    WINDOW = "window"
+
+    def __init__(self, path: Path, holder: str = ""):
         self.path = path
+        self.holder = holder
         self._fh = None
 
     def acquire(self) -> None:
-        fh = open(self.path, "a+")
+        try:
+            fh = open(self.path, "a+")
+        except OSError as exc:
+            raise (translate_os_error(exc, self.path.parent) or exc) from None
         try:
             if os.name == "nt":  # pragma: no cover - Windows
                 import msvcrt
@@ -255,14 +323,32 @@ class WriterLock:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
+            if holder.endswith(" " + self.WINDOW):
+                raise StoreLocked(
+                    f"The Sorce Desktop window ({holder.removesuffix(' ' + self.WINDOW)}) is open on this "
+                    f"library ({self.path.parent}) and indexes it itself: photos added to its folders are "
+                    "indexed while it runs. Add folders in the window, or close it to run this command. "
+                    "search, status and errors work while it is open.",
+                    holder,
+                ) from None
             raise StoreLocked(
                 f"Another sorce-desktop process ({holder}) is already indexing this data folder "
-                f"({self.path.parent}). Close it first, or use another --data-dir."
+                f"({self.path.parent}). Close it first, or use another --data-dir.",
+                holder,
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}" + (f" {self.holder}" if self.holder else ""))
+            fh.flush()
+        except OSError as exc:
+            # The lock is held by flock, the pid is only a note for the refusal message; but a disk that
+            # cannot take these few bytes cannot take a batch either: say so now, in the same words.
+            try:
+                fh.close()
+            except OSError:
+                pass
+            raise (translate_os_error(exc, self.path.parent) or exc) from None
         self._fh = fh
 
     def release(self) -> None:
@@ -310,7 +396,8 @@ class VectorIndex:
         k = max(1, min(k, self.count))
         return ann.search(self.index, queries, k)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path) -> int:
+        """Write atomically; returns the file's checksum (:func:`file_checksum`), kept beside it."""
         import faiss
 
         tmp = path.with_name(path.name + ".tmp")
@@ -318,10 +405,17 @@ class VectorIndex:
             faiss.write_index(self.index, str(tmp))
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            checksum = file_checksum(tmp)
             os.replace(tmp, path)
+            return checksum
         except (OSError, RuntimeError) as exc:
             # faiss reports a short write as RuntimeError; either way the previous file is intact.
             tmp.unlink(missing_ok=True)
+            known = translate_os_error(exc, path.parent) if isinstance(exc, OSError) else None
+            if known is None and _nearly_full(path.parent):
+                known = StoreFull(full_message(path.parent))  # faiss says only "write error"
+            if known is not None:
+                raise known from exc
             raise StoreFull(
                 f"The vector index could not be saved in {path.parent} ({_reason(exc)}); the previous "
                 "index is kept. Free some disk space: indexing resumes where it stopped."
@@ -340,6 +434,24 @@ class VectorIndex:
         # Lists are treated as sized for (at least) what the index holds now.
         obj.spec = ann.spec_of(index, trained_for=int(index.ntotal))
         return obj
+
+
+def _nearly_full(folder: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < 16 * 2**20
+    except OSError:
+        return False
+
+
+def file_checksum(path: Path, chunk: int = 1 << 22) -> int:
+    """CRC-32 of a file, streamed (about 2.8 GB/s here: bit rot is what it is for, not tampering)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -412,15 +524,21 @@ def fetch_region_vectors(db: sqlite3.Connection, ids: Sequence[int], dim: int = 
 class Store:
     """Catalog + vector index under one folder. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, folder: str | os.PathLike, *, writer: bool = True, busy_timeout_s: float = 10.0):
+    def __init__(
+        self, folder: str | os.PathLike, *, writer: bool = True, busy_timeout_s: float = 10.0, holder: str = ""
+    ):
+        """``holder``: who writes (``WriterLock.WINDOW`` for the window), told to others refused the lock."""
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise (translate_os_error(exc, self.folder) or exc) from None
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
         self._writer_lock: WriterLock | None = None
         self.writable = writer
         if writer:
-            self._writer_lock = WriterLock(self.folder / LOCK_NAME)
+            self._writer_lock = WriterLock(self.folder / LOCK_NAME, holder)
             self._writer_lock.acquire()
         self.notices: list[str] = []  # what was repaired or migrated on open, for the user
         try:
@@ -429,6 +547,12 @@ class Store:
             self.vectors: VectorIndex | None = None
             self._dirty = False
             self._open_vectors()
+        except sqlite3.DatabaseError as exc:
+            self._dirty = False  # nothing read from a damaged catalog is saved over a good vector file
+            self.close()
+            if is_damage(exc):  # found while reading the catalog to rebuild or check the vector index
+                raise StoreDamaged(damaged_message(self.folder / CATALOG_NAME, exc)) from exc
+            raise
         except BaseException:
             self.close()
             raise
@@ -436,9 +560,16 @@ class Store:
     # -- opening -------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         path = self.folder / CATALOG_NAME
+        #: opened with SQLite's read-only flags: a reader never takes a write lock or changes the file
+        self.opened_read_only = not self.writable and path.exists()
         try:
+            if self.opened_read_only:
+                return self._connect_read_only(path)
+            # A reader of a library that has no catalog yet reads an empty one, in memory: it never
+            # creates files (the folder may be read-only).
+            target = path if self.writable else ":memory:"
             db = sqlite3.connect(
-                path, timeout=self.busy_timeout_s, check_same_thread=False, isolation_level=None
+                target, timeout=self.busy_timeout_s, check_same_thread=False, isolation_level=None
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -446,14 +577,81 @@ class Store:
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise StoreLocked(f"The catalog {path} is locked by another process.") from exc
-            raise StoreError(
-                f"The catalog {path} is damaged ({exc}). Move it away and index again to rebuild it."
-            ) from exc
+            raise self._open_error(path, exc) from exc
         return db
 
+    def _open_error(self, path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return StoreLocked(f"The catalog {path} is locked by another process.")
+        if is_damage(exc):
+            return StoreDamaged(damaged_message(path, exc))
+        msg = str(exc).lower()
+        if "full" in msg:
+            return StoreFull(full_message(self.folder))
+        if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+            return StoreReadOnly(read_only_message(self.folder, _reason(exc)))
+        return StoreError(f"The catalog {path} cannot be opened ({_reason(exc)}).")
+
+    def _connect_read_only(self, path: Path) -> sqlite3.Connection:
+        """Open the catalog for reading only (``mode=ro``). On a read-only mount, or in a folder this user
+        cannot write, SQLite cannot create the write-ahead log's shared-memory file; if no log is left
+        over, every committed page is in the main file and it is read as immutable instead."""
+        uri = path.absolute().as_uri()
+
+        def connect(flags: str) -> sqlite3.Connection:
+            db = sqlite3.connect(
+                f"{uri}?{flags}",
+                uri=True,
+                timeout=self.busy_timeout_s,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            try:
+                db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except BaseException:
+                db.close()
+                raise
+            return db
+
+        try:
+            return connect("mode=ro")
+        except sqlite3.OperationalError as exc:
+            msg = str(exc).lower()
+            if "unable to open" not in msg and "readonly" not in msg:
+                raise
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise
+            return connect("immutable=1")
+
+    def _check_schema_read_only(self) -> None:
+        """What :meth:`_migrate` checks, without writing: a reader refuses a catalog it would have to
+        change rather than changing it."""
+        tables = {r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+        version = 0
+        if "meta" in tables:
+            row = self.query("SELECT value FROM meta WHERE key='schema_version'")
+            version = int(row[0][0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"The index in {self.folder} was written by a newer version of sorce-desktop "
+                f"(schema {version}); update the app or use another --data-dir."
+            )
+        needed = {"meta", "folders", "photos", "regions", "ocr_lines", "ocr_done"}
+        if version < SCHEMA_VERSION or not needed <= tables or "alts" not in {
+            r[1] for r in self.query("PRAGMA table_info(ocr_lines)")
+        }:
+            raise StoreError(
+                f"The index in {self.folder} was made by an older version of sorce-desktop and must be "
+                "updated before it can be read: run sorce-desktop index once."
+            )
+        self.text_search_ready = "ocr_fts" in tables
+
     def _migrate(self) -> None:
+        if self.opened_read_only:
+            self._check_schema_read_only()
+            return
         with self.transaction() as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "meta" in tables:
@@ -495,6 +693,12 @@ class Store:
                 meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
                 if meta.get("fingerprint") not in (None, binding.fingerprint):
                     raise ValueError("it belongs to another model")
+                # The checksum is what tells a file damaged on disk from a good one: flipped bytes can
+                # leave it loadable, with the right ids, and rank the wrong photos first.
+                if "crc32" in meta and file_checksum(path) != meta["crc32"]:
+                    raise ValueError("its checksum does not match: the file is damaged")
+                if "crc32" not in meta and self.writable:
+                    self._dirty = True  # written before checksums: the next save adds one
                 index = VectorIndex.load(path, binding.dim)
             except Exception as exc:
                 reason = f"the vector index could not be read ({exc})"
@@ -577,14 +781,24 @@ class Store:
                     raise
                 else:
                     self.db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                try:
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass  # SQLite rolls back itself when the connection closes
                 raise _translate_db_error(exc, self.folder) from exc
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
-            return self.db.execute(sql, params).fetchall()
+            try:
+                return self.db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if is_damage(exc):
+                    raise StoreDamaged(damaged_message(self.folder / CATALOG_NAME, exc)) from exc
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -613,15 +827,20 @@ class Store:
             if self.vectors is None or binding is None:
                 return
             self._rekind()
-            self.vectors.save(self.folder / VECTORS_NAME)
-            meta = {"fingerprint": binding.fingerprint, "count": self.vectors.count, "saved_at": time.time()}
+            checksum = self.vectors.save(self.folder / VECTORS_NAME)
+            meta = {
+                "fingerprint": binding.fingerprint,
+                "count": self.vectors.count,
+                "saved_at": time.time(),
+                "crc32": checksum,
+            }
             tmp = self.folder / (VECTORS_META + ".tmp")
             try:
                 tmp.write_text(json.dumps(meta))
                 os.replace(tmp, self.folder / VECTORS_META)
             except OSError as exc:
                 tmp.unlink(missing_ok=True)
-                raise StoreFull(
+                raise translate_os_error(exc, self.folder) or StoreFull(
                     f"The index could not be saved in {self.folder} ({_reason(exc)}). Free some disk space."
                 ) from exc
             _fsync_dir(self.folder)
@@ -1013,6 +1232,29 @@ class Store:
         out = {PENDING: 0, INDEXED: 0, FAILED: 0}
         out.update({s: n for s, n in rows})
         return out
+
+    def visual_variants(self) -> dict[str | None, int]:
+        """Indexed photos with visual vectors, counted by the variant (speed profile) that made them."""
+        rows = self.query(
+            "SELECT variant, count(*) FROM photos WHERE status=? AND id IN "
+            "(SELECT photo_id FROM regions WHERE source=?) GROUP BY variant",
+            (INDEXED, VISUAL),
+        )
+        return {v: n for v, n in rows}
+
+    def requeue_variants(self, variants: list[str | None]) -> int:
+        """Set photos whose vectors these variants made back to pending, so the next index run embeds
+        them again (their text is kept: it is read again only when the file changes). Returns how many."""
+        n = 0
+        with self.transaction() as db:
+            for v in variants:
+                cond = "variant IS NULL" if v is None else "variant=?"
+                n += db.execute(
+                    f"UPDATE photos SET status=? WHERE status=? AND {cond} AND id IN "
+                    "(SELECT photo_id FROM regions WHERE source=?)",
+                    (PENDING, INDEXED, VISUAL) if v is None else (PENDING, INDEXED, v, VISUAL),
+                ).rowcount
+        return n
 
     def errors(self, folder: str | None = None) -> list[tuple[str, str]]:
         if folder is None:

@@ -29,7 +29,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 #: characters OCR confuses; substituting one for another costs half an error
 _CONFUSABLE = [set("0oqd"), set("1lij!|"), set("5s"), set("8b"), set("2z"), set("6g"), set("9gq"), set("uv")]
 _CONF_PAIRS = {(a, b) for grp in _CONFUSABLE for a in grp for b in grp if a != b}
+
+#: a whole-word match ranks a hair above a part of a word ("STOP" above "ISTOP" for stop)
+WHOLE_WORD_BONUS = 0.02
 
 _QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”')
 
@@ -148,6 +151,10 @@ def narrow_box(line: LineRow, span: tuple[int, int] | None) -> Box:
     return Box(x0, y0, x1, y1)
 
 
+#: a photo's matched lines kept beside its best one (outlines: more than this is clutter, not information)
+MAX_LINES_PER_PHOTO = 8
+
+
 @dataclass
 class TextHit:
     photo_id: int
@@ -156,6 +163,8 @@ class TextHit:
     text: str  # the line's words
     kind: str  # 'letters' | 'meaning'
     region_id: int
+    whole_word: bool = False  # every letter of the query read exactly, starting and ending on word bounds
+    lines: list[TextHit] = field(default_factory=list)  # every matched line of the photo, best first
 
 
 class TextSearcher:
@@ -200,7 +209,8 @@ class TextSearcher:
 
     # -- by letters ----------------------------------------------------------------------------------
     def letters(self, phrase: str) -> dict[int, tuple[float, int, tuple[int, int]]]:
-        """region id -> (score, photo id, folded span) for lines matching ``phrase`` by letters."""
+        """region id -> (score, photo id, folded span) for lines matching ``phrase`` by letters.
+        An exact whole-word read scores ``1.0 + WHOLE_WORD_BONUS``."""
         q = fold(phrase)
         out: dict[int, tuple[float, int, tuple[int, int]]] = {}
         if not q:
@@ -223,7 +233,7 @@ class TextSearcher:
             _, pos = fold_with_positions(row.text)
             start_ok = a == 0 or (pos[a] - pos[a - 1] > 1)
             end_ok = b >= len(folded) or (pos[b] - pos[b - 1] > 1)
-            bonus = 0.02 if (start_ok and end_ok) else 0.0
+            bonus = WHOLE_WORD_BONUS if (start_ok and end_ok) else 0.0
             out[rid] = (s + bonus, row.photo_id, (a, b))
         return out
 
@@ -295,13 +305,31 @@ class TextSearcher:
                 if pid in photos and os.fsencode(photos[pid].path).startswith(fkey)
             }
         ranked = sorted(per_photo.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]
-        rows = textstore.line_rows(self.store, [v[1] for _, v in ranked])
-        hits = []
-        for pid, (s, rid, kind, span) in ranked:
+        # every matched line of the ranked photos, so each one can be outlined
+        keep = {pid for pid, _ in ranked}
+        by_photo: dict[int, list[tuple[float, int, str, tuple[int, int] | None]]] = {}
+        for rid, (s, pid, kind, span) in best.items():
+            if pid in keep:
+                by_photo.setdefault(pid, []).append((s, rid, kind, span))
+        for lines in by_photo.values():
+            lines.sort(key=lambda v: (-v[0], v[1]))
+            del lines[MAX_LINES_PER_PHOTO:]
+        rows = textstore.line_rows(self.store, [v[1] for lines in by_photo.values() for v in lines])
+
+        def line_hit(pid: int, s: float, rid: int, kind: str, span) -> TextHit | None:
             row = rows.get(rid)
             if row is None:
+                return None
+            whole = kind == "letters" and s >= 1.0 + WHOLE_WORD_BONUS
+            return TextHit(pid, s, narrow_box(row, span), row.text, kind, rid, whole)
+
+        hits = []
+        for pid, _best in ranked:
+            lines = [h for v in by_photo.get(pid, []) if (h := line_hit(pid, *v)) is not None]
+            if not lines:
                 continue
-            hits.append(TextHit(pid, s, narrow_box(row, span), row.text, kind, rid))
+            hit = replace(lines[0], lines=lines)
+            hits.append(hit)
         return hits
 
     def photos_with(self, phrases: list[str]) -> set[int]:

@@ -33,9 +33,10 @@ def make_app(argv: list[str] | None = None) -> QtWidgets.QApplication:
 def open_window(data_dir=None):
     """The main window on ``data_dir``, shown; raises StoreError when the index cannot be opened."""
     from sorce_desktop.core.library import Library
+    from sorce_desktop.core.store import WriterLock
     from sorce_desktop.gui.window import MainWindow
 
-    library = Library(data_dir)
+    library = Library(data_dir, holder=WriterLock.WINDOW)  # so `index` can say the window holds it
     try:
         win = MainWindow(library)
     except BaseException:
@@ -45,14 +46,49 @@ def open_window(data_dir=None):
     return win
 
 
+def instance_name(data_dir=None) -> str:
+    """The single-instance socket's name: one per library (its index folder)."""
+    from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.gui.instance import server_name
+
+    return server_name(AppPaths.resolve(data_dir).index)
+
+
+def serve_instance(win, data_dir=None):
+    """Make ``win`` the library's one window: later launches bring it to the front."""
+    from sorce_desktop.gui.instance import InstanceServer, bring_to_front
+
+    server = InstanceServer(instance_name(data_dir), win)
+    server.raise_requested.connect(lambda: bring_to_front(win))
+    if not server.listen():
+        return None  # no socket (a read-only runtime folder): the store's lock still keeps one writer
+    win.destroyed.connect(server.close)
+    return server
+
+
 def run_gui(data_dir=None) -> int:
     app = make_app()
-    from sorce_desktop.core.store import StoreError
+    from sorce_desktop.core.paths import DataDirError
+    from sorce_desktop.core.store import StoreError, StoreLocked
+    from sorce_desktop.gui.instance import ask_running_to_raise
 
+    # Opened again: the running window comes to the front and this launch ends quietly.
+    if ask_running_to_raise(instance_name(data_dir)):
+        return 0
     try:
         win = open_window(data_dir)
-    except StoreError as exc:
+    except StoreLocked as exc:
+        # a command-line `index` or `watch` is writing this library: say so in the window's words
+        QtWidgets.QMessageBox.information(
+            None,
+            "Sorce Desktop",
+            f"This library is being indexed from the command line ({exc.holder or 'another process'}). "
+            "Open Sorce Desktop again when that has finished, or stop it (Ctrl+C in its terminal).",
+        )
+        return 1
+    except (StoreError, DataDirError) as exc:
         QtWidgets.QMessageBox.critical(None, "Sorce Desktop", str(exc))
         return 1
+    win._instance = serve_instance(win, data_dir)
     win.raise_()
     return app.exec()

@@ -48,3 +48,104 @@ class TextOnlyBanner(QtWidgets.QFrame):
         )
         self.setToolTip(detail)
         self.show()
+
+
+#: what a failed download's reason is called in the panel's title (core DownloadFailed.reason)
+FAILURE_TITLES = {
+    "offline": "No internet connection",
+    "disk_full": "The disk is full",
+    "not_found": "Model not found",
+}
+
+
+def fmt_eta(seconds: float | None) -> str:
+    """Time left in words ("about 3 min left"); "" when not known."""
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    if s < 60:
+        return "less than a minute left"
+    if s < 3600:
+        return f"about {round(s / 60)} min left"
+    return f"about {s // 3600} h {s % 3600 // 60:02d} min left"
+
+
+def human_size(n: int) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:,.0f} MB"
+
+
+class DownloadPanel(QtWidgets.QFrame):
+    """The model download in the window: progress with size and time left, Cancel; when it fails, why
+    in plain words (no network, disk full, not found) with Retry and the model-folder way out."""
+
+    cancel = Signal()
+    retry = Signal()
+    choose_folder = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("banner")
+        self.title = QtWidgets.QLabel()
+        self.title.setObjectName("bannerTitle")
+        self.detail = QtWidgets.QLabel()
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(8)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.retry_button = QtWidgets.QPushButton("Retry")
+        self.retry_button.setObjectName("primary")
+        self.folder_button = QtWidgets.QPushButton("Choose Model Folder…")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.retry_button.clicked.connect(self.retry)
+        self.folder_button.clicked.connect(self.choose_folder)
+        text = QtWidgets.QVBoxLayout()
+        text.setSpacing(4)
+        text.addWidget(self.title)
+        text.addWidget(self.detail)
+        text.addWidget(self.progress)
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(14, 8, 10, 8)
+        lay.addLayout(text, 1)
+        for b in (self.cancel_button, self.retry_button, self.folder_button):
+            lay.addWidget(b)
+        self.setAccessibleName("Model download")
+        self.hide()
+
+    def _buttons(self, *, cancel: bool) -> None:
+        self.cancel_button.setVisible(cancel)
+        self.retry_button.setVisible(not cancel)
+        self.folder_button.setVisible(not cancel)
+
+    def show_progress(self, name: str, done: int, total: int, time_left: str = "") -> None:
+        self.title.setText(f"Downloading {name}")
+        size = f"{human_size(done)} of {human_size(total)}" if total else human_size(done)
+        self.detail.setText(" · ".join(p for p in (size, time_left or "working out the time left…") if p))
+        self.progress.setValue(int(1000 * done / total) if total else 0)
+        self.progress.show()
+        self._buttons(cancel=True)
+        self.show()
+
+    def show_failure(self, message: str, reason: str) -> None:
+        title = FAILURE_TITLES.get(reason, "The model could not be downloaded")
+        self.title.setText(title)
+        # the message opens with the same words when it is the core's (for the command line too)
+        self.detail.setText(message.removeprefix(f"{title}: ").removeprefix(title))
+        self.progress.hide()
+        self._buttons(cancel=False)
+        self.show()
+
+    def show_cancelled(self, name: str) -> None:
+        self.title.setText("Download cancelled")
+        self.detail.setText(
+            f"{name} was not downloaded; what came already is kept, so Retry carries on from there."
+        )
+        self.progress.hide()
+        self._buttons(cancel=False)
+        self.show()
+
+    @property
+    def showing_progress(self) -> bool:
+        return self.isVisible() and self.cancel_button.isVisible()

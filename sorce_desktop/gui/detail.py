@@ -8,7 +8,15 @@ import os
 from sorce_desktop.core.images import load_image
 from sorce_desktop.core.store import display_path
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
-from sorce_desktop.gui.results import OUTLINE, OUTLINE_HALO, source_label
+from sorce_desktop.gui.results import (
+    OUTLINE,
+    OUTLINE_HALO,
+    WORDS_OUTLINE,
+    WORDS_TAG,
+    covers_photo,
+    outline_color,
+    source_label,
+)
 from sorce_desktop.gui.session import ResultItem
 from sorce_desktop.gui.tasks import run_task
 from sorce_desktop.gui.thumbnails import pil_to_qimage
@@ -45,6 +53,28 @@ def human_bytes(n: int) -> str:
     return f"{n:.1f} GB"
 
 
+class KindTag(QtWidgets.QGraphicsItem):
+    """The "Aa" tab on a line of words' outline: the same size at every zoom, just above its corner."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFlag(QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+        self.setZValue(3)
+
+    def boundingRect(self) -> QtCore.QRectF:  # noqa: N802
+        return QtCore.QRectF(0, -15, 24, 15)
+
+    def paint(self, painter: QtGui.QPainter, _option, _widget=None) -> None:
+        r = self.boundingRect()
+        painter.fillRect(r, WORDS_OUTLINE)
+        font = QtGui.QFont(painter.font())
+        font.setPixelSize(10)
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(QtGui.QColor("#00141c"))
+        painter.drawText(r, Qt.AlignmentFlag.AlignCenter, WORDS_TAG)
+
+
 class PhotoView(QtWidgets.QGraphicsView):
     """Scene coordinates are the photo's full-resolution upright pixels, the space the boxes live in."""
 
@@ -69,6 +99,10 @@ class PhotoView(QtWidgets.QGraphicsView):
         pen = QtGui.QPen(OUTLINE, 2.5)
         pen.setCosmetic(True)  # the same width at every zoom
         self._outline = self.scene().addRect(QtCore.QRectF(), pen)
+        self._halo.setZValue(1)
+        self._outline.setZValue(2)
+        self._others: list[QtWidgets.QGraphicsItem] = []  # the other matched regions' outlines and tags
+        self._kinds: list[tuple[str, QtCore.QRectF]] = []
         self._fit = True
         self.photo_size = (0, 0)
 
@@ -88,7 +122,41 @@ class PhotoView(QtWidgets.QGraphicsView):
                 item.setRect(rect)
 
     def outline_rect(self) -> QtCore.QRectF | None:
+        """The best match's outline (scene = photo pixels)."""
         return self._outline.rect() if self._outline.isVisible() else None
+
+    def set_outlines(self, outlines: list[tuple[str, QtCore.QRectF]]) -> None:
+        """Every matched region, the best first: (kind, rect), each in its kind's colour."""
+        for item in self._others:
+            self.scene().removeItem(item)
+        self._others = []
+        self._kinds = list(outlines)
+        if not outlines:
+            self.set_outline(None)
+            return
+        kind, rect = outlines[0]
+        self.set_outline(rect)
+        pen = self._outline.pen()
+        pen.setColor(outline_color(kind))
+        self._outline.setPen(pen)
+        for i, (kind, rect) in enumerate(outlines):
+            if i:
+                halo = QtGui.QPen(OUTLINE_HALO, 4)
+                halo.setCosmetic(True)
+                line = QtGui.QPen(outline_color(kind), 2)
+                line.setCosmetic(True)
+                for item in (self.scene().addRect(rect, halo), self.scene().addRect(rect, line)):
+                    item.setZValue(1)
+                    self._others.append(item)
+            if kind == "text":
+                tag = KindTag()
+                tag.setPos(rect.topLeft())
+                self.scene().addItem(tag)
+                self._others.append(tag)
+
+    def outline_kinds(self) -> list[tuple[str, QtCore.QRectF]]:
+        """What :meth:`set_outlines` drew: (kind, rect) for every outline, the best first."""
+        return list(self._kinds)
 
     def fit(self) -> None:
         self._fit = True
@@ -178,12 +246,24 @@ class DetailPage(QtWidgets.QWidget):
         self.info.setObjectName("detailInfo")
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.info.setWordWrap(True)
+        self.match_info = QtWidgets.QLabel()
+        self.match_info.setObjectName("detailInfo")
+        self.match_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.match_info.setWordWrap(True)
+        self._extra = ""
+        text_col = QtWidgets.QVBoxLayout()
+        text_col.setSpacing(2)
+        text_col.addWidget(self.info)
+        text_col.addWidget(self.match_info)
         info_row = QtWidgets.QHBoxLayout()
         info_row.setContentsMargins(12, 6, 12, 8)
-        info_row.addWidget(self.info, 1)
+        info_row.addLayout(text_col, 1)
+        # the zoom figure keeps its own column: the info lines wrap beside it, never into it
         self.zoom_label = QtWidgets.QLabel()
         self.zoom_label.setObjectName("muted")
-        info_row.addWidget(self.zoom_label)
+        self.zoom_label.setMinimumWidth(QtGui.QFontMetrics(self.zoom_label.font()).horizontalAdvance("0000%") + 8)
+        self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+        info_row.addWidget(self.zoom_label, 0, Qt.AlignmentFlag.AlignTop)
         self.view.zoom_changed.connect(self._zoom_text)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -199,6 +279,7 @@ class DetailPage(QtWidgets.QWidget):
 
     def show_item(self, item: ResultItem, index: int, count: int, thumb: QtGui.QPixmap | None = None) -> None:
         self.item = item
+        self._extra = ""
         self._token += 1
         token = self._token
         hit = item.hit
@@ -241,14 +322,28 @@ class DetailPage(QtWidgets.QWidget):
         it = self.item
         if it is None:
             return
-        b = it.shown_box
-        whole = b.x0 <= 0 and b.y0 <= 0 and b.x1 >= it.hit.width and b.y1 >= it.hit.height
-        self.view.set_outline(None if whole else QtCore.QRectF(b.x0, b.y0, b.width, b.height))
+        w, h = it.hit.width, it.hit.height
+        self.view.set_outlines(
+            [
+                (kind, QtCore.QRectF(b.x0, b.y0, b.width, b.height))
+                for kind, b, _r in it.outlines()
+                if not covers_photo(b, w, h)
+            ]
+        )
+        self._set_info(self._extra)
+
+    def words_outlined(self) -> list[str]:
+        """The words under each outline of a line of text, as the info line names them."""
+        it = self.item
+        if it is None:
+            return []
+        return [r.words for kind, _b, r in it.outlines() if kind == "text" and r is not None and r.words]
 
     def _set_info(self, extra: str) -> None:
         it = self.item
         if it is None:
             return
+        self._extra = extra
         hit = it.hit
         parts = [display_path(hit.path)]
         if extra:
@@ -257,12 +352,19 @@ class DetailPage(QtWidgets.QWidget):
         if it.size_bytes:
             parts.append(human_bytes(it.size_bytes))
         match = f"{source_label(hit.source)} match, score {hit.score:.3f}"
+        if hit.probability is not None:
+            match += f", match probability {hit.probability:.0%}" + ("" if hit.likely else " (less likely)")
         if hit.refined_score is not None:
-            match += f" (zoomed {hit.refined_score:.3f})"
-        if hit.text:
+            match += f", zoomed-in score {hit.refined_score:.3f}"
+        words = self.words_outlined()
+        if words:
+            # each outlined line by its words, so the outline and the label cannot disagree
+            named = ", ".join(f"“{w}”" for w in words)
+            match += f" · words outlined (blue, Aa): {named}"
+        elif hit.text:
             match += f" · words: “{hit.text}”"
-        parts.append(match)
         self.info.setText("   ·   ".join(parts))
+        self.match_info.setText(match)
 
     def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
         k = e.key()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from sorce_desktop.core.store import display_path
+from sorce_desktop.core.words import photos
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 from sorce_desktop.gui.session import FolderInfo, LibraryStatus
 
@@ -154,7 +155,7 @@ class FolderPanel(QtWidgets.QWidget):
                 self.list.setCurrentItem(it)
         self.hint.setVisible(not status.folders)
         self.summary.setVisible(bool(status.folders))
-        self.summary.setText(f"{status.indexed:,} photos searchable")
+        self.summary.setText(f"{photos(status.indexed)} searchable")
         self.failed_link.setVisible(status.failed > 0)
         self.failed_link.setText(f"{status.failed:,} could not be read…")
         self._sync_buttons()

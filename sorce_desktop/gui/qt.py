@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtGui, QtSvg, QtWidgets  # noqa: F401
+from PySide6 import QtCore, QtGui, QtNetwork, QtSvg, QtWidgets  # noqa: F401
 from PySide6.QtCore import Qt, Signal, Slot  # noqa: F401
 
-__all__ = ["QtCore", "QtGui", "QtSvg", "QtWidgets", "Qt", "Signal", "Slot"]
+__all__ = ["QtCore", "QtGui", "QtNetwork", "QtSvg", "QtWidgets", "Qt", "Signal", "Slot"]

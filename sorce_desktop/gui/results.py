@@ -16,6 +16,50 @@ CAPTION_H = 22
 PAD = 6
 OUTLINE = QtGui.QColor("#ffd60a")  # a warm yellow reads on sky, grass and skin alike
 OUTLINE_HALO = QtGui.QColor(0, 0, 0, 150)
+#: words read in the photo are outlined in another colour, with an "Aa" tab, so the kinds never mix
+WORDS_OUTLINE = QtGui.QColor("#3fd0ff")
+WORDS_TAG = "Aa"
+
+
+def outline_color(kind: str) -> QtGui.QColor:
+    return WORDS_OUTLINE if kind == "text" else OUTLINE
+
+
+def covers_photo(box: Box, width: int, height: int) -> bool:
+    """The whole photo matched: an outline round its edge says nothing."""
+    return box.x0 <= 0 and box.y0 <= 0 and box.x1 >= width and box.y1 >= height
+
+
+def draw_outline(
+    painter: QtGui.QPainter, rect: QtCore.QRectF, kind: str, *, width: float = 1.6, dashed: bool = False,
+    tag: bool = True,
+) -> None:
+    """One matched region: a halo, the outline in its kind's colour, and for words an "Aa" tab."""
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    painter.setPen(QtGui.QPen(OUTLINE_HALO, width + 2))
+    painter.drawRoundedRect(rect, 2, 2)
+    pen = QtGui.QPen(outline_color(kind), width)
+    if dashed:
+        pen.setStyle(Qt.PenStyle.DashLine)
+    painter.setPen(pen)
+    painter.drawRoundedRect(rect, 2, 2)
+    if kind == "text" and tag:
+        font = QtGui.QFont(painter.font())
+        font.setPixelSize(10)
+        font.setBold(True)
+        painter.setFont(font)
+        fm = QtGui.QFontMetricsF(font)
+        w, h = fm.horizontalAdvance(WORDS_TAG) + 6, fm.height() + 1
+        y = rect.top() - h if rect.top() - h >= 0 else rect.bottom()
+        tab = QtCore.QRectF(rect.left(), y, w, h)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(WORDS_OUTLINE)
+        painter.drawRect(tab)
+        painter.setPen(QtGui.QColor("#00141c"))
+        painter.drawText(tab, Qt.AlignmentFlag.AlignCenter, WORDS_TAG)
+
+
+DIVIDER_LABEL = "Less likely matches"
 
 
 def source_label(source: str) -> str:
@@ -41,6 +85,9 @@ class ResultsModel(QtCore.QAbstractListModel):
             return os.path.basename(it.hit.path)
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [it.hit.path, f"Score {it.hit.score:.3f} · {source_label(it.hit.source)}"]
+            if it.hit.probability is not None:
+                sure = "a likely match" if it.hit.likely else "a less likely match"
+                lines.append(f"The model's match probability: {it.hit.probability:.0%} ({sure})")
             if it.hit.text:
                 lines.append(f"Words matched: “{it.hit.text}”")
             return "\n".join(lines)
@@ -60,6 +107,12 @@ class ResultsModel(QtCore.QAbstractListModel):
 
     def item(self, row: int) -> ResultItem:
         return self.items[row]
+
+    def divider_row(self) -> int | None:
+        """Where the likely matches end (the first row that is not one), when the list has both."""
+        if not self.items or not self.items[0].hit.likely:
+            return None
+        return next((i for i, it in enumerate(self.items) if it.hit.likely is False), None)
 
     def row_of(self, photo_id: int) -> int | None:
         return self._row_of.get(photo_id)
@@ -91,6 +144,23 @@ class ResultsModel(QtCore.QAbstractListModel):
             [self.index(i) for i in range(len(self.items))],
         )
         self.layoutChanged.emit()
+
+
+def caption_name(name: str, advance, width: float) -> str:
+    """A file name that fits ``width``: whole if it can be; else without its extension; else its end.
+
+    Camera and export names share their beginnings ("IMG_20240611_...", "000000000139"), so the end is
+    what tells two photos apart: "…0139" rather than "0000…139.jpg"."""
+    if advance(name) <= width:
+        return name
+    stem = os.path.splitext(name)[0] or name
+    if advance(stem) <= width:
+        return stem
+    for i in range(1, len(stem)):
+        cut = "…" + stem[i:]
+        if advance(cut) <= width:
+            return cut
+    return "…" + stem[-1:]
 
 
 def fit_rect(area: QtCore.QRectF, width: int, height: int) -> QtCore.QRectF:
@@ -129,12 +199,21 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
         return fit_rect(self.image_area(cell), item.hit.width, item.hit.height)
 
     def outline_rect(self, cell: QtCore.QRect, item: ResultItem) -> QtCore.QRectF | None:
+        """The best match's outline (None: the whole photo matched)."""
         if item.hit.width <= 0 or item.hit.height <= 0:
             return None
         box = item.shown_box
-        if box.x0 <= 0 and box.y0 <= 0 and box.x1 >= item.hit.width and box.y1 >= item.hit.height:
-            return None  # the whole photo matched: an outline round the edge says nothing
+        if covers_photo(box, item.hit.width, item.hit.height):
+            return None
         return box_in(self.image_rect(cell, item), box, item.hit.width, item.hit.height)
+
+    def outline_rects(self, cell: QtCore.QRect, item: ResultItem) -> list[tuple[str, QtCore.QRectF]]:
+        """Every matched region's outline on the thumbnail, (kind, rect), the best first."""
+        w, h = item.hit.width, item.hit.height
+        if w <= 0 or h <= 0:
+            return []
+        image = self.image_rect(cell, item)
+        return [(kind, box_in(image, box, w, h)) for kind, box, _r in item.outlines() if not covers_photo(box, w, h)]
 
     # -- painting ------------------------------------------------------------------------------------
     def paint(self, painter: QtGui.QPainter, option, index) -> None:
@@ -181,19 +260,18 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
                     "Cannot show this photo",
                 )
 
-        outline = self.outline_rect(cell, item)
-        if outline is not None:
-            refined = item.hit.refined_box is not None
-            pen_w = 2.0 if refined else 1.6
-            halo = QtGui.QPen(OUTLINE_HALO, pen_w + 2)
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.setPen(halo)
-            painter.drawRoundedRect(outline, 2, 2)
-            pen = QtGui.QPen(OUTLINE, pen_w)
-            if not refined and item.refining:
-                pen.setStyle(Qt.PenStyle.DashLine)  # the tile's outline; the tighter one is on its way
-            painter.setPen(pen)
-            painter.drawRoundedRect(outline, 2, 2)
+        refined = item.hit.refined_box is not None
+        # the best match last, so it is drawn on top where outlines overlap
+        for kind, rect in reversed(self.outline_rects(cell, item)):
+            picture = kind != "text"
+            draw_outline(
+                painter,
+                rect,
+                kind,
+                width=2.0 if picture and refined else 1.6,
+                dashed=picture and not refined and item.refining,  # the tile's; the tighter one is on its way
+                tag=self.side >= 128,
+            )
 
         # caption: the name (or the words matched), the kind of match, the score, discreetly
         cap = QtCore.QRectF(
@@ -204,7 +282,9 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
         painter.setFont(small)
         fm = QtGui.QFontMetricsF(small)
         muted = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.PlaceholderText))
-        score = f"{item.hit.score:.2f}"
+        # the model's own match probability where it has one ("how sure"), else the ranking score
+        p = item.hit.probability
+        score = f"{p * 100:.0f}%" if p is not None else f"{item.hit.score:.2f}"
         score_w = fm.horizontalAdvance(score) + 4
         painter.setPen(muted)
         painter.drawText(cap, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, score)
@@ -221,13 +301,12 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
             painter.setPen(pal.color(QtGui.QPalette.ColorRole.Text))
             painter.drawText(br, Qt.AlignmentFlag.AlignCenter, badge)
             left = left.adjusted(bw + 4, 0, 0, 0)
-        label = f"“{item.hit.text}”" if item.hit.text else os.path.basename(item.hit.path)
+        if item.hit.text:
+            label = fm.elidedText(f"“{item.hit.text}”", Qt.TextElideMode.ElideRight, left.width())
+        else:
+            label = caption_name(os.path.basename(item.hit.path), fm.horizontalAdvance, left.width())
         painter.setPen(pal.color(QtGui.QPalette.ColorRole.Text))
-        painter.drawText(
-            left,
-            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-            fm.elidedText(label, Qt.TextElideMode.ElideMiddle, left.width()),
-        )
+        painter.drawText(left, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
         painter.restore()
 
 
@@ -255,6 +334,51 @@ class ResultsView(QtWidgets.QListView):
         self.doubleClicked.connect(lambda ix: self.activated_item.emit(ix.row()))
         self.verticalScrollBar().valueChanged.connect(lambda _v: self.visible_changed.emit())
         self.setAccessibleName("Results")
+
+    def divider_lines(self) -> list[QtCore.QLineF]:
+        """The line between the likely matches and the rest, in viewport coordinates: along the gap
+        above the first other one's row from its cell on, and below the likely ones of that row."""
+        model = self.model()
+        row = model.divider_row() if isinstance(model, ResultsModel) else None
+        if row is None:
+            return []
+        cell = QtCore.QRectF(self.visualRect(model.index(row)))
+        first = QtCore.QRectF(self.visualRect(model.index(0)))
+        right = float(self.viewport().width())
+        top, bottom, x = cell.top(), cell.bottom() + 1, cell.left()
+        if x <= first.left() + 1:
+            return [QtCore.QLineF(0, top, right, top)]
+        return [
+            QtCore.QLineF(x, top, right, top),
+            QtCore.QLineF(x, top, x, bottom),
+            QtCore.QLineF(0, bottom, x, bottom),
+        ]
+
+    def paintEvent(self, e) -> None:  # noqa: N802
+        super().paintEvent(e)
+        lines = self.divider_lines()
+        if not lines:
+            return
+        p = QtGui.QPainter(self.viewport())
+        p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
+        accent = QtGui.QColor(self.palette().color(QtGui.QPalette.ColorRole.Highlight))
+        p.setPen(QtGui.QPen(accent, 2))
+        for ln in lines:
+            p.drawLine(ln)
+        # the label sits on the line where the less likely matches begin
+        font = QtGui.QFont(self.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.8))
+        p.setFont(font)
+        fm = QtGui.QFontMetricsF(font)
+        text = DIVIDER_LABEL
+        start = lines[0].p1()
+        r = QtCore.QRectF(start.x() + 8, start.y() - fm.height() / 2 - 1, fm.horizontalAdvance(text) + 12, fm.height() + 2)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(accent)
+        p.drawRoundedRect(r, r.height() / 2, r.height() / 2)
+        p.setPen(self.palette().color(QtGui.QPalette.ColorRole.HighlightedText))
+        p.drawText(r, Qt.AlignmentFlag.AlignCenter, text)
+        p.end()
 
     def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
         if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.currentIndex().isValid():

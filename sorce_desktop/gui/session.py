@@ -20,10 +20,9 @@ from sorce_desktop.core.library import FolderInfo, Library, LibraryStatus
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
 from sorce_desktop.core.quiet import quiet_third_party_loggers
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import PhotoHit, QueryError, clean_query
+from sorce_desktop.core.search import MatchedRegion, PhotoHit, QueryError, SearchAnswer
 from sorce_desktop.core.service import EventKind, IndexEvent
 from sorce_desktop.core.store import ModelMismatch
-from sorce_desktop.core.textsearch import parse_query
 from sorce_desktop.gui.qt import QtCore, Signal
 from sorce_desktop.gui.tasks import lower_thread_priority, on_done, run_task, to_main
 
@@ -62,7 +61,21 @@ class ResultItem:
 
     @property
     def shown_box(self) -> Box:
+        """The best match's outline: a line of words as read, a picture region as refined."""
+        if self.hit.region == "text":
+            return self.hit.box
         return self.hit.refined_box or self.hit.box
+
+    def outlines(self) -> list[tuple[str, Box, MatchedRegion | None]]:
+        """Every matched region to outline, the best first: (kind, box, region)."""
+        if not self.hit.regions:
+            return [("picture", self.shown_box, None)]
+        out = []
+        best_picture = self.hit.picture  # the one refinement zooms into
+        for r in self.hit.regions:
+            box = (self.hit.refined_box or r.box) if r is best_picture else r.box
+            out.append((r.kind, box, r))
+        return out
 
 
 @dataclass
@@ -74,6 +87,7 @@ class SearchResult:
     seconds: float
     indexed: int  # photos searchable when it ran
     pending: int
+    answer: SearchAnswer | None = None  # the core's answer this renders
 
 
 @dataclass
@@ -84,6 +98,8 @@ class ModelState:
     done_bytes: int = 0
     total_bytes: int = 0
     mismatch: bool = False  # the index holds another model's vectors: re-indexing is the way out
+    reason: str = ""  # a failed download: 'offline' | 'disk_full' | 'not_found' | 'other' (core DownloadFailed)
+    eta_s: float | None = None  # downloading: seconds left at the rate so far
 
 
 __all__ = ["FolderInfo", "LibraryStatus"]  # the window reads them from here too
@@ -124,6 +140,7 @@ class Session(QtCore.QObject):
         self.indexing_service.start()
         self._indexing = False
         self._download_cancel = threading.Event()
+        self._requeue_speed: str | None = None  # a speed change waiting for the model at that speed
         self._closing = False
         # live folder watching (core.watcher.Watcher), started once the model is ready; it hands what
         # changes to the indexing service
@@ -158,9 +175,8 @@ class Session(QtCore.QObject):
         self._set_state(ModelState("loading", model, "Getting the model ready…"))
 
         def progress(p: DownloadProgress) -> None:
-            to_main(
-                self._set_state, ModelState("downloading", model, p.current_file, p.done_bytes, p.total_bytes)
-            )
+            st = ModelState("downloading", model, p.current_file, p.done_bytes, p.total_bytes, eta_s=p.eta_s)
+            to_main(self._set_state, st)
 
         def load():
             quiet_third_party_loggers()  # a windowed app has no console for transformers' chatter
@@ -186,13 +202,34 @@ class Session(QtCore.QObject):
                 st = ModelState("cancelled", model, "The model download was cancelled.")
                 reason = "the download was cancelled"
             else:
-                st = ModelState("error", model, str(exc))
+                st = ModelState("error", model, str(exc), reason=getattr(exc, "reason", ""))
                 reason = "it could not be loaded"
             # Text first: the window reads text_only_reason when it shows the new state.
             self._use_text_only(reason)
             self._set_state(st)
 
         run_task(load, loaded, failed, lane="model", name="load model")
+
+    def change_speed(self, speed: str) -> None:
+        """Index at ``speed`` from now on and index again the photos another speed made (their picture
+        vectors; their text is kept): the model loads at the new speed first."""
+        self.settings.speed = speed
+        self._requeue_speed = speed
+        self.indexing_service.cancel_current()  # the job in progress embeds at the old speed
+        self.load_model()
+
+    def _requeue(self, speed: str) -> None:
+        from sorce_desktop.core.library import variants_to_redo
+
+        def requeue() -> int:  # in turn with the indexing jobs: before the scan _use asks for
+            store = self.lib.store
+            return store.requeue_variants(variants_to_redo(store.visual_variants(), speed))
+
+        on_done(
+            self.indexing_service.call(requeue),
+            lambda _n: self.refresh_status(),
+            lambda e: self.error.emit(str(e)),
+        )
 
     def cancel_download(self) -> None:
         self._download_cancel.set()
@@ -219,6 +256,9 @@ class Session(QtCore.QObject):
             return
         self.text_only_reason = None
         self.embedder, self.service = embedder, service
+        if self._requeue_speed is not None:
+            self._requeue(self._requeue_speed)
+            self._requeue_speed = None
         self._refiner = None
         self._refine_cache = None
         self._set_state(ModelState("ready", embedder.model_id, ""))
@@ -407,8 +447,8 @@ class Session(QtCore.QObject):
         self.indexing_service.scan()
 
     def _progress(self, p: Progress) -> None:
-        if p.phase == Phase.EMBEDDING and p.rate > 0:
-            self.last_rate = p.rate
+        if p.phase == Phase.EMBEDDING and p.rate > 0 and self.embedder is not None:
+            self.last_rate = p.rate  # a picture model's rate: reading text alone says nothing of it
         self.index_progress.emit(p)
         if time.monotonic() - self._last_status_refresh > 1.0 or p.phase in (Phase.DONE, Phase.CANCELLED, Phase.PAUSED):
             self.refresh_status()
@@ -449,21 +489,15 @@ class Session(QtCore.QObject):
 
         def work() -> SearchResult:
             t = time.perf_counter()
-            if query.text is not None and query.image is None:
-                # Words: the visual model's vector (kept for refinement) and the text in photos, merged
-                # by the core (core.search.fuse); no visual model: the text in photos alone.
-                q = None
-                if service.embedder is not None:
-                    q = service.query_vector(parse_query(clean_query(query.text)).text or query.text)
-                hits = service.search(query.text, vector=q, top=RESULTS_TOP)
-            else:
-                if service.embedder is None:
-                    raise QueryError(
-                        "Searching by a photo needs the visual model, which is not available yet: only the "
-                        "text in your photos can be searched now."
-                    )
-                q = service.query_vector(query.text, query.image, query.crop)
-                hits = service.search(vector=q, top=RESULTS_TOP)
+            if query.image is not None and service.embedder is None:
+                raise QueryError(
+                    "Searching by a photo needs the visual model, which is not available yet: only the "
+                    "text in your photos can be searched now."
+                )
+            # The core's whole answer (ranked photos with every matched region, the parsed query, the
+            # vector it searched with, kept for refinement): the window only draws it.
+            answer = service.answer(query.text, image=query.image, crop=query.crop, top=RESULTS_TOP)
+            hits, q = answer.hits, answer.vector
             rows = store.photos_by_ids([h.photo_id for h in hits])
             items = []
             for h in hits:
@@ -477,7 +511,9 @@ class Session(QtCore.QObject):
                     if r is not None:
                         it.hit.refined_box, it.hit.refined_score = r.box, r.score
             c = store.counts()
-            return SearchResult(gen, query, items, q, time.perf_counter() - t, c["indexed"], c["pending"])
+            return SearchResult(
+                gen, query, items, q, time.perf_counter() - t, c["indexed"], c["pending"], answer
+            )
 
         def done(res: SearchResult) -> None:
             self._search_finished()
@@ -527,9 +563,8 @@ class Session(QtCore.QObject):
             or refine is None
         ):
             return
-        # A hit outlined on the words it matched (region 'text') keeps that outline: refinement zooms
-        # into what the visual model sees, which would move it off the words.
-        items = [it for it in items if it.hit.region != "text"]
+        # Only the picture region is zoomed into: a line of words is outlined precisely already.
+        items = [it for it in items if it.hit.picture is not None]
         if detail:
             todo = [it for it in items if not it.detail_refined]
         else:
@@ -551,9 +586,8 @@ class Session(QtCore.QObject):
             if not detail:
                 self._refine_queued.add(it.hit.photo_id)
             it.refining = True
-        hits = [
-            replace(it.hit) for it in todo
-        ]  # the worker gets copies; results are applied on the UI thread
+        # the worker gets copies, boxed on their picture region; results are applied on the UI thread
+        hits = [replace(it.hit, box=it.hit.picture.box, region=it.hit.picture.region) for it in todo]
 
         def on_result(i: int, _hit, r) -> None:
             to_main(self._refined, gen, todo[i], r.box, float(r.score), detail)

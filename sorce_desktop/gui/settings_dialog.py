@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from sorce_desktop.core.library import photos_to_redo
+from sorce_desktop.core.models.speed import FAST_OVER_THOROUGH
 from sorce_desktop.core.regions import LAYOUTS
 from sorce_desktop.core.settings import Settings
+from sorce_desktop.core.words import photos as count_photos
 from sorce_desktop.gui.qt import QtWidgets
 from sorce_desktop.gui.welcome import ModelPicker
+
+SPEED_CHOICES = [
+    ("Fast (the default)", "fast"),
+    ("Thorough (full precision, slower)", "thorough"),
+]
+
+
+def speed_factor(old: str, new: str) -> float:
+    """The new speed's indexing rate over the old one's (measured in one run: FAST_OVER_THOROUGH)."""
+    if old == new:
+        return 1.0
+    return FAST_OVER_THOROUGH if new == "fast" else 1.0 / FAST_OVER_THOROUGH
+
 
 DEVICES = [
     ("Automatic (GPU when there is one)", "auto"),
@@ -27,10 +43,12 @@ def duration_words(seconds: float) -> str:
     return f"about {hours:.1f} hours" if hours < 10 else f"about {hours:.0f} hours"
 
 
-def reindex_cost(photos: int, rate: float | None, layout_change_only: bool) -> str:
-    """The cost of re-indexing, in words, for the confirmation question."""
-    what = f"All {photos:,} photos must be indexed again"
+def reindex_cost(photos: int, rate: float | None, layout_change_only: bool, speed_factor: float = 1.0) -> str:
+    """The cost of re-indexing ``photos`` (only those whose picture vectors are really made again), in
+    words, for the confirmation question. ``speed_factor``: the new speed's rate over the last one's."""
+    what = f"{count_photos(photos)} must be indexed again (their picture regions; the words already read in them are kept)"
     if rate and rate > 0:
+        rate = rate * speed_factor
         how_long = f"; at this computer's last speed ({rate * 60:.0f} photos a minute) that takes {duration_words(photos / rate)}"
         if not layout_change_only:
             how_long += " (another model can be faster or slower)"
@@ -43,7 +61,16 @@ def reindex_cost(photos: int, rate: float | None, layout_change_only: bool) -> s
 
 
 class SettingsDialog(QtWidgets.QDialog):
-    def __init__(self, settings: Settings, parent=None):
+    def __init__(
+        self,
+        settings: Settings,
+        parent=None,
+        *,
+        variants: dict[str | None, int] | None = None,
+        rate: float | None = None,
+    ):
+        """``variants``: the library's photos by the variant that made their vectors (for the cost of a
+        speed change); ``rate``: the last indexing rate, photos per second."""
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setMinimumWidth(520)
@@ -61,6 +88,21 @@ class SettingsDialog(QtWidgets.QDialog):
         self.layout_box.setToolTip(
             "How each photo is cut into regions. More regions find smaller things, and cost more to index."
         )
+        self.speed = QtWidgets.QComboBox()
+        for label, value in SPEED_CHOICES:
+            self.speed.addItem(label, value)
+        self.speed.setCurrentIndex(max(0, self.speed.findData(settings.speed)))
+        self.speed.setToolTip(
+            "Fast runs the model in int8, feeds small tiles at a smaller size and skips blank tiles: about\n"
+            f"{FAST_OVER_THOROUGH:.0f}x faster than thorough. Thorough gives every tile the full model."
+        )
+        self.speed_cost = QtWidgets.QLabel()
+        self.speed_cost.setObjectName("muted")
+        self.speed_cost.setWordWrap(True)
+        self._variants = variants or {}
+        self._rate = rate
+        self.speed.currentIndexChanged.connect(lambda _i: self._show_speed_cost())
+        self._show_speed_cost()
         self.cache = QtWidgets.QSpinBox()
         self.cache.setRange(32, 100_000)
         self.cache.setSingleStep(128)
@@ -87,6 +129,8 @@ class SettingsDialog(QtWidgets.QDialog):
         form.addRow("&Model:", self.picker)
         form.addRow("&Compute on:", self.device)
         form.addRow("&Regions:", self.layout_box)
+        form.addRow("&Indexing speed:", self.speed)
+        form.addRow("", self.speed_cost)
         form.addRow("&Thumbnail cache:", self.cache)
         form.addRow("", self.refine)
         form.addRow("", self.rerank)
@@ -96,6 +140,7 @@ class SettingsDialog(QtWidgets.QDialog):
             ("&Model:", self.picker),
             ("&Compute on:", self.device),
             ("&Regions:", self.layout_box),
+            ("&Indexing speed:", self.speed),
             ("&Thumbnail cache:", self.cache),
         ):
             lbl = form.labelForField(w)
@@ -111,12 +156,27 @@ class SettingsDialog(QtWidgets.QDialog):
         lay.addLayout(form)
         lay.addWidget(box)
 
+    def speed_redo(self) -> int:
+        """Photos the chosen speed would index again (made at the other speed)."""
+        return photos_to_redo(self._variants, speed=self.speed.currentData())
+
+    def _show_speed_cost(self) -> None:
+        new = self.speed.currentData()
+        n = self.speed_redo()
+        if new == self._orig.speed:
+            self.speed_cost.setText("New and changed photos are indexed at this speed.")
+        elif not n:
+            self.speed_cost.setText("No photo needs indexing again: new and changed photos use this speed.")
+        else:
+            self.speed_cost.setText(reindex_cost(n, self._rate, True, speed_factor(self._orig.speed, new)))
+
     def result_settings(self) -> Settings:
         return replace(
             self._orig,
             model=self.picker.model(),
             device=self.device.currentData(),
             layout=self.layout_box.currentData(),
+            speed=self.speed.currentData(),
             thumbnail_cache_mb=self.cache.value(),
             refine=self.refine.isChecked(),
             rerank_by_zoom=self.rerank.isChecked(),

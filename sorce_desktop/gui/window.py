@@ -10,16 +10,18 @@ from dataclasses import replace
 
 from sorce_desktop.core.images import is_image_name
 from sorce_desktop.core.indexer import Progress
+from sorce_desktop.core.library import photos_to_redo
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.store import display_path
+from sorce_desktop.core.words import photos
 from sorce_desktop.gui import resources
-from sorce_desktop.gui.banner import TextOnlyBanner
+from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, fmt_eta
 from sorce_desktop.gui.detail import DetailPage
 from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
 from sorce_desktop.gui.session import LibraryStatus, ModelState, Query, ResultItem, SearchResult, Session
-from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost
+from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost, speed_factor
 from sorce_desktop.gui.tasks import Throttle
 from sorce_desktop.gui.thumbnails import ThumbnailCache
 from sorce_desktop.gui.welcome import WelcomePage
@@ -27,20 +29,17 @@ from sorce_desktop.gui.welcome import WelcomePage
 SEARCH_DELAY_MS = 250
 THUMB_MIN, THUMB_MAX, THUMB_STEP = 96, 360, 32
 
+LIKELY_TIP = (
+    "Hide the photos the model itself finds unlikely to match (its match probability is under 50 %).\n"
+    "Photos whose words read exactly as typed always count as likely."
+)
+NO_PROBABILITY_TIP = (
+    "This model gives no match probability (SigLIP models do), so results are ranked, not split into\n"
+    "likely matches and the rest. Image searches are ranked only too."
+)
 READY_PLACEHOLDER = "Describe something in a photo — “a red kite in the sky”"
 LOADING_PLACEHOLDER = "Getting ready — loading the model…"
 TEXT_ONLY_PLACEHOLDER = "Type words written in a photo — “espresso”, “platform 9” (text search only)"
-
-
-def fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = int(seconds)
-    if s < 60:
-        return "less than a minute left"
-    if s < 3600:
-        return f"about {round(s / 60)} min left"
-    return f"about {s // 3600} h {s % 3600 // 60:02d} min left"
 
 
 def local_folders(mime: QtCore.QMimeData) -> list[str]:
@@ -209,6 +208,10 @@ class MainWindow(QtWidgets.QMainWindow):
         hl.setContentsMargins(14, 10, 10, 10)
         hl.setSpacing(8)
         hl.addWidget(self.search, 1)
+        self.likely_only = QtWidgets.QCheckBox("Show likely matches only")
+        self.likely_only.setToolTip(LIKELY_TIP)
+        self.likely_only.setEnabled(False)
+        hl.addWidget(self.likely_only)
         hl.addSpacing(10)
         hl.addWidget(small)
         hl.addWidget(self.size_slider)
@@ -241,6 +244,8 @@ class MainWindow(QtWidgets.QMainWindow):
         rl.addWidget(header)
         self.text_banner = TextOnlyBanner()  # no visual model: only the text in photos is searched
         rl.addWidget(self.text_banner)
+        self.download_panel = DownloadPanel()  # the model download: progress, Cancel; failure, Retry
+        rl.addWidget(self.download_panel)
         rl.addWidget(self.center, 1)
         self.splitter = QtWidgets.QSplitter()
         self.splitter.addWidget(self.folders)
@@ -298,6 +303,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.search.down.connect(self.focus_results)
         self.search.image_dropped.connect(self.search_image)
         self.size_slider.valueChanged.connect(self.set_thumb_size)
+        self.likely_only.toggled.connect(lambda _on: self.result is not None and self._show_items(self.result))
         self.settings_button.clicked.connect(self.open_settings)
         self.thumbs.ready.connect(self.model.thumb_changed)
         self.thumbs.failed.connect(lambda key, _e: self.model.thumb_changed(key))
@@ -318,6 +324,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.welcome.cancel_requested.connect(self.session.cancel_download)
         self.text_banner.download.connect(lambda: self.session.load_model(self.settings.model))
         self.text_banner.choose_folder.connect(self.choose_model_folder)
+        self.download_panel.cancel.connect(self.session.cancel_download)
+        self.download_panel.retry.connect(lambda: self.session.load_model(self.session.state.model or None))
+        self.download_panel.choose_folder.connect(self.choose_model_folder)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -412,6 +421,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.model_label.setText(
                 f"Downloading {name}: {st.done_bytes / 2**20:.0f} of {st.total_bytes / 2**20:.0f} MB"
             )
+            self.download_panel.show_progress(name, st.done_bytes, st.total_bytes, fmt_eta(st.eta_s))
         elif st.state == "loading":
             self.search.setPlaceholderText(LOADING_PLACEHOLDER)
             self.model_label.setText(f"Loading {name}…")
@@ -422,6 +432,13 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.search.setPlaceholderText("The model is not ready — see the message below")
             self.model_label.setText("Model not ready")
+        if st.state == "error" and st.reason:
+            self.download_panel.show_failure(st.message, st.reason)
+        elif st.state == "cancelled":
+            self.download_panel.show_cancelled(name)
+        elif st.state != "downloading":
+            self.download_panel.hide()
+        self.text_banner.download_button.setEnabled(st.state not in ("loading", "downloading"))
         self._update_banner()
         self._update_empty()
 
@@ -481,7 +498,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status_label.setText("No folders yet")
         elif self.session.ready or status.indexed:
             offline = sum(not f.online for f in status.folders)
-            text = f"{status.indexed:,} photos indexed"
+            text = f"{photos(status.indexed)} indexed"
             if status.pending:
                 text += f", {status.pending:,} waiting"
             if offline:
@@ -502,9 +519,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.progress.show()
             self.pause_button.show()
             if self.session.paused:  # the session's state, not the last report's: Resume shows at once
-                self.status_label.setText(f"Indexing paused at {p.done:,} of {p.total:,} photos")
+                self.status_label.setText(f"Indexing paused at {p.done:,} of {photos(p.total)}")
             else:
-                bits = [f"Indexing {p.done:,} of {p.total:,} photos"]
+                bits = [f"Indexing {p.done:,} of {photos(p.total)}"]
                 if p.rate > 0:
                     bits.append(f"{p.rate * 60:,.0f} photos/min")
                 if p.eta_s is not None and p.done:
@@ -594,14 +611,26 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _results(self, res: SearchResult) -> None:
         self.result = res
-        self.model.set_items(res.items)
+        self._show_items(res)
         self.grid.scrollToTop()
-        n = len(res.items)
-        self.result_info.setText(
-            f"{n:,} photo{'s' if n != 1 else ''} · {res.seconds * 1000:.0f} ms" if n else ""
-        )
-        self._update_empty()
         self.refine_throttle.trigger(None)
+
+    def _show_items(self, res: SearchResult) -> None:
+        """Draw the answer: all of it, or its likely matches only (the core marked them)."""
+        calibrated = res.answer is not None and res.answer.calibrated
+        self.likely_only.setEnabled(calibrated)
+        self.likely_only.setToolTip(LIKELY_TIP if calibrated else NO_PROBABILITY_TIP)
+        items = res.items
+        if calibrated and self.likely_only.isChecked():
+            items = [it for it in items if it.hit.likely]
+        self.model.set_items(items)
+        n = len(res.items)
+        info = f"{photos(n)} · {res.seconds * 1000:.0f} ms" if n else ""
+        if calibrated and n:
+            likely = sum(1 for it in res.items if it.hit.likely)
+            info = f"{likely:,} likely · {info}"
+        self.result_info.setText(info)
+        self._update_empty()
 
     def _search_failed(self, _gen: int, message: str) -> None:
         self._search_error = message
@@ -626,7 +655,9 @@ class MainWindow(QtWidgets.QMainWindow):
         st = self.session.status
         ms = self.session.state
         show_grid = False
-        if ms.state in ("error", "cancelled") and not self.session.text_only:
+        # a download that failed or was cancelled is told by the download panel, with Retry
+        download_problem = ms.state == "cancelled" or bool(ms.reason)
+        if ms.state in ("error", "cancelled") and not self.session.text_only and not download_problem:
             self._model_problem(ms)
         elif not st.folders:
             self.empty.show_state(
@@ -659,7 +690,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.empty.show_state(
                     "What are you looking for?",
                     "Describe something small: “a dog on the beach”, “a red umbrella”, “the clock on the wall”. "
-                    f"{st.indexed:,} photos are searchable. You can also drop a photo on the search field.",
+                    f"{photos(st.indexed)} {'is' if st.indexed == 1 else 'are'} searchable. You can also drop a photo on the search field.",
                 )
         elif self.result is None or self.session.current is None:
             if not self.session.ready:
@@ -670,6 +701,13 @@ class MainWindow(QtWidgets.QMainWindow):
                 show_grid = bool(self.model.rowCount())
                 if not show_grid:
                     self.empty.show_state("Searching…", "")
+        elif self.result.items and not self.model.rowCount() and self.likely_only.isChecked():
+            q = self.query.text or self.query.label
+            self.empty.show_state(
+                f"No likely matches for “{q}”",
+                f"The model finds none of the {photos(len(self.result.items))} it ranked a likely match.",
+                [("Show All Matches", lambda: self.likely_only.setChecked(False))],
+            )
         elif not self.result.items:
             body = "Try fewer or other words."
             if self.session.text_only:
@@ -678,7 +716,7 @@ class MainWindow(QtWidgets.QMainWindow):
                     "try words written in the photo."
                 )
             if st.pending or self.session.indexing:
-                body += f" {st.pending:,} photos are still being indexed; they become searchable as they are done."
+                body += f" {photos(st.pending)} still being indexed; they become searchable as they are done."
             q = self.query.text or self.query.label
             self.empty.show_state(f"Nothing found for “{q}”", body)
         else:
@@ -752,8 +790,12 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.close_detail()
         self.grid.setFocus()
-        if not self.grid.currentIndex().isValid():
-            self.grid.setCurrentIndex(self.model.index(0))
+        ix = self.grid.currentIndex()
+        if not ix.isValid():
+            ix = self.model.index(0)
+        # selected, not only current: the highlight shows where the keyboard is
+        self.grid.selectionModel().setCurrentIndex(ix, QtCore.QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        self.grid.scrollTo(ix)
 
     def open_detail(self, row: int) -> None:
         if row < 0 or row >= self.model.rowCount():
@@ -808,7 +850,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- settings ------------------------------------------------------------------------------------
     def open_settings(self) -> None:
-        dlg = SettingsDialog(self.settings, self)
+        st = self.session.status
+        dlg = SettingsDialog(self.settings, self, variants=st.variants, rate=self.session.last_rate)
         if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
             return
         self.apply_settings(dlg.result_settings())
@@ -819,8 +862,9 @@ class MainWindow(QtWidgets.QMainWindow):
             new.model != self.session.lib.model_id() or new.layout != self.session.lib.layout().name
         )
         device_changed = new.device != old.device
-        if binding_changed and self.session.status.indexed:
-            n = self.session.status.indexed + self.session.status.pending
+        # only the work really redone counts: photos with picture vectors (none yet: a first model)
+        n = photos_to_redo(self.session.status.variants, binding_changes=True) if binding_changed else 0
+        if binding_changed and n:
             box = QtWidgets.QMessageBox(self)
             box.setIcon(QtWidgets.QMessageBox.Icon.Question)
             box.setWindowTitle("Re-index Your Photos?")
@@ -833,8 +877,23 @@ class MainWindow(QtWidgets.QMainWindow):
             if box.clickedButton() is not go:
                 new = replace(new, model=old.model, layout=old.layout)
                 binding_changed = False
+        speed_changed = new.speed != old.speed and not binding_changed
+        redo = photos_to_redo(self.session.status.variants, speed=new.speed) if speed_changed else 0
+        if redo and self.session.ready:
+            box = QtWidgets.QMessageBox(self)
+            box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+            box.setWindowTitle("Re-index Your Photos?")
+            box.setText(f"Indexing “{new.speed}” means indexing photos made at the other speed again.")
+            box.setInformativeText(
+                reindex_cost(redo, self.session.last_rate, True, speed_factor(old.speed, new.speed))
+            )
+            go = box.addButton("Re-index", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+            box.addButton("Only New Photos", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+            box.exec()
+            if box.clickedButton() is not go:
+                redo = 0  # the new speed applies to new and changed photos only
         text_changed = (new.ocr, new.ocr_thorough) != (old.ocr, old.ocr_thorough)
-        fields = ("model", "layout", "device", "thumbnail_cache_mb", "refine", "rerank_by_zoom", "ocr", "ocr_thorough")
+        fields = ("model", "layout", "speed", "device", "thumbnail_cache_mb", "refine", "rerank_by_zoom", "ocr", "ocr_thorough")
         for field in fields:
             setattr(self.settings, field, getattr(new, field))
         self._save_settings()
@@ -844,7 +903,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.thumbs.prune()
         if binding_changed:
             self.session.load_model(new.model, reindex_layout=new.layout)
-        elif device_changed and self.session.ready:
+        elif redo:
+            self.session.change_speed(new.speed)  # loads the model at the new speed, then re-indexes
+        elif (device_changed or speed_changed) and self.session.ready:
             self.session.load_model()
 
     def _save_settings(self) -> None:
@@ -855,6 +916,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _watch_event(self, ev) -> None:
         """Live folder watching: say what just happened (folder counts follow through status_changed)."""
+        if ev.kind == "online" and not any(f.path == ev.folder and not f.online for f in self.session.status.folders):
+            return  # a folder just added: the folder list shows it; only a folder that came back is news
         if ev.kind in ("notice", "offline", "online", "error") and ev.message:
             self.statusBar().showMessage(ev.message, 15000)
         elif ev.kind == "indexed" and ev.paths and not self.session.indexing:

@@ -45,6 +45,12 @@ class Embedder(ABC):
         """How the vectors were computed (precision, quantisation): kept per vector for re-indexing."""
         return "fp32"
 
+    def match_calibration(self) -> tuple[float, float] | None:
+        """``(scale, bias)`` of the model's own probability that a text matches an image region,
+        ``sigmoid(scale * cosine + bias)``, where the checkpoint has one; None where it has not (then
+        scores are cosines and no probability is claimed)."""
+        return None
+
     @abstractmethod
     def layouts(self) -> list[str]:
         """Names of the region layouts this backend supports."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,29 @@ class DownloadCancelled(Exception):
     pass
 
 
+class DownloadFailed(ModelError):
+    """A download that did not work, with why in plain words. ``reason``: 'offline' (no network),
+    'disk_full', 'not_found' (no such model on the hub) or 'other'."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass
 class DownloadProgress:
     model_id: str
     done_bytes: int
     total_bytes: int
     current_file: str
+    bytes_per_s: float = 0.0  # this download's average so far (0: not known yet)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the average rate so far (None until there is a rate)."""
+        if self.bytes_per_s <= 0 or self.total_bytes <= 0:
+            return None
+        return max(0.0, (self.total_bytes - self.done_bytes) / self.bytes_per_s)
 
 
 ProgressCallback = Callable[[DownloadProgress], None]
@@ -50,6 +68,8 @@ def _offline() -> bool:
 def check_model_folder(folder: Path) -> None:
     """A clear error for a folder that cannot hold a whole model (rather than a loader traceback)."""
     if not folder.is_dir():
+        if folder.exists():
+            raise ModelError(f"{folder} is a file; --model needs the folder that holds the model's files.")
         raise ModelError(f"The model folder {folder} does not exist.")
     if not (folder / "config.json").is_file():
         raise ModelError(f"The model folder {folder} has no config.json: it is not a model folder.")
@@ -68,6 +88,18 @@ def check_model_folder(folder: Path) -> None:
     for p in folder.iterdir():
         if p.name.endswith(".incomplete"):
             raise ModelError(f"The model folder {folder} holds an unfinished download ({p.name}).")
+    for p in sorted(folder.iterdir()):
+        # Each file is opened here, so one this user cannot read is named with its real reason (the
+        # loaders would report something else, such as a missing file).
+        if p.is_dir():
+            continue
+        if p.is_symlink() and not p.exists():
+            raise ModelError(f"The model file {p} is a link to a file that does not exist.")
+        try:
+            with open(p, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise ModelError(f"The model file {p} cannot be read ({exc.strerror or exc}).") from None
 
 
 def cached_model_path(model_id: str, cache_dir: Path) -> Path | None:
@@ -113,8 +145,13 @@ def resolve_model(
         f"Connect to the internet and start the app again (it downloads {model} once), or download it "
         f"elsewhere and choose its folder (command line: --model /path/to/folder)."
     )
-    if not download or _offline():
+    if not download:
         raise ModelError(f"The model {model} is not downloaded yet. {how}")
+    if _offline():
+        raise DownloadFailed(
+            f"The model {model} is not downloaded yet, and downloads are switched off (HF_HUB_OFFLINE). {how}",
+            "offline",
+        )
     try:
         return download_model(model, cache_dir, progress=progress, cancel=cancel)
     except DownloadCancelled:
@@ -122,7 +159,67 @@ def resolve_model(
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"The model {model} could not be downloaded ({_short(exc)}). {how}") from exc
+        raise download_failure(model, cache_dir, exc) from exc
+
+
+#: exception class names (anywhere in the chain) that mean the network is not there; by name, since
+#: huggingface_hub's HTTP stack changes between versions (requests, httpx, a vendored httpx)
+_OFFLINE_NAMES = ("ConnectError", "ConnectTimeout", "ConnectionError", "NetworkError", "Timeout", "gaierror",
+                  "OfflineModeIsEnabled", "ProxyError")
+_NOT_FOUND_NAMES = ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError", "HFValidationError")
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def failure_reason(exc: BaseException) -> str:
+    """'offline', 'disk_full', 'not_found' or 'other', from the exception and what caused it."""
+    import errno
+
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return "disk_full"
+    for e in _chain(exc):
+        names = {t.__name__ for t in type(e).__mro__}
+        if "GatedRepoError" in names or "DisabledRepoError" in names:
+            return "other"  # it is there, but not for everyone: its own message says why
+        if names & set(_NOT_FOUND_NAMES):
+            return "not_found"
+        if any(n.endswith(k) for n in names for k in _OFFLINE_NAMES):
+            return "offline"
+    return "other"
+
+
+def download_failure(model: str, cache_dir: Path, exc: BaseException) -> DownloadFailed:
+    """The failed download of ``model`` in plain words: what went wrong and what to do."""
+    from sorce_desktop.core.models.registry import model_info
+
+    info = model_info(model)
+    size = f" (about {info.download_mb:,} MB)" if info else ""
+    reason = failure_reason(exc)
+    if reason == "offline":
+        text = (
+            f"No internet connection: {model}{size} could not be downloaded. Connect to the internet and "
+            "press Retry, or choose a model folder on this computer."
+        )
+    elif reason == "disk_full":
+        text = (
+            f"The disk is full: {model}{size} does not fit in {cache_dir}. Free some space and press Retry; "
+            "what was downloaded already is kept."
+        )
+    elif reason == "not_found":
+        text = (
+            f"There is no model called {model} on the Hugging Face hub. Check its name in Settings, or "
+            "choose a model folder on this computer."
+        )
+    else:
+        text = f"{model} could not be downloaded ({_short(exc)}). Press Retry, or choose a model folder."
+    return DownloadFailed(text, reason)
 
 
 def _short(exc: Exception) -> str:
@@ -145,6 +242,11 @@ def download_model(
     total = sum(f.file_size or 0 for f in files)
     done = sum(f.file_size or 0 for f in files if not f.will_download)
     state = {"done": done}
+    start_done, t0 = done, time.monotonic()
+
+    def rate() -> float:
+        elapsed = time.monotonic() - t0
+        return (state["done"] - start_done) / elapsed if elapsed > 0.5 else 0.0
 
     def make_tqdm(filename: str):
         from tqdm.auto import tqdm
@@ -159,7 +261,7 @@ def download_model(
                     raise DownloadCancelled(f"download of {model_id} cancelled")
                 state["done"] += n or 0
                 if progress:
-                    progress(DownloadProgress(model_id, state["done"], total, filename))
+                    progress(DownloadProgress(model_id, state["done"], total, filename, rate()))
                 return super().update(n)
 
         return _Progress
@@ -175,7 +277,7 @@ def download_model(
         done = base + (f.file_size or 0)
         state["done"] = done
         if progress:
-            progress(DownloadProgress(model_id, done, total, f.filename))
+            progress(DownloadProgress(model_id, done, total, f.filename, rate()))
     path = cached_model_path(model_id, cache_dir)
     if path is None:
         raise ModelError(f"The download of {model_id} finished but the model folder is incomplete.")

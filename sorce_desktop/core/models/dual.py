@@ -159,6 +159,16 @@ class DualEncoderEmbedder(Embedder):
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    def match_calibration(self) -> tuple[float, float] | None:
+        # SigLIP and SigLIP 2 are trained with a sigmoid over exp(logit_scale) * cosine + logit_bias, both
+        # learned and kept in the checkpoint: a per-pair match probability. CLIP's softmax over a batch
+        # has a scale and no bias, so its cosines are not probabilities (no calibration).
+        bias = getattr(self.model, "logit_bias", None)
+        scale = getattr(self.model, "logit_scale", None)
+        if not isinstance(bias, torch.Tensor) or not isinstance(scale, torch.Tensor):
+            return None
+        return float(scale.detach().float().exp().reshape(-1)[0]), float(bias.detach().float().reshape(-1)[0])
+
     def variant(self) -> str:
         tiles = self.tile_size if self.tile_size != self.size else None
         return self.speed.tag(str(self.dtype).replace("torch.", ""), self.int8, tiles)

@@ -14,10 +14,36 @@ MLLM_TYPES = {"llava_next", "qwen2_vl"}
 
 
 def model_type(folder: Path) -> str:
+    """The config's ``model_type``, refused in words when the config is not a model configuration or
+    names a kind of model this app does not load."""
+    path = folder / "config.json"
     try:
-        return json.loads((folder / "config.json").read_text()).get("model_type", "")
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"The model at {folder} has no readable config.json ({exc}).") from exc
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelError(f"The model file {path} cannot be read ({exc.strerror or exc}).") from exc
+    except ValueError as exc:
+        raise ModelError(f"The model file {path} is not valid JSON ({exc}).") from exc
+    if not isinstance(config, dict):
+        raise ModelError(
+            f"The model file {path} is not a model configuration (a JSON object was expected, "
+            f"it holds {type(config).__name__ if config is not None else 'null'})."
+        )
+    mtype = config.get("model_type", "")
+    if not isinstance(mtype, str) or not mtype:
+        raise ModelError(f"The model file {path} names no model_type: it is not a transformers model folder.")
+    if mtype not in MLLM_TYPES:
+        from transformers import CONFIG_MAPPING
+
+        try:
+            two_towers = hasattr(CONFIG_MAPPING[mtype](), "vision_config")
+        except Exception:  # not a model type transformers knows (KeyError), or one it cannot build
+            two_towers = False
+        if not two_towers:
+            raise ModelError(
+                f"The model at {folder} is a {mtype!r} model, which this app cannot use: it needs a "
+                "text-image dual encoder (CLIP, SigLIP) or a multimodal LLM (LLaVA-NeXT, Qwen2-VL)."
+            )
+    return mtype
 
 
 def load_embedder(

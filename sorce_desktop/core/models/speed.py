@@ -52,3 +52,16 @@ def get_speed(name: str | None) -> SpeedProfile:
         return SPEEDS[name]
     except KeyError:
         raise ValueError(f"unknown indexing speed {name!r}; choose one of: {', '.join(SPEEDS)}") from None
+
+
+#: how many times faster "fast" indexes than "thorough" in the same run (README, "Indexing speed";
+#: figures: docs/benchmarks.md): re-index estimates that change the speed scale the last rate by it
+FAST_OVER_THOROUGH = 4.0
+
+
+def speed_of_variant(variant: str | None) -> str | None:
+    """Which speed profile made a photo's vectors, from the variant tag stored with it (None: unknown).
+    "fast" always leaves out blank tiles (its tag has "skip"); "thorough" never does."""
+    if not variant:
+        return None
+    return FAST.name if any(p.startswith("skip") for p in variant.split("+")) else THOROUGH.name

@@ -449,3 +449,35 @@ def _build_qwen2_vl(folder: Path, s: dict, save_dtype, device):
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
     return model
+
+
+def calibrate_siglip(folder: str | Path, dest: str | Path, photos: list[Path], query: str, scale: float = 40.0) -> Path:
+    """Copy the tiny SigLIP at ``folder`` to ``dest`` with its checkpoint's logit scale and bias set so
+    the model's own match probability for ``query`` is 0.5 at the median of the photos' best region
+    scores: some photos come out likely matches and some not, as with a trained model (random weights
+    alone put every pair near probability 0). For tests and screenshots of the likely-matches split."""
+    import shutil
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from sorce_desktop.core.images import load_image
+    from sorce_desktop.core.models.dual import DualEncoderEmbedder
+    from sorce_desktop.core.regions import get_layout
+
+    emb = DualEncoderEmbedder(Path(folder))
+    q = emb.embed_texts([query])[0]
+    layout = get_layout("grid3")
+    best = []
+    for p in photos:
+        regions = emb.embed_photos([load_image(p, emb.decode_min_side(layout))], layout)[0]
+        best.append(float(np.max(np.stack([r.vector for r in regions]) @ q)))
+    middle = float(np.median(best))
+    dest = Path(dest)
+    shutil.copytree(folder, dest)
+    weights = next(dest.glob("*.safetensors"))
+    state = load_file(weights)
+    state["logit_scale"] = torch.tensor([float(np.log(scale))])
+    state["logit_bias"] = torch.tensor([-scale * middle])
+    save_file(state, weights, metadata={"format": "pt"})
+    return dest
