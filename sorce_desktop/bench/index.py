@@ -357,15 +357,13 @@ def skip_analysis(coco: Path, layout, thresholds: list[float], max_side: int) ->
 E2E_STAGES = ("decode", "picture_prepare", "picture_model", "text_read", "text_embed", "commit")
 
 
-def e2e_child(folder: str, model: str, data: str) -> dict:
-    """Run ``sorce-desktop index FOLDER --model M --json`` in this (fresh) process with timing hooks on
-    the stages; text reading follows SORCE_DESKTOP_OCR as in the app. -> the command's JSON summary,
-    seconds per stage, the OCR engine's stage figures and this process's peak memory."""
-    import contextlib
-    import io
+def e2e_probe():
+    """Timing hooks on the stages and a memory sampler, installed in a fresh process before it runs
+    the ``index`` command itself (``python -m sorce_desktop``, see :func:`_e2e_run`: the benchmarks
+    never import the command line, they run it). -> a function that returns the figures: seconds
+    per stage, the OCR engine's stage figures, memory."""
     import resource
 
-    from sorce_desktop import cli
     from sorce_desktop.core import indexer, ocr, textstore
     from sorce_desktop.core.models import dual
     from sorce_desktop.core.store import Store
@@ -424,44 +422,54 @@ def e2e_child(folder: str, model: str, data: str) -> dict:
     indexer.Indexer.run = run
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out = io.StringIO()
-    t = time.perf_counter()
-    with contextlib.redirect_stdout(out):
-        rc = cli.main(["--data-dir", data, "index", folder, "--model", model, "--json"])
-    wall = time.perf_counter() - t
-    stop.set()
-    if rc != 0:
-        raise RuntimeError(f"index exited {rc}")
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
-    stats = dict(engines[0].stats) if engines and engines[0] is not None else {}
-    return {
-        "summary": summary,
-        "wall_seconds": wall,
-        "seconds": seconds,
-        "ocr": stats,
-        "ocr_engine": engines[0].engine_id if engines and engines[0] is not None else None,
-        # the process's peak, model loading included
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "indexing_peak_rss_mb": mem["peak"],
-        "indexing_rss_growth_mb": mem["peak"] - mem["start"],
-    }
+    t0 = time.perf_counter()
+
+    def figures() -> dict:
+        stop.set()
+        engine = engines[0] if engines else None
+        return {
+            "wall_seconds": time.perf_counter() - t0,
+            "seconds": seconds,
+            "ocr": dict(engine.stats) if engine is not None else {},
+            "ocr_engine": engine.engine_id if engine is not None else None,
+            # the process's peak, model loading included
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "indexing_peak_rss_mb": mem["peak"],
+            "indexing_rss_growth_mb": mem["peak"] - mem["start"],
+        }
+
+    return figures
 
 
 def _e2e_run(folder: Path, model: Path, text: bool) -> dict:
-    """One end-to-end run in a fresh process and a fresh data folder."""
+    """One end-to-end run: ``python -m sorce_desktop index FOLDER --model M --json`` in a fresh process
+    and a fresh data folder, with :func:`e2e_probe` installed first; text reading on or off as the
+    app's SORCE_DESKTOP_OCR says."""
     env = dict(os.environ, SORCE_DESKTOP_OCR="1" if text else "0", HF_HUB_OFFLINE="1")
     with tempfile.TemporaryDirectory(prefix="sorce-bench-e2e-") as data:
+        result = Path(data) / "probe.json"
         code = (
-            "import json, sys; from sorce_desktop.bench.index import e2e_child; "
-            "print(json.dumps(e2e_child(*sys.argv[1:4])))"
+            "import json, runpy, sys\n"
+            "from sorce_desktop.bench.index import e2e_probe\n"
+            "figures = e2e_probe()\n"
+            "out, sys.argv = sys.argv[1], ['sorce-desktop', *sys.argv[2:]]\n"
+            "try:\n"
+            "    runpy.run_module('sorce_desktop', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as exc:\n"
+            "    if exc.code:\n"
+            "        raise\n"
+            "open(out, 'w').write(json.dumps(figures()))\n"
         )
+        args = [str(result), "--data-dir", str(Path(data) / "lib"), "index", str(folder), "--model", str(model), "--json"]
         proc = subprocess.run(
-            [sys.executable, "-c", code, str(folder), str(model), data],
-            env=env, capture_output=True, text=True, timeout=3600,
-        )  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"end-to-end run failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+            [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=3600
+        )
+        if proc.returncode != 0 or not result.is_file():
+            raise RuntimeError(f"end-to-end run failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        out = json.loads(result.read_text())
+    # the command's own JSON summary is the last line it printed
+    out["summary"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
 
 
 def end_to_end(sets: dict[str, Path], model: Path, repeats: int, log) -> dict:
