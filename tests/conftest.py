@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,18 @@ COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-small
 if not COCO.is_dir():  # CI clones main elsewhere with shared/ beside it
     COCO = Path(os.environ.get("SORCE_COCO_SMALL", "/work/shared/datasets/coco-small"))
 COCO_IMAGES = COCO / "images"
+
+
+def catalog_rows(store, sql: str, params=()) -> list[tuple]:
+    """What the catalog file holds, read with a connection of the test's own (the store's SQL stays in
+    the Store class; tests look at the file the way any other reader would)."""
+    from sorce_desktop.core.store import CATALOG_NAME
+
+    db = sqlite3.connect(f"file:{store.folder / CATALOG_NAME}?mode=ro", uri=True)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
 
 
 def coco_photos(n: int, start: int = 0) -> list[Path]:

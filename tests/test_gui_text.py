@@ -5,6 +5,7 @@ then a visual model arrives and the banner goes."""
 from __future__ import annotations
 
 import pytest
+from conftest import catalog_rows
 from gui_support import open_test_window, search, wait_indexed
 
 from sorce_desktop.core.regions import Box
@@ -109,7 +110,7 @@ def test_thorough_text_setting_reads_the_photos_again(qtbot, tmp_path, monkeypat
     store = win.session.lib.store
 
     def engines() -> set[str]:
-        return {e for (e,) in store.query("SELECT engine FROM ocr_done")}
+        return {e for (e,) in catalog_rows(store, "SELECT engine FROM ocr_done")}
 
     qtbot.waitUntil(lambda: len(engines()) == 1 and "+det" not in next(iter(engines())), timeout=60000)
     dlg = SettingsDialog(win.settings, win)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coco_photos, tree_fingerprint
+from conftest import catalog_rows, coco_photos, tree_fingerprint
 from PIL import Image
 
 from sorce_desktop.cli import main as cli_main
@@ -303,7 +303,7 @@ def _check_store(data: Path, n_photos: int, model_fp: str | None = None) -> tupl
         assert st.vectors.count == st.count_vectors() == counts["indexed"] * 10
         b = st.binding()
         # never vectors of two models: every vector row has the bound model's size
-        dims = {len(r[0]) // 4 for r in st.query("SELECT vector FROM regions")}
+        dims = {len(r[0]) // 4 for r in catalog_rows(st, "SELECT vector FROM regions")}
         assert dims <= {b.dim}
         return counts["indexed"], b.fingerprint
 

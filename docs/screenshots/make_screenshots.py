@@ -178,16 +178,16 @@ def shoot(tmp: Path, out: Path, args) -> int:
     save("detail.png")
 
     # 5. a photo matched both by its picture and by its words: both outlined, each marked by kind
-    from sorce_desktop.core import textstore
     from sorce_desktop.core.ocr import TextLine
+    from sorce_desktop.core.store import TextPhoto
 
     win.close_detail()
     store = win.session.lib.store
     sign_id = store.photo_by_path(str(sign_photo)).id
     box = sign_box
     quad = [(box.x0, box.y0), (box.x1, box.y0), (box.x1, box.y1), (box.x0, box.y1)]
-    textstore.commit_text(
-        store, [textstore.TextPhoto(sign_id, None, [TextLine("BAKERY", 0.9, box, quad)])], "screenshot", None
+    store.commit_text(
+        [TextPhoto(sign_id, None, [TextLine("BAKERY", 0.9, box, quad)])], "screenshot", None
     )
     win.session.service = win.session.lib.search_service(win.session.embedder)  # now with text to search
     win.search.setText("bakery")

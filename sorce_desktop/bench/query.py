@@ -167,7 +167,7 @@ class CatalogVectors:
         from sorce_desktop.core.library import Library
 
         with Library(data_dir, writer=False) as lib:
-            rows = lib.store.query("SELECT photo_id, vector FROM regions WHERE source='visual' ORDER BY photo_id, id")
+            rows = lib.store.visual_vectors()
         if not rows:
             raise ValueError(f"no vectors in the index at {data_dir}")
         pids = np.array([r[0] for r in rows])
