@@ -937,10 +937,6 @@ class Store:
         row = self.query("SELECT value FROM meta WHERE key=?", (key,))
         return row[0][0] if row else None
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-
     def binding(self) -> ModelBinding | None:
         raw = self.get_meta("model")
         if not raw:
