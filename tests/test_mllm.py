@@ -30,7 +30,7 @@ def _flush_denormals():
 
 @pytest.fixture(scope="module")
 def mllm_folders(tmp_path_factory) -> dict:
-    from sorce_desktop.core.models.synthetic import build_mllm
+    from sorce_desktop.bench.synthetic import build_mllm
 
     return {spec: build_mllm(tmp_path_factory.mktemp(spec), spec, seed=3) for spec in FAMILIES}
 

@@ -53,7 +53,7 @@ def build_patch_matcher(folder: Path, seed: int = 0, plain_weight: float = 0.3) 
     """
     from transformers import SiglipModel
 
-    from sorce_desktop.core.models.synthetic import SPECS, build_dual_encoder
+    from sorce_desktop.bench.synthetic import SPECS, build_dual_encoder
 
     SPECS.setdefault(
         "test-patch-matcher",

@@ -90,7 +90,7 @@ def main() -> int:
 
 
 def shoot(tmp: Path, out: Path, args) -> int:
-    from sorce_desktop.core.models.synthetic import build_dual_encoder
+    from sorce_desktop.bench.synthetic import build_dual_encoder
     from sorce_desktop.core.paths import AppPaths
     from sorce_desktop.core.settings import Settings
     from sorce_desktop.gui.app import make_app, open_window
@@ -201,7 +201,7 @@ def shoot(tmp: Path, out: Path, args) -> int:
     win.close()
 
     # 6. a model with its own match probability: likely matches, a divider, the rest
-    from sorce_desktop.core.models.synthetic import calibrate_siglip
+    from sorce_desktop.bench.synthetic import calibrate_siglip
 
     query = "a red kite in the sky"
     few = sorted(photos.iterdir())[:40]
