@@ -111,6 +111,7 @@ def test_bad_files_are_recorded_and_the_run_goes_on(lib, clip_embedder, photo_di
     assert r.embedded == 0 and r.failed == 0
 
 
+@pytest.mark.slow
 def test_crop_of_a_region_finds_its_photo_and_box(lib, clip_embedder, photo_dir, untouched):
     untouched(photo_dir)
     lib.add_folder(photo_dir)
@@ -209,6 +210,7 @@ def test_pause_and_cancel(lib, clip_embedder, photo_dir):
     assert lib.store.counts()["indexed"] == 12 and r.embedded == 12 - done_before
 
 
+@pytest.mark.slow
 def test_tiny_image_and_panorama_index(lib, clip_embedder, tmp_path):
     d = tmp_path / "odd"
     d.mkdir()

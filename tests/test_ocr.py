@@ -211,6 +211,7 @@ def _iou(a: Box, b: Box) -> float:
     return iou(a, b)
 
 
+@pytest.mark.slow
 def test_offline_text_only_cli(worded_photos, tmp_path, monkeypatch, capsys):
     """No visual model anywhere: `index` reads the text, `search` finds it and says it searched text only."""
     from sorce_desktop import cli
@@ -237,6 +238,7 @@ def test_offline_text_only_cli(worded_photos, tmp_path, monkeypatch, capsys):
     assert _iou(Box.from_list(hits[0]["box"]), box) >= 0.5
 
 
+@pytest.mark.slow
 def test_text_then_visual_model(worded_photos, tmp_path, text_source, clip_embedder):
     """Text-only index, then a visual model arrives: photos get visual regions, text is not read twice,
     and search merges both (a quoted word restricts the visual hits too)."""

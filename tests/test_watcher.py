@@ -177,6 +177,7 @@ def test_temporary_names_wait_until_renamed(env):
     assert env.catalog() == {str(env.root / "photo.jpg")} and env.embedder.total == 1
 
 
+@pytest.mark.slow
 def test_moves_and_renames_keep_vectors(env, tmp_path):
     photos = coco_photos(6)
     (env.root / "sub").mkdir()
@@ -371,6 +372,7 @@ def _read_events(proc, until, timeout=90):
     raise AssertionError(f"no matching event; got {out}")
 
 
+@pytest.mark.slow
 def test_watch_command_prints_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_clip):
     root = tmp_path / "photos"
     root.mkdir()
