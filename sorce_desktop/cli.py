@@ -113,20 +113,30 @@ class ProgressLine:
     def update(self, done: int, total: int, extra: str = "") -> None:
         from tqdm import tqdm
 
+        class Line(tqdm):
+            def __init__(self, *args, extra: str = "", **kwargs) -> None:
+                self.extra = extra  # before tqdm draws its first line
+                super().__init__(*args, **kwargs)
+
+            @property
+            def format_dict(self):  # the rate and time left as the core measured them, after the count
+                return {**super().format_dict, "extra": self.extra}
+
         if self._bar is None or self._bar.total != total:
             self.close()
             tty = sys.stderr.isatty()
-            self._bar = tqdm(
+            self._bar = Line(
                 total=total,
                 desc=self.label,
                 file=sys.stderr,
                 ascii=True,
                 mininterval=0.1 if tty else 2.0,
-                bar_format="{desc} [{bar:28}] {n_fmt}/{total_fmt}" + self.unit + " {percentage:3.0f}% {postfix}",
+                bar_format="{desc} [{bar:28}] {n_fmt}/{total_fmt}" + self.unit + " {percentage:3.0f}% {extra}",
                 dynamic_ncols=tty,
+                extra=extra,
             )
         self._bar.n = done
-        self._bar.set_postfix_str(extra, refresh=False)
+        self._bar.extra = extra
         if done in (0, total):
             self._bar.refresh()  # the first and the last state always show
         else:
