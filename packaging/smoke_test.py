@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundle checks passed ({seconds:.1f}s): {', '.join(checks)}", flush=True)
 
         # 2. index + search through the bundled CLI, with a tiny random model built here
-        from sorce_desktop.core.models.synthetic import build_dual_encoder
+        from sorce_desktop.bench.synthetic import build_dual_encoder
 
         model = build_dual_encoder(scratch / "tiny-clip", "tiny-clip")
         data = ["--data-dir", str(scratch / "data")]

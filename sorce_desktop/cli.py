@@ -344,10 +344,9 @@ def cmd_search(args) -> int:
         if not parsed.text and not parsed.required:
             raise QueryError("The query is empty: type what you are looking for.")
     with _library(args, writer=False) as lib:
-        from sorce_desktop.core import textstore
         from sorce_desktop.core.models.base import ModelError
 
-        has_text = textstore.count_read(lib.store) > 0
+        has_text = lib.store.count_read() > 0
         if lib.store.binding() is None and not has_text:
             raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.")
         embedder = None

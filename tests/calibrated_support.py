@@ -9,6 +9,6 @@ QUERY = "a red kite in the sky"
 
 
 def calibrated_siglip(tiny_siglip: Path, dest: Path, photos: list[Path], scale: float = 40.0) -> Path:
-    from sorce_desktop.core.models.synthetic import calibrate_siglip
+    from sorce_desktop.bench.synthetic import calibrate_siglip
 
     return calibrate_siglip(tiny_siglip, dest, photos, QUERY, scale)

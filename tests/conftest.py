@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
+import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from sorce_desktop.core.models.base import Embedder
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,6 +26,68 @@ if not COCO.is_dir():  # CI clones main elsewhere with shared/ beside it
 COCO_IMAGES = COCO / "images"
 
 
+class CountingEmbedder(Embedder):
+    """Delegates to a real embedder and counts what it embeds: the calls, and every photo keyed by its
+    decoded pixels (so a test can say none was embedded twice)."""
+
+    def __init__(self, inner: Embedder):
+        self.inner = inner
+        self.calls = 0
+        self.model_id = inner.model_id
+        self.dim = inner.dim
+        self.kind = inner.kind
+        self.seen: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    def layouts(self):
+        return self.inner.layouts()
+
+    def decode_min_side(self, layout):
+        return self.inner.decode_min_side(layout)
+
+    def embed_photos(self, photos, layout):
+        with self._lock:
+            self.calls += 1
+            for p in photos:
+                self.seen[hashlib.blake2b(p.image.tobytes(), digest_size=16).hexdigest()] += 1
+        return self.inner.embed_photos(photos, layout)
+
+    def embed_images(self, images):
+        return self.inner.embed_images(images)
+
+    def embed_texts(self, texts):
+        return self.inner.embed_texts(texts)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+    photos = total
+
+    def assert_none_twice(self) -> None:
+        twice = [k for k, n in self.seen.items() if n > 1]
+        assert not twice, f"{len(twice)} photos were embedded more than once"
+
+
+def catalog_rows(store, sql: str, params=()) -> list[tuple]:
+    """What the catalog file holds, read with a connection of the test's own (the store's SQL stays in
+    the Store class; tests look at the file the way any other reader would)."""
+    from sorce_desktop.core.store import CATALOG_NAME
+
+    db = sqlite3.connect(f"file:{store.folder / CATALOG_NAME}?mode=ro", uri=True)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
 def coco_photos(n: int, start: int = 0) -> list[Path]:
     photos = sorted(COCO_IMAGES.glob("*.jpg"))
     if not photos:
@@ -30,14 +97,14 @@ def coco_photos(n: int, start: int = 0) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
-    from sorce_desktop.core.models.synthetic import build_dual_encoder
+    from sorce_desktop.bench.synthetic import build_dual_encoder
 
     return build_dual_encoder(tmp_path_factory.mktemp("tiny-clip"), "tiny-clip", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_siglip(tmp_path_factory) -> Path:
-    from sorce_desktop.core.models.synthetic import build_dual_encoder
+    from sorce_desktop.bench.synthetic import build_dual_encoder
 
     return build_dual_encoder(tmp_path_factory.mktemp("tiny-siglip"), "tiny-siglip", seed=1)
 

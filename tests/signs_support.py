@@ -10,9 +10,9 @@ from pathlib import Path
 
 from gui_support import copy_photos
 
-from sorce_desktop.core import textstore
 from sorce_desktop.core.ocr import TextLine
 from sorce_desktop.core.regions import Box
+from sorce_desktop.core.store import TextPhoto
 
 ENGINE = "test-signs"
 N_PHOTOS = 14
@@ -53,7 +53,7 @@ def build_signs_library(tmp_path: Path, model: Path) -> Signs:
                 w, h = hit.width, hit.height
                 box = Box(w // 10, h // 2, w // 10 + w // 4, h // 2 + h // 12)
                 boxes[hit.path] = box
-                items.append(textstore.TextPhoto(hit.photo_id, None, [line(text, *box.as_list())]))
+                items.append(TextPhoto(hit.photo_id, None, [line(text, *box.as_list())]))
             partial[word], exact[word] = fav.path, other.path
-        textstore.commit_text(lib.store, items, ENGINE, None)
+        lib.store.commit_text(items, ENGINE, None)
     return Signs(data, photos, exact, partial, boxes)

@@ -121,6 +121,7 @@ def check_against_reference(result, ref, ks):
             assert got["mean_iou"] == pytest.approx(o["iou"] / o["loc"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_sorce_layout_matches_an_independent_reference(sorce_like, clip_embedder, tmp_path):
     ks = (1, 2, 5, 10)
     rs = br.load_dataset(sorce_like)
@@ -175,6 +176,7 @@ def test_known_answers_with_a_pool_inside_the_top_10(tmp_path, clip_embedder):
     assert r1 <= 3
 
 
+@pytest.mark.slow
 def test_coco_format_matches_the_reference_and_runs_from_the_command_line(coco_subset, tiny_clip, capsys):
     from sorce_desktop.cli import main
     from sorce_desktop.core.models.dual import DualEncoderEmbedder

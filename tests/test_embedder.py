@@ -10,6 +10,7 @@ from sorce_desktop.core.models.dual import DualEncoderEmbedder, letterbox
 from sorce_desktop.core.regions import get_layout
 
 
+@pytest.mark.slow
 def test_batched_multi_region_forward_equals_one_crop_at_a_time(clip_embedder):
     photos = [load_image(p, clip_embedder.decode_min_side(get_layout("grid3"))) for p in coco_photos(3)]
     layout = get_layout("grid3")

@@ -121,6 +121,7 @@ def _largest_gap_while_indexing(qtbot, win, folder: str, n: int) -> tuple[float,
     return gaps[-1] * 1000, gaps[int(len(gaps) * 0.99)] * 1000, len(gaps)
 
 
+@pytest.mark.slow
 def test_ui_thread_never_stalls_while_indexing_200_photos(qtbot, tmp_path, tiny_clip):
     """A timer on the UI thread records its largest gap while 200 photos are indexed (issue: < 50 ms).
 

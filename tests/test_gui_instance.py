@@ -53,6 +53,7 @@ def test_second_launch_raises_the_first_window(qtbot, tmp_path, tiny_clip):
     win.close()
 
 
+@pytest.mark.slow
 def test_command_line_reads_while_the_window_is_open(qtbot, tmp_path, tiny_clip):
     photos = copy_photos(tmp_path / "photos", 4)
     data = tmp_path / "data"

@@ -10,9 +10,10 @@ pytestmark = pytest.mark.gui
 
 
 def expected_outline(cell, side, pad, item):
-    """The hit's box scaled onto the thumbnail, computed here from first principles."""
+    """The hit's shown box (refined once refined, else its tile) scaled onto the thumbnail, computed
+    here from the cell's geometry (the photo fitted and centred in the thumbnail area)."""
     hit = item.hit
-    box = hit.refined_box or hit.box
+    box = hit.refined_box if hit.refined_box is not None else hit.box
     area_x, area_y, area_w, area_h = cell.x() + pad, cell.y() + pad, cell.width() - 2 * pad, side
     s = min(area_w / hit.width, area_h / hit.height)
     ox = area_x + (area_w - hit.width * s) / 2
@@ -118,23 +119,48 @@ def test_stale_queries_never_overwrite_newer(qtbot, tmp_path, tiny_clip):
 
 
 def test_refinement_replaces_tile_outline(qtbot, tmp_path, tiny_clip):
-    pytest.importorskip("sorce_desktop.core.refine")
+    """Once refined, each thumbnail's outline is painted at the refined box (checked in the painted
+    pixels, the box mapped onto the thumbnail here), which lies inside the photo and, for some hits at
+    least, differs from the tile the search found."""
+    from sorce_desktop.gui.results import PAD
+
     photos = copy_photos(tmp_path / "photos", 8)
     win = open_test_window(qtbot, tmp_path / "data", tiny_clip, refine=True)
+    win.resize(1100, 760)
     wait_ready(qtbot, win)
     win.add_folder(str(photos))
     wait_indexed(qtbot, win, 8)
     search(qtbot, win, "a cup on the shelf")
     qtbot.waitUntil(lambda: all(it.hit.refined_box is not None for it in win.model.items), timeout=60000)
-    for row, item in enumerate(win.model.items):
+    qtbot.waitUntil(
+        lambda: all(win.thumbs._memory.get(it.thumb_key) for it in win.model.items[:4]), timeout=20000
+    )
+    win.grid.viewport().repaint()
+    img = win.grid.viewport().grab().toImage()
+    painted = moved = 0
+    for row in win.grid.visible_rows():
+        item = win.model.item(row)
+        hit = item.hit
         cell = win.grid.visualRect(win.model.index(row))
+        if not win.grid.viewport().rect().contains(cell):
+            continue  # only partly scrolled into view
+        rb, tile = hit.refined_box, hit.box
+        assert rb.x0 >= 0 and rb.y0 >= 0 and rb.x1 <= hit.width and rb.y1 <= hit.height
+        moved += rb != tile
         rect = win.delegate.outline_rect(cell, item)
-        rb = item.hit.refined_box
-        if rect is None:
+        if rb.x0 <= 0 and rb.y0 <= 0 and rb.x1 >= hit.width and rb.y1 >= hit.height:
+            assert rect is None  # the whole photo: no outline
             continue
-        ex = expected_outline(cell, win.delegate.side, 6, item)
-        assert (rect.left(), rect.top(), rect.right(), rect.bottom()) == pytest.approx(ex, abs=0.51)
-        assert rb.x0 >= 0 and rb.y0 >= 0 and rb.x1 <= item.hit.width and rb.y1 <= item.hit.height
+        assert rect is not None, (hit.path, rb)
+        ex = expected_outline(cell, win.delegate.side, PAD, item)
+        got = (rect.left(), rect.top(), rect.right(), rect.bottom())
+        assert got == pytest.approx(ex, abs=0.51), (hit.path, rb)
+        cx, cy = (ex[0] + ex[2]) / 2, (ex[1] + ex[3]) / 2
+        for x, y in ((cx, ex[1]), (cx, ex[3]), (ex[0], cy), (ex[2], cy)):
+            assert near_outline(img, x, y), (hit.path, x, y, ex, rb)
+        painted += 1
+    assert painted >= 3, "too few refined outlines were painted to check"
+    assert moved >= 1, "no refined box differs from its tile: the refinement was not shown"
     # a new query cancels the old refinement and starts over for its own hits
     old = win.session._refine_cancel
     search(qtbot, win, "a cat on the windowsill")

@@ -5,6 +5,7 @@ then a visual model arrives and the banner goes."""
 from __future__ import annotations
 
 import pytest
+from conftest import catalog_rows
 from gui_support import open_test_window, search, wait_indexed
 
 from sorce_desktop.core.regions import Box
@@ -20,6 +21,7 @@ def _iou(a: Box, b: Box) -> float:
     return iou(a, b)
 
 
+@pytest.mark.slow
 def test_text_only_without_visual_model(qtbot, tmp_path, monkeypatch, worded_photos, tiny_clip, untouched):
     from PySide6.QtCore import Qt
 
@@ -91,6 +93,7 @@ def test_first_run_without_network_goes_to_text_search(qtbot, tmp_path, monkeypa
     qtbot.waitUntil(lambda: [f.path for f in win.session.status.folders] == [str(root)], timeout=20000)
 
 
+@pytest.mark.slow
 def test_thorough_text_setting_reads_the_photos_again(qtbot, tmp_path, monkeypatch, worded_photos):
     """Settings -> "Read words more thoroughly": saved, and the photos' text is read again in the
     background with the second detector (the engine each photo was read by says so); switching it off
@@ -109,7 +112,7 @@ def test_thorough_text_setting_reads_the_photos_again(qtbot, tmp_path, monkeypat
     store = win.session.lib.store
 
     def engines() -> set[str]:
-        return {e for (e,) in store.query("SELECT engine FROM ocr_done")}
+        return {e for (e,) in catalog_rows(store, "SELECT engine FROM ocr_done")}
 
     qtbot.waitUntil(lambda: len(engines()) == 1 and "+det" not in next(iter(engines())), timeout=60000)
     dlg = SettingsDialog(win.settings, win)

@@ -5,29 +5,12 @@ import shutil
 import time
 
 import pytest
-from conftest import coco_photos
+from conftest import CountingEmbedder, coco_photos
 from PIL import Image
 
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.regions import get_layout
 from sorce_desktop.core.store import ModelMismatch
-
-
-class Counting:
-    """Wraps an embedder and records which photos it embedded (by their upright size + first pixel)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.calls = 0
-        self.photos = 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def embed_photos(self, photos, layout):
-        self.calls += 1
-        self.photos += len(photos)
-        return self.inner.embed_photos(photos, layout)
 
 
 @pytest.fixture
@@ -37,53 +20,47 @@ def lib(tmp_path):
 
 
 def run(lib, embedder, layout="grid3"):
-    lib.bind(embedder.inner if isinstance(embedder, Counting) else embedder, get_layout(layout))
+    lib.bind(embedder.inner if isinstance(embedder, CountingEmbedder) else embedder, get_layout(layout))
     return lib.indexer(embedder, get_layout(layout), batch_size=4).run()
 
 
 def test_incremental_runs_embed_exactly_what_changed(lib, clip_embedder, photo_dir, untouched):
-    from sorce_desktop.core.models.base import Embedder
-
-    Embedder.register(Counting)
     untouched(photo_dir)
     lib.add_folder(photo_dir)
-    e = Counting(clip_embedder)
+    e = CountingEmbedder(clip_embedder)
     r = run(lib, e)
     assert (r.new, r.embedded, e.photos) == (12, 12, 12)
     assert lib.store.counts()["indexed"] == 12
     assert lib.store.vectors.count == 12 * 10
 
-    e2 = Counting(clip_embedder)
+    e2 = CountingEmbedder(clip_embedder)
     r = run(lib, e2)
     assert (r.embedded, r.unchanged, e2.photos) == (0, 12, 0)
 
 
 def test_add_modify_delete_move_rename(lib, clip_embedder, photo_dir):
-    from sorce_desktop.core.models.base import Embedder
-
-    Embedder.register(Counting)
     lib.add_folder(photo_dir)
-    run(lib, Counting(clip_embedder))
+    run(lib, CountingEmbedder(clip_embedder))
     extra = coco_photos(2, start=40)
     # add one
     shutil.copy2(extra[0], photo_dir / "added.jpg")
-    e = Counting(clip_embedder)
+    e = CountingEmbedder(clip_embedder)
     r = run(lib, e)
     assert (r.new, e.photos) == (1, 1)
     # modify one (new content under the same name)
     target = sorted(photo_dir.glob("0*.jpg"))[0]
     shutil.copyfile(extra[1], target)
-    e = Counting(clip_embedder)
+    e = CountingEmbedder(clip_embedder)
     r = run(lib, e)
     assert (r.changed, e.photos) == (1, 1)
     # touch without changing content: no embedding
     os.utime(target, ns=(1, 1_000_000_000))
-    e = Counting(clip_embedder)
+    e = CountingEmbedder(clip_embedder)
     r = run(lib, e)
     assert e.photos == 0 and lib.store.photo_by_path(str(target)).mtime_ns == 1_000_000_000
     # delete one
     (photo_dir / "added.jpg").unlink()
-    e = Counting(clip_embedder)
+    e = CountingEmbedder(clip_embedder)
     r = run(lib, e)
     assert (r.deleted, e.photos) == (1, 0)
     assert lib.store.photo_by_path(str(photo_dir / "added.jpg")) is None
@@ -92,14 +69,14 @@ def test_add_modify_delete_move_rename(lib, clip_embedder, photo_dir):
     before = lib.store.photo_by_path(str(moved_from))
     regions_before = [r.id for r in lib.store.regions_of(before.id)]
     os.rename(moved_from, photo_dir / "sub" / "moved.jpg")
-    e = Counting(clip_embedder)
+    e = CountingEmbedder(clip_embedder)
     r = run(lib, e)
     assert (r.moved, r.new, r.deleted, e.photos) == (1, 0, 0, 0)
     after = lib.store.photo_by_path(str(photo_dir / "sub" / "moved.jpg"))
     assert after.id == before.id and [x.id for x in lib.store.regions_of(after.id)] == regions_before
     # rename the subfolder: every photo under it moves, nothing embedded
     os.rename(photo_dir / "sub", photo_dir / "renamed")
-    e = Counting(clip_embedder)
+    e = CountingEmbedder(clip_embedder)
     r = run(lib, e)
     assert (r.moved, r.new, r.deleted, e.photos) == (4, 0, 0, 0)
     paths = {p.path for p in lib.store.photos_under(str(photo_dir))}
@@ -134,6 +111,7 @@ def test_bad_files_are_recorded_and_the_run_goes_on(lib, clip_embedder, photo_di
     assert r.embedded == 0 and r.failed == 0
 
 
+@pytest.mark.slow
 def test_crop_of_a_region_finds_its_photo_and_box(lib, clip_embedder, photo_dir, untouched):
     untouched(photo_dir)
     lib.add_folder(photo_dir)
@@ -232,6 +210,7 @@ def test_pause_and_cancel(lib, clip_embedder, photo_dir):
     assert lib.store.counts()["indexed"] == 12 and r.embedded == 12 - done_before
 
 
+@pytest.mark.slow
 def test_tiny_image_and_panorama_index(lib, clip_embedder, tmp_path):
     d = tmp_path / "odd"
     d.mkdir()

@@ -30,7 +30,7 @@ def _flush_denormals():
 
 @pytest.fixture(scope="module")
 def mllm_folders(tmp_path_factory) -> dict:
-    from sorce_desktop.core.models.synthetic import build_mllm
+    from sorce_desktop.bench.synthetic import build_mllm
 
     return {spec: build_mllm(tmp_path_factory.mktemp(spec), spec, seed=3) for spec in FAMILIES}
 
@@ -115,6 +115,7 @@ def test_prompts_are_the_papers_templates_byte_for_byte(embedders, spec, images,
 
 
 # -- shared prefix == the paper's five full passes ----------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", FAMILIES)
 def test_shared_prefix_equals_independent_full_passes(embedders, spec):
     emb = embedders[spec]
@@ -270,6 +271,7 @@ def test_cli_index_and_search_with_an_mllm(mllm_folders, tmp_path, untouched, ca
     assert hits[0]["region"] == "global"
 
 
+@pytest.mark.slow
 def test_bench_mllm_runs_and_reports_both_ways(mllm_folders, capsys):
     from sorce_desktop import cli
 

@@ -8,12 +8,13 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import catalog_rows
 
 from sorce_desktop.core import textstore
 from sorce_desktop.core.ocr import TextLine
 from sorce_desktop.core.regions import Box
 from sorce_desktop.core.search import PhotoHit, fuse
-from sorce_desktop.core.store import IndexedPhoto, Store
+from sorce_desktop.core.store import IndexedPhoto, LineRow, Store, TextPhoto
 from sorce_desktop.core.textsearch import TextHit, TextSearcher, letter_score, narrow_box, parse_query
 
 ENGINE = "test-engine"
@@ -28,8 +29,8 @@ def _store_with_lines(tmp_path, lines_per_photo: dict[str, list[TextLine]]) -> t
     items = []
     for name, lines in lines_per_photo.items():
         photo = IndexedPhoto(str(tmp_path / name), str(tmp_path), 10, 1, f"h-{name}", 640, 480)
-        items.append(textstore.TextPhoto(None, photo.hash, lines, None, photo))
-    textstore.commit_text(store, items, ENGINE, None)
+        items.append(TextPhoto(None, photo.hash, lines, None, photo))
+    store.commit_text(items, ENGINE, None)
     ids = {name: store.photo_by_path(str(tmp_path / name)).id for name in lines_per_photo}
     return store, ids
 
@@ -103,10 +104,10 @@ def test_search_uses_stored_alternatives(tmp_path):
     line.alternatives = ["J", "", "", "", "", "do"]
     store, ids = _store_with_lines(tmp_path, {"lizard.jpg": [line], "plain.jpg": [_line("Hazard", 0, 0, 90, 30)]})
     try:
-        assert json.loads(store.query("SELECT alts FROM ocr_lines WHERE photo_id=?", (ids["lizard.jpg"],))[0][0]) == [
+        assert json.loads(catalog_rows(store, "SELECT alts FROM ocr_lines WHERE photo_id=?", (ids["lizard.jpg"],))[0][0]) == [
             "j", "", "", "", "", "do"
         ]  # fmt: skip
-        assert store.query("SELECT alts FROM ocr_lines WHERE photo_id=?", (ids["plain.jpg"],))[0][0] is None
+        assert catalog_rows(store, "SELECT alts FROM ocr_lines WHERE photo_id=?", (ids["plain.jpg"],))[0][0] is None
         hits = TextSearcher(store).search("lizard")
         assert [h.photo_id for h in hits] == [ids["lizard.jpg"]] and hits[0].box == Box(10, 10, 100, 40)
         assert TextSearcher(store, use_alternatives=False).search("lizard") == []
@@ -127,7 +128,7 @@ def test_catalog_without_alternatives_column_is_upgraded(tmp_path):
     db.close()
     store = Store(tmp_path / "index")
     try:
-        assert "alts" in {r[1] for r in store.query("PRAGMA table_info(ocr_lines)")}
+        assert "alts" in {r[1] for r in catalog_rows(store, "PRAGMA table_info(ocr_lines)")}
         assert [h.photo_id for h in TextSearcher(store).search("lantern")] == [ids["a.jpg"]]
     finally:
         store.close()
@@ -151,17 +152,17 @@ def test_store_paths_drop_and_keep_text_lines(tmp_path):
         assert store.photos_by_ids([ids["a.jpg"]])[ids["a.jpg"]].path.endswith("moved.jpg")
         store.delete_photos([ids["a.jpg"]])
         assert ts.search("lantern") == []
-        assert textstore.count_lines(store) == 1
-        assert store.query("SELECT count(*) FROM ocr_fts")[0][0] == 1  # the trigger dropped its entry
+        assert store.count_lines() == 1
+        assert catalog_rows(store, "SELECT count(*) FROM ocr_fts")[0][0] == 1  # the trigger dropped its entry
         store.record_failure(str(tmp_path / "b.jpg"), str(tmp_path), 0, 0, "unreadable")
-        assert ts.search("harbor") == [] and textstore.count_lines(store) == 0
-        assert textstore.done_for(store, [ids["b.jpg"]]) == {}  # read again once readable
+        assert ts.search("harbor") == [] and store.count_lines() == 0
+        assert store.text_read_for([ids["b.jpg"]]) == {}  # read again once readable
     finally:
         store.close()
 
 
 def test_narrow_box_follows_rotated_line():
-    line = textstore.LineRow(1, 1, "OPEN LATE", Box(0, 0, 90, 30), 0.9, [(0, 10), (90, 0), (90, 20), (0, 30)])
+    line = LineRow(1, 1, "OPEN LATE", Box(0, 0, 90, 30), 0.9, [(0, 10), (90, 0), (90, 20), (0, 30)])
     b = narrow_box(line, (4, 8))  # "late"
     assert b.x0 >= 40 and b.x1 == 90 and b.y1 <= 30
 
@@ -210,6 +211,7 @@ def _iou(a: Box, b: Box) -> float:
     return iou(a, b)
 
 
+@pytest.mark.slow
 def test_offline_text_only_cli(worded_photos, tmp_path, monkeypatch, capsys):
     """No visual model anywhere: `index` reads the text, `search` finds it and says it searched text only."""
     from sorce_desktop import cli
@@ -236,6 +238,7 @@ def test_offline_text_only_cli(worded_photos, tmp_path, monkeypatch, capsys):
     assert _iou(Box.from_list(hits[0]["box"]), box) >= 0.5
 
 
+@pytest.mark.slow
 def test_text_then_visual_model(worded_photos, tmp_path, text_source, clip_embedder):
     """Text-only index, then a visual model arrives: photos get visual regions, text is not read twice,
     and search merges both (a quoted word restricts the visual hits too)."""
@@ -258,7 +261,7 @@ def test_text_then_visual_model(worded_photos, tmp_path, text_source, clip_embed
         assert lib.store.counts()["pending"] == 2
         rep = lib.indexer(clip_embedder, layout, text_source=text_source).run()
         assert rep.embedded == 2 and rep.text_read == 0  # same content: not read again
-        assert lib.store.count_vectors() > 0 and textstore.count_lines(lib.store) >= 2
+        assert lib.store.count_vectors() > 0 and lib.store.count_lines() >= 2
         rep = lib.indexer(clip_embedder, layout, text_source=text_source).run()
         assert rep.embedded == 0 and rep.text_read == 0
         service = lib.search_service(clip_embedder)

@@ -229,6 +229,7 @@ def test_read_letters_drops_punctuation_read_in_the_margins():
     assert _read_letters(detected, wide, two)[0] == "ab cd"
 
 
+@pytest.mark.slow
 def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
     """Real PP-OCRv4 recognition: the detector is made to return only the right half of "HARBOR".
     Read as detected, the line is "BOR"; read from the stretched crop, it is the whole word and the
@@ -365,6 +366,7 @@ def test_read_letters_keeps_the_kept_letters_alternatives():
     assert _read_letters(detected, wide, info, alternatives=["1"])[3] == ["", "", "", ""]
 
 
+@pytest.mark.slow
 def test_engine_keeps_alternatives_and_says_so_in_its_id():
     """Real PP-OCRv4 recognition: every line carries one alternatives entry per character (or none),
     and keeping them (and their floor) is part of the engine id, so photos are read again for them."""
@@ -560,6 +562,7 @@ def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
         OcrEngine(threads=1, second_detector="ppocrv5det")
 
 
+@pytest.mark.slow
 def test_second_detector_reads_a_word_once():
     """Real models, both detectors finding the same word: it is read once, not twice."""
     pytest.importorskip("rapidocr_onnxruntime")

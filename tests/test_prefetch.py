@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from conftest import coco_photos
+from conftest import catalog_rows, coco_photos
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage, load_image
@@ -85,7 +85,7 @@ def test_indexer_prepares_on_its_decoding_threads(tmp_path, tiny_siglip, photo_d
         assert arrived_prepared == [True] * 12
         # what was stored is what embedding the same decoded photos directly gives
         row = lib.store.photo_by_path(str(photo_dir / sorted(p.name for p in photo_dir.iterdir())[0]))
-        stored = lib.store.query("SELECT name, vector FROM regions WHERE photo_id=? ORDER BY id", (row.id,))
+        stored = catalog_rows(lib.store, "SELECT name, vector FROM regions WHERE photo_id=? ORDER BY id", (row.id,))
         direct = real_embed([load_image(row.path, emb.decode_min_side(layout))], layout)[0]
         assert [r[0] for r in stored] == [r.name for r in direct]
         got = np.stack([np.frombuffer(r[1], np.float32) for r in stored])
@@ -109,5 +109,5 @@ def test_a_photo_that_cannot_be_prepared_is_a_recorded_error(tmp_path, tiny_sigl
         lib.bind(emb, layout)
         report = lib.indexer(emb, layout, batch_size=4).run()
         assert report.failed >= 1 and report.embedded + report.failed == 12
-        errors = lib.store.query("SELECT error FROM photos WHERE error IS NOT NULL")
+        errors = catalog_rows(lib.store, "SELECT error FROM photos WHERE error IS NOT NULL")
         assert errors and all("could not be prepared" in e[0] and "boom" in e[0] for e in errors)

@@ -53,7 +53,7 @@ def build_patch_matcher(folder: Path, seed: int = 0, plain_weight: float = 0.3) 
     """
     from transformers import SiglipModel
 
-    from sorce_desktop.core.models.synthetic import SPECS, build_dual_encoder
+    from sorce_desktop.bench.synthetic import SPECS, build_dual_encoder
 
     SPECS.setdefault(
         "test-patch-matcher",
@@ -171,6 +171,7 @@ def pasted_sources():
     return [p for p in coco_photos(40) if Image.open(p).size == (640, 480)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", range(len(POSITIONS)))
 def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources, case):
     """A real photo with a patch pasted at a known place, indexed with two other real photos; the

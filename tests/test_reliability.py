@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coco_photos, tree_fingerprint
+from conftest import catalog_rows, coco_photos, tree_fingerprint
 from PIL import Image
 
 from sorce_desktop.cli import main as cli_main
@@ -303,11 +303,12 @@ def _check_store(data: Path, n_photos: int, model_fp: str | None = None) -> tupl
         assert st.vectors.count == st.count_vectors() == counts["indexed"] * 10
         b = st.binding()
         # never vectors of two models: every vector row has the bound model's size
-        dims = {len(r[0]) // 4 for r in st.query("SELECT vector FROM regions")}
+        dims = {len(r[0]) // 4 for r in catalog_rows(st, "SELECT vector FROM regions")}
         assert dims <= {b.dim}
         return counts["indexed"], b.fingerprint
 
 
+@pytest.mark.slow
 def test_kill_9_loop_during_indexing_reindexing_and_saves(
     tmp_path, tiny_clip, tiny_siglip, photo_dir, untouched
 ):
@@ -351,6 +352,7 @@ def test_kill_9_loop_during_indexing_reindexing_and_saves(
         assert lib.store.counts()["indexed"] == 12 and lib.store.binding().fingerprint == e.fingerprint
 
 
+@pytest.mark.slow
 def test_load_100k_rows_search_while_indexing(tmp_path, clip_embedder, photo_dir):
     """100,000 catalog rows with vectors; searches keep answering while an indexing run commits."""
     import threading
@@ -434,6 +436,7 @@ def test_two_processes_one_writer_clear_refusal(tmp_path, tiny_clip, photo_dir, 
     assert json.loads(capsys.readouterr().out)["unchanged"] == 12
 
 
+@pytest.mark.slow
 def test_100k_empty_files_in_one_folder(tmp_path, clip_embedder):
     """A folder of 100,000 zero-byte "photos" (a failed sync): each recorded with its reason in bulk,
     without loading the model or decoding anything, and not retried while unchanged."""

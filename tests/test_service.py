@@ -131,6 +131,7 @@ def test_the_budget_admits_in_queue_order_and_lets_an_oversized_photo_through_al
     assert order == [t1, t2] and b.peak == 500
 
 
+@pytest.mark.slow
 def test_pause_takes_effect_between_photos_with_true_counts_and_resume_finishes(lib, clip_embedder, tmp_path):
     folder = copy_photos(tmp_path / "photos", 16)
     lib.add_folder(folder)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-from conftest import coco_photos
+from conftest import catalog_rows, coco_photos
 from PIL import Image
 
 from sorce_desktop import cli
@@ -66,7 +66,7 @@ def test_cli_speed_is_recorded_per_photo(tmp_path, tiny_siglip):
     data = tmp_path / "data"
     assert cli.main(["index", str(photos), "--model", str(tiny_siglip), "--data-dir", str(data), "--speed", "thorough"]) == 0
     with Store(data / "index", writer=False) as store:
-        assert {r[0] for r in store.query("SELECT variant FROM photos")} == {"float32"}
+        assert {r[0] for r in catalog_rows(store, "SELECT variant FROM photos")} == {"float32"}
     assert get_speed(None).name == "fast"
 
 

@@ -128,6 +128,7 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_mid_batch_resumes_cleanly(tmp_path, tiny_clip, clip_embedder, photo_dir):
     script = tmp_path / "kill_me.py"
     script.write_text(KILL_SCRIPT)

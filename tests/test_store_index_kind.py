@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import catalog_rows
 
 from sorce_desktop.core import ann
 from sorce_desktop.core.models.base import RegionEmbedding
@@ -35,7 +36,7 @@ def _photos(rng, start: int, n: int) -> list[IndexedPhoto]:
 
 
 def _catalog_ids(store: Store) -> set[int]:
-    return {r[0] for r in store.query("SELECT id FROM regions WHERE source='visual' AND vector IS NOT NULL")}
+    return {r[0] for r in catalog_rows(store, "SELECT id FROM regions WHERE source='visual' AND vector IS NOT NULL")}
 
 
 def _open(folder) -> Store:

@@ -467,6 +467,7 @@ def test_watch_json_is_utf8_under_any_locale(monkeypatch, encoding, errors):
     assert [os.fsencode(p) for p in event["paths"]] == [raw, "/photos/日本.jpg".encode()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
 def test_every_json_output_is_utf8_under_any_locale(tmp_path, tiny_clip, locale):
     """status, errors, search, index and repair --json, in a subprocess under the locale, on names

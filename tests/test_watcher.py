@@ -7,73 +7,27 @@ After every change the catalog must match the folder tree exactly, and no photo 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import CountingEmbedder, coco_photos
 from PIL import Image
 
 from sorce_desktop.core import watcher as watcher_mod
 from sorce_desktop.core.library import Library
-from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.regions import get_layout
 from sorce_desktop.core.scanner import is_temporary_name
 from sorce_desktop.core.watcher import Watcher
 
 SETTLE = 0.3
-
-
-class CountingEmbedder(Embedder):
-    """Delegates to a real embedder and counts every photo embedded, keyed by its decoded pixels."""
-
-    def __init__(self, inner: Embedder):
-        self.inner = inner
-        self.model_id = inner.model_id
-        self.dim = inner.dim
-        self.kind = inner.kind
-        self.seen: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    @property
-    def fingerprint(self) -> str:
-        return self.inner.fingerprint
-
-    def layouts(self):
-        return self.inner.layouts()
-
-    def decode_min_side(self, layout):
-        return self.inner.decode_min_side(layout)
-
-    def embed_photos(self, photos, layout):
-        with self._lock:
-            for p in photos:
-                self.seen[hashlib.blake2b(p.image.tobytes(), digest_size=16).hexdigest()] += 1
-        return self.inner.embed_photos(photos, layout)
-
-    def embed_images(self, images):
-        return self.inner.embed_images(images)
-
-    def embed_texts(self, texts):
-        return self.inner.embed_texts(texts)
-
-    @property
-    def total(self) -> int:
-        return sum(self.seen.values())
-
-    def assert_none_twice(self) -> None:
-        twice = [k for k, n in self.seen.items() if n > 1]
-        assert not twice, f"{len(twice)} photos were embedded more than once"
 
 
 def make_photo(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> Path:
@@ -223,6 +177,7 @@ def test_temporary_names_wait_until_renamed(env):
     assert env.catalog() == {str(env.root / "photo.jpg")} and env.embedder.total == 1
 
 
+@pytest.mark.slow
 def test_moves_and_renames_keep_vectors(env, tmp_path):
     photos = coco_photos(6)
     (env.root / "sub").mkdir()
@@ -417,6 +372,7 @@ def _read_events(proc, until, timeout=90):
     raise AssertionError(f"no matching event; got {out}")
 
 
+@pytest.mark.slow
 def test_watch_command_prints_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_clip):
     root = tmp_path / "photos"
     root.mkdir()

@@ -90,7 +90,7 @@ def main() -> int:
 
 
 def shoot(tmp: Path, out: Path, args) -> int:
-    from sorce_desktop.core.models.synthetic import build_dual_encoder
+    from sorce_desktop.bench.synthetic import build_dual_encoder
     from sorce_desktop.core.paths import AppPaths
     from sorce_desktop.core.settings import Settings
     from sorce_desktop.gui.app import make_app, open_window
@@ -178,16 +178,16 @@ def shoot(tmp: Path, out: Path, args) -> int:
     save("detail.png")
 
     # 5. a photo matched both by its picture and by its words: both outlined, each marked by kind
-    from sorce_desktop.core import textstore
     from sorce_desktop.core.ocr import TextLine
+    from sorce_desktop.core.store import TextPhoto
 
     win.close_detail()
     store = win.session.lib.store
     sign_id = store.photo_by_path(str(sign_photo)).id
     box = sign_box
     quad = [(box.x0, box.y0), (box.x1, box.y0), (box.x1, box.y1), (box.x0, box.y1)]
-    textstore.commit_text(
-        store, [textstore.TextPhoto(sign_id, None, [TextLine("BAKERY", 0.9, box, quad)])], "screenshot", None
+    store.commit_text(
+        [TextPhoto(sign_id, None, [TextLine("BAKERY", 0.9, box, quad)])], "screenshot", None
     )
     win.session.service = win.session.lib.search_service(win.session.embedder)  # now with text to search
     win.search.setText("bakery")
@@ -201,7 +201,7 @@ def shoot(tmp: Path, out: Path, args) -> int:
     win.close()
 
     # 6. a model with its own match probability: likely matches, a divider, the rest
-    from sorce_desktop.core.models.synthetic import calibrate_siglip
+    from sorce_desktop.bench.synthetic import calibrate_siglip
 
     query = "a red kite in the sky"
     few = sorted(photos.iterdir())[:40]

@@ -62,7 +62,7 @@ def _model_folder(spec: str, cache: str | None) -> Path:
     """A random ``spec`` model folder, built once (bf16 on disk) and reused."""
     import torch
 
-    from sorce_desktop.core.models.synthetic import MLLM_SPECS, build_mllm
+    from sorce_desktop.bench.synthetic import MLLM_SPECS, build_mllm
 
     if spec not in MLLM_SPECS:
         raise SystemExit(f"unknown --spec {spec!r}; known: {', '.join(MLLM_SPECS)}")

@@ -32,6 +32,9 @@ import numpy as np
 from sorce_desktop.core import ann
 from sorce_desktop.core.jsonout import print_json
 
+#: 8-bit scalar codes in inverted lists: an index kind measured beside the store's, not chosen by it.
+IVFSQ8 = "ivfsq8"
+
 
 def add_arguments(p) -> None:
     p.add_argument("--sizes", default="10000,100000,1000000", help="library sizes in photos, comma-separated")
@@ -167,7 +170,7 @@ class CatalogVectors:
         from sorce_desktop.core.library import Library
 
         with Library(data_dir, writer=False) as lib:
-            rows = lib.store.query("SELECT photo_id, vector FROM regions WHERE source='visual' ORDER BY photo_id, id")
+            rows = lib.store.visual_vectors()
         if not rows:
             raise ValueError(f"no vectors in the index at {data_dir}")
         pids = np.array([r[0] for r in rows])
@@ -258,10 +261,10 @@ def _specs(kinds: list[str], dim: int, n_vectors: int, pq_dims: list[int]) -> li
     for kind in kinds:
         if kind == ann.FLAT:
             out.append(ann.IndexSpec(ann.FLAT, dim))
-        elif kind == ann.IVFSQ8:
+        elif kind == IVFSQ8:
             nlist = ann.nlist_for(n_vectors)
             out.append(
-                ann.IndexSpec(ann.IVFSQ8, dim, nlist=nlist, nprobe=ann.nprobe_for(nlist), trained_for=n_vectors)
+                ann.IndexSpec(IVFSQ8, dim, nlist=nlist, nprobe=ann.nprobe_for(nlist), trained_for=n_vectors)
             )
         elif kind == ann.IVFPQ:
             for pd in pq_dims:
@@ -281,8 +284,21 @@ def _specs(kinds: list[str], dim: int, n_vectors: int, pq_dims: list[int]) -> li
     return out
 
 
+def _build(spec: ann.IndexSpec, train: np.ndarray):
+    """The store's index kinds, plus IVFSQ8 (8-bit scalar codes: measured here, not chosen)."""
+    if spec.kind != IVFSQ8:
+        return ann.build(spec, train)
+    import faiss
+
+    quantizer, nlist = ann.coarse_quantizer(spec, train)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, spec.dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    return ann.train_ivf(index, spec, train)
+
+
 def _estimated_bytes(spec: ann.IndexSpec, n_vectors: int) -> int:
-    per = {ann.FLAT: spec.dim * 4 + 8, ann.IVFSQ8: spec.dim + 8, ann.IVFPQ: spec.m + 8}[spec.kind]
+    per = {ann.FLAT: spec.dim * 4 + 8, IVFSQ8: spec.dim + 8, ann.IVFPQ: spec.m + 8}[spec.kind]
     return per * n_vectors + spec.nlist * spec.dim * 4
 
 
@@ -406,7 +422,7 @@ def run(args) -> int:
             t = time.perf_counter()
             if spec.compressed:
                 train = _train_sample(source, n_photos, ann.train_size(spec), args.seed)
-                index = ann.build(spec, train)
+                index = _build(spec, train)
                 del train
             else:
                 index = ann.build(spec)
@@ -427,7 +443,7 @@ def run(args) -> int:
             )
             for nprobe, rescore_min in variants:
                 if spec.compressed:
-                    ivf = ann._ivf(index)
+                    ivf = ann.ivf_of(index)
                     nprobe = min(ivf.nlist, ann.nprobe_for(ivf.nlist) if nprobe is None else nprobe)
                     ivf.nprobe = nprobe
                 row = dict(entry, nprobe=nprobe, rescore=rescore_min) if spec.compressed else dict(entry)

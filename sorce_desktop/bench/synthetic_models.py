@@ -22,8 +22,8 @@ def cache_dir(arg: str | os.PathLike | None = None) -> Path:
 
 
 def synthetic_model(spec: str, cache: Path, seed: int = 0) -> Path:
-    """The folder of a random ``spec`` model (see ``core.models.synthetic.SPECS``), built if missing."""
-    from sorce_desktop.core.models.synthetic import SPECS, build_dual_encoder
+    """The folder of a random ``spec`` model (see ``bench.synthetic.SPECS``), built if missing."""
+    from sorce_desktop.bench.synthetic import SPECS, build_dual_encoder
 
     if spec not in SPECS:
         raise ValueError(f"unknown model spec {spec!r}; known: {', '.join(SPECS)}")

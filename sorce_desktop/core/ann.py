@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FLAT, IVFPQ, IVFSQ8 = "flat", "ivfpq", "ivfsq8"
+FLAT, IVFPQ = "flat", "ivfpq"
 
 #: Up to this many region vectors the exact index stays (bench query: the exact scan costs ~0.19 ms
 #: per 1,000 vectors on a 2-core laptop CPU, so ~25 ms here, half the 50 ms query budget; ~10k photos).
@@ -77,7 +77,7 @@ class IndexSpec:
             return "flat (exact)"
         if self.kind == IVFPQ:
             return f"IVF{self.nlist},PQ{self.m} (nprobe {self.nprobe})"
-        return f"IVF{self.nlist},SQ8 (nprobe {self.nprobe})"
+        return f"IVF{self.nlist},{self.kind.removeprefix('ivf').upper()} (nprobe {self.nprobe})"
 
 
 def nlist_for(n_vectors: int) -> int:
@@ -166,32 +166,42 @@ def build(spec: IndexSpec, train: np.ndarray | None = None):
     d = spec.dim
     if spec.kind == FLAT:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+    if spec.kind != IVFPQ:
+        raise ValueError(f"unknown vector index kind {spec.kind!r}")
+    quantizer, nlist = coarse_quantizer(spec, train)
+    nbits = 8 if len(train) >= 256 * 8 else max(1, int(math.log2(max(2, len(train) // 8))))
+    index = faiss.IndexIVFPQ(quantizer, d, nlist, spec.m, nbits, faiss.METRIC_INNER_PRODUCT)
+    return train_ivf(index, spec, train)
+
+
+def coarse_quantizer(spec: IndexSpec, train: np.ndarray | None):
+    """The coarse quantiser of an inverted-list index of ``spec`` and the number of lists ``train``
+    supports (at least 8 training vectors a list)."""
+    import faiss
+
     if train is None or len(train) == 0:
         raise ValueError(f"a {spec.kind} index needs training vectors")
     if spec.nlist > HNSW_QUANTIZER_ABOVE:
-        quantizer = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexHNSWFlat(spec.dim, 32, faiss.METRIC_INNER_PRODUCT)
         quantizer.hnsw.efSearch = HNSW_EF_ADD  # adds; a search passes its own (see search)
     else:
-        quantizer = faiss.IndexFlatIP(d)
-    nlist = max(1, min(spec.nlist, len(train) // 8))
-    if spec.kind == IVFPQ:
-        nbits = 8 if len(train) >= 256 * 8 else max(1, int(math.log2(max(2, len(train) // 8))))
-        index = faiss.IndexIVFPQ(quantizer, d, nlist, spec.m, nbits, faiss.METRIC_INNER_PRODUCT)
-    elif spec.kind == IVFSQ8:
-        index = faiss.IndexIVFScalarQuantizer(
-            quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-        )
-    else:
-        raise ValueError(f"unknown vector index kind {spec.kind!r}")
+        quantizer = faiss.IndexFlatIP(spec.dim)
+    return quantizer, max(1, min(spec.nlist, len(train) // 8))
+
+
+def train_ivf(index, spec: IndexSpec, train: np.ndarray):
+    """Train an inverted-list ``index`` on ``train`` (unit vectors) and set its probes; returns it."""
+    import faiss
+
     # k-means assigns with an exact index even when the lists are found through HNSW at query time.
-    index.clustering_index = faiss.IndexFlatIP(d)
+    index.clustering_index = faiss.IndexFlatIP(spec.dim)
     index.cp.niter = 10
     index.cp.seed = 1234
-    if spec.kind == IVFPQ:
+    if isinstance(index, faiss.IndexIVFPQ):
         index.pq.cp.niter = 10  # 25 by default: 2.5x the training time for no measurable recall
     index.train(np.ascontiguousarray(train, dtype=np.float32))
     index.clustering_index = None
-    index.nprobe = min(spec.nprobe, nlist)
+    index.nprobe = min(spec.nprobe, index.nlist)
     return index
 
 
@@ -201,7 +211,7 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    ivf = _ivf(index)
+    ivf = ivf_of(index)
     if ivf is not None:
         quantizer = faiss.downcast_index(ivf.quantizer)
         if isinstance(quantizer, faiss.IndexHNSW):
@@ -213,7 +223,8 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return index.search(q, k)
 
 
-def _ivf(index):
+def ivf_of(index):
+    """The inverted-list index inside ``index``, or None for an exact one."""
     import faiss
 
     try:
@@ -226,20 +237,20 @@ def spec_of(index, trained_for: int = 0) -> IndexSpec:
     """Recognise a loaded index."""
     import faiss
 
-    ivf = _ivf(index)
+    ivf = ivf_of(index)
     if ivf is None:
         return IndexSpec(FLAT, index.d)
     ivf = faiss.downcast_index(ivf)
     if isinstance(ivf, faiss.IndexIVFPQ):
         return IndexSpec(IVFPQ, index.d, ivf.nlist, ivf.pq.M, ivf.nprobe, trained_for)
-    return IndexSpec(IVFSQ8, index.d, ivf.nlist, 0, ivf.nprobe, trained_for)
+    raise ValueError(f"not a vector index this application writes ({type(ivf).__name__})")
 
 
 def index_ids(index) -> np.ndarray:
     """Every id held by ``index`` (flat behind an id map, or inverted lists)."""
     import faiss
 
-    ivf = _ivf(index)
+    ivf = ivf_of(index)
     if ivf is None:
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     invlists = ivf.invlists

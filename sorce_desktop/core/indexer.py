@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from sorce_desktop.core import textstore
 from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, check_header_file, load_image
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.ocr import OcrUnavailable, TextSource
 from sorce_desktop.core.regions import RegionLayout
 from sorce_desktop.core.scanner import FileEntry, NotRegularFile, bytes_hash, file_hash, open_regular, scan
-from sorce_desktop.core.store import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store
+from sorce_desktop.core.store import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store, TextPhoto
 
 log = logging.getLogger(__name__)
 
@@ -526,7 +525,7 @@ class Indexer:
             have = {r.id for r in pending}
             pending += [
                 r
-                for r in textstore.unread(self.store, self._text_engine)
+                for r in self.store.text_unread(self._text_engine)
                 if r.id not in have and r.folder in folders and r.folder not in offline
             ]
         self.embed_rows(pending, report)
@@ -593,7 +592,7 @@ class Indexer:
     def _read_text(self, jobs: list[tuple[int | None, _Decoded]], report: IndexReport) -> int:
         """Read the text of decoded photos and store their lines. Returns how many photos failed."""
         t = time.perf_counter()
-        items: list[textstore.TextPhoto] = []
+        items: list[TextPhoto] = []
         failed = 0
         for pid, d in jobs:
             if d.text_image is None:
@@ -622,7 +621,7 @@ class Indexer:
                     d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height
                 )
             items.append(
-                textstore.TextPhoto(
+                TextPhoto(
                     pid if pid is not None else (d.row.id if photo is None else None),
                     d.hash,
                     lines,
@@ -638,7 +637,7 @@ class Indexer:
             it.vectors = vectors[k : k + n] if vectors is not None else None
             k += n
         if items:
-            textstore.commit_text(self.store, items, self._text_engine, model)
+            self.store.commit_text(items, self._text_engine, model)
             report.text_read += len(items)
             report.text_lines += len(texts)
             report.embedded += sum(1 for it in items if it.photo is not None)
@@ -651,13 +650,13 @@ class Indexer:
     def _embed_missing_lines(self, report: IndexReport) -> None:
         """Embed lines stored without an embedding (text model changed, or it was missing then)."""
         while True:
-            todo = textstore.lines_without_embedding(self.store, 512)
+            todo = self.store.lines_without_embedding(512)
             if not todo:
                 return
             vectors, model = self._embed_lines([t for _, t in todo], report)
             if vectors is None:
                 return
-            textstore.set_embeddings(self.store, model, [i for i, _ in todo], vectors)
+            self.store.set_line_embeddings(model, [i for i, _ in todo], vectors)
 
     # -- the stages ----------------------------------------------------------------------------------
     def _decode(self, row: PhotoRow, budget: ByteBudget, ticket: int) -> _Decoded:
@@ -753,7 +752,7 @@ class Indexer:
             # Bound here, on this thread: the decoding threads never load the model themselves.
             self._prepare = embedder.prepare
         if self.text_source is not None and self._text_engine_id(report):
-            self._text_done = textstore.done_for(self.store, [r.id for r in rows])
+            self._text_done = self.store.text_read_for([r.id for r in rows])
         run.go()
         if save:
             self.store.save()

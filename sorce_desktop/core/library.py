@@ -193,10 +193,9 @@ class Library:
 
     def text_searcher(self):
         """Search over text read in photos (None when OCR is off and no text was ever read)."""
-        from sorce_desktop.core import textstore
         from sorce_desktop.core.textsearch import TextSearcher
 
-        if not self.ocr_enabled() and textstore.count_lines(self.store) == 0:
+        if not self.ocr_enabled() and self.store.count_lines() == 0:
             return None
 
         def embedder():
@@ -208,10 +207,9 @@ class Library:
 
     def text_only_note(self, reason: str | None = None) -> str:
         """What to tell the user when searching without a visual model."""
-        from sorce_desktop.core import textstore
         from sorce_desktop.core.words import photos
 
-        n = textstore.count_read(self.store)
+        n = self.store.count_read()
         why = f" ({reason})" if reason else ""
         return (
             f"No visual model is available{why}: searching only the text read in {photos(n)}. "

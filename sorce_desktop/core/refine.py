@@ -515,10 +515,6 @@ def rerank_by_refined(hits: Sequence[PhotoHit]) -> list[PhotoHit]:
     return out
 
 
-def with_strategy(refiner: Refiner, **changes) -> Refiner:
-    return Refiner(refiner.embedder, replace(refiner.strategy, **changes))
-
-
 def refine_pictures(
     refiner: Refiner, hits: Sequence[PhotoHit], query_vector: np.ndarray, **kwargs
 ) -> list[RefineResult | None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -423,6 +422,3 @@ class SearchService:
             hits.append(hit)
         return hits
 
-
-def rank_regions(query: np.ndarray, vectors: np.ndarray) -> Sequence[int]:
-    return list(np.argsort(-(vectors @ query)))

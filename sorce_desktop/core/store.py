@@ -6,6 +6,15 @@
 - ``meta``: schema version and the model/layout that made the vectors. Binding another model either
   fails with :class:`ModelMismatch` or, when asked to, drops every visual vector in the same
   transaction: the store never holds vectors of two models.
+- Text lines read in photos: each is a row of ``regions`` (source ``'ocr'``, name ``'text'``, its box
+  and words), so every path that drops a photo's regions drops its lines too. Beside it ``ocr_lines``
+  (confidence, rotated quad, folded text, letter alternatives as JSON, the line's sentence embedding in
+  float32 bytes, model in meta ``text_model``; rows go with their region), ``ocr_fts`` (FTS5 trigram
+  index over the folded text, rowid = region id, emptied by a trigger) and ``ocr_done`` (which photos
+  were read, for which content hash and by which engine, so nothing is read twice and a new engine
+  reads all). The FAISS visual index never holds text vectors.
+
+Every SQL statement of the application is in this module.
 
 The vector index file is saved atomically (temporary file, fsync, rename) and checked against the
 catalog when opened; whatever differs (a crash between the two, a truncated or foreign file) is
@@ -25,12 +34,18 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sorce_desktop.core import ann
 from sorce_desktop.core.regions import Box
+from sorce_desktop.core.textstore import TEXT_REGION, fold, fold_alternatives
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sorce_desktop.core.ocr import TextLine
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +55,31 @@ VECTORS_NAME = "vectors.faiss"
 VECTORS_META = "vectors.json"
 LOCK_NAME = "writer.lock"
 
-PENDING, INDEXED, FAILED = "pending", "indexed", "failed"
-VISUAL = "visual"
+
+
+class Status(str, Enum):
+    """Where a photo stands in the catalog (``photos.status``)."""
+
+    PENDING = "pending"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Source(str, Enum):
+    """What made a region (``regions.source``): the visual model's tiles or the text reader's lines."""
+
+    VISUAL = "visual"
+    OCR = "ocr"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PENDING, INDEXED, FAILED = Status.PENDING, Status.INDEXED, Status.FAILED
+VISUAL = Source.VISUAL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,7 +120,7 @@ CREATE INDEX IF NOT EXISTS regions_source ON regions(source);
 
 
 
-# -- the text tables (text in photos; read and written through core/textstore.py) --
+# -- the text tables (text in photos; their statements are in Store's text section) --
 _TEXT_TABLES = [
     """CREATE TABLE IF NOT EXISTS ocr_lines (
         region_id INTEGER PRIMARY KEY REFERENCES regions(id) ON DELETE CASCADE,
@@ -104,7 +142,7 @@ _TEXT_TABLES = [
 ]
 _TEXT_FTS = [
     "CREATE VIRTUAL TABLE IF NOT EXISTS ocr_fts USING fts5(folded, tokenize='trigram')",
-    """CREATE TRIGGER IF NOT EXISTS regions_ocr_fts_delete AFTER DELETE ON regions WHEN old.source='ocr'
+    f"""CREATE TRIGGER IF NOT EXISTS regions_ocr_fts_delete AFTER DELETE ON regions WHEN old.source='{Source.OCR.value}'
        BEGIN DELETE FROM ocr_fts WHERE rowid=old.id; END""",
 ]
 
@@ -281,6 +319,27 @@ class IndexedPhoto:
     height: int
     regions: list = field(default_factory=list)  # list[RegionEmbedding]
     variant: str | None = None
+
+
+@dataclass
+class TextPhoto:
+    """What the indexer commits for one photo's text: its lines and their embeddings."""
+
+    photo_id: int | None
+    hash: str | None
+    lines: list[TextLine]
+    vectors: np.ndarray | None = None  # (len(lines), d) or None when not embedded yet
+    photo: IndexedPhoto | None = None  # text-only indexing: the photo row to record as indexed
+
+
+@dataclass
+class LineRow:
+    region_id: int
+    photo_id: int
+    text: str
+    box: Box
+    confidence: float
+    quad: list = field(default_factory=list)
 
 
 @dataclass
@@ -521,6 +580,33 @@ def fetch_region_vectors(db: sqlite3.Connection, ids: Sequence[int], dim: int = 
     return np.asarray(found, np.int64), np.frombuffer(b"".join(parts), dtype=np.float32).reshape(len(parts), -1)
 
 
+def _bind_text_model(db: sqlite3.Connection, text_model: str) -> None:
+    """Line embeddings of another text model are cleared (the texts stay; they are embedded again)."""
+    row = db.execute("SELECT value FROM meta WHERE key='text_model'").fetchone()
+    if row is None or row[0] != text_model:
+        db.execute("UPDATE ocr_lines SET embedding=NULL")
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('text_model', ?)", (text_model,))
+
+
+def _load_alts(raw: str | None, folded: str | None) -> list[str] | None:
+    if not raw:
+        return None
+    try:
+        alts = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(alts, list) or len(alts) != len(folded or ""):
+        return None  # written for another folding of the text: ignore rather than misalign
+    return [str(a) for a in alts]
+
+
+_PHOTO_COLS = "id, path, folder, size, mtime_ns, hash, status, error, width, height"
+
+
+def _photo(r: tuple) -> PhotoRow:
+    return PhotoRow(r[0], path_str(r[1]), path_str(r[2]) if r[2] is not None else None, *r[3:])
+
+
 class Store:
     """Catalog + vector index under one folder. Thread-safe: one connection behind a lock."""
 
@@ -673,7 +759,7 @@ class Store:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
-            # Text in photos (OCR lines): side table, FTS5 trigram index, triggers (core/textstore.py).
+            # Text in photos (OCR lines): side table, FTS5 trigram index, triggers (Store's text section).
             self.text_search_ready = create_text_schema(db)
             db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -851,10 +937,6 @@ class Store:
         row = self.query("SELECT value FROM meta WHERE key=?", (key,))
         return row[0][0] if row else None
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-
     def binding(self) -> ModelBinding | None:
         raw = self.get_meta("model")
         if not raw:
@@ -940,21 +1022,16 @@ class Store:
         return len(ids)
 
     # -- photos --------------------------------------------------------------------------------------
-    def _photo(self, r: tuple) -> PhotoRow:
-        return PhotoRow(r[0], path_str(r[1]), path_str(r[2]) if r[2] is not None else None, *r[3:])
-
-    _PHOTO_COLS = "id, path, folder, size, mtime_ns, hash, status, error, width, height"
-
     def photos_under(self, folder: str | None = None) -> list[PhotoRow]:
         if folder is None:
-            rows = self.query(f"SELECT {self._PHOTO_COLS} FROM photos")
+            rows = self.query(f"SELECT {_PHOTO_COLS} FROM photos")
         else:
-            rows = self.query(f"SELECT {self._PHOTO_COLS} FROM photos WHERE folder=?", (path_key(folder),))
-        return [self._photo(r) for r in rows]
+            rows = self.query(f"SELECT {_PHOTO_COLS} FROM photos WHERE folder=?", (path_key(folder),))
+        return [_photo(r) for r in rows]
 
     def photo_by_path(self, path: str) -> PhotoRow | None:
-        rows = self.query(f"SELECT {self._PHOTO_COLS} FROM photos WHERE path=?", (path_key(path),))
-        return self._photo(rows[0]) if rows else None
+        rows = self.query(f"SELECT {_PHOTO_COLS} FROM photos WHERE path=?", (path_key(path),))
+        return _photo(rows[0]) if rows else None
 
     def photos_by_ids(self, ids: Sequence[int]) -> dict[int, PhotoRow]:
         out: dict[int, PhotoRow] = {}
@@ -962,16 +1039,16 @@ class Store:
         for i in range(0, len(ids), 900):
             chunk = ids[i : i + 900]
             for r in self.query(
-                f"SELECT {self._PHOTO_COLS} FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                f"SELECT {_PHOTO_COLS} FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk
             ):
-                out[r[0]] = self._photo(r)
+                out[r[0]] = _photo(r)
         return out
 
     def pending(self) -> list[PhotoRow]:
         return [
-            self._photo(r)
+            _photo(r)
             for r in self.query(
-                f"SELECT {self._PHOTO_COLS} FROM photos WHERE status=? ORDER BY id", (PENDING,)
+                f"SELECT {_PHOTO_COLS} FROM photos WHERE status=? ORDER BY id", (PENDING,)
             )
         ]
 
@@ -1046,17 +1123,17 @@ class Store:
     def indexed_with_size(self, size: int) -> list[PhotoRow]:
         """Indexed photos of this file size with a content hash: the candidates a new file may be a move of."""
         rows = self.query(
-            f"SELECT {self._PHOTO_COLS} FROM photos WHERE size=? AND status=? AND hash IS NOT NULL", (size, INDEXED)
+            f"SELECT {_PHOTO_COLS} FROM photos WHERE size=? AND status=? AND hash IS NOT NULL", (size, INDEXED)
         )
-        return [self._photo(r) for r in rows]
+        return [_photo(r) for r in rows]
 
     def photos_in_tree(self, directory: str) -> list[PhotoRow]:
         """Every photo whose file is under ``directory`` (at any depth)."""
         prefix = path_key(directory).rstrip(os.sep.encode()) + os.sep.encode()
         rows = self.query(
-            f"SELECT {self._PHOTO_COLS} FROM photos WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+            f"SELECT {_PHOTO_COLS} FROM photos WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
         )
-        return [self._photo(r) for r in rows]
+        return [_photo(r) for r in rows]
 
     def record_failure(self, path: str, folder: str | None, size: int, mtime_ns: int, reason: str) -> None:
         self.record_failures([(path, folder, size, mtime_ns, reason)])
@@ -1134,9 +1211,9 @@ class Store:
                 db.execute("DELETE FROM regions WHERE photo_id=? AND source=?", (pid, VISUAL))
                 # Text lines read from other content of this file go too (the indexer reads it again).
                 db.execute(
-                    "DELETE FROM regions WHERE photo_id=? AND source='ocr' AND NOT EXISTS "
+                    "DELETE FROM regions WHERE photo_id=? AND source=? AND NOT EXISTS "
                     "(SELECT 1 FROM ocr_done WHERE photo_id=? AND hash IS ?)",
-                    (pid, pid, p.hash),
+                    (pid, Source.OCR, pid, p.hash),
                 )
                 db.execute("DELETE FROM ocr_done WHERE photo_id=? AND hash IS NOT ?", (pid, p.hash))
                 for r in p.regions:
@@ -1202,19 +1279,12 @@ class Store:
             for r in self.query(sql + " ORDER BY id", params)
         ]
 
-    def region_vectors(self, photo_id: int) -> tuple[list[RegionRow], np.ndarray]:
-        rows = self.query(
-            "SELECT id, photo_id, name, x0, y0, x1, y1, source, text, vector FROM regions "
-            "WHERE photo_id=? AND source=? ORDER BY id",
-            (photo_id, VISUAL),
+    def visual_vectors(self) -> list[tuple[int, bytes]]:
+        """(photo id, float32 vector bytes) of every visual region, grouped by photo."""
+        return self.query(
+            "SELECT photo_id, vector FROM regions WHERE source=? AND vector IS NOT NULL ORDER BY photo_id, id",
+            (VISUAL,),
         )
-        regions = [RegionRow(r[0], r[1], r[2], Box(r[3], r[4], r[5], r[6]), r[7], r[8]) for r in rows]
-        vecs = (
-            np.stack([np.frombuffer(r[9], dtype=np.float32) for r in rows])
-            if rows
-            else np.zeros((0, 0), np.float32)
-        )
-        return regions, vecs
 
     def count_vectors(self) -> int:
         return self.query("SELECT count(*) FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,))[0][
@@ -1268,3 +1338,155 @@ class Store:
 
     def size_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+    # -- text lines (text in photos; the records and folding live in core/textstore.py) ---------------
+    def text_read_for(self, photo_ids: Sequence[int]) -> dict[int, tuple[str | None, str]]:
+        """photo id -> (hash, engine) of its last reading."""
+        out: dict[int, tuple[str | None, str]] = {}
+        ids = list(photo_ids)
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            for pid, h, engine in self.query(
+                f"SELECT photo_id, hash, engine FROM ocr_done WHERE photo_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[pid] = (h, engine)
+        return out
+
+    def text_unread(self, engine: str) -> list[PhotoRow]:
+        """Indexed photos not read (or read by another engine, or for other content): the text backlog."""
+        rows = self.query(
+            f"SELECT {_PHOTO_COLS} FROM photos p WHERE status=? AND NOT EXISTS "
+            "(SELECT 1 FROM ocr_done d WHERE d.photo_id=p.id AND d.engine=? AND d.hash IS p.hash) ORDER BY id",
+            (INDEXED, engine),
+        )
+        return [_photo(r) for r in rows]
+
+    def commit_text(self, items: Sequence[TextPhoto], engine: str, text_model: str | None) -> list[int]:
+        """Replace the text lines of each photo (one transaction). Returns the photo ids."""
+        ready = self.text_search_ready
+        now = time.time()
+        photo_ids = []
+        with self.transaction() as db:
+            if text_model is not None:
+                _bind_text_model(db, text_model)
+            for it in items:
+                pid = it.photo_id
+                if it.photo is not None:
+                    pid = upsert_indexed_photo(db, it.photo, now)
+                if pid is None or db.execute("SELECT 1 FROM photos WHERE id=?", (pid,)).fetchone() is None:
+                    continue  # the photo was forgotten meanwhile (deleted by the watcher)
+                photo_ids.append(pid)
+                db.execute("DELETE FROM regions WHERE photo_id=? AND source=?", (pid, Source.OCR))
+                vecs = it.vectors
+                for k, line in enumerate(it.lines):
+                    b = line.box
+                    cur = db.execute(
+                        "INSERT INTO regions(photo_id, source, name, x0, y0, x1, y1, text) VALUES (?,?,?,?,?,?,?,?)",
+                        (pid, Source.OCR, TEXT_REGION, b.x0, b.y0, b.x1, b.y1, line.text),
+                    )
+                    rid = cur.lastrowid
+                    folded = fold(line.text)
+                    alts = fold_alternatives(line.text, getattr(line, "alternatives", None) or [])
+                    emb = None
+                    if vecs is not None and text_model is not None:
+                        emb = np.ascontiguousarray(vecs[k], dtype=np.float32).tobytes()
+                    db.execute(
+                        "INSERT INTO ocr_lines(region_id, photo_id, confidence, quad, folded, embedding, alts) "
+                        "VALUES (?,?,?,?,?,?,?)",
+                        (
+                            rid,
+                            pid,
+                            float(line.confidence),
+                            json.dumps([list(map(float, q)) for q in line.quad]),
+                            folded,
+                            emb,
+                            json.dumps(alts) if alts else None,
+                        ),
+                    )
+                    if ready:
+                        db.execute("INSERT INTO ocr_fts(rowid, folded) VALUES (?, ?)", (rid, folded))
+                db.execute(
+                    "INSERT OR REPLACE INTO ocr_done(photo_id, hash, engine, lines, done_at) VALUES (?,?,?,?,?)",
+                    (pid, it.hash, engine, len(it.lines), now),
+                )
+        return photo_ids
+
+    def text_model(self) -> str | None:
+        return self.get_meta("text_model")
+
+    def lines_without_embedding(self, limit: int = 512) -> list[tuple[int, str]]:
+        return [
+            (r[0], r[1])
+            for r in self.query(
+                "SELECT l.region_id, r.text FROM ocr_lines l JOIN regions r ON r.id=l.region_id "
+                "WHERE l.embedding IS NULL ORDER BY l.region_id LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    def set_line_embeddings(self, text_model: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        with self.transaction() as db:
+            _bind_text_model(db, text_model)
+            for rid, v in zip(ids, vectors):
+                db.execute(
+                    "UPDATE ocr_lines SET embedding=? WHERE region_id=?",
+                    (np.ascontiguousarray(v, dtype=np.float32).tobytes(), int(rid)),
+                )
+
+    def line_rows(self, region_ids: Sequence[int]) -> dict[int, LineRow]:
+        out: dict[int, LineRow] = {}
+        ids = [int(i) for i in region_ids]
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            for rid, pid, x0, y0, x1, y1, text, conf, quad in self.query(
+                "SELECT r.id, r.photo_id, r.x0, r.y0, r.x1, r.y1, r.text, l.confidence, l.quad FROM regions r "
+                f"JOIN ocr_lines l ON l.region_id=r.id WHERE r.id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[rid] = LineRow(
+                    rid, pid, text or "", Box(x0, y0, x1, y1), conf, json.loads(quad) if quad else []
+                )
+        return out
+
+    def count_lines(self) -> int:
+        return self.query("SELECT count(*) FROM ocr_lines")[0][0]
+
+    def count_read(self) -> int:
+        return self.query("SELECT count(*) FROM ocr_done")[0][0]
+
+    def line_candidates(self, folded_query: str, limit: int) -> list[tuple[int, str, list[str] | None]]:
+        """Lines that may contain ``folded_query`` with a few characters wrong: (region id, folded text,
+        its letters' alternatives or None).
+
+        With the trigram index: lines sharing any trigram of the query, most shared first (bm25), so a
+        one-character OCR error (which spoils at most three of the query's trigrams) still finds the line.
+        Queries shorter than a trigram, or no FTS5: a scan of the folded texts (substring)."""
+        if len(folded_query) >= 3 and self.text_search_ready:
+            grams = sorted({folded_query[i : i + 3] for i in range(len(folded_query) - 2)})
+            expr = " OR ".join('"' + g.replace('"', '""') + '"' for g in grams)
+            rows = self.query(
+                "SELECT f.rowid, l.folded, l.alts FROM ocr_fts f JOIN ocr_lines l ON l.region_id=f.rowid "
+                "WHERE ocr_fts MATCH ? ORDER BY rank LIMIT ?",
+                (expr, limit),
+            )
+        elif len(folded_query) >= 3:
+            # no FTS5: compare against every line (correct, linear in the number of lines)
+            rows = self.query("SELECT region_id, folded, alts FROM ocr_lines")
+        else:
+            like = "%" + folded_query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = self.query(
+                "SELECT region_id, folded, alts FROM ocr_lines WHERE folded LIKE ? ESCAPE '\\' LIMIT ?",
+                (like, limit),
+            )
+        return [(r[0], r[1], _load_alts(r[2], r[1])) for r in rows]
+
+    def text_vectors_key(self) -> tuple:
+        """What changes whenever the line embeddings do (to know when to reload them)."""
+        n, top, tot = self.query("SELECT count(embedding), max(region_id), count(*) FROM ocr_lines")[0]
+        return (n, top, tot, self.text_model())
+
+    def text_embeddings(self) -> list[tuple[int, bytes]]:
+        return self.query(
+            "SELECT region_id, embedding FROM ocr_lines WHERE embedding IS NOT NULL ORDER BY region_id"
+        )

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sorce_desktop.core import textstore
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.textstore import LineRow, fold, fold_with_positions
+from sorce_desktop.core.store import LineRow, Store
+from sorce_desktop.core.textstore import fold, fold_with_positions
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +188,12 @@ class TextSearcher:
         self.min_cosine = min_cosine
         self.candidates = candidates
         self.use_alternatives = use_alternatives  # False: the read text alone (bench text compares)
-        self.vectors = textstore.TextVectors(store)
+        self.vectors = TextVectors(store)
         self._lock = threading.Lock()
         self.meaning_error: str | None = None
 
     def has_text(self) -> bool:
-        return textstore.count_lines(self.store) > 0
+        return self.store.count_lines() > 0
 
     @property
     def embedder(self):
@@ -215,7 +215,7 @@ class TextSearcher:
         out: dict[int, tuple[float, int, tuple[int, int]]] = {}
         if not q:
             return out
-        cands = textstore.candidates(self.store, q, self.candidates)
+        cands = self.store.line_candidates(q, self.candidates)
         scored = {}
         for rid, folded, alts in cands:
             m = letter_score(q, folded or "", alts if self.use_alternatives else None)
@@ -223,7 +223,7 @@ class TextSearcher:
                 scored[rid] = m
         if not scored:
             return out
-        rows = textstore.line_rows(self.store, list(scored))
+        rows = self.store.line_rows(list(scored))
         for rid, (s, a, b) in scored.items():
             row = rows.get(rid)
             if row is None:
@@ -247,7 +247,7 @@ class TextSearcher:
         emb = self.embedder
         if emb is None:
             return []
-        model = textstore.text_model(self.store)
+        model = self.store.text_model()
         if model is not None and model != emb.fingerprint:
             return []  # stored embeddings are another model's; the indexer re-embeds them
         q = emb.embed([text])[0]
@@ -282,7 +282,7 @@ class TextSearcher:
                 offer(rid, s, pid, "letters", span)
         sem = self.meaning(text)
         if sem:
-            rows = textstore.line_rows(self.store, [rid for rid, _ in sem])
+            rows = self.store.line_rows([rid for rid, _ in sem])
             for rid, cos in sem:
                 row = rows.get(rid)
                 if row is None or len(fold(row.text)) < 3:
@@ -314,7 +314,7 @@ class TextSearcher:
         for lines in by_photo.values():
             lines.sort(key=lambda v: (-v[0], v[1]))
             del lines[MAX_LINES_PER_PHOTO:]
-        rows = textstore.line_rows(self.store, [v[1] for lines in by_photo.values() for v in lines])
+        rows = self.store.line_rows([v[1] for lines in by_photo.values() for v in lines])
 
         def line_hit(pid: int, s: float, rid: int, kind: str, span) -> TextHit | None:
             row = rows.get(rid)
@@ -339,3 +339,42 @@ class TextSearcher:
             pids = {pid for _, pid, _ in self.letters(phrase).values()}
             allowed = pids if allowed is None else allowed & pids
         return allowed or set()
+
+
+class TextVectors:
+    """Line embeddings of one store in memory (brute-force inner product), rebuilt from the catalog
+    whenever its lines changed. A library of 50k lines x 384 floats is 77 MB and a query is ~5 ms."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._key: tuple | None = None
+        self.ids = np.zeros(0, np.int64)
+        self.matrix = np.zeros((0, 0), np.float32)
+        self._lock = threading.Lock()
+
+    def _current_key(self) -> tuple:
+        return self.store.text_vectors_key()
+
+    def refresh(self) -> None:
+        with self._lock:
+            key = self._current_key()
+            if key == self._key:
+                return
+            rows = self.store.text_embeddings()
+            if rows:
+                self.ids = np.array([r[0] for r in rows], dtype=np.int64)
+                self.matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            else:
+                self.ids = np.zeros(0, np.int64)
+                self.matrix = np.zeros((0, 0), np.float32)
+            self._key = key
+
+    def search(self, q: np.ndarray, k: int) -> list[tuple[int, float]]:
+        self.refresh()
+        if not len(self.ids) or self.matrix.shape[1] != q.shape[-1]:
+            return []
+        scores = self.matrix @ q.astype(np.float32)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        return [(int(self.ids[i]), float(scores[i])) for i in top]

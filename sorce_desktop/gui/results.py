@@ -220,20 +220,27 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
         item: ResultItem = index.data(ItemRole)
         if item is None:
             return
-        pal = option.palette
         cell = option.rect
-        selected = bool(option.state & QtWidgets.QStyle.StateFlag.State_Selected)
-        focused = bool(option.state & QtWidgets.QStyle.StateFlag.State_HasFocus)
         painter.save()
         painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
         painter.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform)
-        if selected:
-            hl = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.Highlight))
-            hl.setAlpha(70 if not focused else 95)
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(hl)
-            painter.drawRoundedRect(QtCore.QRectF(cell).adjusted(1, 1, -1, -1), 8, 8)
+        if option.state & QtWidgets.QStyle.StateFlag.State_Selected:
+            focused = bool(option.state & QtWidgets.QStyle.StateFlag.State_HasFocus)
+            self._paint_selection(painter, option.palette, cell, focused)
+        self._paint_thumbnail(painter, option.palette, cell, item)
+        self._paint_outlines(painter, cell, item)
+        self._paint_caption(painter, option, cell, item)
+        painter.restore()
 
+    def _paint_selection(self, painter: QtGui.QPainter, pal, cell: QtCore.QRect, focused: bool) -> None:
+        hl = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.Highlight))
+        hl.setAlpha(70 if not focused else 95)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(hl)
+        painter.drawRoundedRect(QtCore.QRectF(cell).adjusted(1, 1, -1, -1), 8, 8)
+
+    def _paint_thumbnail(self, painter: QtGui.QPainter, pal, cell: QtCore.QRect, item: ResultItem) -> None:
+        """The photo fitted into the thumbnail area, or a placeholder (saying why when it cannot load)."""
         target = self.image_rect(cell, item)
         dpr = painter.device().devicePixelRatioF() if painter.device() else 1.0
         px = int(max(target.width(), target.height()) * dpr + 0.5)
@@ -245,21 +252,22 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
             painter.setClipPath(clip)
             painter.drawPixmap(target, pm, QtCore.QRectF(pm.rect()))
             painter.restore()
-        else:
-            painter.setPen(Qt.PenStyle.NoPen)
-            base = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.Mid))
-            base.setAlpha(60)
-            painter.setBrush(base)
-            painter.drawPath(clip)
-            err = self.thumbs.error(item.thumb_key)
-            if err:
-                painter.setPen(pal.color(QtGui.QPalette.ColorRole.PlaceholderText))
-                painter.drawText(
-                    target.adjusted(6, 6, -6, -6),
-                    Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                    "Cannot show this photo",
-                )
+            return
+        painter.setPen(Qt.PenStyle.NoPen)
+        base = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.Mid))
+        base.setAlpha(60)
+        painter.setBrush(base)
+        painter.drawPath(clip)
+        err = self.thumbs.error(item.thumb_key)
+        if err:
+            painter.setPen(pal.color(QtGui.QPalette.ColorRole.PlaceholderText))
+            painter.drawText(
+                target.adjusted(6, 6, -6, -6),
+                Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                "Cannot show this photo",
+            )
 
+    def _paint_outlines(self, painter: QtGui.QPainter, cell: QtCore.QRect, item: ResultItem) -> None:
         refined = item.hit.refined_box is not None
         # the best match last, so it is drawn on top where outlines overlap
         for kind, rect in reversed(self.outline_rects(cell, item)):
@@ -273,7 +281,9 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
                 tag=self.side >= 128,
             )
 
-        # caption: the name (or the words matched), the kind of match, the score, discreetly
+    def _paint_caption(self, painter: QtGui.QPainter, option, cell: QtCore.QRect, item: ResultItem) -> None:
+        """The name (or the words matched), the kind of match and the score, discreetly."""
+        pal = option.palette
         cap = QtCore.QRectF(
             cell.x() + PAD, cell.y() + PAD + self.side + 3, cell.width() - 2 * PAD, CAPTION_H - 4
         )
@@ -307,7 +317,6 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
             label = caption_name(os.path.basename(item.hit.path), fm.horizontalAdvance, left.width())
         painter.setPen(pal.color(QtGui.QPalette.ColorRole.Text))
         painter.drawText(left, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
-        painter.restore()
 
 
 class ResultsView(QtWidgets.QListView):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from sorce_desktop.core import refine
 from sorce_desktop.core.indexer import Phase, Progress
 from sorce_desktop.core.library import FolderInfo, Library, LibraryStatus
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
@@ -540,13 +541,6 @@ class Session(QtCore.QObject):
             self._run_search(*nxt)
 
     # -- refinement ----------------------------------------------------------------------------------
-    def _refine_module(self):
-        try:
-            from sorce_desktop.core import refine
-        except ImportError:  # an install without the refinement module: tile outlines only
-            return None
-        return refine
-
     def refine(self, items: list[ResultItem], *, rerank: bool = False, detail: bool = False) -> None:
         """Tighten the outline of ``items`` (the visible hits, first screenful first) off the UI thread.
 
@@ -554,14 +548,7 @@ class Session(QtCore.QObject):
         (photo, query); a new query cancels what is left. ``rerank``: once these are refined, re-order
         the refined ones by their zoomed score. ``detail``: one opened photo, looked at harder."""
         res = self.current
-        refine = self._refine_module()
-        if (
-            res is None
-            or res.vector is None
-            or self.embedder is None
-            or not self.settings.refine
-            or refine is None
-        ):
+        if res is None or res.vector is None or self.embedder is None or not self.settings.refine:
             return
         # Only the picture region is zoomed into: a line of words is outlined precisely already.
         items = [it for it in items if it.hit.picture is not None]
@@ -634,8 +621,7 @@ class Session(QtCore.QObject):
     def _rerank(self, gen: int) -> None:
         """Re-order by zoomed score (Settings.rerank_by_zoom): only refined hits move, among themselves."""
         res = self.current
-        refine = self._refine_module()
-        if res is None or gen != self._generation or refine is None:
+        if res is None or gen != self._generation:
             return
         by_hit = {id(it.hit): it for it in res.items}
         hits = refine.rerank_by_refined([it.hit for it in res.items])

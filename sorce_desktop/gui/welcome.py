@@ -95,23 +95,14 @@ class WelcomePage(QtWidgets.QWidget):
         super().__init__(parent)
         self.folder: str | None = None
         self.setObjectName("welcome")
-        card = QtWidgets.QFrame()
-        card.setObjectName("card")
-        card.setMaximumWidth(560)
-        icon = QtWidgets.QLabel()
-        icon.setPixmap(resources.app_icon().pixmap(72, 72))
-        icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        title = QtWidgets.QLabel("Find the small things in your photos")
-        title.setObjectName("welcomeTitle")
-        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        sub = QtWidgets.QLabel(
-            "Describe something — “a red kite in the sky”, “the cup on the back shelf” — and see where it is in "
-            "each photo. Your photos stay where they are; nothing is uploaded or changed."
-        )
-        sub.setWordWrap(True)
-        sub.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        sub.setObjectName("muted")
+        self._build_controls()
+        self._build_progress()
+        self._lay_out()
+        self.setTabOrder(self.folder_button, self.picker.combo)
+        self.setTabOrder(self.picker.combo, self.start_button)
 
+    def _build_controls(self) -> None:
+        """The two steps (photo folder, model) and the start button."""
         self.folder_button = QtWidgets.QPushButton("Choose Folder…")
         self.folder_button.setToolTip("The folder with your photos (Ctrl+O); you can add more later")
         self.folder_button.clicked.connect(self.choose_folder)
@@ -125,6 +116,8 @@ class WelcomePage(QtWidgets.QWidget):
         self.start_button.setEnabled(False)
         self.start_button.clicked.connect(self._start)
 
+    def _build_progress(self) -> None:
+        """The model download's progress with its cancel button, and the error line (both hidden)."""
         self.progress_label = QtWidgets.QLabel()
         self.progress_label.setWordWrap(True)
         self.progress = QtWidgets.QProgressBar()
@@ -146,6 +139,7 @@ class WelcomePage(QtWidgets.QWidget):
         self.error_label.setWordWrap(True)
         self.error_label.hide()
 
+    def _steps_form(self) -> QtWidgets.QFormLayout:
         form = QtWidgets.QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         form.setHorizontalSpacing(14)
@@ -159,6 +153,26 @@ class WelcomePage(QtWidgets.QWidget):
         step2.setBuddy(self.picker.combo)
         form.addRow(step1, frow)
         form.addRow(step2, self.picker)
+        return form
+
+    def _lay_out(self) -> None:
+        """One centred card: icon, title, what the app does, the steps, progress, start."""
+        card = QtWidgets.QFrame()
+        card.setObjectName("card")
+        card.setMaximumWidth(560)
+        icon = QtWidgets.QLabel()
+        icon.setPixmap(resources.app_icon().pixmap(72, 72))
+        icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        title = QtWidgets.QLabel("Find the small things in your photos")
+        title.setObjectName("welcomeTitle")
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        sub = QtWidgets.QLabel(
+            "Describe something — “a red kite in the sky”, “the cup on the back shelf” — and see where it is in "
+            "each photo. Your photos stay where they are; nothing is uploaded or changed."
+        )
+        sub.setWordWrap(True)
+        sub.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        sub.setObjectName("muted")
 
         cl = QtWidgets.QVBoxLayout(card)
         cl.setContentsMargins(36, 32, 36, 28)
@@ -167,7 +181,7 @@ class WelcomePage(QtWidgets.QWidget):
         cl.addWidget(title)
         cl.addWidget(sub)
         cl.addSpacing(8)
-        cl.addLayout(form)
+        cl.addLayout(self._steps_form())
         cl.addSpacing(6)
         cl.addWidget(self.progress_box)
         cl.addWidget(self.error_label)
@@ -183,8 +197,6 @@ class WelcomePage(QtWidgets.QWidget):
         row.addStretch(1)
         outer.addLayout(row)
         outer.addStretch(2)
-        self.setTabOrder(self.folder_button, self.picker.combo)
-        self.setTabOrder(self.picker.combo, self.start_button)
 
     def choose_folder(self) -> None:
         folder = QtWidgets.QFileDialog.getExistingDirectory(
