@@ -64,7 +64,7 @@ def add_arguments(p) -> None:
     p.add_argument("--hires-photos", type=int, default=4, help="high-resolution photos per run (0: none)")
     p.add_argument("--layouts", default=None, help="comma-separated layouts (default: the default layout)")
     p.add_argument("--variants", default="thorough,int8,tiles,fast", help=f"of: {', '.join(variants())}")
-    p.add_argument("--model", default=DEFAULT_SPEC, help="synthetic spec (core/models/synthetic.py SPECS)")
+    p.add_argument("--model", default=DEFAULT_SPEC, help="synthetic spec (bench/synthetic.py SPECS)")
     p.add_argument("--batch-size", type=int, default=4, help="photos per model batch")
     p.add_argument("--coco", default=None, help="coco-small folder (default: ../shared/datasets/coco-small)")
     p.add_argument("--skip-thresholds", default="1,2,3,4,5,6,8", help="detail thresholds to analyse")
@@ -197,7 +197,7 @@ def run_pipeline(embedder, layout, photos_dir: Path, batch_size: int) -> dict:
                 lib.bind(embedder, layout)
                 report = lib.indexer(embedder, layout, batch_size=batch_size).run()
                 regions = lib.store.count_vectors()
-                variants_stored = {r[0] for r in lib.store.query("SELECT DISTINCT variant FROM photos")}
+                variants_stored = set(lib.store.visual_variants())
     finally:
         rec.restore()
     if report.failed or not report.embedded:

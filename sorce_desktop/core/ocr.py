@@ -64,7 +64,6 @@ from sorce_desktop.core.regions import Box
 
 log = logging.getLogger(__name__)
 
-OCR_SOURCE = "ocr"  # the regions.source of text lines
 
 
 class OcrUnavailable(RuntimeError):
@@ -225,19 +224,11 @@ MAX_DET_CANDIDATES = 100_000
 #: OcrEngine arguments of the "thorough" text reading (Settings.ocr_thorough, bench text
 #: --engine "thorough:second_detector=ppocrv4"): PP-OCRv4's detector beside PP-OCRv5's (what it
 #: still finds since the normalisation fix: docs/benchmarks.md, "Text in photos").
-THOROUGH = {"second_detector": "ppocrv4"}
+THOROUGH_READING = {"second_detector": "ppocrv4"}
 
 #: OcrEngine.stats keys: seconds of each stage ("detect" includes the closer look's detector calls,
 #: which "closer_look" counts as well), and counts
 STAGES = ("photos", "first_look", "detect", "recognise", "closer_look", "first_look_px", "detector_px", "detector_tiles")
-
-
-def ocr_available() -> bool:
-    try:
-        _import_rapidocr()
-        return True
-    except OcrUnavailable:
-        return False
 
 
 def _quad_box(quad: np.ndarray, width: int, height: int) -> Box:

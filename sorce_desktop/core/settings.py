@@ -22,7 +22,7 @@ class Settings:
     rerank_by_zoom: bool = False  # re-rank by the refined (zoomed) score
     refine: bool = True
     ocr: bool = True
-    # read text with a second detector too (core.ocr.THOROUGH): for about 2x the reading time of a
+    # read text with a second detector too (core.ocr.THOROUGH_READING): for about 2x the reading time of a
     # photo; what it finds: docs/benchmarks.md, "Text in photos"
     ocr_thorough: bool = False
     first_run_done: bool = False
