@@ -450,32 +450,18 @@ class Indexer:
         fresh: list[FileEntry] = []
         for entry in entries:
             row = catalog.get(entry.path)
-            if row is not None and entry.path in renamed:
-                fresh.append(entry)  # renamed over an existing photo: the moved one replaces it
-                continue
-            verdict = file_verdict(row, entry.size, entry.mtime_ns, entry.path)
-            if verdict is Verdict.NEW:
-                fresh.append(entry)
-            elif verdict is Verdict.UNCHANGED:
-                plan.unchanged += 1
-            elif verdict is Verdict.TOUCHED:
-                plan.touched.append((row, entry))
+            if row is None or entry.path in renamed:
+                fresh.append(entry)  # new, or renamed over an existing photo: a move may explain it
             else:
-                plan.changed.append(entry)
+                self._place(plan, row, entry)
         moves, fresh = match_moves(fresh, gone, renamed)
         plan.moved += moves
         for entry in fresh:
             row = catalog.get(entry.path)
             if row is None:
                 plan.new.append(entry)
-            else:  # a rename over a photo that did not match: judge it as itself
-                verdict = file_verdict(row, entry.size, entry.mtime_ns, entry.path)
-                if verdict is Verdict.UNCHANGED:
-                    plan.unchanged += 1
-                elif verdict is Verdict.TOUCHED:
-                    plan.touched.append((row, entry))
-                else:
-                    plan.changed.append(entry)
+            else:  # a rename over a photo that did not match: judged as itself
+                self._place(plan, row, entry)
         # Zero-byte files (a failed copy, a placeholder) fail here in bulk instead of one by one.
         plan.empty = [e for e in plan.to_embed if e.size == 0]
         if plan.empty:
@@ -483,6 +469,16 @@ class Indexer:
             plan.changed = [e for e in plan.changed if e.size]
         moved_ids = {r.id for r, _ in plan.moved}
         plan.deleted = [r for r in gone if r.id not in moved_ids]
+
+    @staticmethod
+    def _place(plan: IndexPlan, row: PhotoRow, entry: FileEntry) -> None:
+        verdict = file_verdict(row, entry.size, entry.mtime_ns, entry.path)
+        if verdict is Verdict.UNCHANGED:
+            plan.unchanged += 1
+        elif verdict is Verdict.TOUCHED:
+            plan.touched.append((row, entry))
+        else:
+            plan.changed.append(entry)
 
     def apply(self, plan: IndexPlan, report: IndexReport | None = None) -> None:
         """Record everything the plan says that needs no model: moves, deletions, touches, errors, pending."""
