@@ -91,7 +91,7 @@ def test_down_from_the_search_field_selects_the_first_result(signs_window, qtbot
 
 
 def test_status_counts_one_photo_in_words(signs_window):
-    from sorce_desktop.gui.session import FolderInfo, LibraryStatus
+    from sorce_desktop.core.library import FolderInfo, LibraryStatus
 
     _signs, win = signs_window
     win._idle_status(LibraryStatus([FolderInfo("/p", 1)], indexed=1))

@@ -733,7 +733,8 @@ class Indexer:
             f.seek(0)
         if not decode and not text:
             return size
-        return decode_estimate(w, h, size, text) if decode else size + w * h * (4 + 3)
+        # one decode for the picture model or the text reader; a second copy only when both read it
+        return decode_estimate(w, h, size, with_text=decode and text)
 
     def embed_rows(self, rows: Sequence[PhotoRow], report: IndexReport, *, save: bool = True) -> None:
         """Embed ``rows`` (pending photos, or indexed ones whose text is still to be read)."""

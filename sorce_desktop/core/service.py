@@ -69,7 +69,7 @@ EventCallback = Callable[[IndexEvent], None]
 
 # -- jobs ------------------------------------------------------------------------------------------------
 class Job:
-    """One unit of work for the worker. ``prepare``-free: what a job decides is in Indexer.plan."""
+    """One unit of work for the worker. A job only carries out; what changed is decided in Indexer.plan."""
 
     name = "job"
     #: cancelled by remove_folder / configure while it runs (an indexing job; the rest are short)

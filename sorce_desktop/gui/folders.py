@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
+from sorce_desktop.core.library import FolderInfo, LibraryStatus
 from sorce_desktop.core.store import display_path
 from sorce_desktop.core.words import photos
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
-from sorce_desktop.gui.session import FolderInfo, LibraryStatus
 
 PathRole = Qt.ItemDataRole.UserRole + 1
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from sorce_desktop.core import refine
 from sorce_desktop.core.indexer import Phase, Progress
-from sorce_desktop.core.library import FolderInfo, Library, LibraryStatus
+from sorce_desktop.core.library import Library, LibraryStatus
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
 from sorce_desktop.core.quiet import quiet_third_party_loggers
 from sorce_desktop.core.regions import Box
@@ -101,9 +101,6 @@ class ModelState:
     mismatch: bool = False  # the index holds another model's vectors: re-indexing is the way out
     reason: str = ""  # a failed download: 'offline' | 'disk_full' | 'not_found' | 'other' (core DownloadFailed)
     eta_s: float | None = None  # downloading: seconds left at the rate so far
-
-
-__all__ = ["FolderInfo", "LibraryStatus"]  # the window reads them from here too
 
 
 class Session(QtCore.QObject):

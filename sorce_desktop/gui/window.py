@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from sorce_desktop.core.images import is_image_name
 from sorce_desktop.core.indexer import Progress
-from sorce_desktop.core.library import photos_to_redo
+from sorce_desktop.core.library import LibraryStatus, photos_to_redo
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.store import display_path
 from sorce_desktop.core.words import photos
@@ -20,7 +20,7 @@ from sorce_desktop.gui.detail import DetailPage
 from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
-from sorce_desktop.gui.session import LibraryStatus, ModelState, Query, ResultItem, SearchResult, Session
+from sorce_desktop.gui.session import ModelState, Query, ResultItem, SearchResult, Session
 from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost, speed_factor
 from sorce_desktop.gui.tasks import Throttle
 from sorce_desktop.gui.thumbnails import ThumbnailCache
