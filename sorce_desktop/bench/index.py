@@ -364,7 +364,7 @@ def e2e_probe():
     per stage, the OCR engine's stage figures, memory."""
     import resource
 
-    from sorce_desktop.core import indexer, ocr, textstore
+    from sorce_desktop.core import indexer, ocr
     from sorce_desktop.core.models import dual
     from sorce_desktop.core.store import Store
 
@@ -391,7 +391,7 @@ def e2e_probe():
     timed(dual.DualEncoderEmbedder, "forward_pixels", "picture_model")
     timed(ocr.TextSource, "read", "text_read", lambda src: engines.append(src._engine) if not engines else None)
     timed(ocr.TextEmbedder, "embed", "text_embed")  # the indexer calls the embedder itself
-    timed(textstore, "commit_text", "commit")
+    timed(Store, "commit_text", "commit")
     timed(Store, "commit_photos", "commit")
     # resident memory sampled while the indexer runs (the model is loaded before it starts): its
     # peak, and how far above the resident size at the indexer's start it went
