@@ -648,3 +648,33 @@ def test_first_look_windows_join_what_lies_close():
     got = _merge_windows([(0, 0, 10, 10), (15, 0, 30, 10), (100, 100, 120, 110), (28, 5, 40, 20)], gap=8)
     assert sorted(got) == [(0, 0, 40, 20), (100, 100, 120, 110)]
     assert _merge_windows([(0, 0, 10, 10), (30, 0, 40, 10)], gap=8) == [(0, 0, 10, 10), (30, 0, 40, 10)]
+
+
+def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():
+    """The engine id is stored with every photo's text: another id re-reads every user's photos. The
+    default and the thorough reading's ids are pinned here, with the installed package's version and
+    the detector file's digest (which change the id on purpose when the package changes)."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    import hashlib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from sorce_desktop.core.ocr import THOROUGH_READING, OcrEngine
+
+    try:
+        det = MODEL_SETS[DEFAULT_MODELS].files()["det_model_path"]
+    except OcrUnavailable as exc:
+        pytest.skip(str(exc))
+    digest = hashlib.sha1(Path(det).read_bytes()).hexdigest()[:8]
+    settings = (
+        "short1440 up3 mp3 tile1920 det0.2/0.3 norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 "
+        "rezoom2 recheck0.7"
+    )
+    default = f"rapidocr-onnxruntime {version('rapidocr_onnxruntime')} ppocrv5det {digest} {settings}"
+    assert OcrEngine(threads=1).engine_id == default
+    assert OcrEngine(threads=1, **THOROUGH_READING).engine_id == default + " +det ppocrv4"
+    if version("rapidocr_onnxruntime") == "1.4.4" and digest == "495d188e":  # as installed for the app today
+        assert default == (
+            "rapidocr-onnxruntime 1.4.4 ppocrv5det 495d188e short1440 up3 mp3 tile1920 det0.2/0.3 "
+            "norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 rezoom2 recheck0.7"
+        )
