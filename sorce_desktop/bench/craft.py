@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sorce_desktop.core.ocr import OcrEngine, OcrUnavailable
+from sorce_desktop.bench.ocr_variants import VariantOcrEngine
+from sorce_desktop.core.ocr import OcrUnavailable
 
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -143,7 +144,7 @@ def craft_boxes(text: np.ndarray, link: np.ndarray, text_th=0.7, low_text=0.4, l
     return out
 
 
-class CraftOcrEngine(OcrEngine):
+class CraftOcrEngine(VariantOcrEngine):
     """OcrEngine with CRAFT detection per tile; everything else (scales, tiles, recognition) as is."""
 
     def __init__(self, *, detector: str = "craft", **kw):
@@ -160,7 +161,7 @@ class CraftOcrEngine(OcrEngine):
         sd = torch.load(_weights_path(), map_location="cpu", weights_only=True)
         net.load_state_dict({k.removeprefix("module."): v for k, v in sd.items()}, strict=True)
         self._net = net.eval()
-        self.engine_id = self.engine_id.replace("PP-OCRv4", "CRAFT-mlt25k+PP-OCRv4-rec", 1)
+        self.engine_id = self.engine_id.replace(" ppocrv4 ", " CRAFT-mlt25k+PP-OCRv4-rec ", 1)
 
     def _detect_tile(self, tile: np.ndarray):
         from sorce_desktop.core.ocr import _order_quad

@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 
-from sorce_desktop.core.ocr import OcrEngine
+from sorce_desktop.bench.ocr_variants import VariantOcrEngine
 
 
-class FirstLookOcrEngine(OcrEngine):
-    """OcrEngine whose detector looks at the working scale only where a small first look saw activity."""
+class FirstLookOcrEngine(VariantOcrEngine):
+    """An OcrEngine whose detector looks at the working scale only where a small first look saw activity."""
 
     def __init__(self, *, first_look: int = 960, activity: float = 0.1, **kw):
         if not 160 <= first_look <= 4096:

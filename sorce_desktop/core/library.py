@@ -187,9 +187,9 @@ class Library:
         Its models load on first use; a missing package is reported by the index run (text_error)."""
         if not self.ocr_enabled():
             return None
-        from sorce_desktop.core.ocr import THOROUGH_READING, TextSource
+        from sorce_desktop.core.ocr import DEFAULT_OCR, THOROUGH_READING, TextSource
 
-        return TextSource(engine_options=THOROUGH_READING if self.settings.ocr_thorough else None)
+        return TextSource(config=THOROUGH_READING if self.settings.ocr_thorough else DEFAULT_OCR)
 
     def text_searcher(self):
         """Search over text read in photos (None when OCR is off and no text was ever read)."""
