@@ -16,8 +16,6 @@ from sorce_desktop.core.models.base import Embedder
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Real OCR costs ~0.5-2 s a photo: off unless a test switches it on (tests/test_ocr.py does).
-os.environ.setdefault("SORCE_DESKTOP_OCR", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-small"
@@ -93,6 +91,22 @@ def coco_photos(n: int, start: int = 0) -> list[Path]:
     if not photos:
         pytest.skip(f"coco-small photos not found at {COCO_IMAGES}")
     return photos[start : start + n]
+
+
+def no_text_reading(data_dir: Path | str, **settings) -> str:
+    """``data_dir`` made a data folder whose settings switch text reading off (Settings.ocr, as a user
+    does in Settings), with ``settings`` besides (its other settings kept); returned as a string for
+    command lines. Real OCR costs
+    ~0.5-2 s a photo, so the tests that are not about the text in photos run the CLI and the window
+    without it; the tests of text reading use the default settings."""
+    from dataclasses import replace
+
+    from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.settings import Settings
+
+    folder = AppPaths.resolve(data_dir).settings
+    replace(Settings.load(folder), ocr=False, **settings).save(folder)
+    return str(data_dir)
 
 
 @pytest.fixture(scope="session")

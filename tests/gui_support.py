@@ -23,14 +23,22 @@ def open_test_window(
     first_run_done: bool = True,
     refine: bool = False,
     rerank: bool = False,
+    ocr: bool = False,
 ):
+    """A window on ``data_dir`` with these settings; text in photos is not read unless ``ocr`` (real OCR
+    costs ~0.5-2 s a photo)."""
     from sorce_desktop.core.paths import AppPaths
     from sorce_desktop.core.settings import Settings
     from sorce_desktop.gui.app import make_app, open_window
 
     paths = AppPaths.resolve(data_dir).ensure()
     Settings(
-        model=str(model), layout="grid3", first_run_done=first_run_done, refine=refine, rerank_by_zoom=rerank
+        model=str(model),
+        layout="grid3",
+        first_run_done=first_run_done,
+        refine=refine,
+        rerank_by_zoom=rerank,
+        ocr=ocr,
     ).save(paths.settings)
     make_app()
     win = open_window(data_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import no_text_reading
 from gui_support import copy_photos
 
 from sorce_desktop.core.ocr import TextLine
@@ -38,6 +39,7 @@ def build_signs_library(tmp_path: Path, model: Path) -> Signs:
 
     photos = copy_photos(tmp_path / "photos", N_PHOTOS)
     data = tmp_path / "data"
+    no_text_reading(data)
     assert main(["index", str(photos), "--model", str(model), "--layout", "grid3", "--data-dir", str(data)]) == 0
     with Library(data) as lib:
         service = lib.search_service(DualEncoderEmbedder(model))

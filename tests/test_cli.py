@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from conftest import no_text_reading
+
 from sorce_desktop.cli import main
 from sorce_desktop.core.regions import DEFAULT_LAYOUT
 
@@ -17,7 +19,7 @@ def cli(capsys, *args):
 def test_index_search_status_errors(tmp_path, tiny_clip, photo_dir, capsys, untouched):
     (photo_dir / "broken.jpg").write_text("nope")
     untouched(photo_dir)
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     code, out, err = cli(capsys, "index", str(photo_dir), "--model", str(tiny_clip), "--data-dir", data)
     assert code == 0, err
     assert "indexing [" in err and "12/13" not in out
@@ -50,7 +52,7 @@ def test_index_search_status_errors(tmp_path, tiny_clip, photo_dir, capsys, unto
 
 
 def test_expected_failures_are_one_sentence(tmp_path, tiny_clip, photo_dir, capsys):
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     code, out, err = cli(capsys, "index", str(tmp_path / "missing"), "--data-dir", data)
     assert code == 1 and "does not exist" in err and "Traceback" not in err
     code, out, err = cli(capsys, "search", "cat", "--data-dir", data)

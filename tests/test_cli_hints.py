@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from conftest import no_text_reading
+
 from sorce_desktop.cli import main
 from sorce_desktop.core.words import count, photos
 
@@ -23,7 +25,7 @@ def test_counts_in_words():
 def test_index_names_files_that_failed_before_and_the_command_as_typed(tmp_path, tiny_clip, photo_dir, capsys, monkeypatch):
     (photo_dir / "broken.jpg").write_text("nope")
     (photo_dir / "broken2.png").write_text("not a png either")
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     code, out, err = cli(capsys, "index", str(photo_dir), "--model", str(tiny_clip), "--data-dir", data)
     assert code == 0 and "2 failed this run" in out
     monkeypatch.setenv("SORCE_DESKTOP_PROG", "./run.sh")
@@ -35,7 +37,7 @@ def test_index_names_files_that_failed_before_and_the_command_as_typed(tmp_path,
 
 
 def test_search_by_a_missing_image_names_it(tmp_path, tiny_clip, photo_dir, capsys):
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     assert cli(capsys, "index", str(photo_dir), "--model", str(tiny_clip), "--data-dir", data)[0] == 0
     missing = tmp_path / "nowhere" / "missing.jpg"
     code, out, err = cli(capsys, "search", "--image", str(missing), "--data-dir", data)

@@ -22,14 +22,13 @@ def _iou(a: Box, b: Box) -> float:
 
 
 @pytest.mark.slow
-def test_text_only_without_visual_model(qtbot, tmp_path, monkeypatch, worded_photos, tiny_clip, untouched):
+def test_text_only_without_visual_model(qtbot, tmp_path, worded_photos, tiny_clip, untouched):
     from PySide6.QtCore import Qt
 
-    monkeypatch.setenv("SORCE_DESKTOP_OCR", "1")  # the suite switches real OCR off by default
     root, boxes = worded_photos
     photos = untouched(root)
     # A model folder that is not there: like a first run with no network, no visual model loads.
-    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model")
+    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model", ocr=True)
     win.resize(1000, 700)
     qtbot.waitUntil(lambda: win.session.text_only and win.session.ready, timeout=60000)
     assert win.session.state.state == "error" and win.session.embedder is None
@@ -79,12 +78,11 @@ def test_text_only_without_visual_model(qtbot, tmp_path, monkeypatch, worded_pho
     assert {it.hit.source for it in win.model.items} >= {"visual"}  # the other photo, by picture
 
 
-def test_first_run_without_network_goes_to_text_search(qtbot, tmp_path, monkeypatch, worded_photos):
+def test_first_run_without_network_goes_to_text_search(qtbot, tmp_path, worded_photos):
     """The welcome page's "start" with a model that cannot be had (no network): the window opens on the
     text-only search with its banner, instead of stopping at the download error."""
-    monkeypatch.setenv("SORCE_DESKTOP_OCR", "1")
     root, _ = worded_photos
-    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model", first_run_done=False)
+    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model", first_run_done=False, ocr=True)
     assert win.pages.currentWidget() is win.welcome
     win._first_run_start(str(root), str(tmp_path / "no-such-model"))
     qtbot.waitUntil(lambda: win.pages.currentWidget() is win.main, timeout=60000)
@@ -94,7 +92,7 @@ def test_first_run_without_network_goes_to_text_search(qtbot, tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_thorough_text_setting_reads_the_photos_again(qtbot, tmp_path, monkeypatch, worded_photos):
+def test_thorough_text_setting_reads_the_photos_again(qtbot, tmp_path, worded_photos):
     """Settings -> "Read words more thoroughly": saved, and the photos' text is read again in the
     background with the second detector (the engine each photo was read by says so); switching it off
     reads them again with the standard engine. The words are found either way."""
@@ -103,9 +101,8 @@ def test_thorough_text_setting_reads_the_photos_again(qtbot, tmp_path, monkeypat
     from sorce_desktop.core.settings import Settings
     from sorce_desktop.gui.settings_dialog import SettingsDialog
 
-    monkeypatch.setenv("SORCE_DESKTOP_OCR", "1")
     root, boxes = worded_photos
-    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model")
+    win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model", ocr=True)
     qtbot.waitUntil(lambda: win.session.text_only and win.session.ready, timeout=60000)
     win.add_folder(str(root))
     wait_indexed(qtbot, win, 2, timeout=180000)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from calibrated_support import QUERY, calibrated_siglip
-from conftest import coco_photos
+from conftest import coco_photos, no_text_reading
 from gui_support import copy_photos
 
 from sorce_desktop.cli import main
@@ -21,6 +21,7 @@ def calibrated(tmp_path_factory, tiny_siglip):
     photos = copy_photos(root / "photos", 10)
     model = calibrated_siglip(tiny_siglip, root / "model", sorted(photos.iterdir()))
     data = root / "data"
+    no_text_reading(data)
     args = ["index", str(photos), "--model", str(model), "--layout", "grid3", "--speed", "thorough"]
     assert main([*args, "--data-dir", str(data)]) == 0
     return model, data
@@ -74,7 +75,7 @@ def test_models_without_calibration_keep_cosines(tmp_path, tiny_clip, capsys):
 
     assert DualEncoderEmbedder(tiny_clip).match_calibration() is None
     photos = copy_photos(tmp_path / "photos", 4)
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     assert main(["index", str(photos), "--model", str(tiny_clip), "--data-dir", data]) == 0
     capsys.readouterr()
     assert main(["search", "a dog", "--json", "--data-dir", data]) == 0

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import coco_photos
+from conftest import coco_photos, no_text_reading
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage, load_image
@@ -243,7 +243,7 @@ def test_cli_index_and_search_with_an_mllm(mllm_folders, tmp_path, untouched, ca
     for p in coco_photos(4, start=10):
         shutil.copy2(p, photos / p.name)
     untouched(photos)
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     model = str(mllm_folders["tiny-llava-next"])
 
     assert cli.main(["index", str(photos), "--model", model, "--data-dir", data, "--json"]) == 0

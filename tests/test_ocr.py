@@ -217,7 +217,6 @@ def test_offline_text_only_cli(worded_photos, tmp_path, monkeypatch, capsys):
     from sorce_desktop import cli
 
     pytest.importorskip("rapidocr_onnxruntime")
-    monkeypatch.setenv("SORCE_DESKTOP_OCR", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     root, boxes = worded_photos
     folder = tmp_path / "photos"
@@ -275,3 +274,43 @@ def test_text_then_visual_model(worded_photos, tmp_path, text_source, clip_embed
         v = service.search(image=boxes["lantern"][0], top=2)
         assert all(h.source == "visual" for h in v)
         assert np.isclose(v[0].score, max(h.score for h in v))
+
+
+# -- whether text is read: the data folder's setting ---------------------------------------------------------
+def test_text_reading_follows_the_data_folders_setting(tmp_path, monkeypatch):
+    """Settings.ocr of the data folder says whether photos' text is read and with which reading (the
+    thorough one: its second detector); no environment variable overrides it."""
+    from sorce_desktop.core.library import Library
+    from sorce_desktop.core.ocr import DEFAULT_OCR, THOROUGH_READING
+    from sorce_desktop.core.settings import Settings
+
+    monkeypatch.setenv("SORCE_DESKTOP_OCR", "0")  # the test switch the app once had: no effect
+    with Library(tmp_path / "on") as lib:  # no settings file: the defaults, text read
+        assert lib.ocr_enabled() and lib.text_source()._config == DEFAULT_OCR
+    data = tmp_path / "thorough"
+    Settings(ocr_thorough=True).save(data / "settings")
+    with Library(data) as lib:
+        assert lib.text_source()._config == THOROUGH_READING
+    Settings(ocr=False).save(data / "settings")
+    with Library(data) as lib:
+        assert not lib.ocr_enabled() and lib.text_source() is None
+
+
+def test_no_environment_variable_switches_text_reading_in_the_app():
+    """The app's code (bench/ aside) reads no environment variable about OCR or text: the test suite
+    switches text reading off through the setting, as a user does."""
+    import re
+    from pathlib import Path
+
+    import sorce_desktop
+
+    root = Path(sorce_desktop.__file__).parent
+    env_read = re.compile(r"""(environ\s*(\.get\s*\(|\[)|getenv\s*\()\s*f?["'][^"']*(OCR|TEXT)""", re.IGNORECASE)
+    found = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if "bench" not in path.relative_to(root).parts
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if env_read.search(line)
+    ]
+    assert found == []

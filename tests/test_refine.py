@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import coco_photos
+from conftest import coco_photos, no_text_reading
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage
@@ -444,7 +444,7 @@ def test_cli_search_refine_json(tmp_path, tiny_clip, photo_dir, capsys, untouche
     from sorce_desktop.cli import main
 
     untouched(photo_dir)
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     assert main(["index", str(photo_dir), "--model", str(tiny_clip), "--data-dir", data]) == 0
     capsys.readouterr()
     assert main(["search", "a bicycle", "--top", "3", "--refine", "--json", "--data-dir", data]) == 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import catalog_rows, coco_photos, tree_fingerprint
+from conftest import catalog_rows, coco_photos, no_text_reading, tree_fingerprint
 from PIL import Image
 
 from sorce_desktop.cli import main as cli_main
@@ -115,7 +115,7 @@ def test_cli_prints_odd_names(tmp_path, tiny_clip, capsys):
     root = tmp_path / "odd"
     root.mkdir()
     shutil.copy2(coco_photos(1)[0], os.path.join(os.fsencode(root), b"caf\xe9.jpg"))
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     assert cli_main(["index", str(root), "--model", str(tiny_clip), "--data-dir", data]) == 0
     capsys.readouterr()
     assert cli_main(["search", "cafe", "--json", "--data-dir", data]) == 0
@@ -131,10 +131,8 @@ def indexed_data(tmp_path_factory, tiny_clip):
     (root / "photos").mkdir()
     for p in coco_photos(6):
         shutil.copy2(p, root / "photos" / p.name)
-    assert (
-        cli_main(["index", str(root / "photos"), "--model", str(tiny_clip), "--data-dir", str(root / "data")])
-        == 0
-    )
+    data = no_text_reading(root / "data")
+    assert cli_main(["index", str(root / "photos"), "--model", str(tiny_clip), "--data-dir", data]) == 0
     return str(root / "data")
 
 
@@ -409,6 +407,7 @@ def test_two_processes_one_writer_clear_refusal(tmp_path, tiny_clip, photo_dir, 
     """Another process (the GUI, or `watch`) holds the data folder: `index` refuses with a sentence,
     `search` and `status` still read, and nothing is corrupted."""
     data = tmp_path / "data"
+    no_text_reading(data)
     assert cli_main(["index", str(photo_dir), "--model", str(tiny_clip), "--data-dir", str(data)]) == 0
     holder = subprocess.Popen(
         [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-from conftest import catalog_rows, coco_photos
+from conftest import catalog_rows, coco_photos, no_text_reading
 from PIL import Image
 
 from sorce_desktop import cli
@@ -64,6 +64,7 @@ def test_cli_speed_is_recorded_per_photo(tmp_path, tiny_siglip):
     for p in coco_photos(2):
         shutil.copy2(p, photos / p.name)
     data = tmp_path / "data"
+    no_text_reading(data)
     assert cli.main(["index", str(photos), "--model", str(tiny_siglip), "--data-dir", str(data), "--speed", "thorough"]) == 0
     with Store(data / "index", writer=False) as store:
         assert {r[0] for r in catalog_rows(store, "SELECT variant FROM photos")} == {"float32"}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import coco_photos, no_text_reading
 
 from sorce_desktop.cli import main as cli_main
 from sorce_desktop.core.library import Library
@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _index(photos: Path, data: Path, model: Path, capsys=None) -> None:
+    """Index ``photos`` into ``data`` with ``model``, the text in them not read."""
+    no_text_reading(data)
     code = cli_main(["index", str(photos), "--model", str(model), "--layout", "grid3", "--data-dir", str(data)])
     assert code == 0
     if capsys is not None:
@@ -309,6 +311,7 @@ def test_full_disk_second_run_same_message(tmp_path, tiny_clip, capsys, untouche
             shutil.copy2(p, photos / p.name)
         untouched(photos)
         data = mnt / "data"
+        no_text_reading(data)
         argv = ["index", str(photos), "--model", str(tiny_clip), "--layout", "grid3", "--data-dir", str(data)]
         code, out, first = _run(argv, capsys)
         assert code == 1 and "is full" in first, first
@@ -362,7 +365,8 @@ def small_index(tmp_path_factory, tiny_clip):
     (root / "photos").mkdir()
     for p in coco_photos(3):
         shutil.copy2(p, root / "photos" / p.name)
-    assert cli_main(["index", str(root / "photos"), "--model", str(tiny_clip), "--data-dir", str(root / "data")]) == 0
+    data = no_text_reading(root / "data")
+    assert cli_main(["index", str(root / "photos"), "--model", str(tiny_clip), "--data-dir", data]) == 0
     return root
 
 
@@ -478,9 +482,9 @@ def test_every_json_output_is_utf8_under_any_locale(tmp_path, tiny_clip, locale)
     shutil.copy2(good, os.path.join(os.fsencode(photos), b"caf\xe9.jpg"))
     with open(os.path.join(os.fsencode(photos), b"bad-\xff.jpg"), "wb") as f:
         f.write(b"not an image")
-    data = str(tmp_path / "data")
+    data = no_text_reading(tmp_path / "data")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONIOENCODING", "PYTHONUTF8"))}
-    env.update(LC_ALL=locale, PYTHONPATH=str(ROOT), SORCE_DESKTOP_OCR="0")
+    env.update(LC_ALL=locale, PYTHONPATH=str(ROOT))
 
     def run(*argv: str):
         r = subprocess.run([sys.executable, "-m", "sorce_desktop", *argv, "--json", "--data-dir", data],

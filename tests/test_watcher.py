@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CountingEmbedder, coco_photos
+from conftest import CountingEmbedder, coco_photos, no_text_reading
 from PIL import Image
 
 from sorce_desktop.core import watcher as watcher_mod
@@ -377,6 +377,7 @@ def test_watch_command_prints_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_clip):
     root = tmp_path / "photos"
     root.mkdir()
     data = tmp_path / "data"
+    no_text_reading(data)
     # faulthandler: if it ever hangs, SIGABRT makes it print every thread's stack (shown in the failure)
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     cmd = [

@@ -78,8 +78,6 @@ def main() -> int:
     xvfb = start_xvfb()
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Reading the words of 160 photos takes minutes here; the words screenshot records its own line.
-    os.environ.setdefault("SORCE_DESKTOP_OCR", "0")
     tmp = Path(tempfile.mkdtemp(prefix="sorce-shots-"))
     try:
         return shoot(tmp, out, args)
@@ -103,7 +101,8 @@ def shoot(tmp: Path, out: Path, args) -> int:
     sign_photo, sign_box = paint_sign(sorted(photos.iterdir())[7], "BAKERY")
     model = build_dual_encoder(tmp / "models" / "tiny-clip", "tiny-clip", seed=0)
     data = tmp / "data"
-    Settings(model=str(model), first_run_done=False, refine=True).save(
+    # Reading the words of 160 photos takes minutes here; the words screenshot records its own line.
+    Settings(model=str(model), first_run_done=False, refine=True, ocr=False).save(
         AppPaths.resolve(data).ensure().settings
     )
 
@@ -209,7 +208,7 @@ def shoot(tmp: Path, out: Path, args) -> int:
     siglip = calibrate_siglip(siglip, tmp / "models" / "tiny-siglip-calibrated", few, query)
     data2 = tmp / "data2"
     # the layout and speed the calibration was worked out at
-    Settings(model=str(siglip), layout="grid3", first_run_done=True, refine=False, speed="thorough").save(
+    Settings(model=str(siglip), layout="grid3", first_run_done=True, refine=False, speed="thorough", ocr=False).save(
         AppPaths.resolve(data2).ensure().settings
     )
     win = open_window(data2)

@@ -443,10 +443,14 @@ def e2e_probe():
 
 def _e2e_run(folder: Path, model: Path, text: bool) -> dict:
     """One end-to-end run: ``python -m sorce_desktop index FOLDER --model M --json`` in a fresh process
-    and a fresh data folder, with :func:`e2e_probe` installed first; text reading on or off as the
-    app's SORCE_DESKTOP_OCR says."""
-    env = dict(os.environ, SORCE_DESKTOP_OCR="1" if text else "0", HF_HUB_OFFLINE="1")
+    and a fresh data folder, with :func:`e2e_probe` installed first; text reading on or off in the data
+    folder's settings, as a user switches it."""
+    from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.settings import Settings
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
     with tempfile.TemporaryDirectory(prefix="sorce-bench-e2e-") as data:
+        Settings(ocr=text).save(AppPaths.resolve(Path(data) / "lib").settings)
         result = Path(data) / "probe.json"
         code = (
             "import json, runpy, sys\n"

@@ -178,9 +178,8 @@ class Library:
 
     # -- text in photos (OCR) --------------------------------------------------------------------------
     def ocr_enabled(self) -> bool:
-        """Settings.ocr, unless SORCE_DESKTOP_OCR=0 says otherwise (the test suite sets it, since real
-        OCR costs ~0.5-2 s a photo; tests of OCR switch it on explicitly)."""
-        return self.settings.ocr and os.environ.get("SORCE_DESKTOP_OCR", "1") != "0"
+        """Whether the text in photos is read (Settings.ocr)."""
+        return self.settings.ocr
 
     def text_source(self):
         """The OCR region source for :meth:`indexer` (``text_source=``), or None when switched off.
