@@ -361,6 +361,8 @@ class OcrEngine:
         self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **model_files)
         _set_detector(self._ocr.text_det, det_thresh, det_box_thresh, unclip, det_normalize)
         _fold_detector(self._ocr.text_det, model_files.get("det_model_path"), threads, arena)
+        if arena:
+            _arena_recogniser(self._ocr.text_rec, threads)
         self.arena = bool(arena)
         self._det = _DbDetector(self._ocr.text_det, det_normalize)
         self._second = None
@@ -626,11 +628,28 @@ class OcrEngine:
         return [q for q, _ in found]
 
 
+def _session_options(threads: int, arena: bool):
+    """onnxruntime options for the OCR networks. With the CPU memory arena on (RapidOCR makes its
+    sessions with it off), buffers are reused from call to call: a 1920x1440 detector forward 363 ms
+    against 526 without it, the recogniser ~20 % faster. The memory pattern (one block planned for all
+    of a forward's tensors) is off: it doubled the arena's peak (779 against 395 MB at 1920x1440) for
+    no speed."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.enable_cpu_mem_arena = arena
+    opts.enable_mem_pattern = not arena
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return opts
+
+
 def _fold_detector(det, path: str | None, threads: int, arena: bool) -> None:
     """Give a RapidOCR TextDetector an onnxruntime session of its network with the constant scales
     and shifts folded into the convolutions (:mod:`sorce_desktop.core.onnxfold`: the same map at about
-    three quarters of the time), the CPU memory arena on or off (RapidOCR makes its sessions with it
-    off), the same threads and graph optimisation."""
+    three quarters of the time)."""
     import onnxruntime as ort
 
     from sorce_desktop.core.onnxfold import fold_affine
@@ -643,13 +662,20 @@ def _fold_detector(det, path: str | None, threads: int, arena: bool) -> None:
         raise OcrUnavailable(
             f"Text in photos needs the onnx package, which could not be loaded ({exc}). Install it with: pip install onnx"
         ) from exc
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    opts.enable_cpu_mem_arena = arena
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    det.infer.session = ort.InferenceSession(folded, sess_options=opts, providers=["CPUExecutionProvider"])
+    det.infer.session = ort.InferenceSession(
+        folded, sess_options=_session_options(threads, arena), providers=["CPUExecutionProvider"]
+    )
+
+
+def _arena_recogniser(rec, threads: int) -> None:
+    """Give a RapidOCR TextRecognizer a session with the memory arena on (see :func:`_session_options`;
+    folding its network gained nothing measurable)."""
+    import onnxruntime as ort
+
+    infer = rec.session
+    infer.session = ort.InferenceSession(
+        infer.session._model_path, sess_options=_session_options(threads, True), providers=["CPUExecutionProvider"]
+    )
 
 
 class _DbDetector:
