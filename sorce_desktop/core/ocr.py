@@ -36,8 +36,10 @@ PaddleOCR's own input normalisation (``det_normalize``) it found no word more on
 
 Cost. The detector is most of a photo's reading time: ~11 GFLOP per megapixel of its input, ~34 GFLOP
 for a 640-px photo read at 3x. It is fed here rather than through RapidOCR's pre-processing (float32
-normalisation straight into the network's layout, ~8 ms a 1920x1440 tile against ~60 ms in float64)
-and runs with onnxruntime's memory arena on; together about a third less CPU per photo, the same lines.
+normalisation straight into the network's layout, ~8 ms a 1920x1440 tile against ~60 ms in float64),
+its network's constant scales and shifts are folded into its convolutions (core/onnxfold.py: the same
+map, a quarter less time), a photo too large for one tile is cut into evenly sized tiles (not full-size
+tiles overlapping by most of their width), and the networks run with onnxruntime's memory arena on.
 An int8 detector and a small first look that enlarges only where text seems to be were measured and
 lost recall (docs/benchmarks.md, "Text in photos", "Speed of reading").
 
