@@ -150,6 +150,26 @@ def test_killed_mid_batch_resumes_cleanly(tmp_path, tiny_clip, clip_embedder, ph
         with Library(data) as lib:
             st = lib.store
             counts = st.counts()
+
+
+def test_no_sql_outside_the_store():
+    """Every SQL statement of the product is in core/store.py (rclip's db.py): no module reads or
+    writes the catalog behind its back. The benchmarks' scratch databases are their own."""
+    import re
+    from pathlib import Path
+
+    import sorce_desktop
+
+    root = Path(sorce_desktop.__file__).parent
+    statement = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|PRAGMA)\b")
+    found = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path != root / "core" / "store.py" and "bench" not in path.relative_to(root).parts
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if statement.search(line)
+    ]
+    assert not found, "SQL outside core/store.py:\n" + "\n".join(found)
             assert counts["indexed"] + counts["pending"] == 12
             assert st.vectors.count == counts["indexed"] * 10 == st.count_vectors()
             if attempt == 0:
