@@ -22,17 +22,9 @@ from sorce_desktop.core.store import (
 )
 
 
-def indexed_library(tmp_path, clip_embedder, photo_dir):
-    lib = Library(tmp_path / "data")
-    lib.add_folder(photo_dir)
-    lib.bind(clip_embedder, get_layout("grid3"))
-    lib.indexer(clip_embedder, get_layout("grid3")).run()
-    return lib
-
-
 @pytest.mark.parametrize("damage", ["delete", "truncate", "garbage", "other_dim"])
-def test_vector_index_repaired_from_catalog(tmp_path, clip_embedder, photo_dir, damage):
-    lib = indexed_library(tmp_path, clip_embedder, photo_dir)
+def test_vector_index_repaired_from_catalog(tmp_path, clip_embedder, photo_dir, damage, indexed_library):
+    lib, _ = indexed_library(photo_dir)
     q = clip_embedder.embed_texts(["a cat"])[0]
     before = [(h.path, h.box) for h in lib.search_service(clip_embedder).search(vector=q, top=5)]
     lib.close()
@@ -54,9 +46,9 @@ def test_vector_index_repaired_from_catalog(tmp_path, clip_embedder, photo_dir, 
         assert after == before
 
 
-def test_stale_vector_file_is_synced(tmp_path, clip_embedder, photo_dir):
+def test_stale_vector_file_is_synced(tmp_path, clip_embedder, photo_dir, indexed_library):
     """A crash between the catalog commit and the vector-file save leaves the file behind: fixed on open."""
-    lib = indexed_library(tmp_path, clip_embedder, photo_dir)
+    lib, _ = indexed_library(photo_dir)
     stale = (tmp_path / "data" / "index" / VECTORS_NAME).read_bytes()
     victim = sorted(photo_dir.glob("*.jpg"))[0]
     lib.store.delete_photos([lib.store.photo_by_path(str(victim)).id])
@@ -150,6 +142,14 @@ def test_killed_mid_batch_resumes_cleanly(tmp_path, tiny_clip, clip_embedder, ph
         with Library(data) as lib:
             st = lib.store
             counts = st.counts()
+            assert counts["indexed"] + counts["pending"] == 12
+            assert st.vectors.count == counts["indexed"] * 10 == st.count_vectors()
+            if attempt == 0:
+                assert 0 < counts["indexed"] < 12, "the kill should land mid-run"
+    with Library(data) as lib:
+        r = lib.indexer(clip_embedder, get_layout("grid3")).run()
+        assert lib.store.counts()["indexed"] == 12 and lib.store.vectors.count == 120
+        assert r.embedded <= 12
 
 
 def test_no_sql_outside_the_store():
@@ -170,11 +170,3 @@ def test_no_sql_outside_the_store():
         if statement.search(line)
     ]
     assert not found, "SQL outside core/store.py:\n" + "\n".join(found)
-            assert counts["indexed"] + counts["pending"] == 12
-            assert st.vectors.count == counts["indexed"] * 10 == st.count_vectors()
-            if attempt == 0:
-                assert 0 < counts["indexed"] < 12, "the kill should land mid-run"
-    with Library(data) as lib:
-        r = lib.indexer(clip_embedder, get_layout("grid3")).run()
-        assert lib.store.counts()["indexed"] == 12 and lib.store.vectors.count == 120
-        assert r.embedded <= 12
