@@ -94,7 +94,7 @@ def test_decoded_bytes_in_flight_stay_under_the_budget_with_huge_pngs(lib, clip_
     side = 3000  # 9 megapixels of greyscale: ~63 MB while decoded, a few KB on disk
     for i in range(3):
         Image.new("L", (side, side), 40 * i).save(folder / f"huge{i}.png")
-    estimate = decode_estimate(side, side, 0, False)
+    estimate = decode_estimate(side, side, 0)
     budget = int(estimate * 1.3)  # room for one huge photo and some small ones, never two huge ones
     ix = lib.indexer(clip_embedder, get_layout("global"), decode_budget=budget, batch_size=4)
     lib.add_folder(folder)
@@ -251,3 +251,62 @@ def test_remove_folder_stops_the_job_in_progress_first(lib, clip_embedder, tmp_p
     finally:
         service.stop()
     assert lib.store.folders() == [] and lib.store.photos_under() == []
+
+
+class _RecordingText:
+    """A text source that reads no text but records what it was given: one line per photo, so the
+    pipeline commits it. It asks for a 1500-px short side, as the real reader does for camera photos."""
+
+    engine_id = "recording-text"
+
+    def __init__(self):
+        self.decodes = 0
+        self.read_sizes: list[tuple[int, int]] = []
+
+        class _Emb:
+            fingerprint = "none"
+
+            def embed(self, texts):
+                return np.ones((len(texts), 4), np.float32)
+
+        self.embedder = _Emb()
+
+    def decode_min_side(self, width, height):
+        return 1500
+
+    def decode(self, path, data=None):
+        from sorce_desktop.core.images import load_image
+
+        self.decodes += 1
+        return load_image(path, 1500, data=data)
+
+    def read(self, image):
+        from sorce_desktop.core.ocr import TextLine
+        from sorce_desktop.core.regions import Box
+
+        self.read_sizes.append(image.image.size)
+        return [TextLine("word", 0.9, Box(0, 0, 10, 10))]
+
+
+def test_one_decode_serves_the_picture_model_and_the_text_reader(lib, clip_embedder, tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, p in enumerate(coco_photos(3)):
+        Image.open(p).convert("RGB").resize((4000, 3000)).save(folder / f"big{i}.jpg", quality=90)
+    decodes = []
+    real_load = indexer_mod.load_image
+    monkeypatch.setattr(indexer_mod, "load_image", lambda *a, **k: decodes.append(a[1]) or real_load(*a, **k))
+    text = _RecordingText()
+    lib.add_folder(folder)
+    report = lib.indexer(clip_embedder, get_layout("global"), text_source=text).run([str(folder)])
+    assert report.embedded == 3 and report.text_read == 3
+    assert len(decodes) == 3 and text.decodes == 0  # one decode a photo, not one for each reader
+    assert all(side >= 1500 for side in decodes)  # at the larger of the two sizes they need
+    assert all(min(size) >= 1500 for size in text.read_sizes)
+    # without the text to read, the picture model alone decodes at its own (smaller) size
+    decodes.clear()
+    with Library(tmp_path / "data2") as other:
+        other.bind(clip_embedder, get_layout("global"))
+        other.add_folder(folder)
+        assert other.indexer(clip_embedder, get_layout("global")).run([str(folder)]).embedded == 3
+    assert len(decodes) == 3 and all(side < 1500 for side in decodes)

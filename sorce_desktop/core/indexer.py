@@ -19,6 +19,7 @@ text has been read. Progress goes through plain callbacks; the indexing service 
 from __future__ import annotations
 
 import enum
+import io
 import logging
 import os
 import threading
@@ -243,11 +244,10 @@ class ByteBudget:
         self.peak = max(self.peak, self.used)
 
 
-def decode_estimate(width: int, height: int, file_bytes: int, with_text: bool) -> int:
+def decode_estimate(width: int, height: int, file_bytes: int) -> int:
     """Bytes a photo may hold while it is decoded: its file, the full-size decode (up to 4 bytes a pixel
-    before conversion) and the RGB copy, and the text reader's copy when its text is read too."""
-    px = width * height
-    return file_bytes + px * (4 + 3) + (px * 3 if with_text else 0)
+    before conversion) and the RGB copy (one decode serves the picture model and the text reader)."""
+    return file_bytes + width * height * (4 + 3)
 
 
 def _image_bytes(img) -> int:
@@ -686,8 +686,16 @@ class Indexer:
                 admitted = True
                 data = f.read()
             out.hash = bytes_hash(data)
+            text = text and self._text_done.get(row.id) != (out.hash, self._text_engine)
             if decode:
-                out.image = load_image(row.path, self._min_side, data=data)
+                # One decode serves both when the text is read too: at the larger of the two sizes
+                # they need (a JPEG's entropy decoding costs the same at any draft scale, so a second
+                # decode at the picture's smaller scale cost a 4-18 MP photo ~0.2 s)
+                side = self._min_side
+                if text and side is not None:
+                    need = self.text_source.decode_min_side(*self._header_size(data))
+                    side = None if need is None else max(side, need)
+                out.image = load_image(row.path, side, data=data)
                 try:
                     self._prepare(out.image, self.layout)
                 except Exception as exc:  # a bug in cropping must cost this photo, not the run
@@ -695,10 +703,12 @@ class Indexer:
                     out.image = None
                     out.error = f"the photo could not be prepared for the model ({type(exc).__name__}: {exc})"
                     return out
-            if text and self._text_done.get(row.id) != (out.hash, self._text_engine):
+                if text:
+                    out.text_image = out.image
+            elif text:
                 out.text_image = self.text_source.decode(row.path, data=data)
             del data
-            held = _image_bytes(out.image) + _image_bytes(out.text_image)
+            held = _image_bytes(out.image) + (_image_bytes(out.text_image) if out.text_image is not out.image else 0)
             budget.adjust(out.held, held)
             out.held = held
         except NotRegularFile as exc:
@@ -722,6 +732,16 @@ class Indexer:
         return out
 
     @staticmethod
+    def _header_size(data: bytes) -> tuple[int, int]:
+        """(width, height) from the photo's header; (0, 0) where Pillow cannot tell (decoding will
+        say why)."""
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                return probe.size
+        except Exception:
+            return 0, 0
+
+    @staticmethod
     def _estimate(f, size: int, decode: bool, text: bool) -> int:
         """Bytes this photo may hold while decoded, from its header (the pixels are not read yet)."""
         try:
@@ -733,8 +753,7 @@ class Indexer:
             f.seek(0)
         if not decode and not text:
             return size
-        # one decode for the picture model or the text reader; a second copy only when both read it
-        return decode_estimate(w, h, size, with_text=decode and text)
+        return decode_estimate(w, h, size)
 
     def embed_rows(self, rows: Sequence[PhotoRow], report: IndexReport, *, save: bool = True) -> None:
         """Embed ``rows`` (pending photos, or indexed ones whose text is still to be read)."""

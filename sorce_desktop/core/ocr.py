@@ -36,8 +36,10 @@ PaddleOCR's own input normalisation (``det_normalize``) it found no word more on
 
 Cost. The detector is most of a photo's reading time: ~11 GFLOP per megapixel of its input, ~34 GFLOP
 for a 640-px photo read at 3x. It is fed here rather than through RapidOCR's pre-processing (float32
-normalisation straight into the network's layout, ~8 ms a 1920x1440 tile against ~60 ms in float64)
-and runs with onnxruntime's memory arena on; together about a third less CPU per photo, the same lines.
+normalisation straight into the network's layout, ~8 ms a 1920x1440 tile against ~60 ms in float64),
+its network's constant scales and shifts are folded into its convolutions (core/onnxfold.py: the same
+map, a quarter less time), a photo too large for one tile is cut into evenly sized tiles (not full-size
+tiles overlapping by most of their width), and the networks run with onnxruntime's memory arena on.
 An int8 detector and a small first look that enlarges only where text seems to be were measured and
 lost recall (docs/benchmarks.md, "Text in photos", "Speed of reading").
 
@@ -239,6 +241,18 @@ def _quad_box(quad: np.ndarray, width: int, height: int) -> Box:
     return Box(x0, y0, max(x0 + 1, x1), max(y0 + 1, y1))
 
 
+def _even_tiles(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
+    """(start offsets, size) of the fewest windows of at most ``tile`` covering ``length`` with at least
+    ``overlap`` between neighbours, all of one size (a multiple of 32, what the detector's input is
+    rounded to, where the length allows): a 2000-px side is two 1120-px windows rather than two of
+    ``tile`` overlapping by 1840, which made a 3 MP photo cost the detector 5.8 MP instead of 3.3."""
+    if length <= tile:
+        return [0], length
+    n = math.ceil((length - overlap) / (tile - overlap))
+    size = min(length, tile, 32 * math.ceil((length + (n - 1) * overlap) / n / 32))
+    return [round(i * (length - size) / (n - 1)) for i in range(n)], size
+
+
 def _tiles(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of overlapping windows of ``tile`` covering ``length``."""
     if length <= tile:
@@ -348,8 +362,9 @@ class OcrEngine:
         threads = threads or min(4, os.cpu_count() or 1)
         self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **model_files)
         _set_detector(self._ocr.text_det, det_thresh, det_box_thresh, unclip, det_normalize)
+        _fold_detector(self._ocr.text_det, model_files.get("det_model_path"), threads, arena)
         if arena:
-            _use_arena(self._ocr.text_det, model_files.get("det_model_path"), threads)
+            _arena_recogniser(self._ocr.text_rec, threads)
         self.arena = bool(arena)
         self._det = _DbDetector(self._ocr.text_det, det_normalize)
         self._second = None
@@ -364,8 +379,7 @@ class OcrEngine:
             # RapidOCR builds its whole pipeline; only its detector is used
             second_det = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, **files).text_det
             _set_detector(second_det, det_thresh, det_box_thresh, second.unclip_ratio, det_normalize)
-            if arena:
-                _use_arena(second_det, files.get("det_model_path"), threads)
+            _fold_detector(second_det, files.get("det_model_path"), threads, arena)
             self._second = _DbDetector(second_det, det_normalize)
             second_tag = f" +det {second_detector} {_model_digest(files)}" if files else f" +det {second_detector}"
         if self.alternatives < 1:
@@ -593,12 +607,12 @@ class OcrEngine:
         found: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
         tiles = 0
         for wx0, wy0, wx1, wy1 in windows if windows is not None else [(0, 0, w, h)]:
-            xs = _tiles(wx1 - wx0, self.tile, self.overlap)
-            ys = _tiles(wy1 - wy0, self.tile, self.overlap)
+            xs, tw = _even_tiles(wx1 - wx0, self.tile, self.overlap)
+            ys, th = _even_tiles(wy1 - wy0, self.tile, self.overlap)
             for y in ys:
                 for x in xs:
                     x0, y0 = wx0 + x, wy0 + y
-                    tile = bgr[y0 : min(wy1, y0 + self.tile), x0 : min(wx1, x0 + self.tile)]
+                    tile = bgr[y0 : min(wy1, y0 + th), x0 : min(wx1, x0 + tw)]
                     tiles += 1
                     self.stats["detector_px"] += tile.shape[0] * tile.shape[1]
                     boxes = detect_tile(tile)
@@ -616,20 +630,54 @@ class OcrEngine:
         return [q for q, _ in found]
 
 
-def _use_arena(det, path: str | None, threads: int) -> None:
-    """Give a RapidOCR TextDetector an onnxruntime session with the CPU memory arena on (RapidOCR
-    makes its sessions with it off; same threads, same graph optimisation)."""
+def _session_options(threads: int, arena: bool):
+    """onnxruntime options for the OCR networks. With the CPU memory arena on (RapidOCR makes its
+    sessions with it off), buffers are reused from call to call: a 1920x1440 detector forward 363 ms
+    against 526 without it, the recogniser ~20 % faster. The memory pattern (one block planned for all
+    of a forward's tensors) is off: it doubled the arena's peak (779 against 395 MB at 1920x1440) for
+    no speed."""
     import onnxruntime as ort
 
-    if path is None:  # the model bundled in rapidocr_onnxruntime
-        path = det.infer.session._model_path
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
-    opts.enable_cpu_mem_arena = True
+    opts.enable_cpu_mem_arena = arena
+    opts.enable_mem_pattern = not arena
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    det.infer.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return opts
+
+
+def _fold_detector(det, path: str | None, threads: int, arena: bool) -> None:
+    """Give a RapidOCR TextDetector an onnxruntime session of its network with the constant scales
+    and shifts folded into the convolutions (:mod:`sorce_desktop.core.onnxfold`: the same map at about
+    three quarters of the time)."""
+    import onnxruntime as ort
+
+    from sorce_desktop.core.onnxfold import fold_affine
+
+    if path is None:  # the model bundled in rapidocr_onnxruntime
+        path = det.infer.session._model_path
+    try:
+        folded, _ = fold_affine(Path(path).read_bytes())
+    except ImportError as exc:
+        raise OcrUnavailable(
+            f"Text in photos needs the onnx package, which could not be loaded ({exc}). Install it with: pip install onnx"
+        ) from exc
+    det.infer.session = ort.InferenceSession(
+        folded, sess_options=_session_options(threads, arena), providers=["CPUExecutionProvider"]
+    )
+
+
+def _arena_recogniser(rec, threads: int) -> None:
+    """Give a RapidOCR TextRecognizer a session with the memory arena on (see :func:`_session_options`;
+    folding its network gained nothing measurable)."""
+    import onnxruntime as ort
+
+    infer = rec.session
+    infer.session = ort.InferenceSession(
+        infer.session._model_path, sess_options=_session_options(threads, True), providers=["CPUExecutionProvider"]
+    )
 
 
 class _DbDetector:
@@ -1027,6 +1075,11 @@ class TextSource:
 
     def decode(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
         return self.engine.load(path, data)
+
+    def decode_min_side(self, width: int, height: int) -> int | None:
+        """The short side a photo of this (header) size must keep when decoded to have its text read;
+        None where the size is unknown (decode it whole)."""
+        return self.engine.decode_min_side(width, height) if width > 0 and height > 0 else None
 
     def read(self, image: DecodedImage) -> list[TextLine]:
         t = time.perf_counter()

@@ -1,0 +1,43 @@
+"""bench index, end to end: the index command runs in fresh processes with its stages timed, text
+reading on beside picture only, and says when photos became searchable (the probe once broke silently
+when a function it times moved: this runs it)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+from conftest import coco_photos
+
+from sorce_desktop.bench.index import _time_to_share, end_to_end
+
+
+def test_time_to_share_counts_photos_across_commits():
+    commits = [(2.0, 4), (1.0, 4), (3.5, 2)]
+    assert _time_to_share(commits, 10, 0.1) == 1.0  # the first photo
+    assert _time_to_share(commits, 10, 0.5) == 2.0
+    assert _time_to_share(commits, 10, 1.0) == 3.5
+    assert math.isnan(_time_to_share([(1.0, 3)], 10, 1.0))  # never all of them
+
+
+@pytest.mark.slow
+def test_end_to_end_times_each_stage_and_when_photos_became_searchable(tmp_path, tiny_siglip):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in coco_photos(3, 60):
+        shutil.copy2(p, folder / p.name)
+    out = end_to_end({"few": folder}, tiny_siglip, 1, lambda *_: None)
+    res = out["sets"]["few"]
+    text, picture = res["text"], res["picture_only"]
+    assert res["photos"] == 3
+    for mode in (text, picture):
+        assert mode["photos_per_s"] > 0
+        assert mode["seconds_per_photo"]["picture_model"] > 0 and mode["seconds_per_photo"]["decode"] > 0
+        assert mode["seconds_per_photo"]["commit"] > 0
+    assert text["seconds_per_photo"]["text_read"] > 0 and picture["seconds_per_photo"]["text_read"] == 0
+    assert text["text_stages_seconds_per_photo"]["detect"] > 0
+    tts = text["time_to_searchable_s"]
+    assert 0 < tts["picture"]["first"] <= tts["picture"]["all"] <= tts["text"]["all"]
+    assert tts["picture"]["first"] <= tts["text"]["first"]  # a photo's picture is committed before its text
+    assert set(picture["time_to_searchable_s"]) == {"picture"}

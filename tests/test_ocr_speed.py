@@ -1,0 +1,111 @@
+"""What makes reading text cheaper must not change what is read: the detector with its affine ops folded
+computes the same probability map, and evenly sized tiles cover every pixel with enough overlap."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sorce_desktop.core.ocr import DET_NORMALIZE, MODEL_SETS, _even_tiles
+
+COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-small" / "images"
+
+
+@pytest.mark.parametrize("length", [1, 31, 500, 1920, 1921, 2000, 2121, 2309, 3000, 4000, 6001])
+def test_even_tiles_cover_everything_with_the_overlap_in_windows_of_one_size(length):
+    tile, overlap = 1920, 192
+    starts, size = _even_tiles(length, tile, overlap)
+    assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+    assert starts == sorted(starts)
+    for a, b in zip(starts, starts[1:]):
+        assert a + size - b >= overlap  # neighbours overlap by at least ``overlap``
+    # no more windows than tiles of the full size would take
+    n_full = 1 if length <= tile else math.ceil((length - tile) / (tile - overlap)) + 1
+    assert len(starts) == n_full
+    if length > tile:
+        assert size % 32 == 0 and size < tile  # smaller windows, no resizing to multiples of 32
+
+
+def _session(model: bytes | str):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.intra_op_num_threads = 2
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("models", ["ppocrv5det", "ppocrv4"])
+def test_the_folded_detector_draws_the_same_map_as_the_original(models):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from sorce_desktop.core.ocr import OcrUnavailable
+    from sorce_desktop.core.onnxfold import fold_affine
+
+    try:
+        path = MODEL_SETS[models].files().get("det_model_path")
+    except OcrUnavailable as exc:
+        pytest.skip(str(exc))
+    if path is None:  # the detector bundled with rapidocr_onnxruntime
+        rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+        path = str(next((Path(rapidocr.__file__).parent / "models").glob("*det*.onnx")))
+    original = Path(path).read_bytes()
+    folded, counts = fold_affine(original)
+    assert counts["after"] > 50 and counts["scale_before"] > 10  # the network's affine blocks went
+    assert len(folded) <= len(original)
+    photo = sorted(COCO.glob("*.jpg"))[0] if COCO.is_dir() else None
+    if photo is None:
+        pytest.skip("coco-small is not here")
+    img = Image.open(photo).convert("RGB").resize((960, 704), Image.Resampling.BICUBIC)
+    from PIL import ImageDraw, ImageFont
+
+    ImageDraw.Draw(img).text((80, 300), "HARBOR STREET 23", fill=(255, 255, 255), font=ImageFont.load_default(40))
+    mean, std = (np.asarray(v, np.float32) for v in DET_NORMALIZE["imagenet"])
+    x = ((np.asarray(img, np.float32)[:, :, ::-1] / 255 - mean) / std).transpose(2, 0, 1)[None].copy()
+    a, b = (_session(m) for m in (original, folded))
+    pa = a.run(None, {a.get_inputs()[0].name: x})[0]
+    pb = b.run(None, {b.get_inputs()[0].name: x})[0]
+    assert pa.shape == pb.shape
+    assert float(np.abs(pa - pb).max()) < 1e-3
+    assert int(((pa > 0.2) != (pb > 0.2)).sum()) <= 2  # a pixel at the threshold may round either way
+    assert (pa > 0.2).sum() > 0  # the photo does have text-like activity to compare
+
+
+def test_a_shift_before_a_padded_convolution_is_not_folded():
+    """Zero padding sees 0 where the shift would have made it ``d``: that shift must stay an add."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sorce_desktop.core.onnxfold import fold_affine
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2")
+    s = numpy_helper.from_array(np.asarray([0.5], np.float32), "s")
+    d = numpy_helper.from_array(np.asarray([0.7], np.float32), "d")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"]),
+        helper.make_node("Mul", ["c1", "s"], ["m1"]),  # folds after conv 1
+        helper.make_node("HardSwish", ["m1"], ["h"]),
+        helper.make_node("Mul", ["h", "s"], ["m2"]),  # folds into conv 2's weights
+        helper.make_node("Add", ["m2", "d"], ["a2"]),  # stays: conv 2 pads
+        helper.make_node("Conv", ["a2", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2, s, d],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    folded, counts = fold_affine(model.SerializeToString())
+    ops = [n.op_type for n in onnx.load_from_string(folded).graph.node]
+    assert ops == ["Conv", "HardSwish", "Add", "Conv"]
+    assert counts == {"after": 1, "scale_before": 1, "shift_before": 0}
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ya = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    yb = ort.InferenceSession(folded, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)  # borders included
