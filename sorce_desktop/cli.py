@@ -207,68 +207,122 @@ def _wait(fut):
             continue
 
 
-def cmd_index(args) -> int:
+def _index_folders(lib, args) -> list[str]:
+    """Add the folders named on the command line; the library must have at least one."""
+    folders = []
+    for f in args.folders:
+        try:
+            folders.append(lib.add_folder(f))
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
+    if not lib.store.folders():
+        raise UserError(f"No folders to index: give one, e.g. {prog()} index ~/Pictures")
+    return folders
+
+
+def _index_model(lib, args) -> tuple:
+    """(embedder, layout) to index with. The embedder is a function that loads it when the index already
+    names its model and layout (it is loaded only if there is work), and both are None when no visual
+    model is available on a first run (only the text in the photos is indexed)."""
+    binding = lib.store.binding()
+    same_model = args.model is None or (binding is not None and args.model == binding.model_id)
+    same_layout = args.layout is None or (binding is not None and args.layout == binding.layout)
+    if binding is not None and same_model and same_layout and not args.reindex:
+
+        def embedder():
+            e = _load_model(lib, binding.model_id, args.speed)
+            lib.check_embedder(e)
+            return e
+
+        return embedder, lib.layout()
+    from sorce_desktop.core.models.base import ModelError
+
+    try:
+        embedder = _load_model(lib, args.model, args.speed)
+    except ModelError as exc:
+        # Out of the box with no network: the text in the photos is still indexed (its models install
+        # with the package); the visual regions follow once a model is available.
+        if binding is not None or args.model is not None or not lib.ocr_enabled():
+            raise
+        print(
+            f"note: no visual model is available ({exc}); indexing only the text in the photos. "
+            f"Index again once the model is downloaded ({prog()} models --download ID) to "
+            "search by what the photos show.",
+            file=sys.stderr,
+        )
+        return None, None
+    layout = lib.layout_for(embedder, args.layout)
+    if lib.bind(embedder, layout, reindex=args.reindex):
+        print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
+    return embedder, layout
+
+
+def _index_progress(bar: ProgressLine) -> Callable:
+    """The indexing service's listener that draws its progress on ``bar`` (runs on the indexing thread)."""
     from sorce_desktop.core.service import EventKind
+
+    def on_event(ev) -> None:
+        p = ev.progress
+        if ev.kind != EventKind.PROGRESS or p is None:
+            return
+        if p.phase == "scanning":
+            print("scanning folders...", file=sys.stderr)
+        elif p.total:
+            bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}".rstrip())
+
+    return on_event
+
+
+def _print_index_report(lib, report, as_json: bool) -> None:
     from sorce_desktop.core.store import display_path
     from sorce_desktop.core.words import count, photos
 
+    for f in report.offline:
+        print(
+            f"warning: {display_path(f)} is not available (offline); its photos were kept.", file=sys.stderr
+        )
+    if report.text_error:
+        print(f"warning: text in photos was not read: {report.text_error}", file=sys.stderr)
+    if as_json:
+        print_json(
+            {
+                "new": report.new,
+                "changed": report.changed,
+                "moved": report.moved,
+                "deleted": report.deleted,
+                "unchanged": report.unchanged,
+                "embedded": report.embedded,
+                "failed": report.failed,
+                "seconds": round(report.seconds, 3),
+                "photos_per_second": round(report.photos_per_second, 3),
+                "text_read": report.text_read,
+                "text_lines": report.text_lines,
+            }
+        )
+        return
+    print(
+        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
+        f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
+        f"{report.failed} failed this run, in {report.seconds:.1f}s"
+    )
+    # the count of this run alone would hide files that failed before and are unchanged since
+    failed = len(lib.store.errors())
+    if failed:
+        print(
+            f"{count(failed, 'file')} cannot be indexed; see which and why: {prog()} errors", file=sys.stderr
+        )
+
+
+def cmd_index(args) -> int:
     with _library(args) as lib:
         for n in lib.store.notices:
             print(f"note: {n}", file=sys.stderr)
-        folders = []
-        for f in args.folders:
-            try:
-                folders.append(lib.add_folder(f))
-            except FileNotFoundError as exc:
-                raise UserError(str(exc)) from None
-        if not lib.store.folders():
-            raise UserError(f"No folders to index: give one, e.g. {prog()} index ~/Pictures")
-        binding = lib.store.binding()
-        same_model = args.model is None or (binding is not None and args.model == binding.model_id)
-        same_layout = args.layout is None or (binding is not None and args.layout == binding.layout)
-        if binding is not None and same_model and same_layout and not args.reindex:
-            # The index already says which model and layout: load the model only if there is work.
-            layout = lib.layout()
-
-            def embedder():
-                e = _load_model(lib, binding.model_id, args.speed)
-                lib.check_embedder(e)
-                return e
-        else:
-            from sorce_desktop.core.models.base import ModelError
-
-            try:
-                embedder = _load_model(lib, args.model, args.speed)
-            except ModelError as exc:
-                # Out of the box with no network: the text in the photos is still indexed (its models
-                # install with the package); the visual regions follow once a model is available.
-                if binding is not None or args.model is not None or not lib.ocr_enabled():
-                    raise
-                embedder = layout = None
-                print(
-                    f"note: no visual model is available ({exc}); indexing only the text in the photos. "
-                    f"Index again once the model is downloaded ({prog()} models --download ID) to "
-                    "search by what the photos show.",
-                    file=sys.stderr,
-                )
-            if embedder is not None:
-                layout = lib.layout_for(embedder, args.layout)
-                if lib.bind(embedder, layout, reindex=args.reindex):
-                    print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
+        folders = _index_folders(lib, args)
+        embedder, layout = _index_model(lib, args)
         bar = ProgressLine("indexing")
-
-        def on_event(ev) -> None:  # on the indexing thread
-            p = ev.progress
-            if ev.kind != EventKind.PROGRESS or p is None:
-                return
-            if p.phase == "scanning":
-                print("scanning folders...", file=sys.stderr)
-            elif p.total:
-                bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}".rstrip())
-
         indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
         service = lib.indexing_service(indexer)
-        service.subscribe(on_event)
+        service.subscribe(_index_progress(bar))
         service.start()
         try:
             report = _wait(service.scan(folders or None))
@@ -281,40 +335,7 @@ def cmd_index(args) -> int:
         finally:
             service.stop()
             bar.close()
-        for f in report.offline:
-            print(
-                f"warning: {display_path(f)} is not available (offline); its photos were kept.",
-                file=sys.stderr,
-            )
-        summary = {
-            "new": report.new,
-            "changed": report.changed,
-            "moved": report.moved,
-            "deleted": report.deleted,
-            "unchanged": report.unchanged,
-            "embedded": report.embedded,
-            "failed": report.failed,
-            "seconds": round(report.seconds, 3),
-            "photos_per_second": round(report.photos_per_second, 3),
-            "text_read": report.text_read,
-            "text_lines": report.text_lines,
-        }
-        if report.text_error:
-            print(f"warning: text in photos was not read: {report.text_error}", file=sys.stderr)
-        if args.json:
-            print_json(summary)
-        else:
-            print(
-                f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
-                f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
-                f"{report.failed} failed this run, in {report.seconds:.1f}s"
-            )
-        # the count of this run alone would hide files that failed before and are unchanged since
-        failed = len(lib.store.errors())
-        if failed and not args.json:
-            print(
-                f"{count(failed, 'file')} cannot be indexed; see which and why: {prog()} errors", file=sys.stderr
-            )
+        _print_index_report(lib, report, args.json)
     return 0
 
 

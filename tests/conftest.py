@@ -140,6 +140,49 @@ def photo_dir(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def indexed_library(tmp_path, request):
+    """A factory: ``indexed_library(photos, model=..., layout=..., **indexer_arguments)`` opens a library
+    in ``tmp_path/"data"``, adds the folder, binds the model (default: the tiny CLIP) with the layout and
+    indexes everything; returns ``(library, IndexReport)``. What it opened is closed at teardown (a test
+    may close it before, to open the same data again)."""
+    from sorce_desktop.core.library import Library
+    from sorce_desktop.core.regions import get_layout
+
+    opened = []
+
+    def make(photos: Path, model: Embedder | None = None, layout: str = "grid3", **indexer_arguments):
+        model = model or request.getfixturevalue("clip_embedder")
+        lib = Library(tmp_path / "data")
+        opened.append(lib)
+        lib.add_folder(photos)
+        lib.bind(model, get_layout(layout))
+        return lib, lib.indexer(model, get_layout(layout), **indexer_arguments).run()
+
+    yield make
+    for lib in opened:
+        lib.close()
+
+
+@pytest.fixture
+def hits_and_query(tmp_path, clip_embedder):
+    """Five real photos as search hits, each boxed on its top-left quarter, and a text query's vector."""
+    from PIL import Image
+
+    from sorce_desktop.core.regions import Box
+    from sorce_desktop.core.search import PhotoHit
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    hits = []
+    for i, p in enumerate(coco_photos(5)):
+        dst = folder / p.name
+        shutil.copy2(p, dst)
+        w, h = Image.open(dst).size
+        hits.append(PhotoHit(str(dst), 0.9 - i * 0.1, Box(0, 0, w // 2, h // 2), "g2_r0c0", i, w, h))
+    return hits, clip_embedder.embed_texts(["a dog"])[0]
+
+
 def tree_fingerprint(root: Path) -> dict[str, tuple]:
     """Names, sizes, mtimes and content hashes of everything under ``root`` (to prove it is untouched)."""
     out = {}

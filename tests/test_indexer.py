@@ -85,7 +85,7 @@ def test_add_modify_delete_move_rename(lib, clip_embedder, photo_dir):
     assert lib.store.vectors.count == len(on_disk) * 10
 
 
-def test_bad_files_are_recorded_and_the_run_goes_on(lib, clip_embedder, photo_dir, untouched):
+def test_bad_files_are_recorded_and_the_run_goes_on(indexed_library, clip_embedder, photo_dir, untouched):
     (photo_dir / "empty.jpg").write_bytes(b"")
     (photo_dir / "text.jpg").write_text("not a photo")
     data = coco_photos(1)[0].read_bytes()
@@ -96,8 +96,7 @@ def test_bad_files_are_recorded_and_the_run_goes_on(lib, clip_embedder, photo_di
     shutil.copy2(coco_photos(1)[0], photo_dir / ".hidden" / "h.jpg")
     shutil.copy2(coco_photos(1)[0], photo_dir / "download.jpg.part")
     untouched(photo_dir)
-    lib.add_folder(photo_dir)
-    r = run(lib, clip_embedder)
+    lib, r = indexed_library(photo_dir, batch_size=4)
     errors = dict(lib.store.errors())
     assert r.embedded == 12
     assert "empty" in errors[str(photo_dir / "empty.jpg")]
@@ -112,10 +111,9 @@ def test_bad_files_are_recorded_and_the_run_goes_on(lib, clip_embedder, photo_di
 
 
 @pytest.mark.slow
-def test_crop_of_a_region_finds_its_photo_and_box(lib, clip_embedder, photo_dir, untouched):
+def test_crop_of_a_region_finds_its_photo_and_box(indexed_library, clip_embedder, photo_dir, untouched):
     untouched(photo_dir)
-    lib.add_folder(photo_dir)
-    run(lib, clip_embedder)
+    lib, _ = indexed_library(photo_dir, batch_size=4)
     service = lib.search_service(clip_embedder)
     photos = sorted(photo_dir.rglob("*.jpg"))
     for photo in photos[:6]:
@@ -127,9 +125,8 @@ def test_crop_of_a_region_finds_its_photo_and_box(lib, clip_embedder, photo_dir,
             assert hits[0].score > 0.9999
 
 
-def test_search_options(lib, clip_embedder, photo_dir):
-    lib.add_folder(photo_dir)
-    run(lib, clip_embedder)
+def test_search_options(indexed_library, clip_embedder, photo_dir):
+    lib, _ = indexed_library(photo_dir, batch_size=4)
     service = lib.search_service(clip_embedder)
     hits = service.search("a dog on a sofa", top=5)
     assert len(hits) == 5 and len({h.path for h in hits}) == 5
@@ -147,11 +144,10 @@ def test_search_options(lib, clip_embedder, photo_dir):
     assert service.search("🐈 猫 кошка " * 200, top=2)  # long, emoji, non-Latin: an answer
 
 
-def test_model_change_never_mixes_vectors(lib, clip_embedder, tiny_siglip, photo_dir):
+def test_model_change_never_mixes_vectors(indexed_library, tiny_siglip, photo_dir):
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
-    lib.add_folder(photo_dir)
-    run(lib, clip_embedder)
+    lib, _ = indexed_library(photo_dir, batch_size=4)
     other = DualEncoderEmbedder(tiny_siglip)
     with pytest.raises(ModelMismatch, match="Re-indexing 12 photos"):
         lib.bind(other, get_layout("grid3"))
@@ -164,17 +160,15 @@ def test_model_change_never_mixes_vectors(lib, clip_embedder, tiny_siglip, photo
     assert lib.store.vectors.dim == other.dim
 
 
-def test_remove_folder_forgets_photos_not_files(lib, clip_embedder, photo_dir, untouched):
+def test_remove_folder_forgets_photos_not_files(indexed_library, photo_dir, untouched):
     untouched(photo_dir)
-    lib.add_folder(photo_dir)
-    run(lib, clip_embedder)
+    lib, _ = indexed_library(photo_dir, batch_size=4)
     assert lib.store.remove_folder(str(photo_dir)) == 12
     assert lib.store.counts()["indexed"] == 0 and lib.store.vectors.count == 0
 
 
-def test_offline_folder_keeps_its_photos(lib, clip_embedder, photo_dir, tmp_path):
-    lib.add_folder(photo_dir)
-    run(lib, clip_embedder)
+def test_offline_folder_keeps_its_photos(indexed_library, clip_embedder, photo_dir, tmp_path):
+    lib, _ = indexed_library(photo_dir, batch_size=4)
     away = tmp_path / "unplugged"
     os.rename(photo_dir, away)
     r = run(lib, clip_embedder)
@@ -211,11 +205,10 @@ def test_pause_and_cancel(lib, clip_embedder, photo_dir):
 
 
 @pytest.mark.slow
-def test_tiny_image_and_panorama_index(lib, clip_embedder, tmp_path):
+def test_tiny_image_and_panorama_index(indexed_library, tmp_path):
     d = tmp_path / "odd"
     d.mkdir()
     Image.new("RGB", (1, 1), "red").save(d / "one.png")
     Image.new("RGB", (30000, 200), (30, 60, 90)).save(d / "pano.jpg", quality=60)
-    lib.add_folder(d)
-    r = run(lib, clip_embedder, "tiles")
+    _, r = indexed_library(d, layout="tiles", batch_size=4)
     assert r.embedded == 2 and r.failed == 0

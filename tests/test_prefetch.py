@@ -10,7 +10,6 @@ from conftest import catalog_rows, coco_photos
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage, load_image
-from sorce_desktop.core.library import Library
 from sorce_desktop.core.models.dual import DualEncoderEmbedder
 from sorce_desktop.core.models.speed import SpeedProfile
 from sorce_desktop.core.regions import get_layout
@@ -60,7 +59,7 @@ def test_the_smaller_tile_input_decodes_smaller(tiny_siglip):
     assert finest * scale >= 16
 
 
-def test_indexer_prepares_on_its_decoding_threads(tmp_path, tiny_siglip, photo_dir):
+def test_indexer_prepares_on_its_decoding_threads(tiny_siglip, photo_dir, indexed_library):
     emb = DualEncoderEmbedder(tiny_siglip, speed=SpeedProfile("x", tile_size=16, min_detail=6.0))
     layout = get_layout("cells4o")
     prepared_on: list[str] = []
@@ -76,10 +75,8 @@ def test_indexer_prepares_on_its_decoding_threads(tmp_path, tiny_siglip, photo_d
         return real_embed(photos, lay)
 
     emb.prepare, emb.embed_photos = prepare, embed_photos
-    with Library(tmp_path / "data") as lib:
-        lib.add_folder(photo_dir)
-        lib.bind(emb, layout)
-        report = lib.indexer(emb, layout, batch_size=4).run()
+    lib, report = indexed_library(photo_dir, model=emb, layout=layout.name, batch_size=4)
+    with lib:
         assert report.embedded == 12 and report.failed == 0
         assert len(prepared_on) == 12 and all(n.startswith("decode") for n in prepared_on)
         assert arrived_prepared == [True] * 12
@@ -92,7 +89,7 @@ def test_indexer_prepares_on_its_decoding_threads(tmp_path, tiny_siglip, photo_d
         np.testing.assert_allclose(got, np.stack([r.vector for r in direct]), atol=1e-5)
 
 
-def test_a_photo_that_cannot_be_prepared_is_a_recorded_error(tmp_path, tiny_siglip, photo_dir):
+def test_a_photo_that_cannot_be_prepared_is_a_recorded_error(tiny_siglip, photo_dir, indexed_library):
     emb = DualEncoderEmbedder(tiny_siglip)
     layout = get_layout("grid2")
     bad = load_image(sorted(photo_dir.iterdir())[0])
@@ -104,10 +101,8 @@ def test_a_photo_that_cannot_be_prepared_is_a_recorded_error(tmp_path, tiny_sigl
         return real_prepare(photo, lay)
 
     emb.prepare = prepare
-    with Library(tmp_path / "data") as lib:
-        lib.add_folder(photo_dir)
-        lib.bind(emb, layout)
-        report = lib.indexer(emb, layout, batch_size=4).run()
+    lib, report = indexed_library(photo_dir, model=emb, layout=layout.name, batch_size=4)
+    with lib:
         assert report.failed >= 1 and report.embedded + report.failed == 12
         errors = catalog_rows(lib.store, "SELECT error FROM photos WHERE error IS NOT NULL")
         assert errors and all("could not be prepared" in e[0] and "boom" in e[0] for e in errors)

@@ -16,10 +16,10 @@ from conftest import coco_photos, no_text_reading
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage
-from sorce_desktop.core.library import Library
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.refine import (
     DETAIL_STRATEGY,
+    LEVEL_CHUNK,
     RefineCache,
     Refiner,
     RefineStrategy,
@@ -28,7 +28,7 @@ from sorce_desktop.core.refine import (
     rerank_by_refined,
     windows,
 )
-from sorce_desktop.core.regions import Box, get_layout
+from sorce_desktop.core.regions import Box
 from sorce_desktop.core.search import PhotoHit
 
 
@@ -173,7 +173,7 @@ def pasted_sources():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", range(len(POSITIONS)))
-def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources, case):
+def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources, case, indexed_library):
     """A real photo with a patch pasted at a known place, indexed with two other real photos; the
     patch as an image query finds the photo, and refinement outlines the patch, not the tile."""
     x, y = POSITIONS[case]
@@ -188,11 +188,8 @@ def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources,
     for j in (1, 2):  # distractors: other real photos without a patch
         src = pasted_sources[(case + 3 * j) % len(pasted_sources)]
         shutil.copy2(src, photos / f"plain_{j}.jpg")
-    with Library(tmp_path / "data") as lib:
-        lib.add_folder(photos)
-        layout = get_layout("grid3")
-        lib.bind(matcher, layout)
-        lib.indexer(matcher, layout, batch_size=4).run()
+    lib, _ = indexed_library(photos, model=matcher, batch_size=4)
+    with lib:
         service = lib.search_service(matcher)
         hits = service.search(image=patch, top=3)
         assert hits and hits[0].path == str(path), "the image query did not find the photo with the patch"
@@ -273,28 +270,13 @@ def test_reduced_input_side_matches_the_model_path(clip_embedder, tiny_siglip):
 
 
 # -- many hits: progressive, cancellable, cached -------------------------------------------------------
-@pytest.fixture
-def hits_and_query(tmp_path, clip_embedder):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    hits = []
-    for i, p in enumerate(coco_photos(5)):
-        dst = folder / p.name
-        shutil.copy2(p, dst)
-        w, h = Image.open(dst).size
-        hits.append(PhotoHit(str(dst), 0.9 - i * 0.1, Box(0, 0, w // 2, h // 2), "g2_r0c0", i, w, h))
-    return hits, clip_embedder.embed_texts(["a dog"])[0]
-
-
-def test_refine_hits_reports_each_hit_in_order_and_caches(clip_embedder, hits_and_query):
+def test_refine_hits_reports_each_hit_once_top_first_and_caches(clip_embedder, hits_and_query):
     hits, q = hits_and_query
     refiner = Refiner(clip_embedder)
     cache = RefineCache()
     seen = []
-    results = refine_hits(
-        refiner, hits, q, on_result=lambda i, h, r: seen.append(i), cache=cache, together=False
-    )
-    assert seen == list(range(len(hits))) and len(cache) == len(hits)
+    results = refine_hits(refiner, hits, q, on_result=lambda i, h, r: seen.append(i), cache=cache)
+    assert seen[0] == 0 and sorted(seen) == list(range(len(hits))) and len(cache) == len(hits)
     for h, r in zip(hits, results):
         assert h.refined_box == r.box and h.refined_score == r.score
     assert [h.score for h in hits] == [0.9, 0.8, 0.7, 0.6, 0.5]  # refinement alone never re-scores
@@ -319,14 +301,12 @@ def test_cancel_stops_the_list_and_caches_nothing_half_done(clip_embedder, hits_
 
     def on_result(i, hit, result):
         seen.append(i)
-        if i == 1:
+        if len(seen) == 2:
             cancel.set()  # a new query arrived
 
-    results = refine_hits(
-        Refiner(clip_embedder), hits, q, on_result=on_result, cancel=cancel, cache=cache, together=False
-    )
-    assert seen == [0, 1] and results[2:] == [None, None, None]
-    assert hits[2].refined_box is None and len(cache) == 2
+    results = refine_hits(Refiner(clip_embedder), hits, q, on_result=on_result, cancel=cancel, cache=cache)
+    assert len(seen) == 2 and [i for i, r in enumerate(results) if r is not None] == sorted(seen)
+    assert all(h.refined_box is None for i, h in enumerate(hits) if i not in seen) and len(cache) == 2
 
     # cancelled in the middle of one hit: the result says so and is not cached
     calls = []
@@ -344,7 +324,8 @@ def test_cancel_stops_the_list_and_caches_nothing_half_done(clip_embedder, hits_
 
 def test_together_batches_each_level_across_hits_with_the_same_boxes(clip_embedder, hits_and_query):
     """A screenful level by level: the top hit alone first (its outline comes early), then step k of
-    every other hit in one model call, with the boxes the one-by-one way finds."""
+    every other hit in one model call (cut in chunks of LEVEL_CHUNK crops), with the boxes the
+    one-by-one way finds."""
     hits, q = hits_and_query
     strategy = RefineStrategy(grid=3, max_steps=3, polish=1)
     # one by one, recording each hit's batches
@@ -369,8 +350,6 @@ def test_together_batches_each_level_across_hits_with_the_same_boxes(clip_embedd
         q,
         on_result=lambda i, h, r: events.append(("result", i)),
         on_step=lambda i, h, r: events.append(("step", i)),
-        lead=1,
-        chunk=1000,
     )
     assert [r.box for r in results] == [r.box for r in one_by_one]
     assert [r.crops for r in results] == [r.crops for r in one_by_one]
@@ -382,7 +361,8 @@ def test_together_batches_each_level_across_hits_with_the_same_boxes(clip_embedd
     # then one model call per level: level k holds the k-th batch of every hit still refining
     rest = per_hit[1:]
     levels = [sum(b[k] for b in rest if len(b) > k) for k in range(max(len(b) for b in rest))]
-    assert rec.batches[lead_batches:] == levels and len(levels) < sum(len(b) for b in rest)
+    chunks = [min(LEVEL_CHUNK, n - k) for n in levels for k in range(0, n, LEVEL_CHUNK)]
+    assert rec.batches[lead_batches:] == chunks and len(chunks) < sum(len(b) for b in rest)
     # every step that moved a box was shown, and each hit was reported once
     assert sorted(i for kind, i in events if kind == "result") == list(range(len(hits)))
     for i, r in enumerate(results):
@@ -393,22 +373,29 @@ def test_together_cancel_between_chunks_reports_and_caches_nothing_unfinished(cl
     hits, q = hits_and_query
     cancel = threading.Event()
     cache = RefineCache()
+    strategy = RefineStrategy(grid=3)  # the first level of the four hits after the top one: > 1 chunk
+    first_level = sum(1 + len(windows(h.box, h.width, h.height, strategy)) for h in hits[1:])
+    assert first_level > LEVEL_CHUNK
+    lead_batches: list[int] = []
 
-    class CancelAfterTwo(Recording):
+    class CancelInTheFirstLevel(Recording):
         def embed_images(self, images):
-            if len(self.batches) == 1:
-                cancel.set()  # a new query arrives while the first chunk is in the model
+            if lead_batches:
+                cancel.set()  # a new query arrives while the first chunk of the level is in the model
             return super().embed_images(images)
 
-    rec = CancelAfterTwo(clip_embedder)
+    rec = CancelInTheFirstLevel(clip_embedder)
     seen = []
-    results = refine_hits(
-        Refiner(rec), hits, q, on_result=lambda i, h, r: seen.append(i), cancel=cancel, cache=cache,
-        lead=0, chunk=4,
-    )
-    assert rec.batches == [4, 4]  # the chunk in flight finishes; no further chunk starts
-    assert seen == [] and results == [None] * len(hits) and len(cache) == 0
-    assert all(h.refined_box is None for h in hits)
+
+    def on_result(i, h, r):
+        seen.append(i)
+        lead_batches.append(len(rec.batches))
+
+    results = refine_hits(Refiner(rec, strategy), hits, q, on_result=on_result, cancel=cancel, cache=cache)
+    # the top hit was done before; the chunk in flight finishes; no further chunk starts
+    assert seen == [0] and rec.batches[lead_batches[0] :] == [LEVEL_CHUNK]
+    assert results[1:] == [None] * (len(hits) - 1) and len(cache) == 1
+    assert all(h.refined_box is None for h in hits[1:])
 
 
 def test_an_unreadable_photo_is_reported_not_raised(clip_embedder, hits_and_query):

@@ -77,20 +77,12 @@ def make_hostile_folder(root: Path) -> dict[str, str]:
     return expect
 
 
-@pytest.fixture
-def lib(tmp_path):
-    with Library(tmp_path / "data") as library:
-        yield library
-
-
-def test_hostile_files_each_skipped_or_indexed_with_reason(lib, clip_embedder, tmp_path):
+def test_hostile_files_each_skipped_or_indexed_with_reason(clip_embedder, tmp_path, indexed_library):
     root = tmp_path / "hostile"
     expect = make_hostile_folder(root)
     try:
         before = tree_fingerprint(root)
-        lib.add_folder(root)
-        lib.bind(clip_embedder, get_layout("grid3"))
-        report = lib.indexer(clip_embedder, get_layout("grid3")).run()
+        lib, report = indexed_library(root)
         rows = {Path(p.path).name: p for p in lib.store.photos_under(str(root))}
         for name, want in expect.items():
             assert name in rows, f"{name!r} was not recorded"

@@ -22,17 +22,9 @@ from sorce_desktop.core.store import (
 )
 
 
-def indexed_library(tmp_path, clip_embedder, photo_dir):
-    lib = Library(tmp_path / "data")
-    lib.add_folder(photo_dir)
-    lib.bind(clip_embedder, get_layout("grid3"))
-    lib.indexer(clip_embedder, get_layout("grid3")).run()
-    return lib
-
-
 @pytest.mark.parametrize("damage", ["delete", "truncate", "garbage", "other_dim"])
-def test_vector_index_repaired_from_catalog(tmp_path, clip_embedder, photo_dir, damage):
-    lib = indexed_library(tmp_path, clip_embedder, photo_dir)
+def test_vector_index_repaired_from_catalog(tmp_path, clip_embedder, photo_dir, damage, indexed_library):
+    lib, _ = indexed_library(photo_dir)
     q = clip_embedder.embed_texts(["a cat"])[0]
     before = [(h.path, h.box) for h in lib.search_service(clip_embedder).search(vector=q, top=5)]
     lib.close()
@@ -54,9 +46,9 @@ def test_vector_index_repaired_from_catalog(tmp_path, clip_embedder, photo_dir, 
         assert after == before
 
 
-def test_stale_vector_file_is_synced(tmp_path, clip_embedder, photo_dir):
+def test_stale_vector_file_is_synced(tmp_path, clip_embedder, photo_dir, indexed_library):
     """A crash between the catalog commit and the vector-file save leaves the file behind: fixed on open."""
-    lib = indexed_library(tmp_path, clip_embedder, photo_dir)
+    lib, _ = indexed_library(photo_dir)
     stale = (tmp_path / "data" / "index" / VECTORS_NAME).read_bytes()
     victim = sorted(photo_dir.glob("*.jpg"))[0]
     lib.store.delete_photos([lib.store.photo_by_path(str(victim)).id])
@@ -158,3 +150,23 @@ def test_killed_mid_batch_resumes_cleanly(tmp_path, tiny_clip, clip_embedder, ph
         r = lib.indexer(clip_embedder, get_layout("grid3")).run()
         assert lib.store.counts()["indexed"] == 12 and lib.store.vectors.count == 120
         assert r.embedded <= 12
+
+
+def test_no_sql_outside_the_store():
+    """Every SQL statement of the product is in core/store.py (rclip's db.py): no module reads or
+    writes the catalog behind its back. The benchmarks' scratch databases are their own."""
+    import re
+    from pathlib import Path
+
+    import sorce_desktop
+
+    root = Path(sorce_desktop.__file__).parent
+    statement = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|PRAGMA)\b")
+    found = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path != root / "core" / "store.py" and "bench" not in path.relative_to(root).parts
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if statement.search(line)
+    ]
+    assert not found, "SQL outside core/store.py:\n" + "\n".join(found)

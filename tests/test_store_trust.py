@@ -69,13 +69,15 @@ def _umount(path: Path) -> None:
 
 
 # -- 1. the vector index is checked before it is trusted ---------------------------------------------
-def test_flipped_bytes_in_vector_index_are_detected_and_rebuilt(tmp_path, clip_embedder, photo_dir):
-    with Library(tmp_path / "data") as lib:
-        lib.add_folder(photo_dir)
-        lib.bind(clip_embedder, get_layout("grid3"))
-        lib.indexer(clip_embedder, get_layout("grid3")).run()
-        q = clip_embedder.embed_texts(["a cat"])[0]
-        before = [(h.path, h.box, round(h.score, 5)) for h in lib.search_service(clip_embedder).search(vector=q, top=5)]
+def test_flipped_bytes_in_vector_index_are_detected_and_rebuilt(
+    tmp_path, clip_embedder, photo_dir, indexed_library
+):
+    lib, _ = indexed_library(photo_dir)
+    q = clip_embedder.embed_texts(["a cat"])[0]
+    before = [
+        (h.path, h.box, round(h.score, 5)) for h in lib.search_service(clip_embedder).search(vector=q, top=5)
+    ]
+    lib.close()
     path = tmp_path / "data" / "index" / VECTORS_NAME
     raw = bytearray(path.read_bytes())
     rng = np.random.default_rng(0)
@@ -563,16 +565,13 @@ def test_load_image_refuses_implausible_headers(tmp_path):
 
 
 # -- 8. messages that misled -------------------------------------------------------------------------------
-def test_dangling_symlink_is_named_as_such(tmp_path, clip_embedder):
+def test_dangling_symlink_is_named_as_such(tmp_path, indexed_library):
     root = tmp_path / "photos"
     root.mkdir()
     shutil.copy2(coco_photos(1)[0], root / "good.jpg")
     os.symlink(root / "gone.jpg", root / "link.jpg")
-    with Library(tmp_path / "data") as lib:
-        lib.add_folder(root)
-        lib.bind(clip_embedder, get_layout("grid3"))
-        lib.indexer(clip_embedder, get_layout("grid3")).run()
-        reason = dict(lib.store.errors())[str(root / "link.jpg")]
+    lib, _ = indexed_library(root)
+    reason = dict(lib.store.errors())[str(root / "link.jpg")]
     assert "symbolic link" in reason and "does not exist" in reason and "pipe" not in reason
 
 

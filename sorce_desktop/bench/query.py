@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -311,214 +312,282 @@ def _text_embedder(args, cache, speed=None):
 
 
 # -- the benchmark ----------------------------------------------------------------------------------
+@dataclass
+class _Vectors:
+    """The vectors searched: synthetic at each size asked for, or one indexed library's."""
+
+    sizes: list[int]  # library sizes in photos
+    dim: int
+    regions: int  # per photo
+    source: object  # SyntheticVectors or _Source: chunks(n_photos) of vectors in photo order
+    queries: np.ndarray
+    photo_of: Callable[[int], int]  # a region id's photo
+    cat: CatalogVectors | None = None
+
+
+def _vectors(args, regions: int) -> _Vectors:
+    n_queries = max(args.queries, args.recall_queries)
+    if args.catalog:
+        cat = CatalogVectors(args.catalog)
+        photo_of_arr = cat.photo_of
+        return _Vectors(
+            [cat.n_photos],
+            cat.dim,
+            cat.regions,
+            _Source(cat),
+            cat.queries(n_queries, args.seed),
+            lambda rid: int(photo_of_arr[rid]),
+            cat,
+        )
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+    source = SyntheticVectors(args.dim, regions, args.seed)
+    return _Vectors(sizes, args.dim, regions, source, source.queries(n_queries), lambda rid: rid // regions)
+
+
+def _time_text(args, log) -> tuple[dict, Callable | None]:
+    """Text embedding: the default model's text tower at its real size (random weights cost the same).
+    Returns the report's ``text`` section and the function a query's text goes through (None: off)."""
+    text: dict = {"included": not args.no_text}
+    if args.no_text:
+        return text, None
+    from sorce_desktop.bench.synthetic_models import cache_dir
+    from sorce_desktop.core.models.speed import DEFAULT_SPEED, THOROUGH, get_speed
+
+    # What the app runs for a query: the text tower of the default indexing profile ("fast": int8
+    # on a CPU); float32 (the "thorough" profile) timed beside it, with the cosine between the two.
+    text_fns: dict[str, Callable] = {}
+    app = _text_embedder(args, cache_dir(args.cache_dir), get_speed(None))
+    text_fns["app"] = app.embed_texts
+    text["app_profile"] = f"{DEFAULT_SPEED} ({'int8' if app.int8 else 'float32'} text tower)"
+    if app.int8:
+        ref = _text_embedder(args, cache_dir(args.cache_dir), THOROUGH)
+        text_fns["fp32"] = ref.embed_texts
+    words = ["a red kite in the sky", "a cat on the windowsill", "a cup on the shelf", "the small boat"]
+    for name, fn in text_fns.items():
+        fn(["warm up"])
+        ts = []
+        for i in range(max(10, args.queries // 5)):
+            t = time.perf_counter()
+            fn([words[i % len(words)] + f" {i}"])
+            ts.append((time.perf_counter() - t) * 1000)
+        text[name] = {"p50_ms": round(pct(ts, 50), 2), "p95_ms": round(pct(ts, 95), 2)}
+        log(f"text embedding {name}: p50 {text[name]['p50_ms']} ms")
+    if "fp32" in text_fns:
+        probe = [f"{w} {i}" for i, w in enumerate(words * 5)]
+        cos = np.sum(text_fns["app"](probe) * text_fns["fp32"](probe), axis=1)
+        text["app_vs_fp32_cosine_min"] = round(float(cos.min()), 5)
+    return text, text_fns["app"]
+
+
+def _build_index(spec: ann.IndexSpec, v: _Vectors, n_photos: int, seed: int) -> tuple[object, dict]:
+    """The index of the first ``n_photos`` photos' vectors, and what building it cost."""
+    rss0 = rss_bytes()
+    t = time.perf_counter()
+    if spec.compressed:
+        train = _train_sample(v.source, n_photos, ann.train_size(spec), seed)
+        index = _build(spec, train)
+        del train
+    else:
+        index = ann.build(spec)
+    for start, vecs in v.source.chunks(n_photos):
+        ids = np.arange(start * v.regions, start * v.regions + len(vecs), dtype=np.int64)
+        index.add_with_ids(vecs, ids)
+    build_s = time.perf_counter() - t
+    nbytes = ann.index_bytes(index)
+    return index, dict(
+        build_s=round(build_s, 1),
+        index_bytes=nbytes,
+        bytes_per_photo=round(nbytes / n_photos),
+        rss_growth_bytes=rss_bytes() - rss0,
+    )
+
+
+def _searcher(index, rescore_min: int, n_vectors: int, v: _Vectors, fetch: _Fetch | None) -> Callable:
+    """A search as the store runs it: the index alone, or its candidates re-scored with exact vectors
+    (read through ``fetch`` for synthetic vectors, from memory for a catalog's)."""
+    if rescore_min and fetch is not None:
+
+        def search(q, k):
+            kc = ann.rescore_candidates(k, n_vectors, rescore_min)  # as Store.search_vectors does
+            _a, cand = ann.search(index, q, kc)
+            return ann.rescore(q, cand, fetch, kc)
+
+    elif rescore_min and v.cat is not None:
+        vectors = v.cat.vectors
+
+        def search(q, k):
+            kc = ann.rescore_candidates(k, n_vectors, rescore_min)
+            _a, cand = ann.search(index, q, kc)
+            return ann.rescore(q, cand, lambda got: (np.asarray(got), vectors[np.asarray(got)]), kc)
+
+    else:
+
+        def search(q, k):
+            return ann.search(index, q, k)
+
+    return search
+
+
+def _recall(search, v: _Vectors, queries: np.ndarray, truth: list[list[int]], n_vectors: int) -> float:
+    """Recall@10 of photos against exact search."""
+    hits = [best_photos(search, q, v.photo_of, 10, n_vectors)[0] for q in queries]
+    return round(float(np.mean([len(set(h) & set(t)) / max(1, len(t)) for h, t in zip(hits, truth)])), 4)
+
+
+def _latency(
+    search, fetch: _Fetch | None, text_fn, v: _Vectors, n_queries: int, top: int, n_vectors: int
+) -> dict:
+    """Text + search + grouping, one query at a time as the app runs them: percentiles in ms."""
+    tt, ts, tg, tot = [], [], [], []
+    for i, q in enumerate(v.queries[:n_queries]):
+        t0 = time.perf_counter()
+        if text_fn is not None:
+            text_fn([f"a small thing number {i}"])
+        t1 = time.perf_counter()
+        _s, ids = search(q[None, :], min(n_vectors, max(64, top * 16)))
+        t2 = time.perf_counter() + (fetch.take() if fetch is not None else 0.0)
+        best_photos(search, q, v.photo_of, top, n_vectors)
+        t3 = time.perf_counter() + (fetch.take() if fetch is not None else 0.0)
+        # best_photos repeats the first search; subtract it to get the grouping alone
+        tt.append((t1 - t0) * 1000)
+        ts.append((t2 - t1) * 1000)
+        tg.append(max(0.0, (t3 - t2) - (t2 - t1)) * 1000)
+        tot.append((t1 - t0) * 1000 + (t3 - t2) * 1000)
+    return dict(
+        p50_ms=round(pct(tot, 50), 2),
+        p95_ms=round(pct(tot, 95), 2),
+        text_p50_ms=round(pct(tt, 50), 2),
+        search_p50_ms=round(pct(ts, 50), 2),
+        search_p95_ms=round(pct(ts, 95), 2),
+        group_p50_ms=round(pct(tg, 50), 2),
+    )
+
+
+def _ground_truth(v: _Vectors, n_photos: int, queries: np.ndarray, log) -> list[list[int]]:
+    log(f"{n_photos} photos ({n_photos * v.regions} vectors): exact ground truth...")
+    t = time.perf_counter()
+    if v.cat is not None:  # catalog region ids are not photo-major: group by the real photo ids
+        truth = _catalog_truth(v.cat, queries, 10)
+    else:
+        truth = exact_top_photos(v.source, n_photos, queries, 10, v.regions)
+    log(f"  ground truth in {time.perf_counter() - t:.0f}s")
+    return truth
+
+
+class _FetchTable:
+    """The SQLite table re-scoring reads synthetic vectors from (as the store reads the catalog's),
+    rebuilt for each library size that fits ``--fetch-db-max-gb``."""
+
+    def __init__(self, work: str):
+        self.path = os.path.join(work, "regions.sqlite")
+        self.db, self.rows = None, 0
+
+    def prepare(self, args, kinds: list[str], rescores: list[int], v: _Vectors, n_photos: int, log) -> None:
+        n_vectors = int(n_photos * v.regions)
+        wanted = (
+            not args.catalog
+            and args.fetch_db_max_gb > 0
+            and any(k != ann.FLAT for k in kinds)
+            and any(rescores)
+            and n_vectors * (v.dim * 4 + 64) <= args.fetch_db_max_gb * 2**30
+        )
+        if not wanted:
+            return
+        log(f"{n_photos} photos: building the SQLite table for re-scoring reads...")
+        t = time.perf_counter()
+        self.close()
+        self.db = _build_fetch_table(self.path, v.source, n_photos, v.regions)
+        self.rows = n_vectors
+        log(f"  table of {n_vectors} rows in {time.perf_counter() - t:.0f}s")
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+
+def _measure_index(
+    spec: ann.IndexSpec, args, v: _Vectors, n_photos: int, truth, text_fn, table, log
+) -> list[dict]:
+    """Build one index kind at one size and time it with each nprobe and re-scoring asked for."""
+    n_vectors = int(n_photos * v.regions)
+    est = _estimated_bytes(spec, n_vectors)
+    entry: dict = {"photos": n_photos, "vectors": n_vectors, "kind": spec.kind, "index": spec.describe()}
+    if est > args.max_gb * 2**30:
+        entry.update(skipped=f"needs about {est / 2**30:.1f} GB (over --max-gb {args.max_gb})")
+        entry["bytes_per_photo"] = round(est / n_photos)
+        log(f"  {spec.describe()}: skipped ({entry['skipped']})")
+        return [entry]
+    index, built = _build_index(spec, v, n_photos, args.seed)
+    entry.update(built)
+    nprobes = [None if x.strip() == "store" else int(x) for x in args.nprobe.split(",") if x.strip()]
+    rescores = [-1 if x.strip() == "store" else int(x) for x in args.rescore.split(",") if x.strip()]
+    store_min = ann.RESCORE_MIN_LARGE if n_vectors >= ann.RESCORE_LARGE_VECTORS else ann.RESCORE_MIN
+    variants = (
+        [(p, store_min if r == -1 else r) for p in nprobes for r in rescores] if spec.compressed else [(0, 0)]
+    )
+    rows = []
+    for nprobe, rescore_min in variants:
+        if spec.compressed:
+            ivf = ann.ivf_of(index)
+            nprobe = min(ivf.nlist, ann.nprobe_for(ivf.nlist) if nprobe is None else nprobe)
+            ivf.nprobe = nprobe
+        row = dict(entry, nprobe=nprobe, rescore=rescore_min) if spec.compressed else dict(entry)
+        fetch = None
+        if rescore_min and v.cat is None:
+            fetch = _Fetch(v.source, table.db, table.rows, n_vectors, v.dim)
+            row["rescore_reads"] = fetch.mode
+        search = _searcher(index, rescore_min, n_vectors, v, fetch)
+        row["recall_at_10"] = _recall(search, v, v.queries[: args.recall_queries], truth, n_vectors)
+        if fetch is not None:
+            fetch.take()
+        row.update(_latency(search, fetch, text_fn, v, args.queries, args.top, n_vectors))
+        rows.append(row)
+        log(
+            f"  {spec.describe() if not spec.compressed else spec.describe().split(' (')[0]}"
+            f"{f' nprobe {nprobe} rescore {rescore_min}' if spec.compressed else ''}: p50 {row['p50_ms']} ms "
+            f"(search {row['search_p50_ms']}), p95 {row['p95_ms']} ms, R@10 {row['recall_at_10']}, "
+            f"{row['bytes_per_photo']} B/photo, built in {row['build_s']}s"
+        )
+    return rows
+
+
 def run(args) -> int:
+    import shutil
+    import tempfile
+
     import faiss
     import torch
 
-    from sorce_desktop.bench.synthetic_models import cache_dir
     from sorce_desktop.core.regions import DEFAULT_LAYOUT, get_layout
 
     threads = torch.get_num_threads()
     faiss.omp_set_num_threads(threads)
     layout = get_layout(DEFAULT_LAYOUT)
-    regions = args.regions or layout.count(640, 480)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     pq_dims = [int(x) for x in args.pq_dims.split(",") if x.strip()]
-    nprobes = [None if x.strip() == "store" else int(x) for x in args.nprobe.split(",") if x.strip()]
     rescores = [-1 if x.strip() == "store" else int(x) for x in args.rescore.split(",") if x.strip()]
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    if args.catalog:
-        cat = CatalogVectors(args.catalog)
-        sizes = [cat.n_photos]
-        dim = cat.dim
-        regions = cat.regions
-        source = _Source(cat)
-        queries_all = cat.queries(max(args.queries, args.recall_queries), args.seed)
-        photo_of_arr = cat.photo_of
-
-        def photo_of(rid: int) -> int:
-            return int(photo_of_arr[rid])
-
-    else:
-        sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
-        dim = args.dim
-        source = SyntheticVectors(dim, regions, args.seed)
-        queries_all = source.queries(max(args.queries, args.recall_queries))
-
-        def photo_of(rid: int) -> int:
-            return rid // regions
-
-    # Text embedding: the default model's text tower at its real size (random weights cost the same).
-    text = {"included": not args.no_text}
-    text_fns: dict[str, object] = {}
-    if not args.no_text:
-        from sorce_desktop.core.models.speed import DEFAULT_SPEED, THOROUGH, get_speed
-
-        # What the app runs for a query: the text tower of the default indexing profile ("fast": int8
-        # on a CPU); float32 (the "thorough" profile) timed beside it, with the cosine between the two.
-        app = _text_embedder(args, cache_dir(args.cache_dir), get_speed(None))
-        text_fns["app"] = app.embed_texts
-        text["app_profile"] = f"{DEFAULT_SPEED} ({'int8' if app.int8 else 'float32'} text tower)"
-        if app.int8:
-            ref = _text_embedder(args, cache_dir(args.cache_dir), THOROUGH)
-            text_fns["fp32"] = ref.embed_texts
-        words = ["a red kite in the sky", "a cat on the windowsill", "a cup on the shelf", "the small boat"]
-        for name, fn in text_fns.items():
-            fn(["warm up"])
-            ts = []
-            for i in range(max(10, args.queries // 5)):
-                t = time.perf_counter()
-                fn([words[i % len(words)] + f" {i}"])
-                ts.append((time.perf_counter() - t) * 1000)
-            text[name] = {"p50_ms": round(pct(ts, 50), 2), "p95_ms": round(pct(ts, 95), 2)}
-            log(f"text embedding {name}: p50 {text[name]['p50_ms']} ms")
-        if "fp32" in text_fns:
-            probe = [f"{w} {i}" for i, w in enumerate(words * 5)]
-            cos = np.sum(text_fns["app"](probe) * text_fns["fp32"](probe), axis=1)
-            text["app_vs_fp32_cosine_min"] = round(float(cos.min()), 5)
-        text_fn = text_fns["app"]
+    v = _vectors(args, args.regions or layout.count(640, 480))
+    text, text_fn = _time_text(args, log)
     results = []
-    import tempfile
-
     work = tempfile.mkdtemp(prefix="sorce-bench-query-", dir=args.work_dir)
-    table_db, table_rows = None, 0
-    for n_photos in sizes:
-        n_vectors = int(n_photos * regions)
-        want_table = (
-            not args.catalog
-            and args.fetch_db_max_gb > 0
-            and any(k != ann.FLAT for k in kinds)
-            and any(rescores)
-            and n_vectors * (dim * 4 + 64) <= args.fetch_db_max_gb * 2**30
-        )
-        if want_table:
-            log(f"{n_photos} photos: building the SQLite table for re-scoring reads...")
-            t = time.perf_counter()
-            if table_db is not None:
-                table_db.close()
-            table_db = _build_fetch_table(os.path.join(work, "regions.sqlite"), source, n_photos, regions)
-            table_rows = n_vectors
-            log(f"  table of {n_vectors} rows in {time.perf_counter() - t:.0f}s")
-        fetch_source = source if not args.catalog else None
-        rq = queries_all[: args.recall_queries]
-        log(f"{n_photos} photos ({n_vectors} vectors): exact ground truth...")
-        t = time.perf_counter()
-        if args.catalog:  # catalog region ids are not photo-major: group by the real photo ids
-            truth = _catalog_truth(cat, rq, 10)
-        else:
-            truth = exact_top_photos(source, n_photos, rq, 10, regions)
-        log(f"  ground truth in {time.perf_counter() - t:.0f}s")
-        for spec in _specs(kinds, dim, n_vectors, pq_dims):
-            est = _estimated_bytes(spec, n_vectors)
-            entry: dict = {"photos": n_photos, "vectors": n_vectors, "kind": spec.kind, "index": spec.describe()}
-            if est > args.max_gb * 2**30:
-                entry.update(skipped=f"needs about {est / 2**30:.1f} GB (over --max-gb {args.max_gb})")
-                entry["bytes_per_photo"] = round(est / n_photos)
-                results.append(entry)
-                log(f"  {spec.describe()}: skipped ({entry['skipped']})")
-                continue
-            rss0 = rss_bytes()
-            t = time.perf_counter()
-            if spec.compressed:
-                train = _train_sample(source, n_photos, ann.train_size(spec), args.seed)
-                index = _build(spec, train)
-                del train
-            else:
-                index = ann.build(spec)
-            for start, vecs in source.chunks(n_photos):
-                ids = np.arange(start * regions, start * regions + len(vecs), dtype=np.int64)
-                index.add_with_ids(vecs, ids)
-            build_s = time.perf_counter() - t
-            nbytes = ann.index_bytes(index)
-            entry.update(
-                build_s=round(build_s, 1),
-                index_bytes=nbytes,
-                bytes_per_photo=round(nbytes / n_photos),
-                rss_growth_bytes=rss_bytes() - rss0,
-            )
-            store_min = ann.RESCORE_MIN_LARGE if n_vectors >= ann.RESCORE_LARGE_VECTORS else ann.RESCORE_MIN
-            variants = (
-                [(p, store_min if r == -1 else r) for p in nprobes for r in rescores] if spec.compressed else [(0, 0)]
-            )
-            for nprobe, rescore_min in variants:
-                if spec.compressed:
-                    ivf = ann.ivf_of(index)
-                    nprobe = min(ivf.nlist, ann.nprobe_for(ivf.nlist) if nprobe is None else nprobe)
-                    ivf.nprobe = nprobe
-                row = dict(entry, nprobe=nprobe, rescore=rescore_min) if spec.compressed else dict(entry)
-                fetch = None
-                if rescore_min and fetch_source is not None:
-                    fetch = _Fetch(fetch_source, table_db, table_rows, n_vectors, dim)
-                    row["rescore_reads"] = fetch.mode
-
-                    def search(q, k, index=index, fetch=fetch, rescore_min=rescore_min, n=n_vectors):
-                        kc = ann.rescore_candidates(k, n, rescore_min)  # as Store.search_vectors does
-                        _a, cand = ann.search(index, q, kc)
-                        return ann.rescore(q, cand, fetch, kc)
-                elif rescore_min and args.catalog:
-                    def search(q, k, index=index, rescore_min=rescore_min, n=n_vectors):
-                        kc = ann.rescore_candidates(k, n, rescore_min)
-                        _a, cand = ann.search(index, q, kc)
-                        return ann.rescore(q, cand, lambda got: (np.asarray(got), cat.vectors[np.asarray(got)]), kc)
-                else:
-
-                    def search(q, k, index=index):
-                        return ann.search(index, q, k)
-                # Recall@10 of photos against exact search.
-                hits = [best_photos(search, q, photo_of, 10, n_vectors)[0] for q in rq]
-                if fetch is not None:
-                    fetch.take()
-                row["recall_at_10"] = round(
-                    float(np.mean([len(set(h) & set(t)) / max(1, len(t)) for h, t in zip(hits, truth)])), 4
-                )
-                # Latency: text + search + grouping, one query at a time as the app runs them.
-                tt, ts, tg, tot = [], [], [], []
-                for i, q in enumerate(queries_all[: args.queries]):
-                    t0 = time.perf_counter()
-                    if text_fns:
-                        text_fn([f"a small thing number {i}"])
-                    t1 = time.perf_counter()
-                    _s, ids = search(q[None, :], min(n_vectors, max(64, args.top * 16)))
-                    t2 = time.perf_counter() + (fetch.take() if fetch is not None else 0.0)
-                    best_photos(search, q, photo_of, args.top, n_vectors)
-                    t3 = time.perf_counter() + (fetch.take() if fetch is not None else 0.0)
-                    # best_photos repeats the first search; subtract it to get the grouping alone
-                    tt.append((t1 - t0) * 1000)
-                    ts.append((t2 - t1) * 1000)
-                    tg.append(max(0.0, (t3 - t2) - (t2 - t1)) * 1000)
-                    tot.append((t1 - t0) * 1000 + (t3 - t2) * 1000)
-                row.update(
-                    p50_ms=round(pct(tot, 50), 2),
-                    p95_ms=round(pct(tot, 95), 2),
-                    text_p50_ms=round(pct(tt, 50), 2),
-                    search_p50_ms=round(pct(ts, 50), 2),
-                    search_p95_ms=round(pct(ts, 95), 2),
-                    group_p50_ms=round(pct(tg, 50), 2),
-                )
-                results.append(row)
-                log(
-                    f"  {spec.describe() if not spec.compressed else spec.describe().split(' (')[0]}"
-                    f"{f' nprobe {nprobe} rescore {rescore_min}' if spec.compressed else ''}: p50 {row['p50_ms']} ms "
-                    f"(search {row['search_p50_ms']}), p95 {row['p95_ms']} ms, R@10 {row['recall_at_10']}, "
-                    f"{row['bytes_per_photo']} B/photo, built in {row['build_s']}s"
-                )
-            del index
-    if table_db is not None:
-        table_db.close()
-    import shutil
-
+    table = _FetchTable(work)
+    for n_photos in v.sizes:
+        table.prepare(args, kinds, rescores, v, n_photos, log)
+        truth = _ground_truth(v, n_photos, v.queries[: args.recall_queries], log)
+        for spec in _specs(kinds, v.dim, int(n_photos * v.regions), pq_dims):
+            results += _measure_index(spec, args, v, n_photos, truth, text_fn, table, log)
+    table.close()
     shutil.rmtree(work, ignore_errors=True)
-    chosen = {
-        str(n): ann.spec_for(int(n * regions), dim).describe() for n in sizes
-    }
+    chosen = {str(n): ann.spec_for(int(n * v.regions), v.dim).describe() for n in v.sizes}
     out = {
         "bench": "query",
         "date": time.strftime("%Y-%m-%d"),
         "threads": threads,
-        "regions_per_photo": regions,
+        "regions_per_photo": v.regions,
         "layout": layout.name,
-        "dim": dim,
+        "dim": v.dim,
         "vectors": "catalog " + args.catalog if args.catalog else "synthetic structured unit vectors",
         "text": text,
         "results": results,

@@ -21,12 +21,17 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sorce_desktop.core.jsonout import print_json
+
+if TYPE_CHECKING:
+    from sorce_desktop.core.regions import Box
 
 #: Strategies compared (RefineStrategy fields). "screen" is the default the GUI uses for a screenful.
 PRESETS: dict[str, dict | str] = {
@@ -39,11 +44,36 @@ PRESETS: dict[str, dict | str] = {
 }
 
 
-#: How a screenful is scheduled (core.refine.refine_hits arguments).
-SCHEDULES: dict[str, dict] = {
-    "sequential": dict(together=False),  # one hit after another, each hit's steps its own batches
-    "together": dict(together=True, lead=0),  # every hit level by level in shared batches
-    "lead1": dict(together=True, lead=1),  # the top hit alone first, then the others level by level
+def _sequential(refiner, hits, q, **kw) -> list:
+    """One hit after another, in list order, each hit's steps its own batches."""
+    from sorce_desktop.core.refine import RefineRun
+
+    with RefineRun(refiner, hits, q, **kw) as run:
+        run.one_by_one(run.from_cache())
+        return run.out
+
+
+def _together(refiner, hits, q, **kw) -> list:
+    """Every hit level by level in shared batches, the top hit too."""
+    from sorce_desktop.core.refine import RefineRun
+
+    with RefineRun(refiner, hits, q, **kw) as run:
+        run.level_by_level(run.from_cache())
+        return run.out
+
+
+def _lead1(refiner, hits, q, **kw) -> list:
+    """The product's (core.refine.refine_hits): the top hit alone first, then the others level by level."""
+    from sorce_desktop.core.refine import refine_hits
+
+    return refine_hits(refiner, hits, q, **kw)
+
+
+#: How a screenful is scheduled: each takes refine_hits' arguments.
+SCHEDULES: dict[str, Callable[..., list]] = {
+    "sequential": _sequential,
+    "together": _together,
+    "lead1": _lead1,
 }
 
 
@@ -111,17 +141,193 @@ def _names(arg: str, known: dict, what: str) -> list[str]:
     return names
 
 
+#: What is measured per (strategy, schedule), one value per query or per hit.
+_KEYS = ("screen_s", "first_s", "hit_s", "iou", "tile_iou", "shrink", "rank_tile", "rank_refined", "crops")
+
+
+@dataclass
+class _Query:
+    """One screenful searched for a pasted object: the hits as the index ranks them."""
+
+    target: int  # the photo the object was pasted into (its photo_id)
+    true_box: Box  # where the object was pasted
+    vector: np.ndarray
+    hits: list
+    rank_tile: int  # the target's rank by tile score (1 = first)
+
+
+def _index_screenful(embedder, pool: list[Path], layout) -> tuple[list, list, float]:
+    """The screenful's photos as the index sees them (decoded, their tiles' regions), and the rate."""
+    from sorce_desktop.core.images import load_image
+
+    t = time.perf_counter()
+    decoded = [load_image(p, embedder.decode_min_side(layout)) for p in pool]
+    regions = [embedder.embed_photos([d], layout)[0] for d in decoded]
+    return decoded, regions, round(sum(len(r) for r in regions) / (time.perf_counter() - t), 2)
+
+
+def _warm_up(refiners: dict, pool: list[Path], decoded: list, regions: list) -> None:
+    """The first forward at a new input side costs more: run one refinement per strategy first."""
+    from sorce_desktop.core.search import PhotoHit
+
+    d = decoded[0]
+    for refiner in refiners.values():
+        refiner.refine(
+            PhotoHit(str(pool[0]), 0.0, regions[0][1].box, "warm", 0, d.width, d.height), regions[0][0].vector
+        )
+
+
+def _pasted_query(embedder, layout, obj, place, target: int, path: Path, pool, decoded, regions) -> _Query:
+    """Paste ``obj`` at ``place`` (width, height, x, y) into the target photo, save it to ``path``,
+    and rank the screenful for the object as an image query, the target with its new tiles."""
+    from sorce_desktop.core.images import DecodedImage
+    from sorce_desktop.core.regions import Box
+    from sorce_desktop.core.search import PhotoHit
+
+    img = decoded[target].image.copy()
+    W, H = img.size
+    pw, ph, x, y = place
+    patch = obj.resize((pw, ph))
+    img.paste(patch, (x, y))
+    img.save(path)
+    target_regions = embedder.embed_photos([DecodedImage(img, W, H)], layout)[0]
+    q = embedder.embed_image_query(patch)
+    hits = []
+    for i, p in enumerate(pool):
+        rs = target_regions if i == target else regions[i]
+        scores = [float(r.vector @ q) for r in rs]
+        best = int(np.argmax(scores))
+        d = decoded[i]
+        hits.append(
+            PhotoHit(
+                str(path if i == target else p),
+                scores[best],
+                rs[best].box,
+                rs[best].name,
+                i,
+                d.width,
+                d.height,
+            )
+        )
+    hits.sort(key=lambda h: -h.score)
+    rank_tile = next(k for k, h in enumerate(hits) if h.photo_id == target) + 1
+    return _Query(target, Box(x, y, x + pw, y + ph), q, hits, rank_tile)
+
+
+def _place(obj, size: tuple[int, int], patch_frac: float, rng) -> tuple[int, int, int, int]:
+    """Where an object goes in a photo of ``size``: (width, height, x, y), its side a share of the
+    photo's short side."""
+    W, H = size
+    side = max(16, int(patch_frac * min(W, H)))
+    scale = side / max(obj.size)
+    pw, ph = max(1, round(obj.width * scale)), max(1, round(obj.height * scale))
+    return (pw, ph, int(rng.integers(0, W - pw)), int(rng.integers(0, H - ph)))
+
+
+def _measure(refiner, schedule: str, hits: list, query: _Query, m: dict[str, list], rerank: bool) -> None:
+    """Refine ``hits`` with one schedule and add its timings and quality to ``m``."""
+    from sorce_desktop.core.refine import rerank_by_refined
+
+    mine = [replace(h, refined_box=None, refined_score=None) for h in hits]
+    # The first outline the user sees tighten: the top hit's first step (or its final box when the
+    # tile was already the best), timed inside the screenful run.
+    first: list[float] = []
+    t0 = time.perf_counter()
+
+    def seen(i, _h, _r) -> None:
+        if i == 0 and not first:
+            first.append(time.perf_counter() - t0)
+
+    results = SCHEDULES[schedule](
+        refiner, mine, query.vector, cancel=threading.Event(), on_step=seen, on_result=seen
+    )
+    wall = time.perf_counter() - t0
+    done = [r for r in results if r is not None]
+    m["screen_s"].append(wall)
+    m["hit_s"].append(wall / max(1, len(done)))
+    m["crops"] += [r.crops for r in done]
+    m["first_s"].append(first[0] if first else wall)
+    for h, r in zip(mine, results):
+        if r is None:
+            continue
+        m["shrink"].append(r.shrink)
+        if h.photo_id == query.target:
+            m["iou"].append(r.box.iou(query.true_box))
+            m["tile_iou"].append(r.tile_box.iou(query.true_box))
+    if rerank:
+        reranked = rerank_by_refined(mine)
+        m["rank_tile"].append(query.rank_tile)
+        m["rank_refined"].append(next(k for k, h in enumerate(reranked) if h.photo_id == query.target) + 1)
+
+
+def _refine_query(refiners: dict, schedules: list[str], query: _Query, per: dict, detail_hits: int) -> None:
+    """Every strategy with every schedule on one query ("detail": the target and a few others, one by one)."""
+    hits = query.hits
+    for n, refiner in refiners.items():
+        detail = n == "detail"
+        todo = hits
+        if detail:
+            todo = [h for h in hits if h.photo_id == query.target]
+            todo += [h for h in hits if h.photo_id != query.target][: max(0, detail_hits - 1)]
+        for sched in ["alone"] if detail else schedules:
+            m = per.setdefault((n, sched), {k: [] for k in _KEYS})
+            _measure(refiner, "sequential" if detail else sched, todo, query, m, rerank=not detail)
+
+
+def _med(v, scale=1.0, nd=4):
+    return round(scale * statistics.median(v), nd) if v else None
+
+
+def _row(speed: str, variant: str, name: str, schedule: str, strategy, m: dict[str, list]) -> dict:
+    """One report row: a strategy with a schedule, at one speed profile."""
+    from sorce_desktop.core.models.speed import DEFAULT_SPEED
+
+    detail = name == "detail"
+    entry = {
+        "speed": speed,
+        "variant": variant,
+        "app_default_speed": speed == DEFAULT_SPEED,
+        "strategy_name": name,
+        "schedule": schedule,
+        "strategy": dict(asdict(strategy)),
+        "per_hit_ms_median": _med(m["hit_s"], 1000, 1),
+        "crops_per_hit_median": _med(m["crops"]),
+        "screen_s_median": None if detail else _med(m["screen_s"]),
+        "first_outline_ms_median": _med(m["first_s"], 1000, 1),
+        "area_shrink_median": _med(m["shrink"]),
+        "target_iou_refined_median": _med(m["iou"]),
+        "target_iou_tile_median": _med(m["tile_iou"]),
+    }
+    if m["rank_tile"]:
+        entry.update(
+            target_rank_by_tile_mean=round(float(np.mean(m["rank_tile"])), 2),
+            target_rank_reranked_mean=round(float(np.mean(m["rank_refined"])), 2),
+            rerank_top1_tile=sum(r == 1 for r in m["rank_tile"]),
+            rerank_top1_reranked=sum(r == 1 for r in m["rank_refined"]),
+            rerank_helps=bool(np.mean(m["rank_refined"]) < np.mean(m["rank_tile"])),
+        )
+    entry["meets_targets"] = (
+        None
+        if detail
+        else bool(
+            entry["screen_s_median"] is not None
+            and entry["screen_s_median"] <= 2.0
+            and entry["first_outline_ms_median"] is not None
+            and entry["first_outline_ms_median"] <= 300
+        )
+    )
+    return entry
+
+
 def run(args) -> int:
     import torch
 
     from sorce_desktop.bench.datasets import coco_small_dir
     from sorce_desktop.bench.synthetic_models import DEFAULT_SPEC, cache_dir, synthetic_model
-    from sorce_desktop.core.images import DecodedImage, load_image
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
     from sorce_desktop.core.models.speed import DEFAULT_SPEED, get_speed
-    from sorce_desktop.core.refine import Refiner, refine_hits, rerank_by_refined
-    from sorce_desktop.core.regions import Box, get_layout
-    from sorce_desktop.core.search import PhotoHit
+    from sorce_desktop.core.refine import Refiner
+    from sorce_desktop.core.regions import get_layout
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,137 +354,20 @@ def run(args) -> int:
     for sp in speeds:
         embedder = DualEncoderEmbedder(folder, model_id=spec, speed=get_speed(sp))
         refiners = {n: Refiner(embedder, _strategy(n)) for n in names}
-        # The screenful's photos as the index sees them (the grid3 tiles and their vectors), once.
         log(f"[{sp}: {embedder.variant()}] embedding the tiles of {len(pool)} photos ...")
-        t = time.perf_counter()
-        decoded = [load_image(p, embedder.decode_min_side(layout)) for p in pool]
-        base_regions = [embedder.embed_photos([d], layout)[0] for d in decoded]
-        index_rates[sp] = round(sum(len(r) for r in base_regions) / (time.perf_counter() - t), 2)
-        for refiner in refiners.values():  # warm-up: the first forward at a new input side costs more
-            refiner.refine(
-                PhotoHit(str(pool[0]), 0.0, base_regions[0][1].box, "warm", 0, decoded[0].width, decoded[0].height),
-                base_regions[0][0].vector,
-            )
+        decoded, regions, index_rates[sp] = _index_screenful(embedder, pool, layout)
+        _warm_up(refiners, pool, decoded, regions)
         per: dict[tuple[str, str], dict[str, list]] = {}
-
-        keys = ("screen_s", "first_s", "hit_s", "iou", "tile_iou", "shrink", "rank_tile", "rank_refined", "crops")
-
         for qi, obj in enumerate(objects):
             target = qi % len(pool)
-            img = decoded[target].image.copy()
-            W, H = img.size
             if qi not in places:
-                side = max(16, int(args.patch_frac * min(W, H)))
-                scale = side / max(obj.size)
-                pw, ph = max(1, round(obj.width * scale)), max(1, round(obj.height * scale))
-                places[qi] = (pw, ph, int(rng.integers(0, W - pw)), int(rng.integers(0, H - ph)))
-            pw, ph, x, y = places[qi]
-            patch = obj.resize((pw, ph))
-            img.paste(patch, (x, y))
-            true_box = Box(x, y, x + pw, y + ph)
+                places[qi] = _place(obj, decoded[target].image.size, args.patch_frac, rng)
             path = tmp / f"target_{sp}_{qi}.png"
-            img.save(path)
-            target_regions = embedder.embed_photos([DecodedImage(img, W, H)], layout)[0]
-            q = embedder.embed_image_query(patch)
-            hits = []
-            for i, p in enumerate(pool):
-                regions = target_regions if i == target else base_regions[i]
-                scores = [float(r.vector @ q) for r in regions]
-                best = int(np.argmax(scores))
-                d = decoded[i]
-                hits.append(
-                    PhotoHit(
-                        str(path if i == target else p),
-                        scores[best],
-                        regions[best].box,
-                        regions[best].name,
-                        i,
-                        d.width,
-                        d.height,
-                    )
-                )
-            hits.sort(key=lambda h: -h.score)
-            rank_tile = next(k for k, h in enumerate(hits) if h.photo_id == target) + 1
-            for n, refiner in refiners.items():
-                detail = n == "detail"
-                todo = [h for h in hits if h.photo_id == target] if detail else hits
-                if detail:
-                    todo += [h for h in hits if h.photo_id != target][: max(0, args.detail_hits - 1)]
-                for sched in ["alone"] if detail else schedules:
-                    m = per.setdefault((n, sched), {k: [] for k in keys})
-                    mine = [replace(h, refined_box=None, refined_score=None) for h in todo]
-                    # The first outline the user sees tighten: the top hit's first step (or its
-                    # final box when the tile was already the best), timed inside the screenful run.
-                    first: list[float] = []
-                    t0 = time.perf_counter()
-
-                    def seen(i, _h, _r, t0=t0, first=first):
-                        if i == 0 and not first:
-                            first.append(time.perf_counter() - t0)
-
-                    kw = dict(together=False) if detail else SCHEDULES[sched]
-                    results = refine_hits(
-                        refiner, mine, q, cancel=threading.Event(), on_step=seen, on_result=seen, **kw
-                    )
-                    wall = time.perf_counter() - t0
-                    done = [r for r in results if r is not None]
-                    m["screen_s"].append(wall)
-                    m["hit_s"].append(wall / max(1, len(done)))
-                    m["crops"] += [r.crops for r in done]
-                    m["first_s"].append(first[0] if first else wall)
-                    for h, r in zip(mine, results):
-                        if r is None:
-                            continue
-                        m["shrink"].append(r.shrink)
-                        if h.photo_id == target:
-                            m["iou"].append(r.box.iou(true_box))
-                            m["tile_iou"].append(r.tile_box.iou(true_box))
-                    if not detail:
-                        reranked = rerank_by_refined(mine)
-                        m["rank_tile"].append(rank_tile)
-                        m["rank_refined"].append(
-                            next(k for k, h in enumerate(reranked) if h.photo_id == target) + 1
-                        )
+            query = _pasted_query(embedder, layout, obj, places[qi], target, path, pool, decoded, regions)
+            _refine_query(refiners, schedules, query, per, args.detail_hits)
             log(f"[{sp}] query {qi + 1}/{len(objects)} done")
-
-        def med(v, scale=1.0, nd=4):
-            return round(scale * statistics.median(v), nd) if v else None
-
         for (n, sched), m in per.items():
-            entry = {
-                "speed": sp,
-                "variant": embedder.variant(),
-                "app_default_speed": sp == DEFAULT_SPEED,
-                "strategy_name": n,
-                "schedule": sched,
-                "strategy": dict(asdict(refiners[n].strategy)),
-                "per_hit_ms_median": med(m["hit_s"], 1000, 1),
-                "crops_per_hit_median": med(m["crops"]),
-                "screen_s_median": None if n == "detail" else med(m["screen_s"]),
-                "first_outline_ms_median": med(m["first_s"], 1000, 1),
-                "area_shrink_median": med(m["shrink"]),
-                "target_iou_refined_median": med(m["iou"]),
-                "target_iou_tile_median": med(m["tile_iou"]),
-            }
-            if m["rank_tile"]:
-                entry.update(
-                    target_rank_by_tile_mean=round(float(np.mean(m["rank_tile"])), 2),
-                    target_rank_reranked_mean=round(float(np.mean(m["rank_refined"])), 2),
-                    rerank_top1_tile=sum(r == 1 for r in m["rank_tile"]),
-                    rerank_top1_reranked=sum(r == 1 for r in m["rank_refined"]),
-                    rerank_helps=bool(np.mean(m["rank_refined"]) < np.mean(m["rank_tile"])),
-                )
-            entry["meets_targets"] = (
-                None
-                if n == "detail"
-                else bool(
-                    entry["screen_s_median"] is not None
-                    and entry["screen_s_median"] <= 2.0
-                    and entry["first_outline_ms_median"] is not None
-                    and entry["first_outline_ms_median"] <= 300
-                )
-            )
-            rows.append(entry)
+            rows.append(_row(sp, embedder.variant(), n, sched, refiners[n].strategy, m))
         del embedder, refiners
 
     report = {
@@ -295,4 +384,3 @@ def run(args) -> int:
     else:
         print(json.dumps(report, indent=2))
     return 0
-

@@ -86,7 +86,8 @@ def run(args) -> int:
         if ev.kind == "error":
             events["error"] += 1
 
-    watcher = Watcher(lib.store, lib.indexer(embedder, layout), on_event=on_event, settle_s=0.5)
+    indexing = lib.indexing_service(lib.indexer(embedder, layout)).start()
+    watcher = Watcher(indexing, on_event=on_event, settle_s=0.5)
     watcher.start()
     watcher.wait_ready(120)
     service = lib.search_service(embedder)
@@ -136,6 +137,7 @@ def run(args) -> int:
     stop.set()
     th.join(10)
     watcher.stop()
+    indexing.stop()
     on_disk = {str(p) for p in photos.rglob("*.jpg")}
     indexed = {p.path for p in lib.store.photos_under(str(photos)) if p.status == "indexed"}
     half = [s for s in samples if s[0] >= samples[-1][0] / 2] if samples else []

@@ -92,9 +92,44 @@ def _dataset(arg: str | None) -> Path:
     raise SystemExit("coco-small not found: pass --dataset DIR")
 
 
+def _scaled(img: Image.Image, scale: float) -> Image.Image:
+    if scale == 1.0:
+        return img
+    return img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+
+
+def _stop_sign_ids(ds: Path) -> list[int]:
+    """The coco-small photos with a COCO "stop sign" (real text, searched for "stop")."""
+    meta = json.loads((ds / "instances.json").read_text())
+    cat = next(c["id"] for c in meta["categories"] if c["name"] == "stop sign")
+    return sorted({a["image_id"] for a in meta["annotations"] if a["category_id"] == cat})
+
+
+def _draw_words(folder: Path, photos: list[Path], plan, fonts: list, scale: float, seed: int) -> list[tuple]:
+    """Save each photo into ``folder`` with its planned words drawn in. Returns (word, file name,
+    RenderedWord) of every word drawn."""
+    from sorce_desktop.bench.text_render import render_word
+
+    rng = random.Random(seed + 1)
+    words = []
+    for p, row in zip(photos, plan):
+        img = _scaled(Image.open(p).convert("RGB"), scale)
+        placed = []
+        for word, rel, fi, angle, contrast in row:
+            r = render_word(
+                img, word, rel, fonts[fi % len(fonts)], angle, contrast, rng,
+                [x.box for x in placed], busy=fi % 2 == 0,
+            )  # fmt: skip
+            if r is not None:
+                placed.append(r)
+                words.append((word, p.name, r))
+        img.save(folder / p.name, quality=92)
+    return words
+
+
 def run(args) -> int:
     from sorce_desktop.bench.ocr_variants import VariantOcrEngine
-    from sorce_desktop.bench.text_render import WORDS, available_fonts, plan_words, render_word
+    from sorce_desktop.bench.text_render import WORDS, available_fonts, plan_words
 
     ds = _dataset(args.dataset)
     fonts, notices = available_fonts()
@@ -107,45 +142,18 @@ def run(args) -> int:
         return 1
     sizes = [float(s) for s in args.sizes.split(",")]
     photos = sorted((ds / "images").glob("*.jpg"))[args.start : args.start + args.photos]
-    stop_ids: list[int] = []
-    if not args.no_stop_signs:
-        meta = json.loads((ds / "instances.json").read_text())
-        cat = next(c["id"] for c in meta["categories"] if c["name"] == "stop sign")
-        stop_ids = sorted({a["image_id"] for a in meta["annotations"] if a["category_id"] == cat})
+    stop_ids = [] if args.no_stop_signs else _stop_sign_ids(ds)
     stop_files = {f"{i:012d}.jpg" for i in stop_ids}
     photos = [p for p in photos if p.name not in stop_files]
     plan = plan_words(len(photos), sizes, args.per_photo, args.seed)
-    rng = random.Random(args.seed + 1)
-    words = []  # (word, file name, RenderedWord)
     with tempfile.TemporaryDirectory(prefix="sorce-bench-text-") as tmp:
         folder = Path(tmp) / "photos"
         folder.mkdir()
-        for p, row in zip(photos, plan):
-            img = Image.open(p).convert("RGB")
-            if args.scale != 1.0:
-                img = img.resize(
-                    (round(img.width * args.scale), round(img.height * args.scale)), Image.Resampling.LANCZOS
-                )
-            placed = []
-            for word, rel, fi, angle, contrast in row:
-                r = render_word(
-                    img, word, rel, fonts[fi % len(fonts)], angle, contrast, rng,
-                    [x.box for x in placed], busy=fi % 2 == 0,
-                )  # fmt: skip
-                if r is not None:
-                    placed.append(r)
-                    words.append((word, p.name, r))
-            img.save(folder / p.name, quality=92)
+        words = _draw_words(folder, photos, plan, fonts, args.scale, args.seed)
         for i in stop_ids:
             src = ds / "images" / f"{i:012d}.jpg"
             if src.exists():
-                img = Image.open(src)
-                if args.scale != 1.0:
-                    img = img.resize(
-                        (round(img.width * args.scale), round(img.height * args.scale)),
-                        Image.Resampling.LANCZOS,
-                    )
-                img.save(folder / src.name, quality=92)
+                _scaled(Image.open(src), args.scale).save(folder / src.name, quality=92)
 
         # words drawn in no photo: what fuzzy matching by letters returns for them is wrong
         drawn = {w for w, _, _ in words}
@@ -167,53 +175,7 @@ def run(args) -> int:
                 Path(tmp) / f"data-{name}", folder, words, stop_files, engine, absent
             )
 
-    def summary(rows):
-        n = len(rows)
-        found = [r for r in rows if r["rank"]]
-        ious = [r["iou"] for r in found]
-        return {
-            "words": n,
-            "recall@1": round(sum(1 for r in rows if r["rank"] and r["rank"] <= 1) / n, 3) if n else None,
-            "recall@5": round(sum(1 for r in rows if r["rank"] and r["rank"] <= 5) / n, 3) if n else None,
-            "recall@10": round(len(found) / n, 3) if n else None,
-            "recall@5_no_alternatives": (
-                round(sum(1 for r in rows if r["rank_no_alternatives"] and r["rank_no_alternatives"] <= 5) / n, 3)
-                if n
-                else None
-            ),
-            "median_iou": round(statistics.median(ious), 3) if ious else None,
-            "iou>=0.5": round(sum(1 for x in ious if x >= 0.5) / len(ious), 3) if ious else None,
-            "median_px": statistics.median(r["px"] for r in rows) if rows else None,
-        }
-
-    def q(xs: list[float], f: float) -> float | None:
-        return round(sorted(xs)[int(f * (len(xs) - 1))], 3) if xs else None
-
-    def engine_out(run: dict) -> dict:
-        results = run["results"]
-        return {
-            "engine": run["engine"],
-            "by_size": {str(s): summary([r for r in results if r["size"] == s]) for s in sizes},
-            "by_placement": {
-                k: summary([r for r in results if r["busy"] == (k == "busy")]) for k in ("busy", "anywhere")
-            },
-            "by_contrast": {
-                c: summary([r for r in results if r["contrast"] == c]) for c in ("high", "medium", "low")
-            },
-            "all": summary(results),
-            "ocr_seconds_per_photo_median": q(run["per_photo"], 0.5),
-            "ocr_seconds_per_photo_p90": q(run["per_photo"], 0.9),
-            # CPU seconds of this process: less inflated than wall time on a shared machine
-            "ocr_cpu_seconds_per_photo_median": q(run["per_photo_cpu"], 0.5),
-            "index_seconds": round(run["index_s"], 1),
-            "photos_read": run["report"].text_read,
-            "lines_found": run["report"].text_lines,
-            "stop_signs": run["stop"],
-            "absent_words": run["absent"],
-            "words": results,
-        }
-
-    engines = {name: engine_out(run) for name, run in runs.items()}
+    engines = {name: _engine_report(run, sizes) for name, run in runs.items()}
     out = {
         "synthetic_text_on_real_photos": True,
         "photos": len(photos),
@@ -226,11 +188,72 @@ def run(args) -> int:
         out.update(next(iter(engines.values())))
     if args.json:
         print_json(out)
-        return 0
-    print(f"SYNTHETIC TEXT ON REAL PHOTOS: {len(photos)} coco-small photos x{args.scale:g}, {len(words)} words")
+    else:
+        print(
+            f"SYNTHETIC TEXT ON REAL PHOTOS: {len(photos)} coco-small photos x{args.scale:g}, "
+            f"{len(words)} words"
+        )
+        _print_engines(engines, sizes)
+    return 0
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Recall and box IoU of a group of searched words."""
+    n = len(rows)
+    found = [r for r in rows if r["rank"]]
+    ious = [r["iou"] for r in found]
+    return {
+        "words": n,
+        "recall@1": round(sum(1 for r in rows if r["rank"] and r["rank"] <= 1) / n, 3) if n else None,
+        "recall@5": round(sum(1 for r in rows if r["rank"] and r["rank"] <= 5) / n, 3) if n else None,
+        "recall@10": round(len(found) / n, 3) if n else None,
+        "recall@5_no_alternatives": (
+            round(sum(1 for r in rows if r["rank_no_alternatives"] and r["rank_no_alternatives"] <= 5) / n, 3)
+            if n
+            else None
+        ),
+        "median_iou": round(statistics.median(ious), 3) if ious else None,
+        "iou>=0.5": round(sum(1 for x in ious if x >= 0.5) / len(ious), 3) if ious else None,
+        "median_px": statistics.median(r["px"] for r in rows) if rows else None,
+    }
+
+
+def _quantile(xs: list[float], f: float) -> float | None:
+    return round(sorted(xs)[int(f * (len(xs) - 1))], 3) if xs else None
+
+
+def _engine_report(run: dict, sizes: list[float]) -> dict:
+    """One engine setting's figures: recall by size, placement and contrast; OCR cost; real text."""
+    results = run["results"]
+    return {
+        "engine": run["engine"],
+        "by_size": {str(s): _summary([r for r in results if r["size"] == s]) for s in sizes},
+        "by_placement": {
+            k: _summary([r for r in results if r["busy"] == (k == "busy")]) for k in ("busy", "anywhere")
+        },
+        "by_contrast": {
+            c: _summary([r for r in results if r["contrast"] == c]) for c in ("high", "medium", "low")
+        },
+        "all": _summary(results),
+        "ocr_seconds_per_photo_median": _quantile(run["per_photo"], 0.5),
+        "ocr_seconds_per_photo_p90": _quantile(run["per_photo"], 0.9),
+        # CPU seconds of this process: less inflated than wall time on a shared machine
+        "ocr_cpu_seconds_per_photo_median": _quantile(run["per_photo_cpu"], 0.5),
+        "index_seconds": round(run["index_s"], 1),
+        "photos_read": run["report"].text_read,
+        "lines_found": run["report"].text_lines,
+        "stop_signs": run["stop"],
+        "absent_words": run["absent"],
+        "words": results,
+    }
+
+
+def _print_engines(engines: dict[str, dict], sizes: list[float]) -> None:
     for name, e in engines.items():
         print(f"engine {name}: {e['engine']}")
-        print(f"{'size':>6} {'px':>5} {'n':>4} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'IoU med':>8} {'IoU>=.5':>8}")
+        print(
+            f"{'size':>6} {'px':>5} {'n':>4} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'IoU med':>8} {'IoU>=.5':>8}"
+        )
         for s in sizes:
             m = e["by_size"][str(s)]
             print(
@@ -251,7 +274,6 @@ def run(args) -> int:
             f"absent words: {a['queries_with_letter_hits']} of {a['queries']} return a photo by letters "
             f"({a['letter_hits']} photos in all; {a['letter_hits_no_alternatives']} without alternatives)"
         )
-    return 0
 
 
 def _vocabulary_words(n: int, exclude: set[str], seed: int) -> list[str]:

@@ -52,16 +52,133 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def run(args) -> int:
-    import inspect
+class _EventTimes:
+    """When the watcher handed each path to the indexer, and when it reported it indexed."""
 
+    def __init__(self) -> None:
+        self.handed: dict[str, float] = {}
+        self.indexed: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def on_event(self, ev) -> None:
+        from sorce_desktop.core.watcher import INDEXED, INDEXING
+
+        now = time.monotonic()
+        with self._lock:
+            if ev.kind == INDEXING:
+                for p in ev.paths:
+                    self.handed.setdefault(p, now)
+            elif ev.kind == INDEXED:
+                for p in ev.paths:
+                    self.indexed.setdefault(p, now)
+
+    def of(self, path: str) -> tuple[float, float]:
+        """(handed, indexed) of ``path``. A search can see the commit a moment before the 'indexed'
+        event is reported: waits for both (up to 30 s)."""
+        wait_until = time.monotonic() + 30
+        while time.monotonic() < wait_until:
+            with self._lock:
+                t_handed, t_indexed = self.handed.get(path), self.indexed.get(path)
+            if t_handed is not None and t_indexed is not None:
+                return t_handed, t_indexed
+            time.sleep(0.005)
+        raise SystemExit(f"{path} was found but the watcher never reported indexing it")
+
+
+def _time_photo(src: Path, dest: str, query, service, events: _EventTimes) -> dict:
+    """Write ``src`` to ``dest`` in the watched folder and time it until a search returns it."""
+    data = src.read_bytes()
+    with open(dest, "wb") as f:
+        f.write(data)
+    t_closed = time.monotonic()
+    rank = None
+    deadline = t_closed + 300
+    while time.monotonic() < deadline:
+        paths = [h.path for h in service.search_vector(query, top=10)]
+        if dest in paths:
+            rank = paths.index(dest) + 1
+            break
+        time.sleep(0.01)
+    t_found = time.monotonic()
+    if rank is None:
+        raise SystemExit(f"{dest} was not returned by a search within 300 s")
+    t_handed, t_indexed = events.of(dest)
+    return {
+        "detect_s": t_handed - t_closed,
+        "embed_s": min(t_indexed, t_found) - t_handed,
+        "total_s": t_found - t_closed,
+        "rank": rank,
+    }
+
+
+def _time_photos(args, embedder, layout, photos: list[Path], settle: float) -> list[dict]:
+    """A library watching an empty folder; each photo written into it in turn and timed (the first
+    one warms up and is not counted)."""
+    from sorce_desktop.core.library import Library
+    from sorce_desktop.core.watcher import Watcher
+
+    events = _EventTimes()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sorce-bench-watch-") as tmp:
+        watched = Path(tmp) / "photos"
+        watched.mkdir()
+        with Library(Path(tmp) / "data") as lib:
+            lib.add_folder(watched)
+            lib.bind(embedder, layout)
+            service = lib.search_service(embedder)
+            # Query vectors first (the photo itself as an image query), outside the timing.
+            queries = [service.query_vector(image=str(p)) for p in photos]
+            indexing = lib.indexing_service(lib.indexer(embedder, layout)).start()
+            watcher = Watcher(
+                indexing,
+                on_event=events.on_event,
+                settle_s=settle,
+                reconcile_every_s=0,
+                force_polling=args.polling,
+            )
+            watcher.start()
+            watcher.wait_ready(120)
+            try:
+                for i, src in enumerate(photos):
+                    row = _time_photo(
+                        src, str(watched / f"w{i:03d}{src.suffix}"), queries[i], service, events
+                    )
+                    if i > 0:
+                        rows.append(row)
+            finally:
+                watcher.stop()
+                indexing.stop()
+    return rows
+
+
+def _print_result(result: dict) -> None:
+    print(
+        f"watch latency over {result['photos']} photos ({result['model']}, {result['layout']} layout, "
+        f"{result['regions_per_photo']} regions/photo, settle {result['settle_s']:g} s, "
+        f"{result['observer']} observer)"
+    )
+    print(
+        f"  detection (closed -> handed to the indexer): median {result['detection_median_s']:.3f} s, "
+        f"p90 {result['detection_p90_s']:.3f} s, max {result['detection_max_s']:.3f} s "
+        f"(target < 2 s: {'met' if result['detection_under_target'] else 'NOT met'})"
+    )
+    print(
+        f"  embedding (decode + model + commit):          median {result['embedding_median_s']:.3f} s, "
+        f"p90 {result['embedding_p90_s']:.3f} s"
+    )
+    print(
+        f"  closed -> returned by a search:               median {result['total_median_s']:.3f} s, "
+        f"p90 {result['total_p90_s']:.3f} s"
+    )
+
+
+def run(args) -> int:
     import torch
 
     from sorce_desktop.bench.synthetic_models import DEFAULT_SPEC, cache_dir, synthetic_model
-    from sorce_desktop.core.library import Library
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
     from sorce_desktop.core.regions import DEFAULT_LAYOUT, get_layout
-    from sorce_desktop.core.watcher import INDEXED, INDEXING, Watcher
+    from sorce_desktop.core.watcher import SETTLE_S
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,89 +190,8 @@ def run(args) -> int:
     build_s = time.perf_counter() - t
     embedder = DualEncoderEmbedder(model_dir)
     layout = get_layout(args.layout or DEFAULT_LAYOUT)
-    settle = (
-        args.settle
-        if args.settle is not None
-        else inspect.signature(Watcher.__init__).parameters["settle_s"].default
-    )
-
-    handed: dict[str, float] = {}
-    indexed: dict[str, float] = {}
-    lock = threading.Lock()
-
-    def on_event(ev) -> None:
-        now = time.monotonic()
-        with lock:
-            if ev.kind == INDEXING:
-                for p in ev.paths:
-                    handed.setdefault(p, now)
-            elif ev.kind == INDEXED:
-                for p in ev.paths:
-                    indexed.setdefault(p, now)
-
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="sorce-bench-watch-") as tmp:
-        watched = Path(tmp) / "photos"
-        watched.mkdir()
-        with Library(Path(tmp) / "data") as lib:
-            lib.add_folder(watched)
-            lib.bind(embedder, layout)
-            service = lib.search_service(embedder)
-            # Query vectors first (the photo itself as an image query), outside the timing.
-            queries = [service.query_vector(image=str(p)) for p in photos[: n + 1]]
-            indexer = lib.indexer(embedder, layout)
-            watcher = Watcher(
-                lib.store,
-                indexer,
-                on_event=on_event,
-                settle_s=settle,
-                reconcile_every_s=0,
-                force_polling=args.polling,
-            )
-            watcher.start()
-            watcher.wait_ready(120)
-            try:
-                for i, src in enumerate(photos[: n + 1]):  # the first one warms up and is not counted
-                    dest = str(watched / f"w{i:03d}{src.suffix}")
-                    data = src.read_bytes()
-                    with open(dest, "wb") as f:
-                        f.write(data)
-                    t_closed = time.monotonic()
-                    rank = None
-                    deadline = t_closed + 300
-                    while time.monotonic() < deadline:
-                        hits = service.search_vector(queries[i], top=10)
-                        paths = [h.path for h in hits]
-                        if dest in paths:
-                            rank = paths.index(dest) + 1
-                            break
-                        time.sleep(0.01)
-                    t_found = time.monotonic()
-                    if rank is None:
-                        raise SystemExit(f"{dest} was not returned by a search within 300 s")
-                    # A search can see the commit a moment before the 'indexed' event is reported.
-                    wait_until = time.monotonic() + 30
-                    while time.monotonic() < wait_until:
-                        with lock:
-                            t_handed, t_indexed = handed.get(dest), indexed.get(dest)
-                        if t_handed is not None and t_indexed is not None:
-                            break
-                        time.sleep(0.005)
-                    if t_handed is None or t_indexed is None:
-                        raise SystemExit(f"{dest} was found but the watcher never reported indexing it")
-                    if i == 0:
-                        continue
-                    rows.append(
-                        {
-                            "detect_s": t_handed - t_closed,
-                            "embed_s": min(t_indexed, t_found) - t_handed,
-                            "total_s": t_found - t_closed,
-                            "rank": rank,
-                        }
-                    )
-            finally:
-                watcher.stop()
-            regions = layout.count()
+    settle = args.settle if args.settle is not None else SETTLE_S
+    rows = _time_photos(args, embedder, layout, photos[: n + 1], settle)
     det = [r["detect_s"] for r in rows]
     emb = [r["embed_s"] for r in rows]
     tot = [r["total_s"] for r in rows]
@@ -163,7 +199,7 @@ def run(args) -> int:
         "photos": len(rows),
         "model": f"random {spec} (real size)",
         "layout": layout.name,
-        "regions_per_photo": regions,
+        "regions_per_photo": layout.count(),
         "settle_s": settle,
         "observer": "polling" if args.polling else "native",
         "detection_median_s": round(statistics.median(det), 3),
@@ -184,21 +220,5 @@ def run(args) -> int:
     if getattr(args, "json", False):
         print_json(result)
     else:
-        print(
-            f"watch latency over {result['photos']} photos ({result['model']}, {layout.name} layout, "
-            f"{regions} regions/photo, settle {settle:g} s, {result['observer']} observer)"
-        )
-        print(
-            f"  detection (closed -> handed to the indexer): median {result['detection_median_s']:.3f} s, "
-            f"p90 {result['detection_p90_s']:.3f} s, max {result['detection_max_s']:.3f} s "
-            f"(target < 2 s: {'met' if result['detection_under_target'] else 'NOT met'})"
-        )
-        print(
-            f"  embedding (decode + model + commit):          median {result['embedding_median_s']:.3f} s, "
-            f"p90 {result['embedding_p90_s']:.3f} s"
-        )
-        print(
-            f"  closed -> returned by a search:               median {result['total_median_s']:.3f} s, "
-            f"p90 {result['total_p90_s']:.3f} s"
-        )
+        _print_result(result)
     return 0 if result["detection_under_target"] else 1

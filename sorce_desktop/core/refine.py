@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -180,9 +180,9 @@ StepCallback = Callable[[RefineResult], None]
 class _Walk:
     """One hit's refinement as a sequence of batches of windows, fed their scores one batch at a time.
 
-    :meth:`Refiner.refine` walks one hit through its batches; :func:`refine_hits` walks a screenful
-    level by level, one model call for the same step of every hit (a CPU does several times more
-    arithmetic per second on one batch of 100 crops than on 20 batches of 5)."""
+    :meth:`Refiner.refine` walks one hit through its batches; :meth:`RefineRun.level_by_level` walks
+    a screenful level by level, one model call for the same step of every hit (a CPU does several
+    times more arithmetic per second on one batch of 100 crops than on 20 batches of 5)."""
 
     def __init__(self, hit: PhotoHit, img: DecodedImage, strategy: RefineStrategy, t0: float):
         self.img, self.s, self.t0 = img, strategy, t0
@@ -360,8 +360,8 @@ HitStepCallback = Callable[[int, PhotoHit, RefineResult], None]
 #: (index, the hit, why it could not be refined)
 HitErrorCallback = Callable[[int, PhotoHit, str], None]
 
-#: How a screenful is scheduled by default (``sorce-desktop bench refine`` compared the ways; see
-#: docs/benchmarks.md): this many first hits alone, so the top hit's outline tightens early ...
+#: A screenful's schedule (``sorce-desktop bench refine`` compared the ways; see docs/benchmarks.md):
+#: this many first hits alone, so the top hit's outline tightens early ...
 LEAD_HITS = 1
 #: ... then every other hit level by level, the same step of all of them in one model call, cut into
 #: chunks of this many crops (the cancel event is checked between chunks).
@@ -371,6 +371,157 @@ LEVEL_CHUNK = 32
 def apply_refinement(hit: PhotoHit, result: RefineResult) -> PhotoHit:
     hit.refined_box, hit.refined_score = result.box, result.score
     return hit
+
+
+class RefineRun:
+    """The refinement of one list of hits for one query: where each hit is reported, the cache, the
+    cancel event, and the two ways to refine some of the hits (one by one, level by level).
+
+    :func:`refine_hits` is the schedule the product uses; ``sorce-desktop bench refine`` puts the same
+    parts together in the other ways it compares. Use it as a context manager: it owns the thread that
+    decodes photos ahead of the model."""
+
+    def __init__(
+        self,
+        refiner: Refiner,
+        hits: Sequence[PhotoHit],
+        query_vector: np.ndarray,
+        *,
+        on_result: HitCallback | None = None,
+        on_error: HitErrorCallback | None = None,
+        on_step: HitStepCallback | None = None,
+        cancel: threading.Event | None = None,
+        cache: RefineCache | None = None,
+        apply: bool = True,
+    ):
+        self.t0 = time.perf_counter()
+        self.refiner, self.hits = refiner, hits
+        self.q = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+        self.on_result, self.on_error, self.on_step = on_result, on_error, on_step
+        self.cancel, self.cache, self.apply = cancel, cache, apply
+        #: each hit's refinement once it is reported (None: not refined, or cancelled first)
+        self.out: list[RefineResult | None] = [None] * len(hits)
+        self._pool: ThreadPoolExecutor | None = None
+        self._decoded: dict[int, Future] = {}
+
+    def __enter__(self) -> RefineRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def stopped(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def report(self, i: int, result: RefineResult, fresh: bool) -> None:
+        hit = self.hits[i]
+        if fresh and self.cache is not None:
+            self.cache.put(hit.path, self.q, self.refiner.strategy, result)
+        self.out[i] = result
+        if self.apply:
+            apply_refinement(hit, result)
+        if self.on_result is not None:
+            self.on_result(i, hit, result)
+
+    def unreadable(self, i: int, exc: ImageError) -> None:
+        log.info("cannot refine %s: %s", self.hits[i].path, exc)
+        if self.on_error is not None:
+            self.on_error(i, self.hits[i], str(exc))
+
+    def from_cache(self) -> list[int]:
+        """Report what this query already refined (shown at once); returns the indices of the others."""
+        todo: list[int] = []
+        for i, hit in enumerate(self.hits):
+            if self.stopped():
+                return []
+            cache = self.cache
+            cached = cache.get(hit.path, self.q, self.refiner.strategy) if cache is not None else None
+            if cached is not None:
+                self.report(i, cached, False)
+            else:
+                todo.append(i)
+        return todo
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Start decoding these hits' photos on a background thread (decoding is mostly C code that
+        releases the GIL, so it overlaps the model's work)."""
+        todo = [i for i in indices if i not in self._decoded]
+        if not todo:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-decode")
+        self._decoded.update({i: self._pool.submit(self.refiner.load, self.hits[i]) for i in todo})
+
+    def one_by_one(self, indices: Sequence[int], each_step: Callable[[], None] | None = None) -> bool:
+        """Refine these hits one after another, in order, each through its own batches; ``each_step``
+        runs after every step that moved a box, before ``on_step``. False when cancelled."""
+        for i in indices:
+            if self.stopped():
+                return False
+
+            def step(r: RefineResult, i: int = i) -> None:
+                if each_step is not None:
+                    each_step()
+                if self.on_step is not None:
+                    self.on_step(i, self.hits[i], r)
+
+            try:
+                result = self.refiner.refine(self.hits[i], self.q, self.cancel, on_step=step)
+            except ImageError as exc:
+                self.unreadable(i, exc)
+                continue
+            if result.cancelled:
+                return False
+            self.report(i, result, True)
+        return True
+
+    def level_by_level(self, indices: Sequence[int]) -> bool:
+        """Refine these hits together: step k of every hit still refining goes through the model in one
+        batch (in chunks of :data:`LEVEL_CHUNK` crops); a hit is reported when it is done, so not in
+        list order. False when cancelled."""
+        self.prefetch(indices)
+        walks: dict[int, _Walk] = {}
+        for i in indices:
+            if self.stopped():
+                return False
+            try:
+                walks[i] = _Walk(self.hits[i], self._decoded[i].result(), self.refiner.strategy, self.t0)
+            except ImageError as exc:
+                self.unreadable(i, exc)
+        while walks:
+            order = sorted(walks)
+            scores = self._score_level([c for i in order for c in walks[i].crops()])
+            if scores is None:
+                return False
+            self._feed_level(walks, order, scores)
+            for i in order:
+                if walks[i].done:
+                    if self.stopped():
+                        return False
+                    w = walks.pop(i)
+                    w.result.seconds = time.perf_counter() - self.t0
+                    self.report(i, w.result, True)
+        return True
+
+    def _score_level(self, crops: list) -> np.ndarray | None:
+        """The query's score of every crop of one level, chunk by chunk; None when cancelled."""
+        scores = np.empty(len(crops), np.float32)
+        for k in range(0, len(crops), LEVEL_CHUNK):
+            if self.stopped():
+                return None
+            scores[k : k + LEVEL_CHUNK] = self.refiner._embed(crops[k : k + LEVEL_CHUNK]) @ self.q
+        return scores
+
+    def _feed_level(self, walks: dict[int, _Walk], order: list[int], scores: np.ndarray) -> None:
+        k = 0
+        for i in order:
+            w = walks[i]
+            n = len(w.cands)
+            moved = w.feed(scores[k : k + n])
+            k += n
+            if moved and self.on_step is not None:
+                self.on_step(i, self.hits[i], w.result)
 
 
 def refine_hits(
@@ -384,121 +535,40 @@ def refine_hits(
     cancel: threading.Event | None = None,
     cache: RefineCache | None = None,
     apply: bool = True,
-    together: bool = True,
-    lead: int = LEAD_HITS,
-    chunk: int = LEVEL_CHUNK,
 ) -> list[RefineResult | None]:
     """Refine ``hits`` (the first screenful first), reporting each as it is done.
 
-    With ``together`` (the default), the first ``lead`` hits are refined one after another, then all
-    the others level-synchronously: step k of every hit still refining goes through the model in one
-    batch (in chunks of ``chunk`` crops). A CPU gets several times more done per second on one big
+    The first :data:`LEAD_HITS` hits are refined one after another, then all the others level by
+    level (:meth:`RefineRun.level_by_level`): a CPU gets several times more done per second on one big
     batch than on many batches of five small crops, and the top hit's outline still tightens first.
     Meanwhile a background thread decodes the other photos. Hits are reported when done, so not in
-    list order. Without ``together``, hits are refined strictly one after another, in list order.
+    list order.
 
     Runs on the caller's thread (the GUI calls it from a worker). Stops as soon as ``cancel`` is set
     (checked between batches): hits not reported stay ``None`` and nothing unfinished is cached. A
     photo that can no longer be read is reported to ``on_error`` and skipped. ``on_step`` gets every
     intermediate box (progressive outlines). With ``apply``, each hit's ``refined_box``/
-    ``refined_score`` are set when it is done. ``RefineResult.seconds`` of a hit refined together is
-    the time from the start of this call to when it was done (what the user waits for it).
+    ``refined_score`` are set when it is done. ``RefineResult.seconds`` of a hit refined level by level
+    is the time from the start of this call to when it was done (what the user waits for it).
     """
-    t0 = time.perf_counter()
-    q = np.asarray(query_vector, dtype=np.float32).reshape(-1)
-    out: list[RefineResult | None] = [None] * len(hits)
-
-    def stopped() -> bool:
-        return cancel is not None and cancel.is_set()
-
-    def report(i: int, result: RefineResult, fresh: bool) -> None:
-        if fresh and cache is not None:
-            cache.put(hits[i].path, q, refiner.strategy, result)
-        out[i] = result
-        if apply:
-            apply_refinement(hits[i], result)
-        if on_result is not None:
-            on_result(i, hits[i], result)
-
-    def unreadable(i: int, exc: ImageError) -> None:
-        log.info("cannot refine %s: %s", hits[i].path, exc)
-        if on_error is not None:
-            on_error(i, hits[i], str(exc))
-
-    todo: list[int] = []
-    for i, hit in enumerate(hits):  # what this query already refined is shown at once
-        if stopped():
-            return out
-        cached = cache.get(hit.path, q, refiner.strategy) if cache is not None else None
-        if cached is not None:
-            report(i, cached, False)
-        else:
-            todo.append(i)
-    alone, rest = (todo[:lead], todo[lead:]) if together else (todo, [])
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-decode") if rest else None
-    decoded: dict = {}
-
-    def prefetch() -> None:
-        # Decoding is mostly C code that releases the GIL, so it overlaps the model's work. It starts
-        # once the top hit's first outline is out: started at once it delayed that outline 3x (bench).
-        if pool is not None and not decoded:
-            decoded.update({i: pool.submit(refiner.load, hits[i]) for i in rest})
-
-    def lead_step(i: int, r: RefineResult) -> None:
-        prefetch()
-        if on_step is not None:
-            on_step(i, hits[i], r)
-
-    try:
-        for i in alone:
-            if stopped():
-                return out
-            try:
-                result = refiner.refine(hits[i], q, cancel, on_step=lambda r, i=i: lead_step(i, r))
-            except ImageError as exc:
-                unreadable(i, exc)
-                continue
-            if result.cancelled:
-                return out
-            report(i, result, True)
-
-        prefetch()
-        walks: dict[int, _Walk] = {}
-        for i in rest:
-            if stopped():
-                return out
-            try:
-                walks[i] = _Walk(hits[i], decoded[i].result(), refiner.strategy, t0)
-            except ImageError as exc:
-                unreadable(i, exc)
-        while walks:
-            order = sorted(walks)
-            crops = [c for i in order for c in walks[i].crops()]
-            scores = np.empty(len(crops), np.float32)
-            for k in range(0, len(crops), max(1, chunk)):
-                if stopped():
-                    return out
-                scores[k : k + chunk] = refiner._embed(crops[k : k + chunk]) @ q
-            k = 0
-            for i in order:
-                w = walks[i]
-                n = len(w.cands)
-                moved = w.feed(scores[k : k + n])
-                k += n
-                if moved and on_step is not None:
-                    on_step(i, hits[i], w.result)
-            for i in order:
-                if walks[i].done:
-                    if stopped():
-                        return out
-                    w = walks.pop(i)
-                    w.result.seconds = time.perf_counter() - t0
-                    report(i, w.result, True)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-    return out
+    with RefineRun(
+        refiner,
+        hits,
+        query_vector,
+        on_result=on_result,
+        on_error=on_error,
+        on_step=on_step,
+        cancel=cancel,
+        cache=cache,
+        apply=apply,
+    ) as run:
+        todo = run.from_cache()
+        lead, rest = todo[:LEAD_HITS], todo[LEAD_HITS:]
+        # The others' photos are decoded once the top hit's first outline is out: started at once,
+        # decoding delayed that outline 3x (bench).
+        if run.one_by_one(lead, each_step=lambda: run.prefetch(rest)):
+            run.level_by_level(rest)
+        return run.out
 
 
 def rerank_by_refined(hits: Sequence[PhotoHit]) -> list[PhotoHit]:

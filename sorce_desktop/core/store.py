@@ -1490,3 +1490,156 @@ class Store:
         return self.query(
             "SELECT region_id, embedding FROM ocr_lines WHERE embedding IS NOT NULL ORDER BY region_id"
         )
+
+    # -- salvaging a damaged catalog (core/repair.py decides what is copied and what is redone) ----------
+    #: the tables a salvage copies, in this order (a region needs its photo, a text line its region)
+    SALVAGED_TABLES = ("meta", "folders", "photos", "regions", "ocr_lines", "ocr_done")
+
+    @staticmethod
+    def open_damaged(path: Path) -> sqlite3.Connection | None:
+        """A damaged catalog opened read-only for salvage (as immutable when even that fails), or None."""
+        uri = path.absolute().as_uri()
+        for flags in ("mode=ro", "immutable=1"):
+            try:
+                db = sqlite3.connect(f"{uri}?{flags}", uri=True, isolation_level=None)
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return db
+            except sqlite3.DatabaseError:
+                continue
+        return None
+
+    @staticmethod
+    def integrity_problem(path: Path) -> str:
+        """'' when SQLite's integrity check of the catalog file passes, else its first complaint (or
+        the open error)."""
+        db = Store.open_damaged(path)
+        if db is None:
+            try:
+                sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True).execute(
+                    "SELECT count(*) FROM sqlite_master"
+                ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                return str(exc)
+            return "the file cannot be opened"
+        try:
+            rows = db.execute("PRAGMA integrity_check(20)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        finally:
+            db.close()
+        problems = [r[0] for r in rows if r[0] != "ok"]
+        return problems[0] if problems else ""
+
+    @staticmethod
+    def table_names(db: sqlite3.Connection) -> set[str]:
+        """The tables a (possibly damaged) catalog lists; none when its schema cannot be read."""
+        try:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError:
+            return set()
+
+    @staticmethod
+    def table_columns(db: sqlite3.Connection, table: str) -> list[str]:
+        return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+    @staticmethod
+    def max_rowid(db: sqlite3.Connection, table: str) -> int | None:
+        """The table's highest rowid (0 when empty); None when the page holding it cannot be read."""
+        try:
+            row = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()
+            return int(row[0] or 0)
+        except sqlite3.DatabaseError:
+            return None
+
+    @staticmethod
+    def rows_between(
+        db: sqlite3.Connection, table: str, cols: Sequence[str], lo: int, hi: int
+    ) -> list[tuple]:
+        """``(rowid, *cols)`` of the rows with ``lo <= rowid <= hi``, in rowid order. Raises
+        sqlite3.DatabaseError when a page they are on is damaged."""
+        sql = f"SELECT rowid, {', '.join(cols)} FROM {table} WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
+        return db.execute(sql, (lo, hi)).fetchall()
+
+    @staticmethod
+    def create_salvage(path: Path) -> tuple[sqlite3.Connection, bool]:
+        """A new catalog at ``path`` with the store's schema, inside an open transaction (finished by
+        :meth:`finish_salvage`). Returns it and whether the text search index (FTS5) is available."""
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute("BEGIN")
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            return db, create_text_schema(db)
+        except BaseException:
+            db.close()
+            raise
+
+    @staticmethod
+    def insert_salvaged(
+        db: sqlite3.Connection, table: str, cols: Sequence[str], rows: Iterable[tuple]
+    ) -> None:
+        """Write rows read from the damaged catalog. Ids are kept (photos, regions: their INTEGER
+        PRIMARY KEY), so the vector index's ids still name the same regions."""
+        marks = ",".join("?" * len(cols))
+        db.executemany(f"INSERT OR REPLACE INTO {table}({', '.join(cols)}) VALUES ({marks})", rows)
+
+    @staticmethod
+    def settle_salvage(db: sqlite3.Connection, lost_regions: Sequence[tuple[int, int]], fts: bool) -> int:
+        """Drop salvaged rows whose parent was lost and mark what ``index`` must redo: the photos whose
+        regions border an unreadable range of region ids, indexed photos left with no visual region,
+        and photos whose text lines were partly lost. Returns how many photos were set back to pending."""
+        db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        db.execute("DELETE FROM regions WHERE photo_id NOT IN (SELECT id FROM photos)")
+        db.execute("DELETE FROM ocr_lines WHERE region_id NOT IN (SELECT id FROM regions)")
+        db.execute("DELETE FROM ocr_done WHERE photo_id NOT IN (SELECT id FROM photos)")
+        redo: set[int] = set()
+        for a, b in lost_regions:
+            for sql, bound in (
+                ("SELECT photo_id FROM regions WHERE id < ? ORDER BY id DESC LIMIT 1", a),
+                ("SELECT photo_id FROM regions WHERE id > ? ORDER BY id LIMIT 1", b),
+            ):
+                row = db.execute(sql, (bound,)).fetchone()
+                if row:
+                    redo.add(int(row[0]))
+        if db.execute("SELECT 1 FROM meta WHERE key='model'").fetchone():
+            redo.update(
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM photos WHERE status=? "
+                    "AND id NOT IN (SELECT photo_id FROM regions WHERE source=?)",
+                    (INDEXED, VISUAL),
+                )
+            )
+        ids = sorted(redo)
+        for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            db.execute(
+                f"UPDATE photos SET status=? WHERE status=? AND id IN ({marks})", [PENDING, INDEXED, *chunk]
+            )
+            db.execute(f"DELETE FROM ocr_done WHERE photo_id IN ({marks})", chunk)
+        redone = 0
+        if ids:
+            redone = int(
+                db.execute(
+                    f"SELECT count(*) FROM photos WHERE status=? AND id IN ({','.join('?' * len(ids))})",
+                    [PENDING, *ids],
+                ).fetchone()[0]
+            )
+        # A photo whose text lines were partly lost has its text read again.
+        db.execute(
+            "DELETE FROM ocr_done WHERE lines <> "
+            "(SELECT count(*) FROM ocr_lines l WHERE l.photo_id = ocr_done.photo_id)"
+        )
+        if fts:
+            db.execute("INSERT INTO ocr_fts(rowid, folded) SELECT region_id, folded FROM ocr_lines")
+        return redone
+
+    @staticmethod
+    def finish_salvage(db: sqlite3.Connection) -> None:
+        """Commit the salvaged catalog and give it the store's journal mode."""
+        db.execute("COMMIT")
+        db.execute("PRAGMA journal_mode=WAL")

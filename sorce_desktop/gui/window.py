@@ -186,7 +186,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.pages.addWidget(self.welcome)
         self.pages.addWidget(self.main)
         self.setCentralWidget(self.pages)
+        header = self._build_header()
+        self._build_results()
+        self._build_main(header)
+        self._build_status_bar()
+        self._set_tab_order()
 
+    def _build_header(self) -> QtWidgets.QWidget:
+        """The search field, the likely-matches switch, the thumbnail size and the settings button."""
         header = QtWidgets.QWidget()
         header.setObjectName("header")
         self.search = SearchField()
@@ -217,7 +224,10 @@ class MainWindow(QtWidgets.QMainWindow):
         hl.addWidget(self.size_slider)
         hl.addWidget(big)
         hl.addWidget(self.settings_button)
+        return header
 
+    def _build_results(self) -> None:
+        """The folder panel and the centre: the results grid (or why it is empty), or one photo large."""
         self.folders = FolderPanel()
         self.folders.setMinimumWidth(200)
         self.model = ResultsModel(self)
@@ -237,6 +247,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.center.addWidget(self.detail)
         self.result_info = QtWidgets.QLabel()
         self.result_info.setObjectName("muted")
+
+    def _build_main(self, header: QtWidgets.QWidget) -> None:
+        """The main page: folders on the left; on the right the header, the banners and the centre."""
         right = QtWidgets.QWidget()
         rl = QtWidgets.QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -258,6 +271,8 @@ class MainWindow(QtWidgets.QMainWindow):
         ml.setContentsMargins(0, 0, 0, 0)
         ml.addWidget(self.splitter)
 
+    def _build_status_bar(self) -> None:
+        """What the window is doing, the result count, indexing progress with Pause, and the model."""
         sb = self.statusBar()
         sb.setSizeGripEnabled(False)
         self.status_label = QtWidgets.QLabel()
@@ -277,12 +292,18 @@ class MainWindow(QtWidgets.QMainWindow):
         sb.addPermanentWidget(self.pause_button)
         sb.addPermanentWidget(self.model_label)
 
-        self.setTabOrder(self.search, self.grid)
-        self.setTabOrder(self.grid, self.folders.list)
-        self.setTabOrder(self.folders.list, self.folders.add_button)
-        self.setTabOrder(self.folders.add_button, self.folders.remove_button)
-        self.setTabOrder(self.folders.remove_button, self.size_slider)
-        self.setTabOrder(self.size_slider, self.settings_button)
+    def _set_tab_order(self) -> None:
+        chain = [
+            self.search,
+            self.grid,
+            self.folders.list,
+            self.folders.add_button,
+            self.folders.remove_button,
+            self.size_slider,
+            self.settings_button,
+        ]
+        for before, after in zip(chain, chain[1:]):
+            self.setTabOrder(before, after)
 
     def _connect(self) -> None:
         s = self.session
