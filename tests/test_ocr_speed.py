@@ -109,3 +109,22 @@ def test_a_shift_before_a_padded_convolution_is_not_folded():
     ya = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     yb = ort.InferenceSession(folded, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)  # borders included
+
+
+def test_a_line_cut_by_a_seam_is_read_from_the_tile_that_holds_it_whole():
+    from sorce_desktop.core.ocr import _drop_cut_pieces
+
+    def quad(x0, y0, x1, y1):
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+
+    top, bottom = (0, 0, 1000, 1100), (0, 700, 1000, 1800)  # two tiles overlapping by 400 rows
+    found = [
+        (quad(100, 1000, 300, 1100), top),  # the upper part of a word, cut by the top tile's lower edge
+        (quad(100, 1000, 300, 1150), bottom),  # the same word whole in the bottom tile
+        (quad(500, 1050, 700, 1100), top),  # cut, and no tile holds it whole: kept to be joined
+        (quad(10, 10, 50, 40), top),  # far from any seam
+    ]
+    kept = [q for q, _ in _drop_cut_pieces(found, 1000, 1800)]
+    assert len(kept) == 3
+    assert not any(np.array_equal(q, found[0][0]) for q in kept)
+    assert any(np.array_equal(q, found[1][0]) for q in kept) and any(np.array_equal(q, found[2][0]) for q in kept)

@@ -225,9 +225,11 @@ class OcrConfig:
     max_upscale: float = 3.0
     max_megapixels: float = 3.0
     # Detector tiles stay under 2000 px, the size above which RapidOCR's detector would shrink a tile
-    # itself; they overlap so that a line cut by one seam is joined again.
+    # itself. Neighbouring tiles overlap by at least ``overlap``: a line no taller than that lies whole
+    # in one of them, and its piece cut by the other's seam is dropped (see _drop_cut_pieces); a line
+    # cut along its length is joined again.
     tile: int = 1920
-    overlap: int = 192
+    overlap: int = 384
     #: lines read with less confidence are noise, not words
     min_confidence: float = 0.5
     # DB detection thresholds, lower than RapidOCR's 0.3/0.5: small and low-contrast words on busy
@@ -631,7 +633,7 @@ class OcrEngine:
         self.stats["detect"] += time.perf_counter() - t
         self.stats["detector_tiles"] += tiles
         if tiles > 1:
-            return _join_tiles(found, w, h)
+            return _join_tiles(_drop_cut_pieces(found, w, h), w, h)
         return [q for q, _ in found]
 
 
@@ -947,6 +949,37 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
 
 def _aabb(q: np.ndarray) -> tuple[float, float, float, float]:
     return float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max())
+
+
+def _drop_cut_pieces(
+    found: list[tuple[np.ndarray, tuple[int, int, int, int]]], w: int, h: int, margin: float = 2.0
+) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """Detections without the pieces of lines a tile's inner edge cut, where another tile saw that line
+    whole: a word cut through its letters by a seam (its top in one tile, its bottom in the next) is
+    read from the tile that holds all of it, not as two broken halves ("ST" and "OPL" for "STOP")."""
+
+    def cut(box, tile) -> bool:
+        x0, y0, x1, y1 = tile
+        return (
+            (x0 > 0 and box[0] <= x0 + margin)
+            or (y0 > 0 and box[1] <= y0 + margin)
+            or (x1 < w and box[2] >= x1 - margin)
+            or (y1 < h and box[3] >= y1 - margin)
+        )
+
+    boxes = [_aabb(q) for q, _ in found]
+    is_cut = [cut(b, tile) for b, (_, tile) in zip(boxes, found)]
+    keep = []
+    for i, (b, (q, tile)) in enumerate(zip(boxes, found)):
+        if is_cut[i]:
+            area = max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
+            if any(
+                not is_cut[j] and found[j][1] != tile and _overlap(b, boxes[j]) >= 0.6 * area
+                for j in range(len(found))
+            ):
+                continue
+        keep.append((q, tile))
+    return keep
 
 
 def _join_tiles(
