@@ -561,9 +561,9 @@ def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
     assert len(engine._detect(bgr)) == 1
     # a photo in two tiles: each detector's lines are joined across the seam on their own, so a large
     # quad of the second detector over two of the first's lines does not run them together
-    wide = np.zeros((600, 2400, 3), np.uint8)
-    wide[0, 0] = 255  # marks the first tile (x 0-1920; the second is x 480-2400)
-    assert engine.config.tile == 1920
+    wide = np.zeros((600, 3200, 3), np.uint8)
+    wide[0, 0] = 255  # marks the first tile (x 0-1792; the second is x 1408-3200)
+    assert engine.config.tile == 2560
     lines = [np.array([[x, 300], [x + 120, 300], [x + 120, 330], [x, 330]], np.float32) for x in (100, 300)]
     big = np.array([[80, 200], [700, 200], [700, 450], [80, 450]], np.float32)
     monkeypatch.setattr(engine, "_detect_tile", lambda tile: [q.copy() for q in lines] if tile[0, 0, 0] else [])
@@ -681,7 +681,7 @@ def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():
         pytest.skip(str(exc))
     digest = hashlib.sha1(Path(det).read_bytes()).hexdigest()[:8]
     settings = (
-        "short1440 up3 mp3 tile1920 det0.2/0.3 norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 "
+        "short1440 up3 mp3 tile2560 det0.2/0.3 norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 "
         "rezoom2 recheck0.7"
     )
     default = f"rapidocr-onnxruntime {version('rapidocr_onnxruntime')} ppocrv5det {digest} {settings}"
@@ -689,7 +689,7 @@ def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():
     assert OcrEngine(THOROUGH_READING, threads=1).engine_id == default + " +det ppocrv4"
     if version("rapidocr_onnxruntime") == "1.4.4" and digest == "495d188e":  # as installed for the app today
         assert default == (
-            "rapidocr-onnxruntime 1.4.4 ppocrv5det 495d188e short1440 up3 mp3 tile1920 det0.2/0.3 "
+            "rapidocr-onnxruntime 1.4.4 ppocrv5det 495d188e short1440 up3 mp3 tile2560 det0.2/0.3 "
             "norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 rezoom2 recheck0.7"
         )
 

@@ -224,11 +224,16 @@ class OcrConfig:
     target_short: int = 1440
     max_upscale: float = 3.0
     max_megapixels: float = 3.0
-    # Detector tiles stay under 2000 px, the size above which RapidOCR's detector would shrink a tile
-    # itself. Neighbouring tiles overlap by at least ``overlap``: a line no taller than that lies whole
-    # in one of them, and its piece cut by the other's seam is dropped (see _drop_cut_pieces); a line
-    # cut along its length is joined again.
-    tile: int = 1920
+    # The detector sees a photo whole up to this side (the tile is fed here, not through RapidOCR's
+    # pre-processing, which would shrink it over 2000 px): its squeeze-and-excitation blocks weigh
+    # channels by averages over the whole tile, so what it finds depends on the tile, and reading
+    # 3:2 and 16:9 photos (up to 3 MP at the working scale) as one tile found as many words as the
+    # full-size 1920-px tiles overlapping by most of their width, for less work, where two half-size
+    # tiles lost some (bench text, 2026-12-06). Larger images are cut into evenly sized tiles that
+    # overlap by at least ``overlap``: a line no taller than that lies whole in one of them, and its
+    # piece cut by the other's seam is dropped (see _drop_cut_pieces); a line cut along its length is
+    # joined again.
+    tile: int = 2560
     overlap: int = 384
     #: lines read with less confidence are noise, not words
     min_confidence: float = 0.5
