@@ -128,3 +128,18 @@ def test_a_line_cut_by_a_seam_is_read_from_the_tile_that_holds_it_whole():
     assert len(kept) == 3
     assert not any(np.array_equal(q, found[0][0]) for q in kept)
     assert any(np.array_equal(q, found[1][0]) for q in kept) and any(np.array_equal(q, found[2][0]) for q in kept)
+
+
+def test_a_damaged_detector_file_is_a_clear_reason_not_a_crash(tmp_path):
+    pytest.importorskip("onnx")
+    from sorce_desktop.core.ocr import OcrUnavailable, _fold_detector
+
+    bad = tmp_path / "det.onnx"
+    bad.write_bytes(b"\x08\x07not a network")
+
+    class _Det:  # what the engine hands over: a RapidOCR detector with an inference session
+        class infer:
+            session = None
+
+    with pytest.raises(OcrUnavailable, match="could not be read"):
+        _fold_detector(_Det(), str(bad), 1, True)

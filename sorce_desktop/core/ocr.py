@@ -676,6 +676,8 @@ def _fold_detector(det, path: str | None, threads: int, arena: bool) -> None:
         raise OcrUnavailable(
             f"Text in photos needs the onnx package, which could not be loaded ({exc}). Install it with: pip install onnx"
         ) from exc
+    except Exception as exc:  # a damaged or unexpected model file: say which, do not stop indexing
+        raise OcrUnavailable(f"The text detector {path} could not be read ({type(exc).__name__}: {exc}).") from exc
     det.infer.session = ort.InferenceSession(
         folded, sess_options=_session_options(threads, arena), providers=["CPUExecutionProvider"]
     )
