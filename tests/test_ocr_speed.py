@@ -143,3 +143,11 @@ def test_a_damaged_detector_file_is_a_clear_reason_not_a_crash(tmp_path):
 
     with pytest.raises(OcrUnavailable, match="could not be read"):
         _fold_detector(_Det(), str(bad), 1, True)
+
+
+def test_an_overlap_over_half_the_tile_is_refused():
+    from sorce_desktop.core.ocr import OcrConfig
+
+    with pytest.raises(ValueError, match="overlap"):
+        OcrConfig(tile=512)  # the default 384-px overlap would leave tiles advancing 128 px at a time
+    assert OcrConfig(tile=768).overlap == 384

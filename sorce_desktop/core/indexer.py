@@ -19,7 +19,6 @@ text has been read. Progress goes through plain callbacks; the indexing service 
 from __future__ import annotations
 
 import enum
-import io
 import logging
 import os
 import threading
@@ -681,7 +680,9 @@ class Indexer:
                     return out
                 if decode or text:  # the header's promise is checked before the file is read
                     check_header_file(f, out.size)
-                out.held = self._estimate(f, out.size, decode, text)
+                # what the photo may hold while decoded, from its header (the pixels are not read yet)
+                w, h = self._header_size(f)
+                out.held = decode_estimate(w, h, out.size) if decode or text else out.size
                 budget.acquire(ticket, out.held)
                 admitted = True
                 data = f.read()
@@ -693,7 +694,7 @@ class Indexer:
                 # decode at the picture's smaller scale cost a 4-18 MP photo ~0.2 s)
                 side = self._min_side
                 if text and side is not None:
-                    need = self.text_source.decode_min_side(*self._header_size(data))
+                    need = self.text_source.decode_min_side(w, h)
                     side = None if need is None else max(side, need)
                 out.image = load_image(row.path, side, data=data)
                 try:
@@ -732,28 +733,16 @@ class Indexer:
         return out
 
     @staticmethod
-    def _header_size(data: bytes) -> tuple[int, int]:
-        """(width, height) from the photo's header; (0, 0) where Pillow cannot tell (decoding will
-        say why)."""
+    def _header_size(f) -> tuple[int, int]:
+        """(width, height) from the header of the open photo file, which is left at its start; (0, 0)
+        where Pillow cannot tell (decoding will say why, and only the file's bytes count)."""
         try:
-            with Image.open(io.BytesIO(data)) as probe:
+            with Image.open(f) as probe:
                 return probe.size
         except Exception:
             return 0, 0
-
-    @staticmethod
-    def _estimate(f, size: int, decode: bool, text: bool) -> int:
-        """Bytes this photo may hold while decoded, from its header (the pixels are not read yet)."""
-        try:
-            with Image.open(f) as probe:
-                w, h = probe.size
-        except Exception:
-            w = h = 0  # not an image Pillow knows: decoding reports why; only the file's bytes count
         finally:
             f.seek(0)
-        if not decode and not text:
-            return size
-        return decode_estimate(w, h, size)
 
     def embed_rows(self, rows: Sequence[PhotoRow], report: IndexReport, *, save: bool = True) -> None:
         """Embed ``rows`` (pending photos, or indexed ones whose text is still to be read)."""

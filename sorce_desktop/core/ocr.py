@@ -278,6 +278,7 @@ class OcrConfig:
             raise ValueError("models and second_detector are ModelSets (core.ocr.MODEL_SETS)")
         for ok, why in (
             (256 <= self.tile <= 4096, "tile must be 256-4096 px"),
+            (0 <= self.overlap <= self.tile // 2, "overlap must be 0 to half the tile"),
             (self.widen >= 0, "widen must be >= 0"),
             (0 <= self.reread <= 1, "reread must be a part of the line in [0, 1]"),
             (0 < self.alternatives <= 1, "alternatives must be a probability in (0, 1]"),
