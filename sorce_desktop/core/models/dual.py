@@ -20,7 +20,6 @@ from PIL import Image
 
 from sorce_desktop.core.detail import region_details
 from sorce_desktop.core.images import DecodedImage
-from sorce_desktop.core.models.activations import sigmoid_tanh_gelus
 from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
 from sorce_desktop.core.models.quant import int8_available, quantize_linear_int8
 from sorce_desktop.core.models.registry import model_info
@@ -148,8 +147,6 @@ class DualEncoderEmbedder(Embedder):
             text_tower = getattr(self.model, "text_model", None)
             if isinstance(text_tower, torch.nn.Module):
                 self.model.text_model = quantize_linear_int8(text_tower)
-        if self.device.type == "cpu":
-            sigmoid_tanh_gelus(self.model)  # the same function, faster on a CPU (core/models/activations.py)
         patch = int(getattr(vision, "patch_size", 1) or 1)
         self.tile_size = (
             max(patch, min(self.size, self.speed.tile_size // patch * patch)) if self.speed.tile_size else self.size
