@@ -151,3 +151,19 @@ def test_an_overlap_over_half_the_tile_is_refused():
     with pytest.raises(ValueError, match="overlap"):
         OcrConfig(tile=512)  # the default 384-px overlap would leave tiles advancing 128 px at a time
     assert OcrConfig(tile=768).overlap == 384
+
+
+def test_the_text_readers_threads_do_not_spin_between_calls():
+    """The picture model runs on the same cores between two OCR calls; onnxruntime's threads spinning
+    for work took its CPU (docs/benchmarks.md). Every session the engine reads with has spinning off."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import OcrEngine
+
+    engine = OcrEngine(threads=2)
+    sessions = {
+        "detector": engine._det.session,
+        "recogniser": engine._ocr.text_rec.session.session,
+    }
+    for name, session in sessions.items():
+        spinning = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        assert spinning == "0", f"the {name}'s threads spin ({spinning!r})"
