@@ -100,6 +100,29 @@ def test_first_run_asks_for_a_folder_and_a_model_then_indexes(qtbot, tmp_path, t
     win.close()
 
 
+def test_a_library_indexed_from_the_command_line_opens_without_the_first_run_questions(qtbot, tmp_path, tiny_clip):
+    """`sorce-desktop index FOLDER --model M` first, the window after: it shows that library, searched
+    with M (the model the index was made with), not the welcome page asking for a folder again."""
+    from conftest import no_text_reading
+
+    from sorce_desktop import cli
+    from sorce_desktop.core.settings import Settings
+
+    photos = copy_photos(tmp_path / "photos", 4)
+    data = tmp_path / "data"
+    no_text_reading(data)
+    assert cli.main(["index", str(photos), "--model", str(tiny_clip), "--data-dir", str(data)]) == 0
+    # the settings name another model, as they do when only the command line was used
+    win = open_test_window(qtbot, data, tmp_path / "never-chosen", first_run_done=False)
+    assert win.pages.currentWidget() is win.main
+    wait_ready(qtbot, win)
+    assert win.session.status.indexed == 4
+    search(qtbot, win, "a dog")
+    assert win.model.rowCount() == 4 and win.results_stack.currentWidget() is win.grid
+    assert Settings.load(data / "settings").first_run_done
+    win.close()
+
+
 def test_missing_model_says_what_to_do(qtbot, tmp_path):
     win = open_test_window(qtbot, tmp_path / "data", tmp_path / "no-such-model")
     qtbot.waitUntil(lambda: win.session.state.state == "error", timeout=20000)

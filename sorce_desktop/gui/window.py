@@ -169,6 +169,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self._connect()
         self._build_menus()
         first_run = not self.settings.first_run_done
+        if first_run and library.store.folders():
+            # folders were added from the command line (`sorce-desktop index FOLDER`): the window opens
+            # on that library and the model it was indexed with, not on the first-run questions
+            first_run = False
+            self.settings.first_run_done = True
+            self._save_settings()
         self.pages.setCurrentWidget(self.welcome if first_run else self.main)
         if first_run:
             self.welcome.picker.set_model(self.settings.model)
