@@ -55,6 +55,9 @@ def test_expected_failures_are_one_sentence(tmp_path, tiny_clip, photo_dir, caps
     data = no_text_reading(tmp_path / "data")
     code, out, err = cli(capsys, "index", str(tmp_path / "missing"), "--data-dir", data)
     assert code == 1 and "does not exist" in err and "Traceback" not in err
+    a_file = next(photo_dir.glob("*.jpg"))  # a photo given where its folder belongs
+    code, out, err = cli(capsys, "index", str(a_file), "--data-dir", data)
+    assert code == 1 and "is a file, not a folder" in err and "Traceback" not in err
     code, out, err = cli(capsys, "search", "cat", "--data-dir", data)
     assert code == 1 and "Nothing is indexed yet" in err
     code, out, err = cli(capsys, "index", str(photo_dir), "--model", str(tmp_path / "nomodel"), "--data-dir", data)

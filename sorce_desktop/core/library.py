@@ -15,7 +15,7 @@ from sorce_desktop.core.models.download import ProgressCallback as DownloadCallb
 from sorce_desktop.core.models.loader import load_embedder
 from sorce_desktop.core.paths import AppPaths, DataDirError
 from sorce_desktop.core.regions import RegionLayout, get_layout
-from sorce_desktop.core.scanner import canonical_folder
+from sorce_desktop.core.scanner import existing_folder
 from sorce_desktop.core.search import SearchService
 from sorce_desktop.core.service import IndexingService
 from sorce_desktop.core.settings import Settings
@@ -129,10 +129,7 @@ class Library:
 
     # -- folders -------------------------------------------------------------------------------------
     def add_folder(self, folder: str | os.PathLike) -> str:
-        path = canonical_folder(folder)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"The folder {folder} does not exist.")
-        return self.store.add_folder(path)
+        return self.store.add_folder(existing_folder(folder))
 
     def indexer(
         self,

@@ -159,3 +159,13 @@ def scan(folders: Iterable[str], skip: Iterable[str] = ()) -> ScanResult:
 
 def canonical_folder(path: str | os.PathLike) -> str:
     return str(Path(path).expanduser().resolve())
+
+
+def existing_folder(path: str | os.PathLike) -> str:
+    """``path`` as a canonical folder; FileNotFoundError saying what is wrong when it is not a folder."""
+    folder = canonical_folder(path)
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise FileNotFoundError(f"{path} is a file, not a folder: give the folder that holds your photos.")
+        raise FileNotFoundError(f"The folder {path} does not exist.")
+    return folder

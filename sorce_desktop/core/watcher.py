@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from watchdog.events import FileSystemEventHandler
 
 from sorce_desktop.core.images import is_image_name
-from sorce_desktop.core.scanner import canonical_folder, is_temporary_name, walk_images
+from sorce_desktop.core.scanner import canonical_folder, existing_folder, is_temporary_name, walk_images
 from sorce_desktop.core.service import EventCallback, EventKind, IndexEvent, IndexingService
 
 if TYPE_CHECKING:
@@ -250,10 +250,7 @@ class Watcher:
         """Watch one more folder (it is added to the store now; watching and indexing it start on the
         worker; ``reconcile=False`` when the caller indexes it itself). Returns the folder as stored.
         Raises FileNotFoundError if it does not exist."""
-        folder = canonical_folder(path)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"The folder {path} does not exist.")
-        folder = self.store.add_folder(folder)  # one row, at once: the caller shows it in its folder list
+        folder = self.store.add_folder(existing_folder(path))  # one row, at once: the caller shows it in its folder list
         with self._cond:
             self._commands.append(("add", folder, reconcile))
             self._cond.notify_all()
