@@ -208,14 +208,15 @@ def _wait(fut):
 
 
 def _index_folders(lib, args) -> list[str]:
-    """Add the folders named on the command line; the library must have at least one."""
-    folders = []
-    for f in args.folders:
-        try:
-            folders.append(lib.add_folder(f))
-        except FileNotFoundError as exc:
-            raise UserError(str(exc)) from None
-    if not lib.store.folders():
+    """The folders named on the command line, checked but not yet remembered (a command that fails on its
+    model must not leave them in the library); with none named, the library must have at least one."""
+    from sorce_desktop.core.scanner import existing_folder
+
+    try:
+        folders = [existing_folder(f) for f in args.folders]
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    if not folders and not lib.store.folders():
         raise UserError(f"No folders to index: give one, e.g. {prog()} index ~/Pictures")
     return folders
 
@@ -319,6 +320,7 @@ def cmd_index(args) -> int:
             print(f"note: {n}", file=sys.stderr)
         folders = _index_folders(lib, args)
         embedder, layout = _index_model(lib, args)
+        folders = [lib.add_folder(f) for f in folders]  # remembered once the model is settled
         bar = ProgressLine("indexing")
         indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
         service = lib.indexing_service(indexer)

@@ -62,6 +62,9 @@ def test_expected_failures_are_one_sentence(tmp_path, tiny_clip, photo_dir, caps
     assert code == 1 and "Nothing is indexed yet" in err
     code, out, err = cli(capsys, "index", str(photo_dir), "--model", str(tmp_path / "nomodel"), "--data-dir", data)
     assert code == 1 and "model folder" in err
+    # the failed command left nothing behind: the folder is not remembered
+    code, out, err = cli(capsys, "status", "--json", "--data-dir", data)
+    assert json.loads(out)["folders"] == []
     cli(capsys, "index", str(photo_dir), "--model", str(tiny_clip), "--data-dir", data)
     code, out, err = cli(capsys, "search", "", "--data-dir", data)
     assert code == 1 and "empty" in err
