@@ -389,7 +389,7 @@ def cmd_search(args) -> int:
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score
             )
         except ImageError as exc:
-            raise UserError(f"The image {args.image} cannot be used: {exc}.") from None
+            raise UserError(f"The query image cannot be used: {exc}.") from None  # exc names the file
         except QueryError as exc:
             raise UserError(str(exc)) from None
         hits = answer.hits
