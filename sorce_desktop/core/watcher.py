@@ -249,7 +249,7 @@ class Watcher:
     def add_folder(self, path: str | os.PathLike, *, reconcile: bool = True) -> str:
         """Watch one more folder (it is added to the store now; watching and indexing it start on the
         worker; ``reconcile=False`` when the caller indexes it itself). Returns the folder as stored.
-        Raises FileNotFoundError if it does not exist."""
+        Raises FileNotFoundError if it does not exist or is a file (:func:`scanner.existing_folder`)."""
         folder = self.store.add_folder(existing_folder(path))  # one row, at once: the caller shows it in its folder list
         with self._cond:
             self._commands.append(("add", folder, reconcile))
