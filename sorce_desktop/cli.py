@@ -170,6 +170,41 @@ def download_progress() -> Callable:
     return cb
 
 
+# -- what went wrong, in the command line's words ---------------------------------------------------
+def model_problem(exc: Exception) -> str:
+    """A model that cannot be had, with the command line's own remedies (``--model DIR``,
+    ``models --download``): a failed download's message in the core names the window's buttons."""
+    from sorce_desktop.core.models.download import DownloadFailed, downloads_switched_off
+
+    if not isinstance(exc, DownloadFailed):
+        return str(exc)
+    get = f"{prog()} models --download {exc.model}".rstrip()
+    folder = "or give a model folder you already have: --model DIR"
+    if exc.reason == "offline" and downloads_switched_off():
+        remedy = f"Unset HF_HUB_OFFLINE and run {get}, {folder}."
+    elif exc.reason == "offline":
+        remedy = f"Connect to the internet and run {get}, {folder}."
+    elif exc.reason == "disk_full":
+        remedy = "Free some space and run the command again; what was downloaded already is kept."
+    elif exc.reason == "not_found":
+        remedy = f"Check the name ({prog()} models lists the known ones), {folder}."
+    else:
+        remedy = f"Run {get} again, {folder}."
+    return f"{exc.problem} {remedy}"
+
+
+def _index_text_only(lib, requested_model: str | None, exc: Exception) -> None:
+    """No picture model: go on indexing the text in the photos alone where the library's rule allows it
+    (else ``exc`` stands), and say so once. Shared by `index` and `watch`."""
+    if not lib.indexes_text_without_model(requested_model):
+        raise exc
+    print(
+        f"note: no picture model is available: {model_problem(exc)} Meanwhile, indexing only the text in the "
+        "photos; once the model is there, index again to search by what the photos show too.",
+        file=sys.stderr,
+    )
+
+
 # -- commands ------------------------------------------------------------------------------------------
 def _library(args, writer: bool = True):
     from sorce_desktop.core.library import Library
@@ -243,14 +278,7 @@ def _index_model(lib, args) -> tuple:
     except ModelError as exc:
         # Out of the box with no network: the text in the photos is still indexed (its models install
         # with the package); the visual regions follow once a model is available.
-        if binding is not None or args.model is not None or not lib.ocr_enabled():
-            raise
-        print(
-            f"note: no visual model is available ({exc}); indexing only the text in the photos. "
-            f"Index again once the model is downloaded ({prog()} models --download ID) to "
-            "search by what the photos show.",
-            file=sys.stderr,
-        )
+        _index_text_only(lib, args.model, exc)
         return None, None
     layout = lib.layout_for(embedder, args.layout)
     if lib.bind(embedder, layout, reindex=args.reindex):
@@ -381,7 +409,7 @@ def cmd_search(args) -> int:
             except ModelError as exc:
                 if not has_text or args.image is not None:
                     raise
-                print(f"note: {lib.text_only_note(str(exc))}", file=sys.stderr)
+                print(f"note: {lib.text_only_note(getattr(exc, 'problem', str(exc)))}", file=sys.stderr)
         service = lib.search_service(embedder)
         folder = os.path.abspath(args.folder) if args.folder else None
         try:
@@ -467,6 +495,7 @@ def cmd_watch(args) -> int:
     import signal
 
     from sorce_desktop.core.watcher import Watcher
+    from sorce_desktop.core.words import count
 
     with _library(args) as lib:
         for n in lib.store.notices:
@@ -477,21 +506,28 @@ def cmd_watch(args) -> int:
             except FileNotFoundError as exc:
                 raise UserError(str(exc)) from None
         if not lib.store.folders():
-            raise UserError("No folders to watch: give one, e.g. sorce-desktop watch ~/Pictures")
+            raise UserError(f"No folders to watch: give one, e.g. {prog()} watch ~/Pictures")
         binding = lib.store.binding()
         if binding is not None:
             if args.model and args.model != binding.model_id:
                 raise UserError(
-                    f"The index was made with {binding.model_id}; run sorce-desktop index --model "
+                    f"The index was made with {binding.model_id}; run {prog()} index --model "
                     f"{args.model} --reindex first to change the model."
                 )
             embedder = _load_model(lib, binding.model_id)
             lib.check_embedder(embedder)
             layout = lib.layout()
         else:
-            embedder = _load_model(lib, args.model)
-            layout = lib.layout_for(embedder, args.layout)
-            lib.bind(embedder, layout)
+            from sorce_desktop.core.models.base import ModelError
+
+            try:
+                embedder = _load_model(lib, args.model)
+            except ModelError as exc:
+                _index_text_only(lib, args.model, exc)  # as `index` does: the same rule, said once
+                embedder = layout = None
+            if embedder is not None:
+                layout = lib.layout_for(embedder, args.layout)
+                lib.bind(embedder, layout)
         indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
         service = lib.indexing_service(indexer).start()
         watcher = Watcher(
@@ -512,9 +548,9 @@ def cmd_watch(args) -> int:
         watcher.start()
         try:
             watcher.wait_ready()
+            what = f"with {embedder.model_id} ({layout.name} layout)" if embedder else "for the text in the photos"
             print(
-                f"watching {len(watcher.folders())} folder(s) with {embedder.model_id} "
-                f"({layout.name} layout); Ctrl+C stops",
+                f"watching {count(len(watcher.folders()), 'folder')} {what}; Ctrl+C stops",
                 file=sys.stderr,
                 flush=True,
             )
@@ -878,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
         DataDirError,
         ValueError,
     ) as exc:
-        print(f"sorce-desktop: {exc}", file=sys.stderr)
+        print(f"sorce-desktop: {model_problem(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except sqlite3.DatabaseError as exc:
         # Damage found by a query outside the store's own wrappers: the same one line, naming the file.

@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-from conftest import no_text_reading
 
 from sorce_desktop.cli import main
 
@@ -44,3 +43,84 @@ def test_reasons_never_name_python_objects():
     with pytest.raises(ImageError) as caught, decode_reasons():
         raise OSError("broken data stream when reading image file <_io.BytesIO object at 0x7f2f0ed60d60>")
     assert str(caught.value) == "the image cannot be decoded (broken data stream when reading image file)"
+
+
+#: the window's words, which the command line must not use for its own remedies
+WINDOW_WORDS = re.compile(r"press retry|choose a model folder|start the app again", re.IGNORECASE)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Downloads allowed, but the network is not there (what huggingface_hub raises then)."""
+    from sorce_desktop.core.models import download
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+    def unreachable(model_id, cache_dir, **kw):
+        raise ConnectionError("Failed to establish a new connection: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(download, "download_model", unreachable)
+
+
+def test_a_failed_download_names_the_command_lines_remedies(tmp_path, capsys, no_network):
+    model = "google/siglip2-base-patch16-256"
+    code, out, err = cli(capsys, "models", "--download", model, "--data-dir", str(tmp_path))
+    assert code == 1
+    assert "No internet connection" in err and f"models --download {model}" in err and "--model DIR" in err
+    assert not WINDOW_WORDS.search(err), err
+    # index on a first run falls back to the text in the photos and says why in the same words
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    code, out, err = cli(capsys, "index", str(photos), "--data-dir", str(tmp_path / "data"))
+    assert code == 0, err
+    assert "only the text in the photos" in err and "--model DIR" in err
+    assert not WINDOW_WORDS.search(err), err
+
+
+def test_downloads_switched_off_say_how_to_switch_them_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = cli(capsys, "index", str(tmp_path), "--model", "google/siglip2-base-patch16-256",
+                         "--data-dir", str(tmp_path / "data"))
+    assert code == 1 and "Unset HF_HUB_OFFLINE" in err and "--model DIR" in err
+    assert not WINDOW_WORDS.search(err), err
+
+
+def test_watch_offline_with_no_model_watches_the_text_as_index_does(tmp_path):
+    """`watch` on a first run with no picture model goes on with the text in the photos, like `index`,
+    with the same note, once; Ctrl+C stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sorce_desktop", "watch", str(photos), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if os.name == "posix" else None,
+    )  # fmt: skip
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("watching"):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = "".join(lines) + err
+    assert proc.returncode == 0, err
+    assert err.count("only the text in the photos") == 1, err
+    assert "watching 1 folder for the text in the photos" in err
+    assert not WINDOW_WORDS.search(err), err
