@@ -369,6 +369,24 @@ def cmd_index(args) -> int:
     return 0
 
 
+def _search_folder(lib, path: str) -> str:
+    """The folder ``search --folder`` limits the results to: one that exists, or one under a remembered
+    folder that is offline (an unplugged drive keeps its photos in the index)."""
+    from sorce_desktop.core.scanner import existing_folder
+
+    folder = os.path.abspath(path)
+    if os.path.isdir(folder):
+        return folder
+    for root in lib.store.folders():
+        if not os.path.isdir(root) and (folder == root or folder.startswith(root.rstrip(os.sep) + os.sep)):
+            return folder
+    try:
+        existing_folder(path)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    return folder
+
+
 def cmd_search(args) -> int:
     from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.regions import Box
@@ -397,6 +415,7 @@ def cmd_search(args) -> int:
     with _library(args, writer=False) as lib:
         from sorce_desktop.core.models.base import ModelError
 
+        folder = _search_folder(lib, args.folder) if args.folder else None
         has_text = lib.store.count_read() > 0
         if lib.store.binding() is None and not has_text:
             raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.")
@@ -411,7 +430,6 @@ def cmd_search(args) -> int:
                     raise
                 print(f"note: {lib.text_only_note(getattr(exc, 'problem', str(exc)))}", file=sys.stderr)
         service = lib.search_service(embedder)
-        folder = os.path.abspath(args.folder) if args.folder else None
         try:
             answer = service.answer(
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score

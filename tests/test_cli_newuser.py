@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from conftest import no_text_reading
 
 from sorce_desktop.cli import main
 
@@ -124,3 +125,20 @@ def test_watch_offline_with_no_model_watches_the_text_as_index_does(tmp_path):
     assert err.count("only the text in the photos") == 1, err
     assert "watching 1 folder for the text in the photos" in err
     assert not WINDOW_WORDS.search(err), err
+
+
+@pytest.fixture
+def clip_library(tmp_path, tiny_clip, photo_dir, capsys):
+    data = no_text_reading(tmp_path / "data")
+    code, out, err = cli(capsys, "index", str(photo_dir), "--model", str(tiny_clip), "--data-dir", data)
+    assert code == 0, err
+    return photo_dir, data
+
+
+def test_search_in_a_folder_that_does_not_exist_says_so(clip_library, tmp_path, capsys):
+    photos, data = clip_library
+    code, out, err = cli(capsys, "search", "a bicycle", "--folder", str(tmp_path / "missing"), "--data-dir", data)
+    assert code == 1 and out == ""
+    assert f"The folder {tmp_path / 'missing'} does not exist." in err
+    code, out, err = cli(capsys, "search", "a bicycle", "--folder", str(photos / "sub"), "--data-dir", data)
+    assert code == 0 and "nothing found" not in out
