@@ -257,7 +257,8 @@ def _index_folders(lib, args) -> list[str]:
 
 
 def _index_model(lib, args) -> tuple:
-    """(embedder, layout) to index with. The embedder is a function that loads it when the index already
+    """(embedder, layout, new_model) to index with; ``new_model``: the index was just bound to another model
+    or layout, so its photos are embedded again. The embedder is a function that loads it when the index already
     names its model and layout (it is loaded only if there is work), and both are None when no visual
     model is available on a first run (only the text in the photos is indexed)."""
     binding = lib.store.binding()
@@ -270,7 +271,7 @@ def _index_model(lib, args) -> tuple:
             lib.check_embedder(e)
             return e
 
-        return embedder, lib.layout()
+        return embedder, lib.layout(), False
     from sorce_desktop.core.models.base import ModelError
 
     try:
@@ -279,11 +280,12 @@ def _index_model(lib, args) -> tuple:
         # Out of the box with no network: the text in the photos is still indexed (its models install
         # with the package); the visual regions follow once a model is available.
         _index_text_only(lib, args.model, exc)
-        return None, None
+        return None, None, False
     layout = lib.layout_for(embedder, args.layout)
-    if lib.bind(embedder, layout, reindex=args.reindex):
+    new_model = lib.bind(embedder, layout, reindex=args.reindex)
+    if new_model:
         print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
-    return embedder, layout
+    return embedder, layout, new_model
 
 
 def _index_progress(bar: ProgressLine) -> Callable:
@@ -302,7 +304,7 @@ def _index_progress(bar: ProgressLine) -> Callable:
     return on_event
 
 
-def _print_index_report(lib, report, as_json: bool) -> None:
+def _print_index_report(lib, report, as_json: bool, new_model: bool = False) -> None:
     from sorce_desktop.core.store import display_path
     from sorce_desktop.core.words import count, photos
 
@@ -317,6 +319,7 @@ def _print_index_report(lib, report, as_json: bool) -> None:
             {
                 "new": report.new,
                 "changed": report.changed,
+                "re_embedded": report.redo,
                 "moved": report.moved,
                 "deleted": report.deleted,
                 "unchanged": report.unchanged,
@@ -329,10 +332,10 @@ def _print_index_report(lib, report, as_json: bool) -> None:
             }
         )
         return
+    redo = "re-embedded for the new model" if new_model else "re-embedded"
     print(
-        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
-        f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
-        f"{report.failed} failed this run, in {report.seconds:.1f}s"
+        f"indexed {photos(report.embedded)}, {report.failed} failed this run, in {report.seconds:.1f}s: "
+        f"{report.what_changed(redo)}"
     )
     # the count of this run alone would hide files that failed before and are unchanged since
     failed = len(lib.store.errors())
@@ -347,7 +350,7 @@ def cmd_index(args) -> int:
         for n in lib.store.notices:
             print(f"note: {n}", file=sys.stderr)
         folders = _index_folders(lib, args)
-        embedder, layout = _index_model(lib, args)
+        embedder, layout, new_model = _index_model(lib, args)
         folders = [lib.add_folder(f) for f in folders]  # remembered once the model is settled
         bar = ProgressLine("indexing")
         indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
@@ -365,7 +368,7 @@ def cmd_index(args) -> int:
         finally:
             service.stop()
             bar.close()
-        _print_index_report(lib, report, args.json)
+        _print_index_report(lib, report, args.json, new_model)
     return 0
 
 
@@ -513,7 +516,7 @@ def cmd_watch(args) -> int:
     import signal
 
     from sorce_desktop.core.watcher import Watcher
-    from sorce_desktop.core.words import count
+    from sorce_desktop.core.words import count, photos
 
     with _library(args) as lib:
         for n in lib.store.notices:
@@ -594,11 +597,13 @@ def cmd_watch(args) -> int:
             service.stop()
         counts = lib.store.counts()
         if counts["pending"]:
-            print(f"{counts['pending']} photos are left pending; they are indexed at the next start.", file=sys.stderr)
+            print(f"{photos(counts['pending'])} left pending, to be indexed at the next start.", file=sys.stderr)
     return 0
 
 
 def cmd_status(args) -> int:
+    from sorce_desktop.core.words import count, photos
+
     with _library(args, writer=False) as lib:
         st = lib.store
         b = st.binding()
@@ -618,6 +623,9 @@ def cmd_status(args) -> int:
             "vectors": st.vectors.count if st.vectors else 0,
             "index_bytes": st.size_on_disk(),
             "notices": st.notices,
+            "speed": lib.settings.speed,
+            "text_read": st.count_read(),
+            "reads_text": lib.ocr_enabled(),
         }
         if args.json:
             print_json(data)
@@ -625,11 +633,16 @@ def cmd_status(args) -> int:
         from sorce_desktop.core.store import display_path
 
         print(f"data folder: {data['data_dir']}")
-        print(f"model: {data['model'] or '(none yet)'}   layout: {data['layout'] or '-'}")
+        print(
+            f"model: {data['model'] or '(none yet)'}   layout: {data['layout'] or '-'}   "
+            f"speed: {data['speed']}"
+        )
         print(
             f"photos: {data['indexed']} indexed, {data['pending']} pending, {data['failed']} failed; "
-            f"{data['vectors']} region vectors; index size {_mb(data['index_bytes'])}"
+            f"{count(data['vectors'], 'region vector')}; index size {_mb(data['index_bytes'])}"
         )
+        reading = "" if data["reads_text"] else " (reading text is switched off in Settings)"
+        print(f"text read in {photos(data['text_read'])}{reading}")
         for f in folders:
             state = "" if f["online"] else "  (offline)"
             print(

@@ -142,3 +142,53 @@ def test_search_in_a_folder_that_does_not_exist_says_so(clip_library, tmp_path, 
     assert f"The folder {tmp_path / 'missing'} does not exist." in err
     code, out, err = cli(capsys, "search", "a bicycle", "--folder", str(photos / "sub"), "--data-dir", data)
     assert code == 0 and "nothing found" not in out
+
+
+def test_counts_are_sentences_and_a_new_model_is_not_a_change(tmp_path, tiny_clip, tiny_siglip, capsys):
+    import shutil
+
+    from conftest import coco_photos
+
+    from sorce_desktop.core.library import Library
+    from sorce_desktop.core.service import EventKind
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(coco_photos(1)[0], photos / "one.jpg")
+    (photos / "broken.jpg").write_text("nope")
+    data = no_text_reading(tmp_path / "data")
+    code, out, err = cli(capsys, "index", str(photos), "--model", str(tiny_clip), "--layout", "global", "--data-dir", data)
+    assert code == 0, err
+    # one photo indexed of two new files, the other failed: the sentence says both without contradiction
+    assert re.match(r"indexed 1 photo, 1 failed this run, in [\d.]+s: 2 new, 0 changed, 0 moved", out), out
+    assert "1 file cannot be indexed" in err
+    # only the model changes: nothing on disk changed, the photo is embedded again for the new model
+    args = ["index", "--model", str(tiny_siglip), "--layout", "global", "--reindex", "--data-dir", data]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert re.match(r"indexed 1 photo, 0 failed this run, in [\d.]+s: 0 new, 0 changed, "
+                    r"1 re-embedded for the new model, 0 moved, 0 removed, 1 unchanged", out), out
+    code, out, err = cli(capsys, *args[:2], str(tiny_clip), *args[3:], "--json")  # and back
+    summary = json.loads(out)
+    assert (summary["changed"], summary["re_embedded"], summary["embedded"]) == (0, 1, 1)
+    # the watcher's full check: "1 folder", never "folder(s)"
+    with Library(data) as lib:
+        from sorce_desktop.core.models.dual import DualEncoderEmbedder
+
+        service = lib.indexing_service(lib.indexer(DualEncoderEmbedder(tiny_clip), lib.layout()))
+        events = []
+        service.subscribe(events.append)
+        service.start()
+        try:
+            service.scan().result(timeout=120)
+        finally:
+            service.stop()
+    [reconciled] = [e.message for e in events if e.kind == EventKind.RECONCILED]
+    assert reconciled.startswith("checked 1 folder: 0 new, 0 changed, 0 moved"), reconciled
+    # status: the speed setting and how many photos have their text read
+    code, out, err = cli(capsys, "status", "--data-dir", data)
+    assert "speed: fast" in out and "text read in 0 photos (reading text is switched off in Settings)" in out
+    assert "1 region vector;" in out
+    code, out, err = cli(capsys, "status", "--json", "--data-dir", data)
+    st = json.loads(out)
+    assert (st["speed"], st["text_read"], st["reads_text"]) == ("fast", 0, False)

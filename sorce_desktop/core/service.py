@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from sorce_desktop.core.indexer import Indexer, IndexReport, Phase, Progress
 from sorce_desktop.core.store import FAILED, Store
+from sorce_desktop.core.words import count
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,7 @@ class ScanFolders(Job):
             IndexEvent(
                 EventKind.RECONCILED,
                 message=(
-                    f"checked {len(folders)} folder(s): {report.new} new, {report.changed} changed, "
-                    f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
+                    f"checked {count(len(folders), 'folder')}: {report.what_changed()}, "
                     f"{report.failed} failed" + (" (cancelled)" if report.cancelled else "")
                 ),
                 report=report,
