@@ -393,7 +393,7 @@ def _search_folder(lib, path: str) -> str:
 def cmd_search(args) -> int:
     from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import QueryError
+    from sorce_desktop.core.search import MinScoreError, QueryError
     from sorce_desktop.core.store import display_path
 
     if args.text is None and args.image is None:
@@ -439,6 +439,9 @@ def cmd_search(args) -> int:
             )
         except ImageError as exc:
             raise UserError(f"The query image cannot be used: {exc}.") from None  # exc names the file
+        except MinScoreError as exc:  # a value the scale of this search cannot take: a usage error
+            print(f"sorce-desktop: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except QueryError as exc:
             raise UserError(str(exc)) from None
         hits = answer.hits
@@ -821,9 +824,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-score",
         type=finite_float,
         default=None,
-        help="leave out weaker matches: for text searches with a model that has a match probability "
-        "(SigLIP, SigLIP 2: the default) this is that probability, 0-1 (0.5: more likely than not); "
-        "otherwise (CLIP, MLLMs, image searches) a cosine",
+        help="leave out weaker matches, on the scale the search's scores have: for text searches with a model "
+        "that has a match probability (SigLIP, SigLIP 2: the default) that probability, between 0 and 1 "
+        "(0.5: more likely than not); otherwise (CLIP, MLLMs, image searches) the cosine of the best picture "
+        "region, -1 to 1; with no picture model, how well the words read match, 0 to 1 (1: exactly). "
+        "Photos where the query's words are read exactly stay. A value the scale cannot take is refused",
     )
     s.add_argument("--refine", action="store_true", help="tighten each hit's box by zooming in")
     s.add_argument("--json", action="store_true")

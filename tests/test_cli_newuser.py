@@ -192,3 +192,55 @@ def test_counts_are_sentences_and_a_new_model_is_not_a_change(tmp_path, tiny_cli
     code, out, err = cli(capsys, "status", "--json", "--data-dir", data)
     st = json.loads(out)
     assert (st["speed"], st["text_read"], st["reads_text"]) == ("fast", 0, False)
+
+
+@pytest.fixture(scope="module")
+def signs(tmp_path_factory, tiny_clip):
+    from signs_support import build_signs_library
+
+    return build_signs_library(tmp_path_factory.mktemp("signs"), tiny_clip)
+
+
+def _picture(hit: dict) -> float | None:
+    return next((r["score"] for r in hit["regions"] if r["kind"] == "picture"), None)
+
+
+def test_min_score_is_checked_against_the_scale_the_model_has(signs, capsys):
+    """CLIP has no match probability: --min-score is a cosine, so 2 cannot be reached and is refused as
+    a usage error; a reachable one keeps the photos whose picture reaches it (and words read exactly),
+    and the answer stays in the order of its scores, exact whole words first."""
+    data = str(signs.data)
+    code, out, err = cli(capsys, "search", "bakery", "--json", "--data-dir", data)
+    hits = json.loads(out)
+    scores = [h["score"] for h in hits]
+    assert hits[0]["path"] == signs.exact["bakery"]  # the exact whole word, though the picture ranks it last
+    assert scores == sorted(scores, reverse=True), scores
+    for bad in ("2", "-1.5"):
+        code, out, err = cli(capsys, "search", "bakery", "--min-score", bad, "--data-dir", data)
+        assert code == 2 and out == "" and "between -1 and 1" in err and "cosine" in err, err
+    pictures = sorted(p for h in hits if (p := _picture(h)) is not None)
+    floor = pictures[len(pictures) // 2]
+    code, out, err = cli(capsys, "search", "bakery", "--json", "--min-score", str(floor), "--data-dir", data)
+    kept = json.loads(out)
+    assert 0 < len(kept) < len(hits)
+    assert signs.exact["bakery"] in [h["path"] for h in kept]  # its words are read exactly: it stays
+    for h in kept:
+        assert (_picture(h) or -2) >= floor - 1e-6 or h["path"] == signs.exact["bakery"], h
+    scores = [h["score"] for h in kept]
+    assert scores == sorted(scores, reverse=True), scores
+    code, out, err = cli(capsys, "search", "bakery", "--min-score", str(floor), "--data-dir", data)
+    printed = [float(line.split()[1]) for line in out.splitlines() if re.match(r"\s*\d+\. ", line)]
+    assert printed == sorted(printed, reverse=True) and len(printed) == len(kept), out
+
+
+def test_min_score_applies_with_no_picture_model(signs):
+    """Text only: --min-score is the words' match score (1: the letters read exactly)."""
+    from sorce_desktop.core.library import Library
+    with Library(signs.data, writer=False) as lib:
+        service = lib.search_service(None)
+        every = [h.path for h in service.search("bakery")]
+        assert signs.exact["bakery"] in every and signs.partial["bakery"] in every  # BAKERY and BAKERV
+        assert [h.path for h in service.search("bakery", min_score=0.99)] == [signs.exact["bakery"]]
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            service.search("bakery", min_score=2)
+        assert service.score_scale().name == "words"
