@@ -244,3 +244,17 @@ def test_min_score_applies_with_no_picture_model(signs):
         with pytest.raises(ValueError, match="between 0 and 1"):
             service.search("bakery", min_score=2)
         assert service.score_scale().name == "words"
+
+
+def test_bench_tiny_model_saves_a_model_the_app_takes(tmp_path, photo_dir, capsys):
+    """The tiny offline model for trying the app has a command (no longer only inside the screenshots
+    script); the folder it saves is a model `index --model DIR` takes; a folder in use is refused."""
+    folder = tmp_path / "tiny"
+    code, out, err = cli(capsys, "bench", "tiny-model", str(folder), "--json")
+    assert code == 0, err
+    assert json.loads(out)["model"] == str(folder.resolve())
+    data = no_text_reading(tmp_path / "data")
+    code, out, err = cli(capsys, "index", str(photo_dir), "--model", str(folder), "--data-dir", data)
+    assert code == 0 and out.startswith("indexed 12 photos"), err
+    code, out, err = cli(capsys, "bench", "tiny-model", str(folder))
+    assert code == 1 and "not an empty folder" in err
