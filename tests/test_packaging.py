@@ -271,3 +271,48 @@ def test_the_qt_library_check_passes_where_the_window_runs():
     if not sys.platform.startswith("linux") or check.plugin_path() is None:
         pytest.skip("the xcb plugin is a Linux part of PySide6")
     assert check.main([]) == 0  # this machine opens the window (the GUI tests run here)
+
+
+# -- the wheels every bundle target needs (issue 30, item 17) ---------------------------------------------
+def _check_wheels():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "packaging" / "check_wheels.py"
+    spec = importlib.util.spec_from_file_location("check_wheels", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_wheels"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_wheel_check_covers_what_the_workflow_builds_and_runs_first():
+    check = _check_wheels()
+    targets = check.TARGETS
+    assert set(targets) == {"win_amd64", "macosx_arm64", "manylinux_x86_64"}
+    assert targets["macosx_arm64"].platforms == ("macosx_14_0_arm64",)  # macos-latest is Apple silicon
+    assert "manylinux_2_28_x86_64" in targets["manylinux_x86_64"].platforms  # older glibcs listed too
+    # markers are judged as on the target: text reading's packages are left out on Python 3.13 (see README)
+    deps = check.dependencies()
+    kept, left = check.for_target(deps, targets["win_amd64"], "3.11")
+    assert any(r.startswith("onnx") for r in kept) and left == []
+    kept, left = check.for_target(deps, targets["win_amd64"], "3.13")
+    assert {"rapidocr_onnxruntime", "onnx"} <= set(left)
+    assert check.marker_environment(targets["win_amd64"], "3.11")["sys_platform"] == "win32"
+    # the workflow runs it for its own target before it installs or builds anything
+    import yaml
+
+    wf = yaml.safe_load((Path(__file__).resolve().parent.parent / ".github/workflows/bundles.yml").read_text())
+    job = wf["jobs"]["bundle"]
+    assert {m["wheels"] for m in job["strategy"]["matrix"]["include"]} == set(targets)
+    runs = [s.get("run", "") for s in job["steps"]]
+    check_at = next(i for i, r in enumerate(runs) if "packaging/check_wheels.py" in r)
+    build_at = next(i for i, r in enumerate(runs) if "packaging/build.py" in r)
+    install_at = next(i for i, r in enumerate(runs) if "pip install -e" in r)
+    assert check_at < install_at < build_at
+    assert "--target ${{ matrix.wheels }}" in runs[check_at]
+
+
+def test_readme_promises_only_the_bundles_that_are_built():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "-x86_64` on Intel Macs" not in readme and "macos-x86_64" not in readme
+    assert "macos-arm64" in readme and "packaging/check_wheels.py" in readme
