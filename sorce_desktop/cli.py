@@ -289,6 +289,7 @@ def _print_index_report(lib, report, as_json: bool) -> None:
             {
                 "new": report.new,
                 "changed": report.changed,
+                "unfinished": report.unfinished,
                 "moved": report.moved,
                 "deleted": report.deleted,
                 "unchanged": report.unchanged,
@@ -302,7 +303,9 @@ def _print_index_report(lib, report, as_json: bool) -> None:
         )
         return
     print(
-        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
+        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed"
+        + (f", {report.unfinished} left by an earlier run" if report.unfinished else "")
+        + "), "
         f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
         f"{report.failed} failed this run, in {report.seconds:.1f}s"
     )

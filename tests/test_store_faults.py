@@ -1,0 +1,216 @@
+"""Store faults, round 3 (issue 31): a full disk at any write, a lost write-ahead log, repair that keeps
+the folder list and the model, an unplugged drive left as an empty mount point.
+
+The full disk is a real small tmpfs where one can be mounted (root); the same faults are also injected
+(``ENOSPC`` at each write site: the catalog, its write-ahead log, the vector file, its checksum file) so
+the checks run everywhere. Photos are generated here.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import pathlib
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import no_text_reading
+from PIL import Image
+
+from sorce_desktop.cli import main as cli_main
+from sorce_desktop.core import store as store_mod
+from sorce_desktop.core.store import CATALOG_NAME, VECTORS_META, VECTORS_NAME, Store
+
+
+def make_photos(folder: Path, n: int, start: int = 0) -> Path:
+    """``n`` small JPEGs of random pixels (every region different, nothing blank)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        arr = np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"p{i:03d}.jpg", "JPEG", quality=90)
+    return folder
+
+
+def _run(argv: list[str], capfd) -> tuple[int, str, str]:
+    """The CLI in this process; stdout and stderr read at the file descriptors, so anything a C++
+    library prints there (faiss's "close error") is seen too. What the app logs at WARNING or above
+    reaches the user's terminal too (the CLI's log handler): it is counted as said on stderr."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger().addHandler(handler)
+    try:
+        code = cli_main(argv)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out, err = capfd.readouterr()
+    logged = "".join(f"{r.levelname} {r.name}: {r.getMessage()}\n" for r in records)
+    if any(r.exc_info for r in records):
+        logged += "Traceback (logged)\n"
+    return code, out, logged + err
+
+
+def _one_line(err: str) -> str:
+    """The one error line, last (progress lines may come before it), and nothing else said."""
+    assert "Traceback" not in err and "faiss" not in err.lower() and "close error" not in err, err
+    lines = [ln for ln in err.rstrip("\n").split("\n") if ln.strip()]
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("sorce-desktop")]
+    assert errors == [len(lines) - 1], err
+    assert all(ln.lstrip("\r").startswith(("scanning folders", "indexing [")) for ln in lines[:-1]), err
+    return lines[-1]
+
+
+def _status(data: Path, capfd) -> dict:
+    code, out, err = _run(["status", "--json", "--data-dir", str(data)], capfd)
+    assert code == 0, err
+    assert "older version" not in err
+    return json.loads(out)
+
+
+def _mount(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+# -- 1. a full disk, part-way ----------------------------------------------------------------------------
+# 40k: the catalog cannot even be created; 100k: a few commits, then its log; 300k: batches until full
+@pytest.mark.parametrize("size", ["40k", "100k", "200k", "300k"])
+def test_full_disk_on_a_real_tmpfs(tmp_path, tiny_clip, capfd, untouched, size):
+    mnt = tmp_path / "small"
+    if not _mount(mnt, size):
+        pytest.skip("cannot mount a tmpfs here (mount needs root); test_full_disk_injected covers every site")
+    try:
+        photos = untouched(make_photos(tmp_path / "photos", 40))
+        data = mnt / "data"
+        no_text_reading(data)
+        argv = ["index", str(photos), "--model", str(tiny_clip), "--layout", "grid3", "--batch-size", "4"]
+        argv += ["--data-dir", str(data)]
+        code, out, err = _run(argv, capfd)
+        assert code == 1, (out, err)
+        first = _one_line(err)
+        assert "is full" in first and "everything before it is kept" in first, first
+        code, out, err = _run(argv, capfd)  # again, still full: the same sentence, nothing else
+        assert code == 1 and _one_line(err) == first
+        done = _status(data, capfd)["indexed"]  # never "made by an older version"
+        code, out, err = _run(["search", "a photo", "--data-dir", str(data)], capfd)
+        assert "older version" not in err and "Traceback" not in err
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+        code, out, err = _run([*argv, "--json"], capfd)
+        assert code == 0, err
+        summary = json.loads(out)
+        assert summary["embedded"] == 40 - done, (summary, done)  # committed photos are not redone
+        assert summary["unchanged"] == done and summary["changed"] == 0
+        st = _status(data, capfd)
+        assert st["indexed"] == 40 and st["pending"] == 0
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+class _FullCatalog:
+    """A catalog connection whose second batch commit (``INSERT INTO regions`` then ``COMMIT``) fails as
+    SQLite fails on a full disk: "database or disk is full" when the catalog cannot grow, "disk I/O
+    error" when its write-ahead log cannot."""
+
+    def __init__(self, db: sqlite3.Connection, message: str, state: dict):
+        self._db, self._message, self._state = db, message, state
+
+    def execute(self, sql: str, *args):
+        if sql.startswith("INSERT INTO regions"):
+            self._state["batch"] = True
+        elif sql == "COMMIT" and self._state.pop("batch", False):
+            self._state["commits"] = self._state.get("commits", 0) + 1
+            if self._state["commits"] >= 2 and self._state.get("full", True):
+                self._db.execute("ROLLBACK")
+                raise sqlite3.OperationalError(self._message)
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def _full_vector_writes(monkeypatch, name: str) -> None:
+    """Writes to the index folder's file ``name`` fail with ENOSPC after a few bytes."""
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self._f, self._n = f, 0
+
+        def write(self, data):
+            self._n += len(data)
+            if self._n > 64:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self._f.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+        def __getattr__(self, attr):
+            return getattr(self._f, attr)
+
+    def full_open(path, mode="r", *a, **kw):
+        f = real_open(path, mode, *a, **kw)
+        return Full(f) if Path(path).name == name and "w" in mode else f
+
+    monkeypatch.setattr(store_mod, "open", full_open, raising=False)
+    real_write_text = pathlib.Path.write_text
+
+    def full_write_text(self, text, *a, **kw):
+        if self.name == name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, text, *a, **kw)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full_write_text)
+
+
+@pytest.mark.parametrize("site", ["catalog", "wal", "new catalog", "vector file", "checksum file"])
+def test_full_disk_injected(tmp_path, tiny_clip, capfd, monkeypatch, site):
+    """ENOSPC at each write site, anywhere (no mount needed): one sentence, the committed photos kept, the
+    next run embeds only the rest."""
+    photos = make_photos(tmp_path / "photos", 12)
+    data = tmp_path / "data"
+    no_text_reading(data)
+    argv = ["index", str(photos), "--model", str(tiny_clip), "--layout", "grid3", "--batch-size", "4"]
+    argv += ["--data-dir", str(data)]
+    state: dict = {}
+    if site in ("catalog", "wal"):
+        message = "database or disk is full" if site == "catalog" else "disk I/O error"
+        real_connect = Store._connect
+        monkeypatch.setattr(Store, "_connect", lambda self: _FullCatalog(real_connect(self), message, state))
+    elif site == "new catalog":
+        # the catalog's first write fails (SQLite says "disk I/O error" when the log cannot be made)
+        monkeypatch.setattr(store_mod, "_nearly_full", lambda folder: True)
+        real = sqlite3.connect
+
+        def connect(target, *a, **kw):
+            if str(target).endswith(CATALOG_NAME) and state.get("full", True):
+                raise sqlite3.OperationalError("disk I/O error")
+            return real(target, *a, **kw)
+
+        monkeypatch.setattr(store_mod.sqlite3, "connect", connect)
+    else:
+        _full_vector_writes(monkeypatch, VECTORS_NAME + ".tmp" if site == "vector file" else VECTORS_META + ".tmp")
+    code, out, err = _run(argv, capfd)
+    assert code == 1, (out, err)
+    line = _one_line(err)
+    assert "is full" in line and "everything before it is kept" in line, line
+    state["full"] = False
+    monkeypatch.undo()
+    st = _status(data, capfd)
+    done = st["indexed"]
+    if site in ("catalog", "wal"):
+        assert 0 < done < 12  # the first batch was committed, the second not
+    code, out, err = _run([*argv, "--json"], capfd)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["embedded"] == 12 - done and summary["unchanged"] == done, summary
+    assert _status(data, capfd)["indexed"] == 12
