@@ -869,7 +869,7 @@ class Store:
         changed = self._sync_vectors()
         if reason:
             self.notices.append(f"{reason[0].upper()}{reason[1:]}; it was rebuilt from the catalog.")
-            log.warning("%s; rebuilt from the catalog", reason)
+            log.info("%s; rebuilt from the catalog", reason)  # the user reads it in the notices
         if (changed or reason) and self.writable:
             self.save()
 
