@@ -280,7 +280,9 @@ def _print_index_report(lib, report, as_json: bool) -> None:
 
     for f in report.offline:
         print(
-            f"warning: {display_path(f)} is not available (offline); its photos were kept.", file=sys.stderr
+            f"warning: {display_path(f)} is not available (missing, or empty where its photos were: an "
+            "unplugged drive or an unmounted share?); it is marked offline and its photos were kept.",
+            file=sys.stderr,
         )
     if report.text_error:
         print(f"warning: text in photos was not read: {report.text_error}", file=sys.stderr)
@@ -299,6 +301,7 @@ def _print_index_report(lib, report, as_json: bool) -> None:
                 "photos_per_second": round(report.photos_per_second, 3),
                 "text_read": report.text_read,
                 "text_lines": report.text_lines,
+                "offline": report.offline,
             }
         )
         return

@@ -295,3 +295,53 @@ def test_a_folder_in_place_of_the_vector_file_is_named(tmp_path, tiny_clip, capf
     vectors.rmdir()  # moved away: the vector index is rebuilt from the catalog
     assert _run(argv, capfd)[0] == 0
     assert _status(data, capfd)["vectors"] == 40
+
+
+# -- 6. an unplugged drive is not an empty folder ------------------------------------------------------------
+@pytest.mark.parametrize("how", ["unmounted", "emptied"])
+def test_index_keeps_the_photos_of_a_folder_left_empty(tmp_path, tiny_clip, capfd, how):
+    """A watched folder that is a mount point left empty (its drive unmounted), or whose contents all
+    vanished at once: ``index`` marks it offline and keeps its photos, and nothing is embedded again when
+    they are back (the watcher's rule, scanner.folder_is_there)."""
+    import shutil
+
+    backup = make_photos(tmp_path / "backup", 20)
+    folder = tmp_path / "drive"
+    if how == "unmounted" and not _mount(folder, "8m"):
+        pytest.skip("cannot mount a tmpfs here (mount needs root); the 'emptied' case is the same rule")
+
+    def fill() -> None:
+        for p in backup.iterdir():
+            shutil.copy2(p, folder / p.name)
+
+    try:
+        folder.mkdir(exist_ok=True)
+        fill()
+        data = tmp_path / "data"
+        no_text_reading(data)
+        argv = ["index", "--json", "--model", str(tiny_clip), "--layout", "grid3", "--data-dir", str(data)]
+        code, out, err = _run([*argv, str(folder)], capfd)
+        assert code == 0 and json.loads(out)["embedded"] == 20, err
+        if how == "unmounted":
+            subprocess.run(["umount", str(folder)], check=True)
+        else:
+            for p in folder.iterdir():
+                p.unlink()
+        assert not any(folder.iterdir())
+        code, out, err = _run(argv, capfd)
+        assert code == 0, err
+        summary = json.loads(out)
+        assert summary["deleted"] == 0 and summary["offline"] == [str(folder)], summary
+        assert "marked offline and its photos were kept" in err
+        st = _status(data, capfd)
+        assert st["indexed"] == 20 and [f["online"] for f in st["folders"]] == [False]
+        if how == "unmounted":
+            assert _mount(folder, "8m")
+        fill()
+        code, out, err = _run(argv, capfd)
+        summary = json.loads(out)
+        assert code == 0 and summary["embedded"] == 0 and summary["unchanged"] == 20, summary
+        assert [f["online"] for f in _status(data, capfd)["folders"]] == [True]
+    finally:
+        if how == "unmounted":
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)

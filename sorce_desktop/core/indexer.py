@@ -369,7 +369,7 @@ class Indexer:
         if paths is not None:
             return self._plan_paths(paths, renamed, renamed_trees)
         folders = list(folders) if folders is not None else self.store.folders()
-        result = scan(folders, self.skip_dirs)
+        result = scan(folders, self.skip_dirs, self.store.folder_has_photos)
         plan = IndexPlan(scan_errors=result.errors, offline=result.offline, folders=folders)
         online = [f for f in folders if f not in result.offline]
         catalog: dict[str, PhotoRow] = {}
