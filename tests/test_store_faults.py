@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import pathlib
 import sqlite3
 import subprocess
@@ -345,3 +344,107 @@ def test_index_keeps_the_photos_of_a_folder_left_empty(tmp_path, tiny_clip, capf
     finally:
         if how == "unmounted":
             subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+# -- 2, 11. repair keeps the folder list and the model, and counts rows ---------------------------------------
+def _indexed(tmp_path: Path, tiny_clip: Path, capfd, folders: tuple[str, ...] = ("a", "b")) -> tuple[Path, list[Path]]:
+    """A data folder with 10 photos in each of ``folders`` indexed (grid3, no text reading), closed."""
+    roots = [make_photos(tmp_path / "photos" / f, 10, start=10 * i) for i, f in enumerate(folders)]
+    data = tmp_path / "data"
+    no_text_reading(data)
+    argv = ["index", *map(str, roots), "--model", str(tiny_clip), "--layout", "grid3", "--data-dir", str(data)]
+    code, out, err = _run(argv, capfd)
+    assert code == 0, err
+    return data, roots
+
+
+def _root_page(catalog: Path, table: str) -> int:
+    db = sqlite3.connect(catalog)
+    try:
+        return db.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def _zero_pages(catalog: Path, pages: list[int]) -> None:
+    with open(catalog, "r+b") as f:
+        for page in pages:  # SQLite numbers pages from 1
+            f.seek((page - 1) * 4096)
+            f.write(bytes(4096))
+
+
+def _repair(data: Path, capfd) -> tuple[dict, str]:
+    code, out, err = _run(["repair", "--json", "--data-dir", str(data)], capfd)
+    assert code == 0, err
+    report = json.loads(out)
+    code, text, err = _run(["repair", "--data-dir", str(data)], capfd)  # the repaired catalog: not damaged
+    assert code == 0 and "not damaged" in text
+    return report, text
+
+
+def test_repair_rebuilds_a_lost_folder_list_from_the_photos(tmp_path, tiny_clip, capfd):
+    data, roots = _indexed(tmp_path, tiny_clip, capfd)
+    catalog = data / "index" / CATALOG_NAME
+    _zero_pages(catalog, [_root_page(catalog, "folders")])
+    code, out, err = _run(["repair", "--data-dir", str(data)], capfd)
+    assert code == 0, err
+    assert "folder list was lost; 2 folders recovered from the photos' rows" in out, out
+    assert all(str(r) in out for r in roots)
+    st = _status(data, capfd)
+    assert sorted(f["path"] for f in st["folders"]) == sorted(map(str, roots)) and st["indexed"] == 20
+    code, out, err = _run(["index", "--json", "--data-dir", str(data)], capfd)  # no folder named: the list
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["unchanged"] == 20 and summary["embedded"] == 0, summary
+
+
+def test_repair_counts_rows_not_rowid_ranges(tmp_path, tiny_clip, capfd):
+    """Five zeroed pages, the regions table's root among them: what was lost is counted in rows (at most
+    what the tables held), never in millions of rowids."""
+    data, roots = _indexed(tmp_path, tiny_clip, capfd)
+    catalog = data / "index" / CATALOG_NAME
+    db = sqlite3.connect(catalog)
+    n_photos = db.execute("SELECT count(*) FROM photos").fetchone()[0]
+    n_regions = db.execute("SELECT count(*) FROM regions").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.close()
+    regions_root = _root_page(catalog, "regions")
+    photos_root = _root_page(catalog, "photos")
+    targets = sorted({regions_root, photos_root, *range(pages - 3, pages)} - {1})[:5]
+    _zero_pages(catalog, targets)
+    report, _ = _repair(data, capfd)
+    assert report["damaged"] and report["rows"]
+    assert report["rows"].get("photos", 0) + report["lost"].get("photos", 0) <= n_photos, report
+    assert report["rows"].get("regions", 0) + report["lost"].get("regions", 0) <= n_regions, report
+    assert report["lost"]["regions"] == n_regions - report["rows"].get("regions", 0), report
+    code, out, err = _run(["index", "--json", "--data-dir", str(data)], capfd)
+    assert code == 0, err
+    assert _status(data, capfd)["indexed"] == 20
+
+
+def test_repair_keeps_the_model_binding_when_its_row_is_lost(tmp_path, tiny_clip, capfd):
+    data, roots = _indexed(tmp_path, tiny_clip, capfd)
+    catalog = data / "index" / CATALOG_NAME
+    _zero_pages(catalog, [_root_page(catalog, "meta")])
+    report, _ = _repair(data, capfd)
+    st = _status(data, capfd)
+    assert st["model"] == str(tiny_clip) and st["layout"] == "grid3", st
+    bound = report.get("binding_restored")
+    assert bound and bound["model_id"] == str(tiny_clip) and bound["layout"] == "grid3", report
+    code, out, err = _run(["index", "--json", "--data-dir", str(data)], capfd)  # no --model: the kept one
+    assert code == 0, err
+    assert json.loads(out)["embedded"] == 0 and json.loads(out)["unchanged"] == 20
+
+
+def test_repair_says_plainly_when_nothing_could_be_salvaged(tmp_path, tiny_clip, capfd):
+    data, roots = _indexed(tmp_path, tiny_clip, capfd, folders=("a",))
+    catalog = data / "index" / CATALOG_NAME
+    with open(catalog, "r+b") as f:
+        f.truncate(8192)  # the header and the schema are left, every table page is gone
+    code, out, err = _run(["repair", "--data-dir", str(data)], capfd)
+    assert code == 0, err
+    assert "nothing could be salvaged" in out and "unreadable rows" not in out, out
+    assert f"{tiny_clip} (grid3 layout)" in out, out
+    code, out, err = _run(["index", "--json", str(roots[0]), "--data-dir", str(data)], capfd)
+    assert code == 0, err  # the library's model, not the settings' (which is not downloaded here)
+    assert json.loads(out)["embedded"] == 10

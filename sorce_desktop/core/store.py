@@ -985,6 +985,10 @@ class Store:
             checksum = self.vectors.save(self.folder / VECTORS_NAME)
             meta = {
                 "fingerprint": binding.fingerprint,
+                # the rest of the binding: what repair keeps when the catalog's own row is lost
+                "model_id": binding.model_id,
+                "layout": binding.layout,
+                "dim": binding.dim,
                 "count": self.vectors.count,
                 "saved_at": time.time(),
                 "crc32": checksum,
@@ -1704,6 +1708,80 @@ class Store:
         if fts:
             db.execute("INSERT INTO ocr_fts(rowid, folded) SELECT region_id, folded FROM ocr_lines")
         return redone
+
+    @staticmethod
+    def highest_known_rowids(dst: sqlite3.Connection, src: sqlite3.Connection) -> dict[str, int]:
+        """The highest rowid each salvaged table is known to have reached: its own salvaged rows, the rows
+        that refer to it, and SQLite's sequence for regions. Unreadable rowid ranges are counted as lost
+        rows only up to there (past it, the ids were never used)."""
+
+        def top(db: sqlite3.Connection, sql: str) -> int:
+            try:
+                row = db.execute(sql).fetchone()
+                return int(row[0] or 0) if row else 0
+            except (sqlite3.DatabaseError, TypeError, ValueError):
+                return 0
+
+        photos = max(
+            top(dst, f"SELECT max({c}) FROM {t}")
+            for t, c in (
+                ("photos", "id"),
+                ("regions", "photo_id"),
+                ("ocr_lines", "photo_id"),
+                ("ocr_done", "photo_id"),
+            )
+        )
+        regions = max(
+            top(dst, "SELECT max(id) FROM regions"),
+            top(dst, "SELECT max(region_id) FROM ocr_lines"),
+            top(src, "SELECT seq FROM sqlite_sequence WHERE name='regions'"),
+        )
+        return {
+            "meta": top(dst, "SELECT max(rowid) FROM meta"),
+            "folders": top(dst, "SELECT max(rowid) FROM folders"),
+            "photos": photos,
+            "regions": regions,
+            "ocr_lines": regions,
+            "ocr_done": photos,
+        }
+
+    @staticmethod
+    def restore_folders(db: sqlite3.Connection) -> list[str]:
+        """Put back in the folder list every folder a salvaged photo row names that the list lacks (its
+        rows were lost). Returns those folders."""
+        rows = db.execute(
+            "SELECT DISTINCT folder FROM photos WHERE folder IS NOT NULL "
+            "AND folder NOT IN (SELECT path FROM folders) ORDER BY folder"
+        ).fetchall()
+        now = time.time()
+        db.executemany(
+            "INSERT OR IGNORE INTO folders(path, added_at, online) VALUES (?, ?, 1)", [(r[0], now) for r in rows]
+        )
+        return [path_str(r[0]) for r in rows]
+
+    @staticmethod
+    def salvaged_binding(db: sqlite3.Connection) -> tuple[ModelBinding | None, int, set[str]]:
+        """The salvaged catalog's model binding (None when its row was lost), the size of its visual
+        vectors (0: none) and the names of its visual regions."""
+        row = db.execute("SELECT value FROM meta WHERE key='model'").fetchone()
+        binding = None
+        if row:
+            try:
+                d = json.loads(row[0])
+                binding = ModelBinding(d["model_id"], d["fingerprint"], d["layout"], int(d["dim"]))
+            except (ValueError, KeyError, TypeError):
+                binding = None
+        length = db.execute(
+            "SELECT length(vector) FROM regions WHERE source=? AND vector IS NOT NULL LIMIT 1", (VISUAL,)
+        ).fetchone()
+        names = {r[0] for r in db.execute("SELECT DISTINCT name FROM regions WHERE source=?", (VISUAL,))}
+        return binding, (int(length[0]) // 4 if length and length[0] else 0), names
+
+    @staticmethod
+    def bind_salvage(db: sqlite3.Connection, binding: ModelBinding) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(binding.__dict__),)
+        )
 
     @staticmethod
     def finish_salvage(db: sqlite3.Connection) -> None:
