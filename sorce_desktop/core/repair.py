@@ -104,7 +104,8 @@ def _salvage(
         return 0, [(1, UNKNOWN_TOP)]  # no row can be reached: counted from what else knows its ids
     open_ended = top is None  # the last page is unreadable: walk on until rows stop coming
     if open_ended:
-        top = CHUNK * 64
+        # as far as SQLite's sequence says ids went (regions), and on while rows keep coming
+        top = max(CHUNK * 64, Store.sequence_value(src, table))
     n = 0
     lost: list[tuple[int, int]] = []
     probes = 0

@@ -1623,6 +1623,15 @@ class Store:
             return None
 
     @staticmethod
+    def sequence_value(db: sqlite3.Connection, table: str) -> int:
+        """The highest id an AUTOINCREMENT table ever handed out (0 when unknown or unreadable)."""
+        try:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
+            return int(row[0] or 0) if row else 0
+        except (sqlite3.DatabaseError, TypeError, ValueError):
+            return 0
+
+    @staticmethod
     def rows_between(
         db: sqlite3.Connection, table: str, cols: Sequence[str], lo: int, hi: int
     ) -> list[tuple]:
@@ -1734,7 +1743,7 @@ class Store:
         regions = max(
             top(dst, "SELECT max(id) FROM regions"),
             top(dst, "SELECT max(region_id) FROM ocr_lines"),
-            top(src, "SELECT seq FROM sqlite_sequence WHERE name='regions'"),
+            Store.sequence_value(src, "regions"),
         )
         return {
             "meta": top(dst, "SELECT max(rowid) FROM meta"),
