@@ -170,7 +170,7 @@ def test_counts_are_sentences_and_a_new_model_is_not_a_change(tmp_path, tiny_cli
                     r"1 re-embedded for the new model, 0 moved, 0 removed, 1 unchanged", out), out
     code, out, err = cli(capsys, *args[:2], str(tiny_clip), *args[3:], "--json")  # and back
     summary = json.loads(out)
-    assert (summary["changed"], summary["re_embedded"], summary["embedded"]) == (0, 1, 1)
+    assert (summary["changed"], summary["unfinished"], summary["embedded"]) == (0, 1, 1)
     # the watcher's full check: "1 folder", never "folder(s)"
     with Library(data) as lib:
         from sorce_desktop.core.models.dual import DualEncoderEmbedder

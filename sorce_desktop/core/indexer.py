@@ -72,9 +72,8 @@ class Progress:
 class IndexPlan:
     new: list[FileEntry] = field(default_factory=list)
     changed: list[FileEntry] = field(default_factory=list)
-    #: files unchanged since the catalog saw them whose vectors are still to be made (a new model or
-    #: layout, a run that stopped): said apart from "changed", which means the file itself changed
-    redo: list[FileEntry] = field(default_factory=list)
+    #: files an earlier run recorded to embed and stopped before (unchanged since): embedded, not redone
+    unfinished: list[FileEntry] = field(default_factory=list)
     moved: list[tuple[PhotoRow, FileEntry]] = field(default_factory=list)
     touched: list[tuple[PhotoRow, FileEntry]] = field(default_factory=list)  # same content, new mtime
     deleted: list[PhotoRow] = field(default_factory=list)
@@ -89,14 +88,14 @@ class IndexPlan:
 
     @property
     def to_embed(self) -> list[FileEntry]:
-        return self.new + self.changed + self.redo
+        return self.new + self.changed + self.unfinished
 
 
 @dataclass
 class IndexReport:
     new: int = 0
     changed: int = 0
-    redo: int = 0  # unchanged files embedded again or at last (a new model or layout, a run that stopped)
+    unfinished: int = 0  # left to embed by an earlier run that stopped (counted in neither of the above)
     moved: int = 0
     deleted: int = 0
     unchanged: int = 0
@@ -120,11 +119,11 @@ class IndexReport:
     def photos_per_second(self) -> float:
         return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
-    def what_changed(self, redo: str = "re-embedded") -> str:
+    def what_changed(self, unfinished: str = "left by an earlier run") -> str:
         """What the scan found, in words: "2 new, 1 changed, 0 moved, 0 removed, 12 unchanged", with the
-        files embedded again though they did not change named apart (``redo``: why, e.g. "re-embedded
+        files embedded now though they did not change named apart (``unfinished``: why, e.g. "re-embedded
         for the new model"), never counted as changed."""
-        again = f"{self.redo} {redo}, " if self.redo else ""
+        again = f"{self.unfinished} {unfinished}, " if self.unfinished else ""
         return (
             f"{self.new} new, {self.changed} changed, {again}{self.moved} moved, {self.deleted} removed, "
             f"{self.unchanged} unchanged"
@@ -145,7 +144,7 @@ class Verdict(str, enum.Enum):
     UNCHANGED = "unchanged"
     TOUCHED = "touched"  # same content, new mtime: only the catalog's mtime changes
     CHANGED = "changed"
-    PENDING = "pending"  # the same file, not embedded yet with the index's model (a new model, a run that stopped)
+    UNFINISHED = "unfinished"  # recorded to embed by a run that stopped first (a full disk, Ctrl+C)
 
 
 def file_verdict(row: PhotoRow | None, size: int, mtime_ns: int, path: str) -> Verdict:
@@ -156,7 +155,7 @@ def file_verdict(row: PhotoRow | None, size: int, mtime_ns: int, path: str) -> V
     if row is None:
         return Verdict.NEW
     if row.size == size and row.mtime_ns == mtime_ns:
-        return Verdict.PENDING if row.status == PENDING else Verdict.UNCHANGED
+        return Verdict.UNFINISHED if row.status == PENDING else Verdict.UNCHANGED
     if row.status == INDEXED and row.hash and row.size == size:
         try:
             if file_hash(path) == row.hash:
@@ -380,7 +379,7 @@ class Indexer:
         if paths is not None:
             return self._plan_paths(paths, renamed, renamed_trees)
         folders = list(folders) if folders is not None else self.store.folders()
-        result = scan(folders, self.skip_dirs)
+        result = scan(folders, self.skip_dirs, self.store.folder_has_photos)
         plan = IndexPlan(scan_errors=result.errors, offline=result.offline, folders=folders)
         online = [f for f in folders if f not in result.offline]
         catalog: dict[str, PhotoRow] = {}
@@ -481,7 +480,7 @@ class Indexer:
         if plan.empty:
             plan.new = [e for e in plan.new if e.size]
             plan.changed = [e for e in plan.changed if e.size]
-            plan.redo = [e for e in plan.redo if e.size]
+            plan.unfinished = [e for e in plan.unfinished if e.size]
         moved_ids = {r.id for r, _ in plan.moved}
         plan.deleted = [r for r in gone if r.id not in moved_ids]
 
@@ -492,8 +491,8 @@ class Indexer:
             plan.unchanged += 1
         elif verdict is Verdict.TOUCHED:
             plan.touched.append((row, entry))
-        elif verdict is Verdict.PENDING:
-            plan.redo.append(entry)
+        elif verdict is Verdict.UNFINISHED:
+            plan.unfinished.append(entry)
         else:
             plan.changed.append(entry)
 
@@ -573,7 +572,7 @@ class Indexer:
         return IndexReport(
             new=len(plan.new),
             changed=len(plan.changed),
-            redo=len(plan.redo),
+            unfinished=len(plan.unfinished),
             moved=len(plan.moved) + sum(n for *_, n in plan.moved_trees),
             deleted=len(plan.deleted),
             unchanged=plan.unchanged + len(plan.touched),
