@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import coco_photos, no_text_reading
+from conftest import no_text_reading, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage, load_image
@@ -45,7 +45,7 @@ def embedders(mllm_folders) -> dict:
 def _photos() -> list[DecodedImage]:
     """Three real photos of different sizes and aspect ratios (landscape, portrait, square)."""
     out = []
-    for path, size in zip(coco_photos(3), [(120, 90), (64, 112), (96, 96)]):
+    for path, size in zip(scene_photos(3), [(120, 90), (64, 112), (96, 96)]):
         im = Image.open(path).convert("RGB").resize(size)
         out.append(DecodedImage(im, im.width, im.height))
     return out
@@ -240,7 +240,7 @@ def test_cli_index_and_search_with_an_mllm(mllm_folders, tmp_path, untouched, ca
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    for p in coco_photos(4, start=10):
+    for p in scene_photos(4, start=10):
         shutil.copy2(p, photos / p.name)
     untouched(photos)
     data = no_text_reading(tmp_path / "data")

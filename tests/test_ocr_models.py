@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 from PIL import Image
 
 from sorce_desktop.bench.ocr_variants import MODEL_SETS as BENCH_MODEL_SETS
@@ -300,7 +300,7 @@ def test_detector_input_is_rapidocrs_normalisation_in_float32():
 
     engine = OcrEngine(threads=1)
     det = engine._ocr.text_det
-    img = np.asarray(Image.open(coco_photos(1, start=120)[0]).convert("RGB"))[:, :, ::-1]
+    img = np.asarray(Image.open(scene_photos(1, start=120)[0]).convert("RGB"))[:, :, ::-1]
     for tile in (np.ascontiguousarray(img), np.ascontiguousarray(img[:301, :457])):
         want = det.infer(det.get_preprocess(max(tile.shape[:2]))(tile))[0]
         got = engine._det.prob(tile)

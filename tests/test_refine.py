@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import coco_photos, no_text_reading
+from conftest import no_text_reading, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage
@@ -168,7 +168,7 @@ POSITIONS = [(40, 40), (280, 190), (213 - 48, 60), (480, 320 - 45), (213 - 45, 1
 
 @pytest.fixture(scope="module")
 def pasted_sources():
-    return [p for p in coco_photos(40) if Image.open(p).size == (640, 480)]
+    return [p for p in scene_photos(40) if Image.open(p).size == (640, 480)]
 
 
 @pytest.mark.slow
@@ -241,7 +241,7 @@ def _hit_for(path: str, box: Box, size=(640, 480)) -> PhotoHit:
 
 def test_one_batch_per_step_with_a_backend_that_cannot_resize(matcher):
     rec = Recording(matcher)
-    path = str(coco_photos(1)[0])
+    path = str(scene_photos(1)[0])
     w, h = Image.open(path).size
     hit = _hit_for(path, Box(w // 3, h // 3, 2 * w // 3, 2 * h // 3), (w, h))
     q = matcher.embed_texts(["a cup"])[0]
@@ -260,7 +260,7 @@ def test_reduced_input_side_matches_the_model_path(clip_embedder, tiny_siglip):
     """embed_images_at is the model's own forward at another size (both dual-encoder families)."""
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
-    img = Image.open(coco_photos(1)[0]).convert("RGB")
+    img = Image.open(scene_photos(1)[0]).convert("RGB")
     for e in (clip_embedder, DualEncoderEmbedder(tiny_siglip)):
         full = e.embed_images([img])
         assert np.allclose(e.embed_images_at([img], None), full, atol=1e-6)
@@ -419,7 +419,7 @@ def test_rerank_moves_only_refined_hits():
 
 
 def test_refine_works_on_the_decoded_image_it_is_given(clip_embedder):
-    img = Image.open(coco_photos(1)[0]).convert("RGB")
+    img = Image.open(scene_photos(1)[0]).convert("RGB")
     d = DecodedImage(img, img.width, img.height)
     hit = _hit_for("/nonexistent/photo.jpg", Box(0, 0, img.width // 3, img.height // 3), img.size)
     r = Refiner(clip_embedder).refine(hit, clip_embedder.embed_texts(["a cat"])[0], image=d)

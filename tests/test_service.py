@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 from PIL import Image
 
 from sorce_desktop.core import indexer as indexer_mod
@@ -66,7 +66,7 @@ def lib(tmp_path, clip_embedder):
 
 def copy_photos(folder, n, start=0):
     folder.mkdir(parents=True, exist_ok=True)
-    for i, p in enumerate(coco_photos(n, start)):
+    for i, p in enumerate(scene_photos(n, start)):
         shutil.copy2(p, folder / f"p{i:03d}.jpg")
     return folder
 
@@ -291,7 +291,7 @@ class _RecordingText:
 def test_one_decode_serves_the_picture_model_and_the_text_reader(lib, clip_embedder, tmp_path, monkeypatch):
     folder = tmp_path / "photos"
     folder.mkdir()
-    for i, p in enumerate(coco_photos(3)):
+    for i, p in enumerate(scene_photos(3)):
         Image.open(p).convert("RGB").resize((4000, 3000)).save(folder / f"big{i}.jpg", quality=90)
     decodes = []
     real_load = indexer_mod.load_image
