@@ -43,7 +43,7 @@ def embedders(mllm_folders) -> dict:
 
 
 def _photos() -> list[DecodedImage]:
-    """Three real photos of different sizes and aspect ratios (landscape, portrait, square)."""
+    """Three photos of different sizes and aspect ratios (landscape, portrait, square)."""
     out = []
     for path, size in zip(scene_photos(3), [(120, 90), (64, 112), (96, 96)]):
         im = Image.open(path).convert("RGB").resize(size)

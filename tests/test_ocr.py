@@ -1,5 +1,5 @@
 """Text in photos: fuzzy matching, store bookkeeping, the merge with visual hits, and the offline path
-(real PP-OCR and MiniLM from their packages, on two real photos with words drawn into them)."""
+(real PP-OCR and MiniLM from their packages, on two drawn scenes with words drawn into them)."""
 
 from __future__ import annotations
 

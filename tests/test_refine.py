@@ -174,7 +174,7 @@ def pasted_sources():
 @pytest.mark.slow
 @pytest.mark.parametrize("case", range(len(POSITIONS)))
 def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources, case, indexed_library):
-    """A real photo with a patch pasted at a known place, indexed with two other real photos; the
+    """A photo with a patch pasted at a known place, indexed with two other photos; the
     patch as an image query finds the photo, and refinement outlines the patch, not the tile."""
     x, y = POSITIONS[case]
     true_box = Box(x, y, x + PATCH, y + PATCH)
@@ -185,7 +185,7 @@ def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources,
     img.paste(patch, (x, y))
     path = photos / "pasted.png"
     img.save(path)
-    for j in (1, 2):  # distractors: other real photos without a patch
+    for j in (1, 2):  # distractors: other photos without a patch
         src = pasted_sources[(case + 3 * j) % len(pasted_sources)]
         shutil.copy2(src, photos / f"plain_{j}.jpg")
     lib, _ = indexed_library(photos, model=matcher, batch_size=4)

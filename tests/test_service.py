@@ -1,5 +1,5 @@
 """The indexing service and its pipeline: one writer, one planner, bounded memory, pause between photos,
-and nothing that is not a regular file ever blocks it. Real store, real photos, a tiny real model."""
+and nothing that is not a regular file ever blocks it. Real store, drawn photos, a tiny real model."""
 
 from __future__ import annotations
 
