@@ -664,6 +664,31 @@ def test_first_look_windows_join_what_lies_close():
     assert _merge_windows([(0, 0, 10, 10), (30, 0, 40, 10)], gap=8) == [(0, 0, 10, 10), (30, 0, 40, 10)]
 
 
+def test_the_first_look_narrows_only_the_first_detectors_pass(monkeypatch):
+    """The measurement-only first look (bench/firstlook.py) hands its windows to the first detector's pass
+    at the working scale; the second detector and the closer look still look everywhere."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.bench.firstlook import FirstLookOcrEngine
+    from sorce_desktop.core.ocr import OcrEngine
+
+    engine = FirstLookOcrEngine(first_look=320, threads=1, second_detector="ppocrv4")
+    seen = []
+    monkeypatch.setattr(OcrEngine, "_detect_tiles", lambda self, bgr, detect, windows=None: seen.append(windows) or [])
+    monkeypatch.setattr(engine, "_windows", lambda bgr: [(0, 0, 64, 48)])
+    bgr = np.zeros((600, 800, 3), np.uint8)
+    engine._detect(bgr, both=True)
+    assert seen == [[(0, 0, 64, 48)], None]  # the first detector in the window, the second everywhere
+    seen.clear()
+    engine._detect(bgr)  # a closer look
+    assert seen == [None]
+    monkeypatch.undo()
+    # and the real first look: a small look, then the detector only where it saw activity
+    img = Image.open(scene_photos(1)[0]).convert("RGB").resize((1920, 1440))
+    engine = FirstLookOcrEngine(first_look=320, threads=1)
+    engine._detect(np.asarray(img)[:, :, ::-1].copy(), both=True)
+    assert engine.stats["first_look_px"] > 0 and engine.stats["detector_px"] < 1920 * 1440
+
+
 def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():
     """The engine id is stored with every photo's text: another id re-reads every user's photos. The
     default and the thorough reading's ids are pinned here, with the installed package's version and
