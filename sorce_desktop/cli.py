@@ -183,10 +183,9 @@ def _load_model(lib, model: str | None, speed: str | None = None):
     mid = model or lib.model_id()
     info = model_info(mid)
     if info and info.kind == "mllm":
-        import torch
+        from sorce_desktop.core.models.advice import detect_hardware
 
-        mps = getattr(torch.backends, "mps", None)
-        if not torch.cuda.is_available() and not (mps is not None and mps.is_available()):
+        if detect_hardware().device == "cpu":
             print(
                 f"note: {mid} is an {info.params_m / 1000:.0f}B-parameter multimodal LLM; without a CUDA GPU or "
                 "Apple silicon it takes minutes per photo. A dual encoder (the default) is the practical "

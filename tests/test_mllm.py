@@ -305,3 +305,17 @@ def test_model_advice_follows_the_hardware():
     assert cpu.model_id == DEFAULT_MODEL and cpu.kind == "dual"
     assert "CPU" in cpu.reason and "minutes per photo" in cpu.reason
     assert recommend_model().hardware.device in ("cuda", "mps", "cpu")
+
+
+def test_cli_warns_of_an_mllm_on_a_cpu(monkeypatch, capsys):
+    from sorce_desktop import cli
+    from sorce_desktop.core.models import advice
+
+    class Lib:  # only what _load_model asks of a library
+        def load_embedder(self, mid, progress=None, speed=None):
+            return mid
+
+    for device, warned in (("cpu", True), ("cuda", False), ("mps", False)):
+        monkeypatch.setattr(advice, "detect_hardware", lambda d=device: advice.Hardware(d, "x", 64.0))
+        assert cli._load_model(Lib(), "lcxrocks/e5-v-ReP") == "lcxrocks/e5-v-ReP"
+        assert ("minutes per photo" in capsys.readouterr().err) == warned, device

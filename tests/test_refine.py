@@ -316,7 +316,11 @@ def test_cancel_stops_the_list_and_caches_nothing_half_done(clip_embedder, hits_
         cancel.set()
 
     cancel.clear()
-    r = Refiner(clip_embedder, RefineStrategy(min_gain=-1.0)).refine(hits[3], q, cancel, on_step=on_step)
+    # a query that one of the first step's windows answers best (its own crop), so a step is taken
+    hit = hits[3]
+    first = windows(hit.box, hit.width, hit.height, RefineStrategy())[0]
+    q = clip_embedder.embed_images([Image.open(hit.path).convert("RGB").crop(first.as_list())])[0]
+    r = Refiner(clip_embedder, RefineStrategy()).refine(hit, q, cancel, on_step=on_step)
     assert r.cancelled and calls == [1] and r.steps == 1
     cache.put(hits[3].path, q, RefineStrategy(), r)
     assert cache.get(hits[3].path, q, RefineStrategy()) is None

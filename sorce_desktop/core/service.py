@@ -203,11 +203,6 @@ class IndexingService:
         with self._cond:
             self._listeners.append(callback)
 
-    def unsubscribe(self, callback: EventCallback) -> None:
-        with self._cond:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
     def emit(self, event: IndexEvent) -> None:
         with self._cond:
             listeners = list(self._listeners)

@@ -1279,13 +1279,6 @@ class Store:
             for r in self.query(sql + " ORDER BY id", params)
         ]
 
-    def visual_vectors(self) -> list[tuple[int, bytes]]:
-        """(photo id, float32 vector bytes) of every visual region, grouped by photo."""
-        return self.query(
-            "SELECT photo_id, vector FROM regions WHERE source=? AND vector IS NOT NULL ORDER BY photo_id, id",
-            (VISUAL,),
-        )
-
     def count_vectors(self) -> int:
         return self.query("SELECT count(*) FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,))[0][
             0
