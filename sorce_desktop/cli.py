@@ -19,6 +19,7 @@ from collections.abc import Callable
 from sorce_desktop import __version__
 from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.quiet import quiet_third_party_loggers
+from sorce_desktop.core.words import human_size, time_left
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -148,19 +149,6 @@ class ProgressLine:
             self._bar = None
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m left"
-    return f"{seconds // 60}m{seconds % 60:02d}s left"
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
-
-
 def download_progress() -> Callable:
     bar = ProgressLine("downloading model", " MB")
 
@@ -268,7 +256,7 @@ def _index_progress(bar: ProgressLine) -> Callable:
         if p.phase == "scanning":
             print("scanning folders...", file=sys.stderr)
         elif p.total:
-            bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}".rstrip())
+            bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {time_left(p.eta_s)}".rstrip())
 
     return on_event
 
@@ -573,7 +561,7 @@ def cmd_status(args) -> int:
         print(f"model: {data['model'] or '(none yet)'}   layout: {data['layout'] or '-'}")
         print(
             f"photos: {data['indexed']} indexed, {data['pending']} pending, {data['failed']} failed; "
-            f"{data['vectors']} region vectors; index size {_mb(data['index_bytes'])}"
+            f"{data['vectors']} region vectors; index size {human_size(data['index_bytes'])}"
         )
         for f in folders:
             state = "" if f["online"] else "  (offline)"

@@ -6,9 +6,8 @@ import os
 
 from sorce_desktop.core.models.registry import DEFAULT_MODEL, KNOWN_MODELS, model_info
 from sorce_desktop.core.store import display_path
+from sorce_desktop.core.words import human_size, time_left
 from sorce_desktop.gui import resources
-from sorce_desktop.gui.banner import fmt_eta
-from sorce_desktop.gui.detail import human_bytes
 from sorce_desktop.gui.qt import Qt, QtWidgets, Signal
 from sorce_desktop.gui.session import ModelState
 
@@ -228,9 +227,9 @@ class WelcomePage(QtWidgets.QWidget):
             if st.state == "downloading" and st.total_bytes:
                 self.progress.setRange(0, 1000)
                 self.progress.setValue(int(1000 * st.done_bytes / max(1, st.total_bytes)))
-                left = fmt_eta(st.eta_s)
+                left = time_left(st.eta_s)
                 self.progress_label.setText(
-                    f"Downloading the model: {human_bytes(st.done_bytes)} of {human_bytes(st.total_bytes)}"
+                    f"Downloading the model: {human_size(st.done_bytes)} of {human_size(st.total_bytes)}"
                     f"{', ' + left if left else ''}. This happens once."
                 )
                 self.cancel_button.setEnabled(True)

@@ -13,9 +13,9 @@ from sorce_desktop.core.indexer import Progress
 from sorce_desktop.core.library import LibraryStatus, photos_to_redo
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.store import display_path
-from sorce_desktop.core.words import photos
+from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
 from sorce_desktop.gui import resources
-from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, fmt_eta
+from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner
 from sorce_desktop.gui.detail import DetailPage
 from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
@@ -437,7 +437,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.pages.setCurrentWidget(self.main)
                 self.search.setFocus()
         info = model_info(st.model)
-        name = info.title if info else os.path.basename(st.model.rstrip("/\\")) or st.model
+        name = info.title if info else own_name(st.model)
         if st.state == "ready":
             self.search.setPlaceholderText(READY_PLACEHOLDER)
             self.model_label.setText(name)
@@ -446,9 +446,9 @@ class MainWindow(QtWidgets.QMainWindow):
             pct = 100 * st.done_bytes / max(1, st.total_bytes)
             self.search.setPlaceholderText(f"Getting ready — downloading the model ({pct:.0f}%)…")
             self.model_label.setText(
-                f"Downloading {name}: {st.done_bytes / 2**20:.0f} of {st.total_bytes / 2**20:.0f} MB"
+                f"Downloading {name}: {human_size(st.done_bytes)} of {human_size(st.total_bytes)}"
             )
-            self.download_panel.show_progress(name, st.done_bytes, st.total_bytes, fmt_eta(st.eta_s))
+            self.download_panel.show_progress(name, st.done_bytes, st.total_bytes, time_left(st.eta_s))
         elif st.state == "loading":
             self.search.setPlaceholderText(LOADING_PLACEHOLDER)
             self.model_label.setText(f"Loading {name}…")
@@ -499,7 +499,7 @@ class MainWindow(QtWidgets.QMainWindow):
             box = QtWidgets.QMessageBox(self)
             box.setIcon(QtWidgets.QMessageBox.Icon.Question)
             box.setWindowTitle("Remove Folder")
-            box.setText(f"Stop watching “{os.path.basename(folder.rstrip(os.sep)) or folder}”?")
+            box.setText(f"Stop watching “{own_name(folder)}”?")
             box.setInformativeText(
                 "Its photos leave the search index. The folder and its photos are not touched; add it again any time."
             )
@@ -529,7 +529,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if status.pending:
                 text += f", {status.pending:,} waiting"
             if offline:
-                text += f" · {offline} folder{'s' if offline > 1 else ''} offline"
+                text += f" · {count(offline, 'folder')} offline"
             self.status_label.setText(text)
 
     # -- indexing status -----------------------------------------------------------------------------
@@ -552,7 +552,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 if p.rate > 0:
                     bits.append(f"{p.rate * 60:,.0f} photos/min")
                 if p.eta_s is not None and p.done:
-                    bits.append(fmt_eta(p.eta_s))
+                    bits.append(time_left(p.eta_s))
                 self.status_label.setText(" · ".join(bits))
         elif p.phase in ("done", "cancelled"):
             self._progress = None
@@ -949,7 +949,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(ev.message, 15000)
         elif ev.kind == "indexed" and ev.paths and not self.session.indexing:
             n = len(ev.paths)
-            self.statusBar().showMessage(f"{n} new or changed photo{'s' if n > 1 else ''} indexed", 5000)
+            self.statusBar().showMessage(f"{count(n, 'new or changed photo')} indexed", 5000)
 
     def _error(self, message: str) -> None:
         QtWidgets.QMessageBox.warning(self, "Sorce Desktop", message)
