@@ -247,13 +247,14 @@ def _index_model(lib, args) -> tuple:
 
 def _index_progress(bar: ProgressLine) -> Callable:
     """The indexing service's listener that draws its progress on ``bar`` (runs on the indexing thread)."""
+    from sorce_desktop.core.indexer import Phase
     from sorce_desktop.core.service import EventKind
 
     def on_event(ev) -> None:
         p = ev.progress
         if ev.kind != EventKind.PROGRESS or p is None:
             return
-        if p.phase == "scanning":
+        if p.phase == Phase.SCANNING:
             print("scanning folders...", file=sys.stderr)
         elif p.total:
             bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {time_left(p.eta_s)}".rstrip())

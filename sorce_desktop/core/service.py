@@ -14,7 +14,6 @@ here.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.indexer import Indexer, IndexReport, Phase, Progress
 from sorce_desktop.core.store import FAILED, Store
 
@@ -33,10 +33,7 @@ log = logging.getLogger(__name__)
 SAVE_EVERY_S = 60.0
 
 
-class EventKind(str, enum.Enum):
-    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
-        return self.value
-
+class EventKind(StrEnum):
     PROGRESS = "progress"  # an indexing run's counts (progress)
     INDEXING = "indexing"  # settled files handed to the service (paths); 'indexed' follows
     INDEXED = "indexed"  # embedded and searchable (paths), after each commit

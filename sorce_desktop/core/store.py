@@ -34,13 +34,13 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sorce_desktop.core import ann
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.regions import Box
 from sorce_desktop.core.textstore import TEXT_REGION, fold, fold_alternatives
 
@@ -57,25 +57,19 @@ LOCK_NAME = "writer.lock"
 
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Where a photo stands in the catalog (``photos.status``)."""
 
     PENDING = "pending"
     INDEXED = "indexed"
     FAILED = "failed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Source(str, Enum):
+class Source(StrEnum):
     """What made a region (``regions.source``): the visual model's tiles or the text reader's lines."""
 
     VISUAL = "visual"
     OCR = "ocr"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 PENDING, INDEXED, FAILED = Status.PENDING, Status.INDEXED, Status.FAILED

@@ -9,7 +9,7 @@ from sorce_desktop.core.store import display_path
 from sorce_desktop.core.words import human_size, time_left
 from sorce_desktop.gui import resources
 from sorce_desktop.gui.qt import Qt, QtWidgets, Signal
-from sorce_desktop.gui.session import ModelState
+from sorce_desktop.gui.session import LoadState, ModelState
 
 LOCAL = "__local__"
 
@@ -222,9 +222,9 @@ class WelcomePage(QtWidgets.QWidget):
         self.progress_box.setVisible(busy)
 
     def show_state(self, st: ModelState) -> None:
-        if st.state in ("loading", "downloading"):
+        if st.state in (LoadState.LOADING, LoadState.DOWNLOADING):
             self.set_busy(True)
-            if st.state == "downloading" and st.total_bytes:
+            if st.state == LoadState.DOWNLOADING and st.total_bytes:
                 self.progress.setRange(0, 1000)
                 self.progress.setValue(int(1000 * st.done_bytes / max(1, st.total_bytes)))
                 left = time_left(st.eta_s)
@@ -236,7 +236,7 @@ class WelcomePage(QtWidgets.QWidget):
             else:
                 self.progress.setRange(0, 0)
                 self.progress_label.setText("Getting the model ready…")
-        elif st.state in ("error", "cancelled"):
+        elif st.state in (LoadState.ERROR, LoadState.CANCELLED):
             self.set_busy(False)
             self.error_label.setText(st.message)
             self.error_label.show()
