@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.indexer import Indexer, IndexReport, Phase, Progress
-from sorce_desktop.core.store import FAILED, Store
+from sorce_desktop.core.store import FAILED, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +431,12 @@ class IndexingService:
                 raise RuntimeError("no model or text reader is set up to index with")
             fut.set_result(job.run(self))
         except BaseException as exc:
-            log.exception("indexing job %s failed", job.name)
+            if isinstance(exc, StoreError):
+                # an expected failure (a full disk, a damaged catalog): its sentence is the caller's to
+                # show, once; a traceback in the log would only bury it
+                log.info("indexing job %s failed: %s", job.name, exc)
+            else:
+                log.exception("indexing job %s failed", job.name)
             self.emit(IndexEvent(EventKind.ERROR, message=f"{job.name} failed: {exc}"))
             fut.set_exception(exc)
         if self._unsaved and time.monotonic() - self._last_save >= self.save_every_s:
@@ -441,6 +446,9 @@ class IndexingService:
         try:
             fn()
         except Exception as exc:
-            log.exception("saving the index failed")
+            if isinstance(exc, StoreError):
+                log.info("saving the index failed: %s", exc)
+            else:
+                log.exception("saving the index failed")
             self.emit(IndexEvent(EventKind.ERROR, message=str(exc) or type(exc).__name__))
 
