@@ -89,7 +89,7 @@ def _read_until(fd: int, needle: bytes, got: bytearray) -> None:
 
 # -- 3. SIGTERM during index ----------------------------------------------------------------------------
 def test_sigterm_during_index_stops_like_ctrl_c(tmp_path, tiny_clip):
-    photos = draw_photos(tmp_path / "photos", 24)
+    photos = draw_photos(tmp_path / "photos", 12)
     data = no_text_reading(tmp_path / "data")
     script = tmp_path / "slow_cli.py"
     script.write_text(SLOW_CLI)
@@ -119,7 +119,7 @@ def test_index_whose_reader_exits_neither_hangs_nor_stops(tmp_path, tiny_clip):
     """``index ... 2>&1 | head -1`` with a real pipe: the reader takes what came until the progress bar
     showed, then exits. Before, a later redraw raised inside tqdm, which left its lock held, and the
     bar's close waited for it for ever."""
-    photos = draw_photos(tmp_path / "photos", 12)
+    photos = draw_photos(tmp_path / "photos", 6)
     data = no_text_reading(tmp_path / "data")
     script = tmp_path / "slow_cli.py"
     script.write_text(SLOW_CLI)
@@ -141,24 +141,6 @@ def test_index_whose_reader_exits_neither_hangs_nor_stops(tmp_path, tiny_clip):
     assert code == 0
     with Library(data, writer=False) as lib:
         assert lib.store.counts()["indexed"] == len(photos)  # the command went on to the end
-
-
-def test_closed_stdout_and_stderr_never_stop_a_command(tmp_path, tiny_clip):
-    draw_photos(tmp_path / "photos", 3)
-    data = no_text_reading(tmp_path / "data")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sorce_desktop", "index", str(tmp_path / "photos"), "--model", str(tiny_clip),
-         "--data-dir", data],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
-    )
-    proc.stdout.close()  # nobody reads either stream: every write of the command meets a closed pipe
-    proc.stderr.close()
-    try:
-        assert proc.wait(timeout=HANG_S) == 0
-    finally:
-        proc.kill()
-    with Library(data, writer=False) as lib:
-        assert lib.store.counts()["indexed"] == 3
 
 
 # -- 4 and 9. settings that cannot be used -------------------------------------------------------------
