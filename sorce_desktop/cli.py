@@ -393,7 +393,9 @@ def _print_index_report(lib, report, as_json: bool) -> None:
 
     for f in report.offline:
         print(
-            f"warning: {shown(f)} is not available (offline); its photos were kept.", file=sys.stderr
+            f"warning: {shown(f)} is not available (missing, or empty where its photos were: an "
+            "unplugged drive or an unmounted share?); it is marked offline and its photos were kept.",
+            file=sys.stderr,
         )
     if report.text_error:
         print(f"warning: text in photos was not read: {shown(report.text_error)}", file=sys.stderr)
@@ -402,6 +404,7 @@ def _print_index_report(lib, report, as_json: bool) -> None:
             {
                 "new": report.new,
                 "changed": report.changed,
+                "unfinished": report.unfinished,
                 "moved": report.moved,
                 "deleted": report.deleted,
                 "unchanged": report.unchanged,
@@ -411,11 +414,14 @@ def _print_index_report(lib, report, as_json: bool) -> None:
                 "photos_per_second": round(report.photos_per_second, 3),
                 "text_read": report.text_read,
                 "text_lines": report.text_lines,
+                "offline": report.offline,
             }
         )
         return
     print(
-        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
+        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed"
+        + (f", {report.unfinished} left by an earlier run" if report.unfinished else "")
+        + "), "
         f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
         f"{report.failed} failed this run, in {report.seconds:.1f}s"
     )
@@ -703,13 +709,18 @@ def cmd_errors(args) -> int:
 
 def cmd_repair(args) -> int:
     from sorce_desktop.core.paths import AppPaths
-    from sorce_desktop.core.repair import repair_catalog
+    from sorce_desktop.core.repair import repair_catalog, repair_summary
+    from sorce_desktop.core.settings import Settings
     from sorce_desktop.core.store import CATALOG_NAME
 
     index = AppPaths.resolve(args.data_dir).index
     if not (index / CATALOG_NAME).exists():
         raise UserError(f"There is no catalog in {index} to repair.")
-    report = repair_catalog(index, progress=lambda m: print(m, file=sys.stderr))
+    settings = Settings.load(AppPaths.resolve(args.data_dir).settings)
+    _say_settings_problems(list(settings.problems))
+    report = repair_catalog(
+        index, progress=lambda m: print(shown(m), file=sys.stderr), layout=settings.layout
+    )
     if args.json:
         print_json(
             {
@@ -720,19 +731,16 @@ def cmd_repair(args) -> int:
                 "rows": report.rows,
                 "lost": report.lost,
                 "redo": report.redo,
+                "salvaged_nothing": report.salvaged_nothing,
+                "folders_recovered": report.folders_recovered,
+                "binding_restored": report.binding_restored.__dict__ if report.binding_restored else None,
             }
         )
         return 0
     if not report.damaged:
         print(f"The catalog {report.catalog} is not damaged (SQLite's integrity check passed); nothing was changed.")
         return 0
-    lost = sum(report.lost.values())
-    print(
-        f"The catalog {report.catalog} was damaged ({report.problem}). Salvaged {report.rows.get('photos', 0)} "
-        f"photos and {report.rows.get('regions', 0)} regions into a new catalog; {lost} unreadable rows were "
-        f"left behind and {report.redo} photos will be embedded again. The damaged file is kept as "
-        f"{report.kept_as}. Run sorce-desktop index to redo what was lost."
-    )
+    print(shown(repair_summary(report)))
     return 0
 
 

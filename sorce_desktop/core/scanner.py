@@ -6,7 +6,7 @@ import errno
 import hashlib
 import os
 import stat as stat_mod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,10 +164,29 @@ def walk_images(
         stack.extend(sorted(subdirs, reverse=True))
 
 
-def scan(folders: Iterable[str], skip: Iterable[str] = ()) -> ScanResult:
+def folder_is_there(folder: str, has_photos: Callable[[str], bool] | None = None) -> bool:
+    """Whether a library folder is really there (the one rule, for ``index`` and the watcher): a folder
+    that holds something, or an empty one from which no photo was indexed. An empty folder whose photos
+    the catalog holds (``has_photos``) is a mount point whose drive or share is absent, or a folder whose
+    contents all vanished at once: offline, so its photos are not forgotten."""
+    try:
+        if not os.path.isdir(folder):
+            return False
+        with os.scandir(folder) as it:
+            empty = next(it, None) is None
+    except OSError:
+        return False
+    return not (empty and has_photos is not None and has_photos(folder))
+
+
+def scan(
+    folders: Iterable[str], skip: Iterable[str] = (), has_photos: Callable[[str], bool] | None = None
+) -> ScanResult:
+    """The image files under ``folders``; a folder that is not there (:func:`folder_is_there`, with
+    ``has_photos`` telling which folders the catalog has photos from) is listed as offline."""
     result = ScanResult()
     for folder in folders:
-        if not os.path.isdir(folder):
+        if not folder_is_there(folder, has_photos):
             result.offline.append(folder)
             continue
         for entry in walk_images(folder, skip, result.errors):

@@ -445,8 +445,8 @@ class IndexingService:
             fut.set_result(job.run(self))
         except BaseException as exc:
             if isinstance(exc, _SAID_BY_THE_CALLER):
-                # a model that cannot load, a store that cannot be written: the caller gets the exception
-                # from the future and says it in one line; a logged traceback would only repeat it raw
+                # an expected failure (a model that cannot load, a full disk, a damaged catalog): its
+                # sentence is the caller's to show, once; a traceback in the log would only bury it
                 log.info("indexing job %s failed: %s", job.name, exc)
             else:
                 log.exception("indexing job %s failed", job.name)
@@ -459,6 +459,9 @@ class IndexingService:
         try:
             fn()
         except Exception as exc:
-            log.exception("saving the index failed")
+            if isinstance(exc, StoreError):
+                log.info("saving the index failed: %s", exc)
+            else:
+                log.exception("saving the index failed")
             self.emit(IndexEvent(EventKind.ERROR, message=str(exc) or type(exc).__name__))
 
