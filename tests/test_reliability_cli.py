@@ -256,6 +256,21 @@ def test_wrong_setting_values_never_stop_index_search_or_watch(tmp_path, tiny_cl
     one_line_each((bytes(err) + rest).decode())
 
 
+def test_a_gpu_setting_without_that_gpu_loads_on_what_is_there(tmp_path, tiny_clip):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the setting is usable here")
+    path = _settings_file(tmp_path / "data")
+    path.write_text(json.dumps({"device": "cuda", "ocr": False}))
+    with Library(tmp_path / "data") as lib:
+        assert lib.settings_problems == []  # a valid choice: checked where the model loads
+        e = lib.load_embedder(str(tiny_clip))
+        assert e.embed_texts(["a kite"]).shape == (1, e.dim)
+        assert len(lib.settings_problems) == 1
+        assert "the setting device = 'cuda'" in lib.settings_problems[0] and "using 'auto'" in lib.settings_problems[0]
+
+
 def test_unknown_layout_on_the_command_line_is_refused(tmp_path, tiny_clip, capsys):
     draw_photos(tmp_path / "photos", 1)
     data = no_text_reading(tmp_path / "data")
