@@ -312,6 +312,8 @@ def test_cli_warns_of_an_mllm_on_a_cpu(monkeypatch, capsys):
     from sorce_desktop.core.models import advice
 
     class Lib:  # only what _load_model asks of a library
+        settings_problems: list[str] = []
+
         def load_embedder(self, mid, progress=None, speed=None):
             return mid
 
