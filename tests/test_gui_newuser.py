@@ -1,0 +1,118 @@
+"""What a new user met in the window (issue 30): long names that widened the window, the grid's current
+item invisible after Tab, plurals, scores on three scales, the re-index estimate, counts that disagreed,
+and the offline start's banners. Each test drives the real window on a small library indexed once."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import no_text_reading
+from gui_support import copy_photos, open_test_window, search, wait_indexed, wait_ready
+
+from sorce_desktop.gui.qt import QtCore, QtGui, QtWidgets
+
+pytestmark = pytest.mark.gui
+
+N_PHOTOS = 6
+LONG_NAME = "holiday_" + "a_very_long_descriptive_file_name_" * 3 + "exported_from_the_camera_roll_0139.jpg"
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, tiny_clip) -> tuple[Path, Path]:
+    """(data folder, photo folder): six photos, one of them with a ~130-character name, indexed by the
+    tiny model without text reading; each test opens a window on its own copy of the data folder."""
+    from sorce_desktop.cli import main
+
+    root = tmp_path_factory.mktemp("newuser")
+    photos = copy_photos(root / "photos", N_PHOTOS)
+    first = sorted(photos.iterdir())[0]
+    first.rename(photos / LONG_NAME)
+    assert len(LONG_NAME) >= 120
+    data = root / "data"
+    no_text_reading(data)
+    assert main(["index", str(photos), "--model", str(tiny_clip), "--layout", "grid3", "--data-dir", str(data)]) == 0
+    return data, photos
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, library, tiny_clip):
+    data, _photos = library
+    mine = tmp_path / "data"
+    shutil.copytree(data, mine)
+    win = open_test_window(qtbot, mine, tiny_clip)
+    win.resize(1180, 760)
+    win.show()
+    qtbot.waitExposed(win)
+    wait_ready(qtbot, win)
+    wait_indexed(qtbot, win, N_PHOTOS)
+    yield win
+    win.close()
+
+
+# -- 3: a long file name never widens the window ----------------------------------------------------------
+def test_long_name_never_widens_the_window(window, qtbot):
+    win = window
+    search(qtbot, win, "a photo")
+    qtbot.waitUntil(lambda: win.model.rowCount() == N_PHOTOS, timeout=20000)
+    width, min_width = win.width(), win.minimumSizeHint().width()
+    row = next(i for i, it in enumerate(win.model.items) if it.hit.path.endswith(LONG_NAME))
+    win.open_detail(row)
+    qtbot.wait(300)  # layouts settle
+    QtWidgets.QApplication.processEvents()
+    assert win.center.currentWidget() is win.detail
+    assert win.width() == width and win.minimumSizeHint().width() <= min_width
+    assert win.minimumWidth() <= min_width
+    # elided in the middle: the start and the end of the name are shown, the whole name in the tooltip
+    title = win.detail.title
+    shown = title.shown_name()
+    assert "…" in shown and shown != LONG_NAME
+    assert shown.startswith(LONG_NAME[:6]) and shown.endswith(LONG_NAME[-6:])
+    assert title.toolTip() == LONG_NAME
+    assert title.geometry().right() <= win.detail.similar_button.geometry().left()
+    win.close_detail()
+
+
+def test_grid_caption_elides_in_the_middle(window):
+    from sorce_desktop.gui.results import caption_name
+
+    fm = QtGui.QFontMetricsF(window.grid.font())
+    label = caption_name(LONG_NAME, fm.horizontalAdvance, 150)
+    assert label.startswith("holiday") and label.endswith("0139") and "…" in label
+    assert fm.horizontalAdvance(label) <= 150
+
+
+# -- 8: the grid shows its current item as soon as Tab gives it focus -------------------------------------
+def test_tab_into_the_grid_shows_the_current_item(window, qtbot):
+    from PySide6.QtCore import Qt
+
+    win = window
+    search(qtbot, win, "a photo")
+    qtbot.waitUntil(lambda: win.model.rowCount() == N_PHOTOS, timeout=20000)
+    win.search.setFocus()
+    qtbot.waitUntil(lambda: win.search.hasFocus(), timeout=5000)
+    cell = win.grid.visualRect(win.model.index(0))
+    before = win.grid.viewport().grab(cell).toImage()
+    qtbot.keyClick(win.search, Qt.Key.Key_Tab)
+    qtbot.waitUntil(lambda: win.grid.hasFocus(), timeout=5000)
+    qtbot.wait(100)
+    after = win.grid.viewport().grab(cell).toImage()
+    assert win.grid.currentIndex().row() == 0
+    assert [ix.row() for ix in win.grid.selectedIndexes()] == [0]
+    # painted: the cell's margin (outside the thumbnail) takes the highlight colour
+    x, y = 3, cell.height() - 3
+    assert before.pixelColor(x, y) != after.pixelColor(x, y)
+
+
+# -- 9: plurals ------------------------------------------------------------------------------------------
+def test_errors_dialog_counts_one_file(qtbot):
+    from sorce_desktop.gui.folders import ErrorsDialog
+
+    def head(dlg) -> str:
+        qtbot.addWidget(dlg)
+        return next(lb.text() for lb in dlg.findChildren(QtWidgets.QLabel) if "could not be indexed" in lb.text())
+
+    assert head(ErrorsDialog([("/p/broken.jpg", "the file is not an image")])).startswith("1 file could not")
+    assert head(ErrorsDialog([("/p/a.jpg", "x"), ("/p/b.jpg", "y")])).startswith("2 files could not")
