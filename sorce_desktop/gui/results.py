@@ -147,17 +147,19 @@ class ResultsModel(QtCore.QAbstractListModel):
 
 
 def caption_name(name: str, advance, width: float) -> str:
-    """A file name that fits ``width``: whole if it can be; else without its extension; else its end.
+    """A file name that fits ``width``: whole if it can be; else without its extension; else elided in
+    the middle, keeping more of its end than of its start.
 
     Camera and export names share their beginnings ("IMG_20240611_...", "000000000139"), so the end is
-    what tells two photos apart: "…0139" rather than "0000…139.jpg"."""
+    what tells two photos apart, and the start says what kind of name it is: "IMG_…0139"."""
     if advance(name) <= width:
         return name
     stem = os.path.splitext(name)[0] or name
     if advance(stem) <= width:
         return stem
-    for i in range(1, len(stem)):
-        cut = "…" + stem[i:]
+    for keep in range(len(stem) - 1, 0, -1):
+        head = keep // 3
+        cut = stem[:head] + "…" + stem[len(stem) - (keep - head) :]
         if advance(cut) <= width:
             return cut
     return "…" + stem[-1:]
@@ -388,6 +390,22 @@ class ResultsView(QtWidgets.QListView):
         p.setPen(self.palette().color(QtGui.QPalette.ColorRole.HighlightedText))
         p.drawText(r, Qt.AlignmentFlag.AlignCenter, text)
         p.end()
+
+    def focusInEvent(self, e: QtGui.QFocusEvent) -> None:  # noqa: N802
+        """Focus by Tab (or a click elsewhere and back) shows where the keyboard is at once: the current
+        photo (the first, when there is none yet) is selected, so it is highlighted before any arrow key."""
+        super().focusInEvent(e)
+        model = self.model()
+        if e.reason() == Qt.FocusReason.MouseFocusReason:
+            return  # the click selects the photo under it
+        if model is None or model.rowCount() == 0 or self.selectionModel() is None:
+            return
+        ix = self.currentIndex()
+        if not ix.isValid():
+            ix = model.index(0, 0)
+        if not self.selectionModel().isSelected(ix):
+            self.selectionModel().setCurrentIndex(ix, QtCore.QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            self.scrollTo(ix)
 
     def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
         if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.currentIndex().isValid():
