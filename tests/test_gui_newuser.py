@@ -4,7 +4,6 @@ and the offline start's banners. Each test drives the real window on a small lib
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from conftest import no_text_reading
 from gui_support import copy_photos, open_test_window, search, wait_indexed, wait_ready
 
-from sorce_desktop.gui.qt import QtCore, QtGui, QtWidgets
+from sorce_desktop.gui.qt import QtGui, QtWidgets
 
 pytestmark = pytest.mark.gui
 

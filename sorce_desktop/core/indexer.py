@@ -273,6 +273,41 @@ class _Decoded:
     held: int = 0  # bytes accounted in the ByteBudget until this photo is committed
 
 
+class PauseGate:
+    """Whether indexing may go on. The one place a pause is kept: the indexing service owns one and hands
+    it to every indexer it uses (so a pause outlives a change of model or settings); an indexer used on
+    its own has its own. Every stage waits here between two photos: decoding, the picture model, and
+    reading text."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._paused = False
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def wake(self) -> None:
+        """Let every waiter look again (a run was cancelled: it stops instead of waiting)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, cancelled: threading.Event) -> None:
+        """Return once not paused, or once ``cancelled`` is set (and :meth:`wake` called)."""
+        with self._cond:
+            while self._paused and not cancelled.is_set():
+                self._cond.wait(1.0)
+
+
 class Indexer:
     def __init__(
         self,
@@ -309,8 +344,7 @@ class Indexer:
         self.decode_budget = decode_budget
         self.last_budget: ByteBudget | None = None  # the last run's, for tests and benchmarks
         self._cancel = threading.Event()
-        self._resume = threading.Event()
-        self._resume.set()
+        self.gate = PauseGate()  # the indexing service replaces it with its own
 
     @property
     def embedder(self) -> Embedder:
@@ -320,20 +354,23 @@ class Indexer:
 
     # -- control (thread-safe) ------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Stop the run in progress after the photo being embedded (what is done is committed)."""
+        """Stop the run in progress after the photo in hand (what is done is committed)."""
         self._cancel.set()
-        self._resume.set()
+        self.gate.wake()
 
     def pause(self) -> None:
-        """Stop after the photo being embedded until :meth:`resume`."""
-        self._resume.clear()
+        """Stop after the photo in hand (decoded, embedded or read) until :meth:`resume`."""
+        self.gate.pause()
 
     def resume(self) -> None:
-        self._resume.set()
+        self.gate.resume()
 
     @property
     def paused(self) -> bool:
-        return not self._resume.is_set()
+        return self.gate.paused
+
+    def _pause_or_cancel_asked(self) -> bool:
+        return self.gate.paused or self._cancel.is_set()
 
     def _emit(self, p: Progress) -> None:
         if self.on_progress:
@@ -584,12 +621,19 @@ class Indexer:
             report.text_error = report.text_error or f"text lines were not embedded ({exc})"
             return None, None
 
-    def _read_text(self, jobs: list[tuple[int | None, _Decoded]], report: IndexReport) -> int:
-        """Read the text of decoded photos and store their lines. Returns how many photos failed."""
+    def _read_text(
+        self, jobs: list[tuple[int | None, _Decoded]], report: IndexReport, stop: Callable[[], bool] | None = None
+    ) -> tuple[int, int]:
+        """Read the text of decoded photos and store their lines (one commit). ``stop`` is asked before
+        each photo: when it says so, reading ends there and what was read is committed, the rest left
+        to the caller. Returns (photos failed, photos handled: ``jobs[:handled]``)."""
         t = time.perf_counter()
         items: list[TextPhoto] = []
-        failed = 0
+        failed = handled = 0
         for pid, d in jobs:
+            if stop is not None and stop():
+                break
+            handled += 1
             if d.text_image is None:
                 continue  # read before, for this very content
             try:
@@ -640,7 +684,7 @@ class Indexer:
             report.embedded_paths += paths
             self._committed(paths)
         report.text_seconds += time.perf_counter() - t
-        return failed
+        return failed, handled
 
     def _embed_missing_lines(self, report: IndexReport) -> None:
         """Embed lines stored without an embedding (text model changed, or it was missing then)."""
@@ -660,6 +704,8 @@ class Indexer:
         thread. Every path through here takes its ticket in the budget exactly once."""
         out = _Decoded(row)
         admitted = False
+        # Paused: decoding ahead stops too (after the photo in hand), so a pause frees the processor.
+        self.gate.wait(self._cancel)
         try:
             try:
                 fd = open_regular(row.path)
@@ -805,9 +851,9 @@ class _EmbedRun:
     def _stop_requested(self) -> bool:
         """Wait here while paused (saying so once, with the true counts); True when cancelled."""
         ix = self.ix
-        if not ix._resume.is_set():
+        if ix.gate.paused and not ix._cancel.is_set():
             ix._emit(Progress(Phase.PAUSED, self.done, self.total, self.failed))
-            ix._resume.wait()
+            ix.gate.wait(ix._cancel)
             if not ix._cancel.is_set():
                 ix._emit(Progress(Phase.EMBEDDING, self.done, self.total, self.failed, *self._rate()))
         return ix._cancel.is_set()
@@ -871,10 +917,23 @@ class _EmbedRun:
             # Photos needing their text read only (already embedded, or no visual model).
             text_jobs = [(None, d) for d in good if d.image is None]
             good = [d for d in good if d.image is not None]
-            self.done += len(text_jobs)
         text_jobs += self._embed_pictures(good)
-        if text_jobs:
-            self.failed += ix._read_text(text_jobs, report)
+        if text_jobs and not report.cancelled:
+            self._read_texts(text_jobs)
+
+    def _read_texts(self, jobs: list[tuple[int | None, _Decoded]]) -> None:
+        """Read the text of these photos, stopping between two of them for a pause (what was read is
+        committed first, so the paused counts are the store's) or a cancel (the rest is read next run).
+        A photo with text alone to read counts as done once its text is committed."""
+        ix = self.ix
+        while jobs:
+            failed, handled = ix._read_text(jobs, self.report, stop=ix._pause_or_cancel_asked)
+            self.failed += failed
+            self.done += sum(1 for pid, _d in jobs[:handled] if pid is None)
+            jobs = jobs[handled:]
+            if jobs and self._stop_requested():
+                self.report.cancelled = True
+                return
 
     def _embed_pictures(self, good: list[_Decoded]) -> list[tuple[int | None, _Decoded]]:
         """One forward per photo (its vectors never depend on its batchmates, and a pause or cancel
@@ -897,8 +956,8 @@ class _EmbedRun:
                 commit.clear()
                 embedded.clear()
 
-        for i, d in enumerate(good):
-            if i and (ix.paused or ix._cancel.is_set()):
+        for d in good:
+            if ix._pause_or_cancel_asked():
                 flush()
                 if self._stop_requested():
                     report.cancelled = True

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from sorce_desktop.core.indexer import Indexer, IndexReport, Phase, Progress
+from sorce_desktop.core.indexer import Indexer, IndexReport, PauseGate, Phase, Progress
 from sorce_desktop.core.store import FAILED, Store
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class IndexingService:
         self._cond = threading.Condition()
         self._jobs: deque[tuple[Job, Future]] = deque()
         self._current: Job | None = None
-        self._paused = False
+        self._gate = PauseGate()  # the one pause: every indexer this service uses waits at it
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._unsaved = False
@@ -239,7 +239,7 @@ class IndexingService:
             fut.cancel()
         if thread is None:
             return
-        if self._paused:
+        if self.paused:
             self.cancel_current()  # a paused job would never finish
         thread.join(timeout)
         if thread.is_alive():
@@ -332,25 +332,19 @@ class IndexingService:
     def pause(self) -> None:
         """Stop indexing between two photos (within a second) until :meth:`resume`. Jobs still record
         what changed (new files show as waiting); only the model work waits."""
+        self._gate.pause()
         with self._cond:
-            self._paused = True
-            indexer, busy = self.indexer, self._current is not None
-        if indexer is not None:
-            indexer.pause()
+            busy = self._current is not None
         if not busy:
             self.emit(IndexEvent(EventKind.PAUSED))
 
     def resume(self) -> None:
-        with self._cond:
-            self._paused = False
-            indexer = self.indexer
-        if indexer is not None:
-            indexer.resume()
+        self._gate.resume()
         self.emit(IndexEvent(EventKind.RESUMED))
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return self._gate.paused
 
     def cancel_current(self) -> None:
         indexer = self.indexer
@@ -374,8 +368,7 @@ class IndexingService:
     def _use_indexer(self, indexer: Indexer) -> None:
         indexer.on_progress = self._on_progress
         indexer.on_commit = self._on_commit
-        if self._paused:
-            indexer.pause()
+        indexer.gate = self._gate
         self.indexer = indexer
 
     def _on_progress(self, p: Progress) -> None:
