@@ -115,3 +115,33 @@ def test_errors_dialog_counts_one_file(qtbot):
 
     assert head(ErrorsDialog([("/p/broken.jpg", "the file is not an image")])).startswith("1 file could not")
     assert head(ErrorsDialog([("/p/a.jpg", "x"), ("/p/b.jpg", "y")])).startswith("2 files could not")
+
+
+# -- 1: words reach open results when a picture model is in use -------------------------------------------
+@pytest.mark.slow
+def test_words_read_after_the_picture_rerank_open_results(qtbot, tmp_path, tiny_clip, worded_photos):
+    """A photo dropped into a watched folder is committed by its picture first, then by its words: the
+    open results follow both commits, so it ends up matched by its words (outlined), not by its picture
+    alone until Enter is pressed."""
+    root, boxes = worded_photos
+    lantern = boxes["lantern"][0]
+    photos = copy_photos(tmp_path / "photos", 2)
+    win = open_test_window(qtbot, tmp_path / "data", tiny_clip, ocr=True)
+    wait_ready(qtbot, win)
+    win.add_folder(str(photos))
+    wait_indexed(qtbot, win, 2, timeout=180000)
+    search(qtbot, win, "lantern")
+    shown = []
+    win.session.results.connect(lambda res: shown.append([(it.hit.path, it.hit.source) for it in res.items]))
+    shutil.copy2(lantern, photos / "dropped.jpg")
+    dropped = str(photos / "dropped.jpg")
+
+    def matched_by_words() -> bool:
+        return any(it.hit.path == dropped and it.hit.text_regions for it in win.model.items)
+
+    qtbot.waitUntil(lambda: any(p == dropped for res in shown for p, _s in res), timeout=60000)
+    qtbot.waitUntil(matched_by_words, timeout=120000)
+    top = win.model.item(0)
+    assert top.hit.path == dropped and top.hit.source in ("text", "both")
+    assert any(kind == "text" for kind, _b, _r in top.outlines())
+    win.close()

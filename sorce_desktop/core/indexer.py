@@ -340,6 +340,8 @@ class Indexer:
         self.decode_workers = max(1, decode_workers)
         self.on_progress = on_progress
         self.on_commit = on_commit
+        #: the words read in photos already searchable by their picture were committed (their paths)
+        self.on_text: CommitCallback | None = None
         self.save_every_s = save_every_s
         self.decode_budget = decode_budget
         self.last_budget: ByteBudget | None = None  # the last run's, for tests and benchmarks
@@ -385,6 +387,13 @@ class Indexer:
                 self.on_commit(paths)
             except Exception:
                 log.exception("commit callback failed")
+
+    def _text_committed(self, paths: list[str]) -> None:
+        if self.on_text and paths:
+            try:
+                self.on_text(paths)
+            except Exception:
+                log.exception("text commit callback failed")
 
     # -- planning ------------------------------------------------------------------------------------
     def plan(
@@ -629,6 +638,7 @@ class Indexer:
         to the caller. Returns (photos failed, photos handled: ``jobs[:handled]``)."""
         t = time.perf_counter()
         items: list[TextPhoto] = []
+        gained_words: list[str] = []  # photos already searchable by their picture, now by their words too
         failed = handled = 0
         for pid, d in jobs:
             if stop is not None and stop():
@@ -659,6 +669,8 @@ class Indexer:
                 photo = IndexedPhoto(
                     d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height
                 )
+            else:
+                gained_words.append(d.row.path)
             items.append(
                 TextPhoto(
                     pid if pid is not None else (d.row.id if photo is None else None),
@@ -683,6 +695,7 @@ class Indexer:
             paths = [it.photo.path for it in items if it.photo is not None]
             report.embedded_paths += paths
             self._committed(paths)
+            self._text_committed(gained_words)
         report.text_seconds += time.perf_counter() - t
         return failed, handled
 

@@ -40,6 +40,7 @@ class EventKind(str, enum.Enum):
     PROGRESS = "progress"  # an indexing run's counts (progress)
     INDEXING = "indexing"  # settled files handed to the service (paths); 'indexed' follows
     INDEXED = "indexed"  # embedded and searchable (paths), after each commit
+    TEXT = "text"  # the words read in photos already indexed were committed (paths): they rank by them now
     REMOVED = "removed"  # forgotten because the files or the folder went (paths)
     MOVED = "moved"  # moved or renamed, vectors kept (paths = new paths, old_paths = where they were)
     ERROR = "error"  # files that could not be indexed (paths, message = reason), or a job that failed
@@ -368,6 +369,7 @@ class IndexingService:
     def _use_indexer(self, indexer: Indexer) -> None:
         indexer.on_progress = self._on_progress
         indexer.on_commit = self._on_commit
+        indexer.on_text = self._on_text
         indexer.gate = self._gate
         self.indexer = indexer
 
@@ -378,6 +380,9 @@ class IndexingService:
     def _on_commit(self, paths: list[str]) -> None:
         self._unsaved = True
         self.emit(IndexEvent(EventKind.INDEXED, list(paths), f"{len(paths)} photos indexed"))
+
+    def _on_text(self, paths: list[str]) -> None:
+        self.emit(IndexEvent(EventKind.TEXT, list(paths), f"the words in {len(paths)} photos read"))
 
     def _report_changes(self, report: IndexReport) -> None:
         """Events for what a job changed besides the commits (those were reported as they happened)."""

@@ -396,7 +396,9 @@ class Session(QtCore.QObject):
             return
         if ev.kind in (EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED, EventKind.OFFLINE, EventKind.ONLINE):
             self.refresh_status()  # folder counts, offline marks
-        if ev.kind in (EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED) and self.current is not None:
+        # a photo's words committed after its picture re-rank the open results like any other commit
+        live = (EventKind.INDEXED, EventKind.TEXT, EventKind.REMOVED, EventKind.MOVED)
+        if ev.kind in live and self.current is not None:
             self._live_update()
         self.watch_event.emit(ev)
 
