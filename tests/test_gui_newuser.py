@@ -4,6 +4,7 @@ and the offline start's banners. Each test drives the real window on a small lib
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import no_text_reading
 from gui_support import copy_photos, open_test_window, search, wait_indexed, wait_ready
 
-from sorce_desktop.gui.qt import QtGui, QtWidgets
+from sorce_desktop.gui.qt import QtCore, QtGui, QtWidgets
 
 pytestmark = pytest.mark.gui
 
@@ -145,3 +146,44 @@ def test_words_read_after_the_picture_rerank_open_results(qtbot, tmp_path, tiny_
     assert top.hit.path == dropped and top.hit.source in ("text", "both")
     assert any(kind == "text" for kind, _b, _r in top.outlines())
     win.close()
+
+
+# -- 5 and 2: one source of counts, and counts that stay while paused -------------------------------------
+def _numbers(text: str, word: str) -> list[int]:
+    return [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) " + word, text)]
+
+
+def test_status_bar_folder_list_and_summary_count_alike_and_stay_while_paused(window, qtbot, tmp_path):
+    """Photos indexed before, more added while paused: the status bar, each folder and "N photos
+    searchable" give the same numbers (the status bar used to count the run: "paused at 0 of 8" beside
+    "6 photos searchable"), and they do not move while paused."""
+    win = window
+    more = copy_photos(tmp_path / "more", 8, start=10)
+    phases: list[str] = []
+    win.session.index_progress.connect(lambda p: phases.append(p.phase))
+    win.toggle_pause()
+    win.add_folder(str(more))
+    qtbot.waitUntil(lambda: "paused" in phases, timeout=30000)
+    qtbot.waitUntil(lambda: win.session.status.pending == 8, timeout=20000)
+    qtbot.wait(300)
+    st = win.session.status
+    bar = win.status_label.text()
+    folders = [win.folders.list.item(i).data(QtCore.Qt.ItemDataRole.UserRole + 1) for i in range(win.folders.list.count())]
+    from sorce_desktop.gui.folders import folder_counts_text
+
+    lines = [folder_counts_text(f) for f in folders]
+    assert "paused" in bar
+    assert _numbers(bar, "indexed") == [st.indexed] == [N_PHOTOS]
+    assert _numbers(bar, "to do") == [st.pending] == [8]
+    assert sum(n for ln in lines for n in _numbers(ln, "indexed")) == st.indexed
+    assert sum(n for ln in lines for n in _numbers(ln, "to do")) == st.pending
+    assert _numbers(win.folders.summary.text(), "photos searchable") == [st.indexed]
+    qtbot.wait(1000)
+    win.session.refresh_status()
+    qtbot.wait(300)
+    assert win.status_label.text() == bar and win.session.status.indexed == N_PHOTOS  # nothing moved
+    win.toggle_pause()
+    wait_indexed(qtbot, win, N_PHOTOS + 8)
+    qtbot.waitUntil(lambda: win._progress is None, timeout=20000)
+    assert win.status_label.text() == f"{N_PHOTOS + 8} photos indexed"
+    assert win.folders.summary.text() == f"{N_PHOTOS + 8} photos searchable"

@@ -12,15 +12,20 @@ from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 PathRole = Qt.ItemDataRole.UserRole + 1
 
 
+def counts_text(indexed: int, pending: int, failed: int) -> str:
+    """The store's counts in the words every place uses (a folder, the status bar): "8 indexed · 33 to do"."""
+    parts = [f"{indexed:,} indexed"]
+    if pending:
+        parts.append(f"{pending:,} to do")
+    if failed:
+        parts.append(f"{failed:,} failed")
+    return " · ".join(parts)
+
+
 def folder_counts_text(f: FolderInfo) -> str:
     if not f.online:
         return "offline — connect it; its photos stay searchable"
-    parts = [f"{f.indexed:,} indexed"]
-    if f.pending:
-        parts.append(f"{f.pending:,} to do")
-    if f.failed:
-        parts.append(f"{f.failed:,} failed")
-    return " · ".join(parts)
+    return counts_text(f.indexed, f.pending, f.failed)
 
 
 class FolderDelegate(QtWidgets.QStyledItemDelegate):

@@ -450,7 +450,8 @@ class Session(QtCore.QObject):
         if p.phase == Phase.EMBEDDING and p.rate > 0 and self.embedder is not None:
             self.last_rate = p.rate  # a picture model's rate: reading text alone says nothing of it
         self.index_progress.emit(p)
-        if time.monotonic() - self._last_status_refresh > 1.0 or p.phase in (Phase.DONE, Phase.CANCELLED, Phase.PAUSED):
+        start = p.phase == Phase.EMBEDDING and p.done == 0  # the run's photos were just recorded as to do
+        if start or time.monotonic() - self._last_status_refresh > 1.0 or p.phase in (Phase.DONE, Phase.CANCELLED, Phase.PAUSED):
             self.refresh_status()
 
     def pause(self) -> None:

@@ -17,7 +17,7 @@ from sorce_desktop.core.words import photos
 from sorce_desktop.gui import resources
 from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, fmt_eta
 from sorce_desktop.gui.detail import DetailPage
-from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
+from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel, counts_text
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
 from sorce_desktop.gui.session import ModelState, Query, ResultItem, SearchResult, Session
@@ -514,10 +514,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.errors(lambda errs: ErrorsDialog(errs, self).exec(), folder)
 
     def _status(self, status: LibraryStatus) -> None:
+        # The folder list, its "N photos searchable" and the status bar all draw this one status (the
+        # store's counts), in the same call, so they cannot disagree.
         self.folders.set_status(status)
         self._update_banner()
         if not self.session.indexing and self._progress is None:
             self._idle_status(status)
+        else:
+            self._show_progress()
         self._update_empty()
 
     def _idle_status(self, status: LibraryStatus) -> None:
@@ -527,7 +531,7 @@ class MainWindow(QtWidgets.QMainWindow):
             offline = sum(not f.online for f in status.folders)
             text = f"{photos(status.indexed)} indexed"
             if status.pending:
-                text += f", {status.pending:,} waiting"
+                text += f" · {status.pending:,} to do"
             if offline:
                 text += f" · {offline} folder{'s' if offline > 1 else ''} offline"
             self.status_label.setText(text)
@@ -535,26 +539,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- indexing status -----------------------------------------------------------------------------
     def _index_progress(self, p: Progress) -> None:
         self._progress = p
-        if p.phase == "scanning":
-            self.status_label.setText("Checking folders for new and changed photos…")
-            self.progress.setRange(0, 0)
-            self.progress.show()
-            self.pause_button.hide()
-        elif p.phase in ("embedding", "paused") and p.total:
-            self.progress.setRange(0, p.total)
-            self.progress.setValue(p.done)
-            self.progress.show()
-            self.pause_button.show()
-            if self.session.paused:  # the session's state, not the last report's: Resume shows at once
-                self.status_label.setText(f"Indexing paused at {p.done:,} of {photos(p.total)}")
-            else:
-                bits = [f"Indexing {p.done:,} of {photos(p.total)}"]
-                if p.rate > 0:
-                    bits.append(f"{p.rate * 60:,.0f} photos/min")
-                if p.eta_s is not None and p.done:
-                    bits.append(fmt_eta(p.eta_s))
-                self.status_label.setText(" · ".join(bits))
-        elif p.phase in ("done", "cancelled"):
+        if p.phase in ("done", "cancelled"):
             self._progress = None
             self.progress.hide()
             self.pause_button.hide()
@@ -562,8 +547,49 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.status_label.setText("Indexing stopped")
             else:
                 self._idle_status(self.session.status)
+        else:
+            self._show_progress()
         self._sync_pause()
         self._update_empty()
+
+    def _show_progress(self) -> None:
+        """The run in progress: its phase, rate and time left from its last report, the counts from the
+        store's status (what the folder list shows too)."""
+        p = self._progress
+        if p is None:
+            return
+        if p.phase == "scanning":
+            self.status_label.setText("Checking folders for new and changed photos…")
+            self.progress.setRange(0, 0)
+            self.progress.show()
+            self.pause_button.hide()
+            return
+        if p.phase not in ("embedding", "paused") or not p.total:
+            return
+        st = self.session.status
+        if st.pending:
+            total = st.indexed + st.pending + st.failed
+            self.progress.setRange(0, max(1, total))
+            self.progress.setValue(st.indexed + st.failed)
+            what, counts = "Indexing", counts_text(st.indexed, st.pending, st.failed)
+        else:  # no photo waits for its picture: the run reads the words in photos already indexed
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+            what, counts = "Reading the words in photos", f"{p.done:,} of {photos(p.total)}"
+        self.progress.show()
+        self.pause_button.show()
+        if self.session.paused:  # the session's state, not the last report's: Resume shows at once
+            if p.phase == "paused":
+                self.status_label.setText(f"{what} paused · {counts}")
+            else:  # the photo in hand is finished first (within a second or two)
+                self.status_label.setText(f"Pausing after the photo in hand · {counts}")
+            return
+        bits = [what, counts]
+        if p.rate > 0:
+            bits.append(f"{p.rate * 60:,.0f} photos/min")
+        if p.eta_s is not None and p.done:
+            bits.append(fmt_eta(p.eta_s))
+        self.status_label.setText(" · ".join(bits))
 
     def _index_finished(self) -> None:
         self._progress = None
