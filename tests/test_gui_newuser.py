@@ -187,3 +187,60 @@ def test_status_bar_folder_list_and_summary_count_alike_and_stay_while_paused(wi
     qtbot.waitUntil(lambda: win._progress is None, timeout=20000)
     assert win.status_label.text() == f"{N_PHOTOS + 8} photos indexed"
     assert win.folders.summary.text() == f"{N_PHOTOS + 8} photos searchable"
+
+
+# -- 6: one readable score ---------------------------------------------------------------------------------
+RAW_SCORE = re.compile(r"-?\d\.\d{2,}")  # a cosine or word score as printed: 0.03, -0.26, 1.02
+
+
+def test_one_readable_score_never_a_raw_one(window, qtbot):
+    """A model without a match probability (CLIP): every place ranks ("#1", "ranked #2"), none prints a
+    raw score (a picture's cosine beside a word score are on different scales)."""
+    from PySide6.QtCore import Qt
+
+    from sorce_desktop.gui.results import ItemRole
+
+    win = window
+    search(qtbot, win, "a photo")
+    qtbot.waitUntil(lambda: win.model.rowCount() == N_PHOTOS, timeout=20000)
+    for row in range(win.model.rowCount()):
+        ix = win.model.index(row)
+        tip = win.model.data(ix, Qt.ItemDataRole.ToolTipRole)
+        spoken = win.model.data(ix, Qt.ItemDataRole.AccessibleTextRole)
+        assert f"ranked #{row + 1}" in tip and f"ranked #{row + 1}" in spoken
+        assert not RAW_SCORE.search(tip.split("\n", 1)[1]) and not RAW_SCORE.search(spoken)
+    # the grid's caption: what the delegate paints, read back from the painter
+    painted: list[str] = []
+    item = win.model.data(win.model.index(1), ItemRole)
+    image = QtGui.QImage(400, 400, QtGui.QImage.Format.Format_ARGB32)
+    painter = QtGui.QPainter(image)
+
+    class Recorder:
+        def __getattr__(self, name):
+            return getattr(painter, name)
+
+        def drawText(self, *args):  # noqa: N802
+            painted.append(args[-1])
+            return painter.drawText(*args)
+
+    opt = QtWidgets.QStyleOptionViewItem()
+    opt.rect = QtCore.QRect(0, 0, 200, 240)
+    opt.font = win.grid.font()
+    opt.palette = win.grid.palette()
+    win.delegate._paint_caption(Recorder(), opt, opt.rect, item, 1)
+    painter.end()
+    assert "#2" in painted and not any(RAW_SCORE.fullmatch(t) for t in painted)
+    win.open_detail(2)
+    assert "ranked #3" in win.detail.match_info.text() and not RAW_SCORE.search(win.detail.match_info.text())
+    win.close_detail()
+
+
+def test_match_label_is_the_probability_where_the_model_has_one():
+    from sorce_desktop.core.regions import Box
+    from sorce_desktop.core.search import PhotoHit
+    from sorce_desktop.gui.results import match_label
+
+    hit = PhotoHit("/p/a.jpg", 0.031, Box(0, 0, 1, 1), "global", 1, 10, 10, probability=0.734, likely=True)
+    assert match_label(hit, 4) == ("73%", "match probability 73% (a likely match)")
+    hit.probability, hit.likely = None, None
+    assert match_label(hit, 4) == ("#4", "ranked #4")

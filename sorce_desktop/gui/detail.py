@@ -15,6 +15,7 @@ from sorce_desktop.gui.results import (
     WORDS_OUTLINE,
     WORDS_TAG,
     covers_photo,
+    match_label,
     outline_color,
     source_label,
 )
@@ -260,6 +261,7 @@ class DetailPage(QtWidgets.QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.item: ResultItem | None = None
+        self._rank = 0
         self._token = 0
         bar = QtWidgets.QHBoxLayout()
         bar.setContentsMargins(10, 6, 10, 6)
@@ -326,6 +328,7 @@ class DetailPage(QtWidgets.QWidget):
 
     def show_item(self, item: ResultItem, index: int, count: int, thumb: QtGui.QPixmap | None = None) -> None:
         self.item = item
+        self._rank = index + 1
         self._extra = ""
         self._token += 1
         token = self._token
@@ -396,11 +399,9 @@ class DetailPage(QtWidgets.QWidget):
         parts.append(f"{hit.width} × {hit.height}")
         if it.size_bytes:
             parts.append(human_bytes(it.size_bytes))
-        match = f"{source_label(hit.source)} match, score {hit.score:.3f}"
-        if hit.probability is not None:
-            match += f", match probability {hit.probability:.0%}" + ("" if hit.likely else " (less likely)")
-        if hit.refined_score is not None:
-            match += f", zoomed-in score {hit.refined_score:.3f}"
+        match = f"{source_label(hit.source)} match, {match_label(hit, self._rank)[1]}"
+        if hit.refined_box is not None and hit.picture is not None:
+            match += ", outline tightened by zooming in"
         words = self.words_outlined()
         if words:
             # each outlined line by its words, so the outline and the label cannot disagree

@@ -66,6 +66,17 @@ def source_label(source: str) -> str:
     return {"text": "Text in photo", "both": "Picture + text"}.get(source, "Picture")
 
 
+def match_label(hit, rank: int) -> tuple[str, str]:
+    """How well a photo matched, the one way the window says it: the model's own match probability
+    where it has one ("73%"), else the photo's place in the ranking ("#3"). Raw scores are on a scale
+    per kind of match (a picture's cosine, a word score), so they are never shown side by side.
+    Returns (short, for the grid; a phrase, for tooltips and the detail view)."""
+    if hit.probability is not None:
+        sure = "a likely match" if hit.likely else "a less likely match"
+        return f"{hit.probability:.0%}", f"match probability {hit.probability:.0%} ({sure})"
+    return f"#{rank:,}", f"ranked #{rank:,}"
+
+
 class ResultsModel(QtCore.QAbstractListModel):
     def __init__(self, parent: QtCore.QObject | None = None):
         super().__init__(parent)
@@ -84,10 +95,8 @@ class ResultsModel(QtCore.QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return os.path.basename(it.hit.path)
         if role == Qt.ItemDataRole.ToolTipRole:
-            lines = [it.hit.path, f"Score {it.hit.score:.3f} · {source_label(it.hit.source)}"]
-            if it.hit.probability is not None:
-                sure = "a likely match" if it.hit.likely else "a less likely match"
-                lines.append(f"The model's match probability: {it.hit.probability:.0%} ({sure})")
+            _short, phrase = match_label(it.hit, index.row() + 1)
+            lines = [it.hit.path, f"{source_label(it.hit.source)} match, {phrase}"]
             if it.hit.text:
                 lines.append(f"Words matched: “{it.hit.text}”")
             return "\n".join(lines)
@@ -95,7 +104,7 @@ class ResultsModel(QtCore.QAbstractListModel):
             words = f", words “{it.hit.text}”" if it.hit.text else ""
             return (
                 f"{os.path.basename(it.hit.path)}, {source_label(it.hit.source)} match{words}, "
-                f"score {it.hit.score:.2f}"
+                f"{match_label(it.hit, index.row() + 1)[1]}"
             )
         return None
 
@@ -231,7 +240,7 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
             self._paint_selection(painter, option.palette, cell, focused)
         self._paint_thumbnail(painter, option.palette, cell, item)
         self._paint_outlines(painter, cell, item)
-        self._paint_caption(painter, option, cell, item)
+        self._paint_caption(painter, option, cell, item, index.row())
         painter.restore()
 
     def _paint_selection(self, painter: QtGui.QPainter, pal, cell: QtCore.QRect, focused: bool) -> None:
@@ -283,8 +292,10 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
                 tag=self.side >= 128,
             )
 
-    def _paint_caption(self, painter: QtGui.QPainter, option, cell: QtCore.QRect, item: ResultItem) -> None:
-        """The name (or the words matched), the kind of match and the score, discreetly."""
+    def _paint_caption(
+        self, painter: QtGui.QPainter, option, cell: QtCore.QRect, item: ResultItem, row: int
+    ) -> None:
+        """The name (or the words matched), the kind of match and how well it matched, discreetly."""
         pal = option.palette
         cap = QtCore.QRectF(
             cell.x() + PAD, cell.y() + PAD + self.side + 3, cell.width() - 2 * PAD, CAPTION_H - 4
@@ -294,9 +305,7 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
         painter.setFont(small)
         fm = QtGui.QFontMetricsF(small)
         muted = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.PlaceholderText))
-        # the model's own match probability where it has one ("how sure"), else the ranking score
-        p = item.hit.probability
-        score = f"{p * 100:.0f}%" if p is not None else f"{item.hit.score:.2f}"
+        score = match_label(item.hit, row + 1)[0]
         score_w = fm.horizontalAdvance(score) + 4
         painter.setPen(muted)
         painter.drawText(cap, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, score)
