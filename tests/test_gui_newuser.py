@@ -244,3 +244,40 @@ def test_match_label_is_the_probability_where_the_model_has_one():
     assert match_label(hit, 4) == ("73%", "match probability 73% (a likely match)")
     hit.probability, hit.likely = None, None
     assert match_label(hit, 4) == ("#4", "ranked #4")
+
+
+# -- 7: the re-index estimate counts what is redone, at the rate measured for it ---------------------------
+def _answer_when_asked(qtbot, text: str, seen: list) -> None:
+    def click() -> None:
+        box = QtWidgets.QApplication.activeModalWidget()
+        if not isinstance(box, QtWidgets.QMessageBox):
+            QtCore.QTimer.singleShot(50, click)
+            return
+        seen.append(box.informativeText())
+        next(b for b in box.buttons() if b.text() == text).click()
+
+    QtCore.QTimer.singleShot(50, click)
+
+
+def test_reindex_estimate_uses_the_picture_stage_rate(window, qtbot):
+    """Switching to Thorough redoes only picture vectors (the words read are kept): the estimate uses the
+    picture stage's measured rate, not one that counted reading text, and says seconds when it is
+    seconds (47 photos said "about a minute" and took 2 s)."""
+    from dataclasses import replace
+
+    from sorce_desktop.core.indexer import IndexReport
+    from sorce_desktop.core.service import EventKind, IndexEvent
+
+    win = window
+    # a run that read text for 58 of its 60 s: its picture stage did 47 photos in 2 s
+    report = IndexReport(embedded=47, embed_seconds=60.0, text_seconds=58.0, text_read=47)
+    win.session._service_event(IndexEvent(EventKind.RECONCILED, report=report))
+    assert win.session.last_rate == pytest.approx(23.5)
+    seen: list[str] = []
+    _answer_when_asked(qtbot, "Only New Photos", seen)
+    win.apply_settings(replace(win.settings, speed="thorough"))
+    assert seen, "no re-index question was asked"
+    assert f"{N_PHOTOS} photos must be indexed again" in seen[0]
+    # 6 photos at 23.5/s slowed 4 times by thorough: about a second
+    assert "a few seconds" in seen[0] and "about a minute" not in seen[0]
+    assert "352 photos a minute" in seen[0]  # 23.5 a second, a quarter of it

@@ -937,9 +937,10 @@ class MainWindow(QtWidgets.QMainWindow):
             box.setIcon(QtWidgets.QMessageBox.Icon.Question)
             box.setWindowTitle("Re-index Your Photos?")
             box.setText(f"Indexing “{new.speed}” means indexing photos made at the other speed again.")
-            box.setInformativeText(
-                reindex_cost(redo, self.session.last_rate, True, speed_factor(old.speed, new.speed))
-            )
+            measured = self.session.rates.get(new.speed)  # a run at that speed was timed: its rate
+            rate = measured or self.session.last_rate
+            factor = 1.0 if measured else speed_factor(old.speed, new.speed)
+            box.setInformativeText(reindex_cost(redo, rate, True, factor))
             go = box.addButton("Re-index", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
             box.addButton("Only New Photos", QtWidgets.QMessageBox.ButtonRole.RejectRole)
             box.exec()
