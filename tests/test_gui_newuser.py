@@ -281,3 +281,49 @@ def test_reindex_estimate_uses_the_picture_stage_rate(window, qtbot):
     # 6 photos at 23.5/s slowed 4 times by thorough: about a second
     assert "a few seconds" in seen[0] and "about a minute" not in seen[0]
     assert "352 photos a minute" in seen[0]  # 23.5 a second, a quarter of it
+
+
+# -- 4: the offline start: one banner, one set of actions, an answer to every click ------------------------
+HUB_MODEL = "google/siglip2-base-patch16-256"
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Downloads switched on, to a hub address where nothing answers: a machine with no network."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+
+
+def _shown(win, cls, text: str) -> list:
+    return [w for w in win.findChildren(cls) if w.isVisibleTo(win) and w.text() == text]
+
+
+def test_offline_start_one_banner_and_an_answer_to_every_click(qtbot, tmp_path, no_network):
+    win = open_test_window(qtbot, tmp_path / "data", HUB_MODEL, ocr=True)
+    win.resize(1180, 760)
+    win.show()
+    qtbot.waitExposed(win)
+    qtbot.waitUntil(lambda: win.session.text_only and win.session.state.state == "error", timeout=60000)
+    assert win.session.state.reason == "offline"
+    banners = [b for b in (win.text_banner, win.download_panel) if b.isVisibleTo(win)]
+    assert banners == [win.text_banner]  # one banner (it used to be two, stacked)
+    assert len(_shown(win, QtWidgets.QPushButton, "Choose Model Folder…")) == 1  # one set of actions
+    assert win.text_banner.title.text().startswith("No internet connection")
+    button = win.text_banner.download_button
+    assert button.text() == "Try Again" and button.isEnabled()
+    states: list[str] = []
+    win.session.model_state.connect(lambda st: states.append(st.state))
+    qtbot.mouseClick(button, QtCore.Qt.MouseButton.LeftButton)
+    # at once: the click is answered before the try ends
+    assert win.text_banner.status.isVisibleTo(win) and win.text_banner.status.text().startswith("Trying to get")
+    assert not button.isEnabled()
+    qtbot.waitUntil(lambda: states and states[-1] == "error", timeout=60000)
+    note = win.text_banner.status.text()
+    assert re.fullmatch(r"Still offline at \d\d:\d\d\.", note), note
+    assert win.text_banner.status.isVisibleTo(win) and button.isEnabled()
+    assert [b for b in (win.text_banner, win.download_panel) if b.isVisibleTo(win)] == [win.text_banner]
+    assert len(_shown(win, QtWidgets.QPushButton, "Choose Model Folder…")) == 1
+    win.close()

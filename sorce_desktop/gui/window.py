@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 from sorce_desktop.core.images import is_image_name
@@ -15,7 +16,7 @@ from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.store import display_path
 from sorce_desktop.core.words import photos
 from sorce_desktop.gui import resources
-from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, fmt_eta
+from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, attempt_note, fmt_eta
 from sorce_desktop.gui.detail import DetailPage
 from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel, counts_text
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
@@ -163,6 +164,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.thumbs = ThumbnailCache(library.paths.thumbnails, self.settings.thumbnail_cache_mb, self)
         self.query: Query | None = None
         self.result: SearchResult | None = None
+        self._model_tried = False  # the user asked for the model (a click): each answer is said
+        self._attempt = ""  # that answer: "Trying to get …", "Still offline at 14:05."
         self._progress: Progress | None = None
         self._search_error: str | None = None
         self._build()
@@ -349,10 +352,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detail.open_photo.connect(open_file)
         self.welcome.start_requested.connect(self._first_run_start)
         self.welcome.cancel_requested.connect(self.session.cancel_download)
-        self.text_banner.download.connect(lambda: self.session.load_model(self.settings.model))
+        self.text_banner.download.connect(lambda: self._try_model(self.settings.model))
         self.text_banner.choose_folder.connect(self.choose_model_folder)
         self.download_panel.cancel.connect(self.session.cancel_download)
-        self.download_panel.retry.connect(lambda: self.session.load_model(self.session.state.model or None))
+        self.download_panel.retry.connect(lambda: self._try_model(self.session.state.model or None))
         self.download_panel.choose_folder.connect(self.choose_model_folder)
 
     def _build_menus(self) -> None:
@@ -459,24 +462,46 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.search.setPlaceholderText("The model is not ready — see the message below")
             self.model_label.setText("Model not ready")
-        if st.state == "error" and st.reason:
+        if st.state in ("loading", "downloading"):
+            self._attempt = f"Trying to get {name}…" if self._model_tried else ""
+        elif st.state in ("error", "cancelled"):
+            if self._model_tried:  # a cancel needs no answer: the user did it
+                self._attempt = attempt_note(st.reason, time.strftime("%H:%M")) if st.state == "error" else ""
+        else:
+            self._model_tried, self._attempt = False, ""
+        # One banner: while the text in photos is searched, the text-only banner says why the model is
+        # missing and holds the actions; the download panel shows a download's progress, and a failure
+        # only when there is nothing to search meanwhile.
+        text_only = self.session.text_only
+        if st.state == "error" and st.reason and not text_only:
             self.download_panel.show_failure(st.message, st.reason)
-        elif st.state == "cancelled":
+        elif st.state == "cancelled" and not text_only:
             self.download_panel.show_cancelled(name)
         elif st.state != "downloading":
             self.download_panel.hide()
-        self.text_banner.download_button.setEnabled(st.state not in ("loading", "downloading"))
+        self.download_panel.set_status(self._attempt if st.state != "downloading" else "")
+        busy = st.state in ("loading", "downloading")
+        for b in (self.text_banner.download_button, self.text_banner.folder_button, self.download_panel.retry_button):
+            b.setEnabled(not busy)
         self._update_banner()
         self._update_empty()
 
+    def _try_model(self, model: str | None = None) -> None:
+        """A click that asks for the model (Download, Try Again, Retry): try, and say so at once."""
+        self._model_tried = True
+        self.session.load_model(model)
+
     def _update_banner(self) -> None:
-        """The text-only notice: shown while there is no visual model and the text in photos is searched."""
-        if self.session.text_only:
+        """The text-only notice: shown while there is no visual model and the text in photos is searched
+        (not while the model downloads: the download panel shows that, with Cancel)."""
+        st = self.session.state
+        if self.session.text_only and st.state != "downloading":
             note = self.session.status.text_only_note or (
                 "No visual model is available: searching only the text read in your photos. "
                 f"Download {self.settings.model} to search by what the photos show."
             )
-            self.text_banner.show_note(note, self.session.state.message)
+            reason = st.reason or ("cancelled" if st.state == "cancelled" else "")
+            self.text_banner.show_note(note, st.message, reason=reason, status=self._attempt)
         else:
             self.text_banner.hide()
 
@@ -806,6 +831,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def choose_model_folder(self) -> None:
         folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a Model Folder")
         if folder:
+            self._model_tried = True
             self.apply_settings(replace(self.settings, model=folder))
 
     def reindex_with_settings(self) -> None:
