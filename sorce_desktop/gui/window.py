@@ -597,6 +597,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.progress.setRange(0, max(1, total))
             self.progress.setValue(st.indexed + st.failed)
             what, counts = "Indexing", counts_text(st.indexed, st.pending, st.failed)
+        elif p.done >= p.total:  # every picture is in: the words in the last ones are being read
+            self.progress.setRange(0, 0)
+            what, counts = "Reading the words in the last photos", counts_text(st.indexed, 0, st.failed)
         else:  # no photo waits for its picture: the run reads the words in photos already indexed
             self.progress.setRange(0, p.total)
             self.progress.setValue(p.done)
