@@ -374,6 +374,12 @@ def test_pause_stops_the_text_stage_between_two_photos_and_the_counts_stay(
         after = (text.reads, store.counts()["indexed"], store.counts()["pending"], store.count_read())
         assert after == before and not fut.done()  # nothing moves while paused
         assert len(reports) == 1
+        service.resume()  # and Pause again at once: said again, with the same counts
+        service.pause()
+        deadline = time.monotonic() + 30
+        while len(reports) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(reports) == 2 and reports[1].done == p.done
         service.resume()
         report = fut.result(60)
         assert not report.cancelled and text.reads == 6 and store.count_read() == 6

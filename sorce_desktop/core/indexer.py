@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -282,6 +283,7 @@ class PauseGate:
     def __init__(self):
         self._cond = threading.Condition()
         self._paused = False
+        self._resumes = 0  # a Resume quickly followed by Pause still counts as one
 
     def pause(self) -> None:
         with self._cond:
@@ -290,6 +292,7 @@ class PauseGate:
     def resume(self) -> None:
         with self._cond:
             self._paused = False
+            self._resumes += 1
             self._cond.notify_all()
 
     @property
@@ -305,6 +308,14 @@ class PauseGate:
         """Return once not paused, or once ``cancelled`` is set (and :meth:`wake` called)."""
         with self._cond:
             while self._paused and not cancelled.is_set():
+                self._cond.wait(1.0)
+
+    def wait_for_resume(self, cancelled: threading.Event) -> None:
+        """Return at the next Resume (even if Pause came again since: the caller says it is paused
+        again), or once ``cancelled`` is set."""
+        with self._cond:
+            resumes = self._resumes
+            while self._paused and self._resumes == resumes and not cancelled.is_set():
                 self._cond.wait(1.0)
 
 
@@ -850,23 +861,36 @@ class _EmbedRun:
             self.queue.append(pool.submit(self.ix._decode, row, self.budget, self.budget.ticket()))
 
     def _next_batch(self, pool: ThreadPoolExecutor) -> list[_Decoded]:
+        """The next photos decoded; empty when a pause or cancel came while waiting for the first (its
+        decoding may be waiting at the gate itself: the caller stops there and says so)."""
         batch: list[_Decoded] = []
         while self.queue and len(batch) < self.ix.batch_size:
             # Wait for the first photo only; the others join if already decoded, so the model starts
             # on the first photo while the rest decode.
             if batch and not self.queue[0].done():
                 break
+            if not batch and not self._wait_decoded(self.queue[0]):
+                break
             batch.append(self.queue.popleft().result())
             self._top_up(pool)
         return batch
+
+    def _wait_decoded(self, fut: Future) -> bool:
+        """Wait for a photo's decoding; False as soon as a pause or cancel is asked for."""
+        while not fut.done():
+            if self.ix._pause_or_cancel_asked():
+                return False
+            wait_futures([fut], timeout=0.1)
+        return True
 
     # -- pause and cancel, between photos -------------------------------------------------------------
     def _stop_requested(self) -> bool:
         """Wait here while paused (saying so once, with the true counts); True when cancelled."""
         ix = self.ix
         if ix.gate.paused and not ix._cancel.is_set():
-            ix._emit(Progress(Phase.PAUSED, self.done, self.total, self.failed))
-            ix.gate.wait(ix._cancel)
+            while ix.gate.paused and not ix._cancel.is_set():  # each Pause is said, with the same counts
+                ix._emit(Progress(Phase.PAUSED, self.done, self.total, self.failed))
+                ix.gate.wait_for_resume(ix._cancel)
             if not ix._cancel.is_set():
                 ix._emit(Progress(Phase.EMBEDDING, self.done, self.total, self.failed, *self._rate()))
         return ix._cancel.is_set()
@@ -888,6 +912,8 @@ class _EmbedRun:
                         report.cancelled = True
                         break
                     batch = self._next_batch(pool)
+                    if not batch:
+                        continue  # paused or cancelled while decoding: the loop's top stops there
                     try:
                         self._process(batch)
                     finally:
