@@ -21,6 +21,7 @@ from collections.abc import Callable
 from sorce_desktop import __version__
 from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.quiet import quiet_third_party_loggers
+from sorce_desktop.core.words import human_size, time_left
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -231,19 +232,6 @@ class ProgressLine:
             self._bar = None
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m left"
-    return f"{seconds // 60}m{seconds % 60:02d}s left"
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
-
-
 def download_progress() -> Callable:
     bar = ProgressLine("downloading model", " MB")
 
@@ -294,10 +282,9 @@ def _load_model(lib, model: str | None, speed: str | None = None):
     mid = model or lib.model_id()
     info = model_info(mid)
     if info and info.kind == "mllm":
-        import torch
+        from sorce_desktop.core.models.advice import detect_hardware
 
-        mps = getattr(torch.backends, "mps", None)
-        if not torch.cuda.is_available() and not (mps is not None and mps.is_available()):
+        if detect_hardware().device == "cpu":
             print(
                 f"note: {mid} is an {info.params_m / 1000:.0f}B-parameter multimodal LLM; without a CUDA GPU or "
                 "Apple silicon it takes minutes per photo. A dual encoder (the default) is the practical "
@@ -374,16 +361,17 @@ def _index_model(lib, args) -> tuple:
 
 def _index_progress(bar: ProgressLine) -> Callable:
     """The indexing service's listener that draws its progress on ``bar`` (runs on the indexing thread)."""
+    from sorce_desktop.core.indexer import Phase
     from sorce_desktop.core.service import EventKind
 
     def on_event(ev) -> None:
         p = ev.progress
         if ev.kind != EventKind.PROGRESS or p is None:
             return
-        if p.phase == "scanning":
+        if p.phase == Phase.SCANNING:
             print("scanning folders...", file=sys.stderr)
         elif p.total:
-            bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {_fmt_eta(p.eta_s)}".rstrip())
+            bar.update(p.done, p.total, f"{p.rate * 60:.0f} photos/min {time_left(p.eta_s)}".rstrip())
 
     return on_event
 
@@ -681,7 +669,7 @@ def cmd_status(args) -> int:
         print(f"model: {shown(data['model'] or '(none yet)')}   layout: {data['layout'] or '-'}")
         print(
             f"photos: {data['indexed']} indexed, {data['pending']} pending, {data['failed']} failed; "
-            f"{data['vectors']} region vectors; index size {_mb(data['index_bytes'])}"
+            f"{data['vectors']} region vectors; index size {human_size(data['index_bytes'])}"
         )
         for f in folders:
             state = "" if f["online"] else "  (offline)"

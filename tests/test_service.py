@@ -1,5 +1,5 @@
 """The indexing service and its pipeline: one writer, one planner, bounded memory, pause between photos,
-and nothing that is not a regular file ever blocks it. Real store, real photos, a tiny real model."""
+and nothing that is not a regular file ever blocks it. Real store, drawn photos, a tiny real model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 from PIL import Image
 
 from sorce_desktop.core import indexer as indexer_mod
@@ -66,7 +66,7 @@ def lib(tmp_path, clip_embedder):
 
 def copy_photos(folder, n, start=0):
     folder.mkdir(parents=True, exist_ok=True)
-    for i, p in enumerate(coco_photos(n, start)):
+    for i, p in enumerate(scene_photos(n, start)):
         shutil.copy2(p, folder / f"p{i:03d}.jpg")
     return folder
 
@@ -296,7 +296,7 @@ def test_the_picture_decode_is_the_pictures_own_and_text_shares_it_when_it_is_th
     own, larger one otherwise."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    for i, p in enumerate(coco_photos(3)):
+    for i, p in enumerate(scene_photos(3)):
         Image.open(p).convert("RGB").resize((4000, 3000)).save(folder / f"big{i}.jpg", quality=90)
     decodes = []
     real_load = indexer_mod.load_image

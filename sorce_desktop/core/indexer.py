@@ -18,7 +18,6 @@ text has been read. Progress goes through plain callbacks; the indexing service 
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import threading
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, check_header_file, load_image, same_decode
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.ocr import OcrUnavailable, TextSource
@@ -47,10 +47,7 @@ log = logging.getLogger(__name__)
 DECODE_BUDGET_BYTES = 768 * 2**20
 
 
-class Phase(str, enum.Enum):
-    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
-        return self.value
-
+class Phase(StrEnum):
     SCANNING = "scanning"
     EMBEDDING = "embedding"
     PAUSED = "paused"
@@ -60,7 +57,7 @@ class Phase(str, enum.Enum):
 
 @dataclass
 class Progress:
-    phase: str  # a Phase
+    phase: Phase
     done: int = 0
     total: int = 0
     failed: int = 0
@@ -127,10 +124,7 @@ CommitCallback = Callable[[list[str]], None]
 
 
 # -- what happened to a file: the one rule ------------------------------------------------------------
-class Verdict(str, enum.Enum):
-    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
-        return self.value
-
+class Verdict(StrEnum):
     NEW = "new"
     UNCHANGED = "unchanged"
     TOUCHED = "touched"  # same content, new mtime: only the catalog's mtime changes

@@ -14,7 +14,6 @@ here.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.indexer import Indexer, IndexReport, PauseGate, Phase, Progress
 from sorce_desktop.core.models.base import ModelError
 from sorce_desktop.core.models.download import DownloadCancelled
@@ -38,10 +38,7 @@ _SAID_BY_THE_CALLER = (ModelError, DownloadCancelled, StoreError)
 SAVE_EVERY_S = 60.0
 
 
-class EventKind(str, enum.Enum):
-    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
-        return self.value
-
+class EventKind(StrEnum):
     PROGRESS = "progress"  # an indexing run's counts (progress)
     INDEXING = "indexing"  # settled files handed to the service (paths); 'indexed' follows
     INDEXED = "indexed"  # embedded and searchable (paths), after each commit
@@ -208,11 +205,6 @@ class IndexingService:
     def subscribe(self, callback: EventCallback) -> None:
         with self._cond:
             self._listeners.append(callback)
-
-    def unsubscribe(self, callback: EventCallback) -> None:
-        with self._cond:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
 
     def emit(self, event: IndexEvent) -> None:
         with self._cond:
