@@ -135,7 +135,7 @@ class ModelSet:
     pip_name: str | None = None  # what to pip install
     det: str | None = None  # paths relative to the package folder
     rec: str | None = None
-    keys: str | None = None
+    keys: str | None = None  # None: the characters the recogniser's ONNX file holds (its "character" metadata)
     #: DB box expansion ("unclip") the detector's boxes were measured with: PP-OCRv5's probability
     #: map is wider than v4's, so RapidOCR's 1.6 made its boxes loose (bench text: 61 % of found
     #: words at IoU >= 0.5 with 1.6, 87 % with 1.2)
@@ -155,7 +155,8 @@ class ModelSet:
         out = {"det_model_path": str(Path(root) / self.det)} if self.det else {}
         if self.rec:
             out["rec_model_path"] = str(Path(root) / self.rec)
-            out["rec_keys_path"] = str(Path(root) / self.keys)
+            if self.keys:
+                out["rec_keys_path"] = str(Path(root) / self.keys)
         missing = [v for v in out.values() if not Path(v).is_file()]
         if missing:
             raise OcrUnavailable(
