@@ -284,7 +284,7 @@ class _RecordingText:
         self.decodes += 1
         return load_image(path, 1500, data=data)
 
-    def read(self, image):
+    def read(self, image, between=None):
         from sorce_desktop.core.ocr import TextLine
         from sorce_desktop.core.regions import Box
 
@@ -341,12 +341,59 @@ class _PausingText(_RecordingText):
         self.reads = 0
         self.on_first = lambda: None
 
-    def read(self, image):
+    def read(self, image, between=None):
         self.reads += 1
         if self.reads == 1:
             self.on_first()
         time.sleep(self.delay)
         return super().read(image)
+
+
+class _SteppedText(_RecordingText):
+    """A text reader in two steps, as OCR is (detecting, then recognising), with the indexer's
+    ``between`` called between them; Pause is pressed during the first photo's first step."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[str] = []
+        self.on_first = lambda: None
+
+    def read(self, image, between=None):
+        first = not self.steps
+        self.steps.append("detect")
+        if first:
+            self.on_first()
+        if between is not None:
+            between()
+        self.steps.append("recognise")
+        return super().read(image)
+
+
+def test_pause_holds_between_the_steps_of_reading_one_photo(lib, tmp_path):
+    """Reading one photo's text takes several steps (about a second on a laptop's CPU): a Pause pressed
+    during the first step holds before the next one, not only after the whole photo."""
+    folder = copy_photos(tmp_path / "photos", 2)
+    lib.add_folder(folder)
+    text = _SteppedText()
+    indexer = lib.indexer(None, None, text_source=text)
+    service = lib.indexing_service(indexer).start()
+    text.on_first = service.pause
+    paused = threading.Event()
+    service.subscribe(lambda ev: paused.set() if ev.kind == EventKind.PAUSED else None)
+    try:
+        fut = service.scan()
+        deadline = time.monotonic() + 30
+        while not service.paused and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.0)
+        assert text.steps == ["detect"]  # the second step waits for Resume
+        assert lib.store.count_read() == 0
+        service.resume()
+        report = fut.result(60)
+        assert not report.cancelled and text.steps == ["detect", "recognise"] * 2
+        assert lib.store.count_read() == 2
+    finally:
+        service.stop()
 
 
 @pytest.mark.parametrize("picture", [False, True], ids=["text only", "picture and text"])

@@ -670,7 +670,8 @@ class Indexer:
             if d.text_image is None:
                 continue  # read before, for this very content
             try:
-                lines = self.text_source.read(d.text_image)
+                # a Pause holds between the steps of reading a photo too (its detectors, recognising)
+                lines = self.text_source.read(d.text_image, between=lambda: self.gate.wait(self._cancel))
             except Exception as exc:
                 log.warning("reading the text of %s failed: %s", d.row.path, exc)
                 if pid is None and d.row.status != INDEXED:
