@@ -1595,6 +1595,8 @@ class Store:
 
     def photos_at(self, city: str | None, region: str | None, country: str | None) -> set[int]:
         """Photos taken at this place (None parts: any)."""
+        if not self.facts_ready:
+            return set()
         sql, params = "SELECT photo_id FROM photo_facts WHERE country IS NOT NULL", []
         for col, value in (("city", city), ("region", region), ("country", country)):
             if value is not None:
@@ -1626,23 +1628,26 @@ class Store:
             }
         return out
 
-    def visual_vectors_of(self, photo_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(photo id per vector, (n, dim) float32) of these photos' visual regions."""
+    def visual_vectors_of(self, photo_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(region ids, their photo ids, (n, dim) float32 vectors) of these photos' visual regions."""
+        rids: list[int] = []
         pids: list[int] = []
         parts: list[bytes] = []
         photo_ids = [int(i) for i in photo_ids]
         for i in range(0, len(photo_ids), 900):
             chunk = photo_ids[i : i + 900]
-            for pid, blob in self.query(
-                f"SELECT photo_id, vector FROM regions WHERE source=? AND vector IS NOT NULL AND photo_id IN "
+            for rid, pid, blob in self.query(
+                f"SELECT id, photo_id, vector FROM regions WHERE source=? AND vector IS NOT NULL AND photo_id IN "
                 f"({','.join('?' * len(chunk))})",
                 [VISUAL, *chunk],
             ):
+                rids.append(rid)
                 pids.append(pid)
                 parts.append(blob)
         if not parts:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(pids, np.int64), np.frombuffer(b"".join(parts), dtype=np.float32).reshape(len(parts), -1)
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        vecs = np.frombuffer(b"".join(parts), dtype=np.float32).reshape(len(parts), -1)
+        return np.asarray(rids, np.int64), np.asarray(pids, np.int64), vecs
 
     # -- salvaging a damaged catalog (core/repair.py decides what is copied and what is redone) ----------
     #: the tables a salvage copies, in this order (a region needs its photo, a text line its region)
