@@ -294,3 +294,77 @@ def test_not_this_with_calibration_uses_the_models_probability():
     cal = (10.0, -2.5)  # probability 0.5 at cosine 0.25
     order = [h.photo_id for h in push_down(hits, {0: 0.30, 1: 0.10, 2: 0.20}, cal)]
     assert order == [1, 2, 0]
+
+
+# -- the command line ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_library(tmp_path_factory, tiny_clip):
+    from conftest import no_text_reading
+
+    from sorce_desktop.cli import main
+
+    root = tmp_path_factory.mktemp("cli-when") / "photos"
+    write_photo(root / "stop-sign.jpg", (230, 30, 30), taken="2023:07:14 10:30:00", offset="+01:00", gps=LISBON)
+    write_photo(root / "trips" / "eiffel.jpg", (90, 90, 200), taken="2019:12:31 23:30:00", gps=PARIS)
+    write_photo(root / "garden.jpg", (60, 160, 60), taken="2021:06:01 08:00:00")
+    data = no_text_reading(tmp_path_factory.mktemp("cli-when-data"))
+    assert main(["index", str(root), "--model", str(tiny_clip), "--layout", "grid3", "--data-dir", data]) == 0
+    return root, data
+
+
+def run_cli(capsys, *args):
+    from sorce_desktop.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_search_after_json_has_when_where_and_what_matched(cli_library, capsys):
+    import json
+
+    root, data = cli_library
+    code, out, err = run_cli(capsys, "search", "stop", "--after", "2020", "--json", "--data-dir", data)
+    assert code == 0, err
+    hits = json.loads(out)
+    assert sorted(h["path"].rsplit("/", 1)[-1] for h in hits) == ["garden.jpg", "stop-sign.jpg"]
+    stop = next(h for h in hits if h["path"].endswith("stop-sign.jpg"))
+    assert stop["taken"] == "2023-07-14T10:30:00+01:00" and stop["taken_source"] == "exif"
+    assert stop["place"] == "Lisbon, Portugal"
+    assert stop["matched"] == ["picture", "file_name"]  # its picture region, and its file name
+    assert {"path", "score", "box", "region", "width", "height", "source", "regions"} <= set(stop)
+    garden = next(h for h in hits if h["path"].endswith("garden.jpg"))
+    assert "place" not in garden and garden["matched"] == ["picture"]
+    code, out, err = run_cli(capsys, "search", "a photo", "--sort", "date", "--json", "--data-dir", data)
+    assert [h["taken"][:4] for h in json.loads(out)] == ["2023", "2021", "2019"]
+    code, out, err = run_cli(capsys, "search", "a photo in:trips", "--json", "--data-dir", data)
+    assert [h["path"].rsplit("/", 1)[-1] for h in json.loads(out)] == ["eiffel.jpg"]
+    code, out, err = run_cli(capsys, "search", "a photo", "--before", "2020-01", "--data-dir", data)
+    assert code == 0 and "eiffel.jpg" in out and "taken 2019-12-31T23:30:00 (exif)  Paris, " in out
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["red after:2023-13"], "after:2023-13"),
+        (["red", "--after", "2023-13"], "--after 2023-13"),
+        (["red place:atlantisxyz"], "place:atlantisxyz: not a place the gazetteer knows"),
+        (["red in:nowhere"], "in:nowhere: no watched folder or subfolder"),
+    ],
+)
+def test_cli_bad_tokens_exit_2_with_one_line(cli_library, capsys, args, said):
+    _root, data = cli_library
+    code, out, err = run_cli(capsys, "search", *args, "--data-dir", data)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0] and "Traceback" not in err
+
+
+def test_cli_status_counts_photos_with_a_place(cli_library, capsys):
+    import json
+
+    _root, data = cli_library
+    code, out, err = run_cli(capsys, "status", "--json", "--data-dir", data)
+    assert code == 0 and json.loads(out)["with_place"] == 2
+    code, out, err = run_cli(capsys, "status", "--data-dir", data)
+    assert "photos with a place (from their GPS position): 2" in out

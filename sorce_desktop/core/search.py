@@ -72,7 +72,7 @@ class PhotoHit:
     @property
     def matched(self) -> list[str]:
         """Which parts of the query matched: 'picture' (a region), 'words' (read in it), 'file_name'."""
-        kinds = {r.kind for r in self.regions} or {"picture"}
+        kinds = {r.kind for r in self.regions} or ({"picture"} if self.source in ("visual", "both") else set())
         return [m for k, m in (("picture", "picture"), ("text", "words"), ("name", "file_name")) if k in kinds]
 
     @property
