@@ -138,6 +138,13 @@ def within(value: str) -> Period:
     return Period(start, end, label)
 
 
+def span_label(p: Period) -> str:
+    """'1 Mar 2021 – 30 Jun 2023' for a period with both ends (its last day included)."""
+    first = dt.date.fromisoformat(p.start[:10])
+    last = dt.date.fromisoformat(p.end[:10]) - dt.timedelta(days=1)
+    return " – ".join(f"{d.day} {MONTH_NAMES[d.month][:3]} {d.year}" for d in (first, last))
+
+
 def _unquote(s: str) -> str:
     return " ".join(s.replace('"', " ").replace("“", " ").replace("”", " ").split())
 

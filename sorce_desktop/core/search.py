@@ -485,14 +485,20 @@ class SearchService:
         """The query's parts (core/query.py), with ``after``/``before`` given apart (command-line flags)
         added as if typed. Place words count where some photo of the library was taken there."""
         search = query_parts.parse(clean_query(text), self.place_names()) if text is not None else ParsedSearch("")
+        flags: list[query_parts.Period] = []
         for flag, value, make in (("--after", after, query_parts.after), ("--before", before, query_parts.before)):
             if value is None:
                 continue
             try:
-                p = make(str(value))
+                flags.append(make(str(value)))
             except QueryProblem as exc:
                 search.problems.append(f"{flag} {value}: {exc}")
-                continue
+        if flags:  # one part, removable as one (the window's period filter)
+            p = flags[0] if len(flags) == 1 else flags[0] & flags[1]
+            if p.start is not None and p.end is not None:
+                year = query_parts.within(p.start[:4])
+                label = year.label if (year.start, year.end) == (p.start, p.end) else query_parts.span_label(p)
+                p = query_parts.Period(p.start, p.end, label)
             search.period = p if search.period is None else search.period & p
             search.parts.append(QueryPart("period", p.label, []))
         return search
