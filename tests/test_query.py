@@ -46,7 +46,7 @@ def test_negatives_places_and_folders():
     p = query.parse('kite -string -"power lines" in:trips place:"new york"')
     assert p.text == "kite" and p.negatives == ["string", "power lines"]
     assert p.folders == ["trips"] and p.places == [("newyork", "new york")]
-    assert [x.label for x in p.parts] == ["kite", "not: string", "not: power lines", "in trips", "new york"]
+    assert [x.label for x in p.parts] == ["kite", "not: string", "not: power lines", "in trips", "in new york"]
     # place words count only when the library has photos there; "in" goes with them
     p = query.parse("tram in lisbon", {"lisbon"})
     assert p.text == "tram" and p.places == [("lisbon", "lisbon")] and p.parts[1].tokens == ["in", "lisbon"]
@@ -135,7 +135,7 @@ def test_places_from_the_library_and_unknown_ones(library):
     _lib, service, _root, _ids = library
     a = service.answer("a photo in lisbon", top=50)
     assert sorted(names(a.hits)) == ["beach.jpg", "tram.jpg"] and not a.problems
-    assert [p.label for p in a.parts if p.kind == "place"] == ["lisbon"]
+    assert [p.label for p in a.parts if p.kind == "place"] == ["in lisbon"]
     assert sorted(names(service.answer("a photo place:portugal", top=50).hits)) == ["beach.jpg", "tram.jpg"]
     assert names(service.answer("a photo place:france", top=50).hits) == ["eiffel.jpg"]
     a = service.answer("a photo place:atlantisxyz", top=50)

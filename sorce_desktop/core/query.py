@@ -180,7 +180,7 @@ def parse(text: str, place_names: set[str] | frozenset[str] = frozenset()) -> Pa
             name = _unquote(tok.partition(":")[2])
             if fold(name):
                 out.places.append((fold(name), name))
-                out.parts.append(QueryPart("place", name, [tok]))
+                out.parts.append(QueryPart("place", f"in {name}", [tok]))
             else:
                 out.problems.append(f"{tok}: give a place name after place:")
         elif low.startswith("in:"):
@@ -214,7 +214,7 @@ def parse(text: str, place_names: set[str] | frozenset[str] = frozenset()) -> Pa
                     words.pop()
                     taken = [lead, *taken]
                 out.places.append((fold(name), name))
-                out.parts.append(QueryPart("place", name, taken))
+                out.parts.append(QueryPart("place", f"in {name}", taken))
                 i += n
                 continue
             words.append(tok)

@@ -29,10 +29,17 @@ class QueryBar(QtWidgets.QWidget):
         super().__init__(parent)
         self.setObjectName("queryBar")
         self.setStyleSheet(_STYLE)
-        self.chips = QtWidgets.QHBoxLayout()
+        # chips and the problem line take the room left by the controls: they never widen the window
+        ignored = QtWidgets.QSizePolicy.Policy.Ignored
+        preferred = QtWidgets.QSizePolicy.Policy.Preferred
+        self.chip_row = QtWidgets.QWidget()
+        self.chip_row.setSizePolicy(ignored, preferred)
+        self.chips = QtWidgets.QHBoxLayout(self.chip_row)
+        self.chips.setContentsMargins(0, 0, 0, 0)
         self.chips.setSpacing(6)
         self.problem = QtWidgets.QLabel()
         self.problem.setObjectName("problem")
+        self.problem.setSizePolicy(ignored, preferred)
         self.problem.hide()
         self.period = QtWidgets.QComboBox()
         self.period.addItems(PERIODS)
@@ -57,9 +64,8 @@ class QueryBar(QtWidgets.QWidget):
         lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(14, 0, 10, 6)
         lay.setSpacing(8)
-        lay.addLayout(self.chips)
-        lay.addWidget(self.problem, 1)
-        lay.addStretch(0)
+        lay.addWidget(self.chip_row, 3)
+        lay.addWidget(self.problem, 2)
         for w in (self.period, self.year, self.date_from, self.to_label, self.date_to, self.sort):
             lay.addWidget(w)
         self._sync_period()
@@ -116,9 +122,13 @@ class QueryBar(QtWidgets.QWidget):
             chip.setCursor(Qt.CursorShape.PointingHandCursor)
             chip.clicked.connect(lambda _=False, p=part: self.remove_part.emit(p))
             self.chips.addWidget(chip)
+        self.chips.addStretch(1)
         self.problem.setText("Not understood: " + "; ".join(problems) if problems else "")
         self.problem.setToolTip("\n".join(problems))
         self.problem.setVisible(bool(problems))
 
+    def chip_buttons(self) -> list[QtWidgets.QToolButton]:
+        return [w for i in range(self.chips.count()) if (w := self.chips.itemAt(i).widget()) is not None]
+
     def chip_labels(self) -> list[str]:
-        return [self.chips.itemAt(i).widget().text().rsplit("  ×", 1)[0] for i in range(self.chips.count())]
+        return [c.text().rsplit("  ×", 1)[0] for c in self.chip_buttons()]
