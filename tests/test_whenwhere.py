@@ -135,3 +135,18 @@ def test_file_time_is_local_with_its_offset():
     taken, offset = file_time(int(MTIME * 1e9))
     local = dt.datetime.fromtimestamp(MTIME).astimezone()
     assert taken == local.strftime("%Y-%m-%dT%H:%M:%S") and offset[0] in "+-" and len(offset) == 6
+
+
+def test_the_librarys_places_follow_what_is_recorded_and_forgotten(tmp_path, indexed_library):
+    root = _library_photos(tmp_path / "photos")
+    lib, _ = indexed_library(root)
+    assert sorted(p[0] for p in lib.store.places()) == ["Lisbon", "Paris"]
+    paris = lib.store.photo_by_path(str(root / "trips" / "paris.jpg"))
+    lib.store.delete_photos([paris.id])
+    assert [p[0] for p in lib.store.places()] == ["Lisbon"]
+    with Image.open(root / "lisbon.jpg") as img:
+        porto = read_facts(img, 0)
+    porto.place = type(porto.place)("Porto", "Porto", "Portugal")
+    lisbon = lib.store.photo_by_path(str(root / "lisbon.jpg"))
+    lib.store.set_facts([(lisbon.id, porto)])
+    assert [p[0] for p in lib.store.places()] == ["Porto"]
