@@ -675,6 +675,7 @@ class Store:
             self._writer_lock.acquire()
         self.notices: list[str] = []  # what was repaired or migrated on open, for the user
         self._places: list[tuple] | None = None  # the library's places, until photos are recorded or forgotten
+        self.generation = 0  # write transactions committed by this store (what caches of it compare)
         try:
             self.db = self._connect()
             self._migrate()
@@ -919,6 +920,7 @@ class Store:
                     raise
                 else:
                     self.db.execute("COMMIT")
+                    self.generation += 1
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.DatabaseError as exc:
@@ -1627,6 +1629,10 @@ class Store:
             (INDEXED, needle.lower(), limit),
         )
         return [(r[0], path_str(r[1])) for r in rows]
+
+    def indexed_paths(self) -> list[tuple[int, str]]:
+        """(id, path) of every indexed photo (what the file-name index is built from)."""
+        return [(r[0], path_str(r[1])) for r in self.query("SELECT id, path FROM photos WHERE status=?", (INDEXED,))]
 
     def photos_in_trees(self, directories: Sequence[str]) -> set[int]:
         """Ids of the photos under any of these directories."""
