@@ -475,8 +475,10 @@ class SearchService:
                 raise QueryError("No visual model is available and text in photos is not indexed.")
         if parsed is not None and not parsed.text and not parsed.required:
             raise QueryError("The query is empty: type what you are looking for.")
-        # Fused rankings are computed to a fixed depth, cut to ``top`` at the end: see FUSE_DEPTH.
-        depth = max(top, FUSE_DEPTH) if parsed is not None else top
+        names = self.name_hits(parsed.text, allowed, folder) if parsed is not None and not parsed.required else []
+        # Fused rankings (and a ranking that "not this" reorders) are computed to a fixed depth, cut to
+        # ``top`` at the end: see FUSE_DEPTH.
+        depth = max(top, FUSE_DEPTH) if use_text or names or search.negatives else top
         # The model's own match probability, for text queries where the checkpoint has one: then
         # ``min_score`` is a probability too (else, and for image queries, a cosine).
         cal = None
@@ -505,7 +507,6 @@ class SearchService:
             if parsed.required:
                 keep = self.text.photos_with(parsed.required)
                 visual = [h for h in visual if h.photo_id in keep]
-        names = self.name_hits(parsed.text, allowed, folder) if parsed is not None and not parsed.required else []
         if not texts and not names:
             hits = visual
         else:
