@@ -182,9 +182,9 @@ def _entry(args: list[str], env_extra: dict[str, str], timeout: float = 180) -> 
 
 @pytest.mark.gui
 def test_bundle_check_from_source_resources_and_qt(tmp_path):
-    from conftest import coco_photos
+    from conftest import scene_photos
 
-    photo = coco_photos(1)[0]
+    photo = scene_photos(1)[0]
     proc = _entry(["--bundle-check", "--only", "resources", "qt", "--photo", str(photo)], {})
     out = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert proc.returncode == 0, out

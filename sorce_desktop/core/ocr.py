@@ -326,7 +326,7 @@ THOROUGH_READING = OcrConfig(second_detector=PP_OCRV4)
 
 #: OcrEngine.stats keys: seconds of each stage ("detect" includes the closer look's detector calls,
 #: which "closer_look" counts as well), and counts
-STAGES = ("photos", "first_look", "detect", "recognise", "closer_look", "first_look_px", "detector_px", "detector_tiles")
+STAGES = ("photos", "detect", "recognise", "closer_look", "detector_px", "detector_tiles")
 
 
 def _quad_box(quad: np.ndarray, width: int, height: int) -> Box:
@@ -593,7 +593,7 @@ class OcrEngine:
         detector that do not lie over the first's (at most 0.3 of a quad's box over any of them).
         Each detector's quads are joined across tiles on their own: joining runs together whatever
         overlaps on a row, and the two detectors' lines overlap by nature."""
-        quads = self._detect_tiles(bgr, self._detect_tile, self._windows(bgr) if both else None)
+        quads = self._detect_tiles(bgr, self._detect_tile)
         if both and self._second is not None:
             taken = [_aabb(q) for q in quads]
             for q in self._detect_tiles(bgr, lambda tile: self._second(tile)[0]):
@@ -604,11 +604,6 @@ class OcrEngine:
         # reading order: top to bottom, then left to right
         quads.sort(key=lambda q: (round(float(q[:, 1].min()) / 8), float(q[:, 0].min())))
         return quads
-
-    def _windows(self, bgr: np.ndarray) -> list[tuple[int, int, int, int]] | None:
-        """Where in the working-scale image the detector looks, (x0, y0, x1, y1) each; None:
-        everywhere (bench/firstlook.py measures a first look that narrows this down)."""
-        return None
 
     def _detect_tiles(
         self, bgr: np.ndarray, detect_tile, windows: list[tuple[int, int, int, int]] | None = None

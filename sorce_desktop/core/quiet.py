@@ -1,6 +1,6 @@
 """Keep third-party libraries' console chatter (transformers' warnings and progress bars, the hub's
-download bars) out of the app's output: the command line prints its own progress, the window shows its
-own, and a windowed app has no console to print to."""
+download bars, onnxruntime's own logger) out of the app's output: the command line prints its own
+progress, the window shows its own, and a windowed app has no console to print to."""
 
 from __future__ import annotations
 
@@ -20,5 +20,14 @@ def quiet_third_party_loggers() -> None:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
+    except Exception:
+        pass
+    try:
+        import onnxruntime
+
+        # onnxruntime logs from C++ straight to the terminal in ANSI colour ("Failed to persist telemetry
+        # device ID", "Removing initializer ..."): only fatal lines, since every failure that matters comes
+        # back to the app as an exception it words itself. SORCE_DESKTOP_LOG (debugging) lets warnings through.
+        onnxruntime.set_default_logger_severity(2 if os.environ.get("SORCE_DESKTOP_LOG") else 4)
     except Exception:
         pass
