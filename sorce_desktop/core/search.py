@@ -577,7 +577,11 @@ class SearchService:
             nonlocal allowed
             allowed = ids if allowed is None else allowed & ids
 
-        if search.period is not None:
+        if search.period is not None and not self.store.facts_ready:
+            search.problems.append(
+                f"{search.period.label}: this index was made before capture times were read: run index once"
+            )
+        elif search.period is not None:
             keep(self.store.taken_between(search.period.start, search.period.end))
         if search.places:
             rows = self.store.places()
