@@ -150,3 +150,19 @@ def test_the_librarys_places_follow_what_is_recorded_and_forgotten(tmp_path, ind
     lisbon = lib.store.photo_by_path(str(root / "lisbon.jpg"))
     lib.store.set_facts([(lisbon.id, porto)])
     assert [p[0] for p in lib.store.places()] == ["Porto"]
+
+
+def test_a_reader_of_an_index_from_before_capture_times_says_so(tmp_path, indexed_library, clip_embedder):
+    from sorce_desktop.core.search import SearchService
+    from sorce_desktop.core.store import Store
+
+    root = _library_photos(tmp_path / "photos")
+    lib, _ = indexed_library(root)
+    data = lib.store.folder
+    with lib.store.transaction() as db:
+        db.execute("DROP TABLE photo_facts")
+    lib.close()
+    with Store(data, writer=False) as store:
+        answer = SearchService(store, clip_embedder).answer("a photo after:2023", top=10)
+        assert len(answer.problems) == 1 and "run index once" in answer.problems[0]
+        assert len(answer.hits) == 3  # the rest of the query still runs
