@@ -29,6 +29,7 @@ class Slow(Embedder):
     def __init__(self, inner, delay: float):
         self.inner, self.delay = inner, delay
         self.model_id, self.dim, self.kind = inner.model_id, inner.dim, inner.kind
+        self.forwards = 0  # forwards started (one photo each, as the indexer calls it)
 
     @property
     def fingerprint(self) -> str:
@@ -47,6 +48,7 @@ class Slow(Embedder):
         return self.inner.prepare(photo, layout)
 
     def embed_photos(self, photos, layout):
+        self.forwards += 1
         time.sleep(self.delay)
         return self.inner.embed_photos(photos, layout)
 
@@ -146,10 +148,12 @@ def test_pause_takes_effect_between_photos_with_true_counts_and_resume_finishes(
         deadline = time.monotonic() + 60
         while lib.store.counts()["indexed"] < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        t0 = time.monotonic()
         service.pause()
+        started = embedder.forwards
         assert paused.wait(10)
-        assert time.monotonic() - t0 < 1.0, "pause took effect later than a second"
+        # between two photos, not at the end of the batch: at most the photo being embedded when Pause
+        # came is finished (a structural check; a wall-clock limit failed with the machine's load)
+        assert embedder.forwards - started <= 1, "pause waited for more than the photo in progress"
         p = next(ev.progress for ev in events if ev.kind == EventKind.PAUSED and ev.progress)
         time.sleep(0.3)  # the batch's photos embedded before the pause are committed
         indexed = lib.store.counts()["indexed"]

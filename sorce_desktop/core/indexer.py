@@ -118,6 +118,16 @@ class IndexReport:
     def photos_per_second(self) -> float:
         return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
+    def what_changed(self, unfinished: str = "left by an earlier run") -> str:
+        """What the scan found, in words: "2 new, 1 changed, 0 moved, 0 removed, 12 unchanged", with the
+        files embedded now though they did not change named apart (``unfinished``: why, e.g. "re-embedded
+        for the new model"), never counted as changed."""
+        again = f"{self.unfinished} {unfinished}, " if self.unfinished else ""
+        return (
+            f"{self.new} new, {self.changed} changed, {again}{self.moved} moved, {self.deleted} removed, "
+            f"{self.unchanged} unchanged"
+        )
+
 
 ProgressCallback = Callable[[Progress], None]
 #: Called on the indexing thread after each commit with the paths that just became searchable.

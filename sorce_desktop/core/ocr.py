@@ -53,7 +53,6 @@ Every box returned is in upright full-resolution pixels (EXIF applied by :func:`
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -433,10 +432,9 @@ class OcrEngine:
     def load(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
         """Decode a photo upright at the resolution OCR needs (no more). ``data``: the file's bytes,
         when the caller has read them already (the indexer reads each file once)."""
-        with Image.open(io.BytesIO(data) if data is not None else path) as probe:
-            from sorce_desktop.core.images import upright_size
+        from sorce_desktop.core.images import probe_upright_size
 
-            w, h = upright_size(probe)
+        w, h = probe_upright_size(path, data)
         return load_image(path, self.decode_min_side(w, h), data=data)
 
     # -- reading -------------------------------------------------------------------------------------

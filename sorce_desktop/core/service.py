@@ -27,6 +27,7 @@ from sorce_desktop.core.indexer import Indexer, IndexReport, Phase, Progress
 from sorce_desktop.core.models.base import ModelError
 from sorce_desktop.core.models.download import DownloadCancelled
 from sorce_desktop.core.store import FAILED, Store, StoreError
+from sorce_desktop.core.words import count
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ class ScanFolders(Job):
             IndexEvent(
                 EventKind.RECONCILED,
                 message=(
-                    f"checked {len(folders)} folder(s): {report.new} new, {report.changed} changed, "
-                    f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
+                    f"checked {count(len(folders), 'folder')}: {report.what_changed()}, "
                     f"{report.failed} failed" + (" (cancelled)" if report.cancelled else "")
                 ),
                 report=report,
