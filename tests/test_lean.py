@@ -27,9 +27,10 @@ TEXT_COSINE = 0.999
 PICTURE_ABS = 1e-5
 
 
-@pytest.fixture
-def model_dir(tiny_siglip, tmp_path):
-    return shutil.copytree(tiny_siglip, tmp_path / "model", ignore=shutil.ignore_patterns(".prepared"))
+@pytest.fixture(params=["tiny_siglip", "tiny_clip"])
+def model_dir(request, tmp_path):
+    source = request.getfixturevalue(request.param)  # CLIP keeps a 0-d logit scale; SigLIP a bias too
+    return shutil.copytree(source, tmp_path / "model", ignore=shutil.ignore_patterns(".prepared"))
 
 
 def _images():

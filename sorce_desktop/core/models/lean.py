@@ -240,7 +240,7 @@ def read_tensors(path: Path, crc32: int, lookups: frozenset[str] = frozenset()) 
                     crc = zlib.crc32(chunk, crc)
                     left -= len(chunk)
                 continue
-            buf = memoryview(t.view(torch.uint8).reshape(-1).numpy()) if t.numel() else memoryview(b"")
+            buf = memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
             if t.numel() and f.readinto(buf) != len(buf):
                 raise PreparedCacheError("damaged (shorter than its header says)")
             crc = zlib.crc32(buf, crc)
