@@ -375,7 +375,7 @@ def cmd_search(args) -> int:
         embedder = None
         if lib.store.binding() is None:
             print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
-        else:
+        elif lib.needs_picture_model(args.text, args.image):
             try:
                 embedder = _load_model(lib, None)
             except ModelError as exc:
