@@ -1,0 +1,48 @@
+"""The window searches the words read in the photos as soon as it opens, while the picture model loads
+in the background; a query typed meanwhile runs again with pictures once the model is ready."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from gui_support import open_test_window, search
+from signs_support import build_signs_library
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def signs_slow_model(tmp_path, tiny_clip, monkeypatch):
+    """The signs library, then a picture model that loads only once the test opens the gate."""
+    from sorce_desktop.core.library import Library
+
+    signs = build_signs_library(tmp_path, tiny_clip)
+    gate = threading.Event()
+    real = Library.load_embedder
+
+    def load(self, *a, **k):
+        assert gate.wait(120)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Library, "load_embedder", load)
+    yield signs, gate
+    gate.set()
+
+
+def test_words_are_searchable_while_the_picture_model_loads(qtbot, tiny_clip, signs_slow_model):
+    signs, gate = signs_slow_model
+    win = open_test_window(qtbot, signs.data, tiny_clip)
+    search(qtbot, win, '"stop"')
+    assert win.session.state.state == "loading" and not win.session.ready
+    assert win.model.items[0].hit.path == signs.exact["stop"]
+    assert all(it.hit.source == "text" for it in win.model.items)
+    # a query that needs pictures gets its words now ...
+    search(qtbot, win, "stop")
+    assert not win.session.ready and win.result.vector is None
+    assert {it.hit.path for it in win.model.items} == {signs.exact["stop"], signs.partial["stop"]}
+    # ... and its pictures once the model is ready, without typing it again
+    gate.set()
+    qtbot.waitUntil(lambda: win.session.ready and win.result is not None and win.result.vector is not None, timeout=60000)
+    assert win.result.query.text == "stop"
+    assert any(it.hit.source != "text" for it in win.model.items)
