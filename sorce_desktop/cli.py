@@ -35,6 +35,7 @@ BENCHES["mllm"] = "sorce_desktop.bench.mllm"
 BENCHES["watch"] = "sorce_desktop.bench.watch"
 BENCHES["text"] = "sorce_desktop.bench.text"
 BENCHES["refine"] = "sorce_desktop.bench.refine"
+BENCHES["startup"] = "sorce_desktop.bench.startup"
 
 
 class UserError(Exception):

@@ -46,3 +46,20 @@ def test_words_are_searchable_while_the_picture_model_loads(qtbot, tiny_clip, si
     qtbot.waitUntil(lambda: win.session.ready and win.result is not None and win.result.vector is not None, timeout=60000)
     assert win.result.query.text == "stop"
     assert any(it.hit.source != "text" for it in win.model.items)
+
+
+def test_bench_startup_reads_the_windows_milestones(tmp_path, tiny_clip):
+    """The launched window logs when it is shown, when words and then pictures are searchable; bench
+    startup times them from launch."""
+    from sorce_desktop.bench.startup import launch_window
+    from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.settings import Settings
+
+    signs = build_signs_library(tmp_path, tiny_clip)
+    paths = AppPaths.resolve(signs.data)
+    settings = Settings.load(paths.settings)
+    settings.first_run_done = True
+    settings.save(paths.settings)
+    marks = launch_window(signs.data, timeout=300)
+    assert 0 < marks["window_shown"] <= marks["pictures_searchable"]
+    assert marks["words_searchable"] <= marks["pictures_searchable"]

@@ -176,6 +176,7 @@ class Session(QtCore.QObject):
             if service is None or self._closing or self.service is not None:
                 return
             self._words_service = service
+            log.info("start-up: words searchable")  # bench startup reads these milestones
             if self._pending_query is not None:
                 gen, q = self._pending_query
                 if gen == self._generation and q.image is None:
@@ -290,6 +291,7 @@ class Session(QtCore.QObject):
         self._refiner = None
         self._refine_cache = None
         self._set_state(ModelState("ready", embedder.model_id, ""))
+        log.info("start-up: pictures searchable")
         self._configure_indexing()  # a text-only run in progress stops; the scan below redoes it
         self.request_index()
         self._start_watcher()
