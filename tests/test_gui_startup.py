@@ -63,3 +63,39 @@ def test_bench_startup_reads_the_windows_milestones(tmp_path, tiny_clip):
     marks = launch_window(signs.data, timeout=300)
     assert 0 < marks["window_shown"] <= marks["pictures_searchable"]
     assert marks["words_searchable"] <= marks["pictures_searchable"]
+
+
+def test_search_asks_the_open_window(qtbot, tmp_path, tiny_clip):
+    """With the window open on the library, `search` is answered by it over the single-instance socket:
+    no model loaded by the command, the same hits as the window's own answer."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from gui_support import wait_ready
+    from test_startup import PICTURE_MODULES, ROOT
+
+    from sorce_desktop.gui.app import serve_instance
+
+    signs = build_signs_library(tmp_path, tiny_clip)
+    win = open_test_window(qtbot, signs.data, tiny_clip)
+    assert serve_instance(win, signs.data) is not None
+    wait_ready(qtbot, win)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for query in ("stop", '"stop"'):
+        code = (
+            "import json, sys\n"
+            "from sorce_desktop.cli import main\n"
+            f"rc = main(['search', {query!r}, '--json', '--top', '20', '--data-dir', {str(signs.data)!r}])\n"
+            f"print(json.dumps(sorted(m for m in {PICTURE_MODULES!r} if m in sys.modules)), file=sys.stderr)\n"
+            "sys.exit(rc)\n"
+        )
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        qtbot.waitUntil(lambda p=proc: p.poll() is not None, timeout=120000)  # the window answers meanwhile
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert json.loads(err.strip().splitlines()[-1]) == [], query
+        answer = win.session.service.answer(query, top=20)
+        assert json.loads(out) == json.loads(json.dumps([h.to_json() for h in answer.hits])), query
+    win.close()

@@ -101,3 +101,34 @@ def test_words_only_query_loads_no_text_model(tmp_path):
         assert {h.text for h in searcher.search("stop")} == {"STOP", "HALT"} and loads == [1]  # by meaning too
     finally:
         store.close()
+
+
+def test_search_asks_a_running_watch(signs, tiny_clip, tmp_path):
+    """`watch` running for the library answers `search` over its socket: the command loads no model and
+    prints what it prints when it answers itself."""
+    from sorce_desktop.cli import main
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "sorce_desktop", "--data-dir", str(signs.data), "watch", "--polling"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+    )
+    try:
+        for line in watch.stderr:  # ready once it says it watches
+            if line.startswith("watching"):
+                break
+        asked = {q: _search_in_fresh_process(signs.data, q) for q in ("stop", "a red kite in the sky")}
+    finally:
+        watch.terminate()
+        watch.wait(60)
+    for query, (_hits, imported) in asked.items():
+        assert imported == set(), query  # answered by the watch, which has the models
+    # the same answers as the command's own (compared after the watch stopped, by the command itself)
+    import io
+    from contextlib import redirect_stdout
+
+    for query, (hits, _imported) in asked.items():
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            assert main(["search", query, "--json", "--top", "20", "--data-dir", str(signs.data)]) == 0
+        assert hits == json.loads(buf.getvalue()), query

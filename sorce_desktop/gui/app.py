@@ -64,6 +64,7 @@ def serve_instance(win, data_dir=None):
 
     server = InstanceServer(instance_name(data_dir), win)
     server.raise_requested.connect(lambda: bring_to_front(win))
+    server.search_requested.connect(lambda sock, line: win.session.answer_remote(line, lambda r: _send(sock, r)))
     if not server.listen():
         return None  # no socket (a read-only runtime folder): the store's lock still keeps one writer
     win.destroyed.connect(server.close)
@@ -96,3 +97,12 @@ def run_gui(data_dir=None) -> int:
     win._instance = serve_instance(win, data_dir)
     win.raise_()
     return app.exec()
+
+
+def _send(sock, reply: bytes) -> None:
+    """A search answer to the command line that asked, if it still waits."""
+    from sorce_desktop.gui.qt import QtNetwork
+
+    if sock.state() == QtNetwork.QLocalSocket.LocalSocketState.ConnectedState:
+        sock.write(reply)
+        sock.flush()

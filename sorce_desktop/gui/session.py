@@ -505,6 +505,27 @@ class Session(QtCore.QObject):
         self._run_search(gen, query)
         return gen
 
+    def answer_remote(self, line: bytes, send) -> None:
+        """Answer a ``search`` from the command line (core/running.py) off the UI thread; ``send(reply)``
+        runs on the UI thread. Before the picture model is ready only quoted words are answered (the
+        command answers anything else itself)."""
+        from sorce_desktop.core import running
+
+        service = self.service if self.embedder is not None else None
+        words = self._words_service if self.service is None else None
+
+        def answer(request: dict) -> dict:
+            if service is not None:
+                return running.answer_request(service, request)
+            if words is not None and request.get("image") is None and not self.lib.needs_picture_model(request.get("text")):
+                return running.answer_request(words, request)
+            return {"busy": "the picture model is not ready"}
+
+        def work() -> bytes:
+            return running.handle_line(line, answer) or b'{"busy": "not a request"}\n'
+
+        run_task(work, send, lambda e: send(b'{"busy": "failed"}\n'), lane="io", name="answer a search")
+
     def clear_search(self) -> None:
         self._generation += 1
         self._refine_cancel.set()
