@@ -1,6 +1,6 @@
 """bench startup: how soon the app answers after it is launched, as a user meets it.
 
-A small library is indexed first (``--photos`` coco-small photos, text reading on, the real-size random
+A small library is indexed first (``--photos`` coco-small photos with a word drawn in each, text reading on, the real-size random
 model of ``--model``; what quantisation prepares is kept in a per-user model cache shared by every
 launch, as across a user's starts). Then, each ``--repeats`` times, alternating, in fresh processes:
 
@@ -111,6 +111,29 @@ def build_library(data: Path, photos: Path, model: Path, models_cache: Path) -> 
     return f'"{max(words, key=words.get)}"' if words else '"stop"'
 
 
+#: drawn large into every photo of the library, so that it has words to search
+WORD = "BAKERY"
+
+
+def _photos_with_a_word(sources: list[Path], dest: Path) -> None:
+    """Copies of ``sources`` with :data:`WORD` drawn into each (bench/text_render.py)."""
+    import random
+
+    from PIL import Image
+
+    from sorce_desktop.bench.text_render import available_fonts, render_word
+
+    fonts, notices = available_fonts()
+    rng = random.Random(0)
+    for src in sources:
+        img = Image.open(src).convert("RGB")
+        if fonts:
+            render_word(img, WORD, 0.08, fonts[0], 0.0, "high", rng, busy=False)
+        img.save(dest / src.name, quality=92)
+    if not fonts:
+        print(f"note: no font to draw words with ({'; '.join(notices)})", file=sys.stderr)
+
+
 def launch_window(data: Path, timeout: float = 600) -> dict:
     """Seconds from launching the window to each start-up milestone; the window is closed after."""
     env = dict(_env(), SORCE_DESKTOP_LOG="INFO")
@@ -159,8 +182,7 @@ def run(args) -> int:
     try:
         photos = work / "photos"
         photos.mkdir()
-        for p in sorted((coco_dir(args.coco) / "images").glob("*.jpg"))[: args.photos]:
-            shutil.copy2(p, photos / p.name)
+        _photos_with_a_word(sorted((coco_dir(args.coco) / "images").glob("*.jpg"))[: args.photos], photos)
         models_cache = cache / "user-models"
         models_cache.mkdir(parents=True, exist_ok=True)
         data = work / "data"
