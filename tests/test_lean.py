@@ -175,15 +175,17 @@ def test_damaged_or_stale_cache_is_rebuilt(model_dir, tmp_path, monkeypatch, spo
     assert calls == []
 
 
-def test_a_replaced_model_is_not_served_from_the_old_cache(model_dir, tmp_path, tiny_clip, monkeypatch):
+def test_a_replaced_model_is_not_served_from_the_old_cache(model_dir, tmp_path, monkeypatch):
     """The same folder with other weights (a re-download, a local model replaced in place) is prepared anew."""
     cache = tmp_path / "models"
     _load(model_dir, cache)
     from sorce_desktop.bench.synthetic import build_dual_encoder
 
-    other = build_dual_encoder(tmp_path / "other", "tiny-siglip", seed=7)
+    spec = "tiny-clip" if json.loads((model_dir / "config.json").read_text())["model_type"] == "clip" else "tiny-siglip"
+    other = build_dual_encoder(tmp_path / "other", spec, seed=7)
     shutil.copy2(other / "model.safetensors", model_dir / "model.safetensors")
     calls = _spy_from_pretrained(monkeypatch)
     got = _load(model_dir, cache)
     assert len(calls) == 1
     _same_vectors(got, _plain(model_dir, FAST))
+    assert len(list((cache / "prepared").iterdir())) == 2  # the old model's prepared file is gone

@@ -110,8 +110,11 @@ def _set_submodule(model: torch.nn.Module, name: str, new: torch.nn.Module) -> N
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
-def write_prepared(model: torch.nn.Module, vocab_size: int, fingerprint: str, path: Path, sidecar: Path) -> None:
-    """Write what quantisation produced in ``model`` (already int8 where it runs int8) to ``path``."""
+def write_prepared(
+    model: torch.nn.Module, vocab_size: int, fingerprint: str, path: Path, sidecar: Path, source: str = ""
+) -> None:
+    """Write what quantisation produced in ``model`` (already int8 where it runs int8) to ``path``.
+    ``source``: the model folder it was made from; older prepared files of that folder are removed."""
     import torch.ao.nn.quantized.dynamic as nnqd
     from safetensors.torch import save_file
 
@@ -151,13 +154,30 @@ def write_prepared(model: torch.nn.Module, vocab_size: int, fingerprint: str, pa
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=meta)
-        side = {**meta, "size": tmp.stat().st_size, "crc32": _crc32(tmp)}
+        side = {**meta, "size": tmp.stat().st_size, "crc32": _crc32(tmp), "source": source}
         os.replace(tmp, path)
         tmp_side = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.tmp")
         tmp_side.write_text(json.dumps(side), encoding="utf-8")
         os.replace(tmp_side, sidecar)  # last: a data file without its sidecar is never trusted
     finally:
         tmp.unlink(missing_ok=True)
+    if source:
+        _remove_older(path, source)
+
+
+def _remove_older(path: Path, source: str) -> None:
+    """Prepared files made before from ``source`` (its weights replaced, another torch): each is
+    ~0.6 GB and would never be read again. A process still mapping one keeps it until it exits."""
+    for other in path.parent.glob("*.json"):
+        if other.stem == path.stem:
+            continue
+        try:
+            if json.loads(other.read_text(encoding="utf-8")).get("source") != source:
+                continue
+            other.with_suffix(".safetensors").unlink(missing_ok=True)
+            other.unlink(missing_ok=True)
+        except (OSError, ValueError, AttributeError):
+            continue
 
 
 def check_prepared(path: Path, sidecar: Path, fingerprint: str) -> dict:
@@ -329,7 +349,7 @@ def prepared_int8_model(folder: Path, config, fingerprint: str, cache_dir: Path,
             setattr(model, tower, quantize(sub))
     vocab = int(getattr(config.text_config, "vocab_size", 0) or 0)
     try:
-        write_prepared(model, vocab, fingerprint, path, sidecar)
+        write_prepared(model, vocab, fingerprint, path, sidecar, source=str(Path(folder).resolve()))
     except OSError as exc:
         # A cache that cannot be written (disk full, read-only): this start uses what it just made.
         log.warning("the prepared model cannot be saved in %s (%s); it is made again at the next start", path, exc)
