@@ -8,6 +8,8 @@ Bench commands live in ``sorce_desktop/bench/`` and register themselves through 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import logging
 import math
@@ -77,6 +79,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def model_value(text: str) -> str:
+    """--model: a hub id as typed; a model folder as an absolute path, so the library remembers the
+    folder itself (a relative one would name another folder, or none, from another directory)."""
+    return os.path.abspath(text) if os.path.isdir(text) else text
+
+
 def crop_value(text: str) -> float:
     value = finite_float(text)
     if value < 0:
@@ -99,6 +107,81 @@ def prog() -> str:
     if getattr(sys, "frozen", False):  # a bundle: its executable's own name
         return os.path.basename(sys.argv[0]) or "sorce-desktop"
     return "sorce-desktop"
+
+
+# -- the terminal ----------------------------------------------------------------------------------------
+_GONE_ERRNOS = {errno.EPIPE, errno.ECONNRESET, errno.EIO, errno.EBADF, errno.ENXIO}
+
+
+class GoneSafeStream:
+    """stdout or stderr that never raises when its reader has gone (``index ... 2>&1 | head -1``, a closed
+    terminal): what is written after that is dropped. tqdm leaves its write lock held when a write raises
+    inside a redraw, so a later redraw or close would wait for it for ever; and a command must not stop
+    half-way because nobody reads its output any more."""
+
+    def __init__(self, stream) -> None:
+        self.gone = stream is None  # started without the stream at all (its descriptor was closed)
+        self._stream = open(os.devnull, "w") if stream is None else stream  # noqa: SIM115 (lives as long)
+
+    def _went(self) -> None:
+        self.gone = True
+        try:  # what the stream still buffers (and anything else writing to its fd) goes nowhere, quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except OSError as exc:
+                if exc.errno not in _GONE_ERRNOS:
+                    raise
+                self._went()
+            except ValueError:  # the stream object itself was closed
+                self._went()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                if exc.errno not in _GONE_ERRNOS:
+                    raise
+                self._went()
+            except ValueError:
+                self._went()
+
+    def isatty(self) -> bool:
+        return not self.gone and self._stream.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+#: characters that would act on a terminal instead of showing: C0 and C1 controls (newline, tab, ESC
+#: starting a colour or cursor sequence), DEL, line and paragraph separators, bidirectional overrides
+_ACTIVE_CHARS = {
+    **{c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]},
+    **{c: f"\\u{c:04x}" for c in [0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]},
+    ord("\n"): "\\n",
+    ord("\t"): "\\t",
+    ord("\r"): "\\r",
+}
+
+
+def shown(text: str) -> str:
+    """A file name (or anything that holds one) as plain output writes it to a terminal: every character
+    that would move the cursor, colour the terminal or reorder the line made visible as an escape, and
+    bytes that are not UTF-8 as \\xNN (--json keeps the names exact, escaped as JSON)."""
+    from sorce_desktop.core.store import display_path
+
+    return display_path(text).translate(_ACTIVE_CHARS)
 
 
 # -- progress bars -------------------------------------------------------------------------------------
@@ -175,7 +258,35 @@ def download_progress() -> Callable:
 def _library(args, writer: bool = True):
     from sorce_desktop.core.library import Library
 
-    return Library(args.data_dir, writer=writer)
+    lib = Library(args.data_dir, writer=writer)
+    _say_settings_problems(lib.settings_problems)
+    return lib
+
+
+def _say_settings_problems(problems: list[str]) -> None:
+    """Each setting that could not be used, once, in one line (the command goes on with the default)."""
+    while problems:
+        print(f"note: {shown(problems.pop(0))}.", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (a service manager, a logout, ``timeout``) stops a command the way Ctrl+C does: the photo in
+    hand is finished and what was done is said."""
+    import signal
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old, routed = signal.signal(signal.SIGTERM, on_term), True
+    except ValueError:  # not the main thread (a test calling main() from a thread): nothing to route
+        old, routed = None, False
+    try:
+        yield
+    finally:
+        if routed:
+            signal.signal(signal.SIGTERM, old)
 
 
 def _load_model(lib, model: str | None, speed: str | None = None):
@@ -194,7 +305,10 @@ def _load_model(lib, model: str | None, speed: str | None = None):
                 "choice on a CPU.",
                 file=sys.stderr,
             )
-    return lib.load_embedder(mid, progress=download_progress(), speed=speed)
+    try:
+        return lib.load_embedder(mid, progress=download_progress(), speed=speed)
+    finally:
+        _say_settings_problems(lib.settings_problems)  # the device setting is checked as the model loads
 
 
 def _wait(fut):
@@ -276,20 +390,22 @@ def _index_progress(bar: ProgressLine) -> Callable:
 
 
 def _print_index_report(lib, report, as_json: bool) -> None:
-    from sorce_desktop.core.store import display_path
     from sorce_desktop.core.words import count, photos
 
     for f in report.offline:
         print(
-            f"warning: {display_path(f)} is not available (offline); its photos were kept.", file=sys.stderr
+            f"warning: {shown(f)} is not available (missing, or empty where its photos were: an "
+            "unplugged drive or an unmounted share?); it is marked offline and its photos were kept.",
+            file=sys.stderr,
         )
     if report.text_error:
-        print(f"warning: text in photos was not read: {report.text_error}", file=sys.stderr)
+        print(f"warning: text in photos was not read: {shown(report.text_error)}", file=sys.stderr)
     if as_json:
         print_json(
             {
                 "new": report.new,
                 "changed": report.changed,
+                "unfinished": report.unfinished,
                 "moved": report.moved,
                 "deleted": report.deleted,
                 "unchanged": report.unchanged,
@@ -299,11 +415,14 @@ def _print_index_report(lib, report, as_json: bool) -> None:
                 "photos_per_second": round(report.photos_per_second, 3),
                 "text_read": report.text_read,
                 "text_lines": report.text_lines,
+                "offline": report.offline,
             }
         )
         return
     print(
-        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed), "
+        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed"
+        + (f", {report.unfinished} left by an earlier run" if report.unfinished else "")
+        + "), "
         f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
         f"{report.failed} failed this run, in {report.seconds:.1f}s"
     )
@@ -316,9 +435,9 @@ def _print_index_report(lib, report, as_json: bool) -> None:
 
 
 def cmd_index(args) -> int:
-    with _library(args) as lib:
+    with _sigterm_as_ctrl_c(), _library(args) as lib:
         for n in lib.store.notices:
-            print(f"note: {n}", file=sys.stderr)
+            print(f"note: {shown(n)}", file=sys.stderr)
         folders = _index_folders(lib, args)
         embedder, layout = _index_model(lib, args)
         folders = [lib.add_folder(f) for f in folders]  # remembered once the model is settled
@@ -346,7 +465,6 @@ def cmd_search(args) -> int:
     from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.regions import Box
     from sorce_desktop.core.search import QueryError
-    from sorce_desktop.core.store import display_path
 
     if args.text is None and args.image is None:
         raise UserError(f'Give a text to search for, or --image PATH, e.g. {prog()} search "a red kite"')
@@ -402,7 +520,7 @@ def cmd_search(args) -> int:
             from sorce_desktop.core.refine import Refiner, refine_pictures, rerank_by_refined
 
             def unreadable(i, h, why) -> None:
-                print(f"note: {display_path(h.path)} was not refined: {why}", file=sys.stderr)
+                print(f"note: {shown(h.path)} was not refined: {shown(str(why))}", file=sys.stderr)
 
             # zooms with the very vector the search used (the parsed query, not the raw text)
             refine_pictures(Refiner(embedder), hits, answer.vector, on_error=unreadable)
@@ -434,8 +552,6 @@ def _ask_running(args, crop):
 
 
 def _print_hits(hits, as_json: bool) -> None:
-    from sorce_desktop.core.store import display_path
-
     if as_json:
         print_json([h.to_json() for h in hits])
         return
@@ -445,11 +561,11 @@ def _print_hits(hits, as_json: bool) -> None:
         if h.likely is False and (i == 1 or hits[i - 2].likely):
             print("     --- less likely matches ---")
         box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
-        words = f'  {h.source}: "{h.text}"' if h.text is not None else ""
-        print(f"{i:3d}. {h.score:.3f}  {display_path(h.path)}  [{h.region} {box.as_list()}]{words}")
+        words = f'  {h.source}: "{shown(h.text)}"' if h.text is not None else ""
+        print(f"{i:3d}. {h.score:.3f}  {shown(h.path)}  [{h.region} {box.as_list()}]{words}")
         if len(h.regions) > 1:
             for r in h.regions:
-                what = f'words "{r.words}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
+                what = f'words "{shown(r.words)}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
                 print(f"       {what} {r.box.as_list()} {r.score:.3f}")
 
 
@@ -460,7 +576,6 @@ _WATCH_KINDS = {"indexing", "indexed", "removed", "moved", "offline", "online", 
 
 def _print_event(ev, as_json: bool) -> None:
     from sorce_desktop.core.service import EventKind as K
-    from sorce_desktop.core.store import display_path
 
     if ev.kind not in _WATCH_KINDS:
         return
@@ -474,35 +589,33 @@ def _print_event(ev, as_json: bool) -> None:
         return
     if ev.kind in (K.INDEXED, K.REMOVED):
         for p in ev.paths:
-            print(f"{ev.kind} {display_path(p)}", flush=True)
+            print(f"{ev.kind} {shown(p)}", flush=True)
         if not ev.paths:
-            print(f"{ev.kind}: {ev.message}", flush=True)
+            print(f"{ev.kind}: {shown(ev.message)}", flush=True)
     elif ev.kind == K.MOVED:
-        print(f"moved {display_path(ev.message)}", flush=True)
+        print(f"moved {shown(ev.message)}", flush=True)
     elif ev.kind == K.INDEXING:
         return
     elif ev.kind == K.ERROR:
         if ev.paths:
             for p in ev.paths:
-                print(f"failed {display_path(p)}: {ev.message}", file=sys.stderr, flush=True)
+                print(f"failed {shown(p)}: {shown(ev.message)}", file=sys.stderr, flush=True)
         else:
-            print(f"error: {ev.message}", file=sys.stderr, flush=True)
+            print(f"error: {shown(ev.message)}", file=sys.stderr, flush=True)
     elif ev.kind in (K.OFFLINE, K.NOTICE):
-        print(f"note: {ev.message}", file=sys.stderr, flush=True)
+        print(f"note: {shown(ev.message)}", file=sys.stderr, flush=True)
     elif ev.kind == K.STOPPED:
-        print(ev.message, flush=True)
+        print(shown(ev.message), flush=True)
     else:
-        print(f"{ev.kind}: {ev.message}", flush=True)
+        print(f"{ev.kind}: {shown(ev.message)}", flush=True)
 
 
 def cmd_watch(args) -> int:
-    import signal
-
     from sorce_desktop.core.watcher import Watcher
 
-    with _library(args) as lib:
+    with _sigterm_as_ctrl_c(), _library(args) as lib:
         for n in lib.store.notices:
-            print(f"note: {n}", file=sys.stderr)
+            print(f"note: {shown(n)}", file=sys.stderr)
         for f in args.folders:
             try:
                 lib.add_folder(f)
@@ -536,11 +649,6 @@ def cmd_watch(args) -> int:
             poll_interval_s=args.poll_interval,
         )
 
-        # A service manager stops with SIGTERM: treat it like Ctrl+C.
-        def on_term(signum, frame):
-            raise KeyboardInterrupt
-
-        old_term = signal.signal(signal.SIGTERM, on_term)
         # `search` asks this process while it runs, instead of loading the models again (core/running.py)
         from sorce_desktop.core import running
 
@@ -576,7 +684,6 @@ def cmd_watch(args) -> int:
                 return EXIT_INTERRUPTED
         finally:
             listener.close()
-            signal.signal(signal.SIGTERM, old_term)
             watcher.stop()
             service.stop()
         counts = lib.store.counts()
@@ -609,10 +716,8 @@ def cmd_status(args) -> int:
         if args.json:
             print_json(data)
             return 0
-        from sorce_desktop.core.store import display_path
-
-        print(f"data folder: {data['data_dir']}")
-        print(f"model: {data['model'] or '(none yet)'}   layout: {data['layout'] or '-'}")
+        print(f"data folder: {shown(data['data_dir'])}")
+        print(f"model: {shown(data['model'] or '(none yet)')}   layout: {data['layout'] or '-'}")
         print(
             f"photos: {data['indexed']} indexed, {data['pending']} pending, {data['failed']} failed; "
             f"{data['vectors']} region vectors; index size {_mb(data['index_bytes'])}"
@@ -620,15 +725,14 @@ def cmd_status(args) -> int:
         for f in folders:
             state = "" if f["online"] else "  (offline)"
             print(
-                f"  {display_path(f['path'])}: {f['indexed']} indexed, {f['pending']} pending, {f['failed']} failed{state}"
+                f"  {shown(f['path'])}: {f['indexed']} indexed, {f['pending']} pending, {f['failed']} failed{state}"
             )
         for n in st.notices:
-            print(f"note: {n}")
+            print(f"note: {shown(n)}")
     return 0
 
 
 def cmd_errors(args) -> int:
-    from sorce_desktop.core.store import display_path
 
     with _library(args, writer=False) as lib:
         errs = lib.store.errors()
@@ -638,19 +742,24 @@ def cmd_errors(args) -> int:
             if not errs:
                 print("no errors")
             for p, r in errs:
-                print(f"{display_path(p)}: {r}")
+                print(f"{shown(p)}: {shown(r)}")
     return 0
 
 
 def cmd_repair(args) -> int:
     from sorce_desktop.core.paths import AppPaths
-    from sorce_desktop.core.repair import repair_catalog
+    from sorce_desktop.core.repair import repair_catalog, repair_summary
+    from sorce_desktop.core.settings import Settings
     from sorce_desktop.core.store import CATALOG_NAME
 
     index = AppPaths.resolve(args.data_dir).index
     if not (index / CATALOG_NAME).exists():
         raise UserError(f"There is no catalog in {index} to repair.")
-    report = repair_catalog(index, progress=lambda m: print(m, file=sys.stderr))
+    settings = Settings.load(AppPaths.resolve(args.data_dir).settings)
+    _say_settings_problems(list(settings.problems))
+    report = repair_catalog(
+        index, progress=lambda m: print(shown(m), file=sys.stderr), layout=settings.layout
+    )
     if args.json:
         print_json(
             {
@@ -661,19 +770,16 @@ def cmd_repair(args) -> int:
                 "rows": report.rows,
                 "lost": report.lost,
                 "redo": report.redo,
+                "salvaged_nothing": report.salvaged_nothing,
+                "folders_recovered": report.folders_recovered,
+                "binding_restored": report.binding_restored.__dict__ if report.binding_restored else None,
             }
         )
         return 0
     if not report.damaged:
         print(f"The catalog {report.catalog} is not damaged (SQLite's integrity check passed); nothing was changed.")
         return 0
-    lost = sum(report.lost.values())
-    print(
-        f"The catalog {report.catalog} was damaged ({report.problem}). Salvaged {report.rows.get('photos', 0)} "
-        f"photos and {report.rows.get('regions', 0)} regions into a new catalog; {lost} unreadable rows were "
-        f"left behind and {report.redo} photos will be embedded again. The damaged file is kept as "
-        f"{report.kept_as}. Run sorce-desktop index to redo what was lost."
-    )
+    print(shown(repair_summary(report)))
     return 0
 
 
@@ -684,7 +790,9 @@ def cmd_models(args) -> int:
     from sorce_desktop.core.settings import Settings
 
     paths = AppPaths.resolve(args.data_dir).ensure()
-    configured = Settings.load(paths.settings).model
+    settings = Settings.load(paths.settings)
+    _say_settings_problems(list(settings.problems))
+    configured = settings.model
     if args.download:
         resolve_model(args.download, paths.models, progress=download_progress())
         print(f"{args.download} is available offline")
@@ -751,7 +859,9 @@ def cmd_gui(args) -> int:
 # -- parser --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from sorce_desktop.core import watcher as watching
+    from sorce_desktop.core.regions import DEFAULT_LAYOUT, LAYOUTS, PROMPT_LAYOUTS
 
+    layouts = [*LAYOUTS, *PROMPT_LAYOUTS]
     common = Parser(add_help=False)
     common.add_argument(
         "--data-dir",
@@ -769,8 +879,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("index", parents=[common], help="remember folders and index them now")
     s.add_argument("folders", nargs="*", metavar="FOLDER")
-    s.add_argument("--model", metavar="ID_OR_PATH", help="hub id or local model folder")
-    s.add_argument("--layout", metavar="NAME", help="region layout: cells4o (default), cells5o, grid3, global, ...")
+    s.add_argument("--model", type=model_value, metavar="ID_OR_PATH", help="hub id or local model folder")
+    s.add_argument(
+        "--layout", choices=layouts, metavar="NAME", help=f"region layout: {DEFAULT_LAYOUT} (default), {', '.join(layouts)}"
+    )
     s.add_argument("--reindex", action="store_true", help="drop vectors of another model/layout and re-embed")
     s.add_argument("--batch-size", type=positive_int, default=8, help="photos per model batch")
     s.add_argument(
@@ -838,8 +950,8 @@ def build_parser() -> argparse.ArgumentParser:
         "index new, changed, moved and deleted photos as they happen. Ctrl+C stops cleanly.",
     )
     s.add_argument("folders", nargs="*", metavar="FOLDER")
-    s.add_argument("--model", metavar="ID_OR_PATH", help="model for a new index (hub id or local folder)")
-    s.add_argument("--layout", metavar="NAME", help="region layout for a new index")
+    s.add_argument("--model", type=model_value, metavar="ID_OR_PATH", help="model for a new index (hub id or local folder)")
+    s.add_argument("--layout", choices=layouts, metavar="NAME", help="region layout for a new index")
     s.add_argument("--batch-size", type=positive_int, default=8, help="photos per model batch")
     s.add_argument(
         "--settle",
@@ -888,6 +1000,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (s if isinstance(s, GoneSafeStream) else GoneSafeStream(s) for s in streams)
+    try:
+        return _main(argv)
+    finally:
+        for safe in (sys.stdout, sys.stderr):  # what is still buffered, while a gone reader is still quiet
+            with contextlib.suppress(Exception):
+                safe.flush()
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: list[str] | None) -> int:
     logging.basicConfig(
         level=os.environ.get("SORCE_DESKTOP_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
@@ -919,7 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
         DataDirError,
         ValueError,
     ) as exc:
-        print(f"sorce-desktop: {exc}", file=sys.stderr)
+        print(f"sorce-desktop: {shown(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except sqlite3.DatabaseError as exc:
         # Damage found by a query outside the store's own wrappers: the same one line, naming the file.
@@ -929,10 +1053,10 @@ def main(argv: list[str] | None = None) -> int:
         if not is_damage(exc):
             raise
         catalog = AppPaths.resolve(args.data_dir).index / CATALOG_NAME
-        print(f"sorce-desktop: {damaged_message(catalog, exc)}", file=sys.stderr)
+        print(f"sorce-desktop: {shown(damaged_message(catalog, exc))}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as exc:
-        print(f"sorce-desktop: {exc}", file=sys.stderr)
+        print(f"sorce-desktop: {shown(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -288,7 +288,12 @@ class _RecordingText:
         return [TextLine("word", 0.9, Box(0, 0, 10, 10))]
 
 
-def test_one_decode_serves_the_picture_model_and_the_text_reader(lib, clip_embedder, tmp_path, monkeypatch):
+def test_the_picture_decode_is_the_pictures_own_and_text_shares_it_when_it_is_the_same(
+    lib, clip_embedder, tmp_path, monkeypatch
+):
+    """The picture model always gets the decode it gets without text reading (its vectors must not depend
+    on the text setting, issue 31); the text reader shares it when it is the same decode and decodes its
+    own, larger one otherwise."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, p in enumerate(coco_photos(3)):
@@ -300,13 +305,23 @@ def test_one_decode_serves_the_picture_model_and_the_text_reader(lib, clip_embed
     lib.add_folder(folder)
     report = lib.indexer(clip_embedder, get_layout("global"), text_source=text).run([str(folder)])
     assert report.embedded == 3 and report.text_read == 3
-    assert len(decodes) == 3 and text.decodes == 0  # one decode a photo, not one for each reader
-    assert all(side >= 1500 for side in decodes)  # at the larger of the two sizes they need
+    picture_sides = list(decodes)
+    assert len(picture_sides) == 3 and all(side < 1500 for side in picture_sides)  # the picture's own size
+    assert text.decodes == 3  # a 1/8 draft for the picture, a 1/2 one for the text: not the same decode
     assert all(min(size) >= 1500 for size in text.read_sizes)
-    # without the text to read, the picture model alone decodes at its own (smaller) size
+    # without the text to read, the picture model decodes at exactly the same size
     decodes.clear()
     with Library(tmp_path / "data2") as other:
         other.bind(clip_embedder, get_layout("global"))
         other.add_folder(folder)
         assert other.indexer(clip_embedder, get_layout("global")).run([str(folder)]).embedded == 3
-    assert len(decodes) == 3 and all(side < 1500 for side in decodes)
+    assert decodes == picture_sides
+    # a text reader that needs no more than the picture shares its decode
+    text = _RecordingText()
+    text.decode_min_side = lambda w, h: 1
+    decodes.clear()
+    with Library(tmp_path / "data3") as third:
+        third.bind(clip_embedder, get_layout("global"))
+        third.add_folder(folder)
+        assert third.indexer(clip_embedder, get_layout("global"), text_source=text).run([str(folder)]).text_read == 3
+    assert decodes == picture_sides and text.decodes == 0

@@ -208,6 +208,41 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation in _SWAPS_AXES else (w, h)
 
 
+def _draft(img: Image.Image, min_side: int | None) -> None:
+    """A JPEG decoded at a reduced scale (Pillow's draft: 1/2, 1/4 or 1/8) that keeps ``min_side``."""
+    if min_side and img.format == "JPEG":
+        w, h = img.size
+        short = min(w, h)
+        if short > min_side:
+            factor = short / min_side
+            img.draft("RGB", (int(w / factor), int(h / factor)))
+
+
+def _reduce_factor(img: Image.Image, min_side: int | None) -> int:
+    """The integer factor another format is reduced by after decoding (1: kept whole)."""
+    if not min_side or img.format == "JPEG":
+        return 1
+    factor = min(img.size) // min_side
+    return factor if factor >= 2 and img.mode not in ("I;16", "I;16B", "I;16L", "I;16N") else 1
+
+
+def same_decode(data: bytes, side_a: int | None, side_b: int | None) -> bool:
+    """Whether ``load_image(data=data, min_side=side_a)`` and ``min_side=side_b`` give the very same
+    pixels (they do when both come to the same draft scale or reduction), read from the header only."""
+    if side_a == side_b:
+        return True
+
+    def plan(min_side):
+        with Image.open(io.BytesIO(data)) as img:
+            _draft(img, min_side)
+            return img.format, img.size, _reduce_factor(img, min_side)
+
+    try:
+        return plan(side_a) == plan(side_b)
+    except Exception:  # a header Pillow cannot read: the decode itself will say why
+        return False
+
+
 def load_image(
     path: str | os.PathLike, min_side: int | None = None, data: bytes | None = None
 ) -> DecodedImage:
@@ -255,20 +290,15 @@ def load_image(
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)
                 full_w, full_h = upright_size(img)
-                if min_side and img.format == "JPEG":
-                    short = min(w, h)
-                    if short > min_side:
-                        factor = short / min_side
-                        img.draft("RGB", (int(w / factor), int(h / factor)))
+                _draft(img, min_side)
                 img.load()
-                if min_side and img.format != "JPEG":
+                factor = _reduce_factor(img, min_side)
+                if factor > 1:
                     # Other formats decode at full size only: shrink before the RGB copy, as JPEG's draft
                     # does while decoding, so a 14000x14000 scan holds its raw pixels, not three copies.
-                    factor = min(img.size) // min_side
-                    if factor >= 2 and img.mode in ("1", "P"):  # modes Pillow cannot reduce
+                    if img.mode in ("1", "P"):  # modes Pillow cannot reduce
                         img = img.convert("RGBA" if img.mode == "P" else "L")
-                    if factor >= 2 and img.mode not in ("I;16", "I;16B", "I;16L", "I;16N"):
-                        img = img.reduce(factor)
+                    img = img.reduce(factor)
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)
                 if rgb is img:

@@ -53,6 +53,8 @@ class Library:
             if writer or not self.paths.index.is_dir():
                 raise
         self.settings = Settings.load(self.paths.settings)
+        #: settings that could not be used, one line each (the front end says them; see Settings.load)
+        self.settings_problems: list[str] = list(self.settings.problems)
         self.store = Store(self.paths.index, writer=writer, holder=holder)
 
     def close(self) -> None:
@@ -87,13 +89,30 @@ class Library:
         return load_embedder(
             model or self.model_id(),
             self.paths.models,
-            device=self.settings.device,
+            device=self._device(),
             download=download,
             progress=progress,
             cancel=cancel,
             # "fast" or "thorough" indexing (core/models/speed.py); the settings say which by default
             speed=get_speed(speed or self.settings.speed),
         )
+
+    def _device(self) -> str:
+        """The settings' device, if this computer has it; else "auto" (said in settings_problems)."""
+        name = self.settings.device
+        if name in ("cuda", "mps"):
+            import torch
+
+            backend = torch.cuda if name == "cuda" else getattr(torch.backends, "mps", None)
+            if backend is None or not backend.is_available():
+                problem = (
+                    f"the setting device = {name!r} in {self.paths.settings / 'settings.json'} cannot be used "
+                    f"(no {name.upper() if name == 'cuda' else 'Apple silicon'} GPU is available here); using 'auto'"
+                )
+                if problem not in self.settings_problems:
+                    self.settings_problems.append(problem)
+                return "auto"
+        return name
 
     def layout_for(self, embedder: Embedder, requested: str | None = None) -> RegionLayout:
         """The region layout a new index with ``embedder`` uses: the one asked for, else the index's own,

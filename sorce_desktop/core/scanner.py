@@ -6,7 +6,7 @@ import errno
 import hashlib
 import os
 import stat as stat_mod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,21 @@ def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: the running system's own trees (processes, kernel objects, devices): never photo folders, and full of
+#: links back to the whole file system (/proc/self/root is /)
+SYSTEM_TREES = ("/proc", "/sys", "/dev")
+
+
+def _may_follow(link: str, here: str, root: str) -> bool:
+    """Whether the walk of ``root`` goes down the symlinked folder ``link`` found in the folder ``here``
+    (both real paths but ``link``): not from or into the system's own trees, and not back to the folder
+    being walked or above it, whose whole tree (a link to /) would be walked before the loop was seen."""
+    target = os.path.realpath(link)
+    if _is_under(here, SYSTEM_TREES) or _is_under(target, SYSTEM_TREES):
+        return False
+    return not _is_under(root, [target])
+
+
 def _is_under(path: str, roots: Iterable[str]) -> bool:
     for r in roots:
         if path == r or path.startswith(r.rstrip(os.sep) + os.sep):
@@ -91,8 +106,10 @@ def walk_images(
     root: str, skip: Iterable[str] = (), errors: list[tuple[str, str]] | None = None
 ) -> Iterator[FileEntry]:
     """Image files under ``root``: hidden folders, temporary files and ``skip`` (the app's own data) are
-    left out; symlinked folders are followed once (loops end); unreadable folders are reported."""
+    left out; symlinked folders are followed once (loops end), but never into /proc, /sys or /dev nor back
+    above ``root``; unreadable folders are reported."""
     skip = [os.path.realpath(s) for s in skip]
+    real_root = os.path.realpath(root)
     seen_dirs: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -107,7 +124,8 @@ def walk_images(
         if key in seen_dirs:
             continue  # symlink loop or a folder reached twice
         seen_dirs.add(key)
-        if _is_under(os.path.realpath(d), skip):
+        real_d = os.path.realpath(d)
+        if _is_under(real_d, skip):
             continue
         try:
             with os.scandir(d) as it:
@@ -124,7 +142,7 @@ def walk_images(
             name = e.name
             try:
                 if e.is_dir(follow_symlinks=True):
-                    if not name.startswith("."):
+                    if not name.startswith(".") and (not e.is_symlink() or _may_follow(e.path, real_d, real_root)):
                         subdirs.append(e.path)
                     continue
                 if not is_image_name(name) or is_temporary_name(name):
@@ -146,10 +164,29 @@ def walk_images(
         stack.extend(sorted(subdirs, reverse=True))
 
 
-def scan(folders: Iterable[str], skip: Iterable[str] = ()) -> ScanResult:
+def folder_is_there(folder: str, has_photos: Callable[[str], bool] | None = None) -> bool:
+    """Whether a library folder is really there (the one rule, for ``index`` and the watcher): a folder
+    that holds something, or an empty one from which no photo was indexed. An empty folder whose photos
+    the catalog holds (``has_photos``) is a mount point whose drive or share is absent, or a folder whose
+    contents all vanished at once: offline, so its photos are not forgotten."""
+    try:
+        if not os.path.isdir(folder):
+            return False
+        with os.scandir(folder) as it:
+            empty = next(it, None) is None
+    except OSError:
+        return False
+    return not (empty and has_photos is not None and has_photos(folder))
+
+
+def scan(
+    folders: Iterable[str], skip: Iterable[str] = (), has_photos: Callable[[str], bool] | None = None
+) -> ScanResult:
+    """The image files under ``folders``; a folder that is not there (:func:`folder_is_there`, with
+    ``has_photos`` telling which folders the catalog has photos from) is listed as offline."""
     result = ScanResult()
     for folder in folders:
-        if not os.path.isdir(folder):
+        if not folder_is_there(folder, has_photos):
             result.offline.append(folder)
             continue
         for entry in walk_images(folder, skip, result.errors):
@@ -164,6 +201,11 @@ def canonical_folder(path: str | os.PathLike) -> str:
 def existing_folder(path: str | os.PathLike) -> str:
     """``path`` as a canonical folder; FileNotFoundError saying what is wrong when it is not a folder."""
     folder = canonical_folder(path)
+    system = next((t for t in SYSTEM_TREES if _is_under(folder, [t])), None)
+    if system is not None:
+        raise FileNotFoundError(
+            f"{path} is in {system}, the running system's own files, not a folder of photos."
+        )
     if not os.path.isdir(folder):
         if os.path.exists(folder):
             raise FileNotFoundError(f"{path} is a file, not a folder: give the folder that holds your photos.")

@@ -24,9 +24,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sorce_desktop.core.indexer import Indexer, IndexReport, Phase, Progress
-from sorce_desktop.core.store import FAILED, Store
+from sorce_desktop.core.models.base import ModelError
+from sorce_desktop.core.models.download import DownloadCancelled
+from sorce_desktop.core.store import FAILED, Store, StoreError
 
 log = logging.getLogger(__name__)
+
+#: failures every front end words for the user from the job's future (expected, not bugs)
+_SAID_BY_THE_CALLER = (ModelError, DownloadCancelled, StoreError)
 
 #: How long the worker may leave the vector index unsaved while the watcher hands in work (the catalog
 #: is committed after every batch either way; the vector file is rebuilt from it if lost).
@@ -439,7 +444,12 @@ class IndexingService:
                 raise RuntimeError("no model or text reader is set up to index with")
             fut.set_result(job.run(self))
         except BaseException as exc:
-            log.exception("indexing job %s failed", job.name)
+            if isinstance(exc, _SAID_BY_THE_CALLER):
+                # an expected failure (a model that cannot load, a full disk, a damaged catalog): its
+                # sentence is the caller's to show, once; a traceback in the log would only bury it
+                log.info("indexing job %s failed: %s", job.name, exc)
+            else:
+                log.exception("indexing job %s failed", job.name)
             self.emit(IndexEvent(EventKind.ERROR, message=f"{job.name} failed: {exc}"))
             fut.set_exception(exc)
         if self._unsaved and time.monotonic() - self._last_save >= self.save_every_s:
@@ -449,6 +459,9 @@ class IndexingService:
         try:
             fn()
         except Exception as exc:
-            log.exception("saving the index failed")
+            if isinstance(exc, StoreError):
+                log.info("saving the index failed: %s", exc)
+            else:
+                log.exception("saving the index failed")
             self.emit(IndexEvent(EventKind.ERROR, message=str(exc) or type(exc).__name__))
 

@@ -456,29 +456,31 @@ class VectorIndex:
         return ann.search(self.index, queries, k)
 
     def save(self, path: Path) -> int:
-        """Write atomically; returns the file's checksum (:func:`file_checksum`), kept beside it."""
+        """Write atomically; returns the file's checksum (:func:`file_checksum`), kept beside it.
+
+        faiss writes through Python's own file object, so a failed write is an ``OSError`` with its errno
+        (faiss's own file writer reports only "write error", and prints its C++ complaint on stderr)."""
         import faiss
 
         tmp = path.with_name(path.name + ".tmp")
+        crc = 0
+
+        def write(block: bytes) -> int:
+            nonlocal crc
+            crc = zlib.crc32(block, crc)
+            return f.write(block)
+
         try:
-            faiss.write_index(self.index, str(tmp))
-            with open(tmp, "rb+") as f:
+            with open(tmp, "wb") as f:
+                faiss.write_index(self.index, faiss.PyCallbackIOWriter(write))
+                f.flush()
                 os.fsync(f.fileno())
-            checksum = file_checksum(tmp)
             os.replace(tmp, path)
-            return checksum
+            return crc
         except (OSError, RuntimeError) as exc:
-            # faiss reports a short write as RuntimeError; either way the previous file is intact.
-            tmp.unlink(missing_ok=True)
-            known = translate_os_error(exc, path.parent) if isinstance(exc, OSError) else None
-            if known is None and _nearly_full(path.parent):
-                known = StoreFull(full_message(path.parent))  # faiss says only "write error"
-            if known is not None:
-                raise known from exc
-            raise StoreFull(
-                f"The vector index could not be saved in {path.parent} ({_reason(exc)}); the previous "
-                "index is kept. Free some disk space: indexing resumes where it stopped."
-            ) from exc
+            # Either way the previous file is intact.
+            _remove_file(tmp)
+            raise vector_save_error(exc, path) from exc
 
     @classmethod
     def load(cls, path: Path, dim: int) -> VectorIndex:
@@ -493,6 +495,34 @@ class VectorIndex:
         # Lists are treated as sized for (at least) what the index holds now.
         obj.spec = ann.spec_of(index, trained_for=int(index.ntotal))
         return obj
+
+
+def vector_save_error(exc: BaseException, path: Path) -> StoreError:
+    """Why the vector file ``path`` (or its checksum file) could not be written, in words."""
+    known = translate_os_error(exc, path.parent) if isinstance(exc, OSError) else None
+    if known is None and not isinstance(exc, OSError) and _nearly_full(path.parent):
+        known = StoreFull(full_message(path.parent))  # a write error without its errno
+    if known is not None:
+        return known
+    for p in (path, path.with_name(path.name + ".tmp")):
+        if p.is_dir():
+            return StoreError(
+                f"{p} is a folder where the index keeps a file: move it away (the vector index is "
+                "rebuilt from the catalog, nothing indexed is lost)."
+            )
+    return StoreError(
+        f"The vector index could not be saved as {path} ({_reason(exc)}); the previous one is kept and "
+        "nothing committed to the catalog is lost."
+    )
+
+
+def _remove_file(path: Path) -> None:
+    """Remove a temporary file if it is one (never a folder someone put in its place)."""
+    try:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _nearly_full(folder: Path) -> bool:
@@ -672,7 +702,7 @@ class Store:
         if is_damage(exc):
             return StoreDamaged(damaged_message(path, exc))
         msg = str(exc).lower()
-        if "full" in msg:
+        if "full" in msg or ("disk i/o" in msg and _nearly_full(self.folder)):
             return StoreFull(full_message(self.folder))
         if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
             return StoreReadOnly(read_only_message(self.folder, _reason(exc)))
@@ -711,14 +741,48 @@ class Store:
                 raise
             return connect("immutable=1")
 
+    def _lost_log(self) -> str:
+        """What to say about a catalog that holds no table at all: '' when nothing was ever committed to
+        it (made on a full disk, say: an empty library), else why what was indexed is gone. A library
+        whose model was bound has a vector file beside the catalog; its catalog cannot be empty unless
+        the write-ahead log that held everything since the last checkpoint was deleted or damaged."""
+        meta_path = self.folder / VECTORS_META
+        if not meta_path.is_file():
+            return ""
+        try:
+            count = int(json.loads(meta_path.read_text()).get("count", 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            count = 0
+        path = self.folder / CATALOG_NAME
+        held = f" (the vector file beside it held {count} vectors)" if count else ""
+        return (
+            f"The catalog {path} is empty although this library was indexed{held}: its write-ahead log "
+            f"({path.name}-wal) is missing or damaged, so what was indexed since the catalog was last "
+            "checkpointed is lost. Index your folders again (sorce-desktop index FOLDER ...)."
+        )
+
+    def _blank(self) -> bool:
+        return not self.query("SELECT 1 FROM sqlite_master LIMIT 1")
+
     def _check_schema_read_only(self) -> None:
         """What :meth:`_migrate` checks, without writing: a reader refuses a catalog it would have to
         change rather than changing it."""
+        if self._blank():
+            lost = self._lost_log()
+            if lost:
+                raise StoreError(lost)
+            # Nothing was ever committed (a catalog created on a full disk): an empty library, read from
+            # an empty catalog in memory, as when there is no catalog yet.
+            self.db.close()
+            self.db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self.opened_read_only = False
+            self._migrate()
+            return
         tables = {r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-        version = 0
+        version = SCHEMA_VERSION  # a catalog that lost its version row is not an older one
         if "meta" in tables:
             row = self.query("SELECT value FROM meta WHERE key='schema_version'")
-            version = int(row[0][0]) if row else 0
+            version = int(row[0][0]) if row else SCHEMA_VERSION
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"The index in {self.folder} was written by a newer version of sorce-desktop "
@@ -738,11 +802,16 @@ class Store:
         if self.opened_read_only:
             self._check_schema_read_only()
             return
+        if self.writable and self._blank():
+            lost = self._lost_log()
+            if lost:
+                self.notices.append(lost)
         with self.transaction() as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "meta" in tables:
                 row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                version = int(row[0]) if row else 0
+                # a catalog that lost its version row (a salvage, say) is not an older one: no reset
+                version = int(row[0]) if row else SCHEMA_VERSION
                 if version > SCHEMA_VERSION:
                     raise StoreError(
                         f"The index in {self.folder} was written by a newer version of sorce-desktop "
@@ -800,7 +869,7 @@ class Store:
         changed = self._sync_vectors()
         if reason:
             self.notices.append(f"{reason[0].upper()}{reason[1:]}; it was rebuilt from the catalog.")
-            log.warning("%s; rebuilt from the catalog", reason)
+            log.info("%s; rebuilt from the catalog", reason)  # the user reads it in the notices
         if (changed or reason) and self.writable:
             self.save()
 
@@ -916,6 +985,10 @@ class Store:
             checksum = self.vectors.save(self.folder / VECTORS_NAME)
             meta = {
                 "fingerprint": binding.fingerprint,
+                # the rest of the binding: what repair keeps when the catalog's own row is lost
+                "model_id": binding.model_id,
+                "layout": binding.layout,
+                "dim": binding.dim,
                 "count": self.vectors.count,
                 "saved_at": time.time(),
                 "crc32": checksum,
@@ -925,10 +998,8 @@ class Store:
                 tmp.write_text(json.dumps(meta))
                 os.replace(tmp, self.folder / VECTORS_META)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise translate_os_error(exc, self.folder) or StoreFull(
-                    f"The index could not be saved in {self.folder} ({_reason(exc)}). Free some disk space."
-                ) from exc
+                _remove_file(tmp)
+                raise vector_save_error(exc, self.folder / VECTORS_META) from exc
             _fsync_dir(self.folder)
             self._dirty = False
 
@@ -1552,6 +1623,15 @@ class Store:
             return None
 
     @staticmethod
+    def sequence_value(db: sqlite3.Connection, table: str) -> int:
+        """The highest id an AUTOINCREMENT table ever handed out (0 when unknown or unreadable)."""
+        try:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
+            return int(row[0] or 0) if row else 0
+        except (sqlite3.DatabaseError, TypeError, ValueError):
+            return 0
+
+    @staticmethod
     def rows_between(
         db: sqlite3.Connection, table: str, cols: Sequence[str], lo: int, hi: int
     ) -> list[tuple]:
@@ -1637,6 +1717,80 @@ class Store:
         if fts:
             db.execute("INSERT INTO ocr_fts(rowid, folded) SELECT region_id, folded FROM ocr_lines")
         return redone
+
+    @staticmethod
+    def highest_known_rowids(dst: sqlite3.Connection, src: sqlite3.Connection) -> dict[str, int]:
+        """The highest rowid each salvaged table is known to have reached: its own salvaged rows, the rows
+        that refer to it, and SQLite's sequence for regions. Unreadable rowid ranges are counted as lost
+        rows only up to there (past it, the ids were never used)."""
+
+        def top(db: sqlite3.Connection, sql: str) -> int:
+            try:
+                row = db.execute(sql).fetchone()
+                return int(row[0] or 0) if row else 0
+            except (sqlite3.DatabaseError, TypeError, ValueError):
+                return 0
+
+        photos = max(
+            top(dst, f"SELECT max({c}) FROM {t}")
+            for t, c in (
+                ("photos", "id"),
+                ("regions", "photo_id"),
+                ("ocr_lines", "photo_id"),
+                ("ocr_done", "photo_id"),
+            )
+        )
+        regions = max(
+            top(dst, "SELECT max(id) FROM regions"),
+            top(dst, "SELECT max(region_id) FROM ocr_lines"),
+            Store.sequence_value(src, "regions"),
+        )
+        return {
+            "meta": top(dst, "SELECT max(rowid) FROM meta"),
+            "folders": top(dst, "SELECT max(rowid) FROM folders"),
+            "photos": photos,
+            "regions": regions,
+            "ocr_lines": regions,
+            "ocr_done": photos,
+        }
+
+    @staticmethod
+    def restore_folders(db: sqlite3.Connection) -> list[str]:
+        """Put back in the folder list every folder a salvaged photo row names that the list lacks (its
+        rows were lost). Returns those folders."""
+        rows = db.execute(
+            "SELECT DISTINCT folder FROM photos WHERE folder IS NOT NULL "
+            "AND folder NOT IN (SELECT path FROM folders) ORDER BY folder"
+        ).fetchall()
+        now = time.time()
+        db.executemany(
+            "INSERT OR IGNORE INTO folders(path, added_at, online) VALUES (?, ?, 1)", [(r[0], now) for r in rows]
+        )
+        return [path_str(r[0]) for r in rows]
+
+    @staticmethod
+    def salvaged_binding(db: sqlite3.Connection) -> tuple[ModelBinding | None, int, set[str]]:
+        """The salvaged catalog's model binding (None when its row was lost), the size of its visual
+        vectors (0: none) and the names of its visual regions."""
+        row = db.execute("SELECT value FROM meta WHERE key='model'").fetchone()
+        binding = None
+        if row:
+            try:
+                d = json.loads(row[0])
+                binding = ModelBinding(d["model_id"], d["fingerprint"], d["layout"], int(d["dim"]))
+            except (ValueError, KeyError, TypeError):
+                binding = None
+        length = db.execute(
+            "SELECT length(vector) FROM regions WHERE source=? AND vector IS NOT NULL LIMIT 1", (VISUAL,)
+        ).fetchone()
+        names = {r[0] for r in db.execute("SELECT DISTINCT name FROM regions WHERE source=?", (VISUAL,))}
+        return binding, (int(length[0]) // 4 if length and length[0] else 0), names
+
+    @staticmethod
+    def bind_salvage(db: sqlite3.Connection, binding: ModelBinding) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(binding.__dict__),)
+        )
 
     @staticmethod
     def finish_salvage(db: sqlite3.Connection) -> None:

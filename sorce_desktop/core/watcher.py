@@ -43,7 +43,13 @@ from typing import TYPE_CHECKING
 from watchdog.events import FileSystemEventHandler
 
 from sorce_desktop.core.images import is_image_name
-from sorce_desktop.core.scanner import canonical_folder, existing_folder, is_temporary_name, walk_images
+from sorce_desktop.core.scanner import (
+    canonical_folder,
+    existing_folder,
+    folder_is_there,
+    is_temporary_name,
+    walk_images,
+)
 from sorce_desktop.core.service import EventCallback, EventKind, IndexEvent, IndexingService
 
 if TYPE_CHECKING:
@@ -558,21 +564,17 @@ class Watcher:
 
     def _available(self, folder: str) -> bool:
         """Whether a watched folder is really there. The very folder being watched is, whatever it holds
-        (its files may all have been deleted); otherwise an empty folder where the catalog has photos is a
-        mount point whose drive or share is absent, and its photos must not be forgotten."""
+        (its files may all have been deleted while watched); otherwise the library's one rule
+        (:func:`folder_is_there`: an empty folder where the catalog has photos is offline)."""
         try:
             st = os.stat(folder)
-            if not stat_mod.S_ISDIR(st.st_mode):
-                return False
-            if folder in self._watches and self._identity.get(folder) == (st.st_dev, st.st_ino):
-                return True
-            with os.scandir(folder) as it:
-                empty = next(it, None) is None
         except OSError:
             return False
-        if empty:
-            return not self.store.folder_has_photos(folder)
-        return True
+        if not stat_mod.S_ISDIR(st.st_mode):
+            return False
+        if folder in self._watches and self._identity.get(folder) == (st.st_dev, st.st_ino):
+            return True
+        return folder_is_there(folder, self.store.folder_has_photos)
 
     def _set_offline(self, folder: str) -> None:
         self._unschedule(folder)
