@@ -1,5 +1,5 @@
 """A tiny SigLIP whose checkpoint's logit scale and bias put the model's own match probability around
-0.5 for one query over real photos, so some regions are likely matches and some are not."""
+0.5 for one query over drawn photos, so some regions are likely matches and some are not."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models built from configs (offline), real photos copied to tmp folders."""
+"""Shared fixtures: tiny random models built from configs (offline), photos drawn by the tests themselves
+(scene_support.py) copied to tmp folders: nothing outside the repository is needed."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from scene_support import scene_photos
 
 from sorce_desktop.core.models.base import Embedder
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-small"
-if not COCO.is_dir():  # CI clones main elsewhere with shared/ beside it
-    COCO = Path(os.environ.get("SORCE_COCO_SMALL", "/work/shared/datasets/coco-small"))
-COCO_IMAGES = COCO / "images"
 
 
 class CountingEmbedder(Embedder):
@@ -86,11 +83,9 @@ def catalog_rows(store, sql: str, params=()) -> list[tuple]:
         db.close()
 
 
-def coco_photos(n: int, start: int = 0) -> list[Path]:
-    photos = sorted(COCO_IMAGES.glob("*.jpg"))
-    if not photos:
-        pytest.skip(f"coco-small photos not found at {COCO_IMAGES}")
-    return photos[start : start + n]
+#: the name tests used while their photos came from coco-small; kept so that tests written on branches of that
+#: time still run once merged (new tests call scene_photos)
+coco_photos = scene_photos
 
 
 def no_text_reading(data_dir: Path | str, **settings) -> str:
@@ -132,10 +127,10 @@ def clip_embedder(tiny_clip):
 
 @pytest.fixture
 def photo_dir(tmp_path) -> Path:
-    """12 real photos (3 in a subfolder) in a fresh temporary folder."""
+    """12 drawn photos (3 in a subfolder) in a fresh temporary folder."""
     root = tmp_path / "photos"
     (root / "sub").mkdir(parents=True)
-    for i, p in enumerate(coco_photos(12)):
+    for i, p in enumerate(scene_photos(12)):
         shutil.copy2(p, (root / "sub" if i >= 9 else root) / p.name)
     return root
 
@@ -166,7 +161,7 @@ def indexed_library(tmp_path, request):
 
 @pytest.fixture
 def hits_and_query(tmp_path, clip_embedder):
-    """Five real photos as search hits, each boxed on its top-left quarter, and a text query's vector."""
+    """Five photos as search hits, each boxed on its top-left quarter, and a text query's vector."""
     from PIL import Image
 
     from sorce_desktop.core.regions import Box
@@ -175,7 +170,7 @@ def hits_and_query(tmp_path, clip_embedder):
     folder = tmp_path / "photos"
     folder.mkdir()
     hits = []
-    for i, p in enumerate(coco_photos(5)):
+    for i, p in enumerate(scene_photos(5)):
         dst = folder / p.name
         shutil.copy2(p, dst)
         w, h = Image.open(dst).size
@@ -222,7 +217,7 @@ WORDED = ["lantern", "harbor"]
 
 @pytest.fixture(scope="session")
 def worded_photos(tmp_path_factory):
-    """Two real photos with one word drawn into each (synthetic text at known boxes): ``(folder,
+    """Two photos with one word drawn into each (synthetic text at known boxes): ``(folder,
     {word: (photo path, word box)})``. Skips where no TrueType font is installed."""
     import random
 
@@ -237,7 +232,7 @@ def worded_photos(tmp_path_factory):
     root.mkdir()
     rng = random.Random(3)
     boxes = {}
-    for i, (p, word) in enumerate(zip(coco_photos(2, start=40), WORDED)):
+    for i, (p, word) in enumerate(zip(scene_photos(2, start=40), WORDED)):
         img = Image.open(p).convert("RGB")
         r = render_word(img, word, 0.06, fonts[i % len(fonts)], 6.0 * (1 - 2 * i), "high", rng, busy=False)
         assert r is not None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import coco_photos
+from conftest import scene_photos
 
 
 def copy_photos(dest: Path, n: int, start: int = 0) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    for p in coco_photos(n, start):
+    for p in scene_photos(n, start):
         shutil.copy2(p, dest / p.name)
     return dest
 

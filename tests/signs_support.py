@@ -1,4 +1,4 @@
-"""A library of real photos indexed by the tiny random model, with lines of text recorded on some of
+"""A library of drawn photos indexed by the tiny random model, with lines of text recorded on some of
 them (the store's own text tables, as the OCR pass writes them), placed so the picture ranking and the
 word ranking disagree: the photo the picture model likes best for a word carries a *partial* read of
 it, and an exact read sits on a photo the picture model ranks low."""

@@ -8,7 +8,7 @@ import math
 import shutil
 
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 
 from sorce_desktop.bench.index import _time_to_share, end_to_end
 
@@ -25,7 +25,7 @@ def test_time_to_share_counts_photos_across_commits():
 def test_end_to_end_times_each_stage_and_when_photos_became_searchable(tmp_path, tiny_siglip):
     folder = tmp_path / "photos"
     folder.mkdir()
-    for p in coco_photos(3, 60):
+    for p in scene_photos(3, 60):
         shutil.copy2(p, folder / p.name)
     models = tmp_path / "user-models"
     out = end_to_end({"few": folder}, tiny_siglip, 1, lambda *_: None, models)

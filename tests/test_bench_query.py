@@ -56,3 +56,17 @@ def test_sizes_past_the_table_limit_time_reads_on_the_largest_table(capsys, tmp_
     reads = [r["rescore_reads"] for r in out["results"]]
     assert reads == ["sqlite", "sqlite proxy (7500 rows)"]
     assert all(r["recall_at_10"] >= 0.8 for r in out["results"])  # exact vectors from the generator
+
+
+def test_catalog_vectors_are_every_visual_region_grouped_by_photo(tmp_path, photo_dir, indexed_library):
+    """--catalog reads an indexed library's region vectors through the store's public reads."""
+    from sorce_desktop.bench.query import CatalogVectors
+
+    lib, report = indexed_library(photo_dir, layout="grid2")
+    with lib:
+        want = {p.id: lib.store.region_vectors_by_ids([r.id for r in lib.store.regions_of(p.id)])[1]
+                for p in lib.store.photos_under()}  # fmt: skip
+    cat = CatalogVectors(str(tmp_path / "data"))
+    assert cat.n_photos == len(want) == 12 and cat.regions == 5.0 and cat.dim == cat.vectors.shape[1] > 0
+    np.testing.assert_array_equal(cat.vectors, np.concatenate([want[k] for k in sorted(want)]))
+    assert list(cat.photo_of) == [i for i in range(12) for _ in range(5)]

@@ -9,13 +9,12 @@ tests write.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COCO
+from scene_support import write_coco_set
 
 from sorce_desktop.bench import retrieval as br
 from sorce_desktop.bench.layouts import default_coco_small
@@ -24,31 +23,20 @@ from sorce_desktop.core.regions import Box, get_layout
 
 
 @pytest.fixture(scope="module")
-def sorce_like(tmp_path_factory) -> Path:
-    if not (COCO / "instances.json").is_file():
-        pytest.skip("coco-small not found")
-    return br.make_sorce_like(COCO, tmp_path_factory.mktemp("sorce-like"), n=4)
+def coco_set(tmp_path_factory) -> Path:
+    """Twelve drawn photos and their objects' annotations, in the COCO layout (as coco-small)."""
+    return write_coco_set(tmp_path_factory.mktemp("coco-set"), 12)
+
+
+@pytest.fixture(scope="module")
+def sorce_like(tmp_path_factory, coco_set) -> Path:
+    return br.make_sorce_like(coco_set, tmp_path_factory.mktemp("sorce-like"), n=4)
 
 
 @pytest.fixture(scope="module")
 def coco_subset(tmp_path_factory) -> Path:
-    """Eight coco-small photos and their annotations, in the COCO layout."""
-    if not (COCO / "instances.json").is_file():
-        pytest.skip("coco-small not found")
-    data = json.loads((COCO / "instances.json").read_text())
-    images = sorted(data["images"], key=lambda im: im["id"])[:8]
-    ids = {im["id"] for im in images}
-    out = tmp_path_factory.mktemp("coco-subset")
-    (out / "images").mkdir()
-    for im in images:
-        shutil.copy2(COCO / "images" / im["file_name"], out / "images" / im["file_name"])
-    sub = {
-        "images": images,
-        "annotations": [a for a in data["annotations"] if a["image_id"] in ids],
-        "categories": data["categories"],
-    }
-    (out / "instances.json").write_text(json.dumps(sub))
-    return out
+    """Eight drawn photos and their annotations, in the COCO layout."""
+    return write_coco_set(tmp_path_factory.mktemp("coco-subset"), 8)
 
 
 # -- an independent reference --------------------------------------------------------------------------
@@ -148,13 +136,11 @@ def test_sorce_layout_matches_an_independent_reference(sorce_like, clip_embedder
         )
 
 
-def test_known_answers_with_a_pool_inside_the_top_10(tmp_path, clip_embedder):
+def test_known_answers_with_a_pool_inside_the_top_10(tmp_path, clip_embedder, coco_set):
     """Three queries x three difficulties = 9 photos: every target is within the top 10, so Recall@10
     is 1; the global layout returns the whole photo, so it always holds the target's centre and the
     IoU is exactly the target's share of the photo."""
-    if not (COCO / "instances.json").is_file():
-        pytest.skip("coco-small not found")
-    root = br.make_sorce_like(COCO, tmp_path / "ds", n=3)
+    root = br.make_sorce_like(coco_set, tmp_path / "ds", n=3)
     rs = br.load_dataset(root)
     result = br.evaluate(rs, clip_embedder, [get_layout("global")], tmp_path / "work")
     g = result["layouts"][0]

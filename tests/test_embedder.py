@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 from PIL import Image
 
 from sorce_desktop.core.images import load_image
@@ -12,7 +12,7 @@ from sorce_desktop.core.regions import get_layout
 
 @pytest.mark.slow
 def test_batched_multi_region_forward_equals_one_crop_at_a_time(clip_embedder):
-    photos = [load_image(p, clip_embedder.decode_min_side(get_layout("grid3"))) for p in coco_photos(3)]
+    photos = [load_image(p, clip_embedder.decode_min_side(get_layout("grid3"))) for p in scene_photos(3)]
     layout = get_layout("grid3")
     batched = clip_embedder.embed_photos(photos, layout)
     for photo, regions in zip(photos, batched):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 from gui_support import copy_photos, open_test_window, wait_indexed, wait_ready
 
 pytestmark = pytest.mark.gui
@@ -22,7 +22,7 @@ def test_window_indexes_what_lands_in_a_watched_folder(qtbot, tmp_path, tiny_cli
     assert watcher is not None and watcher.running
     events = []
     win.session.watch_event.connect(events.append)
-    shutil.copyfile(coco_photos(1, start=20)[0], photos / "dropped.jpg")
+    shutil.copyfile(scene_photos(1, start=20)[0], photos / "dropped.jpg")
     qtbot.waitUntil(lambda: win.session.status.indexed == 4, timeout=30000)
     assert any(e.kind == "indexed" and str(photos / "dropped.jpg") in e.paths for e in events)
     (photos / "dropped.jpg").unlink()
@@ -47,18 +47,20 @@ def test_changing_settings_does_not_block_the_window(qtbot, tmp_path, tiny_clip)
     service, watcher = session.indexing_service, session._watcher
     qtbot.waitUntil(lambda: not session.indexing, timeout=60000)
 
-    started = threading.Event()
-    service.call(lambda: (started.set(), time.sleep(1.5)))  # a batch still being embedded
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    # a batch still being embedded: it goes on until the test lets it
+    service.call(lambda: (started.set(), release.wait(60), finished.set()))
     assert started.wait(10)
     old = service.indexer
-    t0 = time.monotonic()
     session.text_settings_changed()
-    assert time.monotonic() - t0 < 0.5  # the UI thread did not wait for the job in progress
-    assert service.indexer is old
+    # the UI thread returned while the job was still held: it did not wait for it (structural, no clock)
+    assert not finished.is_set()
+    assert service.indexer is old  # the new indexer takes over once that job is done
+    release.set()
     qtbot.waitUntil(lambda: service.indexer is not old, timeout=20000)
     assert session._watcher is watcher and watcher.running
     qtbot.waitUntil(lambda: not session.indexing, timeout=60000)
-    shutil.copyfile(coco_photos(1, start=20)[0], photos / "dropped.jpg")
+    shutil.copyfile(scene_photos(1, start=20)[0], photos / "dropped.jpg")
     qtbot.waitUntil(lambda: session.status.indexed == 3, timeout=30000)
 
     # changed twice in a row, then the window closes while a job is still running
@@ -82,7 +84,7 @@ def test_a_photo_indexed_while_a_query_is_open_appears_where_it_ranks(qtbot, tmp
     search(qtbot, win, "a dog on a sofa")
     assert win.model.rowCount() == 3
     dropped = photos / "dropped.jpg"
-    shutil.copyfile(coco_photos(1, start=20)[0], dropped)
+    shutil.copyfile(scene_photos(1, start=20)[0], dropped)
     qtbot.waitUntil(lambda: win.model.rowCount() == 4, timeout=30000)
     assert str(dropped) in [it.hit.path for it in win.model.items]
     scores = [it.hit.score for it in win.model.items]

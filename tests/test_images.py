@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 from PIL import Image
 
 from sorce_desktop.core import images
@@ -35,7 +35,7 @@ def test_exif_rotation_gives_upright_size_and_pixels(tmp_path):
 
 
 def test_draft_decodes_smaller_but_keeps_full_size_coordinates():
-    p = coco_photos(1)[0]
+    p = scene_photos(1)[0]
     full = load_image(p)
     small = load_image(p, min_side=100)
     assert (small.width, small.height) == (full.width, full.height)
@@ -111,7 +111,7 @@ def test_bad_files_raise_clear_errors(tmp_path, name, content, reason):
 
 
 def test_truncated_jpeg(tmp_path):
-    data = coco_photos(1)[0].read_bytes()
+    data = scene_photos(1)[0].read_bytes()
     p = tmp_path / "cut.jpg"
     p.write_bytes(data[: len(data) // 3])
     with pytest.raises(ImageError, match="truncated|damaged|decoded"):
@@ -140,7 +140,7 @@ def test_panorama_decodes(tmp_path):
 def test_crop_maps_full_res_box_to_reduced_image():
     from sorce_desktop.core.regions import Box
 
-    d = load_image(coco_photos(1)[0], min_side=100)
+    d = load_image(scene_photos(1)[0], min_side=100)
     c = d.crop(Box(0, 0, d.width // 2, d.height // 2))
     assert abs(c.width - d.image.width / 2) <= 1 and abs(c.height - d.image.height / 2) <= 1
 

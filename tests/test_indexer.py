@@ -5,7 +5,7 @@ import shutil
 import time
 
 import pytest
-from conftest import CountingEmbedder, coco_photos
+from conftest import CountingEmbedder, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.library import Library
@@ -41,7 +41,7 @@ def test_incremental_runs_embed_exactly_what_changed(lib, clip_embedder, photo_d
 def test_add_modify_delete_move_rename(lib, clip_embedder, photo_dir):
     lib.add_folder(photo_dir)
     run(lib, CountingEmbedder(clip_embedder))
-    extra = coco_photos(2, start=40)
+    extra = scene_photos(2, start=40)
     # add one
     shutil.copy2(extra[0], photo_dir / "added.jpg")
     e = CountingEmbedder(clip_embedder)
@@ -88,13 +88,13 @@ def test_add_modify_delete_move_rename(lib, clip_embedder, photo_dir):
 def test_bad_files_are_recorded_and_the_run_goes_on(indexed_library, clip_embedder, photo_dir, untouched):
     (photo_dir / "empty.jpg").write_bytes(b"")
     (photo_dir / "text.jpg").write_text("not a photo")
-    data = coco_photos(1)[0].read_bytes()
+    data = scene_photos(1)[0].read_bytes()
     (photo_dir / "cut.jpg").write_bytes(data[: len(data) // 4])
     os.mkfifo(photo_dir / "fifo.jpg")
     os.symlink(photo_dir, photo_dir / "loop")
     (photo_dir / ".hidden").mkdir()
-    shutil.copy2(coco_photos(1)[0], photo_dir / ".hidden" / "h.jpg")
-    shutil.copy2(coco_photos(1)[0], photo_dir / "download.jpg.part")
+    shutil.copy2(scene_photos(1)[0], photo_dir / ".hidden" / "h.jpg")
+    shutil.copy2(scene_photos(1)[0], photo_dir / "download.jpg.part")
     untouched(photo_dir)
     lib, r = indexed_library(photo_dir, batch_size=4)
     errors = dict(lib.store.errors())
@@ -136,8 +136,11 @@ def test_search_options(indexed_library, clip_embedder, photo_dir):
     sub = service.search("a dog on a sofa", top=10, folder=str(photo_dir / "sub"))
     assert sub and all(h.path.startswith(str(photo_dir / "sub") + os.sep) for h in sub)
     assert len(sub) == 3
-    assert service.search("x", top=10, min_score=2.0) == []
-    from sorce_desktop.core.search import QueryError
+    assert service.search("x", top=10, min_score=0.9999) == []  # no region is the text's own vector
+    from sorce_desktop.core.search import MinScoreError, QueryError
+
+    with pytest.raises(MinScoreError, match="between -1 and 1"):  # a cosine cannot reach 2: refused
+        service.search("x", top=10, min_score=2.0)
 
     with pytest.raises(QueryError):
         service.search("  \x00\t ")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from calibrated_support import QUERY, calibrated_siglip
-from conftest import coco_photos, no_text_reading
+from conftest import no_text_reading, scene_photos
 from gui_support import copy_photos
 
 from sorce_desktop.cli import main
@@ -41,7 +41,7 @@ def test_probability_is_the_checkpoints_own_sigmoid(calibrated):
     ref = AutoModel.from_pretrained(model).eval()
     assert cal == pytest.approx((float(ref.logit_scale.detach().exp()), float(ref.logit_bias.detach())))
     # the reference: the model's own forward over one text and one image, through its sigmoid
-    img = Image.open(coco_photos(1)[0]).convert("RGB")
+    img = Image.open(scene_photos(1)[0]).convert("RGB")
     cos = float(emb.embed_images([img])[0] @ emb.embed_texts([QUERY])[0])
     tok = emb.tokenizer(
         [emb.template.format(QUERY)], padding="max_length", truncation=True, max_length=emb.text_max_length,
@@ -66,7 +66,7 @@ def test_likely_matches_first_and_min_score_is_a_probability(calibrated, capsys)
     assert [h["path"] for h in kept] == [h["path"] for h in hits if h["likely"]]
     assert main(["search", QUERY, "--data-dir", str(data)]) == 0
     assert "--- less likely matches ---" in capsys.readouterr().out
-    assert main(["search", QUERY, "--min-score", "2", "--data-dir", str(data)]) == 1
+    assert main(["search", QUERY, "--min-score", "2", "--data-dir", str(data)]) == 2  # a usage error
     assert "between 0 and 1" in capsys.readouterr().err
 
 

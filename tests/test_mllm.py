@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import coco_photos, no_text_reading
+from conftest import no_text_reading, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage, load_image
@@ -43,9 +43,9 @@ def embedders(mllm_folders) -> dict:
 
 
 def _photos() -> list[DecodedImage]:
-    """Three real photos of different sizes and aspect ratios (landscape, portrait, square)."""
+    """Three photos of different sizes and aspect ratios (landscape, portrait, square)."""
     out = []
-    for path, size in zip(coco_photos(3), [(120, 90), (64, 112), (96, 96)]):
+    for path, size in zip(scene_photos(3), [(120, 90), (64, 112), (96, 96)]):
         im = Image.open(path).convert("RGB").resize(size)
         out.append(DecodedImage(im, im.width, im.height))
     return out
@@ -240,7 +240,7 @@ def test_cli_index_and_search_with_an_mllm(mllm_folders, tmp_path, untouched, ca
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    for p in coco_photos(4, start=10):
+    for p in scene_photos(4, start=10):
         shutil.copy2(p, photos / p.name)
     untouched(photos)
     data = no_text_reading(tmp_path / "data")
@@ -305,3 +305,19 @@ def test_model_advice_follows_the_hardware():
     assert cpu.model_id == DEFAULT_MODEL and cpu.kind == "dual"
     assert "CPU" in cpu.reason and "minutes per photo" in cpu.reason
     assert recommend_model().hardware.device in ("cuda", "mps", "cpu")
+
+
+def test_cli_warns_of_an_mllm_on_a_cpu(monkeypatch, capsys):
+    from sorce_desktop import cli
+    from sorce_desktop.core.models import advice
+
+    class Lib:  # only what _load_model asks of a library
+        settings_problems: list[str] = []
+
+        def load_embedder(self, mid, progress=None, speed=None):
+            return mid
+
+    for device, warned in (("cpu", True), ("cuda", False), ("mps", False)):
+        monkeypatch.setattr(advice, "detect_hardware", lambda d=device: advice.Hardware(d, "x", 64.0))
+        assert cli._load_model(Lib(), "lcxrocks/e5-v-ReP") == "lcxrocks/e5-v-ReP"
+        assert ("minutes per photo" in capsys.readouterr().err) == warned, device

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 from PIL import Image
 
 from sorce_desktop.bench.ocr_variants import MODEL_SETS as BENCH_MODEL_SETS
@@ -300,7 +300,7 @@ def test_detector_input_is_rapidocrs_normalisation_in_float32():
 
     engine = OcrEngine(threads=1)
     det = engine._ocr.text_det
-    img = np.asarray(Image.open(coco_photos(1, start=120)[0]).convert("RGB"))[:, :, ::-1]
+    img = np.asarray(Image.open(scene_photos(1, start=120)[0]).convert("RGB"))[:, :, ::-1]
     for tile in (np.ascontiguousarray(img), np.ascontiguousarray(img[:301, :457])):
         want = det.infer(det.get_preprocess(max(tile.shape[:2]))(tile))[0]
         got = engine._det.prob(tile)
@@ -662,6 +662,31 @@ def test_first_look_windows_join_what_lies_close():
     got = _merge_windows([(0, 0, 10, 10), (15, 0, 30, 10), (100, 100, 120, 110), (28, 5, 40, 20)], gap=8)
     assert sorted(got) == [(0, 0, 40, 20), (100, 100, 120, 110)]
     assert _merge_windows([(0, 0, 10, 10), (30, 0, 40, 10)], gap=8) == [(0, 0, 10, 10), (30, 0, 40, 10)]
+
+
+def test_the_first_look_narrows_only_the_first_detectors_pass(monkeypatch):
+    """The measurement-only first look (bench/firstlook.py) hands its windows to the first detector's pass
+    at the working scale; the second detector and the closer look still look everywhere."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.bench.firstlook import FirstLookOcrEngine
+    from sorce_desktop.core.ocr import OcrEngine
+
+    engine = FirstLookOcrEngine(first_look=320, threads=1, second_detector="ppocrv4")
+    seen = []
+    monkeypatch.setattr(OcrEngine, "_detect_tiles", lambda self, bgr, detect, windows=None: seen.append(windows) or [])
+    monkeypatch.setattr(engine, "_windows", lambda bgr: [(0, 0, 64, 48)])
+    bgr = np.zeros((600, 800, 3), np.uint8)
+    engine._detect(bgr, both=True)
+    assert seen == [[(0, 0, 64, 48)], None]  # the first detector in the window, the second everywhere
+    seen.clear()
+    engine._detect(bgr)  # a closer look
+    assert seen == [None]
+    monkeypatch.undo()
+    # and the real first look: a small look, then the detector only where it saw activity
+    img = Image.open(scene_photos(1)[0]).convert("RGB").resize((1920, 1440))
+    engine = FirstLookOcrEngine(first_look=320, threads=1)
+    engine._detect(np.asarray(img)[:, :, ::-1].copy(), both=True)
+    assert engine.stats["first_look_px"] > 0 and engine.stats["detector_px"] < 1920 * 1440
 
 
 def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scene_support import scene_photos
 
 from sorce_desktop.core.ocr import DET_NORMALIZE, MODEL_SETS, _even_tiles
-
-COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-small" / "images"
 
 
 @pytest.mark.parametrize("length", [1, 31, 500, 1920, 1921, 2000, 2121, 2309, 3000, 4000, 6001])
@@ -57,10 +56,7 @@ def test_the_folded_detector_draws_the_same_map_as_the_original(models):
     folded, counts = fold_affine(original)
     assert counts["after"] > 50 and counts["scale_before"] > 10  # the network's affine blocks went
     assert len(folded) <= len(original)
-    photo = sorted(COCO.glob("*.jpg"))[0] if COCO.is_dir() else None
-    if photo is None:
-        pytest.skip("coco-small is not here")
-    img = Image.open(photo).convert("RGB").resize((960, 704), Image.Resampling.BICUBIC)
+    img = Image.open(scene_photos(1)[0]).convert("RGB").resize((960, 704), Image.Resampling.BICUBIC)
     from PIL import ImageDraw, ImageFont
 
     ImageDraw.Draw(img).text((80, 300), "HARBOR STREET 23", fill=(255, 255, 255), font=ImageFont.load_default(40))

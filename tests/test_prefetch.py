@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from conftest import catalog_rows, coco_photos
+from conftest import catalog_rows, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage, load_image
@@ -24,7 +24,7 @@ def test_prepared_photos_embed_exactly_like_unprepared_ones(tiny_siglip):
     # tiles at a smaller input and low-detail skipping: both parts of the preparation in play
     emb = DualEncoderEmbedder(tiny_siglip, speed=SpeedProfile("x", tile_size=16, min_detail=6.0))
     layout = get_layout("cells4o")
-    paths = coco_photos(3)
+    paths = scene_photos(3)
     want = emb.embed_photos([_photo(p) for p in paths], layout)
     prepared = [emb.prepare(_photo(p), layout) for p in paths]
     assert all(len(p.prepared) == 1 for p in prepared)
@@ -38,10 +38,10 @@ def test_prepared_photos_embed_exactly_like_unprepared_ones(tiny_siglip):
 def test_a_photo_prepared_for_another_layout_or_speed_is_prepared_again(tiny_siglip):
     fast = DualEncoderEmbedder(tiny_siglip, speed=SpeedProfile("x", tile_size=16))
     plain = DualEncoderEmbedder(tiny_siglip)
-    photo = fast.prepare(_photo(coco_photos(1)[0]), get_layout("grid2"))
+    photo = fast.prepare(_photo(scene_photos(1)[0]), get_layout("grid2"))
     grid3 = plain.embed_photos([photo], get_layout("grid3"))[0]
     assert len(grid3) == 10  # not the 5 regions of the grid2 preparation
-    ref = plain.embed_photos([_photo(coco_photos(1)[0])], get_layout("grid3"))[0]
+    ref = plain.embed_photos([_photo(scene_photos(1)[0])], get_layout("grid3"))[0]
     np.testing.assert_array_equal(np.stack([r.vector for r in grid3]), np.stack([r.vector for r in ref]))
 
 
@@ -53,7 +53,7 @@ def test_the_smaller_tile_input_decodes_smaller(tiny_siglip):
     assert small.decode_min_side(layout) == max(small.size, 16 * 4)
     assert small.decode_min_side(get_layout("global")) == small.size  # the whole photo still fills the input
     # decoded at that size, the finest tile still fills the tile input
-    photo = load_image(coco_photos(1)[0], small.decode_min_side(layout))
+    photo = load_image(scene_photos(1)[0], small.decode_min_side(layout))
     scale = photo.image.width / photo.width
     finest = min(min(r.box.width, r.box.height) for r in layout.regions(photo.width, photo.height)[1:])
     assert finest * scale >= 16

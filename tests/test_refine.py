@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import coco_photos, no_text_reading
+from conftest import no_text_reading, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.images import DecodedImage
@@ -168,13 +168,13 @@ POSITIONS = [(40, 40), (280, 190), (213 - 48, 60), (480, 320 - 45), (213 - 45, 1
 
 @pytest.fixture(scope="module")
 def pasted_sources():
-    return [p for p in coco_photos(40) if Image.open(p).size == (640, 480)]
+    return [p for p in scene_photos(40) if Image.open(p).size == (640, 480)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", range(len(POSITIONS)))
 def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources, case, indexed_library):
-    """A real photo with a patch pasted at a known place, indexed with two other real photos; the
+    """A photo with a patch pasted at a known place, indexed with two other photos; the
     patch as an image query finds the photo, and refinement outlines the patch, not the tile."""
     x, y = POSITIONS[case]
     true_box = Box(x, y, x + PATCH, y + PATCH)
@@ -185,7 +185,7 @@ def test_refinement_outlines_the_pasted_patch(tmp_path, matcher, pasted_sources,
     img.paste(patch, (x, y))
     path = photos / "pasted.png"
     img.save(path)
-    for j in (1, 2):  # distractors: other real photos without a patch
+    for j in (1, 2):  # distractors: other photos without a patch
         src = pasted_sources[(case + 3 * j) % len(pasted_sources)]
         shutil.copy2(src, photos / f"plain_{j}.jpg")
     lib, _ = indexed_library(photos, model=matcher, batch_size=4)
@@ -241,7 +241,7 @@ def _hit_for(path: str, box: Box, size=(640, 480)) -> PhotoHit:
 
 def test_one_batch_per_step_with_a_backend_that_cannot_resize(matcher):
     rec = Recording(matcher)
-    path = str(coco_photos(1)[0])
+    path = str(scene_photos(1)[0])
     w, h = Image.open(path).size
     hit = _hit_for(path, Box(w // 3, h // 3, 2 * w // 3, 2 * h // 3), (w, h))
     q = matcher.embed_texts(["a cup"])[0]
@@ -260,7 +260,7 @@ def test_reduced_input_side_matches_the_model_path(clip_embedder, tiny_siglip):
     """embed_images_at is the model's own forward at another size (both dual-encoder families)."""
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
-    img = Image.open(coco_photos(1)[0]).convert("RGB")
+    img = Image.open(scene_photos(1)[0]).convert("RGB")
     for e in (clip_embedder, DualEncoderEmbedder(tiny_siglip)):
         full = e.embed_images([img])
         assert np.allclose(e.embed_images_at([img], None), full, atol=1e-6)
@@ -316,7 +316,11 @@ def test_cancel_stops_the_list_and_caches_nothing_half_done(clip_embedder, hits_
         cancel.set()
 
     cancel.clear()
-    r = Refiner(clip_embedder, RefineStrategy(min_gain=-1.0)).refine(hits[3], q, cancel, on_step=on_step)
+    # a query that one of the first step's windows answers best (its own crop), so a step is taken
+    hit = hits[3]
+    first = windows(hit.box, hit.width, hit.height, RefineStrategy())[0]
+    q = clip_embedder.embed_images([Image.open(hit.path).convert("RGB").crop(first.as_list())])[0]
+    r = Refiner(clip_embedder, RefineStrategy()).refine(hit, q, cancel, on_step=on_step)
     assert r.cancelled and calls == [1] and r.steps == 1
     cache.put(hits[3].path, q, RefineStrategy(), r)
     assert cache.get(hits[3].path, q, RefineStrategy()) is None
@@ -419,7 +423,7 @@ def test_rerank_moves_only_refined_hits():
 
 
 def test_refine_works_on_the_decoded_image_it_is_given(clip_embedder):
-    img = Image.open(coco_photos(1)[0]).convert("RGB")
+    img = Image.open(scene_photos(1)[0]).convert("RGB")
     d = DecodedImage(img, img.width, img.height)
     hit = _hit_for("/nonexistent/photo.jpg", Box(0, 0, img.width // 3, img.height // 3), img.size)
     r = Refiner(clip_embedder).refine(hit, clip_embedder.embed_texts(["a cat"])[0], image=d)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import catalog_rows, coco_photos, no_text_reading, tree_fingerprint
+from conftest import catalog_rows, no_text_reading, scene_photos, tree_fingerprint
 from PIL import Image
 
 from sorce_desktop.cli import main as cli_main
@@ -45,7 +45,7 @@ def _png_bomb(w: int, h: int) -> bytes:
 def make_hostile_folder(root: Path) -> dict[str, str]:
     """Writes every kind of odd file; returns {name: 'indexed' | reason-substring}."""
     root.mkdir(parents=True, exist_ok=True)
-    good = coco_photos(3, start=100)
+    good = scene_photos(3, start=100)
     expect: dict[str, str] = {}
     data = good[0].read_bytes()
     (root / "zero.jpg").write_bytes(b"")
@@ -106,7 +106,7 @@ def test_hostile_files_each_skipped_or_indexed_with_reason(clip_embedder, tmp_pa
 def test_cli_prints_odd_names(tmp_path, tiny_clip, capsys):
     root = tmp_path / "odd"
     root.mkdir()
-    shutil.copy2(coco_photos(1)[0], os.path.join(os.fsencode(root), b"caf\xe9.jpg"))
+    shutil.copy2(scene_photos(1)[0], os.path.join(os.fsencode(root), b"caf\xe9.jpg"))
     data = no_text_reading(tmp_path / "data")
     assert cli_main(["index", str(root), "--model", str(tiny_clip), "--data-dir", data]) == 0
     capsys.readouterr()
@@ -121,7 +121,7 @@ def test_cli_prints_odd_names(tmp_path, tiny_clip, capsys):
 def indexed_data(tmp_path_factory, tiny_clip):
     root = tmp_path_factory.mktemp("queries")
     (root / "photos").mkdir()
-    for p in coco_photos(6):
+    for p in scene_photos(6):
         shutil.copy2(p, root / "photos" / p.name)
     data = no_text_reading(root / "data")
     assert cli_main(["index", str(root / "photos"), "--model", str(tiny_clip), "--data-dir", data]) == 0
@@ -169,7 +169,7 @@ def test_disk_full_keeps_previous_index_and_resumes(tmp_path, clip_embedder, unt
     try:
         photos = tmp_path / "photos"
         photos.mkdir()
-        for p in coco_photos(60):
+        for p in scene_photos(60):
             shutil.copy2(p, photos / p.name)
         untouched(photos)
         lib = Library(mnt / "data")
@@ -435,7 +435,7 @@ def test_100k_empty_files_in_one_folder(tmp_path, clip_embedder):
     root.mkdir()
     for i in range(100_000):
         os.close(os.open(root / f"IMG_{i:06d}.jpg", os.O_CREAT | os.O_WRONLY, 0o644))
-    shutil.copy2(coco_photos(1)[0], root / "real.jpg")
+    shutil.copy2(scene_photos(1)[0], root / "real.jpg")
     loads = []
 
     def factory():

@@ -1,5 +1,5 @@
 """The indexing service and its pipeline: one writer, one planner, bounded memory, pause between photos,
-and nothing that is not a regular file ever blocks it. Real store, real photos, a tiny real model."""
+and nothing that is not a regular file ever blocks it. Real store, drawn photos, a tiny real model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import coco_photos
+from conftest import scene_photos
 from PIL import Image
 
 from sorce_desktop.core import indexer as indexer_mod
@@ -29,6 +29,7 @@ class Slow(Embedder):
     def __init__(self, inner, delay: float):
         self.inner, self.delay = inner, delay
         self.model_id, self.dim, self.kind = inner.model_id, inner.dim, inner.kind
+        self.forwards = 0  # forwards started (one photo each, as the indexer calls it)
 
     @property
     def fingerprint(self) -> str:
@@ -47,6 +48,7 @@ class Slow(Embedder):
         return self.inner.prepare(photo, layout)
 
     def embed_photos(self, photos, layout):
+        self.forwards += 1
         time.sleep(self.delay)
         return self.inner.embed_photos(photos, layout)
 
@@ -66,7 +68,7 @@ def lib(tmp_path, clip_embedder):
 
 def copy_photos(folder, n, start=0):
     folder.mkdir(parents=True, exist_ok=True)
-    for i, p in enumerate(coco_photos(n, start)):
+    for i, p in enumerate(scene_photos(n, start)):
         shutil.copy2(p, folder / f"p{i:03d}.jpg")
     return folder
 
@@ -146,10 +148,12 @@ def test_pause_takes_effect_between_photos_with_true_counts_and_resume_finishes(
         deadline = time.monotonic() + 60
         while lib.store.counts()["indexed"] < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        t0 = time.monotonic()
         service.pause()
+        started = embedder.forwards
         assert paused.wait(10)
-        assert time.monotonic() - t0 < 1.0, "pause took effect later than a second"
+        # between two photos, not at the end of the batch: at most the photo being embedded when Pause
+        # came is finished (a structural check; a wall-clock limit failed with the machine's load)
+        assert embedder.forwards - started <= 1, "pause waited for more than the photo in progress"
         p = next(ev.progress for ev in events if ev.kind == EventKind.PAUSED and ev.progress)
         time.sleep(0.3)  # the batch's photos embedded before the pause are committed
         indexed = lib.store.counts()["indexed"]
@@ -296,7 +300,7 @@ def test_the_picture_decode_is_the_pictures_own_and_text_shares_it_when_it_is_th
     own, larger one otherwise."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    for i, p in enumerate(coco_photos(3)):
+    for i, p in enumerate(scene_photos(3)):
         Image.open(p).convert("RGB").resize((4000, 3000)).save(folder / f"big{i}.jpg", quality=90)
     decodes = []
     real_load = indexer_mod.load_image

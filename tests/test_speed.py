@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-from conftest import catalog_rows, coco_photos, no_text_reading
+from conftest import catalog_rows, no_text_reading, scene_photos
 from PIL import Image
 
 from sorce_desktop import cli
@@ -26,7 +26,7 @@ def test_int8_and_small_tiles_follow_the_reference(tiny_siglip):
     assert ref.variant() == "float32"
     fast = DualEncoderEmbedder(tiny_siglip, speed=SpeedProfile("x", int8=True, tile_size=16))
     assert fast.int8 and fast.tile_size == 16 and fast.variant() == "int8+tiles16"
-    img = Image.open(coco_photos(1)[0]).convert("RGB")
+    img = Image.open(scene_photos(1)[0]).convert("RGB")
     photo = DecodedImage(img, img.width, img.height)
     layout = get_layout("grid2")
     got = fast.embed_photos([photo], layout)[0]
@@ -61,7 +61,7 @@ def test_blank_tiles_are_skipped_but_the_whole_photo_stays(tiny_clip):
 def test_cli_speed_is_recorded_per_photo(tmp_path, tiny_siglip):
     photos = tmp_path / "photos"
     photos.mkdir()
-    for p in coco_photos(2):
+    for p in scene_photos(2):
         shutil.copy2(p, photos / p.name)
     data = tmp_path / "data"
     no_text_reading(data)
@@ -84,7 +84,7 @@ def test_a_photos_vectors_do_not_depend_on_its_batchmates(tiny_siglip):
     """The same photo embedded beside different photos gets the same vectors, in both speeds: int8's
     dynamic quantisation picks activation scales per forward, so "fast" runs one photo per forward."""
     photos = []
-    for p in coco_photos(6, start=20):
+    for p in scene_photos(6, start=20):
         img = Image.open(p).convert("RGB")
         photos.append(DecodedImage(img, img.width, img.height))
     # a very dark and a very bright photo stretch a shared activation range the most

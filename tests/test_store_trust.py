@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coco_photos, no_text_reading
+from conftest import no_text_reading, scene_photos
 
 from sorce_desktop.cli import main as cli_main
 from sorce_desktop.core.library import Library
@@ -309,7 +309,7 @@ def test_full_disk_second_run_same_message(tmp_path, tiny_clip, capsys, untouche
     try:
         photos = tmp_path / "photos"
         photos.mkdir()
-        for p in coco_photos(60):
+        for p in scene_photos(60):
             shutil.copy2(p, photos / p.name)
         untouched(photos)
         data = mnt / "data"
@@ -365,7 +365,7 @@ def test_full_disk_at_the_writer_lock_simulated(tmp_path, tiny_clip, photo_dir, 
 def small_index(tmp_path_factory, tiny_clip):
     root = tmp_path_factory.mktemp("values")
     (root / "photos").mkdir()
-    for p in coco_photos(3):
+    for p in scene_photos(3):
         shutil.copy2(p, root / "photos" / p.name)
     data = no_text_reading(root / "data")
     assert cli_main(["index", str(root / "photos"), "--model", str(tiny_clip), "--data-dir", data]) == 0
@@ -480,7 +480,7 @@ def test_every_json_output_is_utf8_under_any_locale(tmp_path, tiny_clip, locale)
     that are not UTF-8."""
     photos = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"f\xf6lder")))
     photos.mkdir()
-    good = coco_photos(1)[0]
+    good = scene_photos(1)[0]
     shutil.copy2(good, os.path.join(os.fsencode(photos), b"caf\xe9.jpg"))
     with open(os.path.join(os.fsencode(photos), b"bad-\xff.jpg"), "wb") as f:
         f.write(b"not an image")
@@ -527,7 +527,7 @@ def test_implausible_headers_are_recorded_not_read_whole(tmp_path, clip_embedder
 
     root = tmp_path / "odd"
     root.mkdir()
-    src = coco_photos(1, start=7)[0]
+    src = scene_photos(1, start=7)[0]
     (root / "claims.jpg").write_bytes(_jpeg_claiming(src.read_bytes(), 14000, 14000))
     small = io.BytesIO()
     Image.open(src).convert("RGB").save(small, "JPEG", quality=90)
@@ -555,7 +555,7 @@ def test_implausible_headers_are_recorded_not_read_whole(tmp_path, clip_embedder
 def test_load_image_refuses_implausible_headers(tmp_path):
     from sorce_desktop.core.images import ImageError, load_image
 
-    src = coco_photos(1)[0]
+    src = scene_photos(1)[0]
     p = tmp_path / "claims.jpg"
     p.write_bytes(_jpeg_claiming(src.read_bytes(), 14000, 14000))
     with pytest.raises(ImageError, match="claims"):
@@ -568,7 +568,7 @@ def test_load_image_refuses_implausible_headers(tmp_path):
 def test_dangling_symlink_is_named_as_such(tmp_path, indexed_library):
     root = tmp_path / "photos"
     root.mkdir()
-    shutil.copy2(coco_photos(1)[0], root / "good.jpg")
+    shutil.copy2(scene_photos(1)[0], root / "good.jpg")
     os.symlink(root / "gone.jpg", root / "link.jpg")
     lib, _ = indexed_library(root)
     reason = dict(lib.store.errors())[str(root / "link.jpg")]
@@ -607,7 +607,7 @@ def test_empty_query_is_refused_before_the_model_loads(tmp_path, tiny_clip, caps
     shutil.copytree(tiny_clip, model)
     photos = tmp_path / "photos"
     photos.mkdir()
-    shutil.copy2(coco_photos(1)[0], photos / "a.jpg")
+    shutil.copy2(scene_photos(1)[0], photos / "a.jpg")
     _index(photos, tmp_path / "data", model, capsys)
     shutil.rmtree(model)
     for q in ("", "   ", '""'):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CountingEmbedder, coco_photos, no_text_reading
+from conftest import CountingEmbedder, no_text_reading, scene_photos
 from PIL import Image
 
 from sorce_desktop.core import watcher as watcher_mod
@@ -124,7 +124,7 @@ def copy_in(src: Path, dest: Path) -> Path:
 
 def test_create_modify_delete(env):
     env.start()
-    photos = coco_photos(3)
+    photos = scene_photos(3)
     a = copy_in(photos[0], env.root / "a.jpg")
     env.assert_matches()
     assert env.embedder.total == 1
@@ -146,7 +146,7 @@ def test_create_modify_delete(env):
 
 def test_slow_write_waits_for_a_complete_file(env):
     env.start()
-    data = coco_photos(1)[0].read_bytes()
+    data = scene_photos(1)[0].read_bytes()
     target = env.root / "slow.jpg"
     chunks = [data[i : i + len(data) // 10 + 1] for i in range(0, len(data), len(data) // 10 + 1)]
     with open(target, "wb") as f:
@@ -163,7 +163,7 @@ def test_slow_write_waits_for_a_complete_file(env):
 
 def test_temporary_names_wait_until_renamed(env):
     env.start()
-    src = coco_photos(1)[0]
+    src = scene_photos(1)[0]
     for name in ("photo.jpg.part", "photo.jpg.crdownload", ".photo.jpg", "~$photo.jpg", "photo.jpg.tmp"):
         copy_in(src, env.root / name)
     (env.root / ".sync").mkdir()
@@ -179,7 +179,7 @@ def test_temporary_names_wait_until_renamed(env):
 
 @pytest.mark.slow
 def test_moves_and_renames_keep_vectors(env, tmp_path):
-    photos = coco_photos(6)
+    photos = scene_photos(6)
     (env.root / "sub").mkdir()
     for i, p in enumerate(photos[:4]):
         copy_in(p, (env.root / "sub" if i >= 2 else env.root) / f"p{i}.jpg")
@@ -236,7 +236,7 @@ def test_moves_and_renames_keep_vectors(env, tmp_path):
 def test_move_between_two_watched_folders_keeps_vectors(tmp_path, clip_embedder):
     e = Env(tmp_path, clip_embedder, folders=("a", "b"))
     try:
-        copy_in(coco_photos(1)[0], e.roots[0] / "x.jpg")
+        copy_in(scene_photos(1)[0], e.roots[0] / "x.jpg")
         e.start()
         e.assert_matches()
         row = e.lib.store.photo_by_path(str(e.roots[0] / "x.jpg"))
@@ -262,7 +262,7 @@ def test_burst_of_500_files_becomes_batches(env, tmp_path):
 
 @pytest.mark.parametrize("how", ["unplugged", "deleted"])
 def test_folder_removed_and_brought_back(env, tmp_path, how):
-    photos = coco_photos(3)
+    photos = scene_photos(3)
     for i, p in enumerate(photos):
         shutil.copy2(p, env.root / f"p{i}.jpg")
     env.start()
@@ -291,13 +291,13 @@ def test_folder_removed_and_brought_back(env, tmp_path, how):
     assert env.lib.store.folder_online(str(env.root)) and env.watcher.offline_folders() == []
     assert env.embedder.total == 3  # nothing re-embedded
     # and it is watched again
-    copy_in(coco_photos(1, start=10)[0], env.root / "new.jpg")
+    copy_in(scene_photos(1, start=10)[0], env.root / "new.jpg")
     env.assert_matches()
     assert env.embedder.total == 4
 
 
 def test_reconciliation_at_start_catches_what_changed_while_stopped(env, tmp_path):
-    photos = coco_photos(4)
+    photos = scene_photos(4)
     for i, p in enumerate(photos[:3]):
         copy_in(p, env.root / f"p{i}.jpg")
     env.start()
@@ -336,7 +336,7 @@ def test_falls_back_to_polling_when_notifications_fail(tmp_path, clip_embedder, 
         e.start()
         notices = e.kinds("notice")
         assert notices and "max_user_watches" in notices[0].message
-        copy_in(coco_photos(1)[0], e.root / "polled.jpg")
+        copy_in(scene_photos(1)[0], e.root / "polled.jpg")
         deadline = time.time() + 15
         while not e.catalog() and time.time() < deadline:
             time.sleep(0.1)
@@ -348,7 +348,7 @@ def test_falls_back_to_polling_when_notifications_fail(tmp_path, clip_embedder, 
 
 def test_stop_finishes_the_changes_it_saw(env):
     env.start()
-    photos = coco_photos(5)
+    photos = scene_photos(5)
     for i, p in enumerate(photos):
         copy_in(p, env.root / f"late{i}.jpg")
     time.sleep(0.1)  # the events are delivered; the files have not settled yet
@@ -392,7 +392,7 @@ def test_watch_command_prints_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_clip):
     )  # fmt: skip
     try:
         _read_events(proc, lambda ev: ev["kind"] == "reconciled")
-        photos = coco_photos(3)
+        photos = scene_photos(3)
         copy_in(photos[0], root / "one.jpg")
         _read_events(proc, lambda ev: ev["kind"] == "indexed" and str(root / "one.jpg") in ev["paths"])
         # Ctrl+C right after two more photos land: they are finished before it exits.

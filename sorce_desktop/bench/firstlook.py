@@ -31,6 +31,21 @@ class FirstLookOcrEngine(VariantOcrEngine):
         self.first_look = int(first_look)
         self.activity = float(activity)
         self.engine_id += f" look{self.first_look}/{self.activity:g}"
+        self.stats.update(first_look=0.0, first_look_px=0.0)
+        self._look: list[tuple[int, int, int, int]] | None = None
+
+    def _detect(self, bgr: np.ndarray, both: bool = False) -> list[np.ndarray]:
+        # the first look narrows the first detector's pass at the working scale (the closer look and the
+        # second detector look everywhere, as in the app)
+        self._look = self._windows(bgr) if both else None
+        try:
+            return super()._detect(bgr, both)
+        finally:
+            self._look = None
+
+    def _detect_tiles(self, bgr: np.ndarray, detect_tile, windows=None) -> list[np.ndarray]:
+        look, self._look = self._look, None  # the first call of a _detect is the first detector's
+        return super()._detect_tiles(bgr, detect_tile, windows if windows is not None else look)
 
     def _windows(self, bgr: np.ndarray) -> list[tuple[int, int, int, int]] | None:
         """Where in the working-scale image the detector must look (x0, y0, x1, y1), from a first

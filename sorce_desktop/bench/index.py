@@ -587,11 +587,11 @@ def end_to_end(sets: dict[str, Path], model: Path, repeats: int, log, models_cac
                 ocr_stats = [r["ocr"] for r in rs if r["ocr"]]
                 if ocr_stats:
                     m["text_stages_seconds_per_photo"] = {
-                        k: med([o[k] / max(1, o["photos"]) for o in ocr_stats])
+                        k: med([o.get(k, 0.0) / max(1, o["photos"]) for o in ocr_stats])
                         for k in ("first_look", "detect", "recognise", "closer_look")
                     }
                     m["detector_megapixels_per_photo"] = med(
-                        [(o["detector_px"] + o["first_look_px"]) / max(1, o["photos"]) / 1e6 for o in ocr_stats]
+                        [(o["detector_px"] + o.get("first_look_px", 0.0)) / max(1, o["photos"]) / 1e6 for o in ocr_stats]
                     )
                     m["detector_tiles_per_photo"] = med([o["detector_tiles"] / max(1, o["photos"]) for o in ocr_stats])
                 m["ocr_engine"] = rs[0]["ocr_engine"]

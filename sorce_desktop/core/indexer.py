@@ -18,7 +18,6 @@ text has been read. Progress goes through plain callbacks; the indexing service 
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import threading
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, check_header_file, load_image, same_decode
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.ocr import OcrUnavailable, TextSource
@@ -46,10 +46,7 @@ log = logging.getLogger(__name__)
 DECODE_BUDGET_BYTES = 768 * 2**20
 
 
-class Phase(str, enum.Enum):
-    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
-        return self.value
-
+class Phase(StrEnum):
     SCANNING = "scanning"
     EMBEDDING = "embedding"
     PAUSED = "paused"
@@ -59,7 +56,7 @@ class Phase(str, enum.Enum):
 
 @dataclass
 class Progress:
-    phase: str  # a Phase
+    phase: Phase
     done: int = 0
     total: int = 0
     failed: int = 0
@@ -119,6 +116,16 @@ class IndexReport:
     def photos_per_second(self) -> float:
         return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
+    def what_changed(self, unfinished: str = "left by an earlier run") -> str:
+        """What the scan found, in words: "2 new, 1 changed, 0 moved, 0 removed, 12 unchanged", with the
+        files embedded now though they did not change named apart (``unfinished``: why, e.g. "re-embedded
+        for the new model"), never counted as changed."""
+        again = f"{self.unfinished} {unfinished}, " if self.unfinished else ""
+        return (
+            f"{self.new} new, {self.changed} changed, {again}{self.moved} moved, {self.deleted} removed, "
+            f"{self.unchanged} unchanged"
+        )
+
 
 ProgressCallback = Callable[[Progress], None]
 #: Called on the indexing thread after each commit with the paths that just became searchable.
@@ -126,10 +133,7 @@ CommitCallback = Callable[[list[str]], None]
 
 
 # -- what happened to a file: the one rule ------------------------------------------------------------
-class Verdict(str, enum.Enum):
-    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
-        return self.value
-
+class Verdict(StrEnum):
     NEW = "new"
     UNCHANGED = "unchanged"
     TOUCHED = "touched"  # same content, new mtime: only the catalog's mtime changes

@@ -53,7 +53,6 @@ Every box returned is in upright full-resolution pixels (EXIF applied by :func:`
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -326,7 +325,7 @@ THOROUGH_READING = OcrConfig(second_detector=PP_OCRV4)
 
 #: OcrEngine.stats keys: seconds of each stage ("detect" includes the closer look's detector calls,
 #: which "closer_look" counts as well), and counts
-STAGES = ("photos", "first_look", "detect", "recognise", "closer_look", "first_look_px", "detector_px", "detector_tiles")
+STAGES = ("photos", "detect", "recognise", "closer_look", "detector_px", "detector_tiles")
 
 
 def _quad_box(quad: np.ndarray, width: int, height: int) -> Box:
@@ -433,10 +432,9 @@ class OcrEngine:
     def load(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
         """Decode a photo upright at the resolution OCR needs (no more). ``data``: the file's bytes,
         when the caller has read them already (the indexer reads each file once)."""
-        with Image.open(io.BytesIO(data) if data is not None else path) as probe:
-            from sorce_desktop.core.images import upright_size
+        from sorce_desktop.core.images import probe_upright_size
 
-            w, h = upright_size(probe)
+        w, h = probe_upright_size(path, data)
         return load_image(path, self.decode_min_side(w, h), data=data)
 
     # -- reading -------------------------------------------------------------------------------------
@@ -593,7 +591,7 @@ class OcrEngine:
         detector that do not lie over the first's (at most 0.3 of a quad's box over any of them).
         Each detector's quads are joined across tiles on their own: joining runs together whatever
         overlaps on a row, and the two detectors' lines overlap by nature."""
-        quads = self._detect_tiles(bgr, self._detect_tile, self._windows(bgr) if both else None)
+        quads = self._detect_tiles(bgr, self._detect_tile)
         if both and self._second is not None:
             taken = [_aabb(q) for q in quads]
             for q in self._detect_tiles(bgr, lambda tile: self._second(tile)[0]):
@@ -604,11 +602,6 @@ class OcrEngine:
         # reading order: top to bottom, then left to right
         quads.sort(key=lambda q: (round(float(q[:, 1].min()) / 8), float(q[:, 0].min())))
         return quads
-
-    def _windows(self, bgr: np.ndarray) -> list[tuple[int, int, int, int]] | None:
-        """Where in the working-scale image the detector looks, (x0, y0, x1, y1) each; None:
-        everywhere (bench/firstlook.py measures a first look that narrows this down)."""
-        return None
 
     def _detect_tiles(
         self, bgr: np.ndarray, detect_tile, windows: list[tuple[int, int, int, int]] | None = None

@@ -38,10 +38,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RefineStrategy:
     """How hard to look. The defaults are the preset "screen-g2-48" of ``sorce-desktop bench refine``
-    (at most 9 crops of 48 px per hit) for a screenful on a CPU: with the app's default indexing profile
-    ("fast", int8 vision tower) and :func:`refine_hits`' default schedule it refined 24 hits in about
-    1.1 s on the 2-core test machine (first outline 41 ms), fp32 ("thorough") in about 2.3 s; see
-    docs/benchmarks.md.
+    (at most 9 crops of 48 px per hit) for a screenful on a CPU, with the app's default indexing profile
+    and :func:`refine_hits`' default schedule; its timings are in docs/benchmarks.md.
     :data:`DETAIL_STRATEGY` looks harder, for one photo opened."""
 
     #: windows per axis at each step (grid x grid windows per batch)
@@ -55,8 +53,6 @@ class RefineStrategy:
     #: after zooming stops, up to this many batches of small moves and size/shape changes, each
     #: taken while it raises the score (hill climbing; see polish_windows); 0 turns it off
     polish: int = 0
-    #: a step is taken only when the best window beats the current box by more than this
-    min_gain: float = 0.0
     #: floor: windows smaller than this share of the photo's area are not tried
     min_area_frac: float = 0.002
     #: floor: nor windows whose short side is under this many pixels of the full-resolution photo
@@ -216,7 +212,7 @@ class _Walk:
             self.cur_score = r.tile_score = r.score = float(scores[0])
             cands, scores = cands[1:], scores[1:]
         i = int(np.argmax(scores)) if len(cands) else -1
-        improved = i >= 0 and float(scores[i]) > self.cur_score + s.min_gain
+        improved = i >= 0 and float(scores[i]) > self.cur_score
         if improved:
             self.cur, self.cur_score = cands[i], float(scores[i])
             r.box, r.score = self.cur, self.cur_score

@@ -14,7 +14,6 @@ here.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -23,10 +22,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.indexer import Indexer, IndexReport, Phase, Progress
 from sorce_desktop.core.models.base import ModelError
 from sorce_desktop.core.models.download import DownloadCancelled
 from sorce_desktop.core.store import FAILED, Store, StoreError
+from sorce_desktop.core.words import count
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,7 @@ _SAID_BY_THE_CALLER = (ModelError, DownloadCancelled, StoreError)
 SAVE_EVERY_S = 60.0
 
 
-class EventKind(str, enum.Enum):
-    def __str__(self) -> str:  # prints and formats as its value, like the plain string it replaced
-        return self.value
-
+class EventKind(StrEnum):
     PROGRESS = "progress"  # an indexing run's counts (progress)
     INDEXING = "indexing"  # settled files handed to the service (paths); 'indexed' follows
     INDEXED = "indexed"  # embedded and searchable (paths), after each commit
@@ -100,8 +98,7 @@ class ScanFolders(Job):
             IndexEvent(
                 EventKind.RECONCILED,
                 message=(
-                    f"checked {len(folders)} folder(s): {report.new} new, {report.changed} changed, "
-                    f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
+                    f"checked {count(len(folders), 'folder')}: {report.what_changed()}, "
                     f"{report.failed} failed" + (" (cancelled)" if report.cancelled else "")
                 ),
                 report=report,
@@ -207,11 +204,6 @@ class IndexingService:
     def subscribe(self, callback: EventCallback) -> None:
         with self._cond:
             self._listeners.append(callback)
-
-    def unsubscribe(self, callback: EventCallback) -> None:
-        with self._cond:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
 
     def emit(self, event: IndexEvent) -> None:
         with self._cond:

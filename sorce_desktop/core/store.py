@@ -34,13 +34,13 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sorce_desktop.core import ann
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.regions import Box
 from sorce_desktop.core.textstore import TEXT_REGION, fold, fold_alternatives
 
@@ -57,25 +57,19 @@ LOCK_NAME = "writer.lock"
 
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Where a photo stands in the catalog (``photos.status``)."""
 
     PENDING = "pending"
     INDEXED = "indexed"
     FAILED = "failed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Source(str, Enum):
+class Source(StrEnum):
     """What made a region (``regions.source``): the visual model's tiles or the text reader's lines."""
 
     VISUAL = "visual"
     OCR = "ocr"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 PENDING, INDEXED, FAILED = Status.PENDING, Status.INDEXED, Status.FAILED
@@ -1349,13 +1343,6 @@ class Store:
             RegionRow(r[0], r[1], r[2], Box(r[3], r[4], r[5], r[6]), r[7], r[8])
             for r in self.query(sql + " ORDER BY id", params)
         ]
-
-    def visual_vectors(self) -> list[tuple[int, bytes]]:
-        """(photo id, float32 vector bytes) of every visual region, grouped by photo."""
-        return self.query(
-            "SELECT photo_id, vector FROM regions WHERE source=? AND vector IS NOT NULL ORDER BY photo_id, id",
-            (VISUAL,),
-        )
 
     def count_vectors(self) -> int:
         return self.query("SELECT count(*) FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,))[0][

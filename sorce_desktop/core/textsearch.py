@@ -185,7 +185,6 @@ class TextSearcher:
         *,
         min_cosine: float = 0.45,
         candidates: int = 2000,
-        use_alternatives: bool = True,
     ):
         self.store = store
         self._embedder = embedder if not callable(embedder) or hasattr(embedder, "embed") else None
@@ -194,7 +193,6 @@ class TextSearcher:
         )
         self.min_cosine = min_cosine
         self.candidates = candidates
-        self.use_alternatives = use_alternatives  # False: the read text alone (bench text compares)
         self.vectors = TextVectors(store)
         self._lock = threading.Lock()
         self.meaning_error: str | None = None
@@ -225,7 +223,7 @@ class TextSearcher:
         cands = self.store.line_candidates(q, self.candidates)
         scored = {}
         for rid, folded, alts in cands:
-            m = letter_score(q, folded or "", alts if self.use_alternatives else None)
+            m = letter_score(q, folded or "", alts)
             if m is not None:
                 scored[rid] = m
         if not scored:

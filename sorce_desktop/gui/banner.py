@@ -8,6 +8,7 @@ to a model folder on this computer).
 
 from __future__ import annotations
 
+from sorce_desktop.core.words import human_size
 from sorce_desktop.gui.qt import QtCore, QtWidgets, Signal
 
 
@@ -56,22 +57,6 @@ FAILURE_TITLES = {
     "disk_full": "The disk is full",
     "not_found": "Model not found",
 }
-
-
-def fmt_eta(seconds: float | None) -> str:
-    """Time left in words ("about 3 min left"); "" when not known."""
-    if seconds is None:
-        return ""
-    s = int(seconds)
-    if s < 60:
-        return "less than a minute left"
-    if s < 3600:
-        return f"about {round(s / 60)} min left"
-    return f"about {s // 3600} h {s % 3600 // 60:02d} min left"
-
-
-def human_size(n: int) -> str:
-    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:,.0f} MB"
 
 
 class DownloadPanel(QtWidgets.QFrame):

@@ -7,6 +7,7 @@ import os
 
 from sorce_desktop.core.images import load_image
 from sorce_desktop.core.store import display_path
+from sorce_desktop.core.words import human_size
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 from sorce_desktop.gui.results import (
     OUTLINE,
@@ -43,14 +44,6 @@ def photo_date(path: str, mtime_ns: int) -> str:
         when = dt.datetime.fromtimestamp(mtime_ns / 1e9)
         return when.strftime("%d %b %Y, %H:%M") + " (file date)"
     return ""
-
-
-def human_bytes(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 class KindTag(QtWidgets.QGraphicsItem):
@@ -350,7 +343,7 @@ class DetailPage(QtWidgets.QWidget):
             parts.append(extra)
         parts.append(f"{hit.width} × {hit.height}")
         if it.size_bytes:
-            parts.append(human_bytes(it.size_bytes))
+            parts.append(human_size(it.size_bytes))
         match = f"{source_label(hit.source)} match, score {hit.score:.3f}"
         if hit.probability is not None:
             match += f", match probability {hit.probability:.0%}" + ("" if hit.likely else " (less likely)")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sorce_desktop.core import refine
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.indexer import Phase, Progress
 from sorce_desktop.core.library import Library, LibraryStatus
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
@@ -91,9 +92,20 @@ class SearchResult:
     answer: SearchAnswer | None = None  # the core's answer this renders
 
 
+class LoadState(StrEnum):
+    """Where getting the model ready stands (ModelState.state)."""
+
+    IDLE = "idle"
+    LOADING = "loading"
+    DOWNLOADING = "downloading"
+    READY = "ready"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
 @dataclass
 class ModelState:
-    state: str  # 'idle' | 'loading' | 'downloading' | 'ready' | 'error' | 'cancelled'
+    state: LoadState
     model: str = ""
     message: str = ""
     done_bytes: int = 0
@@ -126,7 +138,7 @@ class Session(QtCore.QObject):
         # is off and there is nothing to search).
         self.text_only_reason: str | None = None
         self._text_source = None  # core.ocr.TextSource, made once: its models load on first use
-        self.state = ModelState("idle")
+        self.state = ModelState(LoadState.IDLE)
         self.status = LibraryStatus()
         self.last_rate: float | None = None  # photos/second of the last indexing run, for cost estimates
         # indexing: the library's one writer, started with the first model (or the text reader alone);
@@ -200,10 +212,10 @@ class Session(QtCore.QObject):
         model = model or self.lib.model_id()
         self._download_cancel = threading.Event()
         cancel = self._download_cancel
-        self._set_state(ModelState("loading", model, "Getting the model ready…"))
+        self._set_state(ModelState(LoadState.LOADING, model, "Getting the model ready…"))
 
         def progress(p: DownloadProgress) -> None:
-            st = ModelState("downloading", model, p.current_file, p.done_bytes, p.total_bytes, eta_s=p.eta_s)
+            st = ModelState(LoadState.DOWNLOADING, model, p.current_file, p.done_bytes, p.total_bytes, eta_s=p.eta_s)
             to_main(self._set_state, st)
 
         def load():
@@ -227,10 +239,10 @@ class Session(QtCore.QObject):
             if self._closing:
                 return
             if isinstance(exc, DownloadCancelled):
-                st = ModelState("cancelled", model, "The model download was cancelled.")
+                st = ModelState(LoadState.CANCELLED, model, "The model download was cancelled.")
                 reason = "the download was cancelled"
             else:
-                st = ModelState("error", model, str(exc), reason=getattr(exc, "reason", ""))
+                st = ModelState(LoadState.ERROR, model, str(exc), reason=getattr(exc, "reason", ""))
                 reason = "it could not be loaded"
             # Text first: the window reads text_only_reason when it shows the new state.
             self._use_text_only(reason)
@@ -273,14 +285,14 @@ class Session(QtCore.QObject):
         on_done(
             fut,
             lambda _bound: self._use(embedder),
-            lambda e: self._set_state(ModelState("error", embedder.model_id, str(e))),
+            lambda e: self._set_state(ModelState(LoadState.ERROR, embedder.model_id, str(e))),
         )
 
     def _use(self, embedder) -> None:
         try:
             service = self.lib.search_service(embedder)
         except ModelMismatch as exc:  # the index belongs to another model
-            self._set_state(ModelState("error", embedder.model_id, str(exc), mismatch=True))
+            self._set_state(ModelState(LoadState.ERROR, embedder.model_id, str(exc), mismatch=True))
             return
         self.text_only_reason = None
         self.embedder, self.service = embedder, service
@@ -290,7 +302,7 @@ class Session(QtCore.QObject):
             self._requeue_speed = None
         self._refiner = None
         self._refine_cache = None
-        self._set_state(ModelState("ready", embedder.model_id, ""))
+        self._set_state(ModelState(LoadState.READY, embedder.model_id, ""))
         log.info("start-up: pictures searchable")
         self._configure_indexing()  # a text-only run in progress stops; the scan below redoes it
         self.request_index()

@@ -6,9 +6,10 @@
   progress) call it from their worker threads.
 - ``Throttle`` runs a callback when a burst of triggers pauses (search-as-you-type).
 
-Lanes are thread pools with a purpose: ``writer`` has one thread, so jobs that change the index (index
-runs, removing a folder, re-binding the model) run one at a time in the order asked; the others keep
-slow reads (search, thumbnails, refinement) from queueing behind a long indexing run.
+Lanes are thread pools with a purpose (``Lanes``): ``folders`` and ``model`` have one thread each, so
+folder adds and model loads run in the order asked; the others keep slow reads (search, thumbnails,
+refinement) from queueing behind one another. What changes the index is not here: the library's indexing
+service runs it, one job at a time, on its own thread.
 """
 
 from __future__ import annotations

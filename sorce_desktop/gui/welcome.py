@@ -6,11 +6,10 @@ import os
 
 from sorce_desktop.core.models.registry import DEFAULT_MODEL, KNOWN_MODELS, model_info
 from sorce_desktop.core.store import display_path
+from sorce_desktop.core.words import human_size, time_left
 from sorce_desktop.gui import resources
-from sorce_desktop.gui.banner import fmt_eta
-from sorce_desktop.gui.detail import human_bytes
 from sorce_desktop.gui.qt import Qt, QtWidgets, Signal
-from sorce_desktop.gui.session import ModelState
+from sorce_desktop.gui.session import LoadState, ModelState
 
 LOCAL = "__local__"
 
@@ -223,21 +222,21 @@ class WelcomePage(QtWidgets.QWidget):
         self.progress_box.setVisible(busy)
 
     def show_state(self, st: ModelState) -> None:
-        if st.state in ("loading", "downloading"):
+        if st.state in (LoadState.LOADING, LoadState.DOWNLOADING):
             self.set_busy(True)
-            if st.state == "downloading" and st.total_bytes:
+            if st.state == LoadState.DOWNLOADING and st.total_bytes:
                 self.progress.setRange(0, 1000)
                 self.progress.setValue(int(1000 * st.done_bytes / max(1, st.total_bytes)))
-                left = fmt_eta(st.eta_s)
+                left = time_left(st.eta_s)
                 self.progress_label.setText(
-                    f"Downloading the model: {human_bytes(st.done_bytes)} of {human_bytes(st.total_bytes)}"
+                    f"Downloading the model: {human_size(st.done_bytes)} of {human_size(st.total_bytes)}"
                     f"{', ' + left if left else ''}. This happens once."
                 )
                 self.cancel_button.setEnabled(True)
             else:
                 self.progress.setRange(0, 0)
                 self.progress_label.setText("Getting the model ready…")
-        elif st.state in ("error", "cancelled"):
+        elif st.state in (LoadState.ERROR, LoadState.CANCELLED):
             self.set_busy(False)
             self.error_label.setText(st.message)
             self.error_label.show()

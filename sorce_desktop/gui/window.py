@@ -9,18 +9,19 @@ import sys
 from dataclasses import replace
 
 from sorce_desktop.core.images import is_image_name
-from sorce_desktop.core.indexer import Progress
+from sorce_desktop.core.indexer import Phase, Progress
 from sorce_desktop.core.library import LibraryStatus, photos_to_redo
 from sorce_desktop.core.models.registry import model_info
+from sorce_desktop.core.service import EventKind
 from sorce_desktop.core.store import display_path
-from sorce_desktop.core.words import photos
+from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
 from sorce_desktop.gui import resources
-from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, fmt_eta
+from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner
 from sorce_desktop.gui.detail import DetailPage
 from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
-from sorce_desktop.gui.session import ModelState, Query, ResultItem, SearchResult, Session
+from sorce_desktop.gui.session import LoadState, ModelState, Query, ResultItem, SearchResult, Session
 from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost, speed_factor
 from sorce_desktop.gui.tasks import Throttle
 from sorce_desktop.gui.thumbnails import ThumbnailCache
@@ -431,25 +432,25 @@ class MainWindow(QtWidgets.QMainWindow):
             self.welcome.show_state(st)
             # No visual model but the text in photos is searchable (no network on a first run, or the
             # download was cancelled): go to the window, whose banner says so and offers the download.
-            if st.state == "ready" or (st.state in ("error", "cancelled") and self.session.text_only):
+            if st.state == LoadState.READY or (st.state in (LoadState.ERROR, LoadState.CANCELLED) and self.session.text_only):
                 self.settings.first_run_done = True
                 self._save_settings()
                 self.pages.setCurrentWidget(self.main)
                 self.search.setFocus()
         info = model_info(st.model)
-        name = info.title if info else os.path.basename(st.model.rstrip("/\\")) or st.model
-        if st.state == "ready":
+        name = info.title if info else own_name(st.model)
+        if st.state == LoadState.READY:
             self.search.setPlaceholderText(READY_PLACEHOLDER)
             self.model_label.setText(name)
             self.model_label.setToolTip(st.model)
-        elif st.state == "downloading":
+        elif st.state == LoadState.DOWNLOADING:
             pct = 100 * st.done_bytes / max(1, st.total_bytes)
             self.search.setPlaceholderText(f"Getting ready — downloading the model ({pct:.0f}%)…")
             self.model_label.setText(
-                f"Downloading {name}: {st.done_bytes / 2**20:.0f} of {st.total_bytes / 2**20:.0f} MB"
+                f"Downloading {name}: {human_size(st.done_bytes)} of {human_size(st.total_bytes)}"
             )
-            self.download_panel.show_progress(name, st.done_bytes, st.total_bytes, fmt_eta(st.eta_s))
-        elif st.state == "loading":
+            self.download_panel.show_progress(name, st.done_bytes, st.total_bytes, time_left(st.eta_s))
+        elif st.state == LoadState.LOADING:
             self.search.setPlaceholderText(LOADING_PLACEHOLDER)
             self.model_label.setText(f"Loading {name}…")
         elif self.session.text_only:
@@ -459,13 +460,13 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.search.setPlaceholderText("The model is not ready — see the message below")
             self.model_label.setText("Model not ready")
-        if st.state == "error" and st.reason:
+        if st.state == LoadState.ERROR and st.reason:
             self.download_panel.show_failure(st.message, st.reason)
-        elif st.state == "cancelled":
+        elif st.state == LoadState.CANCELLED:
             self.download_panel.show_cancelled(name)
-        elif st.state != "downloading":
+        elif st.state != LoadState.DOWNLOADING:
             self.download_panel.hide()
-        self.text_banner.download_button.setEnabled(st.state not in ("loading", "downloading"))
+        self.text_banner.download_button.setEnabled(st.state not in (LoadState.LOADING, LoadState.DOWNLOADING))
         self._update_banner()
         self._update_empty()
 
@@ -499,7 +500,7 @@ class MainWindow(QtWidgets.QMainWindow):
             box = QtWidgets.QMessageBox(self)
             box.setIcon(QtWidgets.QMessageBox.Icon.Question)
             box.setWindowTitle("Remove Folder")
-            box.setText(f"Stop watching “{os.path.basename(folder.rstrip(os.sep)) or folder}”?")
+            box.setText(f"Stop watching “{own_name(folder)}”?")
             box.setInformativeText(
                 "Its photos leave the search index. The folder and its photos are not touched; add it again any time."
             )
@@ -529,18 +530,18 @@ class MainWindow(QtWidgets.QMainWindow):
             if status.pending:
                 text += f", {status.pending:,} waiting"
             if offline:
-                text += f" · {offline} folder{'s' if offline > 1 else ''} offline"
+                text += f" · {count(offline, 'folder')} offline"
             self.status_label.setText(text)
 
     # -- indexing status -----------------------------------------------------------------------------
     def _index_progress(self, p: Progress) -> None:
         self._progress = p
-        if p.phase == "scanning":
+        if p.phase == Phase.SCANNING:
             self.status_label.setText("Checking folders for new and changed photos…")
             self.progress.setRange(0, 0)
             self.progress.show()
             self.pause_button.hide()
-        elif p.phase in ("embedding", "paused") and p.total:
+        elif p.phase in (Phase.EMBEDDING, Phase.PAUSED) and p.total:
             self.progress.setRange(0, p.total)
             self.progress.setValue(p.done)
             self.progress.show()
@@ -552,13 +553,13 @@ class MainWindow(QtWidgets.QMainWindow):
                 if p.rate > 0:
                     bits.append(f"{p.rate * 60:,.0f} photos/min")
                 if p.eta_s is not None and p.done:
-                    bits.append(fmt_eta(p.eta_s))
+                    bits.append(time_left(p.eta_s))
                 self.status_label.setText(" · ".join(bits))
-        elif p.phase in ("done", "cancelled"):
+        elif p.phase in (Phase.DONE, Phase.CANCELLED):
             self._progress = None
             self.progress.hide()
             self.pause_button.hide()
-            if p.phase == "cancelled":
+            if p.phase == Phase.CANCELLED:
                 self.status_label.setText("Indexing stopped")
             else:
                 self._idle_status(self.session.status)
@@ -683,8 +684,8 @@ class MainWindow(QtWidgets.QMainWindow):
         ms = self.session.state
         show_grid = False
         # a download that failed or was cancelled is told by the download panel, with Retry
-        download_problem = ms.state == "cancelled" or bool(ms.reason)
-        if ms.state in ("error", "cancelled") and not self.session.text_only and not download_problem:
+        download_problem = ms.state == LoadState.CANCELLED or bool(ms.reason)
+        if ms.state in (LoadState.ERROR, LoadState.CANCELLED) and not self.session.text_only and not download_problem:
             self._model_problem(ms)
         elif not st.folders:
             self.empty.show_state(
@@ -751,7 +752,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.results_stack.setCurrentWidget(self.grid if show_grid else self.empty)
 
     def _model_problem(self, ms: ModelState) -> None:
-        if ms.state == "cancelled":
+        if ms.state == LoadState.CANCELLED:
             self.empty.show_state(
                 "The model download was cancelled",
                 "Search needs the model. Download it, or choose a model folder on this computer.",
@@ -943,13 +944,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _watch_event(self, ev) -> None:
         """Live folder watching: say what just happened (folder counts follow through status_changed)."""
-        if ev.kind == "online" and not any(f.path == ev.folder and not f.online for f in self.session.status.folders):
+        if ev.kind == EventKind.ONLINE and not any(f.path == ev.folder and not f.online for f in self.session.status.folders):
             return  # a folder just added: the folder list shows it; only a folder that came back is news
-        if ev.kind in ("notice", "offline", "online", "error") and ev.message:
+        if ev.kind in (EventKind.NOTICE, EventKind.OFFLINE, EventKind.ONLINE, EventKind.ERROR) and ev.message:
             self.statusBar().showMessage(ev.message, 15000)
-        elif ev.kind == "indexed" and ev.paths and not self.session.indexing:
+        elif ev.kind == EventKind.INDEXED and ev.paths and not self.session.indexing:
             n = len(ev.paths)
-            self.statusBar().showMessage(f"{n} new or changed photo{'s' if n > 1 else ''} indexed", 5000)
+            self.statusBar().showMessage(f"{count(n, 'new or changed photo')} indexed", 5000)
 
     def _error(self, message: str) -> None:
         QtWidgets.QMessageBox.warning(self, "Sorce Desktop", message)
