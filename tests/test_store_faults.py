@@ -187,7 +187,7 @@ def test_full_disk_injected(tmp_path, tiny_clip, capfd, monkeypatch, site):
         monkeypatch.setattr(Store, "_connect", lambda self: _FullCatalog(real_connect(self), message, state))
     elif site == "new catalog":
         # the catalog's first write fails (SQLite says "disk I/O error" when the log cannot be made)
-        monkeypatch.setattr(store_mod, "_nearly_full", lambda folder: True)
+        monkeypatch.setattr(store_mod, "nearly_full", lambda folder: True)
         real = sqlite3.connect
 
         def connect(target, *a, **kw):

@@ -23,7 +23,6 @@ repaired from the catalog.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -42,6 +41,21 @@ import numpy as np
 from sorce_desktop.core import ann
 from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.regions import Box
+from sorce_desktop.core.store_errors import (
+    ModelMismatch,
+    StoreDamaged,
+    StoreError,
+    StoreFull,
+    StoreLocked,
+    StoreReadOnly,
+    damaged_message,
+    error_reason,
+    full_message,
+    is_damage,
+    nearly_full,
+    read_only_message,
+    translate_os_error,
+)
 from sorce_desktop.core.textstore import TEXT_REGION, fold, fold_alternatives
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,90 +177,6 @@ def create_text_schema(db: sqlite3.Connection) -> bool:
 
 
 
-class StoreError(Exception):
-    """The store cannot be used as asked, with the reason in words."""
-
-
-class ModelMismatch(StoreError):
-    def __init__(self, stored: str, requested: str, photos: int):
-        self.stored, self.requested, self.photos = stored, requested, photos
-        super().__init__(
-            f"The index was made with the model {stored}; {requested} makes vectors that cannot be mixed "
-            f"with those. Re-indexing {photos} photos with {requested} is needed (command line: add --reindex)."
-        )
-
-
-class StoreLocked(StoreError):
-    """Another process writes to this library. ``holder``: what it wrote in the lock ("pid N", with
-    " window" for the app's window), "" when unknown."""
-
-    def __init__(self, message: str, holder: str = ""):
-        super().__init__(message)
-        self.holder = holder
-
-
-class StoreFull(StoreError):
-    """The disk holding the index is full (or failing): nothing committed is lost."""
-
-
-class StoreReadOnly(StoreError):
-    """The library cannot be written (a read-only mount, another user's folder); it can still be read."""
-
-
-class StoreDamaged(StoreError):
-    """The catalog file itself is damaged; ``sorce-desktop repair`` salvages what can be read."""
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
-
-
-def full_message(folder: Path) -> str:
-    """The one message for a full disk, whichever write hit it first."""
-    return (
-        f"The disk holding the index ({folder}) is full: the last batch was not saved, everything before "
-        "it is kept. Free some disk space: indexing resumes where it stopped."
-    )
-
-
-def read_only_message(folder: Path, why: str) -> str:
-    return (
-        f"The library in {folder} cannot be written ({why}): index and watch need to write there. "
-        "search, status and errors still work; to index, use a folder you can write (--data-dir)."
-    )
-
-
-def damaged_message(path: Path, exc: BaseException) -> str:
-    return (
-        f"The catalog {path} is damaged ({_reason(exc)}). Run sorce-desktop repair to salvage what can be "
-        "read into a new catalog (the damaged file is kept beside it), then index again to redo what was lost."
-    )
-
-
-_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-def is_damage(exc: BaseException) -> bool:
-    """Whether an SQLite error says the file itself is damaged (not busy, full or read-only)."""
-    if not isinstance(exc, sqlite3.DatabaseError):
-        return False
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    msg = str(exc).lower()
-    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in msg or "not a database" in msg
-
-
-def translate_os_error(exc: OSError, folder: Path) -> StoreError | None:
-    """A full disk or a folder that cannot be written, in words; None for anything else."""
-    if exc.errno in _FULL_ERRNOS:
-        return StoreFull(full_message(folder))
-    if exc.errno in _READ_ONLY_ERRNOS or isinstance(exc, PermissionError):
-        why = "a read-only file system" if exc.errno == errno.EROFS else "permission denied"
-        return StoreReadOnly(read_only_message(folder, why))
-    return None
-
-
 def _translate_db_error(exc: sqlite3.DatabaseError, folder: Path) -> StoreError:
     if is_damage(exc):
         return StoreDamaged(damaged_message(folder / CATALOG_NAME, exc))
@@ -259,7 +189,7 @@ def _translate_db_error(exc: sqlite3.DatabaseError, folder: Path) -> StoreError:
         )
     if "readonly" in msg or "read-only" in msg:
         return StoreReadOnly(read_only_message(folder, "it is read-only to this user"))
-    return StoreError(f"The catalog in {folder} could not be written ({_reason(exc)}).")
+    return StoreError(f"The catalog in {folder} could not be written ({error_reason(exc)}).")
 
 
 def path_key(path: str | os.PathLike) -> bytes:
@@ -494,7 +424,7 @@ class VectorIndex:
 def vector_save_error(exc: BaseException, path: Path) -> StoreError:
     """Why the vector file ``path`` (or its checksum file) could not be written, in words."""
     known = translate_os_error(exc, path.parent) if isinstance(exc, OSError) else None
-    if known is None and not isinstance(exc, OSError) and _nearly_full(path.parent):
+    if known is None and not isinstance(exc, OSError) and nearly_full(path.parent):
         known = StoreFull(full_message(path.parent))  # a write error without its errno
     if known is not None:
         return known
@@ -505,7 +435,7 @@ def vector_save_error(exc: BaseException, path: Path) -> StoreError:
                 "rebuilt from the catalog, nothing indexed is lost)."
             )
     return StoreError(
-        f"The vector index could not be saved as {path} ({_reason(exc)}); the previous one is kept and "
+        f"The vector index could not be saved as {path} ({error_reason(exc)}); the previous one is kept and "
         "nothing committed to the catalog is lost."
     )
 
@@ -517,15 +447,6 @@ def _remove_file(path: Path) -> None:
             path.unlink()
     except OSError:
         pass
-
-
-def _nearly_full(folder: Path) -> bool:
-    import shutil
-
-    try:
-        return shutil.disk_usage(folder).free < 16 * 2**20
-    except OSError:
-        return False
 
 
 def file_checksum(path: Path, chunk: int = 1 << 22) -> int:
@@ -696,11 +617,11 @@ class Store:
         if is_damage(exc):
             return StoreDamaged(damaged_message(path, exc))
         msg = str(exc).lower()
-        if "full" in msg or ("disk i/o" in msg and _nearly_full(self.folder)):
+        if "full" in msg or ("disk i/o" in msg and nearly_full(self.folder)):
             return StoreFull(full_message(self.folder))
         if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
-            return StoreReadOnly(read_only_message(self.folder, _reason(exc)))
-        return StoreError(f"The catalog {path} cannot be opened ({_reason(exc)}).")
+            return StoreReadOnly(read_only_message(self.folder, error_reason(exc)))
+        return StoreError(f"The catalog {path} cannot be opened ({error_reason(exc)}).")
 
     def _connect_read_only(self, path: Path) -> sqlite3.Connection:
         """Open the catalog for reading only (``mode=ro``). On a read-only mount, or in a folder this user
