@@ -42,9 +42,9 @@ from sorce_desktop.core.store import (
     Store,
     StoreError,
     WriterLock,
-    _fsync_dir,
     is_damage,
 )
+from sorce_desktop.core.vectorfile import fsync_dir
 
 #: rows asked for per query while nothing fails (a region row holds its vector: ~3 KB at 768-d)
 CHUNK = 4096
@@ -312,7 +312,7 @@ def _swap_in(folder: Path, path: Path, new_path: Path) -> Path:
         if side.exists():
             os.replace(side, Path(str(kept) + suffix))
     os.replace(new_path, path)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return kept
 
 

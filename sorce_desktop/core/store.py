@@ -29,7 +29,6 @@ import os
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sorce_desktop.core import ann
+from sorce_desktop.core import ann, vectorfile
 from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.regions import Box
 from sorce_desktop.core.store_errors import (
@@ -57,6 +56,12 @@ from sorce_desktop.core.store_errors import (
     translate_os_error,
 )
 from sorce_desktop.core.textstore import TEXT_REGION, fold, fold_alternatives
+from sorce_desktop.core.vectorfile import VECTORS_META, VectorFile, VectorIndex
+
+# Names callers import from here, kept where they were before the vector file had its own module.
+from sorce_desktop.core.vectorfile import VECTORS_NAME as VECTORS_NAME
+from sorce_desktop.core.vectorfile import file_checksum as file_checksum
+from sorce_desktop.core.vectorfile import vector_save_error as vector_save_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from sorce_desktop.core.ocr import TextLine
@@ -65,8 +70,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 CATALOG_NAME = "catalog.sqlite3"
-VECTORS_NAME = "vectors.faiss"
-VECTORS_META = "vectors.json"
 LOCK_NAME = "writer.lock"
 
 
@@ -345,134 +348,6 @@ class WriterLock:
             self._fh = None
 
 
-# -- vector index -----------------------------------------------------------------------------------
-class VectorIndex:
-    """Region vectors by region id, inner-product search (vectors are unit length).
-
-    Exact (flat) for small libraries, an inverted file with product quantisation past
-    ``ann.EXACT_MAX_VECTORS`` (the store switches kinds in :meth:`Store.save`, see ``core/ann.py``)."""
-
-    def __init__(self, dim: int, spec: ann.IndexSpec | None = None, train: np.ndarray | None = None):
-        self.dim = dim
-        self.spec = spec or ann.IndexSpec(ann.FLAT, dim)
-        self.index = ann.build(self.spec, train)
-
-    @property
-    def count(self) -> int:
-        return int(self.index.ntotal)
-
-    def ids(self) -> np.ndarray:
-        return ann.index_ids(self.index)
-
-    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
-        if len(ids):
-            self.index.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
-            )
-
-    def remove(self, ids: Iterable[int]) -> None:
-        arr = np.fromiter(ids, dtype=np.int64)
-        if arr.size:
-            self.index.remove_ids(arr)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = max(1, min(k, self.count))
-        return ann.search(self.index, queries, k)
-
-    def save(self, path: Path) -> int:
-        """Write atomically; returns the file's checksum (:func:`file_checksum`), kept beside it.
-
-        faiss writes through Python's own file object, so a failed write is an ``OSError`` with its errno
-        (faiss's own file writer reports only "write error", and prints its C++ complaint on stderr)."""
-        import faiss
-
-        tmp = path.with_name(path.name + ".tmp")
-        crc = 0
-
-        def write(block: bytes) -> int:
-            nonlocal crc
-            crc = zlib.crc32(block, crc)
-            return f.write(block)
-
-        try:
-            with open(tmp, "wb") as f:
-                faiss.write_index(self.index, faiss.PyCallbackIOWriter(write))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            return crc
-        except (OSError, RuntimeError) as exc:
-            # Either way the previous file is intact.
-            _remove_file(tmp)
-            raise vector_save_error(exc, path) from exc
-
-    @classmethod
-    def load(cls, path: Path, dim: int) -> VectorIndex:
-        import faiss
-
-        index = faiss.read_index(str(path))
-        if index.d != dim:
-            raise ValueError(f"vector size {index.d}, expected {dim}")
-        obj = cls.__new__(cls)
-        obj.dim = dim
-        obj.index = index
-        # Lists are treated as sized for (at least) what the index holds now.
-        obj.spec = ann.spec_of(index, trained_for=int(index.ntotal))
-        return obj
-
-
-def vector_save_error(exc: BaseException, path: Path) -> StoreError:
-    """Why the vector file ``path`` (or its checksum file) could not be written, in words."""
-    known = translate_os_error(exc, path.parent) if isinstance(exc, OSError) else None
-    if known is None and not isinstance(exc, OSError) and nearly_full(path.parent):
-        known = StoreFull(full_message(path.parent))  # a write error without its errno
-    if known is not None:
-        return known
-    for p in (path, path.with_name(path.name + ".tmp")):
-        if p.is_dir():
-            return StoreError(
-                f"{p} is a folder where the index keeps a file: move it away (the vector index is "
-                "rebuilt from the catalog, nothing indexed is lost)."
-            )
-    return StoreError(
-        f"The vector index could not be saved as {path} ({error_reason(exc)}); the previous one is kept and "
-        "nothing committed to the catalog is lost."
-    )
-
-
-def _remove_file(path: Path) -> None:
-    """Remove a temporary file if it is one (never a folder someone put in its place)."""
-    try:
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-    except OSError:
-        pass
-
-
-def file_checksum(path: Path, chunk: int = 1 << 22) -> int:
-    """CRC-32 of a file, streamed (about 2.8 GB/s here: bit rot is what it is for, not tampering)."""
-    crc = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # pragma: no cover
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 _KEEP = object()
 
 
@@ -576,6 +451,7 @@ class Store:
             self.db = self._connect()
             self._migrate()
             self.vectors: VectorIndex | None = None
+            self.vector_file = VectorFile(self.folder)
             self._dirty = False
             self._open_vectors()
         except sqlite3.DatabaseError as exc:
@@ -754,24 +630,12 @@ class Store:
         if binding is None:
             self.vectors = None
             return
-        path = self.folder / VECTORS_NAME
-        meta_path = self.folder / VECTORS_META
         index = None
         reason = None
-        if path.exists():
-            try:
-                meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-                if meta.get("fingerprint") not in (None, binding.fingerprint):
-                    raise ValueError("it belongs to another model")
-                # The checksum is what tells a file damaged on disk from a good one: flipped bytes can
-                # leave it loadable, with the right ids, and rank the wrong photos first.
-                if "crc32" in meta and file_checksum(path) != meta["crc32"]:
-                    raise ValueError("its checksum does not match: the file is damaged")
-                if "crc32" not in meta and self.writable:
-                    self._dirty = True  # written before checksums: the next save adds one
-                index = VectorIndex.load(path, binding.dim)
-            except Exception as exc:
-                reason = f"the vector index could not be read ({exc})"
+        if self.vector_file.exists():
+            index, reason, unchecked = self.vector_file.read(binding)
+            if unchecked and self.writable:
+                self._dirty = True  # written before checksums: the next save adds one
         elif self.count_vectors():
             reason = "the vector index file is missing"
         if index is None:
@@ -788,6 +652,16 @@ class Store:
         if (changed or reason) and self.writable:
             self.save()
 
+    def _visual_vector_ids(self) -> list[int]:
+        """The ids of the visual regions that have a vector (what the vector file must hold)."""
+        return [
+            r[0] for r in self.db.execute("SELECT id FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,))
+        ]
+
+    def _catalog_vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        assert self.vectors is not None
+        return fetch_region_vectors(self.db, ids, self.vectors.dim)
+
     def _rekind(self, n: int | None = None) -> bool:
         """Give the vector index the kind the library's size calls for (``ann.spec_for``), rebuilt
         from the catalog (compressed kinds are trained on a sample of the catalog's own vectors).
@@ -795,24 +669,10 @@ class Store:
         assert self.vectors is not None
         with self._lock:
             n = self.vectors.count if n is None else n
-            want = ann.spec_for(n, self.vectors.dim, self.vectors.spec)
-            if want == self.vectors.spec:
+            rebuilt = vectorfile.rekinded(self.vectors, n, self._visual_vector_ids, self._catalog_vectors)
+            if rebuilt is None:
                 return False
-            train = None
-            if want.compressed:
-                ids = [
-                    r[0]
-                    for r in self.db.execute(
-                        "SELECT id FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,)
-                    )
-                ]
-                rng = np.random.default_rng(len(ids))
-                pick = sorted(rng.choice(ids, min(len(ids), ann.train_size(want)), replace=False).tolist())
-                _ids, train = fetch_region_vectors(self.db, pick, self.vectors.dim)
-            log.info(
-                "vector index: %s -> %s for %d vectors", self.vectors.spec.describe(), want.describe(), n
-            )
-            self.vectors = VectorIndex(self.vectors.dim, want, train)
+            self.vectors = rebuilt
             self._sync_vectors()
             self._dirty = True
             return True
@@ -821,21 +681,10 @@ class Store:
         """Make the vector index hold exactly the catalog's visual vectors. Returns how many changed."""
         assert self.vectors is not None
         with self._lock:
-            have = set(self.vectors.ids().tolist())
-            want = {
-                r[0]
-                for r in self.db.execute(
-                    "SELECT id FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,)
-                )
-            }
-            extra = have - want
-            missing = sorted(want - have)
-            self.vectors.remove(extra)
-            for i in range(0, len(missing), 4096):  # bounded memory for a large rebuild
-                self.vectors.add(*fetch_region_vectors(self.db, missing[i : i + 4096], self.vectors.dim))
-            if extra or missing:
+            changed = vectorfile.sync_with_catalog(self.vectors, self._visual_vector_ids, self._catalog_vectors)
+            if changed:
                 self._dirty = True
-            return len(extra) + len(missing)
+            return changed
 
     # -- plumbing ------------------------------------------------------------------------------------
     @contextmanager
@@ -897,25 +746,7 @@ class Store:
             if self.vectors is None or binding is None:
                 return
             self._rekind()
-            checksum = self.vectors.save(self.folder / VECTORS_NAME)
-            meta = {
-                "fingerprint": binding.fingerprint,
-                # the rest of the binding: what repair keeps when the catalog's own row is lost
-                "model_id": binding.model_id,
-                "layout": binding.layout,
-                "dim": binding.dim,
-                "count": self.vectors.count,
-                "saved_at": time.time(),
-                "crc32": checksum,
-            }
-            tmp = self.folder / (VECTORS_META + ".tmp")
-            try:
-                tmp.write_text(json.dumps(meta))
-                os.replace(tmp, self.folder / VECTORS_META)
-            except OSError as exc:
-                _remove_file(tmp)
-                raise vector_save_error(exc, self.folder / VECTORS_META) from exc
-            _fsync_dir(self.folder)
+            self.vector_file.write(self.vectors, binding)
             self._dirty = False
 
     # -- model binding -------------------------------------------------------------------------------
