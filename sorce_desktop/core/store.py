@@ -14,11 +14,18 @@
   were read, for which content hash and by which engine, so nothing is read twice and a new engine
   reads all). The FAISS visual index never holds text vectors.
 
-Every SQL statement of the application is in this module.
+The store has three parts, each a module with a public interface; callers import every name from here:
 
-The vector index file is saved atomically (temporary file, fsync, rename) and checked against the
-catalog when opened; whatever differs (a crash between the two, a truncated or foreign file) is
-repaired from the catalog.
+- the catalog (this module): :class:`Store`, the writer lock and every SQL statement the application
+  runs on a library;
+- the vector file (:mod:`sorce_desktop.core.vectorfile`): the FAISS file kept in step with the catalog,
+  saved atomically (temporary file, fsync, rename) with a checksum, checked against the catalog when
+  opened; whatever differs (a crash between the two, a truncated or foreign file) is repaired from the
+  catalog, which hands it its vectors (the vector file holds no SQL);
+- salvage (:mod:`sorce_desktop.core.salvage`): the statements only ``repair`` runs, on a damaged
+  catalog and the new one.
+
+The errors all three raise, with their messages, are in :mod:`sorce_desktop.core.store_errors`.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +185,15 @@ def create_text_schema(db: sqlite3.Connection) -> bool:
         )
         return False
 
+
+
+def create_catalog_tables(db: sqlite3.Connection) -> bool:
+    """Create every table of a new catalog (inside the caller's transaction): what salvage copies into.
+    Returns whether the FTS5 trigram index is available (:func:`create_text_schema`)."""
+    for stmt in _SCHEMA.strip().split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+    return create_text_schema(db)
 
 
 def _translate_db_error(exc: sqlite3.DatabaseError, folder: Path) -> StoreError:
@@ -1300,239 +1316,3 @@ class Store:
         return self.query(
             "SELECT region_id, embedding FROM ocr_lines WHERE embedding IS NOT NULL ORDER BY region_id"
         )
-
-    # -- salvaging a damaged catalog (core/repair.py decides what is copied and what is redone) ----------
-    #: the tables a salvage copies, in this order (a region needs its photo, a text line its region)
-    SALVAGED_TABLES = ("meta", "folders", "photos", "regions", "ocr_lines", "ocr_done")
-
-    @staticmethod
-    def open_damaged(path: Path) -> sqlite3.Connection | None:
-        """A damaged catalog opened read-only for salvage (as immutable when even that fails), or None."""
-        uri = path.absolute().as_uri()
-        for flags in ("mode=ro", "immutable=1"):
-            try:
-                db = sqlite3.connect(f"{uri}?{flags}", uri=True, isolation_level=None)
-                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                return db
-            except sqlite3.DatabaseError:
-                continue
-        return None
-
-    @staticmethod
-    def integrity_problem(path: Path) -> str:
-        """'' when SQLite's integrity check of the catalog file passes, else its first complaint (or
-        the open error)."""
-        db = Store.open_damaged(path)
-        if db is None:
-            try:
-                sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True).execute(
-                    "SELECT count(*) FROM sqlite_master"
-                ).fetchone()
-            except sqlite3.DatabaseError as exc:
-                return str(exc)
-            return "the file cannot be opened"
-        try:
-            rows = db.execute("PRAGMA integrity_check(20)").fetchall()
-        except sqlite3.DatabaseError as exc:
-            return str(exc)
-        finally:
-            db.close()
-        problems = [r[0] for r in rows if r[0] != "ok"]
-        return problems[0] if problems else ""
-
-    @staticmethod
-    def table_names(db: sqlite3.Connection) -> set[str]:
-        """The tables a (possibly damaged) catalog lists; none when its schema cannot be read."""
-        try:
-            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError:
-            return set()
-
-    @staticmethod
-    def table_columns(db: sqlite3.Connection, table: str) -> list[str]:
-        return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
-
-    @staticmethod
-    def max_rowid(db: sqlite3.Connection, table: str) -> int | None:
-        """The table's highest rowid (0 when empty); None when the page holding it cannot be read."""
-        try:
-            row = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()
-            return int(row[0] or 0)
-        except sqlite3.DatabaseError:
-            return None
-
-    @staticmethod
-    def sequence_value(db: sqlite3.Connection, table: str) -> int:
-        """The highest id an AUTOINCREMENT table ever handed out (0 when unknown or unreadable)."""
-        try:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
-            return int(row[0] or 0) if row else 0
-        except (sqlite3.DatabaseError, TypeError, ValueError):
-            return 0
-
-    @staticmethod
-    def rows_between(
-        db: sqlite3.Connection, table: str, cols: Sequence[str], lo: int, hi: int
-    ) -> list[tuple]:
-        """``(rowid, *cols)`` of the rows with ``lo <= rowid <= hi``, in rowid order. Raises
-        sqlite3.DatabaseError when a page they are on is damaged."""
-        sql = f"SELECT rowid, {', '.join(cols)} FROM {table} WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
-        return db.execute(sql, (lo, hi)).fetchall()
-
-    @staticmethod
-    def create_salvage(path: Path) -> tuple[sqlite3.Connection, bool]:
-        """A new catalog at ``path`` with the store's schema, inside an open transaction (finished by
-        :meth:`finish_salvage`). Returns it and whether the text search index (FTS5) is available."""
-        db = sqlite3.connect(path, isolation_level=None)
-        try:
-            db.execute("BEGIN")
-            for stmt in _SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    db.execute(stmt)
-            return db, create_text_schema(db)
-        except BaseException:
-            db.close()
-            raise
-
-    @staticmethod
-    def insert_salvaged(
-        db: sqlite3.Connection, table: str, cols: Sequence[str], rows: Iterable[tuple]
-    ) -> None:
-        """Write rows read from the damaged catalog. Ids are kept (photos, regions: their INTEGER
-        PRIMARY KEY), so the vector index's ids still name the same regions."""
-        marks = ",".join("?" * len(cols))
-        db.executemany(f"INSERT OR REPLACE INTO {table}({', '.join(cols)}) VALUES ({marks})", rows)
-
-    @staticmethod
-    def settle_salvage(db: sqlite3.Connection, lost_regions: Sequence[tuple[int, int]], fts: bool) -> int:
-        """Drop salvaged rows whose parent was lost and mark what ``index`` must redo: the photos whose
-        regions border an unreadable range of region ids, indexed photos left with no visual region,
-        and photos whose text lines were partly lost. Returns how many photos were set back to pending."""
-        db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
-        db.execute("DELETE FROM regions WHERE photo_id NOT IN (SELECT id FROM photos)")
-        db.execute("DELETE FROM ocr_lines WHERE region_id NOT IN (SELECT id FROM regions)")
-        db.execute("DELETE FROM ocr_done WHERE photo_id NOT IN (SELECT id FROM photos)")
-        redo: set[int] = set()
-        for a, b in lost_regions:
-            for sql, bound in (
-                ("SELECT photo_id FROM regions WHERE id < ? ORDER BY id DESC LIMIT 1", a),
-                ("SELECT photo_id FROM regions WHERE id > ? ORDER BY id LIMIT 1", b),
-            ):
-                row = db.execute(sql, (bound,)).fetchone()
-                if row:
-                    redo.add(int(row[0]))
-        if db.execute("SELECT 1 FROM meta WHERE key='model'").fetchone():
-            redo.update(
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM photos WHERE status=? "
-                    "AND id NOT IN (SELECT photo_id FROM regions WHERE source=?)",
-                    (INDEXED, VISUAL),
-                )
-            )
-        ids = sorted(redo)
-        for i in range(0, len(ids), 900):
-            chunk = ids[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            db.execute(
-                f"UPDATE photos SET status=? WHERE status=? AND id IN ({marks})", [PENDING, INDEXED, *chunk]
-            )
-            db.execute(f"DELETE FROM ocr_done WHERE photo_id IN ({marks})", chunk)
-        redone = 0
-        if ids:
-            redone = int(
-                db.execute(
-                    f"SELECT count(*) FROM photos WHERE status=? AND id IN ({','.join('?' * len(ids))})",
-                    [PENDING, *ids],
-                ).fetchone()[0]
-            )
-        # A photo whose text lines were partly lost has its text read again.
-        db.execute(
-            "DELETE FROM ocr_done WHERE lines <> "
-            "(SELECT count(*) FROM ocr_lines l WHERE l.photo_id = ocr_done.photo_id)"
-        )
-        if fts:
-            db.execute("INSERT INTO ocr_fts(rowid, folded) SELECT region_id, folded FROM ocr_lines")
-        return redone
-
-    @staticmethod
-    def highest_known_rowids(dst: sqlite3.Connection, src: sqlite3.Connection) -> dict[str, int]:
-        """The highest rowid each salvaged table is known to have reached: its own salvaged rows, the rows
-        that refer to it, and SQLite's sequence for regions. Unreadable rowid ranges are counted as lost
-        rows only up to there (past it, the ids were never used)."""
-
-        def top(db: sqlite3.Connection, sql: str) -> int:
-            try:
-                row = db.execute(sql).fetchone()
-                return int(row[0] or 0) if row else 0
-            except (sqlite3.DatabaseError, TypeError, ValueError):
-                return 0
-
-        photos = max(
-            top(dst, f"SELECT max({c}) FROM {t}")
-            for t, c in (
-                ("photos", "id"),
-                ("regions", "photo_id"),
-                ("ocr_lines", "photo_id"),
-                ("ocr_done", "photo_id"),
-            )
-        )
-        regions = max(
-            top(dst, "SELECT max(id) FROM regions"),
-            top(dst, "SELECT max(region_id) FROM ocr_lines"),
-            Store.sequence_value(src, "regions"),
-        )
-        return {
-            "meta": top(dst, "SELECT max(rowid) FROM meta"),
-            "folders": top(dst, "SELECT max(rowid) FROM folders"),
-            "photos": photos,
-            "regions": regions,
-            "ocr_lines": regions,
-            "ocr_done": photos,
-        }
-
-    @staticmethod
-    def restore_folders(db: sqlite3.Connection) -> list[str]:
-        """Put back in the folder list every folder a salvaged photo row names that the list lacks (its
-        rows were lost). Returns those folders."""
-        rows = db.execute(
-            "SELECT DISTINCT folder FROM photos WHERE folder IS NOT NULL "
-            "AND folder NOT IN (SELECT path FROM folders) ORDER BY folder"
-        ).fetchall()
-        now = time.time()
-        db.executemany(
-            "INSERT OR IGNORE INTO folders(path, added_at, online) VALUES (?, ?, 1)", [(r[0], now) for r in rows]
-        )
-        return [path_str(r[0]) for r in rows]
-
-    @staticmethod
-    def salvaged_binding(db: sqlite3.Connection) -> tuple[ModelBinding | None, int, set[str]]:
-        """The salvaged catalog's model binding (None when its row was lost), the size of its visual
-        vectors (0: none) and the names of its visual regions."""
-        row = db.execute("SELECT value FROM meta WHERE key='model'").fetchone()
-        binding = None
-        if row:
-            try:
-                d = json.loads(row[0])
-                binding = ModelBinding(d["model_id"], d["fingerprint"], d["layout"], int(d["dim"]))
-            except (ValueError, KeyError, TypeError):
-                binding = None
-        length = db.execute(
-            "SELECT length(vector) FROM regions WHERE source=? AND vector IS NOT NULL LIMIT 1", (VISUAL,)
-        ).fetchone()
-        names = {r[0] for r in db.execute("SELECT DISTINCT name FROM regions WHERE source=?", (VISUAL,))}
-        return binding, (int(length[0]) // 4 if length and length[0] else 0), names
-
-    @staticmethod
-    def bind_salvage(db: sqlite3.Connection, binding: ModelBinding) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(binding.__dict__),)
-        )
-
-    @staticmethod
-    def finish_salvage(db: sqlite3.Connection) -> None:
-        """Commit the salvaged catalog and give it the store's journal mode."""
-        db.execute("COMMIT")
-        db.execute("PRAGMA journal_mode=WAL")
