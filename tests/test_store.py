@@ -177,3 +177,27 @@ def test_no_sql_outside_the_store():
         if statement.search(line)
     ]
     assert not found, "SQL outside the store's modules:\n" + "\n".join(found)
+
+
+def test_no_private_name_imported_across_modules():
+    """A module uses another's public interface only: no ``from x import _name`` (nor ``import x._y``)
+    anywhere in the package. A name another module needs is made public where it is defined."""
+    import ast
+    from pathlib import Path
+
+    import sorce_desktop
+
+    root = Path(sorce_desktop.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names] + (node.module or "").split(".")
+            elif isinstance(node, ast.Import):
+                names = [part for a in node.names for part in a.name.split(".")]
+            else:
+                continue
+            private = [n for n in names if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))]
+            if private:
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {', '.join(private)}")
+    assert not found, "private names imported across modules:\n" + "\n".join(found)
