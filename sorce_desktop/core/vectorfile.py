@@ -21,7 +21,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -35,13 +35,20 @@ from sorce_desktop.core.store_errors import (
     translate_os_error,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from sorce_desktop.core.store import ModelBinding
-
 log = logging.getLogger(__name__)
 
 VECTORS_NAME = "vectors.faiss"
 VECTORS_META = "vectors.json"
+
+class Binding(Protocol):
+    """The model and layout that made the vectors (the catalog's ``ModelBinding``; this module sits below
+    the catalog and does not import it)."""
+
+    model_id: str
+    fingerprint: str
+    layout: str
+    dim: int
+
 
 #: the catalog's visual region ids that have a vector, in the catalog's order
 CatalogIds = Callable[[], list[int]]
@@ -188,7 +195,7 @@ class VectorFile:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def read(self, binding: ModelBinding) -> tuple[VectorIndex | None, str | None, bool]:
+    def read(self, binding: Binding) -> tuple[VectorIndex | None, str | None, bool]:
         """The saved index, when it belongs to ``binding`` and its checksum matches. Returns ``(index,
         None, unchecked)``, or ``(None, why it cannot be used, unchecked)``; ``unchecked``: the file was
         written before checksums were kept (the next save adds one)."""
@@ -206,7 +213,7 @@ class VectorFile:
         except Exception as exc:
             return None, f"the vector index could not be read ({exc})", unchecked
 
-    def write(self, index: VectorIndex, binding: ModelBinding) -> None:
+    def write(self, index: VectorIndex, binding: Binding) -> None:
         """Save ``index`` atomically, then its checksum file with the binding that made it."""
         checksum = index.save(self.path)
         meta = {
