@@ -38,6 +38,8 @@ BENCHES["mllm"] = "sorce_desktop.bench.mllm"
 BENCHES["watch"] = "sorce_desktop.bench.watch"
 BENCHES["text"] = "sorce_desktop.bench.text"
 BENCHES["refine"] = "sorce_desktop.bench.refine"
+BENCHES["ui"] = "sorce_desktop.bench.ui"
+BENCHES["tiny-model"] = "sorce_desktop.bench.tiny_model"
 
 
 class UserError(Exception):
@@ -241,6 +243,41 @@ def download_progress() -> Callable:
     return cb
 
 
+# -- what went wrong, in the command line's words ---------------------------------------------------
+def model_problem(exc: Exception) -> str:
+    """A model that cannot be had, with the command line's own remedies (``--model DIR``,
+    ``models --download``): a failed download's message in the core names the window's buttons."""
+    from sorce_desktop.core.models.download import DownloadFailed, downloads_switched_off
+
+    if not isinstance(exc, DownloadFailed):
+        return str(exc)
+    get = f"{prog()} models --download {exc.model}".rstrip()
+    folder = "or give a model folder you already have: --model DIR"
+    if exc.reason == "offline" and downloads_switched_off():
+        remedy = f"Unset HF_HUB_OFFLINE and run {get}, {folder}."
+    elif exc.reason == "offline":
+        remedy = f"Connect to the internet and run {get}, {folder}."
+    elif exc.reason == "disk_full":
+        remedy = "Free some space and run the command again; what was downloaded already is kept."
+    elif exc.reason == "not_found":
+        remedy = f"Check the name ({prog()} models lists the known ones), {folder}."
+    else:
+        remedy = f"Run {get} again, {folder}."
+    return f"{exc.problem} {remedy}"
+
+
+def _index_text_only(lib, requested_model: str | None, exc: Exception) -> None:
+    """No picture model: go on indexing the text in the photos alone where the library's rule allows it
+    (else ``exc`` stands), and say so once. Shared by `index` and `watch`."""
+    if not lib.indexes_text_without_model(requested_model):
+        raise exc
+    print(
+        f"note: no picture model is available: {shown(model_problem(exc))} Meanwhile, indexing only the text in the "
+        "photos; once the model is there, index again to search by what the photos show too.",
+        file=sys.stderr,
+    )
+
+
 # -- commands ------------------------------------------------------------------------------------------
 def _library(args, writer: bool = True):
     from sorce_desktop.core.library import Library
@@ -323,7 +360,8 @@ def _index_folders(lib, args) -> list[str]:
 
 
 def _index_model(lib, args) -> tuple:
-    """(embedder, layout) to index with. The embedder is a function that loads it when the index already
+    """(embedder, layout, new_model) to index with; ``new_model``: the index was just bound to another model
+    or layout, so its photos are embedded again. The embedder is a function that loads it when the index already
     names its model and layout (it is loaded only if there is work), and both are None when no visual
     model is available on a first run (only the text in the photos is indexed)."""
     binding = lib.store.binding()
@@ -336,7 +374,7 @@ def _index_model(lib, args) -> tuple:
             lib.check_embedder(e)
             return e
 
-        return embedder, lib.layout()
+        return embedder, lib.layout(), False
     from sorce_desktop.core.models.base import ModelError
 
     try:
@@ -344,19 +382,13 @@ def _index_model(lib, args) -> tuple:
     except ModelError as exc:
         # Out of the box with no network: the text in the photos is still indexed (its models install
         # with the package); the visual regions follow once a model is available.
-        if binding is not None or args.model is not None or not lib.ocr_enabled():
-            raise
-        print(
-            f"note: no visual model is available ({exc}); indexing only the text in the photos. "
-            f"Index again once the model is downloaded ({prog()} models --download ID) to "
-            "search by what the photos show.",
-            file=sys.stderr,
-        )
-        return None, None
+        _index_text_only(lib, args.model, exc)
+        return None, None, False
     layout = lib.layout_for(embedder, args.layout)
-    if lib.bind(embedder, layout, reindex=args.reindex):
+    new_model = lib.bind(embedder, layout, reindex=args.reindex)
+    if new_model:
         print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
-    return embedder, layout
+    return embedder, layout, new_model
 
 
 def _index_progress(bar: ProgressLine) -> Callable:
@@ -376,7 +408,7 @@ def _index_progress(bar: ProgressLine) -> Callable:
     return on_event
 
 
-def _print_index_report(lib, report, as_json: bool) -> None:
+def _print_index_report(lib, report, as_json: bool, new_model: bool = False) -> None:
     from sorce_desktop.core.words import count, photos
 
     for f in report.offline:
@@ -406,12 +438,10 @@ def _print_index_report(lib, report, as_json: bool) -> None:
             }
         )
         return
+    redo = "re-embedded for the new model" if new_model else "left by an earlier run"
     print(
-        f"indexed {photos(report.embedded)} ({report.new} new, {report.changed} changed"
-        + (f", {report.unfinished} left by an earlier run" if report.unfinished else "")
-        + "), "
-        f"{report.moved} moved, {report.deleted} removed, {report.unchanged} unchanged, "
-        f"{report.failed} failed this run, in {report.seconds:.1f}s"
+        f"indexed {photos(report.embedded)}, {report.failed} failed this run, in {report.seconds:.1f}s: "
+        f"{report.what_changed(redo)}"
     )
     # the count of this run alone would hide files that failed before and are unchanged since
     failed = len(lib.store.errors())
@@ -426,7 +456,7 @@ def cmd_index(args) -> int:
         for n in lib.store.notices:
             print(f"note: {shown(n)}", file=sys.stderr)
         folders = _index_folders(lib, args)
-        embedder, layout = _index_model(lib, args)
+        embedder, layout, new_model = _index_model(lib, args)
         folders = [lib.add_folder(f) for f in folders]  # remembered once the model is settled
         bar = ProgressLine("indexing")
         indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
@@ -444,14 +474,32 @@ def cmd_index(args) -> int:
         finally:
             service.stop()
             bar.close()
-        _print_index_report(lib, report, args.json)
+        _print_index_report(lib, report, args.json, new_model)
     return 0
+
+
+def _search_folder(lib, path: str) -> str:
+    """The folder ``search --folder`` limits the results to: one that exists, or one under a remembered
+    folder that is offline (an unplugged drive keeps its photos in the index)."""
+    from sorce_desktop.core.scanner import existing_folder
+
+    folder = os.path.abspath(path)
+    if os.path.isdir(folder):
+        return folder
+    for root in lib.store.folders():
+        if not os.path.isdir(root) and (folder == root or folder.startswith(root.rstrip(os.sep) + os.sep)):
+            return folder
+    try:
+        existing_folder(path)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    return folder
 
 
 def cmd_search(args) -> int:
     from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import QueryError
+    from sorce_desktop.core.search import MinScoreError, QueryError
 
     if args.text is None and args.image is None:
         raise UserError(f'Give a text to search for, or --image PATH, e.g. {prog()} search "a red kite"')
@@ -475,6 +523,7 @@ def cmd_search(args) -> int:
     with _library(args, writer=False) as lib:
         from sorce_desktop.core.models.base import ModelError
 
+        folder = _search_folder(lib, args.folder) if args.folder else None
         has_text = lib.store.count_read() > 0
         if lib.store.binding() is None and not has_text:
             raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.")
@@ -487,15 +536,17 @@ def cmd_search(args) -> int:
             except ModelError as exc:
                 if not has_text or args.image is not None:
                     raise
-                print(f"note: {lib.text_only_note(str(exc))}", file=sys.stderr)
+                print(f"note: {shown(lib.text_only_note(getattr(exc, 'problem', str(exc))))}", file=sys.stderr)
         service = lib.search_service(embedder)
-        folder = os.path.abspath(args.folder) if args.folder else None
         try:
             answer = service.answer(
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score
             )
         except ImageError as exc:
             raise UserError(f"The query image cannot be used: {exc}.") from None  # exc names the file
+        except MinScoreError as exc:  # a value the scale of this search cannot take: a usage error
+            print(f"sorce-desktop: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except QueryError as exc:
             raise UserError(str(exc)) from None
         hits = answer.hits
@@ -570,6 +621,7 @@ def _print_event(ev, as_json: bool) -> None:
 
 def cmd_watch(args) -> int:
     from sorce_desktop.core.watcher import Watcher
+    from sorce_desktop.core.words import count, photos
 
     with _sigterm_as_ctrl_c(), _library(args) as lib:
         for n in lib.store.notices:
@@ -580,21 +632,28 @@ def cmd_watch(args) -> int:
             except FileNotFoundError as exc:
                 raise UserError(str(exc)) from None
         if not lib.store.folders():
-            raise UserError("No folders to watch: give one, e.g. sorce-desktop watch ~/Pictures")
+            raise UserError(f"No folders to watch: give one, e.g. {prog()} watch ~/Pictures")
         binding = lib.store.binding()
         if binding is not None:
             if args.model and args.model != binding.model_id:
                 raise UserError(
-                    f"The index was made with {binding.model_id}; run sorce-desktop index --model "
+                    f"The index was made with {binding.model_id}; run {prog()} index --model "
                     f"{args.model} --reindex first to change the model."
                 )
             embedder = _load_model(lib, binding.model_id)
             lib.check_embedder(embedder)
             layout = lib.layout()
         else:
-            embedder = _load_model(lib, args.model)
-            layout = lib.layout_for(embedder, args.layout)
-            lib.bind(embedder, layout)
+            from sorce_desktop.core.models.base import ModelError
+
+            try:
+                embedder = _load_model(lib, args.model)
+            except ModelError as exc:
+                _index_text_only(lib, args.model, exc)  # as `index` does: the same rule, said once
+                embedder = layout = None
+            if embedder is not None:
+                layout = lib.layout_for(embedder, args.layout)
+                lib.bind(embedder, layout)
         indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
         service = lib.indexing_service(indexer).start()
         watcher = Watcher(
@@ -610,9 +669,9 @@ def cmd_watch(args) -> int:
         watcher.start()
         try:
             watcher.wait_ready()
+            what = f"with {shown(embedder.model_id)} ({layout.name} layout)" if embedder else "for the text in the photos"
             print(
-                f"watching {len(watcher.folders())} folder(s) with {embedder.model_id} "
-                f"({layout.name} layout); Ctrl+C stops",
+                f"watching {count(len(watcher.folders()), 'folder')} {what}; Ctrl+C stops",
                 file=sys.stderr,
                 flush=True,
             )
@@ -637,11 +696,13 @@ def cmd_watch(args) -> int:
             service.stop()
         counts = lib.store.counts()
         if counts["pending"]:
-            print(f"{counts['pending']} photos are left pending; they are indexed at the next start.", file=sys.stderr)
+            print(f"{photos(counts['pending'])} left pending, to be indexed at the next start.", file=sys.stderr)
     return 0
 
 
 def cmd_status(args) -> int:
+    from sorce_desktop.core.words import count, photos
+
     with _library(args, writer=False) as lib:
         st = lib.store
         b = st.binding()
@@ -661,16 +722,24 @@ def cmd_status(args) -> int:
             "vectors": st.vectors.count if st.vectors else 0,
             "index_bytes": st.size_on_disk(),
             "notices": st.notices,
+            "speed": lib.settings.speed,
+            "text_read": st.count_read(),
+            "reads_text": lib.ocr_enabled(),
         }
         if args.json:
             print_json(data)
             return 0
         print(f"data folder: {shown(data['data_dir'])}")
-        print(f"model: {shown(data['model'] or '(none yet)')}   layout: {data['layout'] or '-'}")
+        print(
+            f"model: {shown(data['model'] or '(none yet)')}   layout: {data['layout'] or '-'}   "
+            f"speed: {data['speed']}"
+        )
         print(
             f"photos: {data['indexed']} indexed, {data['pending']} pending, {data['failed']} failed; "
-            f"{data['vectors']} region vectors; index size {human_size(data['index_bytes'])}"
+            f"{count(data['vectors'], 'region vector')}; index size {human_size(data['index_bytes'])}"
         )
+        reading = "" if data["reads_text"] else " (reading text is switched off in Settings)"
+        print(f"text read in {photos(data['text_read'])}{reading}")
         for f in folders:
             state = "" if f["online"] else "  (offline)"
             print(
@@ -856,9 +925,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-score",
         type=finite_float,
         default=None,
-        help="leave out weaker matches: for text searches with a model that has a match probability "
-        "(SigLIP, SigLIP 2: the default) this is that probability, 0-1 (0.5: more likely than not); "
-        "otherwise (CLIP, MLLMs, image searches) a cosine",
+        help="leave out weaker matches, on the scale the search's scores have: for text searches with a model "
+        "that has a match probability (SigLIP, SigLIP 2: the default) that probability, between 0 and 1 "
+        "(0.5: more likely than not); otherwise (CLIP, MLLMs, image searches) the cosine of the best picture "
+        "region, -1 to 1; with no picture model, how well the words read match, 0 to 1 (1: exactly). "
+        "Photos where the query's words are read exactly stay. A value the scale cannot take is refused",
     )
     s.add_argument("--refine", action="store_true", help="tighten each hit's box by zooming in")
     s.add_argument("--json", action="store_true")
@@ -992,7 +1063,7 @@ def _main(argv: list[str] | None) -> int:
         DataDirError,
         ValueError,
     ) as exc:
-        print(f"sorce-desktop: {shown(str(exc))}", file=sys.stderr)
+        print(f"sorce-desktop: {shown(model_problem(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except sqlite3.DatabaseError as exc:
         # Damage found by a query outside the store's own wrappers: the same one line, naming the file.

@@ -47,14 +47,16 @@ def test_changing_settings_does_not_block_the_window(qtbot, tmp_path, tiny_clip)
     service, watcher = session.indexing_service, session._watcher
     qtbot.waitUntil(lambda: not session.indexing, timeout=60000)
 
-    started = threading.Event()
-    service.call(lambda: (started.set(), time.sleep(1.5)))  # a batch still being embedded
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    # a batch still being embedded: it goes on until the test lets it
+    service.call(lambda: (started.set(), release.wait(60), finished.set()))
     assert started.wait(10)
     old = service.indexer
-    t0 = time.monotonic()
     session.text_settings_changed()
-    assert time.monotonic() - t0 < 0.5  # the UI thread did not wait for the job in progress
-    assert service.indexer is old
+    # the UI thread returned while the job was still held: it did not wait for it (structural, no clock)
+    assert not finished.is_set()
+    assert service.indexer is old  # the new indexer takes over once that job is done
+    release.set()
     qtbot.waitUntil(lambda: service.indexer is not old, timeout=20000)
     assert session._watcher is watcher and watcher.running
     qtbot.waitUntil(lambda: not session.indexing, timeout=60000)

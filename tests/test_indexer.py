@@ -136,8 +136,11 @@ def test_search_options(indexed_library, clip_embedder, photo_dir):
     sub = service.search("a dog on a sofa", top=10, folder=str(photo_dir / "sub"))
     assert sub and all(h.path.startswith(str(photo_dir / "sub") + os.sep) for h in sub)
     assert len(sub) == 3
-    assert service.search("x", top=10, min_score=2.0) == []
-    from sorce_desktop.core.search import QueryError
+    assert service.search("x", top=10, min_score=0.9999) == []  # no region is the text's own vector
+    from sorce_desktop.core.search import MinScoreError, QueryError
+
+    with pytest.raises(MinScoreError, match="between -1 and 1"):  # a cosine cannot reach 2: refused
+        service.search("x", top=10, min_score=2.0)
 
     with pytest.raises(QueryError):
         service.search("  \x00\t ")

@@ -66,7 +66,7 @@ def test_likely_matches_first_and_min_score_is_a_probability(calibrated, capsys)
     assert [h["path"] for h in kept] == [h["path"] for h in hits if h["likely"]]
     assert main(["search", QUERY, "--data-dir", str(data)]) == 0
     assert "--- less likely matches ---" in capsys.readouterr().out
-    assert main(["search", QUERY, "--min-score", "2", "--data-dir", str(data)]) == 1
+    assert main(["search", QUERY, "--min-score", "2", "--data-dir", str(data)]) == 2  # a usage error
     assert "between 0 and 1" in capsys.readouterr().err
 
 

@@ -209,3 +209,110 @@ def test_smoke_window_from_source(tmp_path):
 
     img = Image.open(shot)
     assert img.size[0] >= out["size"][0] and len(set(img.convert("RGB").resize((40, 30)).getdata())) > 3
+
+
+# -- run.sh: the system libraries the window needs on Linux (issue 30, item 16) --------------------------
+def _check_qt_libs():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "check_qt_libs.py"
+    spec = importlib.util.spec_from_file_location("check_qt_libs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: what ldd said on a fresh Debian desktop without two of the plugin's libraries
+LDD_FRESH_DEBIAN = """\
+\tlinux-vdso.so.1 (0x00007ffd)
+\tlibxcb-cursor.so.0 => /lib/x86_64-linux-gnu/libxcb-cursor.so.0 (0x00007f3f)
+\tlibxcb-icccm.so.4 => not found
+\tlibxcb-keysyms.so.1 => not found
+\tlibxcb.so.1 => /lib/x86_64-linux-gnu/libxcb.so.1 (0x00007f3f)
+\tlibxcb-icccm.so.4 => not found
+"""
+
+
+def test_run_sh_names_the_missing_qt_libraries_and_the_command_per_distribution(tmp_path):
+    check = _check_qt_libs()
+    missing = check.missing_libraries(LDD_FRESH_DEBIAN)
+    assert missing == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"]  # not xcb-cursor, which is there
+    releases = {
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n': "sudo apt install libxcb-icccm4 libxcb-keysyms1",
+        'ID=linuxmint\nID_LIKE="ubuntu debian"\n': "sudo apt install libxcb-icccm4 libxcb-keysyms1",
+        'ID=fedora\n': "sudo dnf install 'libxcb-icccm.so.4()(64bit)' 'libxcb-keysyms.so.1()(64bit)'",
+        'ID="rocky"\nID_LIKE="rhel centos fedora"\n': "sudo dnf install 'libxcb-icccm.so.4()(64bit)' 'libxcb-keysyms.so.1()(64bit)'",
+        'ID=arch\n': "sudo pacman -S --needed xcb-util-wm xcb-util-keysyms",
+        'ID="opensuse-tumbleweed"\nID_LIKE="opensuse suse"\n': "sudo zypper install 'libxcb-icccm.so.4()(64bit)' 'libxcb-keysyms.so.1()(64bit)'",
+    }
+    for os_release, command in releases.items():
+        text = check.report(missing, os_release)
+        assert f"\n    {command}\n" in text, (os_release, text)
+        assert "libxcb-icccm.so.4, libxcb-keysyms.so.1" in text and "cursor" not in text
+    assert "package manager" in check.report(missing, "ID=gentoo\n")
+    # the script as run.sh runs it, with ldd saying what it said there
+    fake = Path(tmp_path) / "bin"
+    fake.mkdir()
+    (fake / "ldd").write_text("#!/bin/sh\ncat <<'EOF'\n" + LDD_FRESH_DEBIAN + "EOF\n")
+    (fake / "ldd").chmod(0o755)
+    (fake / "os-release").write_text("ID=debian\n")
+    p = subprocess.run(
+        [sys.executable, str(Path(check.__file__)), "--plugin", sys.executable, "--os-release", str(fake / "os-release")],
+        capture_output=True, text=True, env=dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}"), timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 1 and "sudo apt install libxcb-icccm4 libxcb-keysyms1" in p.stderr, p.stderr
+    # run.sh runs the check before it opens the window, and only then
+    run_sh = (Path(__file__).resolve().parent.parent / "run.sh").read_text()
+    assert "scripts/check_qt_libs.py" in run_sh
+
+
+def test_the_qt_library_check_passes_where_the_window_runs():
+    check = _check_qt_libs()
+    if not sys.platform.startswith("linux") or check.plugin_path() is None:
+        pytest.skip("the xcb plugin is a Linux part of PySide6")
+    assert check.main([]) == 0  # this machine opens the window (the GUI tests run here)
+
+
+# -- the wheels every bundle target needs (issue 30, item 17) ---------------------------------------------
+def _check_wheels():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "packaging" / "check_wheels.py"
+    spec = importlib.util.spec_from_file_location("check_wheels", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_wheels"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_wheel_check_covers_what_the_workflow_builds_and_runs_first():
+    check = _check_wheels()
+    targets = check.TARGETS
+    assert set(targets) == {"win_amd64", "macosx_arm64", "manylinux_x86_64"}
+    assert targets["macosx_arm64"].platforms == ("macosx_14_0_arm64",)  # macos-latest is Apple silicon
+    assert "manylinux_2_28_x86_64" in targets["manylinux_x86_64"].platforms  # older glibcs listed too
+    # markers are judged as on the target: text reading's packages are left out on Python 3.13 (see README)
+    deps = check.dependencies()
+    kept, left = check.for_target(deps, targets["win_amd64"], "3.11")
+    assert any(r.startswith("onnx") for r in kept) and left == []
+    kept, left = check.for_target(deps, targets["win_amd64"], "3.13")
+    assert {"rapidocr_onnxruntime", "onnx"} <= set(left)
+    assert check.marker_environment(targets["win_amd64"], "3.11")["sys_platform"] == "win32"
+    # the workflow runs it for its own target before it installs or builds anything
+    import yaml
+
+    wf = yaml.safe_load((Path(__file__).resolve().parent.parent / ".github/workflows/bundles.yml").read_text())
+    job = wf["jobs"]["bundle"]
+    assert {m["wheels"] for m in job["strategy"]["matrix"]["include"]} == set(targets)
+    runs = [s.get("run", "") for s in job["steps"]]
+    check_at = next(i for i, r in enumerate(runs) if "packaging/check_wheels.py" in r)
+    build_at = next(i for i, r in enumerate(runs) if "packaging/build.py" in r)
+    install_at = next(i for i, r in enumerate(runs) if "pip install -e" in r)
+    assert check_at < install_at < build_at
+    assert "--target ${{ matrix.wheels }}" in runs[check_at]
+
+
+def test_readme_promises_only_the_bundles_that_are_built():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "-x86_64` on Intel Macs" not in readme and "macos-x86_64" not in readme
+    assert "macos-arm64" in readme and "packaging/check_wheels.py" in readme

@@ -88,7 +88,7 @@ def main() -> int:
 
 
 def shoot(tmp: Path, out: Path, args) -> int:
-    from sorce_desktop.bench.synthetic import build_dual_encoder
+    from sorce_desktop.cli import main as cli_main
     from sorce_desktop.core.paths import AppPaths
     from sorce_desktop.core.settings import Settings
     from sorce_desktop.gui.app import make_app, open_window
@@ -99,7 +99,9 @@ def shoot(tmp: Path, out: Path, args) -> int:
     for p in sorted(COCO.glob("*.jpg"))[: args.photos]:
         shutil.copy2(p, photos / p.name)
     sign_photo, sign_box = paint_sign(sorted(photos.iterdir())[7], "BAKERY")
-    model = build_dual_encoder(tmp / "models" / "tiny-clip", "tiny-clip", seed=0)
+    model = tmp / "models" / "tiny-clip"  # the tiny offline model, as a user makes one to try the app
+    if cli_main(["bench", "tiny-model", str(model)]) != 0:
+        return 1
     data = tmp / "data"
     # Reading the words of 160 photos takes minutes here; the words screenshot records its own line.
     Settings(model=str(model), first_run_done=False, refine=True, ocr=False).save(
@@ -204,7 +206,9 @@ def shoot(tmp: Path, out: Path, args) -> int:
 
     query = "a red kite in the sky"
     few = sorted(photos.iterdir())[:40]
-    siglip = build_dual_encoder(tmp / "models" / "tiny-siglip", "tiny-siglip", seed=1)
+    siglip = tmp / "models" / "tiny-siglip"
+    if cli_main(["bench", "tiny-model", str(siglip), "--kind", "tiny-siglip", "--seed", "1"]) != 0:
+        return 1
     siglip = calibrate_siglip(siglip, tmp / "models" / "tiny-siglip-calibrated", few, query)
     data2 = tmp / "data2"
     # the layout and speed the calibration was worked out at

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -199,6 +202,41 @@ def check_header_file(f: BinaryIO, size: int) -> None:
         f.seek(0)
 
 
+@contextmanager
+def decode_reasons() -> Iterator[None]:
+    """Turn what Pillow raises while opening or decoding a photo into an :class:`ImageError` whose reason
+    is a sentence about the file (Pillow's own messages name Python objects: "cannot identify image file
+    <_io.BytesIO object at 0x...>")."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("the image is too large to decode safely (decompression-bomb guard)") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image, or an image format that cannot be read") from None
+    except PermissionError:
+        raise ImageError("permission denied when reading the file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = " ".join(_OBJECT_REPR.sub("", str(exc)).split()) or type(exc).__name__
+        if "truncated" in msg.lower() or isinstance(exc, EOFError):
+            raise ImageError("the image file is truncated or damaged") from None
+        raise ImageError(f"the image cannot be decoded ({msg})") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode the image") from None
+
+
+#: a Python object's default repr inside a library's message ("<_io.BytesIO object at 0x7f2f0ed60d60>")
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def probe_upright_size(path: str | os.PathLike, data: bytes | None = None) -> tuple[int, int]:
+    """(width, height) of the photo upright, from its header alone; :class:`ImageError` with the reason
+    in words when it is not a readable image. ``data``: the file's bytes, when already read."""
+    with decode_reasons(), Image.open(io.BytesIO(data) if data is not None else path) as probe:
+        return upright_size(probe)
+
+
 def upright_size(img: Image.Image) -> tuple[int, int]:
     w, h = img.size
     try:
@@ -274,50 +312,34 @@ def load_image(
         raise ImageError("the file is empty (0 bytes)")
     if size > MAX_FILE_BYTES:
         raise ImageError(f"the file is too large ({size / 2**20:.0f} MB)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data) if data is not None else p) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise ImageError(f"the image is too large to decode safely ({w}x{h} pixels)")
-                if data is not None:
-                    head = data[:_JPEG_HEAD_BYTES]
-                else:
-                    with open(p, "rb") as f:
-                        head = f.read(_JPEG_HEAD_BYTES)
-                check_plausible(img, size, head)
-                if getattr(img, "n_frames", 1) > 1:
-                    img.seek(0)
-                full_w, full_h = upright_size(img)
-                _draft(img, min_side)
-                img.load()
-                factor = _reduce_factor(img, min_side)
-                if factor > 1:
-                    # Other formats decode at full size only: shrink before the RGB copy, as JPEG's draft
-                    # does while decoding, so a 14000x14000 scan holds its raw pixels, not three copies.
-                    if img.mode in ("1", "P"):  # modes Pillow cannot reduce
-                        img = img.convert("RGBA" if img.mode == "P" else "L")
-                    img = img.reduce(factor)
-                img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
-                if rgb is img:
-                    rgb = img.copy()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("the image is too large to decode safely (decompression-bomb guard)") from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image, or an image format that cannot be read") from None
-    except PermissionError:
-        raise ImageError("permission denied when reading the file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        msg = str(exc) or type(exc).__name__
-        if "truncated" in msg.lower() or isinstance(exc, EOFError):
-            raise ImageError("the image file is truncated or damaged") from None
-        raise ImageError(f"the image cannot be decoded ({msg})") from None
-    except MemoryError:
-        raise ImageError("not enough memory to decode the image") from None
+    with decode_reasons(), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data) if data is not None else p) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(f"the image is too large to decode safely ({w}x{h} pixels)")
+            if data is not None:
+                head = data[:_JPEG_HEAD_BYTES]
+            else:
+                with open(p, "rb") as f:
+                    head = f.read(_JPEG_HEAD_BYTES)
+            check_plausible(img, size, head)
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            full_w, full_h = upright_size(img)
+            _draft(img, min_side)
+            img.load()
+            factor = _reduce_factor(img, min_side)
+            if factor > 1:
+                # Other formats decode at full size only: shrink before the RGB copy, as JPEG's draft
+                # does while decoding, so a 14000x14000 scan holds its raw pixels, not three copies.
+                if img.mode in ("1", "P"):  # modes Pillow cannot reduce
+                    img = img.convert("RGBA" if img.mode == "P" else "L")
+                img = img.reduce(factor)
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
+            if rgb is img:
+                rgb = img.copy()
     if rgb.width < 1 or rgb.height < 1:
         raise ImageError("the image has no pixels")
     return DecodedImage(rgb, full_w, full_h)

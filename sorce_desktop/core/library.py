@@ -220,6 +220,12 @@ class Library:
 
         return TextSearcher(self.store, embedder)
 
+    def indexes_text_without_model(self, requested_model: str | None) -> bool:
+        """Whether indexing goes on with the text in the photos alone when no picture model can be loaded:
+        only on a first run (no index yet names a model), when no model was asked for by name, and when
+        the text is read at all. `index` and `watch` share this one rule."""
+        return self.store.binding() is None and requested_model is None and self.ocr_enabled()
+
     def text_only_note(self, reason: str | None = None) -> str:
         """What to tell the user when searching without a visual model."""
         from sorce_desktop.core.words import photos

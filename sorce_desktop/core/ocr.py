@@ -53,7 +53,6 @@ Every box returned is in upright full-resolution pixels (EXIF applied by :func:`
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -136,7 +135,7 @@ class ModelSet:
     pip_name: str | None = None  # what to pip install
     det: str | None = None  # paths relative to the package folder
     rec: str | None = None
-    keys: str | None = None
+    keys: str | None = None  # None: the characters the recogniser's ONNX file holds (its "character" metadata)
     #: DB box expansion ("unclip") the detector's boxes were measured with: PP-OCRv5's probability
     #: map is wider than v4's, so RapidOCR's 1.6 made its boxes loose (bench text: 61 % of found
     #: words at IoU >= 0.5 with 1.6, 87 % with 1.2)
@@ -156,7 +155,8 @@ class ModelSet:
         out = {"det_model_path": str(Path(root) / self.det)} if self.det else {}
         if self.rec:
             out["rec_model_path"] = str(Path(root) / self.rec)
-            out["rec_keys_path"] = str(Path(root) / self.keys)
+            if self.keys:
+                out["rec_keys_path"] = str(Path(root) / self.keys)
         missing = [v for v in out.values() if not Path(v).is_file()]
         if missing:
             raise OcrUnavailable(
@@ -433,10 +433,9 @@ class OcrEngine:
     def load(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
         """Decode a photo upright at the resolution OCR needs (no more). ``data``: the file's bytes,
         when the caller has read them already (the indexer reads each file once)."""
-        with Image.open(io.BytesIO(data) if data is not None else path) as probe:
-            from sorce_desktop.core.images import upright_size
+        from sorce_desktop.core.images import probe_upright_size
 
-            w, h = upright_size(probe)
+        w, h = probe_upright_size(path, data)
         return load_image(path, self.decode_min_side(w, h), data=data)
 
     # -- reading -------------------------------------------------------------------------------------

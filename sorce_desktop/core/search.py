@@ -21,6 +21,41 @@ class QueryError(ValueError):
     """A query that cannot be run, with the reason in words."""
 
 
+class MinScoreError(QueryError):
+    """A minimum score outside the scale the scores of this search have (a usage error)."""
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """What a search's minimum score is compared with, and the values it can take."""
+
+    name: str  # "probability" | "cosine" | "words"
+    low: float
+    high: float
+    what: str  # the scale in words, for the user
+
+    def check(self, value: float) -> None:
+        inside = self.low < value < self.high if self.name == "probability" else self.low <= value <= self.high
+        if not inside:
+            raise MinScoreError(
+                f"The minimum score is {self.what} here: give one between {self.low:g} and {self.high:g}, "
+                f"not {value:g}."
+            )
+
+
+#: the model's own match probability (SigLIP-like models, text queries)
+PROBABILITY = ScoreScale("probability", 0.0, 1.0, "a match probability")
+#: the cosine of the query and the best picture region (models without a probability, image queries)
+COSINE = ScoreScale("cosine", -1.0, 1.0, "a cosine of the query and the best picture region (this model has no match probability)")
+#: how well the words read in a photo match (no picture model): 1 the query's letters exactly, 0.5 and below by meaning
+WORDS = ScoreScale("words", 0.0, 1.0, "how well the words read in a photo match (1: the query's letters exactly; 0.5 and below: by meaning)")
+
+#: added to the fused score of the photos people read first (the query's words read exactly as whole
+#: words; with a match probability, the likely matches): more than any fused score (at most
+#: 2 / (RRF_K + 1)), so an answer is always in the order of its scores
+FIRST = 1.0
+
+
 @dataclass
 class MatchedRegion:
     """One part of a photo that matched the query: a picture region or a line of text read in it."""
@@ -146,6 +181,14 @@ def mark_likely(hits: list[PhotoHit], calibration: tuple[float, float], min_prob
     return [h for h in hits if h.likely] + [h for h in hits if not h.likely]
 
 
+def at_least(hits: list[PhotoHit], min_score: float, scale: ScoreScale) -> list[PhotoHit]:
+    """The hits whose score on ``scale`` is at least ``min_score`` (a photo where the query's words are
+    read exactly stays, as with a probability: :func:`mark_likely`)."""
+    if scale is WORDS:
+        return [h for h in hits if max((r.score for r in h.text_regions), default=h.score) >= min_score]
+    return [h for h in hits if (h.picture is not None and h.picture.score >= min_score) or read_exactly(h)]
+
+
 def _picture_region(h: PhotoHit) -> MatchedRegion:
     return MatchedRegion("picture", h.box, float(h.score), h.region)
 
@@ -173,15 +216,14 @@ FUSE_DEPTH = 500
 
 
 def rank_key(hit: PhotoHit) -> tuple:
-    """How fused hits are ordered, as people read them: a photo in which the query is read exactly, as
-    whole words, first; then the fused score; ties by the quality of the word match (exact whole word,
+    """How fused hits are ordered, as people read them: by the fused score (in which a photo where the
+    query is read exactly, as whole words, comes first: :data:`FIRST`); ties by the quality of the word match (exact whole word,
     exact letters inside a word, a partial read, by meaning), then by the picture's score, then by the
     path, never by chance."""
     texts = hit.text_regions
     best_text = max((r.score for r in texts), default=-1.0)
-    whole = any(r.whole_word for r in texts)
     pic = hit.picture
-    return (-int(whole), -round(hit.score, 12), -best_text, -(pic.score if pic else -2.0), hit.path)
+    return (-round(hit.score, 12), -best_text, -(pic.score if pic else -2.0), hit.path)
 
 
 def fuse(visual: list[PhotoHit], text: list[TextHit], photos: dict, top: int) -> list[PhotoHit]:
@@ -223,6 +265,8 @@ def fuse(visual: list[PhotoHit], text: list[TextHit], photos: dict, top: int) ->
                 region = "text" if letters else v.region
                 regions = [*lines, *pics] if letters else [*pics, *lines]
                 hit = PhotoHit(v.path, s, box, region, pid, v.width, v.height, "both", t.text, regions=regions)
+        if any(r.whole_word for r in hit.text_regions):
+            hit.score += FIRST  # exact whole words first, in the score itself: the answer is in score order
         out.append(hit)
     out.sort(key=rank_key)
     return out[:top]
@@ -326,10 +370,14 @@ class SearchService:
         # Fused rankings are computed to a fixed depth, cut to ``top`` at the end: see FUSE_DEPTH.
         depth = max(top, FUSE_DEPTH) if use_text else top
         # The model's own match probability, for text queries where the checkpoint has one: then
-        # ``min_score`` is a probability too (else, and for image queries, a cosine).
+        # ``min_score`` is a probability too (else, and for image queries, a cosine; with no picture
+        # model, the words' match score). Checked against that scale before any work.
         cal = None
         if parsed is not None and self.embedder is not None:
             cal = self.embedder.match_calibration()
+        scale = self.score_scale(parsed is not None, vector is not None)
+        if min_score is not None:
+            scale.check(min_score)
         min_cos = cosine_for_probability(min_score, cal) if cal is not None and min_score is not None else min_score
         visual: list[PhotoHit] = []
         q = vector
@@ -365,11 +413,32 @@ class SearchService:
                         for t in texts
                         if (p := photos.get(t.photo_id)) is not None
                     ]
+                    if min_score is not None:
+                        hits = at_least(hits, min_score, scale)
                     return SearchAnswer(hits[:top], parsed, None)
                 hits = fuse(visual[:depth], texts, photos, depth)
+                if cal is None and min_score is not None:
+                    # photos found by their words alone have no cosine: only words read exactly stay
+                    hits = at_least(hits, min_score, scale)
+                if cal is not None:
+                    hits = mark_likely(hits, cal, min_score)
+                    for h in hits:
+                        if h.likely:
+                            h.score += FIRST  # likely ones first (mark_likely's order), in the score itself
+                    return SearchAnswer(hits[:top], parsed, q, True)
         if cal is not None:
             hits = mark_likely(hits, cal, min_score)
         return SearchAnswer(hits[:top], parsed, q, cal is not None)
+
+    def score_scale(self, text_query: bool = True, has_vector: bool = False) -> ScoreScale:
+        """The scale this service's scores (and a minimum score) are on for a text or an image query:
+        the model's match probability where it has one (text queries), else a cosine; with no picture
+        model, how well the words match."""
+        if self.embedder is None and not has_vector:
+            return WORDS
+        if text_query and self.embedder is not None and self.embedder.match_calibration() is not None:
+            return PROBABILITY
+        return COSINE
 
     def search_vector(
         self, q: np.ndarray, *, top: int = 20, folder: str | None = None, min_score: float | None = None

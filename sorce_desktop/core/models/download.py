@@ -33,11 +33,15 @@ class DownloadCancelled(Exception):
 
 class DownloadFailed(ModelError):
     """A download that did not work, with why in plain words. ``reason``: 'offline' (no network),
-    'disk_full', 'not_found' (no such model on the hub) or 'other'."""
+    'disk_full', 'not_found' (no such model on the hub) or 'other'. ``problem`` says what happened and
+    nothing more, for a front end that names its own remedies (the command line: ``--model DIR``,
+    ``models --download``); the message adds the window's (Retry, choose a model folder)."""
 
-    def __init__(self, message: str, reason: str):
+    def __init__(self, message: str, reason: str, problem: str | None = None, model: str = ""):
         super().__init__(message)
         self.reason = reason
+        self.problem = problem or message
+        self.model = model
 
 
 @dataclass
@@ -59,7 +63,8 @@ class DownloadProgress:
 ProgressCallback = Callable[[DownloadProgress], None]
 
 
-def _offline() -> bool:
+def downloads_switched_off() -> bool:
+    """Downloads are switched off by the environment (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
         "TRANSFORMERS_OFFLINE", ""
     ) not in ("", "0")
@@ -147,11 +152,9 @@ def resolve_model(
     )
     if not download:
         raise ModelError(f"The model {model} is not downloaded yet. {how}")
-    if _offline():
-        raise DownloadFailed(
-            f"The model {model} is not downloaded yet, and downloads are switched off (HF_HUB_OFFLINE). {how}",
-            "offline",
-        )
+    if downloads_switched_off():
+        problem = f"The model {model} is not downloaded yet, and downloads are switched off (HF_HUB_OFFLINE)."
+        raise DownloadFailed(f"{problem} {how}", "offline", problem, model)
     try:
         return download_model(model, cache_dir, progress=progress, cancel=cancel)
     except DownloadCancelled:
@@ -203,23 +206,18 @@ def download_failure(model: str, cache_dir: Path, exc: BaseException) -> Downloa
     size = f" (about {info.download_mb:,} MB)" if info else ""
     reason = failure_reason(exc)
     if reason == "offline":
-        text = (
-            f"No internet connection: {model}{size} could not be downloaded. Connect to the internet and "
-            "press Retry, or choose a model folder on this computer."
-        )
+        problem = f"No internet connection: {model}{size} could not be downloaded."
+        remedy = "Connect to the internet and press Retry, or choose a model folder on this computer."
     elif reason == "disk_full":
-        text = (
-            f"The disk is full: {model}{size} does not fit in {cache_dir}. Free some space and press Retry; "
-            "what was downloaded already is kept."
-        )
+        problem = f"The disk is full: {model}{size} does not fit in {cache_dir}."
+        remedy = "Free some space and press Retry; what was downloaded already is kept."
     elif reason == "not_found":
-        text = (
-            f"There is no model called {model} on the Hugging Face hub. Check its name in Settings, or "
-            "choose a model folder on this computer."
-        )
+        problem = f"There is no model called {model} on the Hugging Face hub."
+        remedy = "Check its name in Settings, or choose a model folder on this computer."
     else:
-        text = f"{model} could not be downloaded ({_short(exc)}). Press Retry, or choose a model folder."
-    return DownloadFailed(text, reason)
+        problem = f"{model} could not be downloaded ({_short(exc)})."
+        remedy = "Press Retry, or choose a model folder."
+    return DownloadFailed(f"{problem} {remedy}", reason, problem, model)
 
 
 def _short(exc: Exception) -> str:
