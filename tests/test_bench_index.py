@@ -45,3 +45,15 @@ def test_end_to_end_times_each_stage_and_when_photos_became_searchable(tmp_path,
     assert 0 < tts["picture"]["first"] <= tts["picture"]["all"] <= tts["text"]["all"]
     assert tts["picture"]["first"] <= tts["text"]["first"]  # a photo's picture is committed before its text
     assert set(picture["time_to_searchable_s"]) == {"picture"}
+
+
+def test_the_cpus_vector_features_are_named_beside_the_figures():
+    """An AVX2-only CPU runs float32 at about half the rate of one with AVX-512 and int8 without VNNI:
+    the figures name which the machine has."""
+    from sorce_desktop.bench.index import cpu_vector_features
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse4_2 fma avx avx2 bmi2\n"
+    assert cpu_vector_features(avx2) == "AVX2 FMA (no AVX-512)"
+    vnni = "flags\t: fma avx2 avx512f avx512bw avx512_vnni avx512_bf16\n"
+    assert cpu_vector_features(vnni) == "AVX2 FMA AVX512F AVX512_VNNI AVX512_BF16"
+    assert cpu_vector_features("") and cpu_vector_features()  # no flags line: torch says what it can

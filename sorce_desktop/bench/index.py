@@ -142,6 +142,41 @@ def _copy_set(photos: list[Path], dest: Path) -> Path:
 
 
 # -- measurements -----------------------------------------------------------------------------------
+#: The CPU's vector features that decide which kernels run fast (float32 width, int8 dot products,
+#: bfloat16), as Linux names them in /proc/cpuinfo, in the order they are printed.
+VECTOR_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def cpu_vector_features(cpuinfo: str | None = None) -> str:
+    """The CPU's vector features for the figures' machine line, e.g. "AVX2 FMA (no AVX-512)" or
+    "AVX2 FMA AVX512F AVX512_VNNI AVX512_BF16": every figure depends on them (an AVX2-only CPU runs
+    float32 matrix products at about half the rate of one with AVX-512, and int8 without VNNI).
+    ``cpuinfo``: the text of /proc/cpuinfo (read when None); where there is none (macOS, Windows),
+    what torch says the CPU can do."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            break
+    if not flags:
+        try:
+            import torch
+
+            return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+        except Exception:
+            return "unknown"
+    have = [f.upper() for f in VECTOR_FEATURES if f in flags]
+    if not any(f.startswith("avx512") for f in flags):
+        have.append("(no AVX-512)")
+    return " ".join(have) or "no AVX2"
+
+
 def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
     import torch
 
@@ -689,6 +724,8 @@ def run(args) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
+        # beside every figure: the kernels that run, and so the figures, depend on them
+        "cpu_vector_features": cpu_vector_features(),
         "model": f"{args.model} (randomly initialised, real size)",
         "batch_size": args.batch_size,
         "matmul_gflops": [],
@@ -816,7 +853,10 @@ def _variants(args, out, names, folder, sets, layouts, coco, coco_list, hires_li
 
 
 def _table(out: dict) -> str:
-    lines = [f"bench index: {out['model']}, {out['machine']}, matmul {out['matmul_gflops']} GFLOP/s"]
+    lines = [
+        f"bench index: {out['model']}, {out['machine']}, CPU {out['cpu_vector_features']}, "
+        f"matmul {out['matmul_gflops']} GFLOP/s"
+    ]
     e2e = out.get("end_to_end")
     if e2e:
         lines.append(f"end to end (index --json, default settings), matmul {e2e['matmul_gflops']} GFLOP/s:")

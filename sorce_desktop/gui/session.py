@@ -140,7 +140,10 @@ class Session(QtCore.QObject):
         self._text_source = None  # core.ocr.TextSource, made once: its models load on first use
         self.state = ModelState(LoadState.IDLE)
         self.status = LibraryStatus()
-        self.last_rate: float | None = None  # photos/second of the last indexing run, for cost estimates
+        # photos/second of the picture stage in the last index run (reading text apart: a re-index for
+        # another model, layout or speed keeps the words read), overall and by the speed it ran at
+        self.last_rate: float | None = None
+        self.rates: dict[str, float] = {}
         # indexing: the library's one writer, started with the first model (or the text reader alone);
         # its events arrive on its thread and are posted to the UI thread
         self.indexing_service = library.indexing_service()
@@ -433,6 +436,8 @@ class Session(QtCore.QObject):
             return
         if ev.kind in (EventKind.PAUSED, EventKind.RESUMED):
             return  # paused or resumed while nothing was being indexed: the window already shows it
+        if ev.kind == EventKind.RECONCILED and ev.report is not None:
+            self._measure(ev.report)
         if ev.kind == EventKind.IDLE:
             self._indexing = False
             self.refresh_status()
@@ -440,7 +445,9 @@ class Session(QtCore.QObject):
             return
         if ev.kind in (EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED, EventKind.OFFLINE, EventKind.ONLINE):
             self.refresh_status()  # folder counts, offline marks
-        if ev.kind in (EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED) and self.current is not None:
+        # a photo's words committed after its picture re-rank the open results like any other commit
+        live = (EventKind.INDEXED, EventKind.TEXT, EventKind.REMOVED, EventKind.MOVED)
+        if ev.kind in live and self.current is not None:
             self._live_update()
         self.watch_event.emit(ev)
 
@@ -457,6 +464,14 @@ class Session(QtCore.QObject):
                 self.search(self.current.query)
 
         QtCore.QTimer.singleShot(1000, run)
+
+    def _measure(self, report) -> None:
+        """The picture stage's rate in a finished run, for the cost of a re-index (what it redoes)."""
+        seconds = report.embed_seconds - report.text_seconds
+        if self.embedder is None or report.embedded < 1 or seconds <= 0:
+            return  # reading text alone says nothing of the picture model's rate
+        self.last_rate = report.embedded / seconds
+        self.rates[self.settings.speed] = self.last_rate
 
     def refresh_status(self) -> None:
         reason = self.text_only_reason if self.text_only else None
@@ -489,10 +504,9 @@ class Session(QtCore.QObject):
         self.indexing_service.scan()
 
     def _progress(self, p: Progress) -> None:
-        if p.phase == Phase.EMBEDDING and p.rate > 0 and self.embedder is not None:
-            self.last_rate = p.rate  # a picture model's rate: reading text alone says nothing of it
         self.index_progress.emit(p)
-        if time.monotonic() - self._last_status_refresh > 1.0 or p.phase in (Phase.DONE, Phase.CANCELLED, Phase.PAUSED):
+        start = p.phase == Phase.EMBEDDING and p.done == 0  # the run's photos were just recorded as to do
+        if start or time.monotonic() - self._last_status_refresh > 1.0 or p.phase in (Phase.DONE, Phase.CANCELLED, Phase.PAUSED):
             self.refresh_status()
 
     def pause(self) -> None:
