@@ -38,6 +38,7 @@ BENCHES["mllm"] = "sorce_desktop.bench.mllm"
 BENCHES["watch"] = "sorce_desktop.bench.watch"
 BENCHES["text"] = "sorce_desktop.bench.text"
 BENCHES["refine"] = "sorce_desktop.bench.refine"
+BENCHES["startup"] = "sorce_desktop.bench.startup"
 BENCHES["ui"] = "sorce_desktop.bench.ui"
 BENCHES["tiny-model"] = "sorce_desktop.bench.tiny_model"
 
@@ -521,6 +522,15 @@ def cmd_search(args) -> int:
         parsed = parse(clean_query(args.text))
         if not fold(parsed.text) and not parsed.filtered and not parsed.problems and not (args.after or args.before):
             raise QueryError("The query is empty: type what you are looking for.")
+    # a running window is asked only what its request can carry (no --after/--before/--sort) and what
+    # needs no check against the library first (place: and in: names, dates that do not parse)
+    own = args.after or args.before or args.sort != "relevance"
+    if args.text is not None and args.image is None:
+        own = own or bool(parsed.problems or parsed.places or parsed.folders)
+    hits = None if args.refine or own else _ask_running(args, crop)
+    if hits is not None:  # the window or `watch` running for this library answered, with its models
+        _print_hits(hits, args.json)
+        return 0
     with _library(args, writer=False) as lib:
         if _query_not_understood(lib, args):
             return EXIT_USAGE
@@ -533,7 +543,7 @@ def cmd_search(args) -> int:
         embedder = None
         if lib.store.binding() is None:
             print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
-        else:
+        elif lib.needs_picture_model(args.text, args.image):
             try:
                 embedder = _load_model(lib, None)
             except ModelError as exc:
@@ -564,28 +574,53 @@ def cmd_search(args) -> int:
             refine_pictures(Refiner(embedder), hits, answer.vector, on_error=unreadable)
             if lib.settings.rerank_by_zoom and args.sort != "date":
                 hits = rerank_by_refined(hits)
-        if args.json:
-            print_json([h.to_json() for h in hits])
-        else:
-            if not hits:
-                print("nothing found")
-            for i, h in enumerate(hits, 1):
-                if h.likely is False and (i == 1 or hits[i - 2].likely):
-                    print("     --- less likely matches ---")
-                box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
-                words = f'  {h.source}: "{shown(h.text)}"' if h.text is not None else ""
-                print(f"{i:3d}. {h.score:.3f}  {shown(h.path)}  [{h.region} {box.as_list()}]{words}")
-                if h.taken is not None or h.place is not None:
-                    when = f"taken {h.taken} ({h.taken_source})" if h.taken is not None else ""
-                    print(f"       {'  '.join(x for x in (when, shown(h.place) if h.place else '') if x)}")
-                if len(h.regions) > 1 or h.source == "name":
-                    for r in h.regions:
-                        if r.kind == "name":
-                            print(f'       file name "{shown(r.words or "")}"')
-                            continue
-                        what = f'words "{shown(r.words)}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
-                        print(f"       {what} {r.box.as_list()} {r.score:.3f}")
+        _print_hits(hits, args.json)
     return 0
+
+
+def _ask_running(args, crop):
+    """The hits from the window or `watch` running for this library (None: none runs, or it cannot answer
+    yet); its refusal of the query in the command's own words."""
+    from sorce_desktop.core import running
+    from sorce_desktop.core.paths import AppPaths
+
+    try:
+        name = running.server_name(AppPaths.resolve(args.data_dir).index)
+    except Exception:  # an unusable data folder: the command says why when it opens it
+        return None
+    request = running.search_request(args.text, args.image, crop, args.top, args.folder, args.min_score)
+    reply = running.ask_search(name, request)
+    if reply is None or "busy" in reply:
+        return None
+    if "error" in reply:
+        if reply.get("kind") == "image":
+            raise UserError(f"The query image cannot be used: {reply['error']}.")
+        raise UserError(reply["error"])
+    return running.hits_from_reply(reply)
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        print_json([h.to_json() for h in hits])
+        return
+    if not hits:
+        print("nothing found")
+    for i, h in enumerate(hits, 1):
+        if h.likely is False and (i == 1 or hits[i - 2].likely):
+            print("     --- less likely matches ---")
+        box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
+        words = f'  {h.source}: "{shown(h.text)}"' if h.text is not None else ""
+        print(f"{i:3d}. {h.score:.3f}  {shown(h.path)}  [{h.region} {box.as_list()}]{words}")
+        if h.taken is not None or h.place is not None:
+            when = f"taken {h.taken} ({h.taken_source})" if h.taken is not None else ""
+            print(f"       {'  '.join(x for x in (when, shown(h.place) if h.place else '') if x)}")
+        if len(h.regions) > 1 or h.source == "name":
+            for r in h.regions:
+                if r.kind == "name":
+                    print(f'       file name "{shown(r.words or "")}"')
+                    continue
+                what = f'words "{shown(r.words)}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
+                print(f"       {what} {r.box.as_list()} {r.score:.3f}")
 
 
 def _query_not_understood(lib, args) -> bool:
@@ -690,6 +725,14 @@ def cmd_watch(args) -> int:
             poll_interval_s=args.poll_interval,
         )
 
+        # `search` asks this process while it runs, instead of loading the models again (core/running.py)
+        from sorce_desktop.core import running
+
+        searching = lib.search_service(embedder)
+        listener = running.SearchListener(
+            running.server_name(lib.paths.index), lambda request: running.answer_request(searching, request)
+        )
+        listener.start()
         watcher.start()
         try:
             watcher.wait_ready()
@@ -716,6 +759,7 @@ def cmd_watch(args) -> int:
                 )
                 return EXIT_INTERRUPTED
         finally:
+            listener.close()
             watcher.stop()
             service.stop()
         counts = lib.store.counts()

@@ -98,11 +98,13 @@ def test_status_counts_one_photo_in_words(signs_window):
     assert win.status_label.text() == "1 photo indexed"
 
 
-def test_small_captions_keep_the_end_of_the_name():
+def test_small_captions_keep_both_ends_of_the_name():
     from sorce_desktop.gui.results import caption_name
 
     names = ["000000000139.jpg", "000000000285.jpg"]
     assert [caption_name(n, len, 40) for n in names] == names
     assert [caption_name(n, len, 12) for n in names] == ["000000000139", "000000000285"]
     short = [caption_name(n, len, 6) for n in names]
-    assert short == ["…00139", "…00285"] and short[0] != short[1]
+    assert short == ["0…0139", "0…0285"] and short[0] != short[1]  # elided in the middle, the end kept
+    long = "IMG_20240611_" + "x" * 100 + "_0139.jpg"
+    assert caption_name(long, len, 20) == "IMG_20…xxxxxxxx_0139"

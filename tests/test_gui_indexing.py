@@ -78,12 +78,12 @@ def test_remove_folder_while_it_is_indexing(qtbot, tmp_path, tiny_clip):
     wait_ready(qtbot, win)
     qtbot.waitUntil(lambda: not win.session.indexing, timeout=20000)
     win.session.pause()
-    phases = []
-    win.session.index_progress.connect(lambda p: phases.append(p.phase))
+    phases, done = [], []
+    win.session.index_progress.connect(lambda p: (phases.append(p.phase), done.append(p)))
     win.add_folder(str(photos))
     qtbot.waitUntil(lambda: "paused" in phases, timeout=20000)  # the scan recorded them; none embedded
     win.session.resume()
-    qtbot.waitUntil(lambda: win.session.last_rate is not None, timeout=20000)  # a batch or more is in
+    qtbot.waitUntil(lambda: any(p.done for p in done), timeout=20000)  # a batch or more is in
     win.remove_folder(str(photos), confirm=False)
     qtbot.waitUntil(lambda: not win.session.indexing and not win.folders.paths(), timeout=30000)
     qtbot.wait(300)

@@ -316,3 +316,26 @@ def test_no_environment_variable_switches_text_reading_in_the_app():
         if env_read.search(line)
     ]
     assert found == []
+
+
+def test_reading_a_photo_offers_a_pause_between_its_steps(worded_photos, text_source):
+    """The indexer's ``between`` is called between the steps of reading one photo: after detecting and
+    before recognising (a Pause holds there), and the words are still read."""
+    root, boxes = worded_photos
+    path, _ = boxes["lantern"]
+    engine = text_source.engine
+    image = engine.load(path)
+    events: list[str] = []
+    real_read_quads = engine._read_quads
+
+    def read_quads(bgr, quads):
+        events.append("recognise")
+        return real_read_quads(bgr, quads)
+
+    engine._read_quads = read_quads
+    try:
+        lines = text_source.read(image, between=lambda: events.append("between"))
+    finally:
+        del engine._read_quads
+    assert "lantern" in " ".join(ln.text.lower() for ln in lines)
+    assert "recognise" in events and events.index("between") < events.index("recognise")

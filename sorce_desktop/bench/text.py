@@ -45,6 +45,12 @@ def add_arguments(p) -> None:
     p.add_argument("--start", type=int, default=100, help="first coco-small photo used")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-stop-signs", action="store_true", help="leave out the real-text check")
+    p.add_argument(
+        "--absent-words",
+        type=int,
+        default=500,
+        help="vocabulary words drawn in no photo searched for false matches (0: the bench's unused words only)",
+    )
     p.add_argument("--dataset", default=None, help="coco-small folder (default: ../shared/datasets)")
     p.add_argument(
         "--engine",
@@ -157,7 +163,7 @@ def run(args) -> int:
 
         # words drawn in no photo: what fuzzy matching by letters returns for them is wrong
         drawn = {w for w, _, _ in words}
-        absent = [w for w in WORDS if w not in drawn] + _vocabulary_words(500, drawn | set(WORDS), args.seed)
+        absent = [w for w in WORDS if w not in drawn] + _vocabulary_words(args.absent_words, drawn | set(WORDS), args.seed)
         runs = {}
         for name, kw in _engines(args.engine):
             print(f"engine {name}: {kw or 'defaults'}", file=sys.stderr)
@@ -175,9 +181,13 @@ def run(args) -> int:
                 Path(tmp) / f"data-{name}", folder, words, stop_files, engine, absent
             )
 
+    from sorce_desktop.bench.index import cpu_vector_features
+
     engines = {name: _engine_report(run, sizes) for name, run in runs.items()}
     out = {
         "synthetic_text_on_real_photos": True,
+        # OCR seconds depend on them (float32 kernel width, int8 dot products)
+        "cpu_vector_features": cpu_vector_features(),
         "photos": len(photos),
         "scale": args.scale,
         "photo_height_px": round(480 * args.scale),
@@ -191,7 +201,7 @@ def run(args) -> int:
     else:
         print(
             f"SYNTHETIC TEXT ON REAL PHOTOS: {len(photos)} coco-small photos x{args.scale:g}, "
-            f"{len(words)} words"
+            f"{len(words)} words; CPU {out['cpu_vector_features']}"
         )
         _print_engines(engines, sizes)
     return 0

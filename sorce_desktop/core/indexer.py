@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -284,6 +285,51 @@ class _Decoded:
     facts: PhotoFacts | None = None  # when and where, read with the header
 
 
+class PauseGate:
+    """Whether indexing may go on. The one place a pause is kept: the indexing service owns one and hands
+    it to every indexer it uses (so a pause outlives a change of model or settings); an indexer used on
+    its own has its own. Every stage waits here between two photos: decoding, the picture model, and
+    reading text."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._paused = False
+        self._resumes = 0  # a Resume quickly followed by Pause still counts as one
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._resumes += 1
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def wake(self) -> None:
+        """Let every waiter look again (a run was cancelled: it stops instead of waiting)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, cancelled: threading.Event) -> None:
+        """Return once not paused, or once ``cancelled`` is set (and :meth:`wake` called)."""
+        with self._cond:
+            while self._paused and not cancelled.is_set():
+                self._cond.wait(1.0)
+
+    def wait_for_resume(self, cancelled: threading.Event) -> None:
+        """Return at the next Resume (even if Pause came again since: the caller says it is paused
+        again), or once ``cancelled`` is set."""
+        with self._cond:
+            resumes = self._resumes
+            while self._paused and self._resumes == resumes and not cancelled.is_set():
+                self._cond.wait(1.0)
+
+
 class Indexer:
     def __init__(
         self,
@@ -316,12 +362,13 @@ class Indexer:
         self.decode_workers = max(1, decode_workers)
         self.on_progress = on_progress
         self.on_commit = on_commit
+        #: the words read in photos already searchable by their picture were committed (their paths)
+        self.on_text: CommitCallback | None = None
         self.save_every_s = save_every_s
         self.decode_budget = decode_budget
         self.last_budget: ByteBudget | None = None  # the last run's, for tests and benchmarks
         self._cancel = threading.Event()
-        self._resume = threading.Event()
-        self._resume.set()
+        self.gate = PauseGate()  # the indexing service replaces it with its own
 
     @property
     def embedder(self) -> Embedder:
@@ -331,20 +378,23 @@ class Indexer:
 
     # -- control (thread-safe) ------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Stop the run in progress after the photo being embedded (what is done is committed)."""
+        """Stop the run in progress after the photo in hand (what is done is committed)."""
         self._cancel.set()
-        self._resume.set()
+        self.gate.wake()
 
     def pause(self) -> None:
-        """Stop after the photo being embedded until :meth:`resume`."""
-        self._resume.clear()
+        """Stop after the photo in hand (decoded, embedded or read) until :meth:`resume`."""
+        self.gate.pause()
 
     def resume(self) -> None:
-        self._resume.set()
+        self.gate.resume()
 
     @property
     def paused(self) -> bool:
-        return not self._resume.is_set()
+        return self.gate.paused
+
+    def _pause_or_cancel_asked(self) -> bool:
+        return self.gate.paused or self._cancel.is_set()
 
     def _emit(self, p: Progress) -> None:
         if self.on_progress:
@@ -359,6 +409,13 @@ class Indexer:
                 self.on_commit(paths)
             except Exception:
                 log.exception("commit callback failed")
+
+    def _text_committed(self, paths: list[str]) -> None:
+        if self.on_text and paths:
+            try:
+                self.on_text(paths)
+            except Exception:
+                log.exception("text commit callback failed")
 
     # -- planning ------------------------------------------------------------------------------------
     def plan(
@@ -601,16 +658,25 @@ class Indexer:
             report.text_error = report.text_error or f"text lines were not embedded ({exc})"
             return None, None
 
-    def _read_text(self, jobs: list[tuple[int | None, _Decoded]], report: IndexReport) -> int:
-        """Read the text of decoded photos and store their lines. Returns how many photos failed."""
+    def _read_text(
+        self, jobs: list[tuple[int | None, _Decoded]], report: IndexReport, stop: Callable[[], bool] | None = None
+    ) -> tuple[int, int]:
+        """Read the text of decoded photos and store their lines (one commit). ``stop`` is asked before
+        each photo: when it says so, reading ends there and what was read is committed, the rest left
+        to the caller. Returns (photos failed, photos handled: ``jobs[:handled]``)."""
         t = time.perf_counter()
         items: list[TextPhoto] = []
-        failed = 0
+        gained_words: list[str] = []  # photos already searchable by their picture, now by their words too
+        failed = handled = 0
         for pid, d in jobs:
+            if stop is not None and stop():
+                break
+            handled += 1
             if d.text_image is None:
                 continue  # read before, for this very content
             try:
-                lines = self.text_source.read(d.text_image)
+                # a Pause holds between the steps of reading a photo too (its detectors, recognising)
+                lines = self.text_source.read(d.text_image, between=lambda: self.gate.wait(self._cancel))
             except Exception as exc:
                 log.warning("reading the text of %s failed: %s", d.row.path, exc)
                 if pid is None and d.row.status != INDEXED:
@@ -632,6 +698,8 @@ class Indexer:
                 photo = IndexedPhoto(
                     d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height
                 )
+            else:
+                gained_words.append(d.row.path)
             items.append(
                 TextPhoto(
                     pid if pid is not None else (d.row.id if photo is None else None),
@@ -656,8 +724,9 @@ class Indexer:
             paths = [it.photo.path for it in items if it.photo is not None]
             report.embedded_paths += paths
             self._committed(paths)
+            self._text_committed(gained_words)
         report.text_seconds += time.perf_counter() - t
-        return failed
+        return failed, handled
 
     def _embed_missing_lines(self, report: IndexReport) -> None:
         """Embed lines stored without an embedding (text model changed, or it was missing then)."""
@@ -677,6 +746,8 @@ class Indexer:
         thread. Every path through here takes its ticket in the budget exactly once."""
         out = _Decoded(row)
         admitted = False
+        # Paused: decoding ahead stops too (after the photo in hand), so a pause frees the processor.
+        self.gate.wait(self._cancel)
         try:
             try:
                 fd = open_regular(row.path)
@@ -842,23 +913,36 @@ class _EmbedRun:
             self.queue.append(pool.submit(self.ix._decode, row, self.budget, self.budget.ticket()))
 
     def _next_batch(self, pool: ThreadPoolExecutor) -> list[_Decoded]:
+        """The next photos decoded; empty when a pause or cancel came while waiting for the first (its
+        decoding may be waiting at the gate itself: the caller stops there and says so)."""
         batch: list[_Decoded] = []
         while self.queue and len(batch) < self.ix.batch_size:
             # Wait for the first photo only; the others join if already decoded, so the model starts
             # on the first photo while the rest decode.
             if batch and not self.queue[0].done():
                 break
+            if not batch and not self._wait_decoded(self.queue[0]):
+                break
             batch.append(self.queue.popleft().result())
             self._top_up(pool)
         return batch
+
+    def _wait_decoded(self, fut: Future) -> bool:
+        """Wait for a photo's decoding; False as soon as a pause or cancel is asked for."""
+        while not fut.done():
+            if self.ix._pause_or_cancel_asked():
+                return False
+            wait_futures([fut], timeout=0.1)
+        return True
 
     # -- pause and cancel, between photos -------------------------------------------------------------
     def _stop_requested(self) -> bool:
         """Wait here while paused (saying so once, with the true counts); True when cancelled."""
         ix = self.ix
-        if not ix._resume.is_set():
-            ix._emit(Progress(Phase.PAUSED, self.done, self.total, self.failed))
-            ix._resume.wait()
+        if ix.gate.paused and not ix._cancel.is_set():
+            while ix.gate.paused and not ix._cancel.is_set():  # each Pause is said, with the same counts
+                ix._emit(Progress(Phase.PAUSED, self.done, self.total, self.failed))
+                ix.gate.wait_for_resume(ix._cancel)
             if not ix._cancel.is_set():
                 ix._emit(Progress(Phase.EMBEDDING, self.done, self.total, self.failed, *self._rate()))
         return ix._cancel.is_set()
@@ -880,6 +964,8 @@ class _EmbedRun:
                         report.cancelled = True
                         break
                     batch = self._next_batch(pool)
+                    if not batch:
+                        continue  # paused or cancelled while decoding: the loop's top stops there
                     try:
                         self._process(batch)
                     finally:
@@ -922,10 +1008,23 @@ class _EmbedRun:
             # Photos needing their text read only (already embedded, or no visual model).
             text_jobs = [(None, d) for d in good if d.image is None]
             good = [d for d in good if d.image is not None]
-            self.done += len(text_jobs)
         text_jobs += self._embed_pictures(good)
-        if text_jobs:
-            self.failed += ix._read_text(text_jobs, report)
+        if text_jobs and not report.cancelled:
+            self._read_texts(text_jobs)
+
+    def _read_texts(self, jobs: list[tuple[int | None, _Decoded]]) -> None:
+        """Read the text of these photos, stopping between two of them for a pause (what was read is
+        committed first, so the paused counts are the store's) or a cancel (the rest is read next run).
+        A photo with text alone to read counts as done once its text is committed."""
+        ix = self.ix
+        while jobs:
+            failed, handled = ix._read_text(jobs, self.report, stop=ix._pause_or_cancel_asked)
+            self.failed += failed
+            self.done += sum(1 for pid, _d in jobs[:handled] if pid is None)
+            jobs = jobs[handled:]
+            if jobs and self._stop_requested():
+                self.report.cancelled = True
+                return
 
     def _embed_pictures(self, good: list[_Decoded]) -> list[tuple[int | None, _Decoded]]:
         """One forward per photo (its vectors never depend on its batchmates, and a pause or cancel
@@ -948,8 +1047,8 @@ class _EmbedRun:
                 commit.clear()
                 embedded.clear()
 
-        for i, d in enumerate(good):
-            if i and (ix.paused or ix._cancel.is_set()):
+        for d in good:
+            if ix._pause_or_cancel_asked():
                 flush()
                 if self._stop_requested():
                     report.cancelled = True

@@ -58,7 +58,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +135,7 @@ class ModelSet:
     pip_name: str | None = None  # what to pip install
     det: str | None = None  # paths relative to the package folder
     rec: str | None = None
-    keys: str | None = None
+    keys: str | None = None  # None: the characters the recogniser's ONNX file holds (its "character" metadata)
     #: DB box expansion ("unclip") the detector's boxes were measured with: PP-OCRv5's probability
     #: map is wider than v4's, so RapidOCR's 1.6 made its boxes loose (bench text: 61 % of found
     #: words at IoU >= 0.5 with 1.6, 87 % with 1.2)
@@ -155,7 +155,8 @@ class ModelSet:
         out = {"det_model_path": str(Path(root) / self.det)} if self.det else {}
         if self.rec:
             out["rec_model_path"] = str(Path(root) / self.rec)
-            out["rec_keys_path"] = str(Path(root) / self.keys)
+            if self.keys:
+                out["rec_keys_path"] = str(Path(root) / self.keys)
         missing = [v for v in out.values() if not Path(v).is_file()]
         if missing:
             raise OcrUnavailable(
@@ -438,8 +439,11 @@ class OcrEngine:
         return load_image(path, self.decode_min_side(w, h), data=data)
 
     # -- reading -------------------------------------------------------------------------------------
-    def read(self, image: DecodedImage) -> list[TextLine]:
-        """Text lines of a decoded photo, boxes in its full-resolution upright pixels."""
+    def read(self, image: DecodedImage, between: Callable[[], None] | None = None) -> list[TextLine]:
+        """Text lines of a decoded photo, boxes in its full-resolution upright pixels. ``between`` is
+        called between the steps of reading (after each detector, after recognising): the indexer waits
+        there while indexing is paused, so a Pause holds within one step rather than one photo."""
+        step = between or (lambda: None)
         s = self.work_scale(image.width, image.height)
         ww = max(1, int(round(image.width * s)))
         wh = max(1, int(round(image.height * s)))
@@ -450,9 +454,10 @@ class OcrEngine:
         bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
         with self._lock:
             self.stats["photos"] += 1
-            quads = self._detect(bgr, both=True)
+            quads = self._detect(bgr, both=True, between=step)
             if not quads:
                 return []
+            step()
             t = time.perf_counter()
             read = self._read_quads(bgr, quads)
             self.stats["recognise"] += time.perf_counter() - t
@@ -461,6 +466,7 @@ class OcrEngine:
                 # unread lines, and lines read with doubt (kept above as they are), are looked at
                 # closer; what is found there must not lie over a line read with confidence
                 t = time.perf_counter()
+                step()
                 doubtful = [q for q, x in zip(quads, read) if not x[0] or x[1] < self.config.recheck_under]
                 sure = [x[2] for x in good if x[1] >= self.config.recheck_under]
                 closer = self._look_closer(bgr, doubtful, sure)
@@ -586,13 +592,18 @@ class OcrEngine:
         """Text quads (N x 4 x 2, tile pixels) of one BGR tile: the DB detector of the model set."""
         return self._det.boxes(self._det.prob(tile), tile.shape[:2])
 
-    def _detect(self, bgr: np.ndarray, both: bool = False) -> list[np.ndarray]:
+    def _detect(
+        self, bgr: np.ndarray, both: bool = False, between: Callable[[], None] | None = None
+    ) -> list[np.ndarray]:
         """Text quads of a BGR image at the working scale; ``both``: with those of the second
         detector that do not lie over the first's (at most 0.3 of a quad's box over any of them).
         Each detector's quads are joined across tiles on their own: joining runs together whatever
-        overlaps on a row, and the two detectors' lines overlap by nature."""
+        overlaps on a row, and the two detectors' lines overlap by nature. ``between``: called between
+        the two detectors (see :meth:`read`)."""
         quads = self._detect_tiles(bgr, self._detect_tile)
         if both and self._second is not None:
+            if between is not None:
+                between()
             taken = [_aabb(q) for q in quads]
             for q in self._detect_tiles(bgr, lambda tile: self._second(tile)[0]):
                 box = _aabb(q)
@@ -1020,7 +1031,7 @@ def _join_tiles(
                     pts = np.concatenate([qi, quads[j]]).astype(np.float32)
                     rect = cv2.minAreaRect(pts)
                     box = cv2.boxPoints(rect)
-                    qi = _order_quad(box)
+                    qi = order_quad(box)
                     used[j] = True
                     merged = True
             out.append(qi)
@@ -1028,7 +1039,7 @@ def _join_tiles(
     return quads
 
 
-def _order_quad(pts: np.ndarray) -> np.ndarray:
+def order_quad(pts: np.ndarray) -> np.ndarray:
     """Corners in the order tl, tr, br, bl (what the recogniser's perspective crop expects)."""
     pts = np.asarray(pts, dtype=np.float32)
     xs = pts[np.argsort(pts[:, 0])]
@@ -1157,10 +1168,19 @@ class TextSource:
         None where the size is unknown (decode it whole)."""
         return self.engine.decode_min_side(width, height) if width > 0 and height > 0 else None
 
-    def read(self, image: DecodedImage) -> list[TextLine]:
+    def read(self, image: DecodedImage, between: Callable[[], None] | None = None) -> list[TextLine]:
+        """The engine's :meth:`OcrEngine.read`; the time spent in ``between`` (paused) is not counted."""
+        waited = 0.0
+
+        def step() -> None:
+            nonlocal waited
+            t0 = time.perf_counter()
+            between()
+            waited += time.perf_counter() - t0
+
         t = time.perf_counter()
-        lines = self.engine.read(image)
-        self.ocr_seconds += time.perf_counter() - t
+        lines = self.engine.read(image, step if between is not None else None)
+        self.ocr_seconds += time.perf_counter() - t - waited
         self.photos_read += 1
         return lines
 

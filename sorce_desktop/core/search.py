@@ -507,6 +507,9 @@ class SearchService:
             return SearchAnswer(hits, None, None, False, search)
         parsed = parse_query(matched) if matched is not None else None
         use_text = self.text is not None and parsed is not None
+        # a query of quoted words only is answered from the words, the same with or without a picture
+        # model (so the command line need not load one for it)
+        picture = (self.embedder is not None or vector is not None) and not (use_text and parsed.words_only)
         if self.embedder is None and vector is None:
             if image is not None:
                 raise QueryError(
@@ -527,15 +530,15 @@ class SearchService:
         # ``min_score`` is a probability too (else, and for image queries, a cosine; with no picture
         # model, the words' match score). Checked against that scale before any work.
         cal = None
-        if parsed is not None and self.embedder is not None:
+        if parsed is not None and self.embedder is not None and picture:
             cal = self.embedder.match_calibration()
         scale = self.score_scale(parsed is not None, vector is not None)
         if min_score is not None:
             scale.check(min_score)
         min_cos = cosine_for_probability(min_score, cal) if cal is not None and min_score is not None else min_score
         visual: list[PhotoHit] = []
-        q = vector
-        if self.embedder is not None or vector is not None:
+        q = vector if picture else None
+        if picture:
             if q is None:
                 q = self.query_vector(parsed.text if parsed is not None else None, image, crop)
             fetch = depth if not use_text or not parsed.required else max(depth * 4, 80)
@@ -560,7 +563,7 @@ class SearchService:
             hits = visual
         else:
             photos = self.store.photos_by_ids([t.photo_id for t in texts] + [n.photo_id for n in names])
-            if self.embedder is None and vector is None:  # words read (their own scores), then names
+            if not picture:  # words read (their own scores), then names
                 hits = [
                     PhotoHit(
                         p.path, t.score, t.box, "text", t.photo_id, p.width or 0, p.height or 0, "text",

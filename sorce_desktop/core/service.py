@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sorce_desktop.core.enums import StrEnum
-from sorce_desktop.core.indexer import Indexer, IndexReport, Phase, Progress
+from sorce_desktop.core.indexer import Indexer, IndexReport, PauseGate, Phase, Progress
 from sorce_desktop.core.models.base import ModelError
 from sorce_desktop.core.models.download import DownloadCancelled
 from sorce_desktop.core.store import FAILED, Store, StoreError
@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     PROGRESS = "progress"  # an indexing run's counts (progress)
     INDEXING = "indexing"  # settled files handed to the service (paths); 'indexed' follows
     INDEXED = "indexed"  # embedded and searchable (paths), after each commit
+    TEXT = "text"  # the words read in photos already indexed were committed (paths): they rank by them now
     REMOVED = "removed"  # forgotten because the files or the folder went (paths)
     MOVED = "moved"  # moved or renamed, vectors kept (paths = new paths, old_paths = where they were)
     ERROR = "error"  # files that could not be indexed (paths, message = reason), or a job that failed
@@ -191,7 +192,7 @@ class IndexingService:
         self._cond = threading.Condition()
         self._jobs: deque[tuple[Job, Future]] = deque()
         self._current: Job | None = None
-        self._paused = False
+        self._gate = PauseGate()  # the one pause: every indexer this service uses waits at it
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._unsaved = False
@@ -236,7 +237,7 @@ class IndexingService:
             fut.cancel()
         if thread is None:
             return
-        if self._paused:
+        if self.paused:
             self.cancel_current()  # a paused job would never finish
         thread.join(timeout)
         if thread.is_alive():
@@ -329,25 +330,19 @@ class IndexingService:
     def pause(self) -> None:
         """Stop indexing between two photos (within a second) until :meth:`resume`. Jobs still record
         what changed (new files show as waiting); only the model work waits."""
+        self._gate.pause()
         with self._cond:
-            self._paused = True
-            indexer, busy = self.indexer, self._current is not None
-        if indexer is not None:
-            indexer.pause()
+            busy = self._current is not None
         if not busy:
             self.emit(IndexEvent(EventKind.PAUSED))
 
     def resume(self) -> None:
-        with self._cond:
-            self._paused = False
-            indexer = self.indexer
-        if indexer is not None:
-            indexer.resume()
+        self._gate.resume()
         self.emit(IndexEvent(EventKind.RESUMED))
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return self._gate.paused
 
     def cancel_current(self) -> None:
         indexer = self.indexer
@@ -371,8 +366,8 @@ class IndexingService:
     def _use_indexer(self, indexer: Indexer) -> None:
         indexer.on_progress = self._on_progress
         indexer.on_commit = self._on_commit
-        if self._paused:
-            indexer.pause()
+        indexer.on_text = self._on_text
+        indexer.gate = self._gate
         self.indexer = indexer
 
     def _on_progress(self, p: Progress) -> None:
@@ -382,6 +377,9 @@ class IndexingService:
     def _on_commit(self, paths: list[str]) -> None:
         self._unsaved = True
         self.emit(IndexEvent(EventKind.INDEXED, list(paths), f"{len(paths)} photos indexed"))
+
+    def _on_text(self, paths: list[str]) -> None:
+        self.emit(IndexEvent(EventKind.TEXT, list(paths), f"the words in {len(paths)} photos read"))
 
     def _report_changes(self, report: IndexReport) -> None:
         """Events for what a job changed besides the commits (those were reported as they happened)."""

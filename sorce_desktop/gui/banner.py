@@ -11,19 +11,34 @@ from __future__ import annotations
 from sorce_desktop.core.words import human_size
 from sorce_desktop.gui.qt import QtCore, QtWidgets, Signal
 
+TEXT_ONLY_TITLE = "Searching the text in your photos"
+
+
+def attempt_note(reason: str, at: str) -> str:
+    """What a try for the model that failed again says, with when: the answer to a click."""
+    if reason == "offline":
+        return f"Still offline at {at}."
+    return f"Tried again at {at}; the model is still not available."
+
 
 class TextOnlyBanner(QtWidgets.QFrame):
+    """The one banner while there is no visual model: what is searched, why the model is missing (a
+    failed download's reason in its title), one set of actions, and the answer to the last click."""
+
     download = Signal()
     choose_folder = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("banner")
-        self.title = QtWidgets.QLabel("Searching the text in your photos")
+        self.title = QtWidgets.QLabel(TEXT_ONLY_TITLE)
         self.title.setObjectName("bannerTitle")
         self.label = QtWidgets.QLabel()
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = QtWidgets.QLabel()  # "Trying…", "Still offline at 14:05."
+        self.status.setObjectName("bannerStatus")
+        self.status.hide()
         self.download_button = QtWidgets.QPushButton("Download Model")
         self.download_button.setObjectName("primary")
         self.folder_button = QtWidgets.QPushButton("Choose Model Folder…")
@@ -33,6 +48,7 @@ class TextOnlyBanner(QtWidgets.QFrame):
         text.setSpacing(2)
         text.addWidget(self.title)
         text.addWidget(self.label)
+        text.addWidget(self.status)
         lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(14, 8, 10, 8)
         lay.addLayout(text, 1)
@@ -41,12 +57,20 @@ class TextOnlyBanner(QtWidgets.QFrame):
         self.setAccessibleName("Text-only search notice")
         self.hide()
 
-    def show_note(self, note: str, detail: str = "") -> None:
+    def show_note(self, note: str, detail: str = "", *, reason: str = "", status: str = "") -> None:
         """``note``: what is searched and what to do (core Library.text_only_note); ``detail``: why the
-        model is missing, in full (the tooltip)."""
+        model is missing, in full (the tooltip); ``reason``: a failed download's (its title says it, and
+        the download button becomes Try Again); ``status``: the answer to the last click."""
+        failure = FAILURE_TITLES.get(reason) or (
+            "Download cancelled" if reason == "cancelled" else "The model could not be downloaded" if reason else ""
+        )
+        self.title.setText(f"{failure} — {TEXT_ONLY_TITLE.lower()}" if failure else TEXT_ONLY_TITLE)
         self.label.setText(
             f"{note} Words you can read in a photo — a sign, a label, a jersey number — are found now."
         )
+        self.download_button.setText("Try Again" if reason else "Download Model")
+        self.status.setText(status)
+        self.status.setVisible(bool(status))
         self.setToolTip(detail)
         self.show()
 
@@ -79,6 +103,9 @@ class DownloadPanel(QtWidgets.QFrame):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
         self.progress.setMaximumHeight(8)
+        self.status = QtWidgets.QLabel()  # the answer to the last Retry: "Still offline at 14:05."
+        self.status.setObjectName("bannerStatus")
+        self.status.hide()
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.retry_button = QtWidgets.QPushButton("Retry")
         self.retry_button.setObjectName("primary")
@@ -90,6 +117,7 @@ class DownloadPanel(QtWidgets.QFrame):
         text.setSpacing(4)
         text.addWidget(self.title)
         text.addWidget(self.detail)
+        text.addWidget(self.status)
         text.addWidget(self.progress)
         lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(14, 8, 10, 8)
@@ -112,6 +140,10 @@ class DownloadPanel(QtWidgets.QFrame):
         self.progress.show()
         self._buttons(cancel=True)
         self.show()
+
+    def set_status(self, status: str) -> None:
+        self.status.setText(status)
+        self.status.setVisible(bool(status))
 
     def show_failure(self, message: str, reason: str) -> None:
         title = FAILURE_TITLES.get(reason, "The model could not be downloaded")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import os
 
 from sorce_desktop.core.images import load_image
@@ -15,6 +16,7 @@ from sorce_desktop.gui.results import (
     WORDS_OUTLINE,
     WORDS_TAG,
     covers_photo,
+    match_label,
     outline_color,
     source_label,
 )
@@ -66,6 +68,54 @@ class KindTag(QtWidgets.QGraphicsItem):
         painter.setFont(font)
         painter.setPen(QtGui.QColor("#00141c"))
         painter.drawText(r, Qt.AlignmentFlag.AlignCenter, WORDS_TAG)
+
+
+class NameLabel(QtWidgets.QLabel):
+    """A name (a file's, or a path) and a note after it on one line that never widens its window: the
+    name is elided in the middle to the width the layout gives, and the whole name is in the tooltip."""
+
+    def __init__(self, parent=None, *, bold: bool = True, note_color: str = "gray", separator: str = "  "):
+        super().__init__(parent)
+        self._name = self._note = self._shown = ""
+        self._bold, self._note_color, self._sep = bold, note_color, separator
+        self.setTextFormat(Qt.TextFormat.RichText)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+
+    def set_name(self, name: str, note: str = "") -> None:
+        self._name, self._note = name, note
+        self.setToolTip(name)
+        self._fit()
+
+    def shown_name(self) -> str:
+        """The name as shown (elided when it does not fit)."""
+        return self._shown
+
+    def full_text(self) -> str:
+        return self._name + (self._sep + self._note if self._note else "")
+
+    def minimumSizeHint(self) -> QtCore.QSize:  # noqa: N802
+        return QtCore.QSize(0, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QtCore.QSize:  # noqa: N802
+        return QtCore.QSize(0, super().sizeHint().height())
+
+    def resizeEvent(self, e) -> None:  # noqa: N802
+        super().resizeEvent(e)
+        self._fit()
+
+    def _fit(self) -> None:
+        font = QtGui.QFont(self.font())
+        font.setBold(self._bold)
+        note_w = QtGui.QFontMetrics(self.font()).horizontalAdvance(self._sep + self._note) if self._note else 0
+        room = max(0, self.contentsRect().width() - note_w - 4)
+        self._shown = QtGui.QFontMetrics(font).elidedText(self._name, Qt.TextElideMode.ElideMiddle, room)
+        name = html.escape(self._shown)
+        name = f"<b>{name}</b>" if self._bold else name
+        note = html.escape(self._note)
+        if self._note_color:
+            note = f"<span style='color:{self._note_color}'>{note}</span>"
+        sep = self._sep.replace(" ", "&nbsp;")
+        self.setText(name + (sep + note if self._note else ""))
 
 
 class PhotoView(QtWidgets.QGraphicsView):
@@ -204,6 +254,7 @@ class DetailPage(QtWidgets.QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.item: ResultItem | None = None
+        self._rank = 0
         self._token = 0
         bar = QtWidgets.QHBoxLayout()
         bar.setContentsMargins(10, 6, 10, 6)
@@ -212,9 +263,8 @@ class DetailPage(QtWidgets.QWidget):
         self.back_button.setToolTip("Back to the results (Esc)")
         self.back_button.setAutoRaise(True)
         self.back_button.clicked.connect(self.back)
-        self.title = QtWidgets.QLabel()
+        self.title = NameLabel()  # a long name is elided in the middle, never widening the window
         self.title.setObjectName("detailTitle")
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.prev_button = QtWidgets.QToolButton(text="‹", toolTip="Previous result (Left)", autoRaise=True)
         self.next_button = QtWidgets.QToolButton(text="›", toolTip="Next result (Right)", autoRaise=True)
         self.prev_button.clicked.connect(lambda: self.step.emit(-1))
@@ -235,10 +285,9 @@ class DetailPage(QtWidgets.QWidget):
         for b in (self.similar_button, self.folder_button, self.open_button):
             bar.addWidget(b)
         self.view = PhotoView()
-        self.info = QtWidgets.QLabel()
+        # the path elided in the middle (a deep path must not widen the window either), in full in its tooltip
+        self.info = NameLabel(bold=False, note_color="", separator="   ·   ")
         self.info.setObjectName("detailInfo")
-        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.info.setWordWrap(True)
         self.match_info = QtWidgets.QLabel()
         self.match_info.setObjectName("detailInfo")
         self.match_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -272,13 +321,12 @@ class DetailPage(QtWidgets.QWidget):
 
     def show_item(self, item: ResultItem, index: int, count: int, thumb: QtGui.QPixmap | None = None) -> None:
         self.item = item
+        self._rank = index + 1
         self._extra = ""
         self._token += 1
         token = self._token
         hit = item.hit
-        self.title.setText(
-            f"<b>{os.path.basename(hit.path)}</b>  <span style='color:gray'>{index + 1} of {count}</span>"
-        )
+        self.title.set_name(os.path.basename(hit.path), f"{index + 1} of {count}")
         self.prev_button.setEnabled(index > 0)
         self.next_button.setEnabled(index < count - 1)
         # the thumbnail at once, the full photo when decoded
@@ -338,17 +386,15 @@ class DetailPage(QtWidgets.QWidget):
             return
         self._extra = extra
         hit = it.hit
-        parts = [display_path(hit.path)]
+        parts = []
         if extra:
             parts.append(extra)
         parts.append(f"{hit.width} × {hit.height}")
         if it.size_bytes:
             parts.append(human_size(it.size_bytes))
-        match = f"{source_label(hit.source)} match, score {hit.score:.3f}"
-        if hit.probability is not None:
-            match += f", match probability {hit.probability:.0%}" + ("" if hit.likely else " (less likely)")
-        if hit.refined_score is not None:
-            match += f", zoomed-in score {hit.refined_score:.3f}"
+        match = f"{source_label(hit.source)} match, {match_label(hit, self._rank)[1]}"
+        if hit.refined_box is not None and hit.picture is not None:
+            match += ", outline tightened by zooming in"
         words = self.words_outlined()
         if words:
             # each outlined line by its words, so the outline and the label cannot disagree
@@ -363,7 +409,7 @@ class DetailPage(QtWidgets.QWidget):
             parts.append(f"taken {hit.taken.replace('T', ' ')}" + (" (file date)" if hit.taken_source == "file" else ""))
         if hit.place:
             parts.append(hit.place)
-        self.info.setText("   ·   ".join(parts))
+        self.info.set_name(display_path(hit.path), "   ·   ".join(parts))
         self.match_info.setText(match)
 
     def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802

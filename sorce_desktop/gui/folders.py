@@ -6,21 +6,26 @@ import os
 
 from sorce_desktop.core.library import FolderInfo, LibraryStatus
 from sorce_desktop.core.store import display_path
-from sorce_desktop.core.words import photos
+from sorce_desktop.core.words import count, photos
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 
 PathRole = Qt.ItemDataRole.UserRole + 1
 
 
+def counts_text(indexed: int, pending: int, failed: int) -> str:
+    """The store's counts in the words every place uses (a folder, the status bar): "8 indexed · 33 to do"."""
+    parts = [f"{indexed:,} indexed"]
+    if pending:
+        parts.append(f"{pending:,} to do")
+    if failed:
+        parts.append(f"{failed:,} failed")
+    return " · ".join(parts)
+
+
 def folder_counts_text(f: FolderInfo) -> str:
     if not f.online:
         return "offline — connect it; its photos stay searchable"
-    parts = [f"{f.indexed:,} indexed"]
-    if f.pending:
-        parts.append(f"{f.pending:,} to do")
-    if f.failed:
-        parts.append(f"{f.failed:,} failed")
-    return " · ".join(parts)
+    return counts_text(f.indexed, f.pending, f.failed)
 
 
 class FolderDelegate(QtWidgets.QStyledItemDelegate):
@@ -157,7 +162,7 @@ class FolderPanel(QtWidgets.QWidget):
         self.summary.setVisible(bool(status.folders))
         self.summary.setText(f"{photos(status.indexed)} searchable")
         self.failed_link.setVisible(status.failed > 0)
-        self.failed_link.setText(f"{status.failed:,} could not be read…")
+        self.failed_link.setText(f"{count(status.failed, 'file')} could not be read…")
         self._sync_buttons()
 
     def paths(self) -> list[str]:
@@ -182,7 +187,7 @@ class FolderPanel(QtWidgets.QWidget):
         info: FolderInfo = item.data(PathRole)
         m = QtWidgets.QMenu(self)
         if info.failed:
-            m.addAction(f"Show {info.failed} Failed Files…", lambda: self.show_failed.emit(info.path))
+            m.addAction(f"Show {count(info.failed, 'Failed File')}…", lambda: self.show_failed.emit(info.path))
         m.addAction("Remove Folder", lambda: self.remove_requested.emit(info.path))
         m.exec(self.list.viewport().mapToGlobal(pos))
 
@@ -205,12 +210,12 @@ class ErrorsDialog(QtWidgets.QDialog):
         self.setWindowTitle("Files That Could Not Be Read")
         self.resize(760, 420)
         lay = QtWidgets.QVBoxLayout(self)
-        head = QtWidgets.QLabel(
-            f"{len(errors):,} files could not be indexed. They are left as they are; fix or replace a file and it is "
-            "indexed again on its own next time the folder is checked."
+        self.head = QtWidgets.QLabel(
+            f"{count(len(errors), 'file')} could not be indexed. They are left as they are; fix or replace a file "
+            "and it is indexed again on its own next time the folder is checked."
         )
-        head.setWordWrap(True)
-        lay.addWidget(head)
+        self.head.setWordWrap(True)
+        lay.addWidget(self.head)
         self.table = QtWidgets.QTreeWidget()
         self.table.setHeaderLabels(["File", "Reason"])
         self.table.setRootIsDecorated(False)

@@ -68,6 +68,17 @@ def source_label(source: str) -> str:
     )
 
 
+def match_label(hit, rank: int) -> tuple[str, str]:
+    """How well a photo matched, the one way the window says it: the model's own match probability
+    where it has one ("73%"), else the photo's place in the ranking ("#3"). Raw scores are on a scale
+    per kind of match (a picture's cosine, a word score), so they are never shown side by side.
+    Returns (short, for the grid; a phrase, for tooltips and the detail view)."""
+    if hit.probability is not None:
+        sure = "a likely match" if hit.likely else "a less likely match"
+        return f"{hit.probability:.0%}", f"match probability {hit.probability:.0%} ({sure})"
+    return f"#{rank:,}", f"ranked #{rank:,}"
+
+
 class ResultsModel(QtCore.QAbstractListModel):
     def __init__(self, parent: QtCore.QObject | None = None):
         super().__init__(parent)
@@ -86,10 +97,8 @@ class ResultsModel(QtCore.QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return os.path.basename(it.hit.path)
         if role == Qt.ItemDataRole.ToolTipRole:
-            lines = [it.hit.path, f"Score {it.hit.score:.3f} · {source_label(it.hit.source)}"]
-            if it.hit.probability is not None:
-                sure = "a likely match" if it.hit.likely else "a less likely match"
-                lines.append(f"The model's match probability: {it.hit.probability:.0%} ({sure})")
+            _short, phrase = match_label(it.hit, index.row() + 1)
+            lines = [it.hit.path, f"{source_label(it.hit.source)} match, {phrase}"]
             if it.hit.text:
                 lines.append(f"Words matched: “{it.hit.text}”")
             return "\n".join(lines)
@@ -97,7 +106,7 @@ class ResultsModel(QtCore.QAbstractListModel):
             words = f", words “{it.hit.text}”" if it.hit.text else ""
             return (
                 f"{os.path.basename(it.hit.path)}, {source_label(it.hit.source)} match{words}, "
-                f"score {it.hit.score:.2f}"
+                f"{match_label(it.hit, index.row() + 1)[1]}"
             )
         return None
 
@@ -149,17 +158,19 @@ class ResultsModel(QtCore.QAbstractListModel):
 
 
 def caption_name(name: str, advance, width: float) -> str:
-    """A file name that fits ``width``: whole if it can be; else without its extension; else its end.
+    """A file name that fits ``width``: whole if it can be; else without its extension; else elided in
+    the middle, keeping more of its end than of its start.
 
     Camera and export names share their beginnings ("IMG_20240611_...", "000000000139"), so the end is
-    what tells two photos apart: "…0139" rather than "0000…139.jpg"."""
+    what tells two photos apart, and the start says what kind of name it is: "IMG_…0139"."""
     if advance(name) <= width:
         return name
     stem = os.path.splitext(name)[0] or name
     if advance(stem) <= width:
         return stem
-    for i in range(1, len(stem)):
-        cut = "…" + stem[i:]
+    for keep in range(len(stem) - 1, 0, -1):
+        head = keep // 3
+        cut = stem[:head] + "…" + stem[len(stem) - (keep - head) :]
         if advance(cut) <= width:
             return cut
     return "…" + stem[-1:]
@@ -231,7 +242,7 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
             self._paint_selection(painter, option.palette, cell, focused)
         self._paint_thumbnail(painter, option.palette, cell, item)
         self._paint_outlines(painter, cell, item)
-        self._paint_caption(painter, option, cell, item)
+        self._paint_caption(painter, option, cell, item, index.row())
         painter.restore()
 
     def _paint_selection(self, painter: QtGui.QPainter, pal, cell: QtCore.QRect, focused: bool) -> None:
@@ -283,8 +294,10 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
                 tag=self.side >= 128,
             )
 
-    def _paint_caption(self, painter: QtGui.QPainter, option, cell: QtCore.QRect, item: ResultItem) -> None:
-        """The name (or the words matched), the kind of match and the score, discreetly."""
+    def _paint_caption(
+        self, painter: QtGui.QPainter, option, cell: QtCore.QRect, item: ResultItem, row: int
+    ) -> None:
+        """The name (or the words matched), the kind of match and how well it matched, discreetly."""
         pal = option.palette
         cap = QtCore.QRectF(
             cell.x() + PAD, cell.y() + PAD + self.side + 3, cell.width() - 2 * PAD, CAPTION_H - 4
@@ -294,9 +307,7 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
         painter.setFont(small)
         fm = QtGui.QFontMetricsF(small)
         muted = QtGui.QColor(pal.color(QtGui.QPalette.ColorRole.PlaceholderText))
-        # the model's own match probability where it has one ("how sure"), else the ranking score
-        p = item.hit.probability
-        score = f"{p * 100:.0f}%" if p is not None else f"{item.hit.score:.2f}"
+        score = match_label(item.hit, row + 1)[0]
         score_w = fm.horizontalAdvance(score) + 4
         painter.setPen(muted)
         painter.drawText(cap, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, score)
@@ -390,6 +401,22 @@ class ResultsView(QtWidgets.QListView):
         p.setPen(self.palette().color(QtGui.QPalette.ColorRole.HighlightedText))
         p.drawText(r, Qt.AlignmentFlag.AlignCenter, text)
         p.end()
+
+    def focusInEvent(self, e: QtGui.QFocusEvent) -> None:  # noqa: N802
+        """Focus by Tab (or a click elsewhere and back) shows where the keyboard is at once: the current
+        photo (the first, when there is none yet) is selected, so it is highlighted before any arrow key."""
+        super().focusInEvent(e)
+        model = self.model()
+        if e.reason() == Qt.FocusReason.MouseFocusReason:
+            return  # the click selects the photo under it
+        if model is None or model.rowCount() == 0 or self.selectionModel() is None:
+            return
+        ix = self.currentIndex()
+        if not ix.isValid():
+            ix = model.index(0, 0)
+        if not self.selectionModel().isSelected(ix):
+            self.selectionModel().setCurrentIndex(ix, QtCore.QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            self.scrollTo(ix)
 
     def keyPressEvent(self, e: QtGui.QKeyEvent) -> None:  # noqa: N802
         if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.currentIndex().isValid():

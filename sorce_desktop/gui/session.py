@@ -149,7 +149,10 @@ class Session(QtCore.QObject):
         self._text_source = None  # core.ocr.TextSource, made once: its models load on first use
         self.state = ModelState(LoadState.IDLE)
         self.status = LibraryStatus()
-        self.last_rate: float | None = None  # photos/second of the last indexing run, for cost estimates
+        # photos/second of the picture stage in the last index run (reading text apart: a re-index for
+        # another model, layout or speed keeps the words read), overall and by the speed it ran at
+        self.last_rate: float | None = None
+        self.rates: dict[str, float] = {}
         # indexing: the library's one writer, started with the first model (or the text reader alone);
         # its events arrive on its thread and are posted to the UI thread
         self.indexing_service = library.indexing_service()
@@ -168,8 +171,11 @@ class Session(QtCore.QObject):
         # search
         self._generation = 0
         self._search_running = False
-        self._next_search: tuple[int, Query] | None = None
+        self._next_search: tuple | None = None  # (generation, query, service or None: the current one)
         self._pending_query: tuple[int, Query] | None = None  # asked before the model was ready
+        # the words read in the photos, searchable while the picture model loads (None: not yet, or
+        # nothing to search); queries run on it at once and again with the picture model once it is ready
+        self._words_service = None
         self.current: SearchResult | None = None
         # refinement
         self._refiner = None
@@ -180,9 +186,36 @@ class Session(QtCore.QObject):
 
     # -- model ---------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Show what is in the index at once, then load the model and reconcile the folders."""
+        """Show what is in the index at once, make its words searchable, then load the model (in the
+        background) and reconcile the folders."""
         self.refresh_status()
+        self._search_words_first()
         self.load_model()
+
+    def _search_words_first(self) -> None:
+        """While the picture model loads (seconds on a laptop CPU), queries are answered from the words
+        read in the photos at once; a query typed meanwhile runs again once pictures can be searched."""
+
+        def ready(service) -> None:
+            if service is None or self._closing or self.service is not None:
+                return
+            self._words_service = service
+            log.info("start-up: words searchable")  # bench startup reads these milestones
+            if self._pending_query is not None:
+                gen, q = self._pending_query
+                if gen == self._generation and q.image is None:
+                    self._search_words(gen, q)
+
+        def words():
+            service = self.lib.search_service(None)
+            return service if service.text is not None and service.text.has_text() else None
+
+        run_task(words, ready, lambda e: log.warning("words are not searchable yet: %s", e), lane="search", name="words")
+
+    def _search_words(self, gen: int, query: Query) -> None:
+        """Answer ``query`` from the words now; keep it pending for the picture model if it needs one."""
+        self._pending_query = (gen, query) if self.lib.needs_picture_model(query.text) else None
+        self._run_search(gen, query, self._words_service)
 
     def load_model(self, model: str | None = None, *, reindex_layout: str | None = None) -> None:
         """Load ``model`` (default: the one the index was made with) off the UI thread.
@@ -275,12 +308,14 @@ class Session(QtCore.QObject):
             return
         self.text_only_reason = None
         self.embedder, self.service = embedder, service
+        self._words_service = None
         if self._requeue_speed is not None:
             self._requeue(self._requeue_speed)
             self._requeue_speed = None
         self._refiner = None
         self._refine_cache = None
         self._set_state(ModelState(LoadState.READY, embedder.model_id, ""))
+        log.info("start-up: pictures searchable")
         self._configure_indexing()  # a text-only run in progress stops; the scan below redoes it
         self.request_index()
         self._start_watcher()
@@ -410,6 +445,8 @@ class Session(QtCore.QObject):
             return
         if ev.kind in (EventKind.PAUSED, EventKind.RESUMED):
             return  # paused or resumed while nothing was being indexed: the window already shows it
+        if ev.kind == EventKind.RECONCILED and ev.report is not None:
+            self._measure(ev.report)
         if ev.kind == EventKind.IDLE:
             self._indexing = False
             self.refresh_status()
@@ -417,7 +454,9 @@ class Session(QtCore.QObject):
             return
         if ev.kind in (EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED, EventKind.OFFLINE, EventKind.ONLINE):
             self.refresh_status()  # folder counts, offline marks
-        if ev.kind in (EventKind.INDEXED, EventKind.REMOVED, EventKind.MOVED) and self.current is not None:
+        # a photo's words committed after its picture re-rank the open results like any other commit
+        live = (EventKind.INDEXED, EventKind.TEXT, EventKind.REMOVED, EventKind.MOVED)
+        if ev.kind in live and self.current is not None:
             self._live_update()
         self.watch_event.emit(ev)
 
@@ -434,6 +473,14 @@ class Session(QtCore.QObject):
                 self.search(self.current.query)
 
         QtCore.QTimer.singleShot(1000, run)
+
+    def _measure(self, report) -> None:
+        """The picture stage's rate in a finished run, for the cost of a re-index (what it redoes)."""
+        seconds = report.embed_seconds - report.text_seconds
+        if self.embedder is None or report.embedded < 1 or seconds <= 0:
+            return  # reading text alone says nothing of the picture model's rate
+        self.last_rate = report.embedded / seconds
+        self.rates[self.settings.speed] = self.last_rate
 
     def refresh_status(self) -> None:
         reason = self.text_only_reason if self.text_only else None
@@ -466,10 +513,9 @@ class Session(QtCore.QObject):
         self.indexing_service.scan()
 
     def _progress(self, p: Progress) -> None:
-        if p.phase == Phase.EMBEDDING and p.rate > 0 and self.embedder is not None:
-            self.last_rate = p.rate  # a picture model's rate: reading text alone says nothing of it
         self.index_progress.emit(p)
-        if time.monotonic() - self._last_status_refresh > 1.0 or p.phase in (Phase.DONE, Phase.CANCELLED, Phase.PAUSED):
+        start = p.phase == Phase.EMBEDDING and p.done == 0  # the run's photos were just recorded as to do
+        if start or time.monotonic() - self._last_status_refresh > 1.0 or p.phase in (Phase.DONE, Phase.CANCELLED, Phase.PAUSED):
             self.refresh_status()
 
     def pause(self) -> None:
@@ -486,10 +532,34 @@ class Session(QtCore.QObject):
         gen = self._generation
         self._refine_cancel.set()  # a new query stops the old one's refinement
         if self.service is None:
-            self._pending_query = (gen, query)
+            if self._words_service is not None and query.image is None:
+                self._search_words(gen, query)
+            else:
+                self._pending_query = (gen, query)
             return gen
         self._run_search(gen, query)
         return gen
+
+    def answer_remote(self, line: bytes, send) -> None:
+        """Answer a ``search`` from the command line (core/running.py) off the UI thread; ``send(reply)``
+        runs on the UI thread. Before the picture model is ready only quoted words are answered (the
+        command answers anything else itself)."""
+        from sorce_desktop.core import running
+
+        service = self.service if self.embedder is not None else None
+        words = self._words_service if self.service is None else None
+
+        def answer(request: dict) -> dict:
+            if service is not None:
+                return running.answer_request(service, request)
+            if words is not None and request.get("image") is None and not self.lib.needs_picture_model(request.get("text")):
+                return running.answer_request(words, request)
+            return {"busy": "the picture model is not ready"}
+
+        def work() -> bytes:
+            return running.handle_line(line, answer) or b'{"busy": "not a request"}\n'
+
+        run_task(work, send, lambda e: send(b'{"busy": "failed"}\n'), lane="io", name="answer a search")
 
     def clear_search(self) -> None:
         self._generation += 1
@@ -498,12 +568,12 @@ class Session(QtCore.QObject):
         self._next_search = None
         self.current = None
 
-    def _run_search(self, gen: int, query: Query) -> None:
+    def _run_search(self, gen: int, query: Query, service=None) -> None:
         if self._search_running:
-            self._next_search = (gen, query)  # coalesce: only the newest waiting query will run
+            self._next_search = (gen, query, service)  # coalesce: only the newest waiting query will run
             return
         self._search_running = True
-        service = self.service
+        service = service or self.service
         store = self.lib.store
 
         def work() -> SearchResult:

@@ -34,6 +34,10 @@ DEVICES = [
 
 
 def duration_words(seconds: float) -> str:
+    if seconds < 10:
+        return "a few seconds"
+    if seconds < 45:
+        return "less than a minute"
     if seconds < 90:
         return "about a minute"
     minutes = seconds / 60
@@ -49,7 +53,7 @@ def reindex_cost(photos: int, rate: float | None, layout_change_only: bool, spee
     what = f"{count_photos(photos)} must be indexed again (their picture regions; the words already read in them are kept)"
     if rate and rate > 0:
         rate = rate * speed_factor
-        how_long = f"; at this computer's last speed ({rate * 60:.0f} photos a minute) that takes {duration_words(photos / rate)}"
+        how_long = f"; at this computer's last speed ({rate * 60:,.0f} photos a minute) that takes {duration_words(photos / rate)}"
         if not layout_change_only:
             how_long += " (another model can be faster or slower)"
     else:

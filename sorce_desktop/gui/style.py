@@ -86,6 +86,7 @@ def stylesheet(dark: bool) -> str:
     QLineEdit#search:focus {{ border: 2px solid {ACCENT}; padding: 5px 9px; }}
     QFrame#banner {{ background: {"#2c3342" if dark else "#eaf1fd"}; border-bottom: 1px solid {border}; }}
     QLabel#bannerTitle {{ font-weight: 600; }}
+    QLabel#bannerStatus {{ font-style: italic; }}
     QFrame#card {{ background: {card}; border: 1px solid {border}; border-radius: 14px; }}
     QLabel#welcomeTitle {{ font-size: 17pt; font-weight: 600; }}
     QLabel#emptyTitle {{ font-size: 15pt; font-weight: 600; }}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 from sorce_desktop.core.images import is_image_name
@@ -17,9 +18,9 @@ from sorce_desktop.core.service import EventKind
 from sorce_desktop.core.store import display_path
 from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
 from sorce_desktop.gui import resources
-from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner
+from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, attempt_note
 from sorce_desktop.gui.detail import DetailPage
-from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel
+from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel, counts_text
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
 from sorce_desktop.gui.query_bar import QueryBar
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
@@ -166,6 +167,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.thumbs = ThumbnailCache(library.paths.thumbnails, self.settings.thumbnail_cache_mb, self)
         self.query: Query | None = None
         self.result: SearchResult | None = None
+        self._model_tried = False  # the user asked for the model (a click): each answer is said
+        self._attempt = ""  # that answer: "Trying to get …", "Still offline at 14:05."
         self._progress: Progress | None = None
         self._search_error: str | None = None
         self._folder_filter: str | None = None  # the folder list's selection restricts the results
@@ -359,10 +362,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detail.open_photo.connect(open_file)
         self.welcome.start_requested.connect(self._first_run_start)
         self.welcome.cancel_requested.connect(self.session.cancel_download)
-        self.text_banner.download.connect(lambda: self.session.load_model(self.settings.model))
+        self.text_banner.download.connect(lambda: self._try_model(self.settings.model))
         self.text_banner.choose_folder.connect(self.choose_model_folder)
         self.download_panel.cancel.connect(self.session.cancel_download)
-        self.download_panel.retry.connect(lambda: self.session.load_model(self.session.state.model or None))
+        self.download_panel.retry.connect(lambda: self._try_model(self.session.state.model or None))
         self.download_panel.choose_folder.connect(self.choose_model_folder)
 
     def _build_menus(self) -> None:
@@ -469,24 +472,46 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.search.setPlaceholderText("The model is not ready — see the message below")
             self.model_label.setText("Model not ready")
-        if st.state == LoadState.ERROR and st.reason:
+        if st.state in (LoadState.LOADING, LoadState.DOWNLOADING):
+            self._attempt = f"Trying to get {name}…" if self._model_tried else ""
+        elif st.state in (LoadState.ERROR, LoadState.CANCELLED):
+            if self._model_tried:  # a cancel needs no answer: the user did it
+                self._attempt = attempt_note(st.reason, time.strftime("%H:%M")) if st.state == LoadState.ERROR else ""
+        else:
+            self._model_tried, self._attempt = False, ""
+        # One banner: while the text in photos is searched, the text-only banner says why the model is
+        # missing and holds the actions; the download panel shows a download's progress, and a failure
+        # only when there is nothing to search meanwhile.
+        text_only = self.session.text_only
+        if st.state == LoadState.ERROR and st.reason and not text_only:
             self.download_panel.show_failure(st.message, st.reason)
-        elif st.state == LoadState.CANCELLED:
+        elif st.state == LoadState.CANCELLED and not text_only:
             self.download_panel.show_cancelled(name)
         elif st.state != LoadState.DOWNLOADING:
             self.download_panel.hide()
-        self.text_banner.download_button.setEnabled(st.state not in (LoadState.LOADING, LoadState.DOWNLOADING))
+        self.download_panel.set_status(self._attempt if st.state != LoadState.DOWNLOADING else "")
+        busy = st.state in (LoadState.LOADING, LoadState.DOWNLOADING)
+        for b in (self.text_banner.download_button, self.text_banner.folder_button, self.download_panel.retry_button):
+            b.setEnabled(not busy)
         self._update_banner()
         self._update_empty()
 
+    def _try_model(self, model: str | None = None) -> None:
+        """A click that asks for the model (Download, Try Again, Retry): try, and say so at once."""
+        self._model_tried = True
+        self.session.load_model(model)
+
     def _update_banner(self) -> None:
-        """The text-only notice: shown while there is no visual model and the text in photos is searched."""
-        if self.session.text_only:
+        """The text-only notice: shown while there is no visual model and the text in photos is searched
+        (not while the model downloads: the download panel shows that, with Cancel)."""
+        st = self.session.state
+        if self.session.text_only and st.state != LoadState.DOWNLOADING:
             note = self.session.status.text_only_note or (
                 "No visual model is available: searching only the text read in your photos. "
                 f"Download {self.settings.model} to search by what the photos show."
             )
-            self.text_banner.show_note(note, self.session.state.message)
+            reason = st.reason or ("cancelled" if st.state == LoadState.CANCELLED else "")
+            self.text_banner.show_note(note, st.message, reason=reason, status=self._attempt)
         else:
             self.text_banner.hide()
 
@@ -524,10 +549,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.errors(lambda errs: ErrorsDialog(errs, self).exec(), folder)
 
     def _status(self, status: LibraryStatus) -> None:
+        # The folder list, its "N photos searchable" and the status bar all draw this one status (the
+        # store's counts), in the same call, so they cannot disagree.
         self.folders.set_status(status)
         self._update_banner()
         if not self.session.indexing and self._progress is None:
             self._idle_status(status)
+        else:
+            self._show_progress()
         self._update_empty()
 
     def _idle_status(self, status: LibraryStatus) -> None:
@@ -537,7 +566,7 @@ class MainWindow(QtWidgets.QMainWindow):
             offline = sum(not f.online for f in status.folders)
             text = f"{photos(status.indexed)} indexed"
             if status.pending:
-                text += f", {status.pending:,} waiting"
+                text += f" · {status.pending:,} to do"
             if offline:
                 text += f" · {count(offline, 'folder')} offline"
             self.status_label.setText(text)
@@ -545,26 +574,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- indexing status -----------------------------------------------------------------------------
     def _index_progress(self, p: Progress) -> None:
         self._progress = p
-        if p.phase == Phase.SCANNING:
-            self.status_label.setText("Checking folders for new and changed photos…")
-            self.progress.setRange(0, 0)
-            self.progress.show()
-            self.pause_button.hide()
-        elif p.phase in (Phase.EMBEDDING, Phase.PAUSED) and p.total:
-            self.progress.setRange(0, p.total)
-            self.progress.setValue(p.done)
-            self.progress.show()
-            self.pause_button.show()
-            if self.session.paused:  # the session's state, not the last report's: Resume shows at once
-                self.status_label.setText(f"Indexing paused at {p.done:,} of {photos(p.total)}")
-            else:
-                bits = [f"Indexing {p.done:,} of {photos(p.total)}"]
-                if p.rate > 0:
-                    bits.append(f"{p.rate * 60:,.0f} photos/min")
-                if p.eta_s is not None and p.done:
-                    bits.append(time_left(p.eta_s))
-                self.status_label.setText(" · ".join(bits))
-        elif p.phase in (Phase.DONE, Phase.CANCELLED):
+        if p.phase in (Phase.DONE, Phase.CANCELLED):
             self._progress = None
             self.progress.hide()
             self.pause_button.hide()
@@ -572,8 +582,52 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.status_label.setText("Indexing stopped")
             else:
                 self._idle_status(self.session.status)
+        else:
+            self._show_progress()
         self._sync_pause()
         self._update_empty()
+
+    def _show_progress(self) -> None:
+        """The run in progress: its phase, rate and time left from its last report, the counts from the
+        store's status (what the folder list shows too)."""
+        p = self._progress
+        if p is None:
+            return
+        if p.phase == Phase.SCANNING:
+            self.status_label.setText("Checking folders for new and changed photos…")
+            self.progress.setRange(0, 0)
+            self.progress.show()
+            self.pause_button.hide()
+            return
+        if p.phase not in (Phase.EMBEDDING, Phase.PAUSED) or not p.total:
+            return
+        st = self.session.status
+        if st.pending:
+            total = st.indexed + st.pending + st.failed
+            self.progress.setRange(0, max(1, total))
+            self.progress.setValue(st.indexed + st.failed)
+            what, counts = "Indexing", counts_text(st.indexed, st.pending, st.failed)
+        elif p.done >= p.total:  # every picture is in: the words in the last ones are being read
+            self.progress.setRange(0, 0)
+            what, counts = "Reading the words in the last photos", counts_text(st.indexed, 0, st.failed)
+        else:  # no photo waits for its picture: the run reads the words in photos already indexed
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+            what, counts = "Reading the words in photos", f"{p.done:,} of {photos(p.total)}"
+        self.progress.show()
+        self.pause_button.show()
+        if self.session.paused:  # the session's state, not the last report's: Resume shows at once
+            if p.phase == Phase.PAUSED:
+                self.status_label.setText(f"{what} paused · {counts}")
+            else:  # the photo in hand is finished first (within a second or two)
+                self.status_label.setText(f"Pausing after the photo in hand · {counts}")
+            return
+        bits = [what, counts]
+        if p.rate > 0:
+            bits.append(f"{p.rate * 60:,.0f} photos/min")
+        if p.eta_s is not None and p.done:
+            bits.append(time_left(p.eta_s))
+        self.status_label.setText(" · ".join(bits))
 
     def _index_finished(self) -> None:
         self._progress = None
@@ -829,6 +883,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def choose_model_folder(self) -> None:
         folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a Model Folder")
         if folder:
+            self._model_tried = True
             self.apply_settings(replace(self.settings, model=folder))
 
     def reindex_with_settings(self) -> None:
@@ -960,9 +1015,10 @@ class MainWindow(QtWidgets.QMainWindow):
             box.setIcon(QtWidgets.QMessageBox.Icon.Question)
             box.setWindowTitle("Re-index Your Photos?")
             box.setText(f"Indexing “{new.speed}” means indexing photos made at the other speed again.")
-            box.setInformativeText(
-                reindex_cost(redo, self.session.last_rate, True, speed_factor(old.speed, new.speed))
-            )
+            measured = self.session.rates.get(new.speed)  # a run at that speed was timed: its rate
+            rate = measured or self.session.last_rate
+            factor = 1.0 if measured else speed_factor(old.speed, new.speed)
+            box.setInformativeText(reindex_cost(redo, rate, True, factor))
             go = box.addButton("Re-index", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
             box.addButton("Only New Photos", QtWidgets.QMessageBox.ButtonRole.RejectRole)
             box.exec()
