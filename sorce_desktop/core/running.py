@@ -136,6 +136,7 @@ def hits_from_reply(reply: dict) -> list:
                 d["path"], score, Box.from_list(d["box"]), d["region"], -1, d["width"], d["height"], d["source"],
                 d.get("text"), Box.from_list(d["refined_box"]) if d.get("refined_box") else None, refined,
                 regions, d.get("probability"), d.get("likely"),
+                taken=d.get("taken"), taken_source=d.get("taken_source"), place=d.get("place"),
             )
         )
     return hits

@@ -44,10 +44,17 @@ class Query:
     image: str | None = None
     crop: Box | None = None
     label: str = ""  # how the search field shows an image query
+    after: str | None = None  # the period filter (as --after/--before take it)
+    before: str | None = None
+    sort: str = "relevance"  # or 'date' (newest first)
+    folder: str | None = None  # only photos under this watched folder (the folder list's selection)
 
     @property
     def key(self) -> tuple:
-        return (self.text, self.image, self.crop.as_list() if self.crop else None)
+        return (
+            self.text, self.image, self.crop.as_list() if self.crop else None,
+            self.after, self.before, self.sort, self.folder,
+        )  # fmt: skip
 
 
 @dataclass
@@ -75,6 +82,8 @@ class ResultItem:
         out = []
         best_picture = self.hit.picture  # the one refinement zooms into
         for r in self.hit.regions:
+            if r.kind == "name":  # matched by its file or folder name: nothing in the picture to outline
+                continue
             box = (self.hit.refined_box or r.box) if r is best_picture else r.box
             out.append((r.kind, box, r))
         return out
@@ -576,7 +585,10 @@ class Session(QtCore.QObject):
                 )
             # The core's whole answer (ranked photos with every matched region, the parsed query, the
             # vector it searched with, kept for refinement): the window only draws it.
-            answer = service.answer(query.text, image=query.image, crop=query.crop, top=RESULTS_TOP)
+            answer = service.answer(
+                query.text, image=query.image, crop=query.crop, top=RESULTS_TOP, folder=query.folder,
+                after=query.after, before=query.before, sort=query.sort,
+            )  # fmt: skip
             hits, q = answer.hits, answer.vector
             rows = store.photos_by_ids([h.photo_id for h in hits])
             items = []
