@@ -58,6 +58,10 @@ def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
     search(qtbot, win, "a photo after:2023-13")
     assert win.query_bar.problem.isVisible() and "after:2023-13" in win.query_bar.problem.text()
     assert len(names(win)) == 4
+    # ... shown whole: its own line across the bar, tall enough for its wrapped text (it was cut off)
+    problem = win.query_bar.problem
+    qtbot.waitUntil(lambda: problem.width() >= 0.8 * win.query_bar.width(), timeout=5000)
+    assert problem.height() >= problem.heightForWidth(problem.width())
 
     # a selected folder restricts the results; its chip's x goes back to all folders
     search(qtbot, win, "a photo in:trips")

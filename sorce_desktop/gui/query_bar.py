@@ -61,13 +61,20 @@ class QueryBar(QtWidgets.QWidget):
         for label, value in SORTS:
             self.sort.addItem(label, value)
         self.sort.setAccessibleName("Order")
-        lay = QtWidgets.QHBoxLayout(self)
-        lay.setContentsMargins(14, 0, 10, 6)
+        # what was not understood gets a line of its own under the chips, wrapped: squeezed beside the
+        # controls it was cut off mid-word
+        self.problem.setWordWrap(True)
+        outer = QtWidgets.QVBoxLayout(self)
+        outer.setContentsMargins(14, 0, 10, 6)
+        outer.setSpacing(4)
+        lay = QtWidgets.QHBoxLayout()
+        lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(8)
-        lay.addWidget(self.chip_row, 3)
-        lay.addWidget(self.problem, 2)
+        lay.addWidget(self.chip_row, 1)
         for w in (self.period, self.year, self.date_from, self.to_label, self.date_to, self.sort):
             lay.addWidget(w)
+        outer.addLayout(lay)
+        outer.addWidget(self.problem)
         self._sync_period()
         self.period.currentIndexChanged.connect(self._period_changed)
         for sig in (self.year.valueChanged, self.date_from.dateChanged, self.date_to.dateChanged):
