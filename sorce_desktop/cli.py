@@ -38,6 +38,7 @@ BENCHES["mllm"] = "sorce_desktop.bench.mllm"
 BENCHES["watch"] = "sorce_desktop.bench.watch"
 BENCHES["text"] = "sorce_desktop.bench.text"
 BENCHES["refine"] = "sorce_desktop.bench.refine"
+BENCHES["startup"] = "sorce_desktop.bench.startup"
 BENCHES["ui"] = "sorce_desktop.bench.ui"
 BENCHES["tiny-model"] = "sorce_desktop.bench.tiny_model"
 
@@ -513,14 +514,26 @@ def cmd_search(args) -> int:
             f"--crop {' '.join(f'{v:g}' for v in args.crop)} has no area: give X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0."
         )
     if args.text is not None and args.image is None:
+        from sorce_desktop.core.query import parse
         from sorce_desktop.core.search import clean_query
-        from sorce_desktop.core.textsearch import parse_query
+        from sorce_desktop.core.textstore import fold
 
         # Before the model loads: an empty query needs no model to be refused.
-        parsed = parse_query(clean_query(args.text))
-        if not parsed.text and not parsed.required:
+        parsed = parse(clean_query(args.text))
+        if not fold(parsed.text) and not parsed.filtered and not parsed.problems and not (args.after or args.before):
             raise QueryError("The query is empty: type what you are looking for.")
+    # a running window is asked only what its request can carry (no --after/--before/--sort) and what
+    # needs no check against the library first (place: and in: names, dates that do not parse)
+    own = args.after or args.before or args.sort != "relevance"
+    if args.text is not None and args.image is None:
+        own = own or bool(parsed.problems or parsed.places or parsed.folders)
+    hits = None if args.refine or own else _ask_running(args, crop)
+    if hits is not None:  # the window or `watch` running for this library answered, with its models
+        _print_hits(hits, args.json)
+        return 0
     with _library(args, writer=False) as lib:
+        if _query_not_understood(lib, args):
+            return EXIT_USAGE
         from sorce_desktop.core.models.base import ModelError
 
         folder = _search_folder(lib, args.folder) if args.folder else None
@@ -530,7 +543,7 @@ def cmd_search(args) -> int:
         embedder = None
         if lib.store.binding() is None:
             print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
-        else:
+        elif lib.needs_picture_model(args.text, args.image):
             try:
                 embedder = _load_model(lib, None)
             except ModelError as exc:
@@ -540,8 +553,9 @@ def cmd_search(args) -> int:
         service = lib.search_service(embedder)
         try:
             answer = service.answer(
-                args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score
-            )
+                args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score,
+                after=args.after, before=args.before, sort=args.sort,
+            )  # fmt: skip
         except ImageError as exc:
             raise UserError(f"The query image cannot be used: {exc}.") from None  # exc names the file
         except MinScoreError as exc:  # a value the scale of this search cannot take: a usage error
@@ -558,24 +572,69 @@ def cmd_search(args) -> int:
 
             # zooms with the very vector the search used (the parsed query, not the raw text)
             refine_pictures(Refiner(embedder), hits, answer.vector, on_error=unreadable)
-            if lib.settings.rerank_by_zoom:
+            if lib.settings.rerank_by_zoom and args.sort != "date":
                 hits = rerank_by_refined(hits)
-        if args.json:
-            print_json([h.to_json() for h in hits])
-        else:
-            if not hits:
-                print("nothing found")
-            for i, h in enumerate(hits, 1):
-                if h.likely is False and (i == 1 or hits[i - 2].likely):
-                    print("     --- less likely matches ---")
-                box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
-                words = f'  {h.source}: "{shown(h.text)}"' if h.text is not None else ""
-                print(f"{i:3d}. {h.score:.3f}  {shown(h.path)}  [{h.region} {box.as_list()}]{words}")
-                if len(h.regions) > 1:
-                    for r in h.regions:
-                        what = f'words "{shown(r.words)}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
-                        print(f"       {what} {r.box.as_list()} {r.score:.3f}")
+        _print_hits(hits, args.json)
     return 0
+
+
+def _ask_running(args, crop):
+    """The hits from the window or `watch` running for this library (None: none runs, or it cannot answer
+    yet); its refusal of the query in the command's own words."""
+    from sorce_desktop.core import running
+    from sorce_desktop.core.paths import AppPaths
+
+    try:
+        name = running.server_name(AppPaths.resolve(args.data_dir).index)
+    except Exception:  # an unusable data folder: the command says why when it opens it
+        return None
+    request = running.search_request(args.text, args.image, crop, args.top, args.folder, args.min_score)
+    reply = running.ask_search(name, request)
+    if reply is None or "busy" in reply:
+        return None
+    if "error" in reply:
+        if reply.get("kind") == "image":
+            raise UserError(f"The query image cannot be used: {reply['error']}.")
+        raise UserError(reply["error"])
+    return running.hits_from_reply(reply)
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        print_json([h.to_json() for h in hits])
+        return
+    if not hits:
+        print("nothing found")
+    for i, h in enumerate(hits, 1):
+        if h.likely is False and (i == 1 or hits[i - 2].likely):
+            print("     --- less likely matches ---")
+        box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
+        words = f'  {h.source}: "{shown(h.text)}"' if h.text is not None else ""
+        print(f"{i:3d}. {h.score:.3f}  {shown(h.path)}  [{h.region} {box.as_list()}]{words}")
+        if h.taken is not None or h.place is not None:
+            when = f"taken {h.taken} ({h.taken_source})" if h.taken is not None else ""
+            print(f"       {'  '.join(x for x in (when, shown(h.place) if h.place else '') if x)}")
+        if len(h.regions) > 1 or h.source == "name":
+            for r in h.regions:
+                if r.kind == "name":
+                    print(f'       file name "{shown(r.words or "")}"')
+                    continue
+                what = f'words "{shown(r.words)}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
+                print(f"       {what} {r.box.as_list()} {r.score:.3f}")
+
+
+def _query_not_understood(lib, args) -> bool:
+    """Say in one line each what the query (or --after/--before) holds that cannot be understood: a date
+    that does not parse, a place the gazetteer does not know, in: a folder not in the library. Checked
+    before the model loads; True when there was any (the command exits 2)."""
+    from sorce_desktop.core.search import SearchService
+
+    service = SearchService(lib.store, None)
+    search = service.understand(args.text if args.image is None else None, after=args.after, before=args.before)
+    service.allowed_photos(search)
+    for problem in search.problems:
+        print(f"sorce-desktop: not understood: {problem}", file=sys.stderr)
+    return bool(search.problems)
 
 
 #: The events `watch` prints: what changed in the index and what the watcher noticed (progress counts,
@@ -666,6 +725,14 @@ def cmd_watch(args) -> int:
             poll_interval_s=args.poll_interval,
         )
 
+        # `search` asks this process while it runs, instead of loading the models again (core/running.py)
+        from sorce_desktop.core import running
+
+        searching = lib.search_service(embedder)
+        listener = running.SearchListener(
+            running.server_name(lib.paths.index), lambda request: running.answer_request(searching, request)
+        )
+        listener.start()
         watcher.start()
         try:
             watcher.wait_ready()
@@ -692,6 +759,7 @@ def cmd_watch(args) -> int:
                 )
                 return EXIT_INTERRUPTED
         finally:
+            listener.close()
             watcher.stop()
             service.stop()
         counts = lib.store.counts()
@@ -720,6 +788,7 @@ def cmd_status(args) -> int:
             "model": b.model_id if b else None,
             "layout": b.layout if b else None,
             "vectors": st.vectors.count if st.vectors else 0,
+            "with_place": st.count_placed(),
             "index_bytes": st.size_on_disk(),
             "notices": st.notices,
             "speed": lib.settings.speed,
@@ -740,6 +809,7 @@ def cmd_status(args) -> int:
         )
         reading = "" if data["reads_text"] else " (reading text is switched off in Settings)"
         print(f"text read in {photos(data['text_read'])}{reading}")
+        print(f"photos with a place (from their GPS position): {data['with_place']}")
         for f in folders:
             state = "" if f["online"] else "  (offline)"
             print(
@@ -921,6 +991,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--top", type=positive_int, default=20)
     s.add_argument("--folder", metavar="F", help="only photos under this folder")
+    s.add_argument(
+        "--after", metavar="DATE", help="only photos taken on or after the start of DATE: 2023, 2023-07 or 2023-07-14"
+    )
+    s.add_argument("--before", metavar="DATE", help="only photos taken before the start of DATE (as --after)")
+    s.add_argument(
+        "--sort",
+        choices=("relevance", "date"),
+        default="relevance",
+        help="order of the results: relevance (default) or date (newest first, among the matches)",
+    )
     s.add_argument(
         "--min-score",
         type=finite_float,

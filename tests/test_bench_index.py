@@ -27,12 +27,16 @@ def test_end_to_end_times_each_stage_and_when_photos_became_searchable(tmp_path,
     folder.mkdir()
     for p in scene_photos(3, 60):
         shutil.copy2(p, folder / p.name)
-    out = end_to_end({"few": folder}, tiny_siglip, 1, lambda *_: None)
+    models = tmp_path / "user-models"
+    out = end_to_end({"few": folder}, tiny_siglip, 1, lambda *_: None, models)
     res = out["sets"]["few"]
     text, picture = res["text"], res["picture_only"]
     assert res["photos"] == 3
+    # the first load quantised once and saved it in the shared per-user cache the runs then read
+    assert out["first_start"]["process_peak_memory_mb"] > 0 and len(list((models / "prepared").iterdir())) == 2
     for mode in (text, picture):
         assert mode["photos_per_s"] > 0
+        assert 0 < mode["model_resident_mb"] <= mode["process_peak_memory_mb"]
         assert mode["seconds_per_photo"]["picture_model"] > 0 and mode["seconds_per_photo"]["decode"] > 0
         assert mode["seconds_per_photo"]["commit"] > 0
     assert text["seconds_per_photo"]["text_read"] > 0 and picture["seconds_per_photo"]["text_read"] == 0

@@ -263,7 +263,7 @@ def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
         part = np.array(
             [[mid, word.y0], [word.x1, word.y0], [word.x1, word.y1], [mid, word.y1]], np.float32
         ) * s
-        monkeypatch.setattr(engine, "_detect", lambda bgr, both=False, part=part: [part.copy()])
+        monkeypatch.setattr(engine, "_detect", lambda bgr, both=False, between=None, part=part: [part.copy()])
         lines = engine.read(img)
         assert len(lines) == 1
         texts[widen] = lines[0]
@@ -495,9 +495,9 @@ def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monke
         real = engine._detect
         calls = []
 
-        def detect(bgr, both=False, real=real, calls=calls):
+        def detect(bgr, both=False, between=None, real=real, calls=calls):
             calls.append(bgr.shape)
-            return [merged.copy()] if len(calls) == 1 else real(bgr, both)
+            return [merged.copy()] if len(calls) == 1 else real(bgr, both, between)
 
         monkeypatch.setattr(engine, "_detect", detect)
         texts[rezoom] = {ln.text.upper(): ln.box for ln in engine.read(photo)}
@@ -520,9 +520,9 @@ def test_lines_read_with_doubt_are_kept_and_looked_at_closer(monkeypatch):
         real_detect, real_read = engine._detect, engine._read_quads
         calls = []
 
-        def detect(bgr, both=False):
+        def detect(bgr, both=False, between=None):
             calls.append(bgr.shape)
-            return [merged.copy()] if len(calls) == 1 else real_detect(bgr, both)
+            return [merged.copy()] if len(calls) == 1 else real_detect(bgr, both, between)
 
         def read_quads(bgr, quads):
             if len(calls) == 1 and len(quads) == 1 and np.array_equal(quads[0], merged):

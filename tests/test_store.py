@@ -152,8 +152,13 @@ def test_killed_mid_batch_resumes_cleanly(tmp_path, tiny_clip, clip_embedder, ph
         assert r.embedded <= 12
 
 
+#: the store's own modules: the catalog, the vector file kept in step with it, salvage for repair, and the
+#: store's errors; the only places SQL is written
+STORE_MODULES = ("store.py", "vectorfile.py", "salvage.py", "store_errors.py")
+
+
 def test_no_sql_outside_the_store():
-    """Every SQL statement of the product is in core/store.py (rclip's db.py): no module reads or
+    """Every SQL statement of the product is in the store's modules (rclip's db.py): no module reads or
     writes the catalog behind its back. The benchmarks' scratch databases are their own."""
     import re
     from pathlib import Path
@@ -161,12 +166,38 @@ def test_no_sql_outside_the_store():
     import sorce_desktop
 
     root = Path(sorce_desktop.__file__).parent
+    allowed = {root / "core" / name for name in STORE_MODULES}
+    assert all(p.is_file() for p in allowed), allowed  # the allow-list names files that exist
     statement = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|PRAGMA)\b")
     found = [
         f"{path.relative_to(root)}:{n}: {line.strip()}"
         for path in sorted(root.rglob("*.py"))
-        if path != root / "core" / "store.py" and "bench" not in path.relative_to(root).parts
+        if path not in allowed and "bench" not in path.relative_to(root).parts
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if statement.search(line)
     ]
-    assert not found, "SQL outside core/store.py:\n" + "\n".join(found)
+    assert not found, "SQL outside the store's modules:\n" + "\n".join(found)
+
+
+def test_no_private_name_imported_across_modules():
+    """A module uses another's public interface only: no ``from x import _name`` (nor ``import x._y``)
+    anywhere in the package. A name another module needs is made public where it is defined."""
+    import ast
+    from pathlib import Path
+
+    import sorce_desktop
+
+    root = Path(sorce_desktop.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names] + (node.module or "").split(".")
+            elif isinstance(node, ast.Import):
+                names = [part for a in node.names for part in a.name.split(".")]
+            else:
+                continue
+            private = [n for n in names if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))]
+            if private:
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {', '.join(private)}")
+    assert not found, "private names imported across modules:\n" + "\n".join(found)

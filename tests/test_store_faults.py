@@ -23,6 +23,7 @@ from PIL import Image
 
 from sorce_desktop.cli import main as cli_main
 from sorce_desktop.core import store as store_mod
+from sorce_desktop.core import vectorfile
 from sorce_desktop.core.store import CATALOG_NAME, VECTORS_META, VECTORS_NAME, Store
 
 
@@ -160,7 +161,7 @@ def _full_vector_writes(monkeypatch, name: str) -> None:
         f = real_open(path, mode, *a, **kw)
         return Full(f) if Path(path).name == name and "w" in mode else f
 
-    monkeypatch.setattr(store_mod, "open", full_open, raising=False)
+    monkeypatch.setattr(vectorfile, "open", full_open, raising=False)  # where the vector file is written
     real_write_text = pathlib.Path.write_text
 
     def full_write_text(self, text, *a, **kw):
@@ -187,7 +188,7 @@ def test_full_disk_injected(tmp_path, tiny_clip, capfd, monkeypatch, site):
         monkeypatch.setattr(Store, "_connect", lambda self: _FullCatalog(real_connect(self), message, state))
     elif site == "new catalog":
         # the catalog's first write fails (SQLite says "disk I/O error" when the log cannot be made)
-        monkeypatch.setattr(store_mod, "_nearly_full", lambda folder: True)
+        monkeypatch.setattr(store_mod, "nearly_full", lambda folder: True)
         real = sqlite3.connect
 
         def connect(target, *a, **kw):

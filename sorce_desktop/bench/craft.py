@@ -164,7 +164,7 @@ class CraftOcrEngine(VariantOcrEngine):
         self.engine_id = self.engine_id.replace(" ppocrv4 ", " CRAFT-mlt25k+PP-OCRv4-rec ", 1)
 
     def _detect_tile(self, tile: np.ndarray):
-        from sorce_desktop.core.ocr import _order_quad
+        from sorce_desktop.core.ocr import order_quad
 
         torch = self._torch
         h, w = tile.shape[:2]
@@ -179,7 +179,7 @@ class CraftOcrEngine(VariantOcrEngine):
         quads = craft_boxes(y[0], y[1])
         out = []
         for q in quads:
-            q = _order_quad(q * 2.0)  # score maps are at half resolution
+            q = order_quad(q * 2.0)  # score maps are at half resolution
             q[:, 0] = q[:, 0].clip(0, w)
             q[:, 1] = q[:, 1].clip(0, h)
             out.append(q)

@@ -472,6 +472,15 @@ def e2e_probe():
             mem["peak"] = max(mem["peak"], rss_mb())
 
     indexer.Indexer.run = run
+    # resident right after the picture model loaded (libraries and model, idle: nothing indexed yet)
+    init_orig = dual.DualEncoderEmbedder.__init__
+
+    def init(self, *a, **k):
+        t = time.perf_counter()
+        init_orig(self, *a, **k)
+        mem["model_resident"], mem["model_load_s"] = rss_mb(), time.perf_counter() - t
+
+    dual.DualEncoderEmbedder.__init__ = init
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.perf_counter()
@@ -488,22 +497,29 @@ def e2e_probe():
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "indexing_peak_rss_mb": mem["peak"],
             "indexing_rss_growth_mb": mem["peak"] - mem["start"],
+            "model_resident_mb": mem.get("model_resident", 0.0),
+            "model_load_s": mem.get("model_load_s", 0.0),
             "searchable": searchable,
         }
 
     return figures
 
 
-def _e2e_run(folder: Path, model: Path, text: bool) -> dict:
+def _e2e_run(folder: Path, model: Path, text: bool, models_cache: Path | None = None) -> dict:
     """One end-to-end run: ``python -m sorce_desktop index FOLDER --model M --json`` in a fresh process
     and a fresh data folder, with :func:`e2e_probe` installed first; text reading on or off in the data
-    folder's settings, as a user switches it."""
+    folder's settings, as a user switches it. ``models_cache``: the per-user model cache the runs share
+    (what quantisation prepares is kept there, as it is across a user's starts)."""
     from sorce_desktop.core.paths import AppPaths
     from sorce_desktop.core.settings import Settings
 
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     with tempfile.TemporaryDirectory(prefix="sorce-bench-e2e-") as data:
-        Settings(ocr=text).save(AppPaths.resolve(Path(data) / "lib").settings)
+        paths = AppPaths.resolve(Path(data) / "lib")
+        Settings(ocr=text).save(paths.settings)
+        if models_cache is not None:
+            paths.models.parent.mkdir(parents=True, exist_ok=True)
+            paths.models.symlink_to(models_cache, target_is_directory=True)
         result = Path(data) / "probe.json"
         code = (
             "import json, runpy, sys\n"
@@ -529,20 +545,51 @@ def _e2e_run(folder: Path, model: Path, text: bool) -> dict:
     return out
 
 
-def end_to_end(sets: dict[str, Path], model: Path, repeats: int, log) -> dict:
+def first_start(model: Path, models_cache: Path) -> dict:
+    """The model's first load by a user ("fast": quantised, and what that produces saved), in a fresh
+    process: its seconds and the process's peak memory. Later loads read what it saved."""
+    import shutil as _shutil
+
+    _shutil.rmtree(models_cache / "prepared", ignore_errors=True)
+    models_cache.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import json, resource, sys, time\n"
+        "from pathlib import Path\n"
+        "t = time.perf_counter()\n"
+        "from sorce_desktop.core.models.loader import load_embedder\n"
+        "from sorce_desktop.core.models.speed import get_speed\n"
+        "load_embedder(sys.argv[1], Path(sys.argv[2]), speed=get_speed(None), download=False)\n"
+        "print(json.dumps({'seconds': round(time.perf_counter() - t, 1),\n"
+        "    'process_peak_memory_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(model), str(models_cache)], env=env, capture_output=True, text=True, timeout=3600
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the first load failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def end_to_end(sets: dict[str, Path], model: Path, repeats: int, log, models_cache: Path | None = None) -> dict:
     """Text on beside picture only, alternating, ``repeats`` times per set; medians per set and mode."""
     out: dict = {"matmul_gflops": [round(matmul_gflops(), 1)], "sets": {}}
+    if models_cache is not None:
+        log("end to end: the model's first load (quantised once, saved for later starts) ...")
+        out["first_start"] = first_start(model, models_cache)
+        log(f"  {out['first_start']}")
     for set_name, folder in sets.items():
         n_photos = len(list(folder.iterdir()))
         runs: dict[str, list[dict]] = {"text": [], "picture_only": []}
         for rep in range(repeats):
             for mode in ("text", "picture_only"):
                 log(f"end to end: {set_name} ({n_photos} photos), {mode}, run {rep + 1} of {repeats} ...")
-                r = _e2e_run(folder, model, mode == "text")
+                r = _e2e_run(folder, model, mode == "text", models_cache)
                 runs[mode].append(r)
                 log(
                     f"  {r['summary']['photos_per_second']} photos/s, {r['wall_seconds']:.1f} s wall, "
-                    f"peak {r['indexing_peak_rss_mb']:.0f} MB while indexing (+{r['indexing_rss_growth_mb']:.0f})"
+                    f"peak {r['indexing_peak_rss_mb']:.0f} MB while indexing (+{r['indexing_rss_growth_mb']:.0f}), "
+                    f"process peak {r['peak_rss_mb']:.0f} MB, model resident {r['model_resident_mb']:.0f} MB"
                 )
         res = {"photos": n_photos}
         for mode, rs in runs.items():
@@ -557,6 +604,9 @@ def end_to_end(sets: dict[str, Path], model: Path, repeats: int, log) -> dict:
                 "peak_memory_mb": round(max(r["indexing_peak_rss_mb"] for r in rs)),
                 "memory_growth_mb": round(max(r["indexing_rss_growth_mb"] for r in rs)),
                 "process_peak_memory_mb": round(max(r["peak_rss_mb"] for r in rs)),
+                # the process right after the picture model loaded, idle (libraries and model)
+                "model_resident_mb": round(max(r["model_resident_mb"] for r in rs)),
+                "model_load_s": med([r["model_load_s"] for r in rs]),
                 "text_lines": rs[0]["summary"].get("text_lines", 0),
                 # seconds after indexing started until the first photo, half of them and all of them
                 # could be found by their picture (and by their text, with text reading on)
@@ -686,7 +736,7 @@ def run(args) -> int:
             e2e_sets = {"coco-small": _copy_set(coco_list[: args.e2e_photos], work / "e2e-coco")}
             if args.e2e_hires > 0:
                 e2e_sets["4-18MP"] = _copy_set(hires_photos(cache)[: args.e2e_hires], work / "e2e-hires")
-            e2e = end_to_end(e2e_sets, folder, max(1, args.e2e_repeats), log)
+            e2e = end_to_end(e2e_sets, folder, max(1, args.e2e_repeats), log, cache / "user-models")
             e2e["detector"] = detector_flops_per_megapixel()
             gpm = e2e["detector"].get("gflops_per_megapixel")
             mm = statistics.median(e2e["matmul_gflops"])
@@ -810,13 +860,16 @@ def _table(out: dict) -> str:
     e2e = out.get("end_to_end")
     if e2e:
         lines.append(f"end to end (index --json, default settings), matmul {e2e['matmul_gflops']} GFLOP/s:")
+        if "first_start" in e2e:
+            lines.append(f"  first load of the model (quantised once, saved): {e2e['first_start']}")
         for name, res in e2e["sets"].items():
             for mode in ("text", "picture_only"):
                 m = res[mode]
                 stages = ", ".join(f"{k} {v:.3f}" for k, v in m["seconds_per_photo"].items())
                 lines.append(
                     f"  {name:10} {mode:12} {m['photos_per_s']:>6} photos/s (runs {m['photos_per_s_runs']}), "
-                    f"peak {m['peak_memory_mb']} MB (+{m['memory_growth_mb']}); s/photo: {stages}"
+                    f"peak {m['peak_memory_mb']} MB (+{m['memory_growth_mb']}), process peak "
+                    f"{m['process_peak_memory_mb']} MB, model resident {m['model_resident_mb']} MB; s/photo: {stages}"
                 )
             t = res["text"]
             tts = t["time_to_searchable_s"]

@@ -76,6 +76,13 @@ def add_arguments(p) -> None:
     p.add_argument("--catalog", metavar="DATA_DIR", help="use an indexed library's vectors instead")
     p.add_argument("--cache-dir", metavar="DIR", help="where real-size random models are cached")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--filter-years",
+        type=int,
+        default=10,
+        help="photos' capture times spread over this many years; a query restricted to one of them (a "
+        "period filter, e.g. after:2020 before:2021) is timed beside the plain one (0: not timed)",
+    )
 
 
 # -- synthetic vectors ------------------------------------------------------------------------------
@@ -209,8 +216,11 @@ def pct(values, q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
 
 
-def best_photos(search, q: np.ndarray, photo_of, top: int, n_vectors: int) -> tuple[list[int], int]:
-    """The product's grouping: first (best) region of each photo among the top k, k grown x4 as needed."""
+def best_photos(
+    search, q: np.ndarray, photo_of, top: int, n_vectors: int, allowed: set[int] | None = None
+) -> tuple[list[int], int]:
+    """The product's grouping: first (best) region of each photo among the top k, k grown x4 as needed;
+    ``allowed``: only those photos (a period filter), as ``SearchService.search_vector`` does."""
     k = min(n_vectors, max(64, top * 16))
     while True:
         _scores, ids = search(q[None, :], k)
@@ -218,7 +228,10 @@ def best_photos(search, q: np.ndarray, photo_of, top: int, n_vectors: int) -> tu
         for rid in ids[0]:
             if rid < 0:
                 continue
-            seen.setdefault(int(photo_of(int(rid))), None)
+            pid = int(photo_of(int(rid)))
+            if allowed is not None and pid not in allowed:
+                continue
+            seen.setdefault(pid, None)
         if len(seen) >= top or k >= n_vectors:
             return list(seen)[:top], k
         k = min(n_vectors, k * 4)
@@ -467,6 +480,58 @@ def _latency(
     )
 
 
+def _facts_db(n_photos: int, years: int):
+    """The catalog's capture-time table (the store's own statements) for ``n_photos`` photos, their times
+    spread evenly over ``years`` years from 2015: what a period filter reads."""
+    import sqlite3
+
+    from sorce_desktop.core.store import _FACTS_TABLES
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY)")
+    for stmt in _FACTS_TABLES:
+        db.execute(stmt.replace(" REFERENCES photos(id) ON DELETE CASCADE", ""))
+    rng = np.random.default_rng(7)
+    days = rng.integers(0, 365, n_photos)
+    rows = (
+        (pid, f"{2015 + pid % years}-{1 + d // 31 % 12:02d}-{1 + d % 28:02d}T12:00:00", "exif")
+        for pid, d in enumerate(days.tolist())
+    )
+    db.executemany("INSERT INTO photo_facts(photo_id, taken, taken_source) VALUES (?,?,?)", rows)
+    db.commit()
+    return db
+
+
+def _filtered_latency(search, fetch, text_fn, v: _Vectors, n_queries: int, top: int, n_vectors: int, facts) -> dict:
+    """A query restricted to one year: the period's photos from the catalog's table (as
+    ``Store.taken_between``), then the ranking filtered to them (as ``search_vector`` with more photos
+    than ``EXACT_FILTER_PHOTOS``). Percentiles in ms, text embedding included."""
+    from sorce_desktop.core.search import EXACT_FILTER_PHOTOS
+    from sorce_desktop.core.store import taken_between
+
+    tot, tf = [], []
+    kept = 0
+    for i, q in enumerate(v.queries[:n_queries]):
+        t0 = time.perf_counter()
+        if text_fn is not None:
+            text_fn([f"a small thing number {i} 2020"])
+        t1 = time.perf_counter()
+        allowed = set(taken_between(facts, "2020-01-01T00:00:00", "2021-01-01T00:00:00"))
+        t2 = time.perf_counter()
+        best_photos(search, q, v.photo_of, top, n_vectors, allowed)
+        t3 = time.perf_counter() + (fetch.take() if fetch is not None else 0.0)
+        kept = len(allowed)
+        tf.append((t2 - t1) * 1000)
+        tot.append((t3 - t0) * 1000)
+    return dict(
+        year_filter_photos=kept,
+        year_filter_path="index, filtered" if kept > EXACT_FILTER_PHOTOS else "exact over the period's photos",
+        year_p50_ms=round(pct(tot, 50), 2),
+        year_p95_ms=round(pct(tot, 95), 2),
+        year_period_p50_ms=round(pct(tf, 50), 2),
+    )
+
+
 def _ground_truth(v: _Vectors, n_photos: int, queries: np.ndarray, log) -> list[list[int]]:
     log(f"{n_photos} photos ({n_photos * v.regions} vectors): exact ground truth...")
     t = time.perf_counter()
@@ -510,7 +575,7 @@ class _FetchTable:
 
 
 def _measure_index(
-    spec: ann.IndexSpec, args, v: _Vectors, n_photos: int, truth, text_fn, table, log
+    spec: ann.IndexSpec, args, v: _Vectors, n_photos: int, truth, text_fn, table, log, facts=None
 ) -> list[dict]:
     """Build one index kind at one size and time it with each nprobe and re-scoring asked for."""
     n_vectors = int(n_photos * v.regions)
@@ -545,12 +610,15 @@ def _measure_index(
         if fetch is not None:
             fetch.take()
         row.update(_latency(search, fetch, text_fn, v, args.queries, args.top, n_vectors))
+        if facts is not None:
+            row.update(_filtered_latency(search, fetch, text_fn, v, args.queries, args.top, n_vectors, facts))
         rows.append(row)
         log(
             f"  {spec.describe() if not spec.compressed else spec.describe().split(' (')[0]}"
             f"{f' nprobe {nprobe} rescore {rescore_min}' if spec.compressed else ''}: p50 {row['p50_ms']} ms "
             f"(search {row['search_p50_ms']}), p95 {row['p95_ms']} ms, R@10 {row['recall_at_10']}, "
             f"{row['bytes_per_photo']} B/photo, built in {row['build_s']}s"
+            + (f"; one year of {args.filter_years}: p50 {row['year_p50_ms']} ms" if facts is not None else "")
         )
     return rows
 
@@ -580,8 +648,11 @@ def run(args) -> int:
     for n_photos in v.sizes:
         table.prepare(args, kinds, rescores, v, n_photos, log)
         truth = _ground_truth(v, n_photos, v.queries[: args.recall_queries], log)
+        facts = _facts_db(n_photos, args.filter_years) if args.filter_years > 0 and not args.catalog else None
         for spec in _specs(kinds, v.dim, int(n_photos * v.regions), pq_dims):
-            results += _measure_index(spec, args, v, n_photos, truth, text_fn, table, log)
+            results += _measure_index(spec, args, v, n_photos, truth, text_fn, table, log, facts)
+        if facts is not None:
+            facts.close()
     table.close()
     shutil.rmtree(work, ignore_errors=True)
     chosen = {str(n): ann.spec_for(int(n * v.regions), v.dim).describe() for n in v.sizes}
@@ -702,7 +773,10 @@ def _table(out: dict) -> str:
     ]
     if out["text"].get("app"):
         lines.append(f"text embedding p50: {out['text']['app']['p50_ms']} ms ({out['text']['app_profile']})")
-    lines.append(f"{'photos':>9} {'index':32} {'p50 ms':>8} {'p95 ms':>8} {'search':>8} {'R@10':>6} {'B/photo':>9}")
+    lines.append(
+        f"{'photos':>9} {'index':32} {'p50 ms':>8} {'p95 ms':>8} {'search':>8} {'R@10':>6} {'B/photo':>9}"
+        f" {'1 year p50':>10}"
+    )
     for r in out["results"]:
         if "skipped" in r:
             lines.append(f"{r['photos']:>9} {r['index']:32} skipped: {r['skipped']}")
@@ -712,7 +786,7 @@ def _table(out: dict) -> str:
         )
         lines.append(
             f"{r['photos']:>9} {name:32} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['search_p50_ms']:>8} "
-            f"{r['recall_at_10']:>6} {r['bytes_per_photo']:>9}"
+            f"{r['recall_at_10']:>6} {r['bytes_per_photo']:>9} {r.get('year_p50_ms', '-'):>10}"
         )
     lines.append("store's choice: " + ", ".join(f"{k} photos -> {v}" for k, v in out["store_choice"].items()))
     return "\n".join(lines)

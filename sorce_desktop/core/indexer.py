@@ -38,6 +38,7 @@ from sorce_desktop.core.ocr import OcrUnavailable, TextSource
 from sorce_desktop.core.regions import RegionLayout
 from sorce_desktop.core.scanner import FileEntry, NotRegularFile, bytes_hash, file_hash, open_regular, scan
 from sorce_desktop.core.store import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store, TextPhoto
+from sorce_desktop.core.whenwhere import PhotoFacts, read_facts
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class IndexReport:
     text_lines: int = 0  # text lines found in them
     text_seconds: float = 0.0  # time spent reading text
     text_error: str | None = None  # why text in photos was not read (package missing, ...)
+    facts_read: int = 0  # photos indexed before their capture time and place were read, read now
 
     @property
     def photos_per_second(self) -> float:
@@ -280,6 +282,7 @@ class _Decoded:
     mtime_ns: int = 0
     gone: bool = False
     held: int = 0  # bytes accounted in the ByteBudget until this photo is committed
+    facts: PhotoFacts | None = None  # when and where, read with the header
 
 
 class PauseGate:
@@ -594,6 +597,8 @@ class Indexer:
         self.embed_rows(pending, report)
         if self.text_source is not None and self._text_engine and not report.cancelled:
             self._embed_missing_lines(report)
+        if not report.cancelled:
+            report.facts_read = self.backfill_facts(folders)
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -764,7 +769,7 @@ class Indexer:
                 if decode or text:  # the header's promise is checked before the file is read
                     check_header_file(f, out.size)
                 # what the photo may hold while decoded, from its header (the pixels are not read yet)
-                w, h = self._header_size(f)
+                w, h, out.facts = self._header(f, out.mtime_ns)
                 out.held = decode_estimate(w, h, out.size) if decode or text else out.size
                 budget.acquire(ticket, out.held)
                 admitted = True
@@ -820,16 +825,46 @@ class Indexer:
         return out
 
     @staticmethod
-    def _header_size(f) -> tuple[int, int]:
-        """(width, height) from the header of the open photo file, which is left at its start; (0, 0)
-        where Pillow cannot tell (decoding will say why, and only the file's bytes count)."""
+    def _header(f, mtime_ns: int) -> tuple[int, int, PhotoFacts | None]:
+        """(width, height, when and where) from the header of the open photo file, which is left at its
+        start; (0, 0, None) where Pillow cannot tell (decoding will say why, and only the file's bytes
+        count). The EXIF block is part of the header Pillow parses here: nothing more is read for it."""
         try:
             with Image.open(f) as probe:
-                return probe.size
+                return (*probe.size, read_facts(probe, mtime_ns))
         except Exception:
-            return 0, 0
+            return 0, 0, None
         finally:
             f.seek(0)
+
+    def backfill_facts(self, folders: Sequence[str] | None = None, batch: int = 256) -> int:
+        """Read when and where for photos indexed before they were read: headers only, nothing embedded
+        again. Files that cannot be opened now are left for a later run. Returns how many were read."""
+        done = 0
+        skipped: set[int] = set()
+        while not self._cancel.is_set():
+            rows = [r for r in self.store.photos_without_facts(batch + len(skipped)) if r.id not in skipped]
+            if not rows:
+                break
+            items: list[tuple[int, PhotoFacts]] = []
+            for row in rows[:batch]:
+                if self._cancel.is_set():
+                    break
+                if folders is not None and row.folder not in folders:
+                    skipped.add(row.id)
+                    continue
+                try:
+                    with os.fdopen(open_regular(row.path), "rb") as f:
+                        _w, _h, facts = self._header(f, os.fstat(f.fileno()).st_mtime_ns)
+                except OSError:
+                    facts = None
+                if facts is None:
+                    skipped.add(row.id)
+                else:
+                    items.append((row.id, facts))
+            self.store.set_facts(items)
+            done += len(items)
+        return done
 
     def embed_rows(self, rows: Sequence[PhotoRow], report: IndexReport, *, save: bool = True) -> None:
         """Embed ``rows`` (pending photos, or indexed ones whose text is still to be read)."""
@@ -1033,7 +1068,7 @@ class _EmbedRun:
             commit.append(
                 IndexedPhoto(
                     d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height, regions,
-                    ix.embedder.variant(),
+                    ix.embedder.variant(), d.facts,
                 )
             )
             embedded.append(d)

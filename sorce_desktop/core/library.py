@@ -185,6 +185,17 @@ class Library:
             folders, c["indexed"], c["pending"], c["failed"], list(st.notices), note, st.visual_variants()
         )
 
+    def needs_picture_model(self, text: str | None, image: object = None) -> bool:
+        """Whether answering this query needs the picture model: not for quoted words only (``"stop"``)
+        where the text read in the photos is searched (SearchService.answer answers those from the words
+        alone), so a front end can answer them before, or without, loading it."""
+        if image is not None or text is None:
+            return True
+        from sorce_desktop.core.search import clean_query
+        from sorce_desktop.core.textsearch import parse_query
+
+        return not (parse_query(clean_query(text)).words_only and self.text_searcher() is not None)
+
     def search_service(self, embedder: Embedder | None) -> SearchService:
         """Search with the visual model and the text in photos. ``embedder`` None (no visual model
         downloaded yet): text in photos only, see :meth:`text_only_note`."""

@@ -1031,7 +1031,7 @@ def _join_tiles(
                     pts = np.concatenate([qi, quads[j]]).astype(np.float32)
                     rect = cv2.minAreaRect(pts)
                     box = cv2.boxPoints(rect)
-                    qi = _order_quad(box)
+                    qi = order_quad(box)
                     used[j] = True
                     merged = True
             out.append(qi)
@@ -1039,7 +1039,7 @@ def _join_tiles(
     return quads
 
 
-def _order_quad(pts: np.ndarray) -> np.ndarray:
+def order_quad(pts: np.ndarray) -> np.ndarray:
     """Corners in the order tl, tr, br, bl (what the recogniser's perspective crop expects)."""
     pts = np.asarray(pts, dtype=np.float32)
     xs = pts[np.argsort(pts[:, 0])]

@@ -19,8 +19,8 @@ folders the salvaged photo rows name, and a lost model binding from the vector f
 and the settings. Lost rows are counted as rows: an unreadable range of rowids counts only up to the
 highest rowid the table is known to have reached.
 
-What is read and written is the store's business (its salvage section holds the statements); this
-module decides what is copied, where the damage is, and what ``index`` must redo.
+What is read and written is the store's business (:mod:`sorce_desktop.core.salvage` holds the
+statements); this module decides what is copied, where the damage is, and what ``index`` must redo.
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sorce_desktop.core import salvage
 from sorce_desktop.core.store import (
     CATALOG_NAME,
     LOCK_NAME,
     VECTORS_META,
     ModelBinding,
-    Store,
     StoreError,
     WriterLock,
-    _fsync_dir,
     is_damage,
 )
+from sorce_desktop.core.vectorfile import fsync_dir
 
 #: rows asked for per query while nothing fails (a region row holds its vector: ~3 KB at 768-d)
 CHUNK = 4096
@@ -86,7 +86,7 @@ def _spine_unreadable(src: sqlite3.Connection, table: str, cols: list[str]) -> b
     pages under it) is gone, and walking its rowids one by one would find nothing."""
     for k in range(0, 41, 4):
         try:
-            Store.rows_between(src, table, cols, 1 << k, 1 << k)
+            salvage.rows_between(src, table, cols, 1 << k, 1 << k)
             return False
         except sqlite3.DatabaseError as exc:
             if not is_damage(exc):
@@ -99,13 +99,13 @@ def _salvage(
 ) -> tuple[int, list[tuple[int, int]]]:
     """Copy every readable row of ``table`` through ``emit`` (rows are ``(rowid, *cols)``). Returns
     (rows read, unreadable rowid ranges)."""
-    top = Store.max_rowid(src, table)
+    top = salvage.max_rowid(src, table)
     if top is None and _spine_unreadable(src, table, cols):
         return 0, [(1, UNKNOWN_TOP)]  # no row can be reached: counted from what else knows its ids
     open_ended = top is None  # the last page is unreadable: walk on until rows stop coming
     if open_ended:
         # as far as SQLite's sequence says ids went (regions), and on while rows keep coming
-        top = max(CHUNK * 64, Store.sequence_value(src, table))
+        top = max(CHUNK * 64, salvage.sequence_value(src, table))
     n = 0
     lost: list[tuple[int, int]] = []
     probes = 0
@@ -116,7 +116,7 @@ def _salvage(
         while stack:
             a, b = stack.pop()
             try:
-                rows = Store.rows_between(src, table, cols, a, b)
+                rows = salvage.rows_between(src, table, cols, a, b)
             except sqlite3.DatabaseError as exc:
                 if not is_damage(exc):
                     raise
@@ -161,7 +161,7 @@ def repair_catalog(
     lock = WriterLock(folder / LOCK_NAME)
     lock.acquire()
     try:
-        problem = Store.integrity_problem(path)
+        problem = salvage.integrity_problem(path)
         report = RepairReport(path, bool(problem), problem=problem)
         if not problem:
             return report
@@ -182,12 +182,12 @@ def _rebuild(
         p.unlink(missing_ok=True)
     dst = None
     try:
-        dst, fts = Store.create_salvage(new_path)
+        dst, fts = salvage.create_salvage(new_path)
         lost_regions = _copy_readable(path, dst, report, say)
-        report.folders_recovered = Store.restore_folders(dst)
+        report.folders_recovered = salvage.restore_folders(dst)
         _restore_binding(folder, dst, report, layout)
-        report.redo = Store.settle_salvage(dst, lost_regions, fts)
-        Store.finish_salvage(dst)
+        report.redo = salvage.settle_salvage(dst, lost_regions, fts)
+        salvage.finish_salvage(dst)
     except BaseException:
         if dst is not None:
             dst.close()
@@ -205,20 +205,20 @@ def _copy_readable(
 ) -> list[tuple[int, int]]:
     """Copy every readable row of the damaged catalog into ``dst``, counting per table what was kept
     and lost. Returns the region ids that could not be read."""
-    src = Store.open_damaged(path)
+    src = salvage.open_damaged(path)
     if src is None:
         return []
     lost_regions: list[tuple[int, int]] = []
     lost_ranges: dict[str, list[tuple[int, int]]] = {}
     try:
-        src_tables = Store.table_names(src)
-        for table in Store.SALVAGED_TABLES:
+        src_tables = salvage.table_names(src)
+        for table in salvage.SALVAGED_TABLES:
             if table not in src_tables:
                 continue
-            cols = [c for c in Store.table_columns(dst, table) if c in set(Store.table_columns(src, table))]
+            cols = [c for c in salvage.table_columns(dst, table) if c in set(salvage.table_columns(src, table))]
 
             def emit(rows: list[tuple], table: str = table, cols: list[str] = cols) -> None:
-                Store.insert_salvaged(dst, table, cols, (r[1:] for r in rows))
+                salvage.insert_salvaged(dst, table, cols, (r[1:] for r in rows))
 
             say(f"reading {table}...")
             n, lost = _salvage(src, table, cols, emit)
@@ -226,7 +226,7 @@ def _copy_readable(
             lost_ranges[table] = lost
             if table == "regions":
                 lost_regions = lost
-        bounds = Store.highest_known_rowids(dst, src)
+        bounds = salvage.highest_known_rowids(dst, src)
     finally:
         src.close()
     for table, lost in lost_ranges.items():
@@ -269,7 +269,7 @@ def _restore_binding(folder: Path, dst: sqlite3.Connection, report: RepairReport
     is its part before '@'), the vector size from the salvaged vectors or the vector file, the layout
     from the salvaged region names, else the settings'. Without a fingerprint nothing is bound: the next
     index binds the model it loads (the settings' model), as for a new library."""
-    binding, dim, names = Store.salvaged_binding(dst)
+    binding, dim, names = salvage.salvaged_binding(dst)
     if binding is not None:
         return
     try:
@@ -286,7 +286,7 @@ def _restore_binding(folder: Path, dst: sqlite3.Connection, report: RepairReport
     if not fingerprint or not dim or not lay:
         return  # not enough is known: the next index binds the model it loads, as for a new library
     binding = ModelBinding(model_id, fingerprint, lay, dim)
-    Store.bind_salvage(dst, binding)
+    salvage.bind_salvage(dst, binding)
     report.binding_restored = binding
     report.binding_source = "the vector file's checksum file" + (" and the salvaged vectors" if names else "")
 
@@ -312,7 +312,7 @@ def _swap_in(folder: Path, path: Path, new_path: Path) -> Path:
         if side.exists():
             os.replace(side, Path(str(kept) + suffix))
     os.replace(new_path, path)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return kept
 
 

@@ -14,24 +14,29 @@
   were read, for which content hash and by which engine, so nothing is read twice and a new engine
   reads all). The FAISS visual index never holds text vectors.
 
-Every SQL statement of the application is in this module.
+The store has three parts, each a module with a public interface; callers import every name from here:
 
-The vector index file is saved atomically (temporary file, fsync, rename) and checked against the
-catalog when opened; whatever differs (a crash between the two, a truncated or foreign file) is
-repaired from the catalog.
+- the catalog (this module): :class:`Store`, the writer lock and every SQL statement the application
+  runs on a library;
+- the vector file (:mod:`sorce_desktop.core.vectorfile`): the FAISS file kept in step with the catalog,
+  saved atomically (temporary file, fsync, rename) with a checksum, checked against the catalog when
+  opened; whatever differs (a crash between the two, a truncated or foreign file) is repaired from the
+  catalog, which hands it its vectors (the vector file holds no SQL);
+- salvage (:mod:`sorce_desktop.core.salvage`): the statements only ``repair`` runs, on a damaged
+  catalog and the new one.
+
+The errors all three raise, with their messages, are in :mod:`sorce_desktop.core.store_errors`.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,20 +44,40 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sorce_desktop.core import ann
+from sorce_desktop.core import ann, vectorfile
 from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.regions import Box
+from sorce_desktop.core.store_errors import (
+    ModelMismatch,
+    StoreDamaged,
+    StoreError,
+    StoreFull,
+    StoreLocked,
+    StoreReadOnly,
+    damaged_message,
+    error_reason,
+    full_message,
+    is_damage,
+    nearly_full,
+    read_only_message,
+    translate_os_error,
+)
 from sorce_desktop.core.textstore import TEXT_REGION, fold, fold_alternatives
+from sorce_desktop.core.vectorfile import VECTORS_META, VectorFile, VectorIndex
+
+# Names callers import from here, kept where they were before the vector file had its own module.
+from sorce_desktop.core.vectorfile import VECTORS_NAME as VECTORS_NAME
+from sorce_desktop.core.vectorfile import file_checksum as file_checksum
+from sorce_desktop.core.vectorfile import vector_save_error as vector_save_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from sorce_desktop.core.ocr import TextLine
+    from sorce_desktop.core.whenwhere import PhotoFacts
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 CATALOG_NAME = "catalog.sqlite3"
-VECTORS_NAME = "vectors.faiss"
-VECTORS_META = "vectors.json"
 LOCK_NAME = "writer.lock"
 
 
@@ -141,6 +166,51 @@ _TEXT_FTS = [
 ]
 
 
+# -- when and where each photo was taken (core/whenwhere.py reads them; statements in Store's section) --
+_FACTS_TABLES = [
+    """CREATE TABLE IF NOT EXISTS photo_facts (
+        photo_id INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
+        taken TEXT NOT NULL,
+        taken_offset TEXT,
+        taken_source TEXT NOT NULL,
+        lat REAL,
+        lon REAL,
+        city TEXT,
+        region TEXT,
+        country TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS photo_facts_taken ON photo_facts(taken)",
+    # covering: the library's places are listed from the index alone (10x faster than from the table)
+    "CREATE INDEX IF NOT EXISTS photo_facts_place ON photo_facts(city, region, country)",
+]
+
+
+def write_facts(db: sqlite3.Connection, photo_id: int, facts: PhotoFacts) -> None:
+    """Record when and where a photo was taken (inside the caller's transaction)."""
+    place = facts.place
+    db.execute(
+        "INSERT OR REPLACE INTO photo_facts(photo_id, taken, taken_offset, taken_source, lat, lon, city, region, "
+        "country) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            photo_id, facts.taken, facts.offset, facts.source, facts.lat, facts.lon,
+            place.city if place else None, place.region if place else None, place.country if place else None,
+        ),
+    )
+
+
+def taken_between(db: sqlite3.Connection, start: str | None, end: str | None) -> list[int]:
+    """Ids of photos taken at or after ``start`` and before ``end`` (local wall-clock ISO strings; None:
+    open). What a period filter runs (bench query times this same function)."""
+    sql, params = "SELECT photo_id FROM photo_facts WHERE 1", []
+    if start is not None:
+        sql += " AND taken >= ?"
+        params.append(start)
+    if end is not None:
+        sql += " AND taken < ?"
+        params.append(end)
+    return [r[0] for r in db.execute(sql, params)]
+
+
 def create_text_schema(db: sqlite3.Connection) -> bool:
     """Create the text tables (inside the store's migration transaction). Returns whether the FTS5
     trigram index is available; without it (an SQLite built without FTS5, or older than 3.34) text
@@ -163,88 +233,13 @@ def create_text_schema(db: sqlite3.Connection) -> bool:
 
 
 
-class StoreError(Exception):
-    """The store cannot be used as asked, with the reason in words."""
-
-
-class ModelMismatch(StoreError):
-    def __init__(self, stored: str, requested: str, photos: int):
-        self.stored, self.requested, self.photos = stored, requested, photos
-        super().__init__(
-            f"The index was made with the model {stored}; {requested} makes vectors that cannot be mixed "
-            f"with those. Re-indexing {photos} photos with {requested} is needed (command line: add --reindex)."
-        )
-
-
-class StoreLocked(StoreError):
-    """Another process writes to this library. ``holder``: what it wrote in the lock ("pid N", with
-    " window" for the app's window), "" when unknown."""
-
-    def __init__(self, message: str, holder: str = ""):
-        super().__init__(message)
-        self.holder = holder
-
-
-class StoreFull(StoreError):
-    """The disk holding the index is full (or failing): nothing committed is lost."""
-
-
-class StoreReadOnly(StoreError):
-    """The library cannot be written (a read-only mount, another user's folder); it can still be read."""
-
-
-class StoreDamaged(StoreError):
-    """The catalog file itself is damaged; ``sorce-desktop repair`` salvages what can be read."""
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
-
-
-def full_message(folder: Path) -> str:
-    """The one message for a full disk, whichever write hit it first."""
-    return (
-        f"The disk holding the index ({folder}) is full: the last batch was not saved, everything before "
-        "it is kept. Free some disk space: indexing resumes where it stopped."
-    )
-
-
-def read_only_message(folder: Path, why: str) -> str:
-    return (
-        f"The library in {folder} cannot be written ({why}): index and watch need to write there. "
-        "search, status and errors still work; to index, use a folder you can write (--data-dir)."
-    )
-
-
-def damaged_message(path: Path, exc: BaseException) -> str:
-    return (
-        f"The catalog {path} is damaged ({_reason(exc)}). Run sorce-desktop repair to salvage what can be "
-        "read into a new catalog (the damaged file is kept beside it), then index again to redo what was lost."
-    )
-
-
-_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-def is_damage(exc: BaseException) -> bool:
-    """Whether an SQLite error says the file itself is damaged (not busy, full or read-only)."""
-    if not isinstance(exc, sqlite3.DatabaseError):
-        return False
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    msg = str(exc).lower()
-    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in msg or "not a database" in msg
-
-
-def translate_os_error(exc: OSError, folder: Path) -> StoreError | None:
-    """A full disk or a folder that cannot be written, in words; None for anything else."""
-    if exc.errno in _FULL_ERRNOS:
-        return StoreFull(full_message(folder))
-    if exc.errno in _READ_ONLY_ERRNOS or isinstance(exc, PermissionError):
-        why = "a read-only file system" if exc.errno == errno.EROFS else "permission denied"
-        return StoreReadOnly(read_only_message(folder, why))
-    return None
+def create_catalog_tables(db: sqlite3.Connection) -> bool:
+    """Create every table of a new catalog (inside the caller's transaction): what salvage copies into.
+    Returns whether the FTS5 trigram index is available (:func:`create_text_schema`)."""
+    for stmt in _SCHEMA.strip().split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+    return create_text_schema(db)
 
 
 def _translate_db_error(exc: sqlite3.DatabaseError, folder: Path) -> StoreError:
@@ -259,7 +254,7 @@ def _translate_db_error(exc: sqlite3.DatabaseError, folder: Path) -> StoreError:
         )
     if "readonly" in msg or "read-only" in msg:
         return StoreReadOnly(read_only_message(folder, "it is read-only to this user"))
-    return StoreError(f"The catalog in {folder} could not be written ({_reason(exc)}).")
+    return StoreError(f"The catalog in {folder} could not be written ({error_reason(exc)}).")
 
 
 def path_key(path: str | os.PathLike) -> bytes:
@@ -313,6 +308,7 @@ class IndexedPhoto:
     height: int
     regions: list = field(default_factory=list)  # list[RegionEmbedding]
     variant: str | None = None
+    facts: PhotoFacts | None = None  # when and where, read from the header (None: left as they are)
 
 
 @dataclass
@@ -415,143 +411,6 @@ class WriterLock:
             self._fh = None
 
 
-# -- vector index -----------------------------------------------------------------------------------
-class VectorIndex:
-    """Region vectors by region id, inner-product search (vectors are unit length).
-
-    Exact (flat) for small libraries, an inverted file with product quantisation past
-    ``ann.EXACT_MAX_VECTORS`` (the store switches kinds in :meth:`Store.save`, see ``core/ann.py``)."""
-
-    def __init__(self, dim: int, spec: ann.IndexSpec | None = None, train: np.ndarray | None = None):
-        self.dim = dim
-        self.spec = spec or ann.IndexSpec(ann.FLAT, dim)
-        self.index = ann.build(self.spec, train)
-
-    @property
-    def count(self) -> int:
-        return int(self.index.ntotal)
-
-    def ids(self) -> np.ndarray:
-        return ann.index_ids(self.index)
-
-    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
-        if len(ids):
-            self.index.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
-            )
-
-    def remove(self, ids: Iterable[int]) -> None:
-        arr = np.fromiter(ids, dtype=np.int64)
-        if arr.size:
-            self.index.remove_ids(arr)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = max(1, min(k, self.count))
-        return ann.search(self.index, queries, k)
-
-    def save(self, path: Path) -> int:
-        """Write atomically; returns the file's checksum (:func:`file_checksum`), kept beside it.
-
-        faiss writes through Python's own file object, so a failed write is an ``OSError`` with its errno
-        (faiss's own file writer reports only "write error", and prints its C++ complaint on stderr)."""
-        import faiss
-
-        tmp = path.with_name(path.name + ".tmp")
-        crc = 0
-
-        def write(block: bytes) -> int:
-            nonlocal crc
-            crc = zlib.crc32(block, crc)
-            return f.write(block)
-
-        try:
-            with open(tmp, "wb") as f:
-                faiss.write_index(self.index, faiss.PyCallbackIOWriter(write))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            return crc
-        except (OSError, RuntimeError) as exc:
-            # Either way the previous file is intact.
-            _remove_file(tmp)
-            raise vector_save_error(exc, path) from exc
-
-    @classmethod
-    def load(cls, path: Path, dim: int) -> VectorIndex:
-        import faiss
-
-        index = faiss.read_index(str(path))
-        if index.d != dim:
-            raise ValueError(f"vector size {index.d}, expected {dim}")
-        obj = cls.__new__(cls)
-        obj.dim = dim
-        obj.index = index
-        # Lists are treated as sized for (at least) what the index holds now.
-        obj.spec = ann.spec_of(index, trained_for=int(index.ntotal))
-        return obj
-
-
-def vector_save_error(exc: BaseException, path: Path) -> StoreError:
-    """Why the vector file ``path`` (or its checksum file) could not be written, in words."""
-    known = translate_os_error(exc, path.parent) if isinstance(exc, OSError) else None
-    if known is None and not isinstance(exc, OSError) and _nearly_full(path.parent):
-        known = StoreFull(full_message(path.parent))  # a write error without its errno
-    if known is not None:
-        return known
-    for p in (path, path.with_name(path.name + ".tmp")):
-        if p.is_dir():
-            return StoreError(
-                f"{p} is a folder where the index keeps a file: move it away (the vector index is "
-                "rebuilt from the catalog, nothing indexed is lost)."
-            )
-    return StoreError(
-        f"The vector index could not be saved as {path} ({_reason(exc)}); the previous one is kept and "
-        "nothing committed to the catalog is lost."
-    )
-
-
-def _remove_file(path: Path) -> None:
-    """Remove a temporary file if it is one (never a folder someone put in its place)."""
-    try:
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-    except OSError:
-        pass
-
-
-def _nearly_full(folder: Path) -> bool:
-    import shutil
-
-    try:
-        return shutil.disk_usage(folder).free < 16 * 2**20
-    except OSError:
-        return False
-
-
-def file_checksum(path: Path, chunk: int = 1 << 22) -> int:
-    """CRC-32 of a file, streamed (about 2.8 GB/s here: bit rot is what it is for, not tampering)."""
-    crc = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # pragma: no cover
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 _KEEP = object()
 
 
@@ -651,10 +510,13 @@ class Store:
             self._writer_lock = WriterLock(self.folder / LOCK_NAME, holder)
             self._writer_lock.acquire()
         self.notices: list[str] = []  # what was repaired or migrated on open, for the user
+        self._places: list[tuple] | None = None  # the library's places, until photos are recorded or forgotten
+        self.generation = 0  # write transactions committed by this store (what caches of it compare)
         try:
             self.db = self._connect()
             self._migrate()
             self.vectors: VectorIndex | None = None
+            self.vector_file = VectorFile(self.folder)
             self._dirty = False
             self._open_vectors()
         except sqlite3.DatabaseError as exc:
@@ -696,11 +558,11 @@ class Store:
         if is_damage(exc):
             return StoreDamaged(damaged_message(path, exc))
         msg = str(exc).lower()
-        if "full" in msg or ("disk i/o" in msg and _nearly_full(self.folder)):
+        if "full" in msg or ("disk i/o" in msg and nearly_full(self.folder)):
             return StoreFull(full_message(self.folder))
         if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
-            return StoreReadOnly(read_only_message(self.folder, _reason(exc)))
-        return StoreError(f"The catalog {path} cannot be opened ({_reason(exc)}).")
+            return StoreReadOnly(read_only_message(self.folder, error_reason(exc)))
+        return StoreError(f"The catalog {path} cannot be opened ({error_reason(exc)}).")
 
     def _connect_read_only(self, path: Path) -> sqlite3.Connection:
         """Open the catalog for reading only (``mode=ro``). On a read-only mount, or in a folder this user
@@ -791,6 +653,7 @@ class Store:
                 "updated before it can be read: run sorce-desktop index once."
             )
         self.text_search_ready = "ocr_fts" in tables
+        self.facts_ready = "photo_facts" in tables
 
     def _migrate(self) -> None:
         if self.opened_read_only:
@@ -824,6 +687,9 @@ class Store:
                     db.execute(stmt)
             # Text in photos (OCR lines): side table, FTS5 trigram index, triggers (Store's text section).
             self.text_search_ready = create_text_schema(db)
+            for stmt in _FACTS_TABLES:  # when and where (added beside schema 1: no reset, backfilled)
+                db.execute(stmt)
+            self.facts_ready = True
             db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -833,24 +699,12 @@ class Store:
         if binding is None:
             self.vectors = None
             return
-        path = self.folder / VECTORS_NAME
-        meta_path = self.folder / VECTORS_META
         index = None
         reason = None
-        if path.exists():
-            try:
-                meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-                if meta.get("fingerprint") not in (None, binding.fingerprint):
-                    raise ValueError("it belongs to another model")
-                # The checksum is what tells a file damaged on disk from a good one: flipped bytes can
-                # leave it loadable, with the right ids, and rank the wrong photos first.
-                if "crc32" in meta and file_checksum(path) != meta["crc32"]:
-                    raise ValueError("its checksum does not match: the file is damaged")
-                if "crc32" not in meta and self.writable:
-                    self._dirty = True  # written before checksums: the next save adds one
-                index = VectorIndex.load(path, binding.dim)
-            except Exception as exc:
-                reason = f"the vector index could not be read ({exc})"
+        if self.vector_file.exists():
+            index, reason, unchecked = self.vector_file.read(binding)
+            if unchecked and self.writable:
+                self._dirty = True  # written before checksums: the next save adds one
         elif self.count_vectors():
             reason = "the vector index file is missing"
         if index is None:
@@ -867,6 +721,16 @@ class Store:
         if (changed or reason) and self.writable:
             self.save()
 
+    def _visual_vector_ids(self) -> list[int]:
+        """The ids of the visual regions that have a vector (what the vector file must hold)."""
+        return [
+            r[0] for r in self.db.execute("SELECT id FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,))
+        ]
+
+    def _catalog_vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        assert self.vectors is not None
+        return fetch_region_vectors(self.db, ids, self.vectors.dim)
+
     def _rekind(self, n: int | None = None) -> bool:
         """Give the vector index the kind the library's size calls for (``ann.spec_for``), rebuilt
         from the catalog (compressed kinds are trained on a sample of the catalog's own vectors).
@@ -874,24 +738,10 @@ class Store:
         assert self.vectors is not None
         with self._lock:
             n = self.vectors.count if n is None else n
-            want = ann.spec_for(n, self.vectors.dim, self.vectors.spec)
-            if want == self.vectors.spec:
+            rebuilt = vectorfile.rekinded(self.vectors, n, self._visual_vector_ids, self._catalog_vectors)
+            if rebuilt is None:
                 return False
-            train = None
-            if want.compressed:
-                ids = [
-                    r[0]
-                    for r in self.db.execute(
-                        "SELECT id FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,)
-                    )
-                ]
-                rng = np.random.default_rng(len(ids))
-                pick = sorted(rng.choice(ids, min(len(ids), ann.train_size(want)), replace=False).tolist())
-                _ids, train = fetch_region_vectors(self.db, pick, self.vectors.dim)
-            log.info(
-                "vector index: %s -> %s for %d vectors", self.vectors.spec.describe(), want.describe(), n
-            )
-            self.vectors = VectorIndex(self.vectors.dim, want, train)
+            self.vectors = rebuilt
             self._sync_vectors()
             self._dirty = True
             return True
@@ -900,21 +750,10 @@ class Store:
         """Make the vector index hold exactly the catalog's visual vectors. Returns how many changed."""
         assert self.vectors is not None
         with self._lock:
-            have = set(self.vectors.ids().tolist())
-            want = {
-                r[0]
-                for r in self.db.execute(
-                    "SELECT id FROM regions WHERE source=? AND vector IS NOT NULL", (VISUAL,)
-                )
-            }
-            extra = have - want
-            missing = sorted(want - have)
-            self.vectors.remove(extra)
-            for i in range(0, len(missing), 4096):  # bounded memory for a large rebuild
-                self.vectors.add(*fetch_region_vectors(self.db, missing[i : i + 4096], self.vectors.dim))
-            if extra or missing:
+            changed = vectorfile.sync_with_catalog(self.vectors, self._visual_vector_ids, self._catalog_vectors)
+            if changed:
                 self._dirty = True
-            return len(extra) + len(missing)
+            return changed
 
     # -- plumbing ------------------------------------------------------------------------------------
     @contextmanager
@@ -930,6 +769,7 @@ class Store:
                     raise
                 else:
                     self.db.execute("COMMIT")
+                    self.generation += 1
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.DatabaseError as exc:
@@ -976,25 +816,7 @@ class Store:
             if self.vectors is None or binding is None:
                 return
             self._rekind()
-            checksum = self.vectors.save(self.folder / VECTORS_NAME)
-            meta = {
-                "fingerprint": binding.fingerprint,
-                # the rest of the binding: what repair keeps when the catalog's own row is lost
-                "model_id": binding.model_id,
-                "layout": binding.layout,
-                "dim": binding.dim,
-                "count": self.vectors.count,
-                "saved_at": time.time(),
-                "crc32": checksum,
-            }
-            tmp = self.folder / (VECTORS_META + ".tmp")
-            try:
-                tmp.write_text(json.dumps(meta))
-                os.replace(tmp, self.folder / VECTORS_META)
-            except OSError as exc:
-                _remove_file(tmp)
-                raise vector_save_error(exc, self.folder / VECTORS_META) from exc
-            _fsync_dir(self.folder)
+            self.vector_file.write(self.vectors, binding)
             self._dirty = False
 
     # -- model binding -------------------------------------------------------------------------------
@@ -1083,6 +905,7 @@ class Store:
             region_ids = self._region_ids_of(db, ids)
             self._delete_photos(db, ids)
             db.execute("DELETE FROM folders WHERE path=?", (key,))
+        self._places = None
         self._drop_vectors(region_ids)
         return len(ids)
 
@@ -1228,6 +1051,7 @@ class Store:
         with self.transaction() as db:
             region_ids = self._region_ids_of(db, ids)
             self._delete_photos(db, ids)
+        self._places = None
         self._drop_vectors(region_ids)
 
     def _region_ids_of(self, db, photo_ids: Sequence[int]) -> list[int]:
@@ -1281,6 +1105,9 @@ class Store:
                     (pid, Source.OCR, pid, p.hash),
                 )
                 db.execute("DELETE FROM ocr_done WHERE photo_id=? AND hash IS NOT ?", (pid, p.hash))
+                if p.facts is not None:
+                    write_facts(db, pid, p.facts)
+                    self._places = None
                 for r in p.regions:
                     vec = np.ascontiguousarray(r.vector, dtype=np.float32)
                     if vec.shape != (binding.dim,):
@@ -1549,238 +1376,117 @@ class Store:
             "SELECT region_id, embedding FROM ocr_lines WHERE embedding IS NOT NULL ORDER BY region_id"
         )
 
-    # -- salvaging a damaged catalog (core/repair.py decides what is copied and what is redone) ----------
-    #: the tables a salvage copies, in this order (a region needs its photo, a text line its region)
-    SALVAGED_TABLES = ("meta", "folders", "photos", "regions", "ocr_lines", "ocr_done")
+    # -- when and where (the records and their reading live in core/whenwhere.py) --------------------
+    def set_facts(self, items: Sequence[tuple[int, PhotoFacts]]) -> None:
+        """Record when and where photos were taken (the backfill of photos indexed before they were read)."""
+        with self.transaction() as db:
+            for pid, facts in items:
+                if db.execute("SELECT 1 FROM photos WHERE id=?", (pid,)).fetchone():
+                    write_facts(db, pid, facts)
+        self._places = None
 
-    @staticmethod
-    def open_damaged(path: Path) -> sqlite3.Connection | None:
-        """A damaged catalog opened read-only for salvage (as immutable when even that fails), or None."""
-        uri = path.absolute().as_uri()
-        for flags in ("mode=ro", "immutable=1"):
-            try:
-                db = sqlite3.connect(f"{uri}?{flags}", uri=True, isolation_level=None)
-                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                return db
-            except sqlite3.DatabaseError:
-                continue
-        return None
-
-    @staticmethod
-    def integrity_problem(path: Path) -> str:
-        """'' when SQLite's integrity check of the catalog file passes, else its first complaint (or
-        the open error)."""
-        db = Store.open_damaged(path)
-        if db is None:
-            try:
-                sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True).execute(
-                    "SELECT count(*) FROM sqlite_master"
-                ).fetchone()
-            except sqlite3.DatabaseError as exc:
-                return str(exc)
-            return "the file cannot be opened"
-        try:
-            rows = db.execute("PRAGMA integrity_check(20)").fetchall()
-        except sqlite3.DatabaseError as exc:
-            return str(exc)
-        finally:
-            db.close()
-        problems = [r[0] for r in rows if r[0] != "ok"]
-        return problems[0] if problems else ""
-
-    @staticmethod
-    def table_names(db: sqlite3.Connection) -> set[str]:
-        """The tables a (possibly damaged) catalog lists; none when its schema cannot be read."""
-        try:
-            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError:
-            return set()
-
-    @staticmethod
-    def table_columns(db: sqlite3.Connection, table: str) -> list[str]:
-        return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
-
-    @staticmethod
-    def max_rowid(db: sqlite3.Connection, table: str) -> int | None:
-        """The table's highest rowid (0 when empty); None when the page holding it cannot be read."""
-        try:
-            row = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()
-            return int(row[0] or 0)
-        except sqlite3.DatabaseError:
-            return None
-
-    @staticmethod
-    def sequence_value(db: sqlite3.Connection, table: str) -> int:
-        """The highest id an AUTOINCREMENT table ever handed out (0 when unknown or unreadable)."""
-        try:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
-            return int(row[0] or 0) if row else 0
-        except (sqlite3.DatabaseError, TypeError, ValueError):
-            return 0
-
-    @staticmethod
-    def rows_between(
-        db: sqlite3.Connection, table: str, cols: Sequence[str], lo: int, hi: int
-    ) -> list[tuple]:
-        """``(rowid, *cols)`` of the rows with ``lo <= rowid <= hi``, in rowid order. Raises
-        sqlite3.DatabaseError when a page they are on is damaged."""
-        sql = f"SELECT rowid, {', '.join(cols)} FROM {table} WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
-        return db.execute(sql, (lo, hi)).fetchall()
-
-    @staticmethod
-    def create_salvage(path: Path) -> tuple[sqlite3.Connection, bool]:
-        """A new catalog at ``path`` with the store's schema, inside an open transaction (finished by
-        :meth:`finish_salvage`). Returns it and whether the text search index (FTS5) is available."""
-        db = sqlite3.connect(path, isolation_level=None)
-        try:
-            db.execute("BEGIN")
-            for stmt in _SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    db.execute(stmt)
-            return db, create_text_schema(db)
-        except BaseException:
-            db.close()
-            raise
-
-    @staticmethod
-    def insert_salvaged(
-        db: sqlite3.Connection, table: str, cols: Sequence[str], rows: Iterable[tuple]
-    ) -> None:
-        """Write rows read from the damaged catalog. Ids are kept (photos, regions: their INTEGER
-        PRIMARY KEY), so the vector index's ids still name the same regions."""
-        marks = ",".join("?" * len(cols))
-        db.executemany(f"INSERT OR REPLACE INTO {table}({', '.join(cols)}) VALUES ({marks})", rows)
-
-    @staticmethod
-    def settle_salvage(db: sqlite3.Connection, lost_regions: Sequence[tuple[int, int]], fts: bool) -> int:
-        """Drop salvaged rows whose parent was lost and mark what ``index`` must redo: the photos whose
-        regions border an unreadable range of region ids, indexed photos left with no visual region,
-        and photos whose text lines were partly lost. Returns how many photos were set back to pending."""
-        db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+    def photos_without_facts(self, limit: int = 1000) -> list[PhotoRow]:
+        """Indexed photos whose capture time is not recorded yet (indexed before it was read)."""
+        if not self.facts_ready:
+            return []
+        rows = self.query(
+            f"SELECT {_PHOTO_COLS} FROM photos WHERE status=? AND id NOT IN (SELECT photo_id FROM photo_facts) "
+            "ORDER BY id LIMIT ?",
+            (INDEXED, limit),
         )
-        db.execute("DELETE FROM regions WHERE photo_id NOT IN (SELECT id FROM photos)")
-        db.execute("DELETE FROM ocr_lines WHERE region_id NOT IN (SELECT id FROM regions)")
-        db.execute("DELETE FROM ocr_done WHERE photo_id NOT IN (SELECT id FROM photos)")
-        redo: set[int] = set()
-        for a, b in lost_regions:
-            for sql, bound in (
-                ("SELECT photo_id FROM regions WHERE id < ? ORDER BY id DESC LIMIT 1", a),
-                ("SELECT photo_id FROM regions WHERE id > ? ORDER BY id LIMIT 1", b),
-            ):
-                row = db.execute(sql, (bound,)).fetchone()
-                if row:
-                    redo.add(int(row[0]))
-        if db.execute("SELECT 1 FROM meta WHERE key='model'").fetchone():
-            redo.update(
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM photos WHERE status=? "
-                    "AND id NOT IN (SELECT photo_id FROM regions WHERE source=?)",
-                    (INDEXED, VISUAL),
-                )
-            )
-        ids = sorted(redo)
+        return [_photo(r) for r in rows]
+
+    def facts_of(self, ids: Sequence[int]) -> dict[int, tuple]:
+        """photo id -> (taken, offset, source, lat, lon, city, region, country)."""
+        out: dict[int, tuple] = {}
+        if not self.facts_ready:
+            return out
+        ids = list(ids)
         for i in range(0, len(ids), 900):
             chunk = ids[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            db.execute(
-                f"UPDATE photos SET status=? WHERE status=? AND id IN ({marks})", [PENDING, INDEXED, *chunk]
-            )
-            db.execute(f"DELETE FROM ocr_done WHERE photo_id IN ({marks})", chunk)
-        redone = 0
-        if ids:
-            redone = int(
-                db.execute(
-                    f"SELECT count(*) FROM photos WHERE status=? AND id IN ({','.join('?' * len(ids))})",
-                    [PENDING, *ids],
-                ).fetchone()[0]
-            )
-        # A photo whose text lines were partly lost has its text read again.
-        db.execute(
-            "DELETE FROM ocr_done WHERE lines <> "
-            "(SELECT count(*) FROM ocr_lines l WHERE l.photo_id = ocr_done.photo_id)"
+            for r in self.query(
+                "SELECT photo_id, taken, taken_offset, taken_source, lat, lon, city, region, country FROM photo_facts "
+                f"WHERE photo_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[r[0]] = r[1:]
+        return out
+
+    def taken_between(self, start: str | None, end: str | None) -> set[int]:
+        if not self.facts_ready:
+            return set()
+        with self._lock:
+            return set(taken_between(self.db, start, end))
+
+    def places(self) -> list[tuple[str | None, str | None, str | None, int]]:
+        """(city, region, country, photos) of every place the library's photos were taken in. Kept until
+        this store records or forgets photos (every query reads it: 70+ ms at 100k photos)."""
+        if not self.facts_ready:
+            return []
+        with self._lock:
+            if self._places is None:
+                self._places = self.query(
+                    "SELECT city, region, country, count(*) FROM photo_facts WHERE country IS NOT NULL "
+                    "GROUP BY city, region, country"
+                )
+            return list(self._places)
+
+    def photos_at(self, city: str | None, region: str | None, country: str | None) -> set[int]:
+        """Photos taken at this place (None parts: any)."""
+        if not self.facts_ready:
+            return set()
+        sql, params = "SELECT photo_id FROM photo_facts WHERE country IS NOT NULL", []
+        for col, value in (("city", city), ("region", region), ("country", country)):
+            if value is not None:
+                sql += f" AND {col}=?"
+                params.append(value)
+        return {r[0] for r in self.query(sql, params)}
+
+    def count_placed(self) -> int:
+        if not self.facts_ready:
+            return 0
+        return self.query("SELECT count(*) FROM photo_facts WHERE country IS NOT NULL")[0][0]
+
+    def photos_with_path_part(self, needle: str, limit: int = 5000) -> list[tuple[int, str]]:
+        """(id, path) of indexed photos whose path holds ``needle`` (lower case ASCII letters compare
+        without case): the candidates of a file-name or folder-name match, checked word by word after."""
+        rows = self.query(
+            "SELECT id, path FROM photos WHERE status=? AND instr(lower(CAST(path AS TEXT)), ?) > 0 LIMIT ?",
+            (INDEXED, needle.lower(), limit),
         )
-        if fts:
-            db.execute("INSERT INTO ocr_fts(rowid, folded) SELECT region_id, folded FROM ocr_lines")
-        return redone
+        return [(r[0], path_str(r[1])) for r in rows]
 
-    @staticmethod
-    def highest_known_rowids(dst: sqlite3.Connection, src: sqlite3.Connection) -> dict[str, int]:
-        """The highest rowid each salvaged table is known to have reached: its own salvaged rows, the rows
-        that refer to it, and SQLite's sequence for regions. Unreadable rowid ranges are counted as lost
-        rows only up to there (past it, the ids were never used)."""
+    def indexed_paths(self) -> list[tuple[int, str]]:
+        """(id, path) of every indexed photo (what the file-name index is built from)."""
+        return [(r[0], path_str(r[1])) for r in self.query("SELECT id, path FROM photos WHERE status=?", (INDEXED,))]
 
-        def top(db: sqlite3.Connection, sql: str) -> int:
-            try:
-                row = db.execute(sql).fetchone()
-                return int(row[0] or 0) if row else 0
-            except (sqlite3.DatabaseError, TypeError, ValueError):
-                return 0
+    def photos_in_trees(self, directories: Sequence[str]) -> set[int]:
+        """Ids of the photos under any of these directories."""
+        out: set[int] = set()
+        for d in directories:
+            prefix = path_key(d).rstrip(os.sep.encode()) + os.sep.encode()
+            out |= {
+                r[0] for r in self.query("SELECT id FROM photos WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+            }
+        return out
 
-        photos = max(
-            top(dst, f"SELECT max({c}) FROM {t}")
-            for t, c in (
-                ("photos", "id"),
-                ("regions", "photo_id"),
-                ("ocr_lines", "photo_id"),
-                ("ocr_done", "photo_id"),
-            )
-        )
-        regions = max(
-            top(dst, "SELECT max(id) FROM regions"),
-            top(dst, "SELECT max(region_id) FROM ocr_lines"),
-            Store.sequence_value(src, "regions"),
-        )
-        return {
-            "meta": top(dst, "SELECT max(rowid) FROM meta"),
-            "folders": top(dst, "SELECT max(rowid) FROM folders"),
-            "photos": photos,
-            "regions": regions,
-            "ocr_lines": regions,
-            "ocr_done": photos,
-        }
-
-    @staticmethod
-    def restore_folders(db: sqlite3.Connection) -> list[str]:
-        """Put back in the folder list every folder a salvaged photo row names that the list lacks (its
-        rows were lost). Returns those folders."""
-        rows = db.execute(
-            "SELECT DISTINCT folder FROM photos WHERE folder IS NOT NULL "
-            "AND folder NOT IN (SELECT path FROM folders) ORDER BY folder"
-        ).fetchall()
-        now = time.time()
-        db.executemany(
-            "INSERT OR IGNORE INTO folders(path, added_at, online) VALUES (?, ?, 1)", [(r[0], now) for r in rows]
-        )
-        return [path_str(r[0]) for r in rows]
-
-    @staticmethod
-    def salvaged_binding(db: sqlite3.Connection) -> tuple[ModelBinding | None, int, set[str]]:
-        """The salvaged catalog's model binding (None when its row was lost), the size of its visual
-        vectors (0: none) and the names of its visual regions."""
-        row = db.execute("SELECT value FROM meta WHERE key='model'").fetchone()
-        binding = None
-        if row:
-            try:
-                d = json.loads(row[0])
-                binding = ModelBinding(d["model_id"], d["fingerprint"], d["layout"], int(d["dim"]))
-            except (ValueError, KeyError, TypeError):
-                binding = None
-        length = db.execute(
-            "SELECT length(vector) FROM regions WHERE source=? AND vector IS NOT NULL LIMIT 1", (VISUAL,)
-        ).fetchone()
-        names = {r[0] for r in db.execute("SELECT DISTINCT name FROM regions WHERE source=?", (VISUAL,))}
-        return binding, (int(length[0]) // 4 if length and length[0] else 0), names
-
-    @staticmethod
-    def bind_salvage(db: sqlite3.Connection, binding: ModelBinding) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(binding.__dict__),)
-        )
-
-    @staticmethod
-    def finish_salvage(db: sqlite3.Connection) -> None:
-        """Commit the salvaged catalog and give it the store's journal mode."""
-        db.execute("COMMIT")
-        db.execute("PRAGMA journal_mode=WAL")
+    def visual_vectors_of(self, photo_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(region ids, their photo ids, (n, dim) float32 vectors) of these photos' visual regions."""
+        rids: list[int] = []
+        pids: list[int] = []
+        parts: list[bytes] = []
+        photo_ids = [int(i) for i in photo_ids]
+        for i in range(0, len(photo_ids), 900):
+            chunk = photo_ids[i : i + 900]
+            for rid, pid, blob in self.query(
+                f"SELECT id, photo_id, vector FROM regions WHERE source=? AND vector IS NOT NULL AND photo_id IN "
+                f"({','.join('?' * len(chunk))})",
+                [VISUAL, *chunk],
+            ):
+                rids.append(rid)
+                pids.append(pid)
+                parts.append(blob)
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        vecs = np.frombuffer(b"".join(parts), dtype=np.float32).reshape(len(parts), -1)
+        return np.asarray(rids, np.int64), np.asarray(pids, np.int64), vecs

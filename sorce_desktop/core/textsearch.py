@@ -17,6 +17,7 @@ meaning (their embeddings are noise).
 
 Quotes. ``"open late"`` in a query means this text must appear: only photos with a line matching each
 quoted phrase by its letters (with the same OCR tolerance) are returned, by text and by picture alike.
+A query of quoted words only is matched by letters alone (ParsedQuery.words_only), with no model.
 
 A photo's text score is its best line's; a hit's box is that line's box, narrowed to the matched
 letters along the line's rotated quad when the match covers only part of the line.
@@ -53,6 +54,12 @@ _QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”')
 class ParsedQuery:
     text: str  # the query without quote marks (what the visual model and the meaning match see)
     required: list[str] = field(default_factory=list)  # quoted phrases that must appear
+
+    @property
+    def words_only(self) -> bool:
+        """Every word is quoted (``"stop"``): the query asks for text in the photos and nothing else, so
+        it is answered from the words alone, with no picture model (loaded or not)."""
+        return bool(self.required) and fold(self.text) == fold("".join(self.required))
 
 
 def parse_query(text: str) -> ParsedQuery:
@@ -278,7 +285,10 @@ class TextSearcher:
         if not required:
             for rid, (s, pid, span) in self.letters(text).items():
                 offer(rid, s, pid, "letters", span)
-        sem = self.meaning(text)
+        # Quoted words only: by letters alone. Every photo kept matches each phrase by its letters (at
+        # least 0.75) and a match by meaning scores at most 0.5, so meaning could only list more lines;
+        # leaving it out spares loading the text model for such a query.
+        sem = [] if parsed.words_only else self.meaning(text)
         if sem:
             rows = self.store.line_rows([rid for rid, _ in sem])
             for rid, cos in sem:

@@ -6,9 +6,12 @@ transformers load on a worker thread with the model.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from sorce_desktop.gui.qt import Qt, QtGui, QtWidgets
+
+log = logging.getLogger(__name__)
 
 
 def make_app(argv: list[str] | None = None) -> QtWidgets.QApplication:
@@ -43,6 +46,7 @@ def open_window(data_dir=None):
         library.close()
         raise
     win.show()
+    log.info("start-up: window shown")  # bench startup reads these milestones
     return win
 
 
@@ -60,6 +64,7 @@ def serve_instance(win, data_dir=None):
 
     server = InstanceServer(instance_name(data_dir), win)
     server.raise_requested.connect(lambda: bring_to_front(win))
+    server.search_requested.connect(lambda sock, line: win.session.answer_remote(line, lambda r: _send(sock, r)))
     if not server.listen():
         return None  # no socket (a read-only runtime folder): the store's lock still keeps one writer
     win.destroyed.connect(server.close)
@@ -92,3 +97,12 @@ def run_gui(data_dir=None) -> int:
     win._instance = serve_instance(win, data_dir)
     win.raise_()
     return app.exec()
+
+
+def _send(sock, reply: bytes) -> None:
+    """A search answer to the command line that asked, if it still waits."""
+    from sorce_desktop.gui.qt import QtNetwork
+
+    if sock.state() == QtNetwork.QLocalSocket.LocalSocketState.ConnectedState:
+        sock.write(reply)
+        sock.flush()

@@ -402,6 +402,13 @@ class DetailPage(QtWidgets.QWidget):
             match += f" · words outlined (blue, Aa): {named}"
         elif hit.text:
             match += f" · words: “{hit.text}”"
+        named = next((r.words for r in hit.regions if r.kind == "name"), None)
+        if named is not None:  # no outline: the file's or a folder's name matched, not a part of the picture
+            match += f" · its name matched: “{named}”"
+        if hit.taken is not None:
+            parts.append(f"taken {hit.taken.replace('T', ' ')}" + (" (file date)" if hit.taken_source == "file" else ""))
+        if hit.place:
+            parts.append(hit.place)
         self.info.set_name(display_path(hit.path), "   ·   ".join(parts))
         self.match_info.setText(match)
 

@@ -8,25 +8,14 @@ crashed answers nobody, so it is removed and taken over.
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import os
-
+from sorce_desktop.core.running import SEARCH, server_name
 from sorce_desktop.gui.qt import QtCore, QtNetwork, Signal
+
+__all__ = ["server_name", "InstanceServer", "ask_running_to_raise", "bring_to_front"]
 
 #: how long a second launch waits for the first window to answer (it answers at once, if it runs)
 CONNECT_MS = 1500
 RAISE = b"raise\n"
-
-
-def server_name(data_dir: str | os.PathLike) -> str:
-    """The socket's name for this user and data folder (short: some systems limit socket paths)."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name (a container): the folder alone still tells libraries apart
-        user = ""
-    key = f"{user}\0{os.path.realpath(os.fspath(data_dir))}".encode("utf-8", "surrogateescape")
-    return "sorce-desktop-" + hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
 def ask_running_to_raise(name: str, timeout_ms: int = CONNECT_MS) -> bool:
@@ -48,6 +37,8 @@ class InstanceServer(QtCore.QObject):
     """Listens for later launches; ``raise_requested`` fires on the UI thread when one asks."""
 
     raise_requested = Signal()
+    #: a ``search`` on the command line asks the window (core/running.py): (socket, request line)
+    search_requested = Signal(object, bytes)
 
     def __init__(self, name: str, parent: QtCore.QObject | None = None):
         super().__init__(parent)
@@ -55,6 +46,7 @@ class InstanceServer(QtCore.QObject):
         self.server = QtNetwork.QLocalServer(self)
         self.server.setSocketOptions(QtNetwork.QLocalServer.SocketOption.UserAccessOption)
         self.server.newConnection.connect(self._connection)
+        self._partial: dict[QtNetwork.QLocalSocket, bytes] = {}  # a request line still arriving
 
     def listen(self) -> bool:
         if self.server.listen(self.name):
@@ -67,15 +59,22 @@ class InstanceServer(QtCore.QObject):
         while self.server.hasPendingConnections():
             sock = self.server.nextPendingConnection()
             sock.readyRead.connect(lambda s=sock: self._read(s))
+            sock.disconnected.connect(lambda s=sock: self._partial.pop(s, None))
             sock.disconnected.connect(sock.deleteLater)
             if sock.bytesAvailable():  # arrived with the connection: no readyRead will follow for it
                 self._read(sock)
 
     def _read(self, sock: QtNetwork.QLocalSocket) -> None:
-        if bytes(sock.readAll()).startswith(RAISE.strip()):
+        data = self._partial.pop(sock, b"") + bytes(sock.readAll())
+        if data.startswith(RAISE.strip()):
             self.raise_requested.emit()
             sock.write(b"ok\n")
             sock.flush()
+        elif data.startswith(SEARCH) or SEARCH.startswith(data):
+            if not data.endswith(b"\n"):
+                self._partial[sock] = data  # the rest is on its way
+                return
+            self.search_requested.emit(sock, data)
 
     def close(self) -> None:
         self.server.close()

@@ -63,7 +63,9 @@ DIVIDER_LABEL = "Less likely matches"
 
 
 def source_label(source: str) -> str:
-    return {"text": "Text in photo", "both": "Picture + text"}.get(source, "Picture")
+    return {"text": "Text in photo", "both": "Picture + text", "name": "File name", "filter": "Filter"}.get(
+        source, "Picture"
+    )
 
 
 def match_label(hit, rank: int) -> tuple[str, str]:

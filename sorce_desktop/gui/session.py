@@ -44,10 +44,17 @@ class Query:
     image: str | None = None
     crop: Box | None = None
     label: str = ""  # how the search field shows an image query
+    after: str | None = None  # the period filter (as --after/--before take it)
+    before: str | None = None
+    sort: str = "relevance"  # or 'date' (newest first)
+    folder: str | None = None  # only photos under this watched folder (the folder list's selection)
 
     @property
     def key(self) -> tuple:
-        return (self.text, self.image, self.crop.as_list() if self.crop else None)
+        return (
+            self.text, self.image, self.crop.as_list() if self.crop else None,
+            self.after, self.before, self.sort, self.folder,
+        )  # fmt: skip
 
 
 @dataclass
@@ -75,6 +82,8 @@ class ResultItem:
         out = []
         best_picture = self.hit.picture  # the one refinement zooms into
         for r in self.hit.regions:
+            if r.kind == "name":  # matched by its file or folder name: nothing in the picture to outline
+                continue
             box = (self.hit.refined_box or r.box) if r is best_picture else r.box
             out.append((r.kind, box, r))
         return out
@@ -162,8 +171,11 @@ class Session(QtCore.QObject):
         # search
         self._generation = 0
         self._search_running = False
-        self._next_search: tuple[int, Query] | None = None
+        self._next_search: tuple | None = None  # (generation, query, service or None: the current one)
         self._pending_query: tuple[int, Query] | None = None  # asked before the model was ready
+        # the words read in the photos, searchable while the picture model loads (None: not yet, or
+        # nothing to search); queries run on it at once and again with the picture model once it is ready
+        self._words_service = None
         self.current: SearchResult | None = None
         # refinement
         self._refiner = None
@@ -174,9 +186,36 @@ class Session(QtCore.QObject):
 
     # -- model ---------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Show what is in the index at once, then load the model and reconcile the folders."""
+        """Show what is in the index at once, make its words searchable, then load the model (in the
+        background) and reconcile the folders."""
         self.refresh_status()
+        self._search_words_first()
         self.load_model()
+
+    def _search_words_first(self) -> None:
+        """While the picture model loads (seconds on a laptop CPU), queries are answered from the words
+        read in the photos at once; a query typed meanwhile runs again once pictures can be searched."""
+
+        def ready(service) -> None:
+            if service is None or self._closing or self.service is not None:
+                return
+            self._words_service = service
+            log.info("start-up: words searchable")  # bench startup reads these milestones
+            if self._pending_query is not None:
+                gen, q = self._pending_query
+                if gen == self._generation and q.image is None:
+                    self._search_words(gen, q)
+
+        def words():
+            service = self.lib.search_service(None)
+            return service if service.text is not None and service.text.has_text() else None
+
+        run_task(words, ready, lambda e: log.warning("words are not searchable yet: %s", e), lane="search", name="words")
+
+    def _search_words(self, gen: int, query: Query) -> None:
+        """Answer ``query`` from the words now; keep it pending for the picture model if it needs one."""
+        self._pending_query = (gen, query) if self.lib.needs_picture_model(query.text) else None
+        self._run_search(gen, query, self._words_service)
 
     def load_model(self, model: str | None = None, *, reindex_layout: str | None = None) -> None:
         """Load ``model`` (default: the one the index was made with) off the UI thread.
@@ -269,12 +308,14 @@ class Session(QtCore.QObject):
             return
         self.text_only_reason = None
         self.embedder, self.service = embedder, service
+        self._words_service = None
         if self._requeue_speed is not None:
             self._requeue(self._requeue_speed)
             self._requeue_speed = None
         self._refiner = None
         self._refine_cache = None
         self._set_state(ModelState(LoadState.READY, embedder.model_id, ""))
+        log.info("start-up: pictures searchable")
         self._configure_indexing()  # a text-only run in progress stops; the scan below redoes it
         self.request_index()
         self._start_watcher()
@@ -491,10 +532,34 @@ class Session(QtCore.QObject):
         gen = self._generation
         self._refine_cancel.set()  # a new query stops the old one's refinement
         if self.service is None:
-            self._pending_query = (gen, query)
+            if self._words_service is not None and query.image is None:
+                self._search_words(gen, query)
+            else:
+                self._pending_query = (gen, query)
             return gen
         self._run_search(gen, query)
         return gen
+
+    def answer_remote(self, line: bytes, send) -> None:
+        """Answer a ``search`` from the command line (core/running.py) off the UI thread; ``send(reply)``
+        runs on the UI thread. Before the picture model is ready only quoted words are answered (the
+        command answers anything else itself)."""
+        from sorce_desktop.core import running
+
+        service = self.service if self.embedder is not None else None
+        words = self._words_service if self.service is None else None
+
+        def answer(request: dict) -> dict:
+            if service is not None:
+                return running.answer_request(service, request)
+            if words is not None and request.get("image") is None and not self.lib.needs_picture_model(request.get("text")):
+                return running.answer_request(words, request)
+            return {"busy": "the picture model is not ready"}
+
+        def work() -> bytes:
+            return running.handle_line(line, answer) or b'{"busy": "not a request"}\n'
+
+        run_task(work, send, lambda e: send(b'{"busy": "failed"}\n'), lane="io", name="answer a search")
 
     def clear_search(self) -> None:
         self._generation += 1
@@ -503,12 +568,12 @@ class Session(QtCore.QObject):
         self._next_search = None
         self.current = None
 
-    def _run_search(self, gen: int, query: Query) -> None:
+    def _run_search(self, gen: int, query: Query, service=None) -> None:
         if self._search_running:
-            self._next_search = (gen, query)  # coalesce: only the newest waiting query will run
+            self._next_search = (gen, query, service)  # coalesce: only the newest waiting query will run
             return
         self._search_running = True
-        service = self.service
+        service = service or self.service
         store = self.lib.store
 
         def work() -> SearchResult:
@@ -520,7 +585,10 @@ class Session(QtCore.QObject):
                 )
             # The core's whole answer (ranked photos with every matched region, the parsed query, the
             # vector it searched with, kept for refinement): the window only draws it.
-            answer = service.answer(query.text, image=query.image, crop=query.crop, top=RESULTS_TOP)
+            answer = service.answer(
+                query.text, image=query.image, crop=query.crop, top=RESULTS_TOP, folder=query.folder,
+                after=query.after, before=query.before, sort=query.sort,
+            )  # fmt: skip
             hits, q = answer.hits, answer.vector
             rows = store.photos_by_ids([h.photo_id for h in hits])
             items = []

@@ -13,6 +13,7 @@ from sorce_desktop.core.images import is_image_name
 from sorce_desktop.core.indexer import Phase, Progress
 from sorce_desktop.core.library import LibraryStatus, photos_to_redo
 from sorce_desktop.core.models.registry import model_info
+from sorce_desktop.core.query import QueryPart, without
 from sorce_desktop.core.service import EventKind
 from sorce_desktop.core.store import display_path
 from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
@@ -21,6 +22,7 @@ from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, attempt_note
 from sorce_desktop.gui.detail import DetailPage
 from sorce_desktop.gui.folders import ErrorsDialog, FolderPanel, counts_text
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
+from sorce_desktop.gui.query_bar import QueryBar
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
 from sorce_desktop.gui.session import LoadState, ModelState, Query, ResultItem, SearchResult, Session
 from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost, speed_factor
@@ -169,6 +171,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._attempt = ""  # that answer: "Trying to get …", "Still offline at 14:05."
         self._progress: Progress | None = None
         self._search_error: str | None = None
+        self._folder_filter: str | None = None  # the folder list's selection restricts the results
         self._build()
         self._connect()
         self._build_menus()
@@ -265,6 +268,8 @@ class MainWindow(QtWidgets.QMainWindow):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.setSpacing(0)
         rl.addWidget(header)
+        self.query_bar = QueryBar()  # the query as understood (chips), the period and the order
+        rl.addWidget(self.query_bar)
         self.text_banner = TextOnlyBanner()  # no visual model: only the text in photos is searched
         rl.addWidget(self.text_banner)
         self.download_panel = DownloadPanel()  # the model download: progress, Cancel; failure, Retry
@@ -345,6 +350,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.folders.add_requested.connect(self.choose_folder)
         self.folders.remove_requested.connect(self.remove_folder)
         self.folders.show_failed.connect(self.show_failed)
+        # deferred: the list is rebuilt on every status change and its selection restored after
+        self.folders.list.itemSelectionChanged.connect(lambda: QtCore.QTimer.singleShot(0, self._folder_selected))
+        self.query_bar.changed.connect(self._filters_changed)
+        self.query_bar.remove_part.connect(self._remove_part)
         self.pause_button.clicked.connect(self.toggle_pause)
         self.detail.back.connect(self.close_detail)
         self.detail.step.connect(self.step_detail)
@@ -658,7 +667,10 @@ class MainWindow(QtWidgets.QMainWindow):
         elif not text:
             return
         else:
-            q = Query(text=text)
+            after, before = self.query_bar.after_before()
+            q = Query(
+                text=text, after=after, before=before, sort=self.query_bar.sort_order(), folder=self._folder_filter
+            )
         self.query = q
         self._search_error = None
         self.session.search(q)
@@ -686,12 +698,48 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.clear_search()
         self.model.set_items([])
         self.result_info.setText("")
+        self._show_parts(None)
         self.close_detail()
         self._update_empty()
         if keep_focus:
             self.search.setFocus()
 
+    # -- filters: period, order, folder, and the chips of the query as understood ----------------------
+    def _filters_changed(self) -> None:
+        if self.search.text().strip() and (self.query is None or self.query.image is None):
+            self.throttle.flush(self.search.text())
+
+    def _folder_selected(self) -> None:
+        folder = self.folders.selected_path()
+        if folder == self._folder_filter:
+            return
+        self._folder_filter = folder
+        self._filters_changed()
+
+    def _remove_part(self, part: QueryPart) -> None:
+        """A chip's ×: take that part out of the query (its words from the field, or the filter it is)."""
+        if part.tokens:
+            self.search.setText(without(self.search.text(), part))
+            if not self.search.text().strip():
+                self.clear_search(keep_focus=True)
+                return
+        elif part.kind == "folder":
+            self.folders.list.clearSelection()  # back to all folders
+            self._folder_filter = None
+        elif part.kind == "period":
+            self.query_bar.clear_period()
+        self._filters_changed()
+
+    def _show_parts(self, res: SearchResult | None) -> None:
+        answer = res.answer if res is not None else None
+        parts = list(answer.parts) if answer is not None else []
+        if res is not None and res.query.folder:
+            name = os.path.basename(res.query.folder.rstrip(os.sep)) or res.query.folder
+            parts.append(QueryPart("folder", f"in {name}", []))
+        self.query_bar.set_parts(parts, answer.problems if answer is not None else [])
+
     def _results(self, res: SearchResult) -> None:
+        self._show_parts(res)
         self.result = res
         self._show_items(res)
         self.grid.scrollToTop()

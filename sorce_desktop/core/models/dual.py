@@ -21,6 +21,7 @@ from PIL import Image
 from sorce_desktop.core.detail import region_details
 from sorce_desktop.core.images import DecodedImage
 from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
+from sorce_desktop.core.models.lean import halve_token_tables, own_memory, prepared_int8_model
 from sorce_desktop.core.models.quant import int8_available, quantize_linear_int8
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.models.speed import THOROUGH, SpeedProfile
@@ -62,6 +63,16 @@ def folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()
 
 
+def weights_source(folder: Path) -> str:
+    """What a prepared copy of the model in ``folder`` is made from: its fingerprint, and each weight
+    file's size and modification time (a file replaced in place makes the copy stale)."""
+    parts = [folder_fingerprint(folder)]
+    for w in sorted(folder.glob("*.safetensors")):
+        st = w.stat()
+        parts.append(f"{w.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
 def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int], resample) -> Image.Image:
     """Fit ``img`` in a ``size`` square without squashing it, padding the rest with ``fill``."""
     w, h = img.size
@@ -94,6 +105,7 @@ class DualEncoderEmbedder(Embedder):
         batch_size: int = 32,
         threads: int | None = None,
         speed: SpeedProfile | None = None,
+        prepared_dir: str | Path | None = None,
     ):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -117,8 +129,24 @@ class DualEncoderEmbedder(Embedder):
             raise ModelError(f"{self.model_id} is not a text-image dual encoder (no vision and text towers).")
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device)
+        self._fingerprint = f"{self.model_id}@{folder_fingerprint(folder)}"
+        self.speed = speed or THOROUGH
+        # int8 only where fbgemm/oneDNN run it (CPU). The text tower too: a query's latency is its text
+        # embedding plus the search, and on a laptop CPU the float32 text tower alone (SigLIP pads to 64
+        # tokens) takes longer than a search of 100k photos (bench query: 91 vs 25 ms p50 here).
+        self.int8 = bool(self.speed.int8 and self.device.type == "cpu" and int8_available())
         try:
-            self.model = AutoModel.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
+            if self.int8:
+                # quantised once, then loaded from what that produced (core/models/lean.py)
+                self.model = prepared_int8_model(
+                    folder, config, weights_source(folder), Path(prepared_dir or folder / ".prepared"),
+                    quantize_linear_int8,
+                )
+            else:
+                self.model = AutoModel.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
+                if self.device.type == "cpu":
+                    halve_token_tables(self.model, int(getattr(config.text_config, "vocab_size", 0) or 0))
+                    own_memory(self.model)
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
         except Exception as exc:
             raise ModelError(f"The model at {folder} cannot be loaded: {exc}") from exc
@@ -137,22 +165,11 @@ class DualEncoderEmbedder(Embedder):
         info = model_info(self.model_id)
         self.template = info.text_template if info else _TEMPLATES.get(self.model_type, "{}")
         self.batch_size = batch_size
-        self.speed = speed or THOROUGH
-        # int8 only where fbgemm/oneDNN run it (CPU). The text tower too: a query's latency is its text
-        # embedding plus the search, and on a laptop CPU the float32 text tower alone (SigLIP pads to 64
-        # tokens) takes longer than a search of 100k photos (bench query: 91 vs 25 ms p50 here).
-        self.int8 = bool(self.speed.int8 and self.device.type == "cpu" and int8_available())
-        if self.int8:
-            self.model.vision_model = quantize_linear_int8(self.model.vision_model)
-            text_tower = getattr(self.model, "text_model", None)
-            if isinstance(text_tower, torch.nn.Module):
-                self.model.text_model = quantize_linear_int8(text_tower)
         patch = int(getattr(vision, "patch_size", 1) or 1)
         self.tile_size = (
             max(patch, min(self.size, self.speed.tile_size // patch * patch)) if self.speed.tile_size else self.size
         )
         self.dim = int(self.embed_texts(["x"]).shape[1])
-        self._fingerprint = f"{self.model_id}@{folder_fingerprint(folder)}"
 
     # -- interface -----------------------------------------------------------------------------------
     @property

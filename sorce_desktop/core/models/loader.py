@@ -68,4 +68,5 @@ def load_embedder(
         return MLLMEmbedder(folder, model_id=model, device=device)
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
-    return DualEncoderEmbedder(folder, model_id=model, device=device, speed=speed)
+    # what quantisation produces is kept in the per-user model cache, beside the downloaded models
+    return DualEncoderEmbedder(folder, model_id=model, device=device, speed=speed, prepared_dir=cache_dir / "prepared")

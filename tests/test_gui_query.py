@@ -1,0 +1,75 @@
+"""The window shows the query as understood (removable chips), says what it did not understand, filters by
+period and by the selected folder, and sorts by date."""
+
+from __future__ import annotations
+
+import pytest
+from gui_support import open_test_window, search, wait_indexed, wait_ready
+from whenwhere_support import LISBON, PARIS, write_photo
+
+pytestmark = pytest.mark.gui
+
+
+def _photos(root):
+    write_photo(root / "kite-beach.jpg", (230, 200, 120), taken="2023:07:14 10:30:00", gps=LISBON)
+    write_photo(root / "tram.jpg", (240, 220, 30), taken="2024:02:01 09:00:00", gps=LISBON)
+    write_photo(root / "trips" / "eiffel.jpg", (90, 90, 200), taken="2019:12:31 23:30:00", gps=PARIS)
+    write_photo(root / "trips" / "garden.jpg", (60, 160, 60), taken="2021:06:01 08:00:00")
+    return root
+
+
+def names(win):
+    return [it.hit.path.rsplit("/", 1)[-1] for it in win.model.items]
+
+
+def wait_for(qtbot, win, check, timeout=30000):
+    qtbot.waitUntil(lambda: win.result is not None and not win.throttle.pending and check(), timeout=timeout)
+
+
+def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
+    root = _photos(tmp_path / "photos")
+    win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
+    wait_ready(qtbot, win)
+    win.add_folder(str(root))
+    wait_indexed(qtbot, win, 4)
+
+    search(qtbot, win, "a photo after:2021 -string")
+    assert win.query_bar.chip_labels() == ["a photo", "after 2021", "not: string"]
+    assert sorted(names(win)) == ["garden.jpg", "kite-beach.jpg", "tram.jpg"]
+    assert not win.query_bar.problem.isVisible()
+
+    # removing a chip takes its words out of the field and searches again
+    after = next(p for p in win.result.answer.parts if p.label == "after 2021")
+    win.query_bar.remove_part.emit(after)
+    wait_for(qtbot, win, lambda: win.result.query.text == "a photo -string")
+    assert win.search.text() == "a photo -string" and len(names(win)) == 4
+
+    # the period filter and the order
+    win.query_bar.period.setCurrentIndex(3)  # in the year...
+    win.query_bar.year.setValue(2023)
+    wait_for(qtbot, win, lambda: win.result.query.after == "2023")
+    assert names(win) == ["kite-beach.jpg"] and "2023" in win.query_bar.chip_labels()
+    win.query_bar.period.setCurrentIndex(0)
+    win.query_bar.sort.setCurrentIndex(1)  # newest first
+    wait_for(qtbot, win, lambda: win.result.query.sort == "date" and win.result.query.after is None)
+    assert names(win) == ["tram.jpg", "kite-beach.jpg", "garden.jpg", "eiffel.jpg"]
+
+    # what is not understood is one line; the rest still runs
+    search(qtbot, win, "a photo after:2023-13")
+    assert win.query_bar.problem.isVisible() and "after:2023-13" in win.query_bar.problem.text()
+    assert len(names(win)) == 4
+    # ... shown whole: its own line across the bar, tall enough for its wrapped text (it was cut off)
+    problem = win.query_bar.problem
+    qtbot.waitUntil(lambda: problem.width() >= 0.8 * win.query_bar.width(), timeout=5000)
+    assert problem.height() >= problem.heightForWidth(problem.width())
+
+    # a selected folder restricts the results; its chip's x goes back to all folders
+    search(qtbot, win, "a photo in:trips")
+    assert sorted(names(win)) == ["eiffel.jpg", "garden.jpg"]
+    search(qtbot, win, "a photo")
+    win.folders.list.setCurrentRow(0)
+    wait_for(qtbot, win, lambda: win.result.query.folder == str(root))
+    assert win.query_bar.chip_labels()[-1] == f"in {root.name}"
+    win.query_bar.chip_buttons()[-1].click()
+    wait_for(qtbot, win, lambda: win.result.query.folder is None)
+    assert not win.folders.list.selectedItems()
