@@ -485,11 +485,11 @@ def _facts_db(n_photos: int, years: int):
     spread evenly over ``years`` years from 2015: what a period filter reads."""
     import sqlite3
 
-    from sorce_desktop.core.store import _FACTS_TABLES
+    from sorce_desktop.core.store import FACTS_TABLES
 
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY)")
-    for stmt in _FACTS_TABLES:
+    for stmt in FACTS_TABLES:
         db.execute(stmt.replace(" REFERENCES photos(id) ON DELETE CASCADE", ""))
     rng = np.random.default_rng(7)
     days = rng.integers(0, 365, n_photos)

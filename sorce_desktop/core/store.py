@@ -167,7 +167,7 @@ _TEXT_FTS = [
 
 
 # -- when and where each photo was taken (core/whenwhere.py reads them; statements in Store's section) --
-_FACTS_TABLES = [
+FACTS_TABLES = [
     """CREATE TABLE IF NOT EXISTS photo_facts (
         photo_id INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
         taken TEXT NOT NULL,
@@ -687,7 +687,7 @@ class Store:
                     db.execute(stmt)
             # Text in photos (OCR lines): side table, FTS5 trigram index, triggers (Store's text section).
             self.text_search_ready = create_text_schema(db)
-            for stmt in _FACTS_TABLES:  # when and where (added beside schema 1: no reset, backfilled)
+            for stmt in FACTS_TABLES:  # when and where (added beside schema 1: no reset, backfilled)
                 db.execute(stmt)
             self.facts_ready = True
             db.execute(

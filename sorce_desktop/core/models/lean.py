@@ -22,6 +22,7 @@ CRC-32, checked as the file is read) and made again from the model.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import json
 import logging
@@ -348,11 +349,17 @@ def prepared_int8_model(folder: Path, config, fingerprint: str, cache_dir: Path,
         if isinstance(sub, torch.nn.Module):
             setattr(model, tower, quantize(sub))
     vocab = int(getattr(config.text_config, "vocab_size", 0) or 0)
+    from safetensors import SafetensorError
+
     try:
         write_prepared(model, vocab, fingerprint, path, sidecar, source=str(Path(folder).resolve()))
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # safetensors reports a failed write as its own error
         # A cache that cannot be written (disk full, read-only): this start uses what it just made.
-        log.warning("the prepared model cannot be saved in %s (%s); it is made again at the next start", path, exc)
+        # A full disk is said once, by the store, when it next writes; anything else is worth a warning.
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "os error 28" in str(exc)
+        (log.info if full else log.warning)(
+            "the prepared model cannot be saved in %s (%s); it is made again at the next start", path, exc
+        )
         halve_token_tables(model, vocab)
         own_memory(model)
         return model
