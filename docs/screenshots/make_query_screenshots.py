@@ -14,15 +14,12 @@ Needs: apt-get install xvfb libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_screenshots import COCO, ROOT, SIZE, start_xvfb  # noqa: E402
+from make_screenshots import COCO, ROOT, SIZE, under_xvfb  # noqa: E402
 
 LISBON, PARIS = (38.7223, -9.1393), (48.8566, 2.3522)
 
@@ -49,19 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=60)
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    xvfb = start_xvfb()
-    os.environ["QT_QPA_PLATFORM"] = "xcb"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tmp = Path(tempfile.mkdtemp(prefix="sorce-query-shots-"))
-    try:
-        return shoot(tmp, out, args)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if xvfb is not None:
-            xvfb.terminate()
+    return under_xvfb(shoot, ap.parse_args(), "sorce-query-shots-")
 
 
 def shoot(tmp: Path, out: Path, args) -> int:

@@ -72,13 +72,17 @@ def main() -> int:
     ap.add_argument("--photos", type=int, default=160)
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     ap.add_argument("--query", default="a dog lying on the street")
-    args = ap.parse_args()
+    return under_xvfb(shoot, ap.parse_args(), "sorce-shots-")
+
+
+def under_xvfb(shoot, args, prefix: str) -> int:
+    """Run ``shoot(tmp, out, args)`` on a virtual screen with a temporary folder, cleaned up after."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     xvfb = start_xvfb()
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tmp = Path(tempfile.mkdtemp(prefix="sorce-shots-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         return shoot(tmp, out, args)
     finally:
