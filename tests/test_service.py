@@ -379,14 +379,12 @@ def test_pause_holds_between_the_steps_of_reading_one_photo(lib, tmp_path):
     service = lib.indexing_service(indexer).start()
     text.on_first = service.pause
     paused = threading.Event()
-    service.subscribe(lambda ev: paused.set() if ev.kind == EventKind.PAUSED else None)
+    service.subscribe(lambda ev: paused.set() if ev.kind == EventKind.PAUSED and ev.progress else None)
     try:
         fut = service.scan()
-        deadline = time.monotonic() + 30
-        while not service.paused and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert paused.wait(30)  # the pause is said (the window stops saying "Pausing ...") ...
         time.sleep(1.0)
-        assert text.steps == ["detect"]  # the second step waits for Resume
+        assert text.steps == ["detect"]  # ... and the second step waits for Resume
         assert lib.store.count_read() == 0
         service.resume()
         report = fut.result(60)

@@ -659,11 +659,19 @@ class Indexer:
             return None, None
 
     def _read_text(
-        self, jobs: list[tuple[int | None, _Decoded]], report: IndexReport, stop: Callable[[], bool] | None = None
+        self,
+        jobs: list[tuple[int | None, _Decoded]],
+        report: IndexReport,
+        stop: Callable[[], bool] | None = None,
+        between: Callable[[], None] | None = None,
     ) -> tuple[int, int]:
         """Read the text of decoded photos and store their lines (one commit). ``stop`` is asked before
         each photo: when it says so, reading ends there and what was read is committed, the rest left
-        to the caller. Returns (photos failed, photos handled: ``jobs[:handled]``)."""
+        to the caller. ``between`` is called between the steps of reading one photo (the run waits there
+        while paused, and says so); by default it waits at the pause gate. Returns (photos failed, photos
+        handled: ``jobs[:handled]``)."""
+        if between is None:
+            between = lambda: self.gate.wait(self._cancel)  # noqa: E731
         t = time.perf_counter()
         items: list[TextPhoto] = []
         gained_words: list[str] = []  # photos already searchable by their picture, now by their words too
@@ -676,7 +684,7 @@ class Indexer:
                 continue  # read before, for this very content
             try:
                 # a Pause holds between the steps of reading a photo too (its detectors, recognising)
-                lines = self.text_source.read(d.text_image, between=lambda: self.gate.wait(self._cancel))
+                lines = self.text_source.read(d.text_image, between=between)
             except Exception as exc:
                 log.warning("reading the text of %s failed: %s", d.row.path, exc)
                 if pid is None and d.row.status != INDEXED:
@@ -1018,7 +1026,9 @@ class _EmbedRun:
         A photo with text alone to read counts as done once its text is committed."""
         ix = self.ix
         while jobs:
-            failed, handled = ix._read_text(jobs, self.report, stop=ix._pause_or_cancel_asked)
+            failed, handled = ix._read_text(
+                jobs, self.report, stop=ix._pause_or_cancel_asked, between=self._stop_requested
+            )
             self.failed += failed
             self.done += sum(1 for pid, _d in jobs[:handled] if pid is None)
             jobs = jobs[handled:]
