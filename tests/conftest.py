@@ -83,9 +83,6 @@ def catalog_rows(store, sql: str, params=()) -> list[tuple]:
         db.close()
 
 
-#: the name tests used while their photos came from coco-small; kept so that tests written on branches of that
-#: time still run once merged (new tests call scene_photos)
-coco_photos = scene_photos
 
 
 def no_text_reading(data_dir: Path | str, **settings) -> str:

@@ -147,14 +147,14 @@ def test_search_in_a_folder_that_does_not_exist_says_so(clip_library, tmp_path, 
 def test_counts_are_sentences_and_a_new_model_is_not_a_change(tmp_path, tiny_clip, tiny_siglip, capsys):
     import shutil
 
-    from conftest import coco_photos
+    from conftest import scene_photos
 
     from sorce_desktop.core.library import Library
     from sorce_desktop.core.service import EventKind
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    shutil.copy(coco_photos(1)[0], photos / "one.jpg")
+    shutil.copy(scene_photos(1)[0], photos / "one.jpg")
     (photos / "broken.jpg").write_text("nope")
     data = no_text_reading(tmp_path / "data")
     code, out, err = cli(capsys, "index", str(photos), "--model", str(tiny_clip), "--layout", "global", "--data-dir", data)
