@@ -417,6 +417,23 @@ class OcrEngine:
         second = "" if c.second_detector is None else f" +det {_models_tag(c.second_detector, second_files)}"
         return f"rapidocr-onnxruntime {self.version} {_models_tag(c.models, files)} {c.id_settings()}{second}"
 
+    def release_memory(self) -> None:
+        """Free what the networks' memory arenas hold between photos (about 0.45 GB once the detector
+        has read a 1920x1440 photo), for a process that stays open after indexing (the window,
+        ``watch``): each network runs once on a tiny input with onnxruntime's arena shrinkage, which
+        frees every arena chunk not in use. The next photo read allocates them again (about 0.05 s)."""
+        import onnxruntime as ort
+
+        shrink = ort.RunOptions()
+        shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        sessions = [(self._det.session, (1, 3, 32, 32))]
+        if self._second is not None:
+            sessions.append((self._second.session, (1, 3, 32, 32)))
+        sessions.append((self._ocr.text_rec.session.session, (1, 3, 48, 32)))  # the recogniser: 48 px high
+        with self._lock:
+            for session, shape in sessions:
+                session.run(None, {session.get_inputs()[0].name: np.zeros(shape, np.float32)}, shrink)
+
     # -- resolution ----------------------------------------------------------------------------------
     def work_scale(self, width: int, height: int) -> float:
         """The scale (relative to full resolution) the detector sees this photo at."""
@@ -1159,6 +1176,13 @@ class TextSource:
     @property
     def engine_id(self) -> str:
         return self.engine.engine_id
+
+    def release_memory(self) -> None:
+        """:meth:`OcrEngine.release_memory`, where the engine is loaded."""
+        with self._lock:
+            engine = self._engine
+        if engine is not None:
+            engine.release_memory()
 
     def decode(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
         return self.engine.load(path, data)

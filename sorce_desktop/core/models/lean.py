@@ -21,19 +21,19 @@ CRC-32, checked as the file is read) and made again from the model.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import json
 import logging
 import math
 import os
-import sys
 import warnings
 import zlib
 from pathlib import Path
 
 import torch
+
+from sorce_desktop.core.memory import give_back_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -206,17 +206,6 @@ _DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-
-
-def give_back_freed_memory() -> None:
-    """Return the C heap's freed pages to the system (glibc only; elsewhere a no-op). Loading frees many
-    buffers of a few MB (each int8 weight, once packed), which glibc would otherwise keep for reuse."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl): nothing to ask
-        pass
 
 
 def read_tensors(path: Path, crc32: int, lookups: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
