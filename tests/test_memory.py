@@ -24,8 +24,8 @@ def test_the_text_readers_arenas_are_given_back():
     pytest.importorskip("rapidocr_onnxruntime")
     from PIL import Image
 
-    from sorce_desktop.core.images import DecodedImage
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.photos.images import DecodedImage
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     engine = OcrEngine(threads=2)
     photo = Image.open(scene_photos(1)[0]).convert("RGB").resize((640, 480))
@@ -42,8 +42,8 @@ def test_an_index_run_gives_the_text_readers_memory_back(tmp_path, clip_embedder
     """Each run ends by releasing what the text reader held, so an idle window does not keep it."""
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.library import Library
-    from sorce_desktop.core.ocr import TextSource
     from sorce_desktop.core.regions import get_layout
+    from sorce_desktop.core.text.ocr import TextSource
 
     released = []
     monkeypatch.setattr(TextSource, "release_memory", lambda self: released.append(self))
