@@ -38,24 +38,78 @@ def test_the_text_readers_arenas_are_given_back():
     engine.read(DecodedImage(photo, 640, 480))  # and reading goes on as before
 
 
-def test_an_index_run_gives_the_text_readers_memory_back(tmp_path, clip_embedder, monkeypatch):
-    """Each run ends by releasing what the text reader held, so an idle window does not keep it."""
-    pytest.importorskip("rapidocr_onnxruntime")
+def _library_with(tmp_path, n: int):
     from sorce_desktop.core.library import Library
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in scene_photos(n):
+        (folder / p.name).write_bytes(p.read_bytes())
+    lib = Library(tmp_path / "data")
+    lib.add_folder(folder)
+    return lib
+
+
+def test_each_batch_gives_the_text_readers_memory_back_before_the_next_pictures(tmp_path, clip_embedder, monkeypatch):
+    """The picture model's next batch runs without the text reader's buffers beside it (the process
+    peak is then the larger of the two, not their sum), and nothing is held after the run."""
+    pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.core.regions import get_layout
     from sorce_desktop.core.text.ocr import TextSource
 
-    released = []
-    monkeypatch.setattr(TextSource, "release_memory", lambda self: released.append(self))
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in scene_photos(2):
-        (folder / p.name).write_bytes(p.read_bytes())
-    source = TextSource()
-    with Library(tmp_path / "data") as lib:
-        lib.add_folder(folder)
-        layout = get_layout("global")
+    steps: list[str] = []
+    monkeypatch.setattr(TextSource, "release_memory", lambda self: steps.append("release"))
+    read = TextSource.read
+    monkeypatch.setattr(TextSource, "read", lambda self, *a, **k: steps.append("read") or read(self, *a, **k))
+    embed = clip_embedder.embed_photos
+    monkeypatch.setattr(clip_embedder, "embed_photos", lambda *a: steps.append("picture") or embed(*a))
+    layout = get_layout("global")
+    with _library_with(tmp_path, 4) as lib:
         lib.bind(clip_embedder, layout)
-        report = lib.indexer(clip_embedder, layout, text_source=source).run()
-    assert report.embedded == 2 and report.text_read == 2
-    assert released == [source]
+        report = lib.indexer(clip_embedder, layout, text_source=TextSource(), batch_size=2).run()
+    assert report.embedded == 4 and report.text_read == 4
+    # a batch (one or two photos: it takes only what is decoded) is its pictures, then its words, then
+    # the release
+    runs = [x for i, x in enumerate(steps) if i == 0 or steps[i - 1] != x]
+    batches = len(runs) // 3
+    assert batches >= 2 and runs == ["picture", "read", "release"] * batches
+    assert steps.count("picture") == steps.count("read") == 4
+
+
+def test_decoding_stays_two_batches_ahead_of_the_model(tmp_path, clip_embedder, monkeypatch):
+    """Photos decoded ahead wait holding their pixels: two batches ahead keep the model fed."""
+    import threading
+    import time
+
+    from sorce_desktop.core.indexing.indexer import Indexer
+    from sorce_desktop.core.regions import get_layout
+
+    decoded = []
+    lock = threading.Lock()
+    decode = Indexer._decode
+
+    def counted(self, row, *a):
+        with lock:
+            decoded.append(row.path)
+        return decode(self, row, *a)
+
+    monkeypatch.setattr(Indexer, "_decode", counted)
+    first: list[int] = []
+    embed = clip_embedder.embed_photos
+
+    def slow_first(*a):
+        if not first:
+            for _ in range(200):  # the photo in hand and the four queued start decoding
+                if len(decoded) >= 5:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.5)  # and a moment for more to start, had the queue room for them
+            first.append(len(decoded))
+        return embed(*a)
+
+    monkeypatch.setattr(clip_embedder, "embed_photos", slow_first)
+    layout = get_layout("global")
+    with _library_with(tmp_path, 12) as lib:
+        lib.bind(clip_embedder, layout)
+        assert lib.indexer(clip_embedder, layout, batch_size=1).run().embedded == 12
+    assert first == [5]  # the photo in the model and four waiting (two batches, at least four photos)
