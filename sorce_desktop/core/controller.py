@@ -225,7 +225,8 @@ class LibraryController:
 
     def step_for(self, request: ModelRequest) -> ModelStep:
         """Whether ``request`` keeps the index's model and layout or binds another one. Another model or
-        layout without ``reindex`` is refused (ModelMismatch), in every front end alike."""
+        layout without ``reindex`` is refused (ModelMismatch) once the index holds picture vectors, in every
+        front end alike and before anything loads."""
         b = self.store.binding()
         if b is None:
             return ModelStep.BIND
@@ -233,7 +234,8 @@ class LibraryController:
         same_layout = request.layout is None or request.layout == b.layout
         if same_model and same_layout and not request.reindex:
             return ModelStep.KEEP
-        if not request.reindex:
+        vectors = self.store.vectors  # kept in step with the catalog's picture vectors when opened
+        if not request.reindex and vectors is not None and vectors.count > 0:  # none yet: nothing is mixed
             n = self.store.counts()["indexed"]
             asked = request.model or b.model_id
             if not same_layout:
