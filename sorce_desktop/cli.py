@@ -376,7 +376,7 @@ def _wait(fut):
 def _index_folders(lib, args) -> list[str]:
     """The folders named on the command line, checked but not yet remembered (a command that fails on its
     model must not leave them in the library); with none named, the library must have at least one."""
-    from sorce_desktop.core.scanner import existing_folder
+    from sorce_desktop.core.indexing.scanner import existing_folder
 
     try:
         folders = [existing_folder(f) for f in args.folders]
@@ -390,7 +390,7 @@ def _index_folders(lib, args) -> list[str]:
 def _index_progress(bar: ProgressLine) -> Callable:
     """The indexing service's listener that draws its progress on ``bar`` (runs on the indexing thread)."""
     from sorce_desktop.core.controller import EventKind
-    from sorce_desktop.core.indexer import Phase
+    from sorce_desktop.core.indexing.indexer import Phase
 
     def on_event(ev) -> None:
         p = ev.progress
@@ -484,8 +484,8 @@ def cmd_index(args) -> int:
 def _search_folder(lib, path: str) -> str:
     """The folder ``search --folder`` limits the results to: one that exists, or one under a remembered
     folder that is offline (an unplugged drive keeps its photos in the index)."""
+    from sorce_desktop.core.indexing.scanner import existing_folder
     from sorce_desktop.core.paths import is_under
-    from sorce_desktop.core.scanner import existing_folder
 
     folder = os.path.abspath(path)
     if os.path.isdir(folder):
@@ -501,9 +501,9 @@ def _search_folder(lib, path: str) -> str:
 
 
 def cmd_search(args) -> int:
-    from sorce_desktop.core.images import ImageError
+    from sorce_desktop.core.photos.images import ImageError
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import MinScoreError, QueryError
+    from sorce_desktop.core.search.answer import MinScoreError, QueryError
 
     if args.text is None and args.image is None:
         raise UserError(f'Give a text to search for, or --image PATH, e.g. {prog()} search "a red kite"')
@@ -517,8 +517,8 @@ def cmd_search(args) -> int:
             f"--crop {' '.join(f'{v:g}' for v in args.crop)} has no area: give X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0."
         )
     if args.text is not None and args.image is None:
-        from sorce_desktop.core.query import parse
-        from sorce_desktop.core.search import clean_query, refuse_empty
+        from sorce_desktop.core.search.answer import clean_query, refuse_empty
+        from sorce_desktop.core.search.query import parse
 
         # Before the model loads: an empty query needs no model to be refused (a part not understood is
         # said first, and --after/--before are filters too).
@@ -568,7 +568,7 @@ def cmd_search(args) -> int:
             raise UserError(str(exc)) from None
         hits = answer.hits
         if args.refine and embedder is not None and answer.vector is not None:
-            from sorce_desktop.core.refine import Refiner, refine_pictures, rerank_by_refined
+            from sorce_desktop.core.search.refine import Refiner, refine_pictures, rerank_by_refined
 
             def unreadable(i, h, why) -> None:
                 print(f"note: {shown(h.path)} was not refined: {shown(str(why))}", file=sys.stderr)
@@ -630,7 +630,7 @@ def _query_not_understood(lib, args) -> bool:
     """Say in one line each what the query (or --after/--before) holds that cannot be understood: a date
     that does not parse, a place the gazetteer does not know, in: a folder not in the library. Checked
     before the model loads; True when there was any (the command exits 2)."""
-    from sorce_desktop.core.search import SearchService
+    from sorce_desktop.core.search.answer import SearchService
 
     service = SearchService(lib.store, None)
     search = service.understand(args.text if args.image is None else None, after=args.after, before=args.before)
@@ -842,8 +842,8 @@ def cmd_errors(args) -> int:
 def cmd_repair(args) -> int:
     from sorce_desktop.core.controller import CATALOG_NAME
     from sorce_desktop.core.paths import AppPaths
-    from sorce_desktop.core.repair import repair_catalog, repair_summary
     from sorce_desktop.core.settings import Settings
+    from sorce_desktop.core.store.repair import repair_catalog, repair_summary
 
     index = AppPaths.resolve(args.data_dir).index
     if not (index / CATALOG_NAME).exists():
@@ -1130,11 +1130,11 @@ def _main(argv: list[str] | None) -> int:
     import sqlite3
 
     from sorce_desktop.core.controller import StoreError
-    from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.models.base import ModelError
     from sorce_desktop.core.models.download import DownloadCancelled
     from sorce_desktop.core.paths import DataDirError
-    from sorce_desktop.core.search import QueryError
+    from sorce_desktop.core.photos.images import ImageError
+    from sorce_desktop.core.search.answer import QueryError
 
     try:
         return args.func(args)

@@ -23,7 +23,7 @@ from sorce_desktop.core.controller import (
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.models.speed import SPEEDS, THOROUGH, speed_of_variant
 from sorce_desktop.core.regions import Box, get_layout
-from sorce_desktop.core.search import MatchedRegion, PhotoHit
+from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit
 
 WORKER = "sorce-indexing"  # the indexing service's thread: the one writer
 
@@ -126,8 +126,13 @@ def test_a_settings_change_becomes_a_plan_of_what_is_redone_and_kept(controller,
     assert device.redoes == [Redo.RELOAD] and device.pictures == 0
 
 
-def test_another_model_is_refused_before_it_loads_unless_reindexing(controller, clip_embedder):
+def test_another_model_is_refused_before_it_loads_unless_reindexing(controller, tmp_path):
     bound = controller.store.binding()
+    # an index with no picture vectors yet takes another model: nothing would be mixed
+    assert controller.step_for(ModelRequest("another/model")) == ModelStep.BIND
+    controller.add_folder(copy_photos(tmp_path / "photos", 1), index=True)
+    controller.service.wait_idle(120)
+    assert controller.store.counts()["indexed"] == 1
     assert controller.step_for(ModelRequest()) == ModelStep.KEEP
     assert controller.step_for(ModelRequest(bound.model_id, "global")) == ModelStep.KEEP
     with pytest.raises(ModelMismatch):

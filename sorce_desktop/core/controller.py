@@ -30,28 +30,26 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sorce_desktop.core.enums import StrEnum
-from sorce_desktop.core.indexer import Indexer, Phase
-from sorce_desktop.core.library import Library, photos_to_redo, variants_to_redo
-from sorce_desktop.core.models.base import Embedder
-from sorce_desktop.core.regions import RegionLayout
-from sorce_desktop.core.scanner import existing_folder
-from sorce_desktop.core.search import SearchAnswer, SearchService
+from sorce_desktop.core.indexing.indexer import Indexer, Phase
+from sorce_desktop.core.indexing.scanner import existing_folder
 
 # The names the front ends use from the service, the store and the watcher, so that they import this module
 # alone (the contract "front ends import the controller" in pyproject.toml).
-from sorce_desktop.core.service import EventCallback, EventKind, IndexEvent, IndexingService
+from sorce_desktop.core.indexing.service import EventCallback, EventKind, IndexEvent, IndexingService
+from sorce_desktop.core.indexing.watcher import POLL_INTERVAL_S, RECONCILE_EVERY_S, SETTLE_S, Watcher
+from sorce_desktop.core.library import Library, photos_to_redo, variants_to_redo
+from sorce_desktop.core.models.base import Embedder
+from sorce_desktop.core.regions import RegionLayout
+from sorce_desktop.core.search.answer import SearchAnswer, SearchService
 from sorce_desktop.core.settings import Settings
-from sorce_desktop.core.store import (
-    CATALOG_NAME,
+from sorce_desktop.core.store.catalog import CATALOG_NAME, WriterLock, display_path
+from sorce_desktop.core.store.errors import (
     ModelMismatch,
     StoreError,
     StoreLocked,
-    WriterLock,
     damaged_message,
-    display_path,
     is_damage,
 )
-from sorce_desktop.core.watcher import POLL_INTERVAL_S, RECONCILE_EVERY_S, SETTLE_S, Watcher
 
 __all__ = [
     "CATALOG_NAME",

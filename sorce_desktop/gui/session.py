@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sorce_desktop.core import refine
 from sorce_desktop.core.controller import (
     EventKind,
     IndexEvent,
@@ -26,12 +25,13 @@ from sorce_desktop.core.controller import (
     Settled,
 )
 from sorce_desktop.core.enums import StrEnum
-from sorce_desktop.core.indexer import Phase, Progress
+from sorce_desktop.core.indexing.indexer import Phase, Progress
 from sorce_desktop.core.library import Library, LibraryStatus
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
 from sorce_desktop.core.quiet import quiet_third_party_loggers
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import MatchedRegion, PhotoHit, SearchAnswer
+from sorce_desktop.core.search import refine
+from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit, SearchAnswer
 from sorce_desktop.gui.qt import QtCore, Signal
 from sorce_desktop.gui.tasks import lower_thread_priority, on_done, run_task, to_main
 
@@ -523,7 +523,6 @@ class Session(QtCore.QObject):
         runs on the UI thread. Before the picture model is ready only quoted words are answered (the
         command answers anything else itself)."""
         from sorce_desktop.core import running
-
         service = self.service if self.embedder is not None else None
         words = self._words_service if self.service is None else None
 

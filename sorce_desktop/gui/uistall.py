@@ -57,7 +57,7 @@ def largest_gaps(win, app, folder: str, n: int, timeout_s: float = 600.0) -> dic
     win.session.index_progress.disconnect(record)
     if not done:
         raise RuntimeError(f"{n} photos were not indexed within {timeout_s:.0f} s")
-    from sorce_desktop.core.indexer import Phase
+    from sorce_desktop.core.indexing.indexer import Phase
 
     start = next(t for t, phase in progress if phase == Phase.EMBEDDING)
     end = next(t for t, phase in reversed(progress) if phase == Phase.DONE)

@@ -10,11 +10,11 @@ import time
 from dataclasses import replace
 
 from sorce_desktop.core.controller import EventKind, display_path
-from sorce_desktop.core.images import is_image_name
-from sorce_desktop.core.indexer import Phase, Progress
+from sorce_desktop.core.indexing.indexer import Phase, Progress
 from sorce_desktop.core.library import LibraryStatus
 from sorce_desktop.core.models.registry import model_info
-from sorce_desktop.core.query import QueryPart, without
+from sorce_desktop.core.photos.images import is_image_name
+from sorce_desktop.core.search.query import QueryPart, without
 from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
 from sorce_desktop.gui import resources
 from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, attempt_note
