@@ -672,13 +672,10 @@ def _session_options(threads: int, arena: bool):
     sessions with it off), buffers are reused from call to call: a 1920x1440 detector forward 363 ms
     against 526 without it, the recogniser ~20 % faster. The memory pattern (one block planned for all
     of a forward's tensors) is off: it doubled the arena's peak (779 against 395 MB at 1920x1440) for
-    no speed. The thread pool spins waiting for work within a forward (its many small layers hand work
-    to the other thread without a wake-up each) and stops as soon as the forward returns
-    (``force_spinning_stop``): the picture model's threads run between two OCR calls on the same cores,
-    and ORT threads spinning on after a call took their CPU (a picture forward and a 1920x1440 detector
-    forward one after the other: 1.39 s spinning on, 1.28 s never spinning, against 1.29 s for the two
-    run apart). Spinning within calls only, against never (a picture forward then a photo read, photo by
-    photo interleaved, 2026-12-07, AVX2, load 2-3): 0.945, 0.99 and 0.983 of the time a photo."""
+    no speed. The thread pool does not spin waiting for work: the picture model's threads run between
+    two OCR calls on the same cores, and spinning ORT threads took their CPU (a picture forward and a
+    1920x1440 detector forward one after the other: 1.39 s spinning, 1.28 s not, against 1.29 s for the
+    two run apart)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -688,8 +685,7 @@ def _session_options(threads: int, arena: bool):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
