@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from sorce_desktop.core.models.download import ProgressCallback, resolve_model
 from sorce_desktop.core.models.speed import SpeedProfile
 
 MLLM_TYPES = {"llava_next", "qwen2_vl"}
+
+log = logging.getLogger(__name__)
 
 
 def model_type(folder: Path) -> str:
@@ -69,4 +72,45 @@ def load_embedder(
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
     # what quantisation produces is kept in the per-user model cache, beside the downloaded models
-    return DualEncoderEmbedder(folder, model_id=model, device=device, speed=speed, prepared_dir=cache_dir / "prepared")
+    embedder = DualEncoderEmbedder(folder, model_id=model, device=device, speed=speed, prepared_dir=cache_dir / "prepared")
+    if embedder.device.type == "cpu":
+        write_query_encoder(embedder, cache_dir / "prepared")
+        # text queries go through it here too: the same vector for a query whichever front end asks
+        embedder.query_encoder = load_query_encoder(model, cache_dir, speed=embedder.speed)
+    return embedder
+
+
+def write_query_encoder(embedder, prepared_dir: Path) -> None:
+    """Write the query encoder of a model loaded in full, unless a good one is there (see
+    core/models/query_encoder.py). One that cannot be written is said in the log: the loaded model
+    keeps embedding queries, and the next full load tries again."""
+    from sorce_desktop.core.models.query_export import write_query_encoder as write
+
+    try:
+        write(embedder, prepared_dir)
+    except Exception as exc:  # any failure of the export leaves today's path in use, said once
+        log.warning("no query encoder for %s (%s: %s)", embedder.model_id, type(exc).__name__, exc)
+
+
+def load_query_encoder(model: str, cache_dir: Path, *, speed: SpeedProfile) -> Embedder | None:
+    """The query encoder of ``model`` (text queries embedded without torch or transformers) where a good
+    one was written when the model was last loaded in full; None where none can be used (the reason is
+    logged), and then the model itself is loaded."""
+    from sorce_desktop.core.models.query_encoder import (
+        SUPPORTED_TYPES,
+        QueryEncoderUnavailable,
+        open_query_encoder,
+    )
+
+    try:
+        folder = resolve_model(model, cache_dir, download=False)
+        mtype = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (ModelError, OSError, ValueError, AttributeError):
+        return None  # the full load says what is wrong with the model
+    if mtype not in SUPPORTED_TYPES:
+        return None
+    try:
+        return open_query_encoder(folder, model, cache_dir / "prepared", bool(speed.int8))
+    except QueryEncoderUnavailable as exc:
+        log.info("the query encoder of %s cannot be used (%s): loading the model", model, exc)
+        return None
