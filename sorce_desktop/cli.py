@@ -182,7 +182,7 @@ def shown(text: str) -> str:
     """A file name (or anything that holds one) as plain output writes it to a terminal: every character
     that would move the cursor, colour the terminal or reorder the line made visible as an escape, and
     bytes that are not UTF-8 as \\xNN (--json keeps the names exact, escaped as JSON)."""
-    from sorce_desktop.core.store import display_path
+    from sorce_desktop.core.store.catalog import display_path
 
     return display_path(text).translate(_ACTIVE_CHARS)
 
@@ -349,7 +349,7 @@ def _wait(fut):
 def _index_folders(lib, args) -> list[str]:
     """The folders named on the command line, checked but not yet remembered (a command that fails on its
     model must not leave them in the library); with none named, the library must have at least one."""
-    from sorce_desktop.core.scanner import existing_folder
+    from sorce_desktop.core.indexing.scanner import existing_folder
 
     try:
         folders = [existing_folder(f) for f in args.folders]
@@ -394,8 +394,8 @@ def _index_model(lib, args) -> tuple:
 
 def _index_progress(bar: ProgressLine) -> Callable:
     """The indexing service's listener that draws its progress on ``bar`` (runs on the indexing thread)."""
-    from sorce_desktop.core.indexer import Phase
-    from sorce_desktop.core.service import EventKind
+    from sorce_desktop.core.indexing.indexer import Phase
+    from sorce_desktop.core.indexing.service import EventKind
 
     def on_event(ev) -> None:
         p = ev.progress
@@ -482,7 +482,7 @@ def cmd_index(args) -> int:
 def _search_folder(lib, path: str) -> str:
     """The folder ``search --folder`` limits the results to: one that exists, or one under a remembered
     folder that is offline (an unplugged drive keeps its photos in the index)."""
-    from sorce_desktop.core.scanner import existing_folder
+    from sorce_desktop.core.indexing.scanner import existing_folder
 
     folder = os.path.abspath(path)
     if os.path.isdir(folder):
@@ -498,9 +498,9 @@ def _search_folder(lib, path: str) -> str:
 
 
 def cmd_search(args) -> int:
-    from sorce_desktop.core.images import ImageError
+    from sorce_desktop.core.photos.images import ImageError
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import MinScoreError, QueryError
+    from sorce_desktop.core.search.answer import MinScoreError, QueryError
 
     if args.text is None and args.image is None:
         raise UserError(f'Give a text to search for, or --image PATH, e.g. {prog()} search "a red kite"')
@@ -514,8 +514,8 @@ def cmd_search(args) -> int:
             f"--crop {' '.join(f'{v:g}' for v in args.crop)} has no area: give X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0."
         )
     if args.text is not None and args.image is None:
-        from sorce_desktop.core.query import parse
-        from sorce_desktop.core.search import clean_query
+        from sorce_desktop.core.search.answer import clean_query
+        from sorce_desktop.core.search.query import parse
         from sorce_desktop.core.textstore import fold
 
         # Before the model loads: an empty query needs no model to be refused.
@@ -567,7 +567,7 @@ def cmd_search(args) -> int:
             raise UserError(str(exc)) from None
         hits = answer.hits
         if args.refine and embedder is not None and answer.vector is not None:
-            from sorce_desktop.core.refine import Refiner, refine_pictures, rerank_by_refined
+            from sorce_desktop.core.search.refine import Refiner, refine_pictures, rerank_by_refined
 
             def unreadable(i, h, why) -> None:
                 print(f"note: {shown(h.path)} was not refined: {shown(str(why))}", file=sys.stderr)
@@ -629,7 +629,7 @@ def _query_not_understood(lib, args) -> bool:
     """Say in one line each what the query (or --after/--before) holds that cannot be understood: a date
     that does not parse, a place the gazetteer does not know, in: a folder not in the library. Checked
     before the model loads; True when there was any (the command exits 2)."""
-    from sorce_desktop.core.search import SearchService
+    from sorce_desktop.core.search.answer import SearchService
 
     service = SearchService(lib.store, None)
     search = service.understand(args.text if args.image is None else None, after=args.after, before=args.before)
@@ -645,7 +645,7 @@ _WATCH_KINDS = {"indexing", "indexed", "removed", "moved", "offline", "online", 
 
 
 def _print_event(ev, as_json: bool) -> None:
-    from sorce_desktop.core.service import EventKind as K
+    from sorce_desktop.core.indexing.service import EventKind as K
 
     if ev.kind not in _WATCH_KINDS:
         return
@@ -681,7 +681,7 @@ def _print_event(ev, as_json: bool) -> None:
 
 
 def cmd_watch(args) -> int:
-    from sorce_desktop.core.watcher import Watcher
+    from sorce_desktop.core.indexing.watcher import Watcher
     from sorce_desktop.core.words import count, photos
 
     with _sigterm_as_ctrl_c(), _library(args) as lib:
@@ -729,7 +729,6 @@ def cmd_watch(args) -> int:
 
         # `search` asks this process while it runs, instead of loading the models again (core/running.py)
         from sorce_desktop.core import running
-
         searching = lib.search_service(embedder)
         listener = running.SearchListener(
             running.server_name(lib.paths.index), lambda request: running.answer_request(searching, request)
@@ -838,9 +837,9 @@ def cmd_errors(args) -> int:
 
 def cmd_repair(args) -> int:
     from sorce_desktop.core.paths import AppPaths
-    from sorce_desktop.core.repair import repair_catalog, repair_summary
     from sorce_desktop.core.settings import Settings
-    from sorce_desktop.core.store import CATALOG_NAME
+    from sorce_desktop.core.store.catalog import CATALOG_NAME
+    from sorce_desktop.core.store.repair import repair_catalog, repair_summary
 
     index = AppPaths.resolve(args.data_dir).index
     if not (index / CATALOG_NAME).exists():
@@ -948,7 +947,7 @@ def cmd_gui(args) -> int:
 
 # -- parser --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from sorce_desktop.core import watcher as watching
+    from sorce_desktop.core.indexing import watcher as watching
     from sorce_desktop.core.regions import DEFAULT_LAYOUT, LAYOUTS, PROMPT_LAYOUTS
 
     layouts = [*LAYOUTS, *PROMPT_LAYOUTS]
@@ -1126,12 +1125,12 @@ def _main(argv: list[str] | None) -> int:
     quiet_third_party_loggers()
     import sqlite3
 
-    from sorce_desktop.core.images import ImageError
     from sorce_desktop.core.models.base import ModelError
     from sorce_desktop.core.models.download import DownloadCancelled
     from sorce_desktop.core.paths import DataDirError
-    from sorce_desktop.core.search import QueryError
-    from sorce_desktop.core.store import StoreError
+    from sorce_desktop.core.photos.images import ImageError
+    from sorce_desktop.core.search.answer import QueryError
+    from sorce_desktop.core.store.catalog import StoreError
 
     try:
         return args.func(args)
@@ -1150,7 +1149,7 @@ def _main(argv: list[str] | None) -> int:
     except sqlite3.DatabaseError as exc:
         # Damage found by a query outside the store's own wrappers: the same one line, naming the file.
         from sorce_desktop.core.paths import AppPaths
-        from sorce_desktop.core.store import CATALOG_NAME, damaged_message, is_damage
+        from sorce_desktop.core.store.catalog import CATALOG_NAME, damaged_message, is_damage
 
         if not is_damage(exc):
             raise

@@ -74,7 +74,7 @@ class CountingEmbedder(Embedder):
 def catalog_rows(store, sql: str, params=()) -> list[tuple]:
     """What the catalog file holds, read with a connection of the test's own (the store's SQL stays in
     the Store class; tests look at the file the way any other reader would)."""
-    from sorce_desktop.core.store import CATALOG_NAME
+    from sorce_desktop.core.store.catalog import CATALOG_NAME
 
     db = sqlite3.connect(f"file:{store.folder / CATALOG_NAME}?mode=ro", uri=True)
     try:
@@ -162,7 +162,7 @@ def hits_and_query(tmp_path, clip_embedder):
     from PIL import Image
 
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import PhotoHit
+    from sorce_desktop.core.search.answer import PhotoHit
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -11,9 +11,9 @@ from pathlib import Path
 from conftest import no_text_reading
 from gui_support import copy_photos
 
-from sorce_desktop.core.ocr import TextLine
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.store import TextPhoto
+from sorce_desktop.core.store.catalog import TextPhoto
+from sorce_desktop.core.text.ocr import TextLine
 
 ENGINE = "test-signs"
 N_PHOTOS = 14

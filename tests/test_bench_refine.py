@@ -7,7 +7,7 @@ from dataclasses import replace
 from test_refine import Recording
 
 from sorce_desktop.bench.refine import SCHEDULES
-from sorce_desktop.core.refine import LEVEL_CHUNK, Refiner, RefineStrategy, refine_hits, windows
+from sorce_desktop.core.search.refine import LEVEL_CHUNK, Refiner, RefineStrategy, refine_hits, windows
 
 
 def test_the_benchs_schedules_find_the_products_boxes(clip_embedder, hits_and_query):

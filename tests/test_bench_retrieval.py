@@ -18,7 +18,7 @@ from scene_support import write_coco_set
 
 from sorce_desktop.bench import retrieval as br
 from sorce_desktop.bench.layouts import default_coco_small
-from sorce_desktop.core.images import load_image
+from sorce_desktop.core.photos.images import load_image
 from sorce_desktop.core.regions import Box, get_layout
 
 

@@ -39,7 +39,7 @@ def test_a_non_image_read_for_its_text_only_is_recorded_in_words(tmp_path, capsy
 
 
 def test_reasons_never_name_python_objects():
-    from sorce_desktop.core.images import ImageError, decode_reasons
+    from sorce_desktop.core.photos.images import ImageError, decode_reasons
 
     with pytest.raises(ImageError) as caught, decode_reasons():
         raise OSError("broken data stream when reading image file <_io.BytesIO object at 0x7f2f0ed60d60>")
@@ -149,8 +149,8 @@ def test_counts_are_sentences_and_a_new_model_is_not_a_change(tmp_path, tiny_cli
 
     from conftest import scene_photos
 
+    from sorce_desktop.core.indexing.service import EventKind
     from sorce_desktop.core.library import Library
-    from sorce_desktop.core.service import EventKind
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -5,8 +5,8 @@ import pytest
 from conftest import scene_photos
 from PIL import Image
 
-from sorce_desktop.core.images import load_image
 from sorce_desktop.core.models.dual import DualEncoderEmbedder, letterbox
+from sorce_desktop.core.photos.images import load_image
 from sorce_desktop.core.regions import get_layout
 
 

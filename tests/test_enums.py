@@ -8,9 +8,9 @@ import json
 import pytest
 
 from sorce_desktop.core.enums import StrEnum
-from sorce_desktop.core.indexer import Phase, Verdict
-from sorce_desktop.core.service import EventKind
-from sorce_desktop.core.store import Source, Status
+from sorce_desktop.core.indexing.indexer import Phase, Verdict
+from sorce_desktop.core.indexing.service import EventKind
+from sorce_desktop.core.store.catalog import Source, Status
 
 
 def _states():

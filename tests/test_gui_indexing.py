@@ -103,9 +103,13 @@ def ui_thread_calls(monkeypatch):
     import sqlite3
     import threading
 
-    from sorce_desktop.core import images, indexer, ocr, refine, search
-    from sorce_desktop.core.indexer import Indexer
+    from sorce_desktop.core.indexing import indexer
+    from sorce_desktop.core.indexing.indexer import Indexer
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
+    from sorce_desktop.core.photos import images
+    from sorce_desktop.core.search import answer as search
+    from sorce_desktop.core.search import refine
+    from sorce_desktop.core.text import ocr
     from sorce_desktop.gui import detail, thumbnails
 
     on_ui: list[str] = []

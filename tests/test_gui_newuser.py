@@ -237,7 +237,7 @@ def test_one_readable_score_never_a_raw_one(window, qtbot):
 
 def test_match_label_is_the_probability_where_the_model_has_one():
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import PhotoHit
+    from sorce_desktop.core.search.answer import PhotoHit
     from sorce_desktop.gui.results import match_label
 
     hit = PhotoHit("/p/a.jpg", 0.031, Box(0, 0, 1, 1), "global", 1, 10, 10, probability=0.734, likely=True)
@@ -265,8 +265,8 @@ def test_reindex_estimate_uses_the_picture_stage_rate(window, qtbot):
     seconds (47 photos said "about a minute" and took 2 s)."""
     from dataclasses import replace
 
-    from sorce_desktop.core.indexer import IndexReport
-    from sorce_desktop.core.service import EventKind, IndexEvent
+    from sorce_desktop.core.indexing.indexer import IndexReport
+    from sorce_desktop.core.indexing.service import EventKind, IndexEvent
 
     win = window
     # a run that read text for 58 of its 60 s: its picture stage did 47 photos in 2 s

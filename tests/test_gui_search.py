@@ -188,7 +188,7 @@ def test_find_similar_searches_by_the_outlined_region(qtbot, tmp_path, tiny_clip
 
 def test_text_hits_show_the_kind_of_match_and_the_words(qtbot):
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import PhotoHit
+    from sorce_desktop.core.search.answer import PhotoHit
     from sorce_desktop.gui.qt import QtCore
     from sorce_desktop.gui.results import ResultsModel
     from sorce_desktop.gui.session import ResultItem

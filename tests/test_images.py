@@ -10,8 +10,8 @@ import pytest
 from conftest import scene_photos
 from PIL import Image
 
-from sorce_desktop.core import images
-from sorce_desktop.core.images import ImageError, load_image
+from sorce_desktop.core.photos import images
+from sorce_desktop.core.photos.images import ImageError, load_image
 
 
 def _save_with_orientation(img: Image.Image, path, orientation: int) -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.regions import get_layout
-from sorce_desktop.core.store import ModelMismatch
+from sorce_desktop.core.store.catalog import ModelMismatch
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def test_search_options(indexed_library, clip_embedder, photo_dir):
     assert sub and all(h.path.startswith(str(photo_dir / "sub") + os.sep) for h in sub)
     assert len(sub) == 3
     assert service.search("x", top=10, min_score=0.9999) == []  # no region is the text's own vector
-    from sorce_desktop.core.search import MinScoreError, QueryError
+    from sorce_desktop.core.search.answer import MinScoreError, QueryError
 
     with pytest.raises(MinScoreError, match="between -1 and 1"):  # a cosine cannot reach 2: refused
         service.search("x", top=10, min_score=2.0)

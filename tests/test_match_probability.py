@@ -33,7 +33,7 @@ def test_probability_is_the_checkpoints_own_sigmoid(calibrated):
     from transformers import AutoModel
 
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
-    from sorce_desktop.core.search import match_probability
+    from sorce_desktop.core.search.answer import match_probability
 
     model, _data = calibrated
     emb = DualEncoderEmbedder(model)
@@ -89,7 +89,7 @@ def test_models_without_calibration_keep_cosines(tmp_path, tiny_clip, capsys):
 def test_every_picture_region_the_model_finds_likely_is_listed(calibrated, tiny_siglip):
     from sorce_desktop.core.library import Library
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
-    from sorce_desktop.core.search import LIKELY, match_probability
+    from sorce_desktop.core.search.answer import LIKELY, match_probability
 
     model, data = calibrated
     with Library(data, writer=False) as lib:
@@ -106,7 +106,7 @@ def test_every_picture_region_the_model_finds_likely_is_listed(calibrated, tiny_
         # without a probability, "matched" is the best region alone
         plain = Library(data, writer=False)
         try:
-            from sorce_desktop.core.search import SearchService
+            from sorce_desktop.core.search.answer import SearchService
 
             emb = service.embedder
             emb.match_calibration = lambda: None

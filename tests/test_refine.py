@@ -15,9 +15,11 @@ import torch
 from conftest import no_text_reading, scene_photos
 from PIL import Image
 
-from sorce_desktop.core.images import DecodedImage
 from sorce_desktop.core.models.base import Embedder
-from sorce_desktop.core.refine import (
+from sorce_desktop.core.photos.images import DecodedImage
+from sorce_desktop.core.regions import Box
+from sorce_desktop.core.search.answer import PhotoHit
+from sorce_desktop.core.search.refine import (
     DETAIL_STRATEGY,
     LEVEL_CHUNK,
     RefineCache,
@@ -28,8 +30,6 @@ from sorce_desktop.core.refine import (
     rerank_by_refined,
     windows,
 )
-from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import PhotoHit
 
 
 # -- a random model that responds to content -------------------------------------------------------------

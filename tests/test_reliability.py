@@ -26,7 +26,7 @@ from PIL import Image
 from sorce_desktop.cli import main as cli_main
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.regions import get_layout
-from sorce_desktop.core.store import CATALOG_NAME, IndexedPhoto, Store, StoreError, StoreFull
+from sorce_desktop.core.store.catalog import CATALOG_NAME, IndexedPhoto, Store, StoreError, StoreFull
 
 
 def _png_bomb(w: int, h: int) -> bytes:

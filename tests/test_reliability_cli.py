@@ -424,7 +424,7 @@ def test_picture_regions_and_vectors_do_not_depend_on_text_reading(tmp_path, cli
 
 # -- 15. symlinks into the system's own trees or back above the folder ---------------------------------
 def test_symlinks_never_lead_into_system_trees_or_above_the_folder(tmp_path):
-    from sorce_desktop.core.scanner import existing_folder, walk_images
+    from sorce_desktop.core.indexing.scanner import existing_folder, walk_images
 
     root = tmp_path / "photos"
     draw_photos(root / "a", 1)

@@ -11,8 +11,8 @@ import pytest
 from signs_support import build_signs_library
 
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import PhotoHit, fuse
-from sorce_desktop.core.textsearch import TextHit
+from sorce_desktop.core.search.answer import PhotoHit, fuse
+from sorce_desktop.core.search.textsearch import TextHit
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,7 @@ def test_search_json_lists_regions_and_keeps_box(signs, capsys):
 
 def test_refine_zooms_with_the_vector_the_search_used(signs, monkeypatch, capsys):
     from sorce_desktop.cli import main
-    from sorce_desktop.core import refine
-
+    from sorce_desktop.core.search import refine
     seen = []
     real = refine.refine_pictures
 

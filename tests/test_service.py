@@ -14,13 +14,13 @@ import pytest
 from conftest import scene_photos
 from PIL import Image
 
-from sorce_desktop.core import indexer as indexer_mod
-from sorce_desktop.core import watcher as watcher_mod
-from sorce_desktop.core.indexer import ByteBudget, IndexReport, decode_estimate
+from sorce_desktop.core.indexing import indexer as indexer_mod
+from sorce_desktop.core.indexing import watcher as watcher_mod
+from sorce_desktop.core.indexing.indexer import ByteBudget, IndexReport, decode_estimate
+from sorce_desktop.core.indexing.service import EventKind
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.regions import get_layout
-from sorce_desktop.core.service import EventKind
 
 
 class Slow(Embedder):
@@ -279,14 +279,14 @@ class _RecordingText:
         return 1500
 
     def decode(self, path, data=None):
-        from sorce_desktop.core.images import load_image
+        from sorce_desktop.core.photos.images import load_image
 
         self.decodes += 1
         return load_image(path, 1500, data=data)
 
     def read(self, image, between=None):
-        from sorce_desktop.core.ocr import TextLine
         from sorce_desktop.core.regions import Box
+        from sorce_desktop.core.text.ocr import TextLine
 
         self.read_sizes.append(image.image.size)
         return [TextLine("word", 0.9, Box(0, 0, 10, 10))]

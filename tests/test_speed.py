@@ -10,11 +10,11 @@ from conftest import catalog_rows, no_text_reading, scene_photos
 from PIL import Image
 
 from sorce_desktop import cli
-from sorce_desktop.core.images import DecodedImage
 from sorce_desktop.core.models.dual import DualEncoderEmbedder
 from sorce_desktop.core.models.speed import THOROUGH, SpeedProfile, get_speed
+from sorce_desktop.core.photos.images import DecodedImage
 from sorce_desktop.core.regions import get_layout
-from sorce_desktop.core.store import Store
+from sorce_desktop.core.store.catalog import Store
 
 
 def _cos(a, b):

@@ -84,8 +84,8 @@ def test_a_picture_query_needs_only_the_query_encoder(signs, tiny_clip):
      ('"stop"sign', False), ('""', False)],
 )
 def test_which_queries_are_words_only(query, words_only):
-    from sorce_desktop.core.search import clean_query
-    from sorce_desktop.core.textsearch import parse_query
+    from sorce_desktop.core.search.answer import clean_query
+    from sorce_desktop.core.search.textsearch import parse_query
 
     assert parse_query(clean_query(query)).words_only is words_only
 
@@ -95,10 +95,10 @@ def test_words_only_query_loads_no_text_model(tmp_path):
     words only do not (they are matched by letters, which always outrank a match by meaning)."""
     import numpy as np
 
-    from sorce_desktop.core.ocr import TextLine
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.store import IndexedPhoto, Store, TextPhoto
-    from sorce_desktop.core.textsearch import TextSearcher
+    from sorce_desktop.core.search.textsearch import TextSearcher
+    from sorce_desktop.core.store.catalog import IndexedPhoto, Store, TextPhoto
+    from sorce_desktop.core.text.ocr import TextLine
 
     class Meaning:
         fingerprint = "test-meaning@8"

@@ -12,7 +12,7 @@ import pytest
 
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.regions import get_layout
-from sorce_desktop.core.store import (
+from sorce_desktop.core.store.catalog import (
     CATALOG_NAME,
     SCHEMA_VERSION,
     VECTORS_NAME,
@@ -154,7 +154,7 @@ def test_killed_mid_batch_resumes_cleanly(tmp_path, tiny_clip, clip_embedder, ph
 
 #: the store's own modules: the catalog, the vector file kept in step with it, salvage for repair, and the
 #: store's errors; the only places SQL is written
-STORE_MODULES = ("store.py", "vectorfile.py", "salvage.py", "store_errors.py")
+STORE_MODULES = ("store/catalog.py", "store/vectorfile.py", "store/salvage.py", "store/errors.py")
 
 
 def test_no_sql_outside_the_store():

@@ -22,9 +22,9 @@ from conftest import no_text_reading
 from PIL import Image
 
 from sorce_desktop.cli import main as cli_main
-from sorce_desktop.core import store as store_mod
-from sorce_desktop.core import vectorfile
-from sorce_desktop.core.store import CATALOG_NAME, VECTORS_META, VECTORS_NAME, Store
+from sorce_desktop.core.store import catalog as store_mod
+from sorce_desktop.core.store import vectorfile
+from sorce_desktop.core.store.catalog import CATALOG_NAME, VECTORS_META, VECTORS_NAME, Store
 
 
 def make_photos(folder: Path, n: int, start: int = 0) -> Path:

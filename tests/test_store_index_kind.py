@@ -1,4 +1,4 @@
-"""The store picks the vector index kind by library size (core/ann.py) and keeps it consistent with
+"""The store picks the vector index kind by library size (core/store/ann.py) and keeps it consistent with
 the catalog through adds, removals, reopening and rebuilding. Thresholds are lowered so that small
 random libraries cross them."""
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import catalog_rows
 
-from sorce_desktop.core import ann
 from sorce_desktop.core.models.base import RegionEmbedding
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import SearchService
-from sorce_desktop.core.store import VECTORS_NAME, IndexedPhoto, ModelBinding, Store
+from sorce_desktop.core.search.answer import SearchService
+from sorce_desktop.core.store import ann
+from sorce_desktop.core.store.catalog import VECTORS_NAME, IndexedPhoto, ModelBinding, Store
 
 DIM = 32
 REGIONS = 10

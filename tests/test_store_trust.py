@@ -25,7 +25,7 @@ from conftest import no_text_reading, scene_photos
 from sorce_desktop.cli import main as cli_main
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.regions import get_layout
-from sorce_desktop.core.store import CATALOG_NAME, VECTORS_NAME
+from sorce_desktop.core.store.catalog import CATALOG_NAME, VECTORS_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,8 +189,7 @@ def test_index_refuses_a_folder_it_cannot_write_in_one_line(tmp_path, tiny_clip,
     simulated at that one ``open`` (the same errno a user gets)."""
     import builtins
 
-    from sorce_desktop.core import store as store_mod
-
+    from sorce_desktop.core.store import catalog as store_mod
     data = tmp_path / "data"
     _index(photo_dir, data, tiny_clip, capsys)
     real_open = builtins.open
@@ -284,7 +283,7 @@ def test_repair_leaves_a_healthy_catalog_alone(tmp_path, tiny_clip, photo_dir, c
 
 
 def test_damaged_header_is_explained_without_bad_advice(tmp_path, capsys):
-    from sorce_desktop.core.store import Store
+    from sorce_desktop.core.store.catalog import Store
 
     Store(tmp_path / "data" / "index").close()
     catalog = tmp_path / "data" / "index" / CATALOG_NAME
@@ -334,8 +333,7 @@ def test_full_disk_at_the_writer_lock_simulated(tmp_path, tiny_clip, photo_dir, 
     """The same, anywhere: ENOSPC from the lock file's write (where the second run used to crash)."""
     import builtins
 
-    from sorce_desktop.core import store as store_mod
-
+    from sorce_desktop.core.store import catalog as store_mod
     data = tmp_path / "data"
     _index(photo_dir, data, tiny_clip, capsys)
     real_open = builtins.open
@@ -460,7 +458,7 @@ def test_data_folder_under_a_read_only_folder(tmp_path, capsys):
 @pytest.mark.parametrize("encoding,errors", [("utf-8", "strict"), ("utf-8", "surrogateescape"), ("ascii", "strict")])
 def test_watch_json_is_utf8_under_any_locale(monkeypatch, encoding, errors):
     from sorce_desktop.cli import _print_event
-    from sorce_desktop.core.service import EventKind, IndexEvent
+    from sorce_desktop.core.indexing.service import EventKind, IndexEvent
 
     raw = b"/photos/caf\xe9-\xff.jpg"
     buf = io.BytesIO()
@@ -553,7 +551,7 @@ def test_implausible_headers_are_recorded_not_read_whole(tmp_path, clip_embedder
 
 
 def test_load_image_refuses_implausible_headers(tmp_path):
-    from sorce_desktop.core.images import ImageError, load_image
+    from sorce_desktop.core.photos.images import ImageError, load_image
 
     src = scene_photos(1)[0]
     p = tmp_path / "claims.jpg"

@@ -21,11 +21,11 @@ import pytest
 from conftest import CountingEmbedder, no_text_reading, scene_photos
 from PIL import Image
 
-from sorce_desktop.core import watcher as watcher_mod
+from sorce_desktop.core.indexing import watcher as watcher_mod
+from sorce_desktop.core.indexing.scanner import is_temporary_name
+from sorce_desktop.core.indexing.watcher import Watcher
 from sorce_desktop.core.library import Library
 from sorce_desktop.core.regions import get_layout
-from sorce_desktop.core.scanner import is_temporary_name
-from sorce_desktop.core.watcher import Watcher
 
 SETTLE = 0.3
 

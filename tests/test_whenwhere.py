@@ -12,8 +12,8 @@ from conftest import CountingEmbedder, catalog_rows
 from PIL import Image
 from whenwhere_support import LISBON, PARIS, write_photo
 
-from sorce_desktop.core import indexer as indexer_module
-from sorce_desktop.core.whenwhere import EXIF, FILE, file_time, read_facts
+from sorce_desktop.core.indexing import indexer as indexer_module
+from sorce_desktop.core.photos.whenwhere import EXIF, FILE, file_time, read_facts
 
 MTIME = time.mktime((2021, 3, 4, 12, 0, 0, 0, 0, -1))
 
@@ -118,7 +118,7 @@ def test_photos_indexed_before_are_backfilled_without_embedding_again(
 
 
 def test_a_catalog_without_the_facts_table_gains_it_on_open(tmp_path, indexed_library):
-    from sorce_desktop.core.store import Store
+    from sorce_desktop.core.store.catalog import Store
 
     root = _library_photos(tmp_path / "photos")
     lib, _ = indexed_library(root)
@@ -153,8 +153,8 @@ def test_the_librarys_places_follow_what_is_recorded_and_forgotten(tmp_path, ind
 
 
 def test_a_reader_of_an_index_from_before_capture_times_says_so(tmp_path, indexed_library, clip_embedder):
-    from sorce_desktop.core.search import SearchService
-    from sorce_desktop.core.store import Store
+    from sorce_desktop.core.search.answer import SearchService
+    from sorce_desktop.core.store.catalog import Store
 
     root = _library_photos(tmp_path / "photos")
     lib, _ = indexed_library(root)

@@ -183,8 +183,8 @@ def shoot(tmp: Path, out: Path, args) -> int:
     save("detail.png")
 
     # 5. a photo matched both by its picture and by its words: both outlined, each marked by kind
-    from sorce_desktop.core.ocr import TextLine
-    from sorce_desktop.core.store import TextPhoto
+    from sorce_desktop.core.store.catalog import TextPhoto
+    from sorce_desktop.core.text.ocr import TextLine
 
     win.close_detail()
     store = win.session.lib.store

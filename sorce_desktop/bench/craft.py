@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from sorce_desktop.bench.ocr_variants import VariantOcrEngine
-from sorce_desktop.core.ocr import OcrUnavailable
+from sorce_desktop.core.text.ocr import OcrUnavailable
 
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -164,7 +164,7 @@ class CraftOcrEngine(VariantOcrEngine):
         self.engine_id = self.engine_id.replace(" ppocrv4 ", " CRAFT-mlt25k+PP-OCRv4-rec ", 1)
 
     def _detect_tile(self, tile: np.ndarray):
-        from sorce_desktop.core.ocr import order_quad
+        from sorce_desktop.core.text.ocr import order_quad
 
         torch = self._torch
         h, w = tile.shape[:2]

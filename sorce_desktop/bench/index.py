@@ -260,7 +260,7 @@ def run_pipeline(embedder, layout, photos_dir: Path, batch_size: int) -> dict:
 
 
 def decode_times(photos: list[Path], min_side: int | None) -> dict:
-    from sorce_desktop.core.images import load_image
+    from sorce_desktop.core.photos.images import load_image
 
     full, draft = [], []
     for p in photos:
@@ -319,8 +319,8 @@ def minilm_fidelity() -> dict:
 def skip_analysis(coco: Path, layout, thresholds: list[float], max_side: int) -> dict:
     """For each detail threshold: tiles skipped, and small objects (< 1 % of the photo) whose best
     region (largest share of the model input filled, at least half of the object inside) is skipped."""
-    from sorce_desktop.core.detail import region_details
-    from sorce_desktop.core.images import load_image
+    from sorce_desktop.core.photos.detail import region_details
+    from sorce_desktop.core.photos.images import load_image
     from sorce_desktop.core.regions import Box
 
     inst = json.loads((coco / "instances.json").read_text())
@@ -399,9 +399,10 @@ def e2e_probe():
     per stage, the OCR engine's stage figures, memory."""
     import resource
 
-    from sorce_desktop.core import indexer, ocr
+    from sorce_desktop.core.indexing import indexer
     from sorce_desktop.core.models import dual
-    from sorce_desktop.core.store import Store
+    from sorce_desktop.core.store.catalog import Store
+    from sorce_desktop.core.text import ocr
 
     seconds = dict.fromkeys(E2E_STAGES, 0.0)
     engines: list = []
@@ -651,7 +652,7 @@ def detector_flops_per_megapixel() -> dict:
     """Arithmetic of the default text detector per megapixel of input: its convolutions (all but a
     sliver of its work), counted from their weights and the output shapes of one real 1024x1024
     forward (every convolution's output exposed as a graph output)."""
-    from sorce_desktop.core.ocr import DEFAULT_MODELS, MODEL_SETS
+    from sorce_desktop.core.text.ocr import DEFAULT_MODELS, MODEL_SETS
 
     path = MODEL_SETS[DEFAULT_MODELS].files()["det_model_path"]
     try:
@@ -823,7 +824,7 @@ def _variants(args, out, names, folder, sets, layouts, coco, coco_list, hires_li
     # Fidelity of int8 and of the smaller tile input (random weights: a mechanics check only).
     fid: dict = {}
     crops_photos = [p for p in coco_list[: max(1, args.fidelity_crops // 4)]]
-    from sorce_desktop.core.images import load_image
+    from sorce_desktop.core.photos.images import load_image
 
     crops = []
     for p in crops_photos:

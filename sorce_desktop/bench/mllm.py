@@ -85,9 +85,9 @@ def _model_folder(spec: str, cache: str | None) -> Path:
 def run(args) -> int:
     import torch
 
-    from sorce_desktop.core.images import load_image
     from sorce_desktop.core.models.dual import pick_device
     from sorce_desktop.core.models.mllm import MLLMEmbedder
+    from sorce_desktop.core.photos.images import load_image
     from sorce_desktop.core.regions import get_layout
 
     device = pick_device(None if args.device == "auto" else args.device)

@@ -27,8 +27,8 @@ from dataclasses import fields
 
 import numpy as np
 
-from sorce_desktop.core import ocr
-from sorce_desktop.core.ocr import ModelSet, OcrConfig, OcrEngine
+from sorce_desktop.core.text import ocr
+from sorce_desktop.core.text.ocr import ModelSet, OcrConfig, OcrEngine
 
 #: The smallest text the app promises to find, as a part of the photo's height (bench text's bar: 2 %
 #: Recall@5 at least 0.9); ``word_px`` keys the working scale to it.

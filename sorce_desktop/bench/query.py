@@ -1,7 +1,7 @@
 """Query latency and memory at 10k-1M photos: exact vs compressed vector index (bench query).
 
 Per library size (photos x the default layout's regions per photo, synthetic unit vectors), for each
-index kind the store can use (``core/ann.py``): build it, then time what a search does in the
+index kind the store can use (``core/store/ann.py``): build it, then time what a search does in the
 product: text embedding (the real-size random text tower of the default model) + vector search +
 best region per photo (the first hit of each photo among the top regions, growing k until
 ``--top`` photos are found, as ``SearchService.search_vector`` does). Reported: p50/p95 of the
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sorce_desktop.core import ann
 from sorce_desktop.core.jsonout import print_json
+from sorce_desktop.core.store import ann
 
 #: 8-bit scalar codes in inverted lists: an index kind measured beside the store's, not chosen by it.
 IVFSQ8 = "ivfsq8"
@@ -500,7 +500,7 @@ def _facts_db(n_photos: int, years: int):
     spread evenly over ``years`` years from 2015: what a period filter reads."""
     import sqlite3
 
-    from sorce_desktop.core.store import FACTS_TABLES
+    from sorce_desktop.core.store.catalog import FACTS_TABLES
 
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY)")
@@ -521,8 +521,8 @@ def _filtered_latency(search, fetch, text_fn, v: _Vectors, n_queries: int, top: 
     """A query restricted to one year: the period's photos from the catalog's table (as
     ``Store.taken_between``), then the ranking filtered to them (as ``search_vector`` with more photos
     than ``EXACT_FILTER_PHOTOS``). Percentiles in ms, text embedding included."""
-    from sorce_desktop.core.search import EXACT_FILTER_PHOTOS
-    from sorce_desktop.core.store import taken_between
+    from sorce_desktop.core.search.answer import EXACT_FILTER_PHOTOS
+    from sorce_desktop.core.store.catalog import taken_between
 
     tot, tf = [], []
     kept = 0
@@ -734,7 +734,7 @@ class _Fetch:
         )
 
     def __call__(self, ids):
-        from sorce_desktop.core.store import fetch_region_vectors
+        from sorce_desktop.core.store.catalog import fetch_region_vectors
 
         if self.mode == "sqlite":
             return fetch_region_vectors(self.db, ids, self.dim)

@@ -46,7 +46,7 @@ PRESETS: dict[str, dict | str] = {
 
 def _sequential(refiner, hits, q, **kw) -> list:
     """One hit after another, in list order, each hit's steps its own batches."""
-    from sorce_desktop.core.refine import RefineRun
+    from sorce_desktop.core.search.refine import RefineRun
 
     with RefineRun(refiner, hits, q, **kw) as run:
         run.one_by_one(run.from_cache())
@@ -55,7 +55,7 @@ def _sequential(refiner, hits, q, **kw) -> list:
 
 def _together(refiner, hits, q, **kw) -> list:
     """Every hit level by level in shared batches, the top hit too."""
-    from sorce_desktop.core.refine import RefineRun
+    from sorce_desktop.core.search.refine import RefineRun
 
     with RefineRun(refiner, hits, q, **kw) as run:
         run.level_by_level(run.from_cache())
@@ -64,7 +64,7 @@ def _together(refiner, hits, q, **kw) -> list:
 
 def _lead1(refiner, hits, q, **kw) -> list:
     """The product's (core.refine.refine_hits): the top hit alone first, then the others level by level."""
-    from sorce_desktop.core.refine import refine_hits
+    from sorce_desktop.core.search.refine import refine_hits
 
     return refine_hits(refiner, hits, q, **kw)
 
@@ -104,7 +104,7 @@ def add_arguments(p) -> None:
 
 
 def _strategy(name: str):
-    from sorce_desktop.core.refine import DETAIL_STRATEGY, RefineStrategy
+    from sorce_desktop.core.search.refine import DETAIL_STRATEGY, RefineStrategy
 
     preset = PRESETS[name]
     return DETAIL_STRATEGY if preset == "DETAIL" else replace(RefineStrategy(), **preset)
@@ -158,7 +158,7 @@ class _Query:
 
 def _index_screenful(embedder, pool: list[Path], layout) -> tuple[list, list, float]:
     """The screenful's photos as the index sees them (decoded, their tiles' regions), and the rate."""
-    from sorce_desktop.core.images import load_image
+    from sorce_desktop.core.photos.images import load_image
 
     t = time.perf_counter()
     decoded = [load_image(p, embedder.decode_min_side(layout)) for p in pool]
@@ -168,7 +168,7 @@ def _index_screenful(embedder, pool: list[Path], layout) -> tuple[list, list, fl
 
 def _warm_up(refiners: dict, pool: list[Path], decoded: list, regions: list) -> None:
     """The first forward at a new input side costs more: run one refinement per strategy first."""
-    from sorce_desktop.core.search import PhotoHit
+    from sorce_desktop.core.search.answer import PhotoHit
 
     d = decoded[0]
     for refiner in refiners.values():
@@ -180,9 +180,9 @@ def _warm_up(refiners: dict, pool: list[Path], decoded: list, regions: list) -> 
 def _pasted_query(embedder, layout, obj, place, target: int, path: Path, pool, decoded, regions) -> _Query:
     """Paste ``obj`` at ``place`` (width, height, x, y) into the target photo, save it to ``path``,
     and rank the screenful for the object as an image query, the target with its new tiles."""
-    from sorce_desktop.core.images import DecodedImage
+    from sorce_desktop.core.photos.images import DecodedImage
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import PhotoHit
+    from sorce_desktop.core.search.answer import PhotoHit
 
     img = decoded[target].image.copy()
     W, H = img.size
@@ -226,7 +226,7 @@ def _place(obj, size: tuple[int, int], patch_frac: float, rng) -> tuple[int, int
 
 def _measure(refiner, schedule: str, hits: list, query: _Query, m: dict[str, list], rerank: bool) -> None:
     """Refine ``hits`` with one schedule and add its timings and quality to ``m``."""
-    from sorce_desktop.core.refine import rerank_by_refined
+    from sorce_desktop.core.search.refine import rerank_by_refined
 
     mine = [replace(h, refined_box=None, refined_score=None) for h in hits]
     # The first outline the user sees tighten: the top hit's first step (or its final box when the
@@ -326,8 +326,8 @@ def run(args) -> int:
     from sorce_desktop.bench.synthetic_models import DEFAULT_SPEC, cache_dir, synthetic_model
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
     from sorce_desktop.core.models.speed import DEFAULT_SPEED, get_speed
-    from sorce_desktop.core.refine import Refiner
     from sorce_desktop.core.regions import get_layout
+    from sorce_desktop.core.search.refine import Refiner
 
     if args.threads:
         torch.set_num_threads(args.threads)

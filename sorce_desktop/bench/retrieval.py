@@ -118,7 +118,7 @@ def _parse_box(value, fmt: str, line: int) -> tuple[float, float, float, float]:
 def _image_size(path: Path) -> tuple[int, int]:
     from PIL import Image
 
-    from sorce_desktop.core.images import upright_size
+    from sorce_desktop.core.photos.images import upright_size
 
     with Image.open(path) as img:
         return upright_size(img)
@@ -478,7 +478,7 @@ def evaluate(
 
 
 def _images_in(folder: str):
-    from sorce_desktop.core.images import is_image_name
+    from sorce_desktop.core.photos.images import is_image_name
 
     for dirpath, _dirs, files in os.walk(folder):
         for f in files:

@@ -58,10 +58,10 @@ def _slope_mb_per_hour(samples: list[tuple[float, float]]) -> float:
 def run(args) -> int:
     from sorce_desktop.bench.datasets import coco_images_dir
     from sorce_desktop.bench.synthetic import build_dual_encoder
+    from sorce_desktop.core.indexing.watcher import Watcher
     from sorce_desktop.core.library import Library
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
     from sorce_desktop.core.regions import get_layout
-    from sorce_desktop.core.watcher import Watcher
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="sorce-soak-"))
     src = sorted(Path(args.photos or coco_images_dir()).glob("*.jpg"))

@@ -461,8 +461,8 @@ def calibrate_siglip(folder: str | Path, dest: str | Path, photos: list[Path], q
     import numpy as np
     from safetensors.torch import load_file, save_file
 
-    from sorce_desktop.core.images import load_image
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
+    from sorce_desktop.core.photos.images import load_image
     from sorce_desktop.core.regions import get_layout
 
     emb = DualEncoderEmbedder(Path(folder))

@@ -324,11 +324,11 @@ def _index_and_search(
 ) -> dict:
     """The product path for one OCR engine: index the folder (text only), search every word."""
     from sorce_desktop.bench.text_render import iou
-    from sorce_desktop.core.indexer import Indexer
-    from sorce_desktop.core.ocr import TextSource
-    from sorce_desktop.core.search import SearchService
-    from sorce_desktop.core.store import Store
-    from sorce_desktop.core.textsearch import TextSearcher
+    from sorce_desktop.core.indexing.indexer import Indexer
+    from sorce_desktop.core.search.answer import SearchService
+    from sorce_desktop.core.search.textsearch import TextSearcher
+    from sorce_desktop.core.store.catalog import Store
+    from sorce_desktop.core.text.ocr import TextSource
 
     source = TextSource(engine)
     per_photo: list[float] = []

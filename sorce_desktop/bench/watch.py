@@ -61,7 +61,7 @@ class _EventTimes:
         self._lock = threading.Lock()
 
     def on_event(self, ev) -> None:
-        from sorce_desktop.core.watcher import INDEXED, INDEXING
+        from sorce_desktop.core.indexing.watcher import INDEXED, INDEXING
 
         now = time.monotonic()
         with self._lock:
@@ -114,8 +114,8 @@ def _time_photo(src: Path, dest: str, query, service, events: _EventTimes) -> di
 def _time_photos(args, embedder, layout, photos: list[Path], settle: float) -> list[dict]:
     """A library watching an empty folder; each photo written into it in turn and timed (the first
     one warms up and is not counted)."""
+    from sorce_desktop.core.indexing.watcher import Watcher
     from sorce_desktop.core.library import Library
-    from sorce_desktop.core.watcher import Watcher
 
     events = _EventTimes()
     rows = []
@@ -176,9 +176,9 @@ def run(args) -> int:
     import torch
 
     from sorce_desktop.bench.synthetic_models import DEFAULT_SPEC, cache_dir, synthetic_model
+    from sorce_desktop.core.indexing.watcher import SETTLE_S
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
     from sorce_desktop.core.regions import DEFAULT_LAYOUT, get_layout
-    from sorce_desktop.core.watcher import SETTLE_S
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,17 +9,17 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from sorce_desktop.core.indexer import Indexer, ProgressCallback
+from sorce_desktop.core.indexing.indexer import Indexer, ProgressCallback
+from sorce_desktop.core.indexing.scanner import existing_folder
+from sorce_desktop.core.indexing.service import IndexingService
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.models.download import ProgressCallback as DownloadCallback
 from sorce_desktop.core.models.loader import load_embedder
 from sorce_desktop.core.paths import AppPaths, DataDirError
 from sorce_desktop.core.regions import RegionLayout, get_layout
-from sorce_desktop.core.scanner import existing_folder
-from sorce_desktop.core.search import SearchService
-from sorce_desktop.core.service import IndexingService
+from sorce_desktop.core.search.answer import SearchService
 from sorce_desktop.core.settings import Settings
-from sorce_desktop.core.store import ModelBinding, Store
+from sorce_desktop.core.store.catalog import ModelBinding, Store
 
 
 @dataclass
@@ -151,7 +151,7 @@ class Library:
         """Refuse to search an index with vectors from another model."""
         b = self.store.binding()
         if b is not None and b.fingerprint != embedder.fingerprint:
-            from sorce_desktop.core.store import ModelMismatch
+            from sorce_desktop.core.store.catalog import ModelMismatch
 
             raise ModelMismatch(b.model_id, embedder.model_id, self.store.counts()["indexed"])
 
@@ -177,7 +177,7 @@ class Library:
         )
 
     def indexing_service(self, indexer: Indexer | None = None) -> IndexingService:
-        """The library's single writer (start it with ``.start()``); see core/service.py."""
+        """The library's single writer (start it with ``.start()``); see core/indexing/service.py."""
         return IndexingService(self.store, indexer)
 
     def status(self, text_only_reason: str | None = None) -> LibraryStatus:
@@ -200,8 +200,8 @@ class Library:
         alone), so a front end can answer them before, or without, loading it."""
         if image is not None or text is None:
             return True
-        from sorce_desktop.core.search import clean_query
-        from sorce_desktop.core.textsearch import parse_query
+        from sorce_desktop.core.search.answer import clean_query
+        from sorce_desktop.core.search.textsearch import parse_query
 
         return not (parse_query(clean_query(text)).words_only and self.text_searcher() is not None)
 
@@ -222,19 +222,19 @@ class Library:
         Its models load on first use; a missing package is reported by the index run (text_error)."""
         if not self.ocr_enabled():
             return None
-        from sorce_desktop.core.ocr import DEFAULT_OCR, THOROUGH_READING, TextSource
+        from sorce_desktop.core.text.ocr import DEFAULT_OCR, THOROUGH_READING, TextSource
 
         return TextSource(config=THOROUGH_READING if self.settings.ocr_thorough else DEFAULT_OCR)
 
     def text_searcher(self):
         """Search over text read in photos (None when OCR is off and no text was ever read)."""
-        from sorce_desktop.core.textsearch import TextSearcher
+        from sorce_desktop.core.search.textsearch import TextSearcher
 
         if not self.ocr_enabled() and self.store.count_lines() == 0:
             return None
 
         def embedder():
-            from sorce_desktop.core.ocr import TextEmbedder
+            from sorce_desktop.core.text.ocr import TextEmbedder
 
             return TextEmbedder()
 

@@ -96,9 +96,9 @@ def ask_search(name: str, request: dict, timeout: float = ASK_TIMEOUT_S) -> dict
 
 def answer_request(service, request: dict) -> dict:
     """Answer one request with ``service`` (core.search.SearchService), as ``search`` would."""
-    from sorce_desktop.core.images import ImageError
+    from sorce_desktop.core.photos.images import ImageError
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import QueryError
+    from sorce_desktop.core.search.answer import QueryError
 
     try:
         crop = Box.from_list(request["crop"]) if request.get("crop") else None
@@ -123,7 +123,7 @@ def answer_request(service, request: dict) -> dict:
 def hits_from_reply(reply: dict) -> list:
     """The hits of an answer, as core.search.PhotoHit (their scores unrounded)."""
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search import MatchedRegion, PhotoHit
+    from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit
 
     hits = []
     for d, (score, refined, region_scores) in zip(reply["hits"], reply["exact"]):

@@ -1,6 +1,6 @@
 """Folding text for matching: what the catalog stores beside each text line and what queries compare.
 
-The text tables and their statements live in :mod:`sorce_desktop.core.store` (its text section), which
+The text tables and their statements live in :mod:`sorce_desktop.core.store.catalog` (its text section), which
 imports this module; this module imports nothing of the store.
 """
 
@@ -29,7 +29,7 @@ def fold_with_positions(text: str) -> tuple[str, list[int]]:
 
 
 def fold_alternatives(text: str, alternatives: Sequence[str]) -> list[str] | None:
-    """Per-character alternatives of ``text`` (as :class:`~sorce_desktop.core.ocr.TextLine` keeps
+    """Per-character alternatives of ``text`` (as :class:`~sorce_desktop.core.text.ocr.TextLine` keeps
     them) -> per character of ``fold(text)``, its alternatives folded the same way, the character
     itself left out; None when there are none (or they do not fit the text)."""
     if len(alternatives) != len(text):

@@ -1,12 +1,12 @@
 """The query as understood, shown back as removable chips ("kite", "after 2023", "not: string"), what was
 not understood (one line), a period filter and the order of the results. The core parses the query
-(core/query.py) and says what each part is; this bar only draws that and says what the user changed."""
+(core/search/query.py) and says what each part is; this bar only draws that and says what the user changed."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sorce_desktop.core.query import QueryPart
+from sorce_desktop.core.search.query import QueryPart
 from sorce_desktop.gui.qt import Qt, QtCore, QtWidgets, Signal
 
 ANY_TIME, THIS_YEAR, LAST_YEAR, IN_YEAR, FROM_TO = range(5)

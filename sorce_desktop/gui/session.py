@@ -2,7 +2,7 @@
 
 Everything slow runs off the UI thread; the UI thread never touches the store directly, because an
 indexing batch or a vector-index save holds the store's lock. Core services are used as they are:
-Library wires them, the IndexingService (core/service.py) is the one writer of the index, whose events
+Library wires them, the IndexingService (core/indexing/service.py) is the one writer of the index, whose events
 this bridges to Qt signals, the folder Watcher hands it what changes, and SearchService ranks.
 """
 
@@ -15,16 +15,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sorce_desktop.core import refine
 from sorce_desktop.core.enums import StrEnum
-from sorce_desktop.core.indexer import Phase, Progress
+from sorce_desktop.core.indexing.indexer import Phase, Progress
+from sorce_desktop.core.indexing.service import EventKind, IndexEvent
 from sorce_desktop.core.library import Library, LibraryStatus
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
 from sorce_desktop.core.quiet import quiet_third_party_loggers
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import MatchedRegion, PhotoHit, QueryError, SearchAnswer
-from sorce_desktop.core.service import EventKind, IndexEvent
-from sorce_desktop.core.store import ModelMismatch
+from sorce_desktop.core.search import refine
+from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit, QueryError, SearchAnswer
+from sorce_desktop.core.store.catalog import ModelMismatch
 from sorce_desktop.gui.qt import QtCore, Signal
 from sorce_desktop.gui.tasks import lower_thread_priority, on_done, run_task, to_main
 
@@ -437,7 +437,7 @@ class Session(QtCore.QObject):
         settings can change later without a new watcher: they belong to the service's indexer."""
         if self._closing or self._watcher is not None:
             return
-        from sorce_desktop.core.watcher import Watcher
+        from sorce_desktop.core.indexing.watcher import Watcher
 
         self._watcher = Watcher(self.indexing_service, reconcile_at_start=False)  # request_index scans
         self._watcher.start()
@@ -553,7 +553,6 @@ class Session(QtCore.QObject):
         runs on the UI thread. Before the picture model is ready only quoted words are answered (the
         command answers anything else itself)."""
         from sorce_desktop.core import running
-
         service = self.service if self.embedder is not None else None
         words = self._words_service if self.service is None else None
 

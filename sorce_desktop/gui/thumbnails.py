@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sorce_desktop.core.images import ImageError, load_image
+from sorce_desktop.core.photos.images import ImageError, load_image
 from sorce_desktop.gui.qt import QtCore, QtGui, Signal
 from sorce_desktop.gui.tasks import run_task
 

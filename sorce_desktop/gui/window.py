@@ -9,13 +9,13 @@ import sys
 import time
 from dataclasses import replace
 
-from sorce_desktop.core.images import is_image_name
-from sorce_desktop.core.indexer import Phase, Progress
+from sorce_desktop.core.indexing.indexer import Phase, Progress
+from sorce_desktop.core.indexing.service import EventKind
 from sorce_desktop.core.library import LibraryStatus, photos_to_redo
 from sorce_desktop.core.models.registry import model_info
-from sorce_desktop.core.query import QueryPart, without
-from sorce_desktop.core.service import EventKind
-from sorce_desktop.core.store import display_path
+from sorce_desktop.core.photos.images import is_image_name
+from sorce_desktop.core.search.query import QueryPart, without
+from sorce_desktop.core.store.catalog import display_path
 from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
 from sorce_desktop.gui import resources
 from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, attempt_note

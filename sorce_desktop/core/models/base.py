@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from sorce_desktop.core.images import DecodedImage
+from sorce_desktop.core.photos.images import DecodedImage
 from sorce_desktop.core.regions import Box, RegionLayout
 
 

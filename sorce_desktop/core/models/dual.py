@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sorce_desktop.core.detail import region_details
-from sorce_desktop.core.images import DecodedImage
 from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
 from sorce_desktop.core.models.fingerprint import folder_fingerprint, weights_source
 from sorce_desktop.core.models.lean import halve_token_tables, own_memory, prepared_int8_model
 from sorce_desktop.core.models.quant import int8_available, quantize_linear_int8
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.models.speed import THOROUGH, SpeedProfile
+from sorce_desktop.core.photos.detail import region_details
+from sorce_desktop.core.photos.images import DecodedImage
 from sorce_desktop.core.regions import LAYOUTS, RegionLayout, RegionSpec
 
 _RESAMPLE = {0: Image.NEAREST, 1: Image.LANCZOS, 2: Image.BILINEAR, 3: Image.BICUBIC}

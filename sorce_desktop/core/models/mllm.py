@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sorce_desktop.core.images import DecodedImage
 from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
 from sorce_desktop.core.models.dual import folder_fingerprint, pick_device, pick_dtype
+from sorce_desktop.core.photos.images import DecodedImage
 from sorce_desktop.core.regions import PROMPT_LAYOUTS, PromptLayout, RegionLayout
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 A watchdog observer per watched folder (recursive) reports raw file system events. The observer
 threads only append them to an inbox; one watcher thread turns them into settled path sets and hands
-those to the library's indexing service (core/service.py), which alone decides what happened to each
+those to the library's indexing service (core/indexing/service.py), which alone decides what happened to each
 file (new, changed, moved, deleted, unchanged: :meth:`Indexer.plan`) and writes the index:
 
 - created / modified files wait until their size and mtime have been stable for ``settle_s`` (and, where
@@ -42,18 +42,18 @@ from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEventHandler
 
-from sorce_desktop.core.images import is_image_name
-from sorce_desktop.core.scanner import (
+from sorce_desktop.core.indexing.scanner import (
     canonical_folder,
     existing_folder,
     folder_is_there,
     is_temporary_name,
     walk_images,
 )
-from sorce_desktop.core.service import EventCallback, EventKind, IndexEvent, IndexingService
+from sorce_desktop.core.indexing.service import EventCallback, EventKind, IndexEvent, IndexingService
+from sorce_desktop.core.photos.images import is_image_name
 
 if TYPE_CHECKING:
-    from sorce_desktop.core.store import Store
+    from sorce_desktop.core.store.catalog import Store
 
 log = logging.getLogger(__name__)
 

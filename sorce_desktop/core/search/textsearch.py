@@ -5,7 +5,7 @@ the FTS5 trigram index (lines sharing trigrams with the query, most first); each
 by the edit distance of the query to its best-matching *substring* of the line (Sellers' algorithm),
 where a substitution between characters OCR commonly confuses (0/o, 1/l/i, 5/s, ...) costs half, and
 so does one by a character the recogniser itself found likely at that letter (the line's alternatives,
-``core/ocr.py``: "lizard" read "Hizara" with "d" close behind the last "a").
+``core/text/ocr.py``: "lizard" read "Hizara" with "d" close behind the last "a").
 Allowed errors: none for 1-3 characters, 1 for 4-5, 1.5 for 6-8 (one error and one confusion, e.g.
 "rattle" read "Tattie"), 2 beyond. Score = 1 - distance / length
 (1.0 exact), a bonus of 0.02 when the match starts and ends on word boundaries of the line.
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.store import LineRow, Store
+from sorce_desktop.core.store.catalog import LineRow, Store
 from sorce_desktop.core.textstore import fold, fold_with_positions
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The store's errors, each with its message in words: a full disk, a library that cannot be written,
-a damaged catalog, another writer, another model. The catalog (:mod:`sorce_desktop.core.store`), the
-vector file (:mod:`sorce_desktop.core.vectorfile`) and salvage raise them; the front ends print them as
-one line. ``sorce_desktop.core.store`` re-exports every name, where callers import them from."""
+a damaged catalog, another writer, another model. The catalog (:mod:`sorce_desktop.core.store.catalog`), the
+vector file (:mod:`sorce_desktop.core.store.vectorfile`) and salvage raise them; the front ends print them as
+one line. ``sorce_desktop.core.store.catalog`` re-exports every name, where callers import them from."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Salvage: the catalog's statements that only repair uses, on a damaged catalog and the new one.
 
-:mod:`sorce_desktop.core.repair` decides what is copied, where the damage is and what ``index`` must redo;
+:mod:`sorce_desktop.core.store.repair` decides what is copied, where the damage is and what ``index`` must redo;
 this module opens the damaged file read-only, reads its rows by rowid ranges, writes them into a new
-catalog made with the store's own tables (:func:`sorce_desktop.core.store.create_catalog_tables`), and
+catalog made with the store's own tables (:func:`sorce_desktop.core.store.catalog.create_catalog_tables`), and
 settles what was lost. It works on plain SQLite connections (a damaged catalog cannot be opened as a
-:class:`~sorce_desktop.core.store.Store`). Like the catalog, it is one of the store's modules: the only
+:class:`~sorce_desktop.core.store.catalog.Store`). Like the catalog, it is one of the store's modules: the only
 places SQL is written.
 """
 
@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sorce_desktop.core.store import (
+from sorce_desktop.core.store.catalog import (
     INDEXED,
     PENDING,
     SCHEMA_VERSION,

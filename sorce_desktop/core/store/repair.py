@@ -19,7 +19,7 @@ folders the salvaged photo rows name, and a lost model binding from the vector f
 and the settings. Lost rows are counted as rows: an unreadable range of rowids counts only up to the
 highest rowid the table is known to have reached.
 
-What is read and written is the store's business (:mod:`sorce_desktop.core.salvage` holds the
+What is read and written is the store's business (:mod:`sorce_desktop.core.store.salvage` holds the
 statements); this module decides what is copied, where the damage is, and what ``index`` must redo.
 """
 
@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sorce_desktop.core import salvage
-from sorce_desktop.core.store import (
+from sorce_desktop.core.store import salvage
+from sorce_desktop.core.store.catalog import (
     CATALOG_NAME,
     LOCK_NAME,
     VECTORS_META,
@@ -44,7 +44,7 @@ from sorce_desktop.core.store import (
     WriterLock,
     is_damage,
 )
-from sorce_desktop.core.vectorfile import fsync_dir
+from sorce_desktop.core.store.vectorfile import fsync_dir
 
 #: rows asked for per query while nothing fails (a region row holds its vector: ~3 KB at 768-d)
 CHUNK = 4096
@@ -292,7 +292,7 @@ def _restore_binding(folder: Path, dst: sqlite3.Connection, report: RepairReport
 
 
 def _vector_file_dim(folder: Path) -> int:
-    from sorce_desktop.core.store import VECTORS_NAME
+    from sorce_desktop.core.store.catalog import VECTORS_NAME
 
     try:
         import faiss

@@ -1,11 +1,11 @@
 """The vector file: a FAISS index of the catalog's picture vectors, kept in step with the catalog.
 
-The catalog (:mod:`sorce_desktop.core.store`) is the truth and holds every vector; this file is a cache of
+The catalog (:mod:`sorce_desktop.core.store.catalog`) is the truth and holds every vector; this file is a cache of
 them, so search does not read the catalog. It is saved atomically (temporary file, fsync, rename) with its
 checksum in a small JSON file beside it (``vectors.json``, with the model binding repair falls back on),
 checked when opened, and rebuilt from the catalog whenever the two differ (a crash between them, a
 truncated, damaged or foreign file). Its kind (exact or compressed) follows the library's size
-(:mod:`sorce_desktop.core.ann`). It holds only picture vectors; text lines' embeddings stay in the catalog.
+(:mod:`sorce_desktop.core.store.ann`). It holds only picture vectors; text lines' embeddings stay in the catalog.
 
 What it needs from the catalog comes in as two functions (the ids of the visual regions that have a
 vector, and the vectors of given ids), so it holds no SQL. The atomic-write helpers (:func:`remove_file`,
@@ -25,8 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
-from sorce_desktop.core import ann
-from sorce_desktop.core.store_errors import (
+from sorce_desktop.core.store import ann
+from sorce_desktop.core.store.errors import (
     StoreError,
     StoreFull,
     error_reason,
@@ -60,7 +60,7 @@ class VectorIndex:
     """Region vectors by region id, inner-product search (vectors are unit length).
 
     Exact (flat) for small libraries, an inverted file with product quantisation past
-    ``ann.EXACT_MAX_VECTORS`` (the store switches kinds in :meth:`Store.save`, see ``core/ann.py``)."""
+    ``ann.EXACT_MAX_VECTORS`` (the store switches kinds in :meth:`Store.save`, see ``core/store/ann.py``)."""
 
     def __init__(self, dim: int, spec: ann.IndexSpec | None = None, train: np.ndarray | None = None):
         self.dim = dim

@@ -42,7 +42,7 @@ in bench/ and their figures in docs/benchmarks.md.
 Cost. The detector is most of a photo's reading time: ~11 GFLOP per megapixel of its input, ~34 GFLOP
 for a 640-px photo read at 3x. It is fed here rather than through RapidOCR's pre-processing (float32
 normalisation straight into the network's layout, ~8 ms a 1920x1440 tile against ~60 ms in float64),
-its network's constant scales and shifts are folded into its convolutions (core/onnxfold.py: the same
+its network's constant scales and shifts are folded into its convolutions (core/text/onnxfold.py: the same
 map, a quarter less time), a photo too large for one tile is cut into evenly sized tiles (not full-size
 tiles overlapping by most of their width), and the networks run with onnxruntime's memory arena on.
 An int8 detector and a small first look that enlarges only where text seems to be were measured and
@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sorce_desktop.core.images import DecodedImage, load_image
+from sorce_desktop.core.photos.images import DecodedImage, load_image
 from sorce_desktop.core.regions import Box
 
 log = logging.getLogger(__name__)
@@ -433,7 +433,7 @@ class OcrEngine:
     def load(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
         """Decode a photo upright at the resolution OCR needs (no more). ``data``: the file's bytes,
         when the caller has read them already (the indexer reads each file once)."""
-        from sorce_desktop.core.images import probe_upright_size
+        from sorce_desktop.core.photos.images import probe_upright_size
 
         w, h = probe_upright_size(path, data)
         return load_image(path, self.decode_min_side(w, h), data=data)
@@ -671,11 +671,11 @@ def _session_options(threads: int, arena: bool):
 
 def _fold_detector(det, path: str | None, threads: int, arena: bool) -> None:
     """Give a RapidOCR TextDetector an onnxruntime session of its network with the constant scales
-    and shifts folded into the convolutions (:mod:`sorce_desktop.core.onnxfold`: the same map at about
+    and shifts folded into the convolutions (:mod:`sorce_desktop.core.text.onnxfold`: the same map at about
     three quarters of the time)."""
     import onnxruntime as ort
 
-    from sorce_desktop.core.onnxfold import fold_affine
+    from sorce_desktop.core.text.onnxfold import fold_affine
 
     if path is None:  # the model bundled in rapidocr_onnxruntime
         path = det.infer.session._model_path

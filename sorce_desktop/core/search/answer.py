@@ -9,13 +9,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
-from sorce_desktop.core import query as query_parts
-from sorce_desktop.core.images import ImageError, load_image
 from sorce_desktop.core.models.base import Embedder
-from sorce_desktop.core.query import ParsedSearch, QueryPart, QueryProblem
+from sorce_desktop.core.photos.images import ImageError, load_image
 from sorce_desktop.core.regions import Box, get_layout
-from sorce_desktop.core.store import Store, display_path, path_key
-from sorce_desktop.core.textsearch import ParsedQuery, TextHit, TextSearcher, parse_query
+from sorce_desktop.core.search import query as query_parts
+from sorce_desktop.core.search.query import ParsedSearch, QueryPart, QueryProblem
+from sorce_desktop.core.search.textsearch import ParsedQuery, TextHit, TextSearcher, parse_query
+from sorce_desktop.core.store.catalog import Store, display_path, path_key
 from sorce_desktop.core.textstore import fold
 
 MAX_QUERY_CHARS = 1000
@@ -491,7 +491,7 @@ class SearchService:
         """The whole answer to a query: ranked photos, each with every region that matched, the parsed
         query and the visual query vector used. Text is parsed once here ("quoted" phrases must appear;
         the visual model sees the words without the quote marks; when, where, which folder and "not
-        this" are taken out first, core/query.py), so every front end searches, ranks and refines alike.
+        this" are taken out first, core/search/query.py), so every front end searches, ranks and refines alike.
         ``vector``: a visual query already embedded (the text still searches the words). ``after`` /
         ``before``: a period, as after:/before: in the text. A part that is not understood is named in
         ``answer.problems`` and left out; the rest runs. ``sort``: 'relevance' or 'date' (newest first)."""
@@ -616,7 +616,7 @@ class SearchService:
 
     # -- when, where, which folder, not this ---------------------------------------------------------
     def understand(self, text: str | None, *, after: str | None = None, before: str | None = None) -> ParsedSearch:
-        """The query's parts (core/query.py), with ``after``/``before`` given apart (command-line flags)
+        """The query's parts (core/search/query.py), with ``after``/``before`` given apart (command-line flags)
         added as if typed. Place words count where some photo of the library was taken there."""
         search = query_parts.parse(clean_query(text), self.place_names()) if text is not None else ParsedSearch("")
         flags: list[query_parts.Period] = []
@@ -687,7 +687,7 @@ class SearchService:
 
     @staticmethod
     def _gazetteer_knows(folded: str) -> bool:
-        from sorce_desktop.core.whenwhere import GazetteerMissing, default_gazetteer
+        from sorce_desktop.core.photos.whenwhere import GazetteerMissing, default_gazetteer
 
         try:
             return default_gazetteer().knows(folded)
@@ -759,7 +759,7 @@ class SearchService:
 
     def attach_facts(self, hits: list[PhotoHit]) -> None:
         """Give each hit when and where it was taken."""
-        from sorce_desktop.core.whenwhere import Place
+        from sorce_desktop.core.photos.whenwhere import Place
 
         facts = self.store.facts_of([h.photo_id for h in hits])
         for h in hits:

@@ -18,14 +18,14 @@ The store has three parts, each a module with a public interface; callers import
 
 - the catalog (this module): :class:`Store`, the writer lock and every SQL statement the application
   runs on a library;
-- the vector file (:mod:`sorce_desktop.core.vectorfile`): the FAISS file kept in step with the catalog,
+- the vector file (:mod:`sorce_desktop.core.store.vectorfile`): the FAISS file kept in step with the catalog,
   saved atomically (temporary file, fsync, rename) with a checksum, checked against the catalog when
   opened; whatever differs (a crash between the two, a truncated or foreign file) is repaired from the
   catalog, which hands it its vectors (the vector file holds no SQL);
-- salvage (:mod:`sorce_desktop.core.salvage`): the statements only ``repair`` runs, on a damaged
+- salvage (:mod:`sorce_desktop.core.store.salvage`): the statements only ``repair`` runs, on a damaged
   catalog and the new one.
 
-The errors all three raise, with their messages, are in :mod:`sorce_desktop.core.store_errors`.
+The errors all three raise, with their messages, are in :mod:`sorce_desktop.core.store.errors`.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sorce_desktop.core import ann, vectorfile
 from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.store_errors import (
+from sorce_desktop.core.store import ann, vectorfile
+from sorce_desktop.core.store.errors import (
     ModelMismatch,
     StoreDamaged,
     StoreError,
@@ -62,17 +62,17 @@ from sorce_desktop.core.store_errors import (
     read_only_message,
     translate_os_error,
 )
-from sorce_desktop.core.textstore import TEXT_REGION, fold, fold_alternatives
-from sorce_desktop.core.vectorfile import VECTORS_META, VectorFile, VectorIndex
+from sorce_desktop.core.store.vectorfile import VECTORS_META, VectorFile, VectorIndex
 
 # Names callers import from here, kept where they were before the vector file had its own module.
-from sorce_desktop.core.vectorfile import VECTORS_NAME as VECTORS_NAME
-from sorce_desktop.core.vectorfile import file_checksum as file_checksum
-from sorce_desktop.core.vectorfile import vector_save_error as vector_save_error
+from sorce_desktop.core.store.vectorfile import VECTORS_NAME as VECTORS_NAME
+from sorce_desktop.core.store.vectorfile import file_checksum as file_checksum
+from sorce_desktop.core.store.vectorfile import vector_save_error as vector_save_error
+from sorce_desktop.core.textstore import TEXT_REGION, fold, fold_alternatives
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sorce_desktop.core.ocr import TextLine
-    from sorce_desktop.core.whenwhere import PhotoFacts
+    from sorce_desktop.core.photos.whenwhere import PhotoFacts
+    from sorce_desktop.core.text.ocr import TextLine
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ _TEXT_FTS = [
 ]
 
 
-# -- when and where each photo was taken (core/whenwhere.py reads them; statements in Store's section) --
+# -- when and where each photo was taken (core/photos/whenwhere.py reads them; statements in Store's section) --
 FACTS_TABLES = [
     """CREATE TABLE IF NOT EXISTS photo_facts (
         photo_id INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
@@ -1376,7 +1376,7 @@ class Store:
             "SELECT region_id, embedding FROM ocr_lines WHERE embedding IS NOT NULL ORDER BY region_id"
         )
 
-    # -- when and where (the records and their reading live in core/whenwhere.py) --------------------
+    # -- when and where (the records and their reading live in core/photos/whenwhere.py) --------------------
     def set_facts(self, items: Sequence[tuple[int, PhotoFacts]]) -> None:
         """Record when and where photos were taken (the backfill of photos indexed before they were read)."""
         with self.transaction() as db:

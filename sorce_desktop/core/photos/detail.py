@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from sorce_desktop.core.images import DecodedImage
+from sorce_desktop.core.photos.images import DecodedImage
 from sorce_desktop.core.regions import Box
 
 WORK_SIDE = 320

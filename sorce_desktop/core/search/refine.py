@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sorce_desktop.core.images import DecodedImage, ImageError, load_image
 from sorce_desktop.core.models.base import Embedder
+from sorce_desktop.core.photos.images import DecodedImage, ImageError, load_image
 from sorce_desktop.core.regions import Box
-from sorce_desktop.core.search import PhotoHit
+from sorce_desktop.core.search.answer import PhotoHit
 
 log = logging.getLogger(__name__)
 

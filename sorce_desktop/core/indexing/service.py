@@ -4,7 +4,7 @@ Every change to what is indexed goes through one queue of jobs run by one worker
 folders, indexing the paths the folder watcher saw settle, removing a folder, switching the model,
 layout, speed or text settings. The front ends only hand it work and render what it reports: the
 command line's ``index`` and ``watch`` print its events, the window's Session bridges them to Qt
-signals, and the folder watcher (core/watcher.py) turns file-system events into path sets it hands in.
+signals, and the folder watcher (core/indexing/watcher.py) turns file-system events into path sets it hands in.
 So the model never embeds for two callers at once, and no rule about files is decided twice: the
 jobs call :meth:`Indexer.plan`, the one planner.
 
@@ -23,10 +23,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sorce_desktop.core.enums import StrEnum
-from sorce_desktop.core.indexer import Indexer, IndexReport, PauseGate, Phase, Progress
+from sorce_desktop.core.indexing.indexer import Indexer, IndexReport, PauseGate, Phase, Progress
 from sorce_desktop.core.models.base import ModelError
 from sorce_desktop.core.models.download import DownloadCancelled
-from sorce_desktop.core.store import FAILED, Store, StoreError
+from sorce_desktop.core.store.catalog import FAILED, Store, StoreError
 from sorce_desktop.core.words import count
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sorce_desktop.core.images import is_image_name
+from sorce_desktop.core.photos.images import is_image_name
 
 #: Partial downloads and sync tools' staging files: never indexed until renamed to their real name.
 TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", ".temp", ".download", ".partial", ".!sync", ".syncthing")

@@ -8,7 +8,7 @@ watched folder or a subfolder of that name. ``-word``, ``-"two words"``: not thi
 picture regions, the words read in photos and the file names are matched against.
 
 :func:`parse` only reads the text; what a place or a folder name means in this library is looked up by the
-search (core/search.py), which says in one line what it did not understand. No Qt, no store.
+search (core/search/answer.py), which says in one line what it did not understand. No Qt, no store.
 """
 
 from __future__ import annotations

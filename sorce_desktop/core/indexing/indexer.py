@@ -32,13 +32,26 @@ import numpy as np
 from PIL import Image
 
 from sorce_desktop.core.enums import StrEnum
-from sorce_desktop.core.images import MAX_FILE_BYTES, ImageError, check_header_file, load_image, same_decode
+from sorce_desktop.core.indexing.scanner import (
+    FileEntry,
+    NotRegularFile,
+    bytes_hash,
+    file_hash,
+    open_regular,
+    scan,
+)
 from sorce_desktop.core.models.base import Embedder
-from sorce_desktop.core.ocr import OcrUnavailable, TextSource
+from sorce_desktop.core.photos.images import (
+    MAX_FILE_BYTES,
+    ImageError,
+    check_header_file,
+    load_image,
+    same_decode,
+)
+from sorce_desktop.core.photos.whenwhere import PhotoFacts, read_facts
 from sorce_desktop.core.regions import RegionLayout
-from sorce_desktop.core.scanner import FileEntry, NotRegularFile, bytes_hash, file_hash, open_regular, scan
-from sorce_desktop.core.store import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store, TextPhoto
-from sorce_desktop.core.whenwhere import PhotoFacts, read_facts
+from sorce_desktop.core.store.catalog import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store, TextPhoto
+from sorce_desktop.core.text.ocr import OcrUnavailable, TextSource
 
 log = logging.getLogger(__name__)
 
