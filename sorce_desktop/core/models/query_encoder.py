@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sorce_desktop.core.images import DecodedImage
 from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
 from sorce_desktop.core.models.fingerprint import folder_fingerprint, weights_source
+from sorce_desktop.core.photos.images import DecodedImage
 from sorce_desktop.core.regions import RegionLayout
 
 log = logging.getLogger(__name__)
