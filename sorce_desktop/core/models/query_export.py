@@ -197,7 +197,14 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
         if precision == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(plain, made["onnx"], weight_type=QuantType.QUInt8, per_channel=True)
+            quiet = _NotFrom(
+                "onnxruntime"
+            )  # its quantiser logs advice meant for its developers on the root logger
+            logging.getLogger().addFilter(quiet)
+            try:
+                quantize_dynamic(plain, made["onnx"], weight_type=QuantType.QUInt8, per_channel=True)
+            finally:
+                logging.getLogger().removeFilter(quiet)
         else:
             os.replace(plain, made["onnx"])
         _write_table(folder, table_name, table_shape, made["table"])
@@ -237,6 +244,15 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
         "query encoder of %s written in %.1fs (%s)", embedder.model_id, time.perf_counter() - t0, sidecar
     )
     return sidecar
+
+
+class _NotFrom(logging.Filter):
+    def __init__(self, package: str):
+        super().__init__()
+        self.part = f"{os.sep}{package}{os.sep}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.part not in record.pathname
 
 
 def _version(package: str) -> str:
