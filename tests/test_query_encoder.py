@@ -183,3 +183,62 @@ def test_loading_the_model_writes_it_and_the_library_finds_it(tiny_siglip, tmp_p
     assert np.array_equal(e.embed_texts(["a red kite"]), enc.embed_texts(["a red kite"]))
     with pytest.raises(Exception, match="text only"):
         enc.embed_images([])
+
+
+# -- the words' meaning: all-MiniLM-L6-v2 -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def minilm():
+    from sorce_desktop.core.text.ocr import TextEmbedder
+
+    return TextEmbedder()
+
+
+def test_the_sentence_encoder_gives_the_text_embedders_ids_and_vectors(minilm, tmp_path):
+    from sorce_desktop.core.models.query_encoder import open_sentence_encoder
+    from sorce_desktop.core.models.query_export import write_sentence_encoder
+
+    write_sentence_encoder(minilm, tmp_path)
+    enc = open_sentence_encoder(minilm.folder, tmp_path, minilm.model_id)
+    assert enc.fingerprint == minilm.fingerprint
+    for text in ODD:
+        want = minilm.tokenizer([text], padding=True, truncation=True, max_length=128)["input_ids"][0]
+        assert enc.token_ids(text) == list(want), text[:30]
+    texts = [t for t in ODD if t.strip()] + ["STOP", "open late", "BAKERY"]
+    assert np.sum(enc.embed(texts) * minilm.embed(texts), axis=1).min() > 0.9999
+    files, sidecar = query_paths(tmp_path, enc.key)
+    onnx = tmp_path / "query" / f"{enc.key}.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 3] ^= 1
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(QueryEncoderUnavailable, match="checksum"):
+        open_sentence_encoder(minilm.folder, tmp_path, minilm.model_id)
+
+
+def test_words_by_meaning_need_neither_torch_nor_transformers(minilm, tmp_path):
+    """A library whose lines were embedded by meaning: the first search loads the text model (and writes
+    its sentence query encoder), later cold ones import neither torch nor transformers, same answer."""
+    from test_startup import _search_in_fresh_process
+
+    from sorce_desktop.core.paths import AppPaths
+    from sorce_desktop.core.regions import Box
+    from sorce_desktop.core.store.catalog import IndexedPhoto, Store, TextPhoto
+    from sorce_desktop.core.text.ocr import TextLine
+
+    data = tmp_path / "data"
+    paths = AppPaths.resolve(data)
+    paths.ensure()
+    store = Store(paths.index)
+    try:
+        items = []
+        for name, words in (("a.jpg", "OPEN LATE"), ("b.jpg", "CLOSED"), ("c.jpg", "BAKERY")):
+            photo = IndexedPhoto(str(tmp_path / name), str(tmp_path), 10, 1, f"h-{name}", 640, 480)
+            line = TextLine(words, 0.9, Box(0, 0, 90, 20), [(0, 0), (90, 0), (90, 20), (0, 20)])
+            items.append(TextPhoto(None, photo.hash, [line], minilm.embed([words]), photo))
+        store.commit_text(items, "test", minilm.fingerprint)
+    finally:
+        store.close()
+    first, imported = _search_in_fresh_process(data, "bread shop")
+    assert "torch" in imported  # no sentence query encoder yet: the model loads, and writes it
+    again, imported = _search_in_fresh_process(data, "bread shop")
+    assert imported == set()
+    assert [h["path"] for h in again] == [h["path"] for h in first] and first

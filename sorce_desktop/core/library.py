@@ -234,9 +234,9 @@ class Library:
             return None
 
         def embedder():
-            from sorce_desktop.core.text.ocr import TextEmbedder
+            from sorce_desktop.core.models.loader import load_sentence_embedder
 
-            return TextEmbedder()
+            return load_sentence_embedder(self.paths.models)
 
         return TextSearcher(self.store, embedder)
 

@@ -72,7 +72,9 @@ def load_embedder(
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
     # what quantisation produces is kept in the per-user model cache, beside the downloaded models
-    embedder = DualEncoderEmbedder(folder, model_id=model, device=device, speed=speed, prepared_dir=cache_dir / "prepared")
+    embedder = DualEncoderEmbedder(
+        folder, model_id=model, device=device, speed=speed, prepared_dir=cache_dir / "prepared"
+    )
     if embedder.device.type == "cpu":
         write_query_encoder(embedder, cache_dir / "prepared")
         # text queries go through it here too: the same vector for a query whichever front end asks
@@ -114,3 +116,26 @@ def load_query_encoder(model: str, cache_dir: Path, *, speed: SpeedProfile) -> E
     except QueryEncoderUnavailable as exc:
         log.info("the query encoder of %s cannot be used (%s): loading the model", model, exc)
         return None
+
+
+def load_sentence_embedder(cache_dir: Path):
+    """What matches a query against the words read in photos by meaning: the sentence query encoder
+    (onnxruntime, no torch or transformers) where one was written; else the model itself (core/text/ocr.py
+    ``TextEmbedder``), which writes it for the next start."""
+    from sorce_desktop.core.models.query_encoder import QueryEncoderUnavailable, open_sentence_encoder
+    from sorce_desktop.core.text.ocr import TextEmbedder, minilm_folder
+
+    folder = minilm_folder()
+    try:
+        return open_sentence_encoder(folder, cache_dir / "prepared", TextEmbedder.model_id)
+    except QueryEncoderUnavailable as exc:
+        log.info("the sentence query encoder cannot be used (%s): loading the model", exc)
+    model = TextEmbedder(folder)
+    try:
+        from sorce_desktop.core.models.query_export import write_sentence_encoder
+
+        write_sentence_encoder(model, cache_dir / "prepared")
+        return open_sentence_encoder(folder, cache_dir / "prepared", TextEmbedder.model_id)
+    except Exception as exc:  # the loaded model keeps matching by meaning; said once
+        log.warning("no sentence query encoder (%s: %s)", type(exc).__name__, exc)
+        return model

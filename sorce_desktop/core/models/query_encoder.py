@@ -254,3 +254,79 @@ def open_query_encoder(folder: Path, model_id: str, cache_dir: Path, int8: bool)
         return QueryEncoder(folder, model_id, cache_dir, precision_for(int8))
     except OSError as exc:
         raise QueryEncoderUnavailable(f"unreadable ({exc})") from None
+
+
+# -- the words' meaning (all-MiniLM-L6-v2, core/text/ocr.py TextEmbedder) ----------------------------------
+class SentenceQueryEncoder:
+    """A query's sentence embedding for matching the words read in photos by meaning, as
+    ``TextEmbedder.embed`` gives it (mean of the token states, unit length), from an ONNX export of the
+    same model (float32, any length up to 128 tokens) run by onnxruntime: no torch, no transformers.
+    Written and checked by core/models/query_export.py when the model is loaded in full."""
+
+    def __init__(self, folder: Path, cache_dir: Path, model_id: str):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        self.key = sentence_key(folder)
+        files, sidecar = sentence_paths(cache_dir, self.key)
+        side = read_sidecar(sidecar, files, self.key)
+        try:
+            crcs = {k: int(side["files"][k]["crc32"]) for k in files}
+            self.dim = int(side["dim"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QueryEncoderUnavailable(f"its sidecar is damaged ({exc})") from None
+        try:
+            self.tokenizer = Tokenizer.from_str(
+                _checked_bytes(files["tokenizer"], crcs["tokenizer"]).decode("utf-8")
+            )
+            if crc32_of(files["onnx"]) != crcs["onnx"]:
+                raise QueryEncoderUnavailable(f"{files['onnx'].name} is damaged (checksum differs)")
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            opts.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(str(files["onnx"]), opts, providers=["CPUExecutionProvider"])
+        except QueryEncoderUnavailable:
+            raise
+        except Exception as exc:
+            raise QueryEncoderUnavailable(f"it cannot be opened ({type(exc).__name__}: {exc})") from None
+        self.model_id = model_id
+        self.fingerprint = f"{model_id}@{self.dim}"  # as TextEmbedder's: the lines' vectors are comparable
+
+    def token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text).ids)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        out = []
+        for t in texts:
+            ids = np.asarray([self.token_ids(t)], np.int64)
+            states = self.session.run(None, {"input_ids": ids, "token_type_ids": np.zeros_like(ids)})[0]
+            out.append(states[0].mean(axis=0))
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return normalize(np.stack(out))
+
+
+def sentence_key(folder: Path) -> str:
+    h = hashlib.blake2b(digest_size=10)
+    h.update(f"{weights_source(folder)}|{_tokenizer_digest(folder)}|sentence|{QUERY_FORMAT}".encode())
+    return h.hexdigest()
+
+
+def sentence_paths(cache_dir: Path, key: str) -> tuple[dict[str, Path], Path]:
+    base = Path(cache_dir) / "query"
+    return {"onnx": base / f"{key}.onnx", "tokenizer": base / f"{key}.tokenizer.json"}, base / f"{key}.json"
+
+
+def open_sentence_encoder(folder: Path, cache_dir: Path, model_id: str) -> SentenceQueryEncoder:
+    """The sentence query encoder of the model in ``folder``; :class:`QueryEncoderUnavailable` when none can
+    be used (the model is then loaded with transformers, and writes it)."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tokenizers  # noqa: F401
+    except ImportError as exc:
+        raise QueryEncoderUnavailable(f"onnxruntime or tokenizers is not installed ({exc})") from None
+    try:
+        return SentenceQueryEncoder(folder, cache_dir, model_id)
+    except OSError as exc:
+        raise QueryEncoderUnavailable(f"unreadable ({exc})") from None

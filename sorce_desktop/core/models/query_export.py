@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,8 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
     try:
         plain = work / "plain.onnx"
         dim = int(config.text_config.hidden_size)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes it records as constants
             torch.onnx.export(
                 tower, (torch.zeros(1, length, dim), torch.zeros(1, dtype=torch.int64)), str(plain),
                 input_names=["embeds", "pool"], output_names=["vector"], opset_version=17, dynamo=False,
@@ -299,3 +301,76 @@ def _remove_older(sidecar: Path, source: str, precision: str) -> None:
         other.unlink(missing_ok=True)
         for p in files.values():
             p.unlink(missing_ok=True)
+
+
+def write_sentence_encoder(text_embedder, cache_dir: Path) -> Path:
+    """Write the sentence query encoder of a loaded ``TextEmbedder`` (core/text/ocr.py) into ``cache_dir``
+    unless a good one is there; returns its sidecar. Checked like the picture model's: the tokenizer's ids
+    against transformers' on odd strings, the vectors against the loaded model's."""
+    from sorce_desktop.core.models.query_encoder import (
+        SentenceQueryEncoder,
+        sentence_key,
+        sentence_paths,
+    )
+
+    folder = Path(text_embedder.folder)
+    model_id = text_embedder.model_id
+    key = sentence_key(folder)
+    files, sidecar = sentence_paths(cache_dir, key)
+    try:
+        SentenceQueryEncoder(folder, cache_dir, model_id)
+        return sidecar
+    except QueryEncoderUnavailable as exc:
+        log.info("writing the sentence query encoder (%s: %s)", sidecar, exc)
+    tok = text_embedder.tokenizer
+    tok(["x"], padding=True, truncation=True, max_length=128)  # the settings TextEmbedder.embed calls it with
+    tok_json = tok.backend_tokenizer.to_str()
+
+    class States(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, token_type_ids):
+            return self.model(input_ids=input_ids, token_type_ids=token_type_ids).last_hidden_state
+
+    files["onnx"].parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".writing-", dir=files["onnx"].parent))
+    try:
+        made, made_side = sentence_paths(work, key)
+        made["onnx"].parent.mkdir()
+        ids = torch.ones(1, 8, dtype=torch.int64)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes it records as constants
+            torch.onnx.export(
+                States(text_embedder.model).eval(), (ids, torch.zeros_like(ids)), str(made["onnx"]),
+                input_names=["input_ids", "token_type_ids"], output_names=["states"], opset_version=17,
+                dynamic_axes={"input_ids": {1: "n"}, "token_type_ids": {1: "n"}, "states": {1: "n"}}, dynamo=False,
+            )  # fmt: skip
+        made["tokenizer"].write_text(tok_json, encoding="utf-8")
+        side = {
+            "format": QUERY_FORMAT,
+            "key": key,
+            "model_id": model_id,
+            "source": str(folder.resolve()),
+            "dim": int(text_embedder.dim),
+            "made_with": {"torch": torch.__version__, "onnxruntime": _version("onnxruntime")},
+            "files": {k: {"size": p.stat().st_size, "crc32": crc32_of(p)} for k, p in made.items()},
+        }
+        made_side.write_text(json.dumps(side), encoding="utf-8")
+        enc = SentenceQueryEncoder(folder, work, model_id)
+        for p in PROBES:
+            want = tok([p], padding=True, truncation=True, max_length=128)["input_ids"][0]
+            if list(want) != enc.token_ids(p):
+                raise ValueError(f"its tokenizer gives other ids than transformers' for {p[:40]!r}")
+        texts = [p for p in PROBES if p.strip()]
+        cos = np.sum(enc.embed(texts) * text_embedder.embed(texts), axis=1)
+        if cos.min() < 0.9999:
+            raise ValueError(f"its vectors differ from the loaded model's (cosine {cos.min():.5f})")
+        del enc
+        for k, p in made.items():
+            os.replace(p, files[k])
+        os.replace(made_side, sidecar)  # last: files without their sidecar are never used
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return sidecar
