@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
@@ -91,7 +92,23 @@ def write_query_encoder(embedder, prepared_dir: Path) -> None:
     try:
         write(embedder, prepared_dir)
     except Exception as exc:  # any failure of the export leaves today's path in use, said once
-        log.warning("no query encoder for %s (%s: %s)", embedder.model_id, type(exc).__name__, exc)
+        _say_not_written(f"no query encoder for {embedder.model_id}", exc, prepared_dir)
+
+
+def _say_not_written(what: str, exc: BaseException, folder: Path) -> None:
+    """A full disk is said once, by the store, when it next writes (as core/models/lean.py does); a file
+    written short on a full disk fails later, when it is read back, hence the free-space check too."""
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "os error 28" in str(exc) or _nearly_full(folder)
+    (log.info if full else log.warning)("%s (%s: %s)", what, type(exc).__name__, exc)
+
+
+def _nearly_full(folder: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder if folder.exists() else folder.parent).free < 256 << 20
+    except OSError:
+        return False
 
 
 def load_query_encoder(model: str, cache_dir: Path, *, speed: SpeedProfile) -> Embedder | None:
@@ -137,5 +154,5 @@ def load_sentence_embedder(cache_dir: Path):
         write_sentence_encoder(model, cache_dir / "prepared")
         return open_sentence_encoder(folder, cache_dir / "prepared", TextEmbedder.model_id)
     except Exception as exc:  # the loaded model keeps matching by meaning; said once
-        log.warning("no sentence query encoder (%s: %s)", type(exc).__name__, exc)
+        _say_not_written("no sentence query encoder", exc, cache_dir / "prepared")
         return model
