@@ -182,7 +182,7 @@ def shown(text: str) -> str:
     """A file name (or anything that holds one) as plain output writes it to a terminal: every character
     that would move the cursor, colour the terminal or reorder the line made visible as an escape, and
     bytes that are not UTF-8 as \\xNN (--json keeps the names exact, escaped as JSON)."""
-    from sorce_desktop.core.store.catalog import display_path
+    from sorce_desktop.core.controller import display_path
 
     return display_path(text).translate(_ACTIVE_CHARS)
 
@@ -267,16 +267,17 @@ def model_problem(exc: Exception) -> str:
     return f"{exc.problem} {remedy}"
 
 
-def _index_text_only(lib, requested_model: str | None, exc: Exception) -> None:
-    """No picture model: go on indexing the text in the photos alone where the library's rule allows it
-    (else ``exc`` stands), and say so once. Shared by `index` and `watch`."""
-    if not lib.indexes_text_without_model(requested_model):
+def _index_text_only(controller, request, exc: Exception):
+    """No picture model: go on indexing the text in the photos alone where the controller's rule allows it
+    (else ``exc`` stands), and say so once. Shared by `index` and `watch`. Returns what is settled."""
+    if not controller.text_only_allowed(request):
         raise exc
     print(
         f"note: no picture model is available: {shown(model_problem(exc))} Meanwhile, indexing only the text in the "
         "photos; once the model is there, index again to search by what the photos show too.",
         file=sys.stderr,
     )
+    return controller.text_only(str(exc))
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -314,7 +315,8 @@ def _sigterm_as_ctrl_c():
             signal.signal(signal.SIGTERM, old)
 
 
-def _load_model(lib, model: str | None, speed: str | None = None):
+def _mllm_note(lib, model: str | None) -> None:
+    """Say once that a multimodal LLM is slow without a GPU (before it loads)."""
     from sorce_desktop.core.models.registry import model_info
 
     mid = model or lib.model_id()
@@ -329,8 +331,33 @@ def _load_model(lib, model: str | None, speed: str | None = None):
                 "choice on a CPU.",
                 file=sys.stderr,
             )
+
+
+def _load_model(lib, model: str | None, speed: str | None = None):
+    _mllm_note(lib, model)
     try:
-        return lib.load_embedder(mid, progress=download_progress(), speed=speed)
+        return lib.load_embedder(model or lib.model_id(), progress=download_progress(), speed=speed)
+    finally:
+        _say_settings_problems(lib.settings_problems)  # the device setting is checked as the model loads
+
+
+def _settle(controller, request, *, lazy: bool = False):
+    """The model and layout to index with, as the controller settles them (core/controller.py), with the
+    command line's progress bar and notes; no picture model on a first run: the text alone."""
+    from sorce_desktop.core.controller import ModelMismatch
+    from sorce_desktop.core.models.base import ModelError
+
+    lib = controller.lib
+    try:
+        return controller.settle(
+            request, progress=download_progress(), lazy=lazy, before_load=lambda model: _mllm_note(lib, model)
+        )
+    except ModelMismatch:  # another model without --reindex: said by the caller
+        raise
+    except ModelError as exc:
+        # Out of the box with no network: the text in the photos is still indexed (its models install
+        # with the package); the visual regions follow once a model is available.
+        return _index_text_only(controller, request, exc)
     finally:
         _say_settings_problems(lib.settings_problems)  # the device setting is checked as the model loads
 
@@ -360,42 +387,10 @@ def _index_folders(lib, args) -> list[str]:
     return folders
 
 
-def _index_model(lib, args) -> tuple:
-    """(embedder, layout, new_model) to index with; ``new_model``: the index was just bound to another model
-    or layout, so its photos are embedded again. The embedder is a function that loads it when the index already
-    names its model and layout (it is loaded only if there is work), and both are None when no visual
-    model is available on a first run (only the text in the photos is indexed)."""
-    binding = lib.store.binding()
-    same_model = args.model is None or (binding is not None and args.model == binding.model_id)
-    same_layout = args.layout is None or (binding is not None and args.layout == binding.layout)
-    if binding is not None and same_model and same_layout and not args.reindex:
-
-        def embedder():
-            e = _load_model(lib, binding.model_id, args.speed)
-            lib.check_embedder(e)
-            return e
-
-        return embedder, lib.layout(), False
-    from sorce_desktop.core.models.base import ModelError
-
-    try:
-        embedder = _load_model(lib, args.model, args.speed)
-    except ModelError as exc:
-        # Out of the box with no network: the text in the photos is still indexed (its models install
-        # with the package); the visual regions follow once a model is available.
-        _index_text_only(lib, args.model, exc)
-        return None, None, False
-    layout = lib.layout_for(embedder, args.layout)
-    new_model = lib.bind(embedder, layout, reindex=args.reindex)
-    if new_model:
-        print(f"Re-indexing with {embedder.model_id} ({layout.name} layout).", file=sys.stderr)
-    return embedder, layout, new_model
-
-
 def _index_progress(bar: ProgressLine) -> Callable:
     """The indexing service's listener that draws its progress on ``bar`` (runs on the indexing thread)."""
+    from sorce_desktop.core.controller import EventKind
     from sorce_desktop.core.indexing.indexer import Phase
-    from sorce_desktop.core.indexing.service import EventKind
 
     def on_event(ev) -> None:
         p = ev.progress
@@ -453,29 +448,36 @@ def _print_index_report(lib, report, as_json: bool, new_model: bool = False) -> 
 
 
 def cmd_index(args) -> int:
+    from sorce_desktop.core.controller import LibraryController, ModelRequest
+
     with _sigterm_as_ctrl_c(), _library(args) as lib:
         for n in lib.store.notices:
             print(f"note: {shown(n)}", file=sys.stderr)
         folders = _index_folders(lib, args)
-        embedder, layout, new_model = _index_model(lib, args)
-        folders = [lib.add_folder(f) for f in folders]  # remembered once the model is settled
+        controller = LibraryController(lib)
         bar = ProgressLine("indexing")
-        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
-        service = lib.indexing_service(indexer)
-        service.subscribe(_index_progress(bar))
-        service.start()
         try:
-            report = _wait(service.scan(folders or None))
+            # the index's own model loads only if there is work; another one is bound (and its photos
+            # embedded again) only with --reindex
+            settled = _settle(controller, ModelRequest(args.model, args.layout, args.reindex, args.speed), lazy=True)
+            if settled.rebound:
+                print(f"Re-indexing with {settled.model_id} ({settled.layout.name} layout).", file=sys.stderr)
+            # remembered once the model is settled (a command that fails on its model leaves none behind)
+            folders = [_wait(controller.add_folder(f)[1]) for f in folders]
+            controller.subscribe(_index_progress(bar))
+            _wait(controller.use(settled, batch_size=args.batch_size))
+            report = _wait(controller.scan(folders or None))
         except KeyboardInterrupt:
             print("\nstopping after the photo being indexed (Ctrl+C again to stop now)...", file=sys.stderr)
-            service.stop(timeout=0)
+            controller.stop(timeout=0)
             bar.close()
             print("interrupted: what was indexed so far is kept; run index again to finish.", file=sys.stderr)
             return EXIT_INTERRUPTED
         finally:
-            service.stop()
+            controller.stop()
             bar.close()
-        _print_index_report(lib, report, args.json, new_model)
+            _say_settings_problems(lib.settings_problems)  # the device setting is checked as the model loads
+        _print_index_report(lib, report, args.json, settled.rebound)
     return 0
 
 
@@ -483,12 +485,13 @@ def _search_folder(lib, path: str) -> str:
     """The folder ``search --folder`` limits the results to: one that exists, or one under a remembered
     folder that is offline (an unplugged drive keeps its photos in the index)."""
     from sorce_desktop.core.indexing.scanner import existing_folder
+    from sorce_desktop.core.paths import is_under
 
     folder = os.path.abspath(path)
     if os.path.isdir(folder):
         return folder
     for root in lib.store.folders():
-        if not os.path.isdir(root) and (folder == root or folder.startswith(root.rstrip(os.sep) + os.sep)):
+        if not os.path.isdir(root) and is_under(folder, root):
             return folder
     try:
         existing_folder(path)
@@ -514,14 +517,14 @@ def cmd_search(args) -> int:
             f"--crop {' '.join(f'{v:g}' for v in args.crop)} has no area: give X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0."
         )
     if args.text is not None and args.image is None:
-        from sorce_desktop.core.search.answer import clean_query
+        from sorce_desktop.core.search.answer import clean_query, refuse_empty
         from sorce_desktop.core.search.query import parse
-        from sorce_desktop.core.textstore import fold
 
-        # Before the model loads: an empty query needs no model to be refused.
+        # Before the model loads: an empty query needs no model to be refused (a part not understood is
+        # said first, and --after/--before are filters too).
         parsed = parse(clean_query(args.text))
-        if not fold(parsed.text) and not parsed.filtered and not parsed.problems and not (args.after or args.before):
-            raise QueryError("The query is empty: type what you are looking for.")
+        if not parsed.problems and not (args.after or args.before):
+            refuse_empty(parsed)
     # a running window is asked only what its request can carry (no --after/--before/--sort) and what
     # needs no check against the library first (place: and in: names, dates that do not parse)
     own = args.after or args.before or args.sort != "relevance"
@@ -610,7 +613,7 @@ def _print_hits(hits, as_json: bool) -> None:
     for i, h in enumerate(hits, 1):
         if h.likely is False and (i == 1 or hits[i - 2].likely):
             print("     --- less likely matches ---")
-        box = h.refined_box if h.refined_box is not None and h.region != "text" else h.box
+        box = h.shown_box
         words = f'  {h.source}: "{shown(h.text)}"' if h.text is not None else ""
         print(f"{i:3d}. {h.score:.3f}  {shown(h.path)}  [{h.region} {box.as_list()}]{words}")
         if h.taken is not None or h.place is not None:
@@ -639,15 +642,18 @@ def _query_not_understood(lib, args) -> bool:
     return bool(search.problems)
 
 
-#: The events `watch` prints: what changed in the index and what the watcher noticed (progress counts,
-#: idle and pause are the window's business).
-_WATCH_KINDS = {"indexing", "indexed", "removed", "moved", "offline", "online", "reconciled", "notice", "error", "stopped"}
+def _watch_kinds():
+    """The events `watch` prints: what changed in the index and what the watcher noticed (progress counts,
+    idle and pause are the window's business)."""
+    from sorce_desktop.core.controller import EventKind as K
+
+    return {K.INDEXING, K.INDEXED, K.REMOVED, K.MOVED, K.OFFLINE, K.ONLINE, K.RECONCILED, K.NOTICE, K.ERROR, K.STOPPED}
 
 
 def _print_event(ev, as_json: bool) -> None:
-    from sorce_desktop.core.indexing.service import EventKind as K
+    from sorce_desktop.core.controller import EventKind as K
 
-    if ev.kind not in _WATCH_KINDS:
+    if ev.kind not in _watch_kinds():
         return
     if as_json:
         d = {"kind": ev.kind, "paths": ev.paths, "message": ev.message}
@@ -681,44 +687,56 @@ def _print_event(ev, as_json: bool) -> None:
 
 
 def cmd_watch(args) -> int:
-    from sorce_desktop.core.indexing.watcher import Watcher
-    from sorce_desktop.core.words import count, photos
+    from sorce_desktop.core.controller import LibraryController
 
     with _sigterm_as_ctrl_c(), _library(args) as lib:
         for n in lib.store.notices:
             print(f"note: {shown(n)}", file=sys.stderr)
-        for f in args.folders:
-            try:
-                lib.add_folder(f)
-            except FileNotFoundError as exc:
-                raise UserError(str(exc)) from None
-        if not lib.store.folders():
-            raise UserError(f"No folders to watch: give one, e.g. {prog()} watch ~/Pictures")
-        binding = lib.store.binding()
-        if binding is not None:
-            if args.model and args.model != binding.model_id:
-                raise UserError(
-                    f"The index was made with {binding.model_id}; run {prog()} index --model "
-                    f"{args.model} --reindex first to change the model."
-                )
-            embedder = _load_model(lib, binding.model_id)
-            lib.check_embedder(embedder)
-            layout = lib.layout()
-        else:
-            from sorce_desktop.core.models.base import ModelError
+        controller = LibraryController(lib)
+        try:
+            return _watch(controller, args)
+        finally:
+            controller.stop()
 
-            try:
-                embedder = _load_model(lib, args.model)
-            except ModelError as exc:
-                _index_text_only(lib, args.model, exc)  # as `index` does: the same rule, said once
-                embedder = layout = None
-            if embedder is not None:
-                layout = lib.layout_for(embedder, args.layout)
-                lib.bind(embedder, layout)
-        indexer = lib.indexer(embedder, layout, batch_size=args.batch_size, text_source=lib.text_source())
-        service = lib.indexing_service(indexer).start()
-        watcher = Watcher(
-            service,
+
+def _watch(controller, args) -> int:
+    from sorce_desktop.core import running
+    from sorce_desktop.core.controller import ModelMismatch, ModelRequest
+    from sorce_desktop.core.words import count, photos
+
+    lib = controller.lib
+    try:
+        added = [controller.add_folder(f)[1] for f in args.folders]
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    for fut in added:
+        _wait(fut)
+    if not lib.store.folders():
+        raise UserError(f"No folders to watch: give one, e.g. {prog()} watch ~/Pictures")
+    try:
+        # the index's own model; a first one on a first run; another one only through `index --reindex`
+        settled = _settle(controller, ModelRequest(args.model, args.layout))
+    except ModelMismatch:
+        b = lib.store.binding()
+        if args.model and args.model != b.model_id:
+            raise UserError(
+                f"The index was made with {b.model_id}; run {prog()} index --model "
+                f"{args.model} --reindex first to change the model."
+            ) from None
+        raise UserError(
+            f"The index was made with the {b.layout} layout; run {prog()} index --layout "
+            f"{args.layout} --reindex first to change the layout."
+        ) from None
+    _wait(controller.use(settled, batch_size=args.batch_size))
+    embedder, layout = settled.embedder, settled.layout
+    # `search` asks this process while it runs, instead of loading the models again (core/running.py)
+    searching = controller.search_service(embedder)
+    listener = running.SearchListener(
+        running.server_name(lib.paths.index), lambda request: running.answer_request(searching, request)
+    )
+    listener.start()
+    try:
+        watcher = controller.watch(
             on_event=lambda ev: _print_event(ev, args.json),
             settle_s=args.settle,
             reconcile_every_s=args.reconcile_every,
@@ -726,15 +744,6 @@ def cmd_watch(args) -> int:
             force_polling=args.polling,
             poll_interval_s=args.poll_interval,
         )
-
-        # `search` asks this process while it runs, instead of loading the models again (core/running.py)
-        from sorce_desktop.core import running
-        searching = lib.search_service(embedder)
-        listener = running.SearchListener(
-            running.server_name(lib.paths.index), lambda request: running.answer_request(searching, request)
-        )
-        listener.start()
-        watcher.start()
         try:
             watcher.wait_ready()
             what = f"with {shown(embedder.model_id)} ({layout.name} layout)" if embedder else "for the text in the photos"
@@ -748,24 +757,21 @@ def cmd_watch(args) -> int:
         except KeyboardInterrupt:
             print("stopping: finishing the changes already seen (Ctrl+C again to stop now)...", file=sys.stderr)
             try:
-                watcher.stop()
-                service.stop()
+                controller.stop()
             except KeyboardInterrupt:
-                service.cancel_current()
-                watcher.stop()
-                service.stop()
+                controller.cancel_current()
+                controller.stop()
                 print(
                     "interrupted: what was indexed so far is kept; the rest is indexed at the next start.",
                     file=sys.stderr,
                 )
                 return EXIT_INTERRUPTED
-        finally:
-            listener.close()
-            watcher.stop()
-            service.stop()
-        counts = lib.store.counts()
-        if counts["pending"]:
-            print(f"{photos(counts['pending'])} left pending, to be indexed at the next start.", file=sys.stderr)
+    finally:
+        listener.close()
+        controller.stop()
+    counts = lib.store.counts()
+    if counts["pending"]:
+        print(f"{photos(counts['pending'])} left pending, to be indexed at the next start.", file=sys.stderr)
     return 0
 
 
@@ -836,9 +842,9 @@ def cmd_errors(args) -> int:
 
 
 def cmd_repair(args) -> int:
+    from sorce_desktop.core.controller import CATALOG_NAME
     from sorce_desktop.core.paths import AppPaths
     from sorce_desktop.core.settings import Settings
-    from sorce_desktop.core.store.catalog import CATALOG_NAME
     from sorce_desktop.core.store.repair import repair_catalog, repair_summary
 
     index = AppPaths.resolve(args.data_dir).index
@@ -947,7 +953,7 @@ def cmd_gui(args) -> int:
 
 # -- parser --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from sorce_desktop.core.indexing import watcher as watching
+    from sorce_desktop.core import controller as watching  # the watcher's defaults
     from sorce_desktop.core.regions import DEFAULT_LAYOUT, LAYOUTS, PROMPT_LAYOUTS
 
     layouts = [*LAYOUTS, *PROMPT_LAYOUTS]
@@ -1125,12 +1131,12 @@ def _main(argv: list[str] | None) -> int:
     quiet_third_party_loggers()
     import sqlite3
 
+    from sorce_desktop.core.controller import StoreError
     from sorce_desktop.core.models.base import ModelError
     from sorce_desktop.core.models.download import DownloadCancelled
     from sorce_desktop.core.paths import DataDirError
     from sorce_desktop.core.photos.images import ImageError
     from sorce_desktop.core.search.answer import QueryError
-    from sorce_desktop.core.store.catalog import StoreError
 
     try:
         return args.func(args)
@@ -1148,8 +1154,8 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_ERROR
     except sqlite3.DatabaseError as exc:
         # Damage found by a query outside the store's own wrappers: the same one line, naming the file.
+        from sorce_desktop.core.controller import CATALOG_NAME, damaged_message, is_damage
         from sorce_desktop.core.paths import AppPaths
-        from sorce_desktop.core.store.catalog import CATALOG_NAME, damaged_message, is_damage
 
         if not is_damage(exc):
             raise

@@ -63,3 +63,34 @@ class AppPaths:
     def roots(self) -> list[Path]:
         """Folders the scanner must never descend into (the app's own data)."""
         return [self.index, self.thumbnails, self.models, self.settings, self.logs]
+
+
+# -- the one rule for "is this path in that folder" --------------------------------------------------------
+def is_under(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` itself or lies inside it (by name: "/a/bc" is not under "/a/b").
+    Both as the caller holds them (absolute, or both real paths); a trailing separator does not matter."""
+    if path == folder:
+        return True
+    root = folder.rstrip(os.sep)
+    return path.startswith(root + os.sep) or (not root and path.startswith(os.sep))
+
+
+def under_any(path: str, folders) -> bool:
+    """Whether ``path`` lies in one of ``folders`` (:func:`is_under`)."""
+    return any(is_under(path, f) for f in folders)
+
+
+def folder_of(path: str, folders) -> str | None:
+    """The innermost of ``folders`` that ``path`` lies in (:func:`is_under`), or None."""
+    best = None
+    for f in folders:
+        if is_under(path, f) and (best is None or len(f) > len(best)):
+            best = f
+    return best
+
+
+def relative_to_folder(path: str, folder: str | None) -> str:
+    """``path`` inside ``folder`` (its file name when ``folder`` is None)."""
+    if folder is None:
+        return os.path.basename(path)
+    return path[len(folder.rstrip(os.sep)) + 1 :]

@@ -35,8 +35,8 @@ def make_app(argv: list[str] | None = None) -> QtWidgets.QApplication:
 
 def open_window(data_dir=None):
     """The main window on ``data_dir``, shown; raises StoreError when the index cannot be opened."""
+    from sorce_desktop.core.controller import WriterLock
     from sorce_desktop.core.library import Library
-    from sorce_desktop.core.store.catalog import WriterLock
     from sorce_desktop.gui.window import MainWindow
 
     library = Library(data_dir, holder=WriterLock.WINDOW)  # so `index` can say the window holds it
@@ -73,8 +73,8 @@ def serve_instance(win, data_dir=None):
 
 def run_gui(data_dir=None) -> int:
     app = make_app()
+    from sorce_desktop.core.controller import StoreError, StoreLocked
     from sorce_desktop.core.paths import DataDirError
-    from sorce_desktop.core.store.catalog import StoreError, StoreLocked
     from sorce_desktop.gui.instance import ask_running_to_raise
 
     # Opened again: the running window comes to the front and this launch ends quietly.

@@ -6,8 +6,8 @@ import datetime as dt
 import html
 import os
 
+from sorce_desktop.core.controller import display_path
 from sorce_desktop.core.photos.images import load_image
-from sorce_desktop.core.store.catalog import display_path
 from sorce_desktop.core.words import human_size
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 from sorce_desktop.gui.results import (

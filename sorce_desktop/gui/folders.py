@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
+from sorce_desktop.core.controller import display_path
 from sorce_desktop.core.library import FolderInfo, LibraryStatus
-from sorce_desktop.core.store.catalog import display_path
 from sorce_desktop.core.words import count, photos
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 

@@ -1,9 +1,9 @@
-"""The GUI's view of one data folder: model, indexing, search and refinement, as Qt signals.
+"""The GUI's view of one data folder: a Qt bridge over its library controller (core/controller.py).
 
-Everything slow runs off the UI thread; the UI thread never touches the store directly, because an
-indexing batch or a vector-index save holds the store's lock. Core services are used as they are:
-Library wires them, the IndexingService (core/indexing/service.py) is the one writer of the index, whose events
-this bridges to Qt signals, the folder Watcher hands it what changes, and SearchService ranks.
+The controller decides (which model and layout, what a change of settings means, adding and removing
+folders as jobs of the indexing service, each hit's outline); this runs its slow calls off the UI thread
+and turns its events into Qt signals. The UI thread never touches the store directly, because an indexing
+batch or a vector-index save holds the store's lock.
 """
 
 from __future__ import annotations
@@ -11,20 +11,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
+from sorce_desktop.core.controller import (
+    EventKind,
+    IndexEvent,
+    LibraryController,
+    ModelMismatch,
+    ModelRequest,
+    SettingsPlan,
+    Settled,
+)
 from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.indexing.indexer import Phase, Progress
-from sorce_desktop.core.indexing.service import EventKind, IndexEvent
 from sorce_desktop.core.library import Library, LibraryStatus
 from sorce_desktop.core.models.download import DownloadCancelled, DownloadProgress
 from sorce_desktop.core.quiet import quiet_third_party_loggers
 from sorce_desktop.core.regions import Box
 from sorce_desktop.core.search import refine
-from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit, QueryError, SearchAnswer
-from sorce_desktop.core.store.catalog import ModelMismatch
+from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit, SearchAnswer
 from sorce_desktop.gui.qt import QtCore, Signal
 from sorce_desktop.gui.tasks import lower_thread_priority, on_done, run_task, to_main
 
@@ -70,23 +77,12 @@ class ResultItem:
 
     @property
     def shown_box(self) -> Box:
-        """The best match's outline: a line of words as read, a picture region as refined."""
-        if self.hit.region == "text":
-            return self.hit.box
-        return self.hit.refined_box or self.hit.box
+        """The best match's outline, as core decides it (:attr:`PhotoHit.shown_box`)."""
+        return self.hit.shown_box
 
     def outlines(self) -> list[tuple[str, Box, MatchedRegion | None]]:
-        """Every matched region to outline, the best first: (kind, box, region)."""
-        if not self.hit.regions:
-            return [("picture", self.shown_box, None)]
-        out = []
-        best_picture = self.hit.picture  # the one refinement zooms into
-        for r in self.hit.regions:
-            if r.kind == "name":  # matched by its file or folder name: nothing in the picture to outline
-                continue
-            box = (self.hit.refined_box or r.box) if r is best_picture else r.box
-            out.append((r.kind, box, r))
-        return out
+        """Every matched region to outline, the best first (:meth:`PhotoHit.outlines`)."""
+        return self.hit.outlines()
 
 
 @dataclass
@@ -99,6 +95,7 @@ class SearchResult:
     indexed: int  # photos searchable when it ran
     pending: int
     answer: SearchAnswer | None = None  # the core's answer this renders
+    searched_with: object = None  # the search service that answered (its vector is reused while it serves)
 
 
 class LoadState(StrEnum):
@@ -134,39 +131,31 @@ class Session(QtCore.QObject):
     refined = Signal(int, int)  # generation, photo_id (its ResultItem was updated in place)
     reranked = Signal(int, object)  # generation, every photo id in its new order
     error = Signal(str)  # something to tell the user that has no better place
-    watch_event = Signal(object)  # core.service.IndexEvent (what changed in the index), on the UI thread
+    watch_event = Signal(object)  # core IndexEvent (what changed in the index), on the UI thread
 
     def __init__(self, library: Library, parent: QtCore.QObject | None = None):
         super().__init__(parent)
         self.lib = library
         self.settings = library.settings
+        # the library's policy and its one writer: indexing is background work, so its thread (and the
+        # decoders it starts) yield to the window; its events arrive on its thread and are posted here
+        self.controller = LibraryController(library, worker_setup=lower_thread_priority)
+        self.controller.subscribe(lambda ev: to_main(self._service_event, ev))
         self.embedder = None
         self.service = None
         # No visual model (no network, download cancelled, load failed): the text read in the photos is
         # still indexed and searched; this says why there is no visual model (None: there is one, or OCR
         # is off and there is nothing to search).
         self.text_only_reason: str | None = None
-        self._text_source = None  # core.ocr.TextSource, made once: its models load on first use
         self.state = ModelState(LoadState.IDLE)
         self.status = LibraryStatus()
         # photos/second of the picture stage in the last index run (reading text apart: a re-index for
         # another model, layout or speed keeps the words read), overall and by the speed it ran at
         self.last_rate: float | None = None
         self.rates: dict[str, float] = {}
-        # indexing: the library's one writer, started with the first model (or the text reader alone);
-        # its events arrive on its thread and are posted to the UI thread
-        self.indexing_service = library.indexing_service()
-        self.indexing_service.subscribe(lambda ev: to_main(self._service_event, ev))
-        # Indexing is background work: its thread (and the decoders it starts) yield to the window.
-        self.indexing_service.call(lower_thread_priority)
-        self.indexing_service.start()
-        self._indexing = False
         self._download_cancel = threading.Event()
         self._requeue_speed: str | None = None  # a speed change waiting for the model at that speed
         self._closing = False
-        # live folder watching (core.watcher.Watcher), started once the model is ready; it hands what
-        # changes to the indexing service
-        self._watcher = None
         self._live_update_due = False  # photos were indexed while a query is open: run it again soon
         # search
         self._generation = 0
@@ -210,7 +199,7 @@ class Session(QtCore.QObject):
                     self._search_words(gen, q)
 
         def words():
-            service = self.lib.search_service(None)
+            service = self.controller.search_service(None)
             return service if service.text is not None and service.text.has_text() else None
 
         def pictures():
@@ -229,9 +218,11 @@ class Session(QtCore.QObject):
         self._run_search(gen, query, self._words_service)
 
     def load_model(self, model: str | None = None, *, reindex_layout: str | None = None) -> None:
-        """Load ``model`` (default: the one the index was made with) off the UI thread.
+        """Load ``model`` (default: the one the index was made with) off the UI thread; the controller
+        settles it (core/controller.py: the index's own model, a first one, or another one refused).
 
         ``reindex_layout``: bind the new model with this layout, dropping the old vectors."""
+        request = ModelRequest(model, reindex_layout, reindex=reindex_layout is not None)
         model = model or self.lib.model_id()
         self._download_cancel = threading.Event()
         cancel = self._download_cancel
@@ -241,11 +232,11 @@ class Session(QtCore.QObject):
             st = ModelState(LoadState.DOWNLOADING, model, p.current_file, p.done_bytes, p.total_bytes, eta_s=p.eta_s)
             to_main(self._set_state, st)
 
-        def load():
+        def load() -> Settled:
             quiet_third_party_loggers()  # a windowed app has no console for transformers' chatter
-            return self.lib.load_embedder(model, progress=progress, cancel=cancel)
+            return self.controller.settle(request, progress=progress, cancel=cancel)
 
-        def loaded(embedder) -> None:
+        def loaded(settled: Settled) -> None:
             if self._closing:
                 return
             # The model and libraries are long-lived: move them out of the collector's reach, so the
@@ -253,13 +244,13 @@ class Session(QtCore.QObject):
             import gc
 
             gc.freeze()
-            if reindex_layout is not None or self.lib.store.binding() is None:
-                self._bind(embedder, reindex_layout)
-            else:
-                self._use(embedder)
+            self._use(settled.embedder)
 
         def failed(exc: BaseException) -> None:
             if self._closing:
+                return
+            if isinstance(exc, ModelMismatch):  # the index belongs to another model
+                self._set_state(ModelState(LoadState.ERROR, model, str(exc), mismatch=True))
                 return
             if isinstance(exc, DownloadCancelled):
                 st = ModelState(LoadState.CANCELLED, model, "The model download was cancelled.")
@@ -278,42 +269,31 @@ class Session(QtCore.QObject):
         vectors; their text is kept): the model loads at the new speed first."""
         self.settings.speed = speed
         self._requeue_speed = speed
-        self.indexing_service.cancel_current()  # the job in progress embeds at the old speed
+        self.controller.cancel_current()  # the job in progress embeds at the old speed
         self.load_model()
 
     def _requeue(self, speed: str) -> None:
-        from sorce_desktop.core.library import variants_to_redo
+        # in turn with the indexing jobs: before the scan _use asks for
+        on_done(self.controller.requeue_speed(speed), lambda _n: self.refresh_status(), lambda e: self.error.emit(str(e)))
 
-        def requeue() -> int:  # in turn with the indexing jobs: before the scan _use asks for
-            store = self.lib.store
-            return store.requeue_variants(variants_to_redo(store.visual_variants(), speed))
-
-        on_done(
-            self.indexing_service.call(requeue),
-            lambda _n: self.refresh_status(),
-            lambda e: self.error.emit(str(e)),
-        )
+    def carry_out(self, plan: SettingsPlan) -> None:
+        """Carry out a change of settings the window showed (core's :class:`SettingsPlan`); the settings
+        themselves are already changed."""
+        if plan.reread_text and not plan.rebind:
+            self.text_settings_changed()
+        if plan.rebind:
+            self.load_model(plan.model, reindex_layout=plan.layout)
+        elif plan.redo_speed and plan.speed_redo:
+            self.change_speed(plan.speed)  # loads the model at the new speed, then re-indexes
+        elif plan.reload and self.ready:
+            self.load_model()
 
     def cancel_download(self) -> None:
         self._download_cancel.set()
 
-    def _bind(self, embedder, layout_name: str | None) -> None:
-        """Record the model and layout in the index, in turn with the indexing jobs (a new layout drops
-        the old vectors: the job in progress stops first)."""
-        layout = self.lib.layout_for(embedder, layout_name)
-        reindex = layout_name is not None
-        if reindex:
-            self.indexing_service.cancel_current()
-        fut = self.indexing_service.call(lambda: self.lib.bind(embedder, layout, reindex=reindex))
-        on_done(
-            fut,
-            lambda _bound: self._use(embedder),
-            lambda e: self._set_state(ModelState(LoadState.ERROR, embedder.model_id, str(e))),
-        )
-
     def _use(self, embedder) -> None:
         try:
-            service = self.lib.search_service(embedder)
+            service = self.controller.search_service(embedder)
         except ModelMismatch as exc:  # the index belongs to another model
             self._set_state(ModelState(LoadState.ERROR, embedder.model_id, str(exc), mismatch=True))
             return
@@ -337,10 +317,10 @@ class Session(QtCore.QObject):
 
         The out-of-the-box path on a machine with no network: the OCR and text-embedding models install
         with the package. The window shows a note saying so and how to get picture search."""
-        if not self.lib.ocr_enabled() or self.embedder is not None:
+        if not self.controller.text_only_allowed(ModelRequest(), window=True) or self.embedder is not None:
             self.text_only_reason = None
             return
-        service = self.lib.search_service(None)
+        service = self.controller.search_service(None)
         if service.text is None:
             self.text_only_reason = None
             return
@@ -367,17 +347,13 @@ class Session(QtCore.QObject):
 
     def text_source(self):
         """The OCR region source the index runs use beside the visual model (None: OCR is off)."""
-        if not self.lib.ocr_enabled():
-            return None
-        if self._text_source is None:
-            self._text_source = self.lib.text_source()
-        return self._text_source
+        return self.controller.text_source()
 
     def text_settings_changed(self) -> None:
         """Reading text in photos was switched on or off, or made more or less thorough: later runs
         (and the folder watcher) use the new setting, and an index run brings the text in line now
         (photos read with other settings are read again, in the background)."""
-        self._text_source = None
+        self.controller.text_settings_changed()
         if self.embedder is not None or self.text_only:
             self._configure_indexing()
         self.request_index()
@@ -392,19 +368,22 @@ class Session(QtCore.QObject):
 
     # -- folders -------------------------------------------------------------------------------------
     def add_folder(self, path: str) -> None:
+        """Add a folder: a job of the indexing service (the one writer), watched and scanned after it."""
+        index = self.embedder is not None or self.text_only  # else the model's arrival scans everything
+
         def add():
-            folder = self.lib.add_folder(path)  # one row, at once: the folder list shows it
-            if self._watcher is not None:
-                self._watcher.add_folder(folder, reconcile=False)  # the scan below indexes it
-            return folder
+            return self.controller.add_folder(path, index=index)  # checks the folder is there: off the UI thread
 
-        def added(folder) -> None:
-            self.refresh_status()
-            if self.embedder is not None or self.text_only:
-                self._indexing = True
-                self.indexing_service.scan([folder])
+        def added(result) -> None:
+            folder, fut = result
+            if not any(f.path == folder for f in self.status.folders):  # the folder list shows it at once
+                from sorce_desktop.core.library import FolderInfo
 
-        # One thread: two quick adds are stored in the order they were made.
+                self.status.folders = [*self.status.folders, FolderInfo(folder)]
+                self.status_changed.emit(self.status)
+            on_done(fut, lambda _f: self.refresh_status(), lambda e: self.error.emit(str(e)))
+
+        # One thread: two quick adds are handed in in the order they were made.
         run_task(add, added, lambda e: self.error.emit(str(e)), lane="folders", name="add folder")
 
     def remove_folder(self, path: str) -> None:
@@ -412,46 +391,43 @@ class Session(QtCore.QObject):
         in progress first, so it cannot write photos of the removed folder back."""
         self.status.folders = [f for f in self.status.folders if f.path != path]
         self.status_changed.emit(self.status)
-        if self._watcher is not None:
-            self._watcher.remove_folder(path, forget=False)  # stop watching; forgotten below
 
         def removed(_n) -> None:
             self.refresh_status()
             if self.current is not None:
                 self.search(self.current.query)  # its photos must leave the grid
 
-        on_done(self.indexing_service.remove_folder(path), removed, lambda e: self.error.emit(str(e)))
+        on_done(self.controller.remove_folder(path), removed, lambda e: self.error.emit(str(e)))
 
     # -- indexing and live folder watching ------------------------------------------------------------
     def _configure_indexing(self) -> None:
         """Index with the current model (None: the text in photos alone) and text settings from now on."""
         if self._closing:
             return
-        embedder, text_source = self.embedder, self.text_source()
-
-        def prepare():
-            return self.lib.indexer(embedder, text_source=text_source)
-
-        self.indexing_service.configure(prepare)
+        self.controller.use(Settled(self.embedder, None))
 
     def _start_watcher(self) -> None:
         """Watch the folders once there is something to index with: new, changed, moved and deleted
         photos are handed to the indexing service as they happen (core.watcher). The model or text
         settings can change later without a new watcher: they belong to the service's indexer."""
-        if self._closing or self._watcher is not None:
+        if self._closing:
             return
-        from sorce_desktop.core.indexing.watcher import Watcher
+        self.controller.watch(reconcile_at_start=False)  # request_index scans
 
-        self._watcher = Watcher(self.indexing_service, reconcile_at_start=False)  # request_index scans
-        self._watcher.start()
+    @property
+    def indexing_service(self):
+        """The controller's indexing service (for tests and tools; the window goes through the controller)."""
+        return self.controller.service
+
+    @property
+    def _watcher(self):
+        return self.controller.watcher
 
     def _service_event(self, ev: IndexEvent) -> None:
         """An event of the indexing service, on the UI thread."""
         if self._closing:
             return
         if ev.kind in (EventKind.PROGRESS, EventKind.PAUSED) and ev.progress is not None:
-            if ev.progress.phase in (Phase.SCANNING, Phase.EMBEDDING, Phase.PAUSED):
-                self._indexing = True
             self._progress(ev.progress)
             return
         if ev.kind in (EventKind.PAUSED, EventKind.RESUMED):
@@ -459,7 +435,6 @@ class Session(QtCore.QObject):
         if ev.kind == EventKind.RECONCILED and ev.report is not None:
             self._measure(ev.report)
         if ev.kind == EventKind.IDLE:
-            self._indexing = False
             self.refresh_status()
             self.index_finished.emit(None)
             return
@@ -480,8 +455,11 @@ class Session(QtCore.QObject):
 
         def run() -> None:
             self._live_update_due = False
-            if self.current is not None and not self._closing:
-                self.search(self.current.query)
+            res = self.current
+            if res is not None and not self._closing:
+                # the same query: its picture vector is reused while the same model answers
+                same = res.searched_with is not None and res.searched_with is self.service
+                self.search(res.query, vector=res.vector if same else None)
 
         QtCore.QTimer.singleShot(1000, run)
 
@@ -508,20 +486,19 @@ class Session(QtCore.QObject):
 
     @property
     def indexing(self) -> bool:
-        """The indexing service is scanning or indexing (paused included)."""
-        return self._indexing
+        """The indexing service is scanning or indexing (paused included): the controller's one fact."""
+        return self.controller.indexing
 
     @property
     def paused(self) -> bool:
-        return self.indexing_service.paused
+        return self.controller.paused
 
     def request_index(self) -> None:
         """Bring the index in line with the folders (start-up, Check Folders Now): a full scan, queued
         after what the service is doing (a full scan already waiting absorbs it)."""
         if self._closing or (self.embedder is None and not self.text_only):
             return  # the model is not ready: _use / _use_text_only ask again
-        self._indexing = True
-        self.indexing_service.scan()
+        self.controller.scan()
 
     def _progress(self, p: Progress) -> None:
         self.index_progress.emit(p)
@@ -531,14 +508,15 @@ class Session(QtCore.QObject):
 
     def pause(self) -> None:
         """Indexing stops after the photo being embedded (within a second) and says so with its counts."""
-        self.indexing_service.pause()
+        self.controller.pause()
 
     def resume(self) -> None:
-        self.indexing_service.resume()
+        self.controller.resume()
 
     # -- search --------------------------------------------------------------------------------------
-    def search(self, query: Query) -> int:
-        """Run a query; only the newest query's results are ever emitted. Returns its generation."""
+    def search(self, query: Query, *, vector=None) -> int:
+        """Run a query; only the newest query's results are ever emitted. Returns its generation.
+        ``vector``: its picture vector, already embedded (the same query run again)."""
         self._generation += 1
         gen = self._generation
         self._refine_cancel.set()  # a new query stops the old one's refinement
@@ -548,7 +526,7 @@ class Session(QtCore.QObject):
             else:
                 self._pending_query = (gen, query)
             return gen
-        self._run_search(gen, query)
+        self._run_search(gen, query, vector=vector)
         return gen
 
     def answer_remote(self, line: bytes, send) -> None:
@@ -580,32 +558,30 @@ class Session(QtCore.QObject):
         self._next_search = None
         self.current = None
 
-    def _run_search(self, gen: int, query: Query, service=None) -> None:
+    def _run_search(self, gen: int, query: Query, service=None, vector=None) -> None:
         if self._search_running:
-            self._next_search = (gen, query, service)  # coalesce: only the newest waiting query will run
+            self._next_search = (gen, query, service, vector)  # coalesce: only the newest waiting query will run
             return
         self._search_running = True
         service = service or self.service
         store = self.lib.store
+        controller = self.controller
 
         def work() -> SearchResult:
             t = time.perf_counter()
-            if query.image is not None and service.embedder is None:
-                raise QueryError(
-                    "Searching by a photo needs the visual model, which is not available yet: only the "
-                    "text in your photos can be searched now."
-                )
-            # The core's whole answer (ranked photos with every matched region, the parsed query, the
-            # vector it searched with, kept for refinement): the window only draws it.
-            answer = service.answer(
-                query.text, image=query.image, crop=query.crop, top=RESULTS_TOP, folder=query.folder,
-                after=query.after, before=query.before, sort=query.sort,
+            # The core's whole answer (ranked photos with every matched region and its outline, the
+            # parsed query, the vector it searched with, kept for refinement): the window only draws it.
+            answer = controller.answer(
+                service, query.text, image=query.image, crop=query.crop, top=RESULTS_TOP, folder=query.folder,
+                after=query.after, before=query.before, sort=query.sort, vector=vector,
             )  # fmt: skip
             hits, q = answer.hits, answer.vector
-            rows = store.photos_by_ids([h.photo_id for h in hits])
+            # each hit carries its catalog row as the search read it; only a hit without one is looked up
+            missing = [h.photo_id for h in hits if h.photo is None]
+            rows = store.photos_by_ids(missing) if missing else {}
             items = []
             for h in hits:
-                row = rows.get(h.photo_id)
+                row = h.photo or rows.get(h.photo_id)
                 key = row.hash if row is not None and row.hash else f"{h.path}:{row.size if row else 0}"
                 items.append(ResultItem(h, key, row.size if row else 0, row.mtime_ns if row else 0))
             cache, refiner = self._refine_cache, self._refiner
@@ -616,7 +592,7 @@ class Session(QtCore.QObject):
                         it.hit.refined_box, it.hit.refined_score = r.box, r.score
             c = store.counts()
             return SearchResult(
-                gen, query, items, q, time.perf_counter() - t, c["indexed"], c["pending"], answer
+                gen, query, items, q, time.perf_counter() - t, c["indexed"], c["pending"], answer, service
             )
 
         def done(res: SearchResult) -> None:
@@ -653,8 +629,9 @@ class Session(QtCore.QObject):
         res = self.current
         if res is None or res.vector is None or self.embedder is None or not self.settings.refine:
             return
-        # Only the picture region is zoomed into: a line of words is outlined precisely already.
-        items = [it for it in items if it.hit.picture is not None]
+        # Only what matched by its picture is zoomed into (core decides: PhotoHit.refinable).
+        views = {id(it): v for it in items if (v := it.hit.refinable()) is not None}
+        items = [it for it in items if id(it) in views]
         if detail:
             todo = [it for it in items if not it.detail_refined]
         else:
@@ -677,7 +654,7 @@ class Session(QtCore.QObject):
                 self._refine_queued.add(it.hit.photo_id)
             it.refining = True
         # the worker gets copies, boxed on their picture region; results are applied on the UI thread
-        hits = [replace(it.hit, box=it.hit.picture.box, region=it.hit.picture.region) for it in todo]
+        hits = [views[id(it)] for it in todo]
 
         def on_result(i: int, _hit, r) -> None:
             to_main(self._refined, gen, todo[i], r.box, float(r.score), detail)
@@ -741,9 +718,7 @@ class Session(QtCore.QObject):
         self._refine_cancel.set()
         # The watcher hands in the changes it has seen and the service finishes them (up to 10 s, then
         # the job in progress is cancelled; what is left is found by the next start's scan).
-        if self._watcher is not None:
-            self._watcher.stop(timeout=10)
-        self.indexing_service.stop(timeout=10)
+        self.controller.stop(timeout=10)
         if not lanes().shutdown(30000):
             log.warning("background work did not stop in time")
         self.lib.close()

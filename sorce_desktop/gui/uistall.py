@@ -57,8 +57,10 @@ def largest_gaps(win, app, folder: str, n: int, timeout_s: float = 600.0) -> dic
     win.session.index_progress.disconnect(record)
     if not done:
         raise RuntimeError(f"{n} photos were not indexed within {timeout_s:.0f} s")
-    start = next(t for t, phase in progress if phase == "embedding")
-    end = next(t for t, phase in reversed(progress) if phase == "done")
+    from sorce_desktop.core.indexing.indexer import Phase
+
+    start = next(t for t, phase in progress if phase == Phase.EMBEDDING)
+    end = next(t for t, phase in reversed(progress) if phase == Phase.DONE)
     inside = [t for t in ticks if start <= t <= end]
     gaps = sorted(b - a for a, b in zip(inside, inside[1:]))
     if len(gaps) < 20:

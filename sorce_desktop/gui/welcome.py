@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
+from sorce_desktop.core.controller import display_path
 from sorce_desktop.core.models.registry import DEFAULT_MODEL, KNOWN_MODELS, model_info
-from sorce_desktop.core.store.catalog import display_path
 from sorce_desktop.core.words import human_size, time_left
 from sorce_desktop.gui import resources
 from sorce_desktop.gui.qt import Qt, QtWidgets, Signal

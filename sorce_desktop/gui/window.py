@@ -9,13 +9,12 @@ import sys
 import time
 from dataclasses import replace
 
+from sorce_desktop.core.controller import EventKind, display_path
 from sorce_desktop.core.indexing.indexer import Phase, Progress
-from sorce_desktop.core.indexing.service import EventKind
-from sorce_desktop.core.library import LibraryStatus, photos_to_redo
+from sorce_desktop.core.library import LibraryStatus
 from sorce_desktop.core.models.registry import model_info
 from sorce_desktop.core.photos.images import is_image_name
 from sorce_desktop.core.search.query import QueryPart, without
-from sorce_desktop.core.store.catalog import display_path
 from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
 from sorce_desktop.gui import resources
 from sorce_desktop.gui.banner import DownloadPanel, TextOnlyBanner, attempt_note
@@ -988,29 +987,24 @@ class MainWindow(QtWidgets.QMainWindow):
         self.apply_settings(dlg.result_settings())
 
     def apply_settings(self, new) -> None:
+        """Change the settings: core's plan says what that redoes (core/controller.py); the window asks
+        the user about the costly parts, saves the settings and has the session carry the plan out."""
         old = self.settings
-        binding_changed = (
-            new.model != self.session.lib.model_id() or new.layout != self.session.lib.layout().name
-        )
-        device_changed = new.device != old.device
-        # only the work really redone counts: photos with picture vectors (none yet: a first model)
-        n = photos_to_redo(self.session.status.variants, binding_changes=True) if binding_changed else 0
-        if binding_changed and n:
+        plan = self.session.controller.plan(new, self.session.status.variants)
+        if plan.rebind and plan.pictures:  # only the work really redone: none for a first model
             box = QtWidgets.QMessageBox(self)
             box.setIcon(QtWidgets.QMessageBox.Icon.Question)
             box.setWindowTitle("Re-index Your Photos?")
             what = "region layout" if new.model == old.model else "model"
             box.setText(f"Changing the {what} means indexing your photos again.")
-            box.setInformativeText(reindex_cost(n, self.session.last_rate, new.model == old.model))
+            box.setInformativeText(reindex_cost(plan.pictures, self.session.last_rate, new.model == old.model))
             go = box.addButton("Re-index", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
             box.addButton("Keep Current", QtWidgets.QMessageBox.ButtonRole.RejectRole)
             box.exec()
             if box.clickedButton() is not go:
                 new = replace(new, model=old.model, layout=old.layout)
-                binding_changed = False
-        speed_changed = new.speed != old.speed and not binding_changed
-        redo = photos_to_redo(self.session.status.variants, speed=new.speed) if speed_changed else 0
-        if redo and self.session.ready:
+                plan = self.session.controller.plan(new, self.session.status.variants, keep_binding=True)
+        if plan.speed_redo and self.session.ready:
             box = QtWidgets.QMessageBox(self)
             box.setIcon(QtWidgets.QMessageBox.Icon.Question)
             box.setWindowTitle("Re-index Your Photos?")
@@ -1018,27 +1012,19 @@ class MainWindow(QtWidgets.QMainWindow):
             measured = self.session.rates.get(new.speed)  # a run at that speed was timed: its rate
             rate = measured or self.session.last_rate
             factor = 1.0 if measured else speed_factor(old.speed, new.speed)
-            box.setInformativeText(reindex_cost(redo, rate, True, factor))
+            box.setInformativeText(reindex_cost(plan.speed_redo, rate, True, factor))
             go = box.addButton("Re-index", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
             box.addButton("Only New Photos", QtWidgets.QMessageBox.ButtonRole.RejectRole)
             box.exec()
             if box.clickedButton() is not go:
-                redo = 0  # the new speed applies to new and changed photos only
-        text_changed = (new.ocr, new.ocr_thorough) != (old.ocr, old.ocr_thorough)
+                plan = plan.without_speed_redo()  # the new speed applies to new and changed photos only
         fields = ("model", "layout", "speed", "device", "thumbnail_cache_mb", "refine", "rerank_by_zoom", "ocr", "ocr_thorough")
         for field in fields:
             setattr(self.settings, field, getattr(new, field))
         self._save_settings()
-        if text_changed and not binding_changed:
-            self.session.text_settings_changed()
         self.thumbs.limit_bytes = self.settings.thumbnail_cache_mb * 2**20
         self.thumbs.prune()
-        if binding_changed:
-            self.session.load_model(new.model, reindex_layout=new.layout)
-        elif redo:
-            self.session.change_speed(new.speed)  # loads the model at the new speed, then re-indexes
-        elif (device_changed or speed_changed) and self.session.ready:
-            self.session.load_model()
+        self.session.carry_out(plan)
 
     def _save_settings(self) -> None:
         try:

@@ -41,6 +41,7 @@ from sorce_desktop.core.indexing.scanner import (
     scan,
 )
 from sorce_desktop.core.models.base import Embedder
+from sorce_desktop.core.paths import folder_of, under_any
 from sorce_desktop.core.photos.images import (
     MAX_FILE_BYTES,
     ImageError,
@@ -51,6 +52,7 @@ from sorce_desktop.core.photos.images import (
 from sorce_desktop.core.photos.whenwhere import PhotoFacts, read_facts
 from sorce_desktop.core.regions import RegionLayout
 from sorce_desktop.core.store.catalog import INDEXED, PENDING, IndexedPhoto, PhotoRow, Store, TextPhoto
+from sorce_desktop.core.store.vectorfile import SAVE_EVERY_S, SaveClock
 from sorce_desktop.core.text.ocr import OcrUnavailable, TextSource
 
 log = logging.getLogger(__name__)
@@ -355,7 +357,7 @@ class Indexer:
         decode_workers: int = 2,
         on_progress: ProgressCallback | None = None,
         on_commit: CommitCallback | None = None,
-        save_every_s: float = 60.0,
+        save_every_s: float = SAVE_EVERY_S,
         text_source: TextSource | None = None,
         decode_budget: int = DECODE_BUDGET_BYTES,
     ):
@@ -377,7 +379,7 @@ class Indexer:
         self.on_commit = on_commit
         #: the words read in photos already searchable by their picture were committed (their paths)
         self.on_text: CommitCallback | None = None
-        self.save_every_s = save_every_s
+        self.save_clock = SaveClock(save_every_s)  # the indexing service replaces it with its own
         self.decode_budget = decode_budget
         self.last_budget: ByteBudget | None = None  # the last run's, for tests and benchmarks
         self._cancel = threading.Event()
@@ -467,12 +469,12 @@ class Indexer:
         entries: list[FileEntry] = []
         catalog: dict[str, PhotoRow] = {}
         for old, new in renamed_trees:
-            root = _root_of(new, folders)
+            root = folder_of(new, folders)
             n = len(self.store.photos_in_tree(old))
             if root is not None and os.path.isdir(new) and not os.path.lexists(old) and n:
                 plan.moved_trees.append((old, new, root, n))
         for path in dict.fromkeys(os.path.abspath(p) for p in paths):
-            root = _root_of(path, folders)
+            root = folder_of(path, folders)
             if root is None:
                 continue
             if not os.path.isdir(root):
@@ -503,7 +505,7 @@ class Indexer:
         known = {r.id for r in gone}
         for size in sizes:
             for row in self.store.indexed_with_size(size):
-                root = _root_of(row.path, folders)
+                root = folder_of(row.path, folders)
                 if row.id in known or root is None or not os.path.isdir(root) or os.path.lexists(row.path):
                     continue
                 if not self.store.folder_online(root):
@@ -514,7 +516,7 @@ class Indexer:
         # Only the gone photos that were handed in are deleted; the extra move sources above are not.
         handed = {os.path.abspath(p) for p in paths}
         plan.deleted = [
-            r for r in plan.deleted if r.path in handed or any(_is_under(r.path, p) for p in handed)
+            r for r in plan.deleted if r.path in handed or under_any(r.path, handed)
         ]
         return plan
 
@@ -578,7 +580,7 @@ class Indexer:
             self.store.delete_photos([r.id for r in plan.deleted])
             report.deleted_paths += [r.path for r in plan.deleted]
         folders = self.store.folders()
-        failures = [(path, _root_of(path, folders), 0, 0, reason) for path, reason in plan.scan_errors]
+        failures = [(path, folder_of(path, folders), 0, 0, reason) for path, reason in plan.scan_errors]
         failures += [(e.path, e.folder, 0, e.mtime_ns, "the file is empty (0 bytes)") for e in plan.empty]
         self.store.record_failures(failures)
         report.failed_paths += [f[0] for f in failures if f[1] is not None]
@@ -903,7 +905,12 @@ class Indexer:
             self._text_done = self.store.text_read_for([r.id for r in rows])
         run.go()
         if save:
-            self.store.save()
+            self.save()
+
+    def save(self) -> None:
+        """Save the vector file now (the end of a run, or :class:`SaveClock` says it is due)."""
+        self.store.save()
+        self.save_clock.saved()
 
 
 class _EmbedRun:
@@ -917,7 +924,6 @@ class _EmbedRun:
         self.total = len(rows)
         self.done = self.failed = 0
         self.t_start = time.perf_counter()
-        self.last_save = time.monotonic()
         self.budget = ByteBudget(indexer.decode_budget)
         indexer.last_budget = self.budget
         self.queue: deque[Future] = deque()
@@ -996,9 +1002,9 @@ class _EmbedRun:
                     )
                     if report.cancelled:
                         break
-                    if time.monotonic() - self.last_save > ix.save_every_s:
-                        ix.store.save()
-                        self.last_save = time.monotonic()
+                    ix.save_clock.changed()
+                    if ix.save_clock.due():
+                        ix.save()
             finally:
                 for fut in self.queue:
                     fut.cancel()
@@ -1098,16 +1104,3 @@ class _EmbedRun:
             self.done += 1
         flush()
         return [] if report.cancelled else text_jobs
-
-
-def _is_under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _root_of(path: str, folders: Sequence[str]) -> str | None:
-    """The (innermost) watched folder ``path`` belongs to."""
-    best = None
-    for f in folders:
-        if _is_under(path, f) and (best is None or len(f) > len(best)):
-            best = f
-    return best

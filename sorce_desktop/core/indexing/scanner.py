@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sorce_desktop.core.paths import under_any
 from sorce_desktop.core.photos.images import is_image_name
 
 #: Partial downloads and sync tools' staging files: never indexed until renamed to their real name.
@@ -90,16 +91,9 @@ def _may_follow(link: str, here: str, root: str) -> bool:
     (both real paths but ``link``): not from or into the system's own trees, and not back to the folder
     being walked or above it, whose whole tree (a link to /) would be walked before the loop was seen."""
     target = os.path.realpath(link)
-    if _is_under(here, SYSTEM_TREES) or _is_under(target, SYSTEM_TREES):
+    if under_any(here, SYSTEM_TREES) or under_any(target, SYSTEM_TREES):
         return False
-    return not _is_under(root, [target])
-
-
-def _is_under(path: str, roots: Iterable[str]) -> bool:
-    for r in roots:
-        if path == r or path.startswith(r.rstrip(os.sep) + os.sep):
-            return True
-    return False
+    return not under_any(root, [target])
 
 
 def walk_images(
@@ -125,7 +119,7 @@ def walk_images(
             continue  # symlink loop or a folder reached twice
         seen_dirs.add(key)
         real_d = os.path.realpath(d)
-        if _is_under(real_d, skip):
+        if under_any(real_d, skip):
             continue
         try:
             with os.scandir(d) as it:
@@ -201,7 +195,7 @@ def canonical_folder(path: str | os.PathLike) -> str:
 def existing_folder(path: str | os.PathLike) -> str:
     """``path`` as a canonical folder; FileNotFoundError saying what is wrong when it is not a folder."""
     folder = canonical_folder(path)
-    system = next((t for t in SYSTEM_TREES if _is_under(folder, [t])), None)
+    system = next((t for t in SYSTEM_TREES if under_any(folder, [t])), None)
     if system is not None:
         raise FileNotFoundError(
             f"{path} is in {system}, the running system's own files, not a folder of photos."

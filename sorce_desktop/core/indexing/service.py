@@ -27,6 +27,7 @@ from sorce_desktop.core.indexing.indexer import Indexer, IndexReport, PauseGate,
 from sorce_desktop.core.models.base import ModelError
 from sorce_desktop.core.models.download import DownloadCancelled
 from sorce_desktop.core.store.catalog import FAILED, Store, StoreError
+from sorce_desktop.core.store.vectorfile import SAVE_EVERY_S, SaveClock
 from sorce_desktop.core.words import count
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 #: failures every front end words for the user from the job's future (expected, not bugs)
 _SAID_BY_THE_CALLER = (ModelError, DownloadCancelled, StoreError)
 
-#: How long the worker may leave the vector index unsaved while the watcher hands in work (the catalog
-#: is committed after every batch either way; the vector file is rebuilt from it if lost).
-SAVE_EVERY_S = 60.0
 
 
 class EventKind(StrEnum):
@@ -124,9 +122,20 @@ class IndexPaths(Job):
         report = service.indexer.index_paths(
             self.paths, renamed=self.renamed, renamed_trees=self.renamed_trees, save=False
         )
-        service._unsaved = True
+        service._clock.changed()
         service._report_changes(report)
         return report
+
+
+@dataclass
+class AddFolder(Job):
+    """Remember a folder (its photos are indexed by the scan the caller queues). Returns it as stored."""
+
+    folder: str
+    name = "add folder"
+
+    def run(self, service: IndexingService) -> str:
+        return service.store.add_folder(self.folder)
 
 
 @dataclass
@@ -138,7 +147,7 @@ class RemoveFolder(Job):
 
     def run(self, service: IndexingService) -> int:
         n = service.store.remove_folder(self.folder)
-        service._unsaved = True
+        service._clock.changed()
         service.emit(
             IndexEvent(EventKind.REMOVED, [], f"stopped watching {self.folder}; {n} photos forgotten", self.folder)
         )
@@ -195,8 +204,7 @@ class IndexingService:
         self._gate = PauseGate()  # the one pause: every indexer this service uses waits at it
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._unsaved = False
-        self._last_save = time.monotonic()
+        self._clock = SaveClock(save_every_s)  # when the vector file is saved: one clock for every indexer
         self._idle_announced = True
         if indexer is not None:
             self._use_indexer(indexer)
@@ -251,14 +259,17 @@ class IndexingService:
         return self._thread is not None and self._thread.is_alive()
 
     # -- handing in work -----------------------------------------------------------------------------
-    def submit(self, job: Job, *, front: bool = False) -> Future:
+    def submit(self, job: Job, *, front: bool = False, at: int | None = None) -> Future:
+        """Queue ``job`` last (``front``: first; ``at``: at that place in the queue)."""
         fut: Future = Future()
         with self._cond:
             if self._stopping:
                 fut.set_exception(RuntimeError("the indexing service is stopping"))
                 return fut
             if front:
-                self._jobs.appendleft((job, fut))
+                at = 0
+            if at is not None:
+                self._jobs.insert(min(at, len(self._jobs)), (job, fut))
             else:
                 self._jobs.append((job, fut))
             self._idle_announced = False
@@ -306,6 +317,16 @@ class IndexingService:
             self.cancel_current()
             self.scan()
         return fut
+
+    def add_folder(self, folder: str) -> Future:
+        """Remember ``folder`` (an existing one, see :func:`scanner.existing_folder`): after the job in
+        progress and the folders added before it, ahead of the other jobs waiting (so a scan already waiting
+        covers it, and the folder list shows it soon)."""
+        with self._cond:  # re-entrant: counted and queued at once
+            ahead = 0
+            while ahead < len(self._jobs) and isinstance(self._jobs[ahead][0], AddFolder):
+                ahead += 1
+            return self.submit(AddFolder(folder), at=ahead)
 
     def set_folder_online(self, folder: str, online: bool) -> Future:
         return self.submit(SetFolderOnline(folder, online))
@@ -368,6 +389,7 @@ class IndexingService:
         indexer.on_commit = self._on_commit
         indexer.on_text = self._on_text
         indexer.gate = self._gate
+        indexer.save_clock = self._clock
         self.indexer = indexer
 
     def _on_progress(self, p: Progress) -> None:
@@ -375,7 +397,7 @@ class IndexingService:
         self.emit(IndexEvent(kind, progress=p))
 
     def _on_commit(self, paths: list[str]) -> None:
-        self._unsaved = True
+        self._clock.changed()
         self.emit(IndexEvent(EventKind.INDEXED, list(paths), f"{len(paths)} photos indexed"))
 
     def _on_text(self, paths: list[str]) -> None:
@@ -397,8 +419,7 @@ class IndexingService:
 
     def _save(self) -> None:
         self.store.save()
-        self._unsaved = False
-        self._last_save = time.monotonic()
+        self._clock.saved()
 
     def _work(self) -> None:
         while True:
@@ -414,7 +435,7 @@ class IndexingService:
                     job, fut = self._jobs.popleft()
                     self._current = job
             if job is None:  # the queue just emptied
-                if self._unsaved:
+                if self._clock.unsaved:
                     self._guarded(self._save)
                 self.emit(IndexEvent(EventKind.IDLE))
                 continue
@@ -423,7 +444,7 @@ class IndexingService:
             finally:
                 with self._cond:
                     self._current = None
-        if self._unsaved:
+        if self._clock.unsaved:
             self._guarded(self._save)
 
     def _run(self, job: Job, fut: Future) -> None:
@@ -442,7 +463,7 @@ class IndexingService:
                 log.exception("indexing job %s failed", job.name)
             self.emit(IndexEvent(EventKind.ERROR, message=f"{job.name} failed: {exc}"))
             fut.set_exception(exc)
-        if self._unsaved and time.monotonic() - self._last_save >= self.save_every_s:
+        if self._clock.due():
             self._guarded(self._save)
 
     def _guarded(self, fn) -> None:

@@ -50,6 +50,7 @@ from sorce_desktop.core.indexing.scanner import (
     walk_images,
 )
 from sorce_desktop.core.indexing.service import EventCallback, EventKind, IndexEvent, IndexingService
+from sorce_desktop.core.paths import folder_of, is_under
 from sorce_desktop.core.photos.images import is_image_name
 
 if TYPE_CHECKING:
@@ -137,10 +138,6 @@ def _count_dirs(root: str, limit: int) -> int:
         except OSError:
             pass
     return n
-
-
-def _is_under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 class _Handler(FileSystemEventHandler):
@@ -253,10 +250,17 @@ class Watcher:
             self._thread.join()
 
     def add_folder(self, path: str | os.PathLike, *, reconcile: bool = True) -> str:
-        """Watch one more folder (it is added to the store now; watching and indexing it start on the
-        worker; ``reconcile=False`` when the caller indexes it itself). Returns the folder as stored.
-        Raises FileNotFoundError if it does not exist or is a file (:func:`scanner.existing_folder`)."""
-        folder = self.store.add_folder(existing_folder(path))  # one row, at once: the caller shows it in its folder list
+        """Watch one more folder: the indexing service remembers it (a job: the watcher writes nothing),
+        watching and indexing it start on the worker (``reconcile=False`` when the caller indexes it
+        itself). Returns the folder as stored. Raises FileNotFoundError if it does not exist or is a file
+        (:func:`scanner.existing_folder`)."""
+        folder = existing_folder(path)
+        self.service.add_folder(folder)
+        self.watch(folder, reconcile=reconcile)
+        return folder
+
+    def watch(self, folder: str, *, reconcile: bool = True) -> None:
+        """Watch a folder the library already has (or the service is adding): on the worker."""
         with self._cond:
             self._commands.append(("add", folder, reconcile))
             self._cond.notify_all()
@@ -446,8 +450,9 @@ class Watcher:
         folders = known if self._only is None else [f for f in known if f in self._only]
         if self._only is not None:
             for f in self._only:
-                if f not in known:
-                    folders.append(self.store.add_folder(f))
+                if f not in known:  # the service remembers it: the watcher only reports
+                    self._hand(self.service.add_folder(f))
+                    folders.append(f)
         self._folders = folders
         for f in folders:
             if self._available(f):
@@ -490,7 +495,7 @@ class Watcher:
             self._identity[folder] = (st.st_dev, st.st_ino)
         except OSError:
             pass
-        if any(_is_under(folder, f) for f in self._watches):
+        if any(is_under(folder, f) for f in self._watches):
             return  # inside a folder already watched recursively
         handler = _Handler(self, folder)
         if not self.force_polling and folder not in self._native_failed:
@@ -620,11 +625,7 @@ class Watcher:
 
     # -- what belongs to the index -------------------------------------------------------------------
     def _root_of(self, path: str) -> str | None:
-        best = None
-        for f in self._folders:
-            if _is_under(path, f) and (best is None or len(f) > len(best)):
-                best = f
-        return best
+        return folder_of(path, self._folders)
 
     def _tracked_dir(self, path: str) -> str | None:
         """The watched folder that a folder belongs to, if its photos are indexed (not hidden, not ours)."""
@@ -634,7 +635,7 @@ class Watcher:
         rel = os.path.relpath(path, root)
         if rel != "." and any(part.startswith(".") for part in rel.split(os.sep)):
             return None
-        if any(_is_under(os.path.realpath(path), s) for s in self._skip):
+        if any(is_under(os.path.realpath(path), s) for s in self._skip):
             return None
         return root
 
@@ -724,7 +725,7 @@ class Watcher:
 
     def _drop_pending_under(self, folder: str) -> None:
         for d in (self._candidates, self._gone, self._gone_trees):
-            for p in [p for p in d if _is_under(p, folder)]:
+            for p in [p for p in d if is_under(p, folder)]:
                 del d[p]
 
     def _move_file(self, src: str, dest: str, now: float) -> None:

@@ -10,12 +10,13 @@ import numpy as np
 from PIL import Image
 
 from sorce_desktop.core.models.base import Embedder
+from sorce_desktop.core.paths import folder_of, is_under, relative_to_folder
 from sorce_desktop.core.photos.images import ImageError, load_image
 from sorce_desktop.core.regions import Box, get_layout
 from sorce_desktop.core.search import query as query_parts
 from sorce_desktop.core.search.query import ParsedSearch, QueryPart, QueryProblem
 from sorce_desktop.core.search.textsearch import ParsedQuery, TextHit, TextSearcher, parse_query
-from sorce_desktop.core.store.catalog import Store, display_path, path_key
+from sorce_desktop.core.store.catalog import INDEXED, PhotoRow, Store, display_path
 from sorce_desktop.core.textstore import fold
 
 MAX_QUERY_CHARS = 1000
@@ -103,6 +104,9 @@ class PhotoHit:
     taken: str | None = None
     taken_source: str | None = None
     place: str | None = None  # where it was taken ("Lisbon, Portugal"), where its GPS says
+    #: the photo's catalog row as the search read it (content hash, size, mtime: what a front end shows
+    #: beside the hit, without reading the catalog again); None in a hit from another process's answer
+    photo: PhotoRow | None = field(default=None, repr=False, compare=False)
 
     @property
     def matched(self) -> list[str]:
@@ -114,6 +118,36 @@ class PhotoHit:
     def picture(self) -> MatchedRegion | None:
         """The picture region that matched (what refinement zooms into), if the picture matched."""
         return next((r for r in self.regions if r.kind == "picture"), None)
+
+    @property
+    def shown_box(self) -> Box:
+        """The outline a front end draws for this hit: a line of words as read (it is precise already), a
+        picture region as refined (until then, as matched)."""
+        if self.region == "text":
+            return self.box
+        return self.refined_box or self.box
+
+    def outlines(self) -> list[tuple[str, Box, MatchedRegion | None]]:
+        """Every matched region to outline, the best first: (kind, box, region). A match by the file or
+        folder name has nothing in the picture to outline; the picture region refinement zoomed into
+        shows its refined box."""
+        if not self.regions:
+            return [("picture", self.shown_box, None)]
+        best_picture = self.picture
+        out = []
+        for r in self.regions:
+            if r.kind == "name":
+                continue
+            box = (self.refined_box or r.box) if r is best_picture else r.box
+            out.append((r.kind, box, r))
+        return out
+
+    def refinable(self) -> PhotoHit | None:
+        """What refinement zooms into: a copy boxed on this hit's picture region, or None when it matched
+        by words or name alone (a line of words is outlined precisely already)."""
+        if self.picture is None:
+            return None
+        return replace(self, box=self.picture.box, region=self.picture.region)
 
     def picture_regions(self) -> list[MatchedRegion]:
         return [r for r in self.regions if r.kind == "picture"]
@@ -229,13 +263,28 @@ def _text_regions(t: TextHit) -> list[MatchedRegion]:
     ]
 
 
+def _inside(path: str, folder: str) -> bool:
+    """A photo's path lies in the folder ``search --folder`` or the folder list chose (:func:`is_under`)."""
+    return path != folder and is_under(path, folder)
+
+
+EMPTY_QUERY = "The query is empty: type what you are looking for."
+
+
 def clean_query(text: str) -> str:
     """Drop control characters and excess whitespace; refuse what is empty once cleaned."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
     cleaned = " ".join(cleaned.split())
     if not cleaned:
-        raise QueryError("The query is empty: type what you are looking for.")
+        raise QueryError(EMPTY_QUERY)
     return cleaned[:MAX_QUERY_CHARS]
+
+
+def refuse_empty(search: ParsedSearch) -> None:
+    """The one rule for an empty query: no words left to match and no filter (a period, a place, a folder)
+    to answer it by. Checked by :meth:`SearchService.answer`, and by a front end before any model loads."""
+    if not fold(search.text) and not search.filtered:
+        raise QueryError(EMPTY_QUERY)
 
 
 #: how hits may be ordered: by the ranking, or newest first (among the hits the ranking keeps)
@@ -303,8 +352,7 @@ class NameIndex:
         self.file_words: dict[int, set[str]] = {}
         postings: dict[str, set[int]] = {}
         for pid, path in rows:
-            root = next((r for r in roots if path.startswith(r.rstrip(os.sep) + os.sep)), None)
-            rel = path[len(root.rstrip(os.sep)) + 1 :] if root else os.path.basename(path)
+            rel = relative_to_folder(path, folder_of(path, roots))
             stem = os.path.splitext(rel)[0]
             self.rel[pid], self.path[pid] = rel, path
             self.file_words[pid] = set(name_words(os.path.basename(stem)))
@@ -378,7 +426,9 @@ def fuse(
             if p is None:
                 continue
             w, h = p.width or 0, p.height or 0
-            out.append(PhotoHit(p.path, s, Box(0, 0, w, h), "name", pid, w, h, "name", regions=[_name_region(n, w, h)]))
+            out.append(
+                PhotoHit(p.path, s, Box(0, 0, w, h), "name", pid, w, h, "name", regions=[_name_region(n, w, h)], photo=p)
+            )
             continue
         if t is None:
             hit = replace(v, score=s, regions=v.regions or [_picture_region(v)])
@@ -389,7 +439,7 @@ def fuse(
             lines = _text_regions(t)
             if v is None:
                 hit = PhotoHit(
-                    p.path, s, t.box, "text", pid, p.width or 0, p.height or 0, "text", t.text, regions=lines
+                    p.path, s, t.box, "text", pid, p.width or 0, p.height or 0, "text", t.text, regions=lines, photo=p
                 )
             else:
                 pics = v.regions or [_picture_region(v)]
@@ -397,7 +447,9 @@ def fuse(
                 box = t.box if letters else v.box
                 region = "text" if letters else v.region
                 regions = [*lines, *pics] if letters else [*pics, *lines]
-                hit = PhotoHit(v.path, s, box, region, pid, v.width, v.height, "both", t.text, regions=regions)
+                hit = PhotoHit(
+                    v.path, s, box, region, pid, v.width, v.height, "both", t.text, regions=regions, photo=v.photo
+                )
         if n is not None:
             hit.regions = [*hit.regions, _name_region(n, hit.width, hit.height)]
         if any(r.whole_word for r in hit.text_regions):
@@ -501,8 +553,7 @@ class SearchService:
         allowed = self.allowed_photos(search)
         matched = search.text if text is not None and image is None else None
         if matched is not None and not fold(matched):
-            if not search.filtered:
-                raise QueryError("The query is empty: type what you are looking for.")
+            refuse_empty(search)
             hits = self._filtered_only(allowed, folder, top, search)  # "after:2023", "lisbon": by date
             return SearchAnswer(hits, None, None, False, search)
         parsed = parse_query(matched) if matched is not None else None
@@ -513,15 +564,15 @@ class SearchService:
         if self.embedder is None and vector is None:
             if image is not None:
                 raise QueryError(
-                    "Searching by an image needs a visual model; none is available yet (only text in photos "
-                    "can be searched)."
+                    "Searching by a photo needs the visual model, which is not available yet: only the text "
+                    "in your photos can be searched now."
                 )
             if not use_text and parsed is None:
                 raise QueryError("Give a text to search for.")
             if not use_text and not self._names_searchable(parsed):
                 raise QueryError("No visual model is available and text in photos is not indexed.")
         if parsed is not None and not parsed.text and not parsed.required:
-            raise QueryError("The query is empty: type what you are looking for.")
+            raise QueryError(EMPTY_QUERY)
         names = self.name_hits(parsed.text, allowed, folder) if parsed is not None and not parsed.required else []
         # Fused rankings (and a ranking that "not this" reorders) are computed to a fixed depth, cut to
         # ``top`` at the end: see FUSE_DEPTH.
@@ -567,7 +618,7 @@ class SearchService:
                 hits = [
                     PhotoHit(
                         p.path, t.score, t.box, "text", t.photo_id, p.width or 0, p.height or 0, "text",
-                        t.text, regions=_text_regions(t),
+                        t.text, regions=_text_regions(t), photo=p,
                     )
                     for t in texts
                     if (p := photos.get(t.photo_id)) is not None
@@ -579,7 +630,7 @@ class SearchService:
                         box = Box(0, 0, w, h)
                         hits.append(
                             PhotoHit(p.path, NAME_WEIGHT / 2, box, "name", n.photo_id, w, h, "name",
-                                     regions=[_name_region(n, w, h)])
+                                     regions=[_name_region(n, w, h)], photo=p)
                         )  # fmt: skip
                 if min_score is not None:
                     hits = at_least(hits, min_score, scale)
@@ -702,8 +753,8 @@ class SearchService:
         roots = self.store.folders()
         ids = self.store.photos_in_trees([r for r in roots if fold(os.path.basename(r.rstrip(os.sep))) == want])
         for pid, path in self.store.photos_with_path_part(name.split()[0] if name.split() else name, limit=10**9):
-            root = next((r for r in roots if path.startswith(r.rstrip(os.sep) + os.sep)), None)
-            rel = path[len(root.rstrip(os.sep)) + 1 :] if root else path
+            root = folder_of(path, roots)
+            rel = relative_to_folder(path, root) if root else path
             if any(fold(part) == want for part in rel.split(os.sep)[:-1]):
                 ids.add(pid)
         return ids
@@ -714,11 +765,11 @@ class SearchService:
         words = [w for w in name_words(text) if w not in _NAME_STOPWORDS and len(w) >= 2]
         if not words:
             return []
-        fkey = os.path.abspath(folder).rstrip(os.sep) + os.sep if folder else None
+        within = os.path.abspath(folder) if folder else None
         return [
             NameHit(pid, path, rel)
             for _, rel, pid, path in self.name_index().find(words)
-            if (allowed is None or pid in allowed) and (fkey is None or path.startswith(fkey))
+            if (allowed is None or pid in allowed) and (within is None or _inside(path, within))
         ]
 
     def name_index(self) -> NameIndex:
@@ -774,16 +825,16 @@ class SearchService:
     def _filtered_only(self, allowed: set[int] | None, folder: str | None, top: int, search: ParsedSearch) -> list[PhotoHit]:
         """A query of filters only ("after:2023", "in lisbon"): the photos they keep, newest first."""
         if allowed is None:
-            allowed = {p.id for p in self.store.photos_under() if p.status == "indexed"}
+            allowed = {p.id for p in self.store.photos_under() if p.status == INDEXED}
         photos = self.store.photos_by_ids(sorted(allowed))
         if folder:
-            fkey = os.path.abspath(folder).rstrip(os.sep) + os.sep
-            photos = {pid: p for pid, p in photos.items() if p.path.startswith(fkey)}
+            within = os.path.abspath(folder)
+            photos = {pid: p for pid, p in photos.items() if _inside(p.path, within)}
         hits = [
             PhotoHit(p.path, 0.0, Box(0, 0, p.width or 0, p.height or 0), "full", pid, p.width or 0, p.height or 0,
-                     "filter", regions=[])
+                     "filter", regions=[], photo=p)
             for pid, p in photos.items()
-            if p.status == "indexed"
+            if p.status == INDEXED
         ]  # fmt: skip
         self.attach_facts(hits)
         hits.sort(key=lambda h: (h.taken or "", h.path), reverse=True)
@@ -805,9 +856,9 @@ class SearchService:
         vectors = self.store.vectors
         if vectors is None or vectors.count == 0 or top <= 0:
             return []
-        folder_key = path_key(folder).rstrip(os.sep.encode()) + os.sep.encode() if folder else None
+        within = os.path.abspath(folder) if folder else None
         if allowed is not None and len(allowed) <= EXACT_FILTER_PHOTOS:
-            return self._search_among(q, allowed, top, folder_key, min_score)
+            return self._search_among(q, allowed, top, within, min_score)
         k = min(vectors.count, max(64, top * 16))
         while True:
             scores, ids = self.store.search_vectors(q[None, :], k)
@@ -827,12 +878,8 @@ class SearchService:
                 elif len(more.setdefault(pid, [])) < MAX_PICTURE_REGIONS - 1:
                     more[pid].append((float(s), int(rid)))
             photos = self.store.photos_by_ids(list(best))
-            if folder_key is not None:
-                best = {
-                    pid: v
-                    for pid, v in best.items()
-                    if pid in photos and os.fsencode(photos[pid].path).startswith(folder_key)
-                }
+            if within is not None:
+                best = {pid: v for pid, v in best.items() if pid in photos and _inside(photos[pid].path, within)}
             exhausted = k >= vectors.count or (
                 min_score is not None and len(scores[0]) and scores[0][-1] < min_score
             )
@@ -842,7 +889,7 @@ class SearchService:
         return self._photo_hits(best, more, regions, photos, top)
 
     def _search_among(
-        self, q: np.ndarray, allowed: set[int], top: int, folder_key: bytes | None, min_score: float | None
+        self, q: np.ndarray, allowed: set[int], top: int, within: str | None, min_score: float | None
     ) -> list[PhotoHit]:
         """Exact scores over the regions of a few photos (a selective filter): every one of them is
         ranked, however far down the whole library's ranking it would be."""
@@ -861,8 +908,8 @@ class SearchService:
             elif len(more.setdefault(pid, [])) < MAX_PICTURE_REGIONS - 1:
                 more[pid].append((s, rid))
         photos = self.store.photos_by_ids(list(best))
-        if folder_key is not None:
-            best = {pid: v for pid, v in best.items() if pid in photos and os.fsencode(photos[pid].path).startswith(folder_key)}
+        if within is not None:
+            best = {pid: v for pid, v in best.items() if pid in photos and _inside(photos[pid].path, within)}
         keep = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]
         used = [rid for _, (_, rid) in keep] + [o for pid, _ in keep for _, o in more.get(pid, [])]
         return self._photo_hits(dict(keep), more, self.store.regions_by_ids(used), photos, top)
@@ -876,7 +923,7 @@ class SearchService:
             if p is None:
                 continue
             r = regions[rid]
-            hit = PhotoHit(p.path, s, r.box, r.name, pid, p.width or 0, p.height or 0)
+            hit = PhotoHit(p.path, s, r.box, r.name, pid, p.width or 0, p.height or 0, photo=p)
             # every candidate region of the photo, best first: answer() keeps those that matched
             hit.regions = [MatchedRegion("picture", r.box, s, r.name)] + [
                 MatchedRegion("picture", regions[o].box, os_, regions[o].name)

@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -587,8 +587,8 @@ def refine_pictures(
     """Refine the picture region of each hit that matched by its picture (:func:`refine_hits`'s
     arguments). A line of words is outlined precisely already, so a hit found by its words alone is left
     as it is, and a hit found both ways zooms from its picture region, not from its words."""
-    todo = [h for h in hits if h.picture is not None]
-    views = [replace(h, box=h.picture.box, region=h.picture.region) for h in todo]
+    pairs = [(h, v) for h in hits if (v := h.refinable()) is not None]
+    todo, views = [h for h, _ in pairs], [v for _, v in pairs]
     out = refine_hits(refiner, views, query_vector, **kwargs)
     for h, v in zip(todo, views):
         h.refined_box, h.refined_score = v.refined_box, v.refined_score

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from sorce_desktop.core.paths import is_under
 from sorce_desktop.core.regions import Box
 from sorce_desktop.core.store.catalog import LineRow, Store
 from sorce_desktop.core.textstore import fold, fold_with_positions
@@ -305,12 +306,12 @@ class TextSearcher:
             if pid not in per_photo or per_photo[pid][0] < s:
                 per_photo[pid] = (s, rid, kind, span)
         if folder:
-            fkey = os.fsencode(os.path.abspath(folder)).rstrip(os.sep.encode()) + os.sep.encode()
+            within = os.path.abspath(folder)
             photos = self.store.photos_by_ids(list(per_photo))
             per_photo = {
                 pid: v
                 for pid, v in per_photo.items()
-                if pid in photos and os.fsencode(photos[pid].path).startswith(fkey)
+                if pid in photos and is_under(photos[pid].path, within) and photos[pid].path != within
             }
         ranked = sorted(per_photo.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]
         # every matched line of the ranked photos, so each one can be outlined

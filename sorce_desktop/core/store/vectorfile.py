@@ -38,6 +38,33 @@ from sorce_desktop.core.store.errors import (
 log = logging.getLogger(__name__)
 
 VECTORS_NAME = "vectors.faiss"
+
+#: How long the vector file may stay unsaved while work goes on (the catalog is committed after every
+#: batch either way; the vector file is rebuilt from it if lost).
+SAVE_EVERY_S = 60.0
+
+
+class SaveClock:
+    """When the vector file is saved, the one rule: at the end of a run, and while work goes on (an
+    indexing run, the folder watcher handing in files) at most every ``every_s`` seconds. The indexing
+    service owns one and hands it to every indexer it uses; an indexer used on its own has its own."""
+
+    def __init__(self, every_s: float = SAVE_EVERY_S):
+        self.every_s = every_s
+        self.unsaved = False
+        self.last = time.monotonic()
+
+    def changed(self) -> None:
+        """The catalog's vectors changed since the file was saved."""
+        self.unsaved = True
+
+    def due(self) -> bool:
+        """Whether work in progress should save now."""
+        return self.unsaved and time.monotonic() - self.last >= self.every_s
+
+    def saved(self) -> None:
+        self.unsaved = False
+        self.last = time.monotonic()
 VECTORS_META = "vectors.json"
 
 class Binding(Protocol):

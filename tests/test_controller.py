@@ -1,0 +1,176 @@
+"""The library controller (core/controller.py): one library's policy in one place. A settings change becomes a
+plan; folders are added and removed as jobs of the indexing service, and the folder watcher writes nothing;
+another model is refused the same way for every front end; each hit's outline is decided in core. Real store,
+drawn photos, a tiny real model."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import replace
+
+import pytest
+from conftest import no_text_reading, scene_photos
+
+from sorce_desktop.core.controller import (
+    LibraryController,
+    ModelMismatch,
+    ModelRequest,
+    ModelStep,
+    Redo,
+    Settled,
+)
+from sorce_desktop.core.library import Library
+from sorce_desktop.core.models.speed import SPEEDS, THOROUGH, speed_of_variant
+from sorce_desktop.core.regions import Box, get_layout
+from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit
+
+WORKER = "sorce-indexing"  # the indexing service's thread: the one writer
+
+
+def copy_photos(folder, n, start=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(scene_photos(n, start)):
+        shutil.copy2(p, folder / f"p{i:03d}.jpg")
+    return folder
+
+
+@pytest.fixture
+def controller(tmp_path, clip_embedder):
+    data = tmp_path / "data"
+    no_text_reading(data)  # reading text costs seconds a photo and says nothing here
+    lib = Library(data)
+    lib.bind(clip_embedder, get_layout("global"))
+    c = LibraryController(lib)
+    c.use(Settled(clip_embedder, get_layout("global"))).result(60)
+    yield c
+    c.close()
+
+
+def record_folder_writes(store) -> list[tuple[str, str, str]]:
+    """(what, folder, thread) for every write of a folder row, whoever makes it."""
+    writes: list[tuple[str, str, str]] = []
+    for name in ("add_folder", "set_folder_online", "remove_folder"):
+        original = getattr(store, name)
+
+        def spy(folder, *args, _original=original, _name=name, **kw):
+            writes.append((_name, str(folder), threading.current_thread().name))
+            return _original(folder, *args, **kw)
+
+        setattr(store, name, spy)
+    return writes
+
+
+def test_folders_are_added_and_removed_as_service_jobs_and_the_watcher_writes_nothing(controller, tmp_path):
+    store = controller.store
+    writes = record_folder_writes(store)
+    a, b, c = (copy_photos(tmp_path / n, 2, start=2 * i) for i, n in enumerate("abc"))
+    folder, fut = controller.add_folder(a, index=True)
+    assert fut.result(60) == folder == str(a)
+    # the watcher is told of a folder the library does not have yet (as `watch FOLDER` does) ...
+    watcher = controller.watch(settle_s=0.1, root_check_s=0.05, folders=[str(a), str(c)], reconcile_at_start=False)
+    assert watcher.wait_ready(30)
+    # ... and of one more while it runs (as the window's watcher was)
+    assert watcher.add_folder(b, reconcile=False) == str(b)
+    controller.service.wait_idle(60)
+    assert store.folders() == [str(a), str(c), str(b)]
+    # a folder that goes away is marked offline: by the service, on the watcher's word
+    shutil.rmtree(c)
+    deadline = threading.Event()
+    for _ in range(400):
+        if not store.folder_online(str(c)):
+            break
+        deadline.wait(0.05)
+    assert not store.folder_online(str(c))
+    controller.remove_folder(str(b)).result(60)
+    assert str(b) not in store.folders()
+    kinds = {(what, f) for what, f, _ in writes}
+    assert {("add_folder", str(a)), ("add_folder", str(b)), ("add_folder", str(c))} <= kinds
+    assert ("set_folder_online", str(c)) in kinds and ("remove_folder", str(b)) in kinds
+    assert {thread for _, _, thread in writes} == {WORKER}, writes
+
+
+def test_a_settings_change_becomes_a_plan_of_what_is_redone_and_kept(controller, tmp_path):
+    folder = copy_photos(tmp_path / "photos", 3)
+    controller.add_folder(folder, index=True)
+    controller.service.wait_idle(120)
+    variants = controller.store.visual_variants()
+    assert sum(variants.values()) == 3
+    bound = controller.store.binding()
+    now = controller.settings
+    now.model, now.layout = bound.model_id, bound.layout  # the settings name what the index was made with
+    made_at = {speed_of_variant(v) or THOROUGH.name for v in variants}
+    assert len(made_at) == 1
+    other_speed = next(s for s in SPEEDS if s not in made_at)
+    now.speed = next(iter(made_at))  # indexing at the speed the photos were made at
+
+    same = controller.plan(replace(now))
+    assert same.redoes == [] and not same.rebind and same.pictures == 0
+
+    layout = controller.plan(replace(now, layout="grid3"))
+    assert layout.rebind and layout.layout_only and layout.pictures == 3 and layout.redoes == [Redo.PICTURES]
+
+    model = controller.plan(replace(now, model="another/model"))
+    assert model.rebind and not model.layout_only and model.pictures == 3
+    kept = controller.plan(replace(now, model="another/model", speed=other_speed), keep_binding=True)  # "Keep Current"
+    assert not kept.rebind and kept.speed_redo == 3
+
+    speed = controller.plan(replace(now, speed=other_speed))
+    assert speed.speed_changed and speed.speed_redo == 3 and speed.redoes == [Redo.SPEED]
+    assert speed.without_speed_redo().redoes == [Redo.RELOAD]  # only new photos at the new speed
+
+    text = controller.plan(replace(now, ocr=not now.ocr))
+    assert text.reread_text and text.pictures == 0 and text.redoes == [Redo.TEXT]
+
+    device = controller.plan(replace(now, device="cpu" if now.device != "cpu" else "auto"))
+    assert device.redoes == [Redo.RELOAD] and device.pictures == 0
+
+
+def test_another_model_is_refused_before_it_loads_unless_reindexing(controller, tmp_path):
+    bound = controller.store.binding()
+    # an index with no picture vectors yet takes another model: nothing would be mixed
+    assert controller.step_for(ModelRequest("another/model")) == ModelStep.BIND
+    controller.add_folder(copy_photos(tmp_path / "photos", 1), index=True)
+    controller.service.wait_idle(120)
+    assert controller.store.counts()["indexed"] == 1
+    assert controller.step_for(ModelRequest()) == ModelStep.KEEP
+    assert controller.step_for(ModelRequest(bound.model_id, "global")) == ModelStep.KEEP
+    with pytest.raises(ModelMismatch):
+        controller.step_for(ModelRequest("another/model"))
+    with pytest.raises(ModelMismatch, match="grid3"):
+        controller.step_for(ModelRequest(layout="grid3"))
+    assert controller.step_for(ModelRequest("another/model", reindex=True)) == ModelStep.BIND
+    # the index's own model settles without loading anything until a job needs it
+    settled = controller.settle(ModelRequest(), lazy=True)
+    assert callable(settled.embedder) and settled.layout.name == "global" and not settled.rebound
+
+
+def test_each_hits_outline_is_decided_in_core():
+    picture = MatchedRegion("picture", Box(10, 10, 50, 50), 0.3, "cell_0_0")
+    line = MatchedRegion("text", Box(60, 5, 90, 15), 1.0, "text", "STOP", "letters")
+    name = MatchedRegion("name", Box(0, 0, 100, 100), 0.5, "name", "stop.jpg", "name")
+    both = PhotoHit("/p/a.jpg", 0.9, picture.box, picture.region, 1, 100, 100, "both", "STOP", regions=[picture, line, name])
+    assert both.shown_box == picture.box  # not refined yet: as matched
+    both.refined_box = Box(20, 20, 40, 40)
+    assert both.shown_box == Box(20, 20, 40, 40)
+    assert both.outlines() == [("picture", Box(20, 20, 40, 40), picture), ("text", line.box, line)]  # no name box
+    view = both.refinable()
+    assert view is not None and view.box == picture.box and view.region == picture.region
+    words = PhotoHit("/p/b.jpg", 0.8, line.box, "text", 2, 100, 100, "text", "STOP", regions=[line])
+    words.refined_box = Box(0, 0, 1, 1)  # a line of words is outlined as read, whatever refinement says
+    assert words.shown_box == line.box and words.refinable() is None
+    bare = PhotoHit("/p/c.jpg", 0.7, Box(1, 2, 3, 4), "full", 3, 10, 10)
+    assert bare.outlines() == [("picture", Box(1, 2, 3, 4), None)]
+
+
+def test_a_folder_added_while_a_full_scan_waits_is_indexed_by_it(controller, tmp_path):
+    """The folder's row goes ahead of the scans waiting (a waiting full scan absorbs the folder's own)."""
+    folder = copy_photos(tmp_path / "photos", 2)
+    go = threading.Event()
+    controller.call(lambda: go.wait(60))  # the worker is busy; what follows waits in its queue
+    controller.scan()
+    added, fut = controller.add_folder(folder, index=True)
+    go.set()
+    assert fut.result(60) == added
+    controller.service.wait_idle(120)
+    assert controller.store.counts()["indexed"] == 2
