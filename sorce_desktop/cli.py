@@ -548,7 +548,9 @@ def cmd_search(args) -> int:
             print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
         elif lib.needs_picture_model(args.text, args.image):
             try:
-                embedder = _load_model(lib, None)
+                # a text query needs only the text tower: its query encoder, where the model wrote one
+                text_only = args.image is None and not args.refine
+                embedder = (lib.query_encoder() if text_only else None) or _load_model(lib, None)
             except ModelError as exc:
                 if not has_text or args.image is not None:
                     raise
