@@ -587,6 +587,8 @@ def _ask_running(args, crop):
 
 
 def _print_hits(hits, as_json: bool) -> None:
+    from sorce_desktop.core.search.answer import RegionKind
+
     if as_json:
         print_json([h.to_json() for h in hits])
         return
@@ -603,10 +605,10 @@ def _print_hits(hits, as_json: bool) -> None:
             print(f"       {'  '.join(x for x in (when, shown(h.place) if h.place else '') if x)}")
         if len(h.regions) > 1 or h.source == "name":
             for r in h.regions:
-                if r.kind == "name":
+                if r.kind == RegionKind.NAME:
                     print(f'       file name "{shown(r.words or "")}"')
                     continue
-                what = f'words "{shown(r.words)}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
+                what = f'words "{shown(r.words)}" ({r.match})' if r.kind == RegionKind.TEXT else f"picture {r.region}"
                 print(f"       {what} {r.box.as_list()} {r.score:.3f}")
 
 
