@@ -696,16 +696,15 @@ def _watch(controller, args) -> int:
     try:
         # the index's own model; a first one on a first run; another one only through `index --reindex`
         settled = _settle(controller, ModelRequest(args.model, args.layout))
-    except ModelMismatch:
-        b = lib.store.binding()
-        if args.model and args.model != b.model_id:
+    except ModelMismatch as exc:  # the controller says what differs: the model, else the layout
+        if exc.models:
             raise UserError(
-                f"The index was made with {b.model_id}; run {prog()} index --model "
-                f"{args.model} --reindex first to change the model."
+                f"The index was made with {exc.models[0]}; run {prog()} index --model "
+                f"{exc.models[1]} --reindex first to change the model."
             ) from None
         raise UserError(
-            f"The index was made with the {b.layout} layout; run {prog()} index --layout "
-            f"{args.layout} --reindex first to change the layout."
+            f"The index was made with the {exc.layouts[0]} layout; run {prog()} index --layout "
+            f"{exc.layouts[1]} --reindex first to change the layout."
         ) from None
     _wait(controller.use(settled, batch_size=args.batch_size))
     embedder, layout = settled.embedder, settled.layout

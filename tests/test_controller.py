@@ -242,3 +242,28 @@ def test_a_reader_answers_queries_beside_the_writer_with_no_service_and_no_lock(
     no_text_reading(empty)
     with LibraryReader(Library(empty)) as reader, pytest.raises(NothingIndexed):
         reader.search_model("a red kite")
+
+
+def test_watch_names_what_differs_as_the_controller_refuses_it(controller, tmp_path, capsys):
+    """Another model or layout without --reindex: the controller's refusal says which differs (ModelMismatch's
+    models / layouts), and `watch` names the remedy from it instead of comparing with the index again."""
+    from sorce_desktop import cli
+
+    folder = copy_photos(tmp_path / "a", 2)
+    _, fut = controller.add_folder(folder, index=True)
+    fut.result(60)
+    controller.service.wait_idle(60)
+    model = controller.lib.model_id()
+    with pytest.raises(ModelMismatch) as layout:
+        controller.step_for(ModelRequest(layout="grid3"))
+    assert layout.value.layouts == ("global", "grid3") and layout.value.models is None
+    with pytest.raises(ModelMismatch) as both:
+        controller.step_for(ModelRequest("another/model", "grid3"))
+    assert both.value.models == (model, "another/model") and both.value.layouts == ("global", "grid3")
+    data = str(controller.lib.paths.index.parent)
+    controller.close()  # watch takes the writer lock
+    assert cli.main(["watch", "--layout", "grid3", "--data-dir", data]) == 1
+    assert "made with the global layout; run sorce-desktop index --layout grid3 --reindex" in capsys.readouterr().err
+    assert cli.main(["watch", "--model", "another/model", "--layout", "grid3", "--data-dir", data]) == 1
+    err = capsys.readouterr().err
+    assert f"made with {model}; run sorce-desktop index --model another/model --reindex" in err

@@ -261,9 +261,9 @@ class LibraryReader:
             "reads_text": self.lib.ocr_enabled(),
         }
 
-    def errors(self) -> list[tuple[str, str]]:
-        """The files that cannot be indexed, with why: (path, reason)."""
-        return self.store.errors()
+    def errors(self, folder: str | None = None) -> list[tuple[str, str]]:
+        """The files that cannot be indexed (under ``folder``: None, all), with why: (path, reason)."""
+        return self.store.errors(folder)
 
     def not_understood(self, text: str | None, *, after: str | None = None, before: str | None = None) -> list[str]:
         """What a query (``text``; None for a query by photo) and its period hold that cannot be understood,
@@ -376,7 +376,13 @@ class LibraryController(LibraryReader):
             n = self.store.counts()["indexed"]
             asked = request.model or b.model_id
             if not same_layout:
-                raise ModelMismatch(f"{b.model_id} ({b.layout} layout)", f"{asked} ({request.layout} layout)", n)
+                raise ModelMismatch(
+                    f"{b.model_id} ({b.layout} layout)",
+                    f"{asked} ({request.layout} layout)",
+                    n,
+                    models=None if same_model else (b.model_id, asked),
+                    layouts=(b.layout, request.layout),
+                )
             raise ModelMismatch(b.model_id, asked, n)
         return ModelStep.BIND
 
