@@ -471,7 +471,7 @@ class Session(QtCore.QObject):
         run_task(lambda: self.lib.status(reason), got, name="status")
 
     def errors(self, on_done, folder: str | None = None) -> None:
-        run_task(lambda: self.lib.store.errors(folder), on_done, name="errors")
+        run_task(lambda: self.controller.errors(folder), on_done, name="errors")
 
     @property
     def indexing(self) -> bool:
