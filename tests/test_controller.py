@@ -267,3 +267,19 @@ def test_watch_names_what_differs_as_the_controller_refuses_it(controller, tmp_p
     assert cli.main(["watch", "--model", "another/model", "--layout", "grid3", "--data-dir", data]) == 1
     err = capsys.readouterr().err
     assert f"made with {model}; run sorce-desktop index --model another/model --reindex" in err
+
+
+def test_the_first_run_questions_are_asked_only_of_a_library_with_no_folder(tmp_path):
+    """Core decides whether the window opens on its first-run questions: a library given a folder from the
+    command line (`index FOLDER`) opens on it, and its settings then count the questions as answered."""
+    from sorce_desktop.core.controller import LibraryReader
+
+    fresh = tmp_path / "fresh"
+    no_text_reading(fresh, first_run_done=False)
+    with LibraryReader(Library(fresh)) as reader:
+        assert reader.first_run() and not reader.settings.first_run_done
+    given = tmp_path / "given"
+    no_text_reading(given, first_run_done=False)
+    with LibraryReader(Library(given)) as reader:
+        reader.store.add_folder(str(copy_photos(tmp_path / "photos", 1)))
+        assert not reader.first_run() and reader.settings.first_run_done

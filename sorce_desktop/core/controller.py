@@ -261,6 +261,18 @@ class LibraryReader:
             "reads_text": self.lib.ocr_enabled(),
         }
 
+    def first_run(self) -> bool:
+        """Whether the window opens on the first-run questions (which model, which folder): only while the
+        settings say they were never answered and the library has no folder yet. A library given folders
+        from the command line (`index FOLDER`) opens on those and the model it was indexed with; the window
+        then saves the questions as answered."""
+        if self.settings.first_run_done:
+            return False
+        if self.store.folders():
+            self.settings.first_run_done = True
+            return False
+        return True
+
     def errors(self, folder: str | None = None) -> list[tuple[str, str]]:
         """The files that cannot be indexed (under ``folder``: None, all), with why: (path, reason)."""
         return self.store.errors(folder)

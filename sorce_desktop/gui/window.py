@@ -175,12 +175,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build()
         self._connect()
         self._build_menus()
-        first_run = not self.settings.first_run_done
-        if first_run and library.store.folders():
-            # folders were added from the command line (`sorce-desktop index FOLDER`): the window opens
-            # on that library and the model it was indexed with, not on the first-run questions
-            first_run = False
-            self.settings.first_run_done = True
+        answered = self.settings.first_run_done
+        first_run = self.session.controller.first_run()  # core's rule
+        if self.settings.first_run_done and not answered:  # answered by the folders `index FOLDER` added
             self._save_settings()
         self.pages.setCurrentWidget(self.welcome if first_run else self.main)
         if first_run:
