@@ -528,8 +528,9 @@ def cmd_search(args) -> int:
             raise UserError(str(exc)) from None
         try:
             model = reader.search_model(
-                args.text, args.image, progress=download_progress(), before_load=lambda m: _mllm_note(reader.lib, m)
-            )
+                args.text, args.image, refine=args.refine, progress=download_progress(),
+                before_load=lambda m: _mllm_note(reader.lib, m),
+            )  # fmt: skip
         except NothingIndexed:
             raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.") from None
         finally:

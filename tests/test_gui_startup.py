@@ -31,7 +31,10 @@ def signs_slow_model(tmp_path, tiny_clip, monkeypatch):
 
 
 def test_words_are_searchable_while_the_picture_model_loads(qtbot, tiny_clip, signs_slow_model):
+    import shutil
+
     signs, gate = signs_slow_model
+    shutil.rmtree(signs.data / "models" / "prepared" / "query")  # no query encoder: words alone meanwhile
     win = open_test_window(qtbot, signs.data, tiny_clip)
     search(qtbot, win, '"stop"')
     assert win.session.state.state == "loading" and not win.session.ready
@@ -46,6 +49,24 @@ def test_words_are_searchable_while_the_picture_model_loads(qtbot, tiny_clip, si
     qtbot.waitUntil(lambda: win.session.ready and win.result is not None and win.result.vector is not None, timeout=60000)
     assert win.result.query.text == "stop"
     assert any(it.hit.source != "text" for it in win.model.items)
+
+
+def test_picture_queries_are_answered_while_the_picture_model_loads(qtbot, tiny_clip, signs_slow_model):
+    """With the model's query encoder written (by `index`), a text query is answered by the pictures too
+    before the model is loaded, with the vector the loaded model then uses."""
+    import numpy as np
+
+    signs, gate = signs_slow_model
+    win = open_test_window(qtbot, signs.data, tiny_clip)
+    search(qtbot, win, "stop")
+    assert win.session.state.state == "loading" and not win.session.ready
+    assert win.result.vector is not None and any(it.hit.source != "text" for it in win.model.items)
+    early = [it.hit.path for it in win.model.items]
+    vector = win.result.vector
+    gate.set()
+    qtbot.waitUntil(lambda: win.session.ready, timeout=60000)
+    search(qtbot, win, "stop")
+    assert np.array_equal(win.result.vector, vector) and [it.hit.path for it in win.model.items] == early
 
 
 def test_bench_startup_reads_the_windows_milestones(tmp_path, tiny_clip):
@@ -63,6 +84,7 @@ def test_bench_startup_reads_the_windows_milestones(tmp_path, tiny_clip):
     marks = launch_window(signs.data, timeout=300)
     assert 0 < marks["window_shown"] <= marks["pictures_searchable"]
     assert marks["words_searchable"] <= marks["pictures_searchable"]
+    assert marks["window_shown"] <= marks["picture_queries"] <= marks["pictures_searchable"]
 
 
 def test_search_asks_the_open_window(qtbot, tmp_path, tiny_clip):

@@ -52,7 +52,9 @@ def _plain(folder, speed):
 
 
 def _same_vectors(a, b) -> None:
-    ta, tb = a.embed_texts(TEXTS), b.embed_texts(TEXTS)
+    # the loaded models' own text towers (a query goes through the query encoder where the loader wrote
+    # one: tests/test_query_encoder.py)
+    ta, tb = a.embed_texts_with_model(TEXTS), b.embed_texts_with_model(TEXTS)
     assert (ta * tb).sum(1).min() >= TEXT_COSINE
     assert np.abs(a.embed_images(_images()) - b.embed_images(_images())).max() <= PICTURE_ABS
 
@@ -96,7 +98,7 @@ def test_no_weight_file_stays_mapped(model_dir, tmp_path, speed):
 def test_quantised_once_then_loaded_from_the_cache(model_dir, tmp_path, monkeypatch):
     cache = tmp_path / "models"
     first = _load(model_dir, cache)
-    files = sorted(p.name for p in (cache / "prepared").iterdir())
+    files = sorted(p.name for p in (cache / "prepared").iterdir() if p.is_file())  # query/: the query encoder
     assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".safetensors")
     from transformers import AutoModel
 
@@ -188,4 +190,6 @@ def test_a_replaced_model_is_not_served_from_the_old_cache(model_dir, tmp_path, 
     got = _load(model_dir, cache)
     assert len(calls) == 1
     _same_vectors(got, _plain(model_dir, FAST))
-    assert len(list((cache / "prepared").iterdir())) == 2  # the old model's prepared file is gone
+    assert len([p for p in (cache / "prepared").iterdir() if p.is_file()]) == 2  # the old prepared file is gone
+    sidecars = [p for p in (cache / "prepared" / "query").glob("*.json") if p.name.count(".") == 1]
+    assert len(sidecars) == 1  # and its query encoder

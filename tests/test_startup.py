@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,10 +53,29 @@ def test_words_only_query_imports_no_picture_model(signs, tiny_clip):
     assert answer.vector is None
 
 
-def test_a_picture_query_still_loads_the_picture_model(signs):
+def test_a_picture_query_needs_only_the_query_encoder(signs, tiny_clip):
+    """A cold picture query imports neither torch nor transformers where the model wrote its query
+    encoder (`index` did); without one it loads the model, which writes it, and the next needs it only."""
+    from sorce_desktop.core.library import Library
+    from sorce_desktop.core.models.dual import DualEncoderEmbedder
+
+    prepared = signs.data / "models" / "prepared" / "query"
+    assert any(prepared.glob("*.json"))  # written when `index` loaded the model
     hits, imported = _search_in_fresh_process(signs.data, '"stop" sign')
-    assert "sorce_desktop.core.models.dual" in imported
+    assert imported == set()
     assert {h["path"] for h in hits} <= {signs.exact["stop"], signs.partial["stop"]}
+    with Library(signs.data, writer=False) as lib:  # the photos the loaded model finds, in its order
+        answer = lib.search_service(DualEncoderEmbedder(tiny_clip)).answer("a red kite in the sky", top=5)
+    hits, imported = _search_in_fresh_process(signs.data, "a red kite in the sky")
+    assert imported == set()
+    assert [h["path"] for h in hits][:5] == [h.path for h in answer.hits]
+
+    shutil.rmtree(prepared)
+    hits, imported = _search_in_fresh_process(signs.data, '"stop" sign')
+    assert "sorce_desktop.core.models.dual" in imported and any(prepared.glob("*.json"))
+    assert {h["path"] for h in hits} <= {signs.exact["stop"], signs.partial["stop"]}
+    again, imported = _search_in_fresh_process(signs.data, '"stop" sign')
+    assert imported == set() and [h["path"] for h in again] == [h["path"] for h in hits]
 
 
 @pytest.mark.parametrize(

@@ -374,25 +374,40 @@ def _time_text(args, log) -> tuple[dict, Callable | None]:
     # on a CPU); float32 (the "thorough" profile) timed beside it, with the cosine between the two.
     text_fns: dict[str, Callable] = {}
     app = _text_embedder(args, cache_dir(args.cache_dir), get_speed(None))
-    text_fns["app"] = app.embed_texts
-    text["app_profile"] = f"{DEFAULT_SPEED} ({'int8' if app.int8 else 'float32'} text tower)"
+    # the app embeds a query through the model's query encoder (onnxruntime, written once from the model)
+    from sorce_desktop.core.models.query_encoder import open_query_encoder
+    from sorce_desktop.core.models.query_export import write_query_encoder
+
+    t = time.perf_counter()
+    write_query_encoder(app, app.folder / ".prepared")
+    text["query_encoder_ready_s"] = round(time.perf_counter() - t, 1)
+    encoder = open_query_encoder(app.folder, app.model_id, app.folder / ".prepared", app.int8)
+    text_fns["app"] = encoder.embed_texts
+    text["app_profile"] = f"{DEFAULT_SPEED} (query encoder: onnxruntime {encoder.precision} text tower)"
+    # the loaded model's own text tower (PyTorch; int8 in "fast"), what a query cost before
+    text_fns["model"] = app.embed_texts_with_model
     if app.int8:
         ref = _text_embedder(args, cache_dir(args.cache_dir), THOROUGH)
         text_fns["fp32"] = ref.embed_texts
     words = ["a red kite in the sky", "a cat on the windowsill", "a cup on the shelf", "the small boat"]
-    for name, fn in text_fns.items():
+    times: dict[str, list[float]] = {name: [] for name in text_fns}
+    for fn in text_fns.values():
         fn(["warm up"])
-        ts = []
-        for i in range(max(10, args.queries // 5)):
+    for i in range(max(10, args.queries // 5)):  # interleaved: the machine's load falls on all alike
+        for name, fn in text_fns.items():
             t = time.perf_counter()
             fn([words[i % len(words)] + f" {i}"])
-            ts.append((time.perf_counter() - t) * 1000)
+            times[name].append((time.perf_counter() - t) * 1000)
+    for name, ts in times.items():
         text[name] = {"p50_ms": round(pct(ts, 50), 2), "p95_ms": round(pct(ts, 95), 2)}
         log(f"text embedding {name}: p50 {text[name]['p50_ms']} ms")
+    text["app_over_model_p50"] = round(float(np.median(np.array(times["app"]) / np.array(times["model"]))), 3)
     if "fp32" in text_fns:
         probe = [f"{w} {i}" for i, w in enumerate(words * 5)]
         cos = np.sum(text_fns["app"](probe) * text_fns["fp32"](probe), axis=1)
         text["app_vs_fp32_cosine_min"] = round(float(cos.min()), 5)
+        cos = np.sum(text_fns["model"](probe) * text_fns["fp32"](probe), axis=1)
+        text["model_vs_fp32_cosine_min"] = round(float(cos.min()), 5)
     return text, text_fns["app"]
 
 
@@ -630,6 +645,7 @@ def run(args) -> int:
     import faiss
     import torch
 
+    from sorce_desktop.bench.startup import cpu_vector_features
     from sorce_desktop.core.regions import DEFAULT_LAYOUT, get_layout
 
     threads = torch.get_num_threads()
@@ -660,6 +676,7 @@ def run(args) -> int:
         "bench": "query",
         "date": time.strftime("%Y-%m-%d"),
         "threads": threads,
+        "cpu_vector_features": cpu_vector_features(),
         "regions_per_photo": v.regions,
         "layout": layout.name,
         "dim": v.dim,
@@ -770,9 +787,15 @@ def _table(out: dict) -> str:
     lines = [
         f"bench query: {out['regions_per_photo']} regions/photo ({out['layout']} layout), {out['dim']}-d, "
         f"{out['threads']} threads, {out['vectors']}",
+        f"CPU: {out['cpu_vector_features']['cpu']} [{' '.join(out['cpu_vector_features']['flags'])}]",
     ]
     if out["text"].get("app"):
         lines.append(f"text embedding p50: {out['text']['app']['p50_ms']} ms ({out['text']['app_profile']})")
+        if out["text"].get("model"):
+            lines.append(
+                f"  the loaded model's own text tower: {out['text']['model']['p50_ms']} ms (query encoder / model, "
+                f"paired: {out['text']['app_over_model_p50']})"
+            )
     lines.append(
         f"{'photos':>9} {'index':32} {'p50 ms':>8} {'p95 ms':>8} {'search':>8} {'R@10':>6} {'B/photo':>9}"
         f" {'1 year p50':>10}"

@@ -203,18 +203,29 @@ class LibraryReader:
         ``speed`` as :meth:`Library.load_embedder` takes them."""
         return self.lib.load_embedder(model, **kw)
 
+    def query_encoder(self) -> Embedder | None:
+        """The index's model's query encoder: text queries embedded without loading the model (no torch,
+        no transformers), where one was written when the model last loaded in full; None when the index has
+        no model yet or no encoder was written."""
+        if self.store.binding() is None:
+            return None
+        return self.lib.query_encoder()
+
     def search_model(
         self,
         text: str | None,
         image=None,
         *,
+        refine: bool = False,
         progress=None,
         before_load: Callable[[str], None] | None = None,
     ) -> SearchModel:
         """The model a query is answered with, the one rule for a command's search: the index's own model
-        when the query needs one (not for quoted words alone); none when the index was made without one, or
-        when it cannot be had and the text read in the photos can answer (a query by text only; a query by
-        photo needs the model: its ModelError stands). Raises :class:`NothingIndexed` when nothing is."""
+        when the query needs one (not for quoted words alone); for a text query that is not refined, its
+        query encoder where one was written (refining zooms with the whole model); none when the index was
+        made without one, or when it cannot be had and the text read in the photos can answer (a query by
+        text only; a query by photo needs the model: its ModelError stands). Raises :class:`NothingIndexed`
+        when nothing is indexed."""
         from sorce_desktop.core.models.base import ModelError
 
         has_text = self.store.count_read() > 0
@@ -224,10 +235,14 @@ class LibraryReader:
             return SearchModel(None, self.lib.text_only_note("none was available when indexing"))
         if not self.lib.needs_picture_model(text, image):
             return SearchModel(None)
-        model = self.lib.model_id()
-        if before_load is not None:
-            before_load(model)
         try:
+            # a text query needs only the text tower: its query encoder, where the model wrote one
+            encoder = self.lib.query_encoder() if image is None and not refine else None
+            if encoder is not None:
+                return SearchModel(encoder)
+            model = self.lib.model_id()
+            if before_load is not None:
+                before_load(model)
             return SearchModel(self.load(model, progress=progress))
         except ModelError as exc:
             if not has_text or image is not None:

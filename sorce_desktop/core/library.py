@@ -97,6 +97,15 @@ class Library:
             speed=get_speed(speed or self.settings.speed),
         )
 
+    def query_encoder(self, model: str | None = None) -> Embedder | None:
+        """The query encoder of the library's model: text queries embedded without loading the model (no
+        torch, no transformers), where one was written when the model was last loaded in full; None
+        otherwise (then :meth:`load_embedder`, which writes it)."""
+        from sorce_desktop.core.models.loader import load_query_encoder
+        from sorce_desktop.core.models.speed import get_speed
+
+        return load_query_encoder(model or self.model_id(), self.paths.models, speed=get_speed(self.settings.speed))
+
     def _device(self) -> str:
         """The settings' device, if this computer has it; else "auto" (said in settings_problems)."""
         name = self.settings.device
@@ -221,9 +230,9 @@ class Library:
             return None
 
         def embedder():
-            from sorce_desktop.core.text.ocr import TextEmbedder
+            from sorce_desktop.core.models.loader import load_sentence_embedder
 
-            return TextEmbedder()
+            return load_sentence_embedder(self.paths.models)
 
         return TextSearcher(self.store, embedder)
 

@@ -188,8 +188,11 @@ class Session(QtCore.QObject):
         def ready(service) -> None:
             if service is None or self._closing or self.service is not None:
                 return
+            if service.embedder is None and self._words_service is not None:
+                return  # the query encoder's service came first: it answers the words too
             self._words_service = service
-            log.info("start-up: words searchable")  # bench startup reads these milestones
+            # bench startup reads these milestones
+            log.info("start-up: picture queries answerable" if service.embedder is not None else "start-up: words searchable")
             if self._pending_query is not None:
                 gen, q = self._pending_query
                 if gen == self._generation and q.image is None:
@@ -199,11 +202,19 @@ class Session(QtCore.QObject):
             service = self.controller.search_service(None)
             return service if service.text is not None and service.text.has_text() else None
 
+        def pictures():
+            # the model's query encoder (no torch, no transformers) answers text queries by the pictures
+            # too, long before the model is loaded (a second, after the words)
+            encoder = self.controller.query_encoder()
+            return self.controller.search_service(encoder) if encoder is not None else None
+
         run_task(words, ready, lambda e: log.warning("words are not searchable yet: %s", e), lane="search", name="words")
+        run_task(pictures, ready, lambda e: log.warning("no query encoder: %s", e), lane="search", name="query encoder")
 
     def _search_words(self, gen: int, query: Query) -> None:
         """Answer ``query`` from the words now; keep it pending for the picture model if it needs one."""
-        self._pending_query = (gen, query) if self.lib.needs_picture_model(query.text) else None
+        answered = self._words_service.embedder is not None or not self.lib.needs_picture_model(query.text)
+        self._pending_query = None if answered else (gen, query)
         self._run_search(gen, query, self._words_service)
 
     def load_model(self, model: str | None = None, *, reindex_layout: str | None = None) -> None:
@@ -529,7 +540,9 @@ class Session(QtCore.QObject):
         def answer(request: dict) -> dict:
             if service is not None:
                 return running.answer_request(service, request)
-            if words is not None and request.get("image") is None and not self.lib.needs_picture_model(request.get("text")):
+            if words is not None and request.get("image") is None and (
+                words.embedder is not None or not self.lib.needs_picture_model(request.get("text"))
+            ):
                 return running.answer_request(words, request)
             return {"busy": "the picture model is not ready"}
 

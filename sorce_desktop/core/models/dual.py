@@ -8,7 +8,6 @@ of photos go through the vision tower in a single forward.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
+from sorce_desktop.core.models.fingerprint import folder_fingerprint, weights_source
 from sorce_desktop.core.models.lean import halve_token_tables, own_memory, prepared_int8_model
 from sorce_desktop.core.models.quant import int8_available, quantize_linear_int8
 from sorce_desktop.core.models.registry import model_info
@@ -48,29 +48,6 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     if device.type == "mps":
         return torch.float16
     return torch.float32
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """A short hash of a model folder's config and weights, so two different models stored under the
-    same name never share an index."""
-    h = hashlib.blake2b(digest_size=6)
-    h.update((folder / "config.json").read_bytes())
-    for w in sorted(folder.glob("*.safetensors")):
-        st = w.stat()
-        h.update(f"{w.name}:{st.st_size}".encode())
-        with open(w, "rb") as f:
-            h.update(f.read(1 << 16))
-    return h.hexdigest()
-
-
-def weights_source(folder: Path) -> str:
-    """What a prepared copy of the model in ``folder`` is made from: its fingerprint, and each weight
-    file's size and modification time (a file replaced in place makes the copy stale)."""
-    parts = [folder_fingerprint(folder)]
-    for w in sorted(folder.glob("*.safetensors")):
-        st = w.stat()
-        parts.append(f"{w.name}:{st.st_size}:{st.st_mtime_ns}")
-    return "|".join(parts)
 
 
 def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int], resample) -> Image.Image:
@@ -169,6 +146,9 @@ class DualEncoderEmbedder(Embedder):
         self.tile_size = (
             max(patch, min(self.size, self.speed.tile_size // patch * patch)) if self.speed.tile_size else self.size
         )
+        #: the model's query encoder (core/models/query_encoder.py) once the loader has written and opened it:
+        #: text queries then go through it, so every front end embeds a query alike, and 2.5x faster
+        self.query_encoder: Embedder | None = None
         self.dim = int(self.embed_texts(["x"]).shape[1])
 
     # -- interface -----------------------------------------------------------------------------------
@@ -300,8 +280,14 @@ class DualEncoderEmbedder(Embedder):
             k += len(p.specs)
         return out
 
-    @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.query_encoder is not None:
+            return self.query_encoder.embed_texts(texts)
+        return self.embed_texts_with_model(texts)
+
+    @torch.inference_mode()
+    def embed_texts_with_model(self, texts: Sequence[str]) -> np.ndarray:
+        """Text queries through the loaded model's own text tower."""
         prompts = [self.template.format(t.strip()) for t in texts]
         enc = self.tokenizer(
             prompts,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from sorce_desktop.core.models.download import ProgressCallback, resolve_model
 from sorce_desktop.core.models.speed import SpeedProfile
 
 MLLM_TYPES = {"llava_next", "qwen2_vl"}
+
+log = logging.getLogger(__name__)
 
 
 def model_type(folder: Path) -> str:
@@ -69,4 +73,86 @@ def load_embedder(
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
 
     # what quantisation produces is kept in the per-user model cache, beside the downloaded models
-    return DualEncoderEmbedder(folder, model_id=model, device=device, speed=speed, prepared_dir=cache_dir / "prepared")
+    embedder = DualEncoderEmbedder(
+        folder, model_id=model, device=device, speed=speed, prepared_dir=cache_dir / "prepared"
+    )
+    if embedder.device.type == "cpu":
+        write_query_encoder(embedder, cache_dir / "prepared")
+        # text queries go through it here too: the same vector for a query whichever front end asks
+        embedder.query_encoder = load_query_encoder(model, cache_dir, speed=embedder.speed)
+    return embedder
+
+
+def write_query_encoder(embedder, prepared_dir: Path) -> None:
+    """Write the query encoder of a model loaded in full, unless a good one is there (see
+    core/models/query_encoder.py). One that cannot be written is said in the log: the loaded model
+    keeps embedding queries, and the next full load tries again."""
+    from sorce_desktop.core.models.query_export import write_query_encoder as write
+
+    try:
+        write(embedder, prepared_dir)
+    except Exception as exc:  # any failure of the export leaves today's path in use, said once
+        _say_not_written(f"no query encoder for {embedder.model_id}", exc, prepared_dir)
+
+
+def _say_not_written(what: str, exc: BaseException, folder: Path) -> None:
+    """A full disk is said once, by the store, when it next writes (as core/models/lean.py does); a file
+    written short on a full disk fails later, when it is read back, hence the free-space check too."""
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "os error 28" in str(exc) or _nearly_full(folder)
+    (log.info if full else log.warning)("%s (%s: %s)", what, type(exc).__name__, exc)
+
+
+def _nearly_full(folder: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder if folder.exists() else folder.parent).free < 256 << 20
+    except OSError:
+        return False
+
+
+def load_query_encoder(model: str, cache_dir: Path, *, speed: SpeedProfile) -> Embedder | None:
+    """The query encoder of ``model`` (text queries embedded without torch or transformers) where a good
+    one was written when the model was last loaded in full; None where none can be used (the reason is
+    logged), and then the model itself is loaded."""
+    from sorce_desktop.core.models.query_encoder import (
+        SUPPORTED_TYPES,
+        QueryEncoderUnavailable,
+        open_query_encoder,
+    )
+
+    try:
+        folder = resolve_model(model, cache_dir, download=False)
+        mtype = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (ModelError, OSError, ValueError, AttributeError):
+        return None  # the full load says what is wrong with the model
+    if mtype not in SUPPORTED_TYPES:
+        return None
+    try:
+        return open_query_encoder(folder, model, cache_dir / "prepared", bool(speed.int8))
+    except QueryEncoderUnavailable as exc:
+        log.info("the query encoder of %s cannot be used (%s): loading the model", model, exc)
+        return None
+
+
+def load_sentence_embedder(cache_dir: Path):
+    """What matches a query against the words read in photos by meaning: the sentence query encoder
+    (onnxruntime, no torch or transformers) where one was written; else the model itself (core/text/ocr.py
+    ``TextEmbedder``), which writes it for the next start."""
+    from sorce_desktop.core.models.query_encoder import QueryEncoderUnavailable, open_sentence_encoder
+    from sorce_desktop.core.text.ocr import TextEmbedder, minilm_folder
+
+    folder = minilm_folder()
+    try:
+        return open_sentence_encoder(folder, cache_dir / "prepared", TextEmbedder.model_id)
+    except QueryEncoderUnavailable as exc:
+        log.info("the sentence query encoder cannot be used (%s): loading the model", exc)
+    model = TextEmbedder(folder)
+    try:
+        from sorce_desktop.core.models.query_export import write_sentence_encoder
+
+        write_sentence_encoder(model, cache_dir / "prepared")
+        return open_sentence_encoder(folder, cache_dir / "prepared", TextEmbedder.model_id)
+    except Exception as exc:  # the loaded model keeps matching by meaning; said once
+        _say_not_written("no sentence query encoder", exc, cache_dir / "prepared")
+        return model

