@@ -283,3 +283,22 @@ def test_the_first_run_questions_are_asked_only_of_a_library_with_no_folder(tmp_
     with LibraryReader(Library(given)) as reader:
         reader.store.add_folder(str(copy_photos(tmp_path / "photos", 1)))
         assert not reader.first_run() and reader.settings.first_run_done
+
+
+def test_the_reader_answers_text_with_the_query_encoder_and_refines_with_the_whole_model(tiny_siglip, tmp_path):
+    """`search`'s model, decided in core: a text query with the query encoder the model wrote when it last
+    loaded in full (no torch needed); a query to refine, or by photo, with the whole model."""
+    from sorce_desktop.core.controller import LibraryReader
+    from sorce_desktop.core.models.query_encoder import QueryEncoder
+
+    data = tmp_path / "data"
+    no_text_reading(data)
+    with LibraryReader(Library(data)) as reader:
+        e = reader.load(str(tiny_siglip))  # writes the query encoder
+        reader.lib.bind(e, reader.lib.layout_for(e))
+        assert isinstance(reader.search_model("a red kite").embedder, QueryEncoder)
+        loads = []
+        reader.load = lambda model=None, **kw: loads.append(model) or e
+        assert reader.search_model("a red kite", refine=True).embedder is e
+        assert reader.search_model(None, image=str(tmp_path / "any.jpg")).embedder is e
+        assert loads == [reader.lib.model_id()] * 2
