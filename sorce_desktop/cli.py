@@ -289,6 +289,16 @@ def _library(args, writer: bool = True):
     return lib
 
 
+def _reader(args):
+    """The library opened to answer queries and report on it (no writer: a window or `watch` may be
+    writing to it)."""
+    from sorce_desktop.core.controller import LibraryReader
+
+    reader = LibraryReader.open_reader(args.data_dir)
+    _say_settings_problems(reader.lib.settings_problems)
+    return reader
+
+
 def _say_settings_problems(problems: list[str]) -> None:
     """Each setting that could not be used, once, in one line (the command goes on with the default)."""
     while problems:
@@ -331,14 +341,6 @@ def _mllm_note(lib, model: str | None) -> None:
                 "choice on a CPU.",
                 file=sys.stderr,
             )
-
-
-def _load_model(lib, model: str | None, speed: str | None = None):
-    _mllm_note(lib, model)
-    try:
-        return lib.load_embedder(model or lib.model_id(), progress=download_progress(), speed=speed)
-    finally:
-        _say_settings_problems(lib.settings_problems)  # the device setting is checked as the model loads
 
 
 def _settle(controller, request, *, lazy: bool = False):
@@ -481,25 +483,6 @@ def cmd_index(args) -> int:
     return 0
 
 
-def _search_folder(lib, path: str) -> str:
-    """The folder ``search --folder`` limits the results to: one that exists, or one under a remembered
-    folder that is offline (an unplugged drive keeps its photos in the index)."""
-    from sorce_desktop.core.indexing.scanner import existing_folder
-    from sorce_desktop.core.paths import is_under
-
-    folder = os.path.abspath(path)
-    if os.path.isdir(folder):
-        return folder
-    for root in lib.store.folders():
-        if not os.path.isdir(root) and is_under(folder, root):
-            return folder
-    try:
-        existing_folder(path)
-    except FileNotFoundError as exc:
-        raise UserError(str(exc)) from None
-    return folder
-
-
 def cmd_search(args) -> int:
     from sorce_desktop.core.photos.images import ImageError
     from sorce_desktop.core.regions import Box
@@ -534,28 +517,28 @@ def cmd_search(args) -> int:
     if hits is not None:  # the window or `watch` running for this library answered, with its models
         _print_hits(hits, args.json)
         return 0
-    with _library(args, writer=False) as lib:
-        if _query_not_understood(lib, args):
-            return EXIT_USAGE
-        from sorce_desktop.core.models.base import ModelError
+    from sorce_desktop.core.controller import NothingIndexed
 
-        folder = _search_folder(lib, args.folder) if args.folder else None
-        has_text = lib.store.count_read() > 0
-        if lib.store.binding() is None and not has_text:
-            raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.")
-        embedder = None
-        if lib.store.binding() is None:
-            print(f"note: {lib.text_only_note('none was available when indexing')}", file=sys.stderr)
-        elif lib.needs_picture_model(args.text, args.image):
-            try:
-                # a text query needs only the text tower: its query encoder, where the model wrote one
-                text_only = args.image is None and not args.refine
-                embedder = (lib.query_encoder() if text_only else None) or _load_model(lib, None)
-            except ModelError as exc:
-                if not has_text or args.image is not None:
-                    raise
-                print(f"note: {shown(lib.text_only_note(getattr(exc, 'problem', str(exc))))}", file=sys.stderr)
-        service = lib.search_service(embedder)
+    with _reader(args) as reader:
+        if _query_not_understood(reader, args):
+            return EXIT_USAGE
+        try:
+            folder = reader.search_folder(args.folder) if args.folder else None
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
+        try:
+            model = reader.search_model(
+                args.text, args.image, refine=args.refine, progress=download_progress(),
+                before_load=lambda m: _mllm_note(reader.lib, m),
+            )  # fmt: skip
+        except NothingIndexed:
+            raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.") from None
+        finally:
+            _say_settings_problems(reader.lib.settings_problems)  # the device setting is checked as the model loads
+        if model.note:
+            print(f"note: {shown(model.note)}", file=sys.stderr)
+        embedder = model.embedder
+        service = reader.search_service(embedder)
         try:
             answer = service.answer(
                 args.text, image=args.image, crop=crop, top=args.top, folder=folder, min_score=args.min_score,
@@ -577,7 +560,7 @@ def cmd_search(args) -> int:
 
             # zooms with the very vector the search used (the parsed query, not the raw text)
             refine_pictures(Refiner(embedder), hits, answer.vector, on_error=unreadable)
-            if lib.settings.rerank_by_zoom and args.sort != "date":
+            if reader.settings.rerank_by_zoom and args.sort != "date":
                 hits = rerank_by_refined(hits)
         _print_hits(hits, args.json)
     return 0
@@ -605,6 +588,8 @@ def _ask_running(args, crop):
 
 
 def _print_hits(hits, as_json: bool) -> None:
+    from sorce_desktop.core.search.answer import RegionKind
+
     if as_json:
         print_json([h.to_json() for h in hits])
         return
@@ -621,25 +606,21 @@ def _print_hits(hits, as_json: bool) -> None:
             print(f"       {'  '.join(x for x in (when, shown(h.place) if h.place else '') if x)}")
         if len(h.regions) > 1 or h.source == "name":
             for r in h.regions:
-                if r.kind == "name":
+                if r.kind == RegionKind.NAME:
                     print(f'       file name "{shown(r.words or "")}"')
                     continue
-                what = f'words "{shown(r.words)}" ({r.match})' if r.kind == "text" else f"picture {r.region}"
+                what = f'words "{shown(r.words)}" ({r.match})' if r.kind == RegionKind.TEXT else f"picture {r.region}"
                 print(f"       {what} {r.box.as_list()} {r.score:.3f}")
 
 
-def _query_not_understood(lib, args) -> bool:
-    """Say in one line each what the query (or --after/--before) holds that cannot be understood: a date
-    that does not parse, a place the gazetteer does not know, in: a folder not in the library. Checked
-    before the model loads; True when there was any (the command exits 2)."""
-    from sorce_desktop.core.search.answer import SearchService
-
-    service = SearchService(lib.store, None)
-    search = service.understand(args.text if args.image is None else None, after=args.after, before=args.before)
-    service.allowed_photos(search)
-    for problem in search.problems:
+def _query_not_understood(reader, args) -> bool:
+    """Say in one line each what the query (or --after/--before) holds that cannot be understood (the
+    controller says what: core/controller.py). Checked before the model loads; True when there was any (the
+    command exits 2)."""
+    problems = reader.not_understood(args.text if args.image is None else None, after=args.after, before=args.before)
+    for problem in problems:
         print(f"sorce-desktop: not understood: {problem}", file=sys.stderr)
-    return bool(search.problems)
+    return bool(problems)
 
 
 def _watch_kinds():
@@ -716,16 +697,15 @@ def _watch(controller, args) -> int:
     try:
         # the index's own model; a first one on a first run; another one only through `index --reindex`
         settled = _settle(controller, ModelRequest(args.model, args.layout))
-    except ModelMismatch:
-        b = lib.store.binding()
-        if args.model and args.model != b.model_id:
+    except ModelMismatch as exc:  # the controller says what differs: the model, else the layout
+        if exc.models:
             raise UserError(
-                f"The index was made with {b.model_id}; run {prog()} index --model "
-                f"{args.model} --reindex first to change the model."
+                f"The index was made with {exc.models[0]}; run {prog()} index --model "
+                f"{exc.models[1]} --reindex first to change the model."
             ) from None
         raise UserError(
-            f"The index was made with the {b.layout} layout; run {prog()} index --layout "
-            f"{args.layout} --reindex first to change the layout."
+            f"The index was made with the {exc.layouts[0]} layout; run {prog()} index --layout "
+            f"{exc.layouts[1]} --reindex first to change the layout."
         ) from None
     _wait(controller.use(settled, batch_size=args.batch_size))
     embedder, layout = settled.embedder, settled.layout
@@ -778,30 +758,9 @@ def _watch(controller, args) -> int:
 def cmd_status(args) -> int:
     from sorce_desktop.core.words import count, photos
 
-    with _library(args, writer=False) as lib:
-        st = lib.store
-        b = st.binding()
-        status = lib.status()
-        folders = [
-            {"path": f.path, "online": f.online, "indexed": f.indexed, "pending": f.pending, "failed": f.failed}
-            for f in status.folders
-        ]
-        data = {
-            "data_dir": str(lib.paths.index.parent),
-            "folders": folders,
-            "indexed": status.indexed,
-            "pending": status.pending,
-            "failed": status.failed,
-            "model": b.model_id if b else None,
-            "layout": b.layout if b else None,
-            "vectors": st.vectors.count if st.vectors else 0,
-            "with_place": st.count_placed(),
-            "index_bytes": st.size_on_disk(),
-            "notices": st.notices,
-            "speed": lib.settings.speed,
-            "text_read": st.count_read(),
-            "reads_text": lib.ocr_enabled(),
-        }
+    with _reader(args) as reader:
+        data = reader.report()
+        folders = data["folders"]
         if args.json:
             print_json(data)
             return 0
@@ -822,15 +781,15 @@ def cmd_status(args) -> int:
             print(
                 f"  {shown(f['path'])}: {f['indexed']} indexed, {f['pending']} pending, {f['failed']} failed{state}"
             )
-        for n in st.notices:
+        for n in data["notices"]:
             print(f"note: {shown(n)}")
     return 0
 
 
 def cmd_errors(args) -> int:
 
-    with _library(args, writer=False) as lib:
-        errs = lib.store.errors()
+    with _reader(args) as reader:
+        errs = reader.errors()
         if args.json:
             print_json([{"path": p, "reason": r} for p, r in errs])
         else:

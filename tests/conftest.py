@@ -85,6 +85,14 @@ def catalog_rows(store, sql: str, params=()) -> list[tuple]:
 
 
 
+def remember_folder(lib, folder) -> str:
+    """Remember a folder in a test's library, straight in its store, as a test sets one up (the
+    application adds folders as jobs of the indexing service: LibraryController.add_folder)."""
+    from sorce_desktop.core.indexing.scanner import existing_folder
+
+    return lib.store.add_folder(existing_folder(folder))
+
+
 def no_text_reading(data_dir: Path | str, **settings) -> str:
     """``data_dir`` made a data folder whose settings switch text reading off (Settings.ocr, as a user
     does in Settings), with ``settings`` besides (its other settings kept); returned as a string for
@@ -147,7 +155,7 @@ def indexed_library(tmp_path, request):
         model = model or request.getfixturevalue("clip_embedder")
         lib = Library(tmp_path / "data")
         opened.append(lib)
-        lib.add_folder(photos)
+        remember_folder(lib, photos)
         lib.bind(model, get_layout(layout))
         return lib, lib.indexer(model, get_layout(layout), **indexer_arguments).run()
 

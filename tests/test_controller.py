@@ -174,3 +174,131 @@ def test_a_folder_added_while_a_full_scan_waits_is_indexed_by_it(controller, tmp
     assert fut.result(60) == added
     controller.service.wait_idle(120)
     assert controller.store.counts()["indexed"] == 2
+
+
+def test_a_folder_not_there_reads_as_offline_to_status_the_window_and_watch_alike(tmp_path):
+    """One rule for "offline" (scanner.folder_offline): with no watcher running, `status` (the reader's
+    report) and the window (Library.status, which its Session shows) say a folder whose path vanished, and
+    an empty mount point whose photos the catalog holds, are offline; `watch` reports the same two."""
+    import os
+
+    from sorce_desktop.core.controller import EventKind, LibraryReader
+
+    data = tmp_path / "data"
+    no_text_reading(data)
+    lib = Library(data)
+    folders = {name: copy_photos(tmp_path / name, 1) for name in ("here", "gone", "mount")}
+    for f in folders.values():
+        lib.store.add_folder(str(f))
+        photo = f / "p000.jpg"
+        st = photo.stat()
+        lib.store.upsert_pending([(str(photo), str(f), st.st_size, st.st_mtime_ns, None)])
+    shutil.rmtree(folders["gone"])  # an unplugged drive's folder: the path is not there
+    os.remove(folders["mount"] / "p000.jpg")  # an unmounted share: its mount point is there, empty
+    offline = {str(folders["gone"]), str(folders["mount"])}
+
+    def said_offline(rows) -> set[str]:
+        return {
+            r["path"] if isinstance(r, dict) else r.path
+            for r in rows
+            if not (r["online"] if isinstance(r, dict) else r.online)
+        }
+
+    # no watcher, nothing written since the folders were seen: the catalog still says all three are online
+    assert all(lib.store.folder_online(str(f)) for f in folders.values())
+    assert said_offline(LibraryReader(lib).report()["folders"]) == offline  # `status`
+    assert said_offline(lib.status().folders) == offline  # the window's folder list (Session.refresh_status)
+    # `watch`: the watcher reports the same two, and the service records them
+    c = LibraryController(lib)
+    events = []
+    watcher = c.watch(on_event=events.append, reconcile_at_start=False, root_check_s=0.05)
+    try:
+        assert watcher.wait_ready(30)
+        c.service.wait_idle(30)
+        assert {e.folder for e in events if e.kind == EventKind.OFFLINE} == offline
+        assert {f for f in map(str, folders.values()) if not lib.store.folder_online(f)} == offline
+        assert said_offline(LibraryReader(lib).report()["folders"]) == offline
+    finally:
+        c.close()
+
+
+def test_a_reader_answers_queries_beside_the_writer_with_no_service_and_no_lock(controller, tmp_path):
+    """`search` opens the library as a reader (LibraryController.open_reader): no indexing service, no writer
+    lock (the window or `watch` holds it meanwhile); the reader decides which model answers a query."""
+    from sorce_desktop.core.controller import LibraryReader, NothingIndexed
+
+    _, fut = controller.add_folder(copy_photos(tmp_path / "a", 2), index=True)
+    fut.result(60)
+    controller.service.wait_idle(60)
+    workers = sum(t.name == WORKER for t in threading.enumerate())
+    with LibraryReader.open_reader(controller.lib.paths.index.parent) as reader:  # the writer stays open
+        assert not hasattr(reader, "service") and not reader.store.writable
+        model = reader.search_model("a red kite")
+        assert model.embedder is not None and model.embedder.model_id == controller.lib.model_id()
+        assert not model.note
+        assert reader.answer(reader.search_service(model.embedder), "a red kite", top=2).hits
+        assert sum(t.name == WORKER for t in threading.enumerate()) == workers
+    empty = tmp_path / "empty"
+    no_text_reading(empty)
+    with LibraryReader(Library(empty)) as reader, pytest.raises(NothingIndexed):
+        reader.search_model("a red kite")
+
+
+def test_watch_names_what_differs_as_the_controller_refuses_it(controller, tmp_path, capsys):
+    """Another model or layout without --reindex: the controller's refusal says which differs (ModelMismatch's
+    models / layouts), and `watch` names the remedy from it instead of comparing with the index again."""
+    from sorce_desktop import cli
+
+    folder = copy_photos(tmp_path / "a", 2)
+    _, fut = controller.add_folder(folder, index=True)
+    fut.result(60)
+    controller.service.wait_idle(60)
+    model = controller.lib.model_id()
+    with pytest.raises(ModelMismatch) as layout:
+        controller.step_for(ModelRequest(layout="grid3"))
+    assert layout.value.layouts == ("global", "grid3") and layout.value.models is None
+    with pytest.raises(ModelMismatch) as both:
+        controller.step_for(ModelRequest("another/model", "grid3"))
+    assert both.value.models == (model, "another/model") and both.value.layouts == ("global", "grid3")
+    data = str(controller.lib.paths.index.parent)
+    controller.close()  # watch takes the writer lock
+    assert cli.main(["watch", "--layout", "grid3", "--data-dir", data]) == 1
+    assert "made with the global layout; run sorce-desktop index --layout grid3 --reindex" in capsys.readouterr().err
+    assert cli.main(["watch", "--model", "another/model", "--layout", "grid3", "--data-dir", data]) == 1
+    err = capsys.readouterr().err
+    assert f"made with {model}; run sorce-desktop index --model another/model --reindex" in err
+
+
+def test_the_first_run_questions_are_asked_only_of_a_library_with_no_folder(tmp_path):
+    """Core decides whether the window opens on its first-run questions: a library given a folder from the
+    command line (`index FOLDER`) opens on it, and its settings then count the questions as answered."""
+    from sorce_desktop.core.controller import LibraryReader
+
+    fresh = tmp_path / "fresh"
+    no_text_reading(fresh, first_run_done=False)
+    with LibraryReader(Library(fresh)) as reader:
+        assert reader.first_run() and not reader.settings.first_run_done
+    given = tmp_path / "given"
+    no_text_reading(given, first_run_done=False)
+    with LibraryReader(Library(given)) as reader:
+        reader.store.add_folder(str(copy_photos(tmp_path / "photos", 1)))
+        assert not reader.first_run() and reader.settings.first_run_done
+
+
+def test_the_reader_answers_text_with_the_query_encoder_and_refines_with_the_whole_model(tiny_siglip, tmp_path):
+    """`search`'s model, decided in core: a text query with the query encoder the model wrote when it last
+    loaded in full (no torch needed); a query to refine, or by photo, with the whole model."""
+    from sorce_desktop.core.controller import LibraryReader
+    from sorce_desktop.core.models.query_encoder import QueryEncoder
+
+    data = tmp_path / "data"
+    no_text_reading(data)
+    with LibraryReader(Library(data)) as reader:
+        e = reader.load(str(tiny_siglip))  # writes the query encoder
+        reader.lib.bind(e, reader.lib.layout_for(e))
+        assert isinstance(reader.search_model("a red kite").embedder, QueryEncoder)
+        loads = []
+        reader.load = lambda model=None, **kw: loads.append(model) or e
+        assert reader.search_model("a red kite", refine=True).embedder is e
+        assert reader.search_model(None, image=str(tmp_path / "any.jpg")).embedder is e
+        assert loads == [reader.lib.model_id()] * 2

@@ -46,3 +46,23 @@ def test_live_results_reuse_the_answers_vector_and_rows(qtbot, tmp_path, tiny_cl
     assert embedded == []  # the same query ran again with its vector
     assert (session.current.vector == first.vector).all()
     win.close()
+
+
+def test_the_errors_dialog_reads_through_the_controller(qtbot, tmp_path, tiny_clip):
+    """The window lists the files that cannot be indexed as the controller gives them (as `errors` does),
+    not from the store on its own."""
+    photos = copy_photos(tmp_path / "photos", 2)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
+    wait_ready(qtbot, win)
+    win.add_folder(str(photos))
+    wait_indexed(qtbot, win, 2)
+    asked = []
+    controller = win.session.controller
+    real = controller.errors
+    controller.errors = lambda folder=None: asked.append(folder) or real(folder)
+    got = []
+    win.session.errors(got.append, str(photos))
+    qtbot.waitUntil(lambda: bool(got), timeout=30000)
+    assert asked == [str(photos)] and [p for p, _why in got[0]] == [str(photos / "broken.jpg")]
+    win.close()

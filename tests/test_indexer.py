@@ -5,7 +5,7 @@ import shutil
 import time
 
 import pytest
-from conftest import CountingEmbedder, scene_photos
+from conftest import CountingEmbedder, remember_folder, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.library import Library
@@ -26,7 +26,7 @@ def run(lib, embedder, layout="grid3"):
 
 def test_incremental_runs_embed_exactly_what_changed(lib, clip_embedder, photo_dir, untouched):
     untouched(photo_dir)
-    lib.add_folder(photo_dir)
+    remember_folder(lib, photo_dir)
     e = CountingEmbedder(clip_embedder)
     r = run(lib, e)
     assert (r.new, r.embedded, e.photos) == (12, 12, 12)
@@ -39,7 +39,7 @@ def test_incremental_runs_embed_exactly_what_changed(lib, clip_embedder, photo_d
 
 
 def test_add_modify_delete_move_rename(lib, clip_embedder, photo_dir):
-    lib.add_folder(photo_dir)
+    remember_folder(lib, photo_dir)
     run(lib, CountingEmbedder(clip_embedder))
     extra = scene_photos(2, start=40)
     # add one
@@ -185,7 +185,7 @@ def test_offline_folder_keeps_its_photos(indexed_library, clip_embedder, photo_d
 def test_pause_and_cancel(lib, clip_embedder, photo_dir):
     import threading
 
-    lib.add_folder(photo_dir)
+    remember_folder(lib, photo_dir)
     lib.bind(clip_embedder, get_layout("grid3"))
     events = []
     ix = lib.indexer(clip_embedder, get_layout("grid3"), batch_size=2)

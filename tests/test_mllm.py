@@ -311,13 +311,11 @@ def test_cli_warns_of_an_mllm_on_a_cpu(monkeypatch, capsys):
     from sorce_desktop import cli
     from sorce_desktop.core.models import advice
 
-    class Lib:  # only what _load_model asks of a library
-        settings_problems: list[str] = []
-
-        def load_embedder(self, mid, progress=None, speed=None):
-            return mid
+    class Lib:  # only what _mllm_note asks of a library (said before the model loads: settle, search_model)
+        def model_id(self):
+            return "lcxrocks/e5-v-ReP"
 
     for device, warned in (("cpu", True), ("cuda", False), ("mps", False)):
         monkeypatch.setattr(advice, "detect_hardware", lambda d=device: advice.Hardware(d, "x", 64.0))
-        assert cli._load_model(Lib(), "lcxrocks/e5-v-ReP") == "lcxrocks/e5-v-ReP"
+        cli._mllm_note(Lib(), None)
         assert ("minutes per photo" in capsys.readouterr().err) == warned, device

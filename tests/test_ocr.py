@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import catalog_rows
+from conftest import catalog_rows, remember_folder
 
 from sorce_desktop.core import textstore
 from sorce_desktop.core.regions import Box
@@ -250,7 +250,7 @@ def test_text_then_visual_model(worded_photos, tmp_path, text_source, clip_embed
     folder = tmp_path / "photos"
     shutil.copytree(root, folder)
     with Library(tmp_path / "data") as lib:
-        lib.add_folder(folder)
+        remember_folder(lib, folder)
         rep = lib.indexer(None, None, text_source=text_source).run()
         assert rep.text_read == 2 and rep.embedded == 2 and lib.store.count_vectors() == 0
         service = lib.search_service(None)

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import remember_folder
 from signs_support import line
 from whenwhere_support import LISBON, PARIS, write_photo
 
@@ -82,7 +83,7 @@ def library(tmp_path_factory, tiny_clip):
     write_photo(root / "Birthdays" / "cake.jpg", (250, 250, 250), taken="2024:01:20 18:00:00")
     model = DualEncoderEmbedder(tiny_clip)
     lib = Library(tmp_path_factory.mktemp("when-data"))
-    lib.add_folder(root)
+    remember_folder(lib, root)
     lib.bind(model, get_layout("grid3"))
     lib.indexer(model, get_layout("grid3")).run()
     ids = {p.path.rsplit("/", 1)[-1]: p.id for p in lib.store.photos_under()}

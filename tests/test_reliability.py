@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import catalog_rows, no_text_reading, scene_photos, tree_fingerprint
+from conftest import catalog_rows, no_text_reading, remember_folder, scene_photos, tree_fingerprint
 from PIL import Image
 
 from sorce_desktop.cli import main as cli_main
@@ -173,7 +173,7 @@ def test_disk_full_keeps_previous_index_and_resumes(tmp_path, clip_embedder, unt
             shutil.copy2(p, photos / p.name)
         untouched(photos)
         lib = Library(mnt / "data")
-        lib.add_folder(photos)
+        remember_folder(lib, photos)
         lib.bind(clip_embedder, get_layout("grid3"))
         with pytest.raises(StoreFull, match="full"):
             lib.indexer(clip_embedder, get_layout("grid3"), batch_size=4).run()
@@ -262,13 +262,14 @@ def test_interrupted_download_never_loads_half_a_model(tmp_path, tiny_clip, monk
 KILL_LOOP = textwrap.dedent(
     """
     import sys, time
+    from sorce_desktop.core.indexing.scanner import existing_folder
     from sorce_desktop.core.library import Library
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
     from sorce_desktop.core.regions import get_layout
 
     data, model, folder, reindex = sys.argv[1:5]
     lib = Library(data)
-    lib.add_folder(folder)
+    lib.store.add_folder(existing_folder(folder))
     e = DualEncoderEmbedder(model)
     inner = e.embed_photos
     def slow(photos, layout):
@@ -373,7 +374,7 @@ def test_load_100k_rows_search_while_indexing(tmp_path, clip_embedder, photo_dir
                 lib.store.commit_photos(batch)
                 batch = []
         assert lib.store.counts()["indexed"] == 100_000 and lib.store.vectors.count == 100_000
-        lib.add_folder(photo_dir)
+        remember_folder(lib, photo_dir)
         service = lib.search_service(clip_embedder)
         errors = []
         answers = []
@@ -443,7 +444,7 @@ def test_100k_empty_files_in_one_folder(tmp_path, clip_embedder):
         return clip_embedder
 
     with Library(tmp_path / "data") as lib:
-        lib.add_folder(root)
+        remember_folder(lib, root)
         lib.bind(clip_embedder, get_layout("grid3"))
         report = lib.indexer(factory, get_layout("grid3")).run()
         counts = lib.store.counts()

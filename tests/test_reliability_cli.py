@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import catalog_rows, no_text_reading
+from conftest import catalog_rows, no_text_reading, remember_folder
 from PIL import Image, ImageDraw
 
 from sorce_desktop.cli import main as cli_main
@@ -404,7 +404,7 @@ def test_picture_regions_and_vectors_do_not_depend_on_text_reading(tmp_path, cli
     got = {}
     for text in (False, True):
         with Library(tmp_path / f"data-{text}") as lib:
-            lib.add_folder(tmp_path / "photos")
+            remember_folder(lib, tmp_path / "photos")
             lib.bind(clip_embedder, layout)
             source = lib.text_source() if text else None
             report = lib.indexer(clip_embedder, layout, text_source=source).run()

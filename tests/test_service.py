@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import scene_photos
+from conftest import remember_folder, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.indexing import indexer as indexer_mod
@@ -75,7 +75,7 @@ def copy_photos(folder, n, start=0):
 
 def test_a_file_swapped_for_a_fifo_after_the_scan_is_an_error_not_a_hang(lib, clip_embedder, tmp_path):
     folder = copy_photos(tmp_path / "photos", 4)
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     ix = lib.indexer(clip_embedder, get_layout("global"))
     plan = ix.plan([str(folder)])
     ix.apply(plan)  # the scan saw four regular files
@@ -99,7 +99,7 @@ def test_decoded_bytes_in_flight_stay_under_the_budget_with_huge_pngs(lib, clip_
     estimate = decode_estimate(side, side, 0)
     budget = int(estimate * 1.3)  # room for one huge photo and some small ones, never two huge ones
     ix = lib.indexer(clip_embedder, get_layout("global"), decode_budget=budget, batch_size=4)
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     report = ix.run([str(folder)])
     assert report.embedded == 9 and report.failed == 0
     b = ix.last_budget
@@ -136,7 +136,7 @@ def test_the_budget_admits_in_queue_order_and_lets_an_oversized_photo_through_al
 @pytest.mark.slow
 def test_pause_takes_effect_between_photos_with_true_counts_and_resume_finishes(lib, clip_embedder, tmp_path):
     folder = copy_photos(tmp_path / "photos", 16)
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     embedder = Slow(clip_embedder, 0.25)  # a batch of 8 takes 2 s: pausing between batches would be late
     service = lib.indexing_service(lib.indexer(embedder, get_layout("global"), batch_size=8)).start()
     events = []
@@ -174,7 +174,7 @@ def test_pause_takes_effect_between_photos_with_true_counts_and_resume_finishes(
 
 def test_each_commit_is_an_event_so_open_results_can_follow(lib, clip_embedder, tmp_path):
     folder = copy_photos(tmp_path / "photos", 10)
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     service = lib.indexing_service(lib.indexer(clip_embedder, get_layout("global"), batch_size=4)).start()
     indexed = []
     service.subscribe(lambda ev: indexed.append(list(ev.paths)) if ev.kind == EventKind.INDEXED else None)
@@ -191,8 +191,8 @@ def test_a_photo_embedded_alone_or_beside_others_gets_the_same_vectors(lib, clip
     b = tmp_path / "b"
     b.mkdir()
     shutil.copy2(a / "p002.jpg", b / "alone.jpg")
-    lib.add_folder(a)
-    lib.add_folder(b)
+    remember_folder(lib, a)
+    remember_folder(lib, b)
     lib.indexer(clip_embedder, get_layout("grid3"), batch_size=8).run()
     store = lib.store
 
@@ -207,7 +207,7 @@ def test_what_changed_is_decided_in_one_place(lib, clip_embedder, tmp_path, monk
     """The full scan and the watcher's path sets both go through file_verdict and match_moves; the
     watcher itself has no rule about files left."""
     folder = copy_photos(tmp_path / "photos", 3)
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     ix = lib.indexer(clip_embedder, get_layout("global"))
     ix.run()
     calls = {"verdict": 0, "moves": 0}
@@ -241,7 +241,7 @@ def test_what_changed_is_decided_in_one_place(lib, clip_embedder, tmp_path, monk
 
 def test_remove_folder_stops_the_job_in_progress_first(lib, clip_embedder, tmp_path):
     a = copy_photos(tmp_path / "a", 12)
-    lib.add_folder(a)
+    remember_folder(lib, a)
     service = lib.indexing_service(lib.indexer(Slow(clip_embedder, 0.1), get_layout("global"))).start()
     try:
         scan = service.scan()
@@ -306,7 +306,7 @@ def test_the_picture_decode_is_the_pictures_own_and_text_shares_it_when_it_is_th
     real_load = indexer_mod.load_image
     monkeypatch.setattr(indexer_mod, "load_image", lambda *a, **k: decodes.append(a[1]) or real_load(*a, **k))
     text = _RecordingText()
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     report = lib.indexer(clip_embedder, get_layout("global"), text_source=text).run([str(folder)])
     assert report.embedded == 3 and report.text_read == 3
     picture_sides = list(decodes)
@@ -317,7 +317,7 @@ def test_the_picture_decode_is_the_pictures_own_and_text_shares_it_when_it_is_th
     decodes.clear()
     with Library(tmp_path / "data2") as other:
         other.bind(clip_embedder, get_layout("global"))
-        other.add_folder(folder)
+        remember_folder(other, folder)
         assert other.indexer(clip_embedder, get_layout("global")).run([str(folder)]).embedded == 3
     assert decodes == picture_sides
     # a text reader that needs no more than the picture shares its decode
@@ -326,7 +326,7 @@ def test_the_picture_decode_is_the_pictures_own_and_text_shares_it_when_it_is_th
     decodes.clear()
     with Library(tmp_path / "data3") as third:
         third.bind(clip_embedder, get_layout("global"))
-        third.add_folder(folder)
+        remember_folder(third, folder)
         assert third.indexer(clip_embedder, get_layout("global"), text_source=text).run([str(folder)]).text_read == 3
     assert decodes == picture_sides and text.decodes == 0
 
@@ -373,7 +373,7 @@ def test_pause_holds_between_the_steps_of_reading_one_photo(lib, tmp_path):
     """Reading one photo's text takes several steps (about a second on a laptop's CPU): a Pause pressed
     during the first step holds before the next one, not only after the whole photo."""
     folder = copy_photos(tmp_path / "photos", 2)
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     text = _SteppedText()
     indexer = lib.indexer(None, None, text_source=text)
     service = lib.indexing_service(indexer).start()
@@ -410,7 +410,7 @@ def test_pause_stops_the_text_stage_between_two_photos_and_the_counts_stay(
 
     monkeypatch.setattr(indexer_mod._EmbedRun, "_next_batch", whole_batch)
     folder = copy_photos(tmp_path / "photos", 6)
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     text = _PausingText()
     embedder = clip_embedder if picture else None
     indexer = lib.indexer(embedder, get_layout("global") if picture else None, text_source=text, batch_size=8)
@@ -455,7 +455,7 @@ def test_pause_stops_the_text_stage_between_two_photos_and_the_counts_stay(
 def test_pause_set_before_a_new_indexer_holds_for_it(lib, clip_embedder, tmp_path):
     """A settings change while paused (a new indexer) stays paused: the pause belongs to the service."""
     folder = copy_photos(tmp_path / "photos", 3)
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     service = lib.indexing_service(lib.indexer(clip_embedder, get_layout("global"))).start()
     try:
         service.pause()

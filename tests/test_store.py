@@ -96,13 +96,14 @@ def test_damaged_catalog_is_explained(tmp_path):
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
+    from sorce_desktop.core.indexing.scanner import existing_folder
     from sorce_desktop.core.library import Library
     from sorce_desktop.core.models.dual import DualEncoderEmbedder
     from sorce_desktop.core.regions import get_layout
 
     data, model, folder = sys.argv[1:4]
     lib = Library(data)
-    lib.add_folder(folder)
+    lib.store.add_folder(existing_folder(folder))
     e = DualEncoderEmbedder(model)
     inner = e.embed_photos
     def slow(photos, layout):

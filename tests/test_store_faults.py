@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import no_text_reading
+from conftest import no_text_reading, remember_folder
 from PIL import Image
 
 from sorce_desktop.cli import main as cli_main
@@ -229,7 +229,7 @@ def _library_with_its_log(tmp_path: Path, tiny_clip: Path, capfd) -> Path:
     photos = make_photos(tmp_path / "photos", 6)
     embedder, layout = DualEncoderEmbedder(tiny_clip), get_layout("grid3")
     with Library(tmp_path / "live") as lib:
-        lib.add_folder(photos)
+        remember_folder(lib, photos)
         lib.bind(embedder, layout)
         lib.indexer(embedder, layout).run()
         lib.store.save()

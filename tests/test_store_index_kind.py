@@ -162,3 +162,24 @@ def test_compressed_index_results_are_rescored_exactly(tmp_path, small_threshold
     found, _ = store.region_vectors_by_ids([int(ids[0]), 10**9])
     assert found.tolist() == [int(ids[0])]
     store.close()
+
+
+def test_one_query_searches_the_probed_lists_on_every_core_with_the_same_answer():
+    """A user's search is one query: FAISS then splits the probed lists over its threads (parallel_mode 1)
+    instead of the queries (one core). Several queries at once keep the split by query. The answer is the
+    same either way."""
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((4000, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    spec = ann.IndexSpec(ann.IVFPQ, DIM, nlist=32, m=8, nprobe=8, trained_for=len(vecs))
+    index = ann.build(spec, vecs)
+    index.add_with_ids(vecs, np.arange(len(vecs), dtype=np.int64))
+    queries = vecs[:5] + 0.1 * rng.standard_normal((5, DIM)).astype(np.float32)
+    ivf = ann.ivf_of(index)
+    batch_scores, batch_ids = ann.search(index, queries, 20)
+    assert ivf.parallel_mode == 0
+    for i, q in enumerate(queries):
+        scores, ids = ann.search(index, q[None, :], 20)
+        assert ivf.parallel_mode == 1
+        assert ids[0].tolist() == batch_ids[i].tolist()
+        np.testing.assert_allclose(scores[0], batch_scores[i], rtol=1e-5, atol=1e-6)

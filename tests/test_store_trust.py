@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import no_text_reading, scene_photos
+from conftest import no_text_reading, remember_folder, scene_photos
 
 from sorce_desktop.cli import main as cli_main
 from sorce_desktop.core.library import Library
@@ -535,7 +535,7 @@ def test_implausible_headers_are_recorded_not_read_whole(tmp_path, clip_embedder
     shutil.copy2(src, root / "good.jpg")
     untouched(root)
     with Library(tmp_path / "data") as lib:
-        lib.add_folder(root)
+        remember_folder(lib, root)
         lib.bind(clip_embedder, get_layout("grid3"))
         tracemalloc.start()
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CountingEmbedder, no_text_reading, scene_photos
+from conftest import CountingEmbedder, no_text_reading, remember_folder, scene_photos
 from PIL import Image
 
 from sorce_desktop.core.indexing import watcher as watcher_mod
@@ -59,7 +59,7 @@ class Env:
         self.root = self.roots[0]
         self.lib = Library(tmp_path / "data")
         for r in self.roots:
-            self.lib.add_folder(r)
+            remember_folder(self.lib, r)
         self.layout = get_layout("global")
         self.lib.bind(embedder, self.layout)
         self.embedder = CountingEmbedder(embedder)

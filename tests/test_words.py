@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
+from sorce_desktop.core.words import count, duration_words, human_size, own_name, photos, time_left
 
 
 def test_counts_take_their_plural():
@@ -27,6 +27,14 @@ def test_time_left():
     assert time_left(5) == "less than a minute left"
     assert time_left(60) == "about 1 min left" and time_left(59 * 60) == "about 59 min left"
     assert time_left(3600 + 5 * 60) == "about 1 h 05 min left"
+
+
+def test_durations_in_words():
+    """How long a re-index takes, said in the window's confirmation (formatted here, beside time left)."""
+    assert [duration_words(s) for s in (5, 30, 80, 12 * 60, 90 * 60, 15 * 3600)] == [
+        "a few seconds", "less than a minute", "about a minute", "about 12 minutes", "about 1.5 hours",
+        "about 15 hours",
+    ]  # fmt: skip
 
 
 def test_own_name():

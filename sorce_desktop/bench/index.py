@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sorce_desktop.bench import remember_folder
 from sorce_desktop.bench.synthetic_models import DEFAULT_SPEC, cache_dir, synthetic_model
 from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.models.speed import FAST, THOROUGH, SpeedProfile
@@ -228,7 +229,7 @@ def run_pipeline(embedder, layout, photos_dir: Path, batch_size: int) -> dict:
     try:
         with tempfile.TemporaryDirectory(prefix="sorce-bench-index-") as data:
             with Library(data) as lib:
-                lib.add_folder(photos_dir)
+                remember_folder(lib, photos_dir)
                 lib.bind(embedder, layout)
                 report = lib.indexer(embedder, layout, batch_size=batch_size).run()
                 regions = lib.store.count_vectors()

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sorce_desktop.bench import remember_folder
 from sorce_desktop.core.jsonout import print_json
 from sorce_desktop.core.regions import DEFAULT_LAYOUT, Box, RegionLayout, get_layout
 
@@ -414,7 +415,7 @@ def evaluate(
         data_dir = Path(workdir) / f"data-{layout.name}"
         with Library(data_dir) as lib:
             for f in rs.folders:
-                lib.add_folder(f)
+                remember_folder(lib, f)
             lib.bind(embedder, layout)
 
             def on_progress(p, name=layout.name) -> None:

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from sorce_desktop.bench import remember_folder
 from sorce_desktop.core.jsonout import print_json
 
 
@@ -76,7 +77,7 @@ def run(args) -> int:
         shutil.copy2(p, photos / p.name)
 
     lib = Library(work / "data")
-    lib.add_folder(photos)
+    remember_folder(lib, photos)
     embedder = DualEncoderEmbedder(model)
     layout = get_layout("grid3")
     lib.bind(embedder, layout, reindex=True)

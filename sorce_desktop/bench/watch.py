@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from sorce_desktop.bench import remember_folder
 from sorce_desktop.core.jsonout import print_json
 
 
@@ -123,7 +124,7 @@ def _time_photos(args, embedder, layout, photos: list[Path], settle: float) -> l
         watched = Path(tmp) / "photos"
         watched.mkdir()
         with Library(Path(tmp) / "data") as lib:
-            lib.add_folder(watched)
+            remember_folder(lib, watched)
             lib.bind(embedder, layout)
             service = lib.search_service(embedder)
             # Query vectors first (the photo itself as an image query), outside the timing.

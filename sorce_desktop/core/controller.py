@@ -59,8 +59,11 @@ __all__ = [
     "EventKind",
     "IndexEvent",
     "LibraryController",
+    "LibraryReader",
     "ModelMismatch",
     "ModelRequest",
+    "NothingIndexed",
+    "SearchModel",
     "Settled",
     "SettingsPlan",
     "StoreError",
@@ -155,14 +158,186 @@ class SettingsPlan:
         return replace(self, redo_speed=False)
 
 
+# -- answering queries alone (no writer) --------------------------------------------------------------------
+class NothingIndexed(StoreError):
+    """A search in a library that holds neither picture vectors nor text read in photos."""
+
+
+@dataclass
+class SearchModel:
+    """What a query is answered with: the picture model (None: the text read in the photos alone) and, when
+    it is the text alone, what to tell the user (``note``, one line; empty otherwise)."""
+
+    embedder: Embedder | None
+    note: str = ""
+
+
+class LibraryReader:
+    """A library opened to answer queries and report on it: no indexing service, no writer lock (a window
+    or `watch` may be writing to it meanwhile). :class:`LibraryController` is one that also writes."""
+
+    def __init__(self, library: Library):
+        self.lib = library
+        self.settings: Settings = library.settings
+
+    @classmethod
+    def open_reader(cls, data_dir: str | os.PathLike | None = None) -> LibraryReader:
+        """Open the library in ``data_dir`` to read it (a read-only one too: a mount, another user's)."""
+        return LibraryReader(Library(data_dir, writer=False))
+
+    @property
+    def store(self):
+        return self.lib.store
+
+    def close(self) -> None:
+        self.lib.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def load(self, model: str | None = None, **kw) -> Embedder:
+        """Load ``model`` (default: the index's own, else the settings'); ``progress``, ``cancel`` and
+        ``speed`` as :meth:`Library.load_embedder` takes them."""
+        return self.lib.load_embedder(model, **kw)
+
+    def query_encoder(self) -> Embedder | None:
+        """The index's model's query encoder: text queries embedded without loading the model (no torch,
+        no transformers), where one was written when the model last loaded in full; None when the index has
+        no model yet or no encoder was written."""
+        if self.store.binding() is None:
+            return None
+        return self.lib.query_encoder()
+
+    def search_model(
+        self,
+        text: str | None,
+        image=None,
+        *,
+        refine: bool = False,
+        progress=None,
+        before_load: Callable[[str], None] | None = None,
+    ) -> SearchModel:
+        """The model a query is answered with, the one rule for a command's search: the index's own model
+        when the query needs one (not for quoted words alone); for a text query that is not refined, its
+        query encoder where one was written (refining zooms with the whole model); none when the index was
+        made without one, or when it cannot be had and the text read in the photos can answer (a query by
+        text only; a query by photo needs the model: its ModelError stands). Raises :class:`NothingIndexed`
+        when nothing is indexed."""
+        from sorce_desktop.core.models.base import ModelError
+
+        has_text = self.store.count_read() > 0
+        if self.store.binding() is None:
+            if not has_text:
+                raise NothingIndexed("nothing is indexed yet")
+            return SearchModel(None, self.lib.text_only_note("none was available when indexing"))
+        if not self.lib.needs_picture_model(text, image):
+            return SearchModel(None)
+        try:
+            # a text query needs only the text tower: its query encoder, where the model wrote one
+            encoder = self.lib.query_encoder() if image is None and not refine else None
+            if encoder is not None:
+                return SearchModel(encoder)
+            model = self.lib.model_id()
+            if before_load is not None:
+                before_load(model)
+            return SearchModel(self.load(model, progress=progress))
+        except ModelError as exc:
+            if not has_text or image is not None:
+                raise
+            return SearchModel(None, self.lib.text_only_note(getattr(exc, "problem", str(exc))))
+
+    def report(self) -> dict:
+        """The library at a glance, as ``status --json`` gives it (its field names are the command's): the
+        folders (offline ones marked: :meth:`Library.status`), the counts, the model and layout, the
+        settings that shape the index, the store's notices."""
+        st = self.store
+        b = st.binding()
+        status = self.lib.status()
+        return {
+            "data_dir": str(self.lib.paths.index.parent),
+            "folders": [
+                {"path": f.path, "online": f.online, "indexed": f.indexed, "pending": f.pending, "failed": f.failed}
+                for f in status.folders
+            ],
+            "indexed": status.indexed,
+            "pending": status.pending,
+            "failed": status.failed,
+            "model": b.model_id if b else None,
+            "layout": b.layout if b else None,
+            "vectors": st.vectors.count if st.vectors else 0,
+            "with_place": st.count_placed(),
+            "index_bytes": st.size_on_disk(),
+            "notices": st.notices,
+            "speed": self.settings.speed,
+            "text_read": st.count_read(),
+            "reads_text": self.lib.ocr_enabled(),
+        }
+
+    def first_run(self) -> bool:
+        """Whether the window opens on the first-run questions (which model, which folder): only while the
+        settings say they were never answered and the library has no folder yet. A library given folders
+        from the command line (`index FOLDER`) opens on those and the model it was indexed with; the window
+        then saves the questions as answered."""
+        if self.settings.first_run_done:
+            return False
+        if self.store.folders():
+            self.settings.first_run_done = True
+            return False
+        return True
+
+    def errors(self, folder: str | None = None) -> list[tuple[str, str]]:
+        """The files that cannot be indexed (under ``folder``: None, all), with why: (path, reason)."""
+        return self.store.errors(folder)
+
+    def not_understood(self, text: str | None, *, after: str | None = None, before: str | None = None) -> list[str]:
+        """What a query (``text``; None for a query by photo) and its period hold that cannot be understood,
+        one line each: a date that does not parse, a place the gazetteer does not know, ``in:`` a folder not
+        in the library. Needs no model: checked before one loads."""
+        service = SearchService(self.store, None)
+        search = service.understand(text, after=after, before=before)
+        service.allowed_photos(search)
+        return list(search.problems)
+
+    def search_folder(self, path: str) -> str:
+        """The folder a search is limited to: one that exists, or one under a remembered folder that is
+        offline (an unplugged drive keeps its photos in the index). FileNotFoundError for any other."""
+        from sorce_desktop.core.paths import is_under
+
+        folder = os.path.abspath(path)
+        if os.path.isdir(folder):
+            return folder
+        for root in self.store.folders():
+            if not os.path.isdir(root) and is_under(folder, root):
+                return folder
+        existing_folder(path)  # raises, in its words
+        return folder
+
+    # -- search ---------------------------------------------------------------------------------------------
+    def search_service(self, embedder: Embedder | None) -> SearchService:
+        """Search with the picture model and the text in photos (``embedder`` None: the text alone)."""
+        return self.lib.search_service(embedder)
+
+    @staticmethod
+    def answer(
+        service: SearchService, text: str | None = None, *, image=None, vector=None, **kw
+    ) -> SearchAnswer:
+        """The whole answer to a query, each hit's outline decided (:class:`PhotoHit`); what cannot be
+        asked (an empty query, a photo with no picture model) is refused by :meth:`SearchService.answer`
+        alone. ``vector``: the query's picture vector already embedded (the same query again: live results
+        reuse it instead of embedding the text again)."""
+        return service.answer(text, image=image, vector=vector, **kw)
+
+
 # -- the controller ------------------------------------------------------------------------------------------
-class LibraryController:
+class LibraryController(LibraryReader):
     """See the module docstring. Thread-safe where the service is; the methods that load a model or wait for
     a job block, and a window calls them off its UI thread."""
 
     def __init__(self, library: Library, *, worker_setup: Callable[[], object] | None = None):
-        self.lib = library
-        self.settings: Settings = library.settings
+        super().__init__(library)
         self.service: IndexingService = library.indexing_service()
         self.watcher: Watcher | None = None
         self._indexing = False
@@ -177,10 +352,6 @@ class LibraryController:
         """Open the library in ``data_dir`` for writing (the writer lock: StoreLocked when another process
         writes to it)."""
         return cls(Library(data_dir, writer=True, holder=holder), **kw)
-
-    @property
-    def store(self):
-        return self.lib.store
 
     # -- events and the facts they report --------------------------------------------------------------
     def subscribe(self, callback: EventCallback) -> None:
@@ -216,11 +387,6 @@ class LibraryController:
         self.service.cancel_current()
 
     # -- the model ------------------------------------------------------------------------------------
-    def load(self, model: str | None = None, **kw) -> Embedder:
-        """Load ``model`` (default: the index's own, else the settings'); ``progress``, ``cancel`` and
-        ``speed`` as :meth:`Library.load_embedder` takes them."""
-        return self.lib.load_embedder(model, **kw)
-
     def step_for(self, request: ModelRequest) -> ModelStep:
         """Whether ``request`` keeps the index's model and layout or binds another one. Another model or
         layout without ``reindex`` is refused (ModelMismatch) once the index holds picture vectors, in every
@@ -237,7 +403,13 @@ class LibraryController:
             n = self.store.counts()["indexed"]
             asked = request.model or b.model_id
             if not same_layout:
-                raise ModelMismatch(f"{b.model_id} ({b.layout} layout)", f"{asked} ({request.layout} layout)", n)
+                raise ModelMismatch(
+                    f"{b.model_id} ({b.layout} layout)",
+                    f"{asked} ({request.layout} layout)",
+                    n,
+                    models=None if same_model else (b.model_id, asked),
+                    layouts=(b.layout, request.layout),
+                )
             raise ModelMismatch(b.model_id, asked, n)
         return ModelStep.BIND
 
@@ -388,21 +560,6 @@ class LibraryController:
             self.watcher = Watcher(self.service, **kw)
             self.watcher.start()
         return self.watcher
-
-    # -- search ---------------------------------------------------------------------------------------------
-    def search_service(self, embedder: Embedder | None) -> SearchService:
-        """Search with the picture model and the text in photos (``embedder`` None: the text alone)."""
-        return self.lib.search_service(embedder)
-
-    @staticmethod
-    def answer(
-        service: SearchService, text: str | None = None, *, image=None, vector=None, **kw
-    ) -> SearchAnswer:
-        """The whole answer to a query, each hit's outline decided (:class:`PhotoHit`); what cannot be
-        asked (an empty query, a photo with no picture model) is refused by :meth:`SearchService.answer`
-        alone. ``vector``: the query's picture vector already embedded (the same query again: live results
-        reuse it instead of embedding the text again)."""
-        return service.answer(text, image=image, vector=vector, **kw)
 
     # -- closing --------------------------------------------------------------------------------------------
     def stop(self, timeout: float | None = None) -> None:

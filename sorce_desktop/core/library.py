@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from sorce_desktop.core.indexing.indexer import Indexer, ProgressCallback
-from sorce_desktop.core.indexing.scanner import existing_folder
+from sorce_desktop.core.indexing.scanner import folder_offline
 from sorce_desktop.core.indexing.service import IndexingService
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.models.download import ProgressCallback as DownloadCallback
@@ -155,10 +155,6 @@ class Library:
 
             raise ModelMismatch(b.model_id, embedder.model_id, self.store.counts()["indexed"])
 
-    # -- folders -------------------------------------------------------------------------------------
-    def add_folder(self, folder: str | os.PathLike) -> str:
-        return self.store.add_folder(existing_folder(folder))
-
     def indexer(
         self,
         embedder: Embedder,
@@ -181,13 +177,13 @@ class Library:
         return IndexingService(self.store, indexer)
 
     def status(self, text_only_reason: str | None = None) -> LibraryStatus:
-        """Folders with their counts and whether each is there, the totals, and the store's notices."""
+        """Folders with their counts and whether each is online (:func:`folder_offline`, the one rule), the
+        totals, and the store's notices."""
         st = self.store
         folders = []
         for f in st.folders():
             c = st.counts(f)
-            online = st.folder_online(f) and os.path.isdir(f)
-            folders.append(FolderInfo(f, c["indexed"], c["pending"], c["failed"], online))
+            folders.append(FolderInfo(f, c["indexed"], c["pending"], c["failed"], not folder_offline(st, f)))
         c = st.counts()
         note = self.text_only_note(text_only_reason) if text_only_reason is not None else ""
         return LibraryStatus(

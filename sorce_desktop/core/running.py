@@ -123,12 +123,12 @@ def answer_request(service, request: dict) -> dict:
 def hits_from_reply(reply: dict) -> list:
     """The hits of an answer, as core.search.PhotoHit (their scores unrounded)."""
     from sorce_desktop.core.regions import Box
-    from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit
+    from sorce_desktop.core.search.answer import MatchedRegion, PhotoHit, RegionKind
 
     hits = []
     for d, (score, refined, region_scores) in zip(reply["hits"], reply["exact"]):
         regions = [
-            MatchedRegion(r["kind"], Box.from_list(r["box"]), s, r["region"], r.get("words"), r.get("match"))
+            MatchedRegion(RegionKind(r["kind"]), Box.from_list(r["box"]), s, r["region"], r.get("words"), r.get("match"))
             for r, s in zip(d["regions"], region_scores)
         ]
         hits.append(

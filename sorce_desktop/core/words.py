@@ -1,5 +1,5 @@
 """What is formatted for people, in one place: counts with their plural ("1 photo", "1,204 photos"), sizes
-("300 MB", "1.46 GB"), time left ("about 3 min left") and a path's own name. The command line and the window
+("300 MB", "1.46 GB"), time left ("about 3 min left"), how long something takes ("about 12 minutes") and a path's own name. The command line and the window
 both use these, so they say the same thing the same way."""
 
 from __future__ import annotations
@@ -40,6 +40,22 @@ def time_left(seconds: float | None) -> str:
     if s < 3600:
         return f"about {round(s / 60)} min left"
     return f"about {s // 3600} h {s % 3600 // 60:02d} min left"
+
+
+def duration_words(seconds: float) -> str:
+    """How long something takes, roughly: "a few seconds", "about a minute", "about 12 minutes", "about 1.5
+    hours" (the cost of indexing again, asked before a settings change)."""
+    if seconds < 10:
+        return "a few seconds"
+    if seconds < 45:
+        return "less than a minute"
+    if seconds < 90:
+        return "about a minute"
+    minutes = seconds / 60
+    if minutes < 60:
+        return f"about {minutes:.0f} minutes"
+    hours = minutes / 60
+    return f"about {hours:.1f} hours" if hours < 10 else f"about {hours:.0f} hours"
 
 
 def own_name(path: str) -> str:

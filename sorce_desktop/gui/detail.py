@@ -8,6 +8,7 @@ import os
 
 from sorce_desktop.core.controller import display_path
 from sorce_desktop.core.photos.images import load_image
+from sorce_desktop.core.search.answer import RegionKind
 from sorce_desktop.core.words import human_size
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 from sorce_desktop.gui.results import (
@@ -191,7 +192,7 @@ class PhotoView(QtWidgets.QGraphicsView):
                 for item in (self.scene().addRect(rect, halo), self.scene().addRect(rect, line)):
                     item.setZValue(1)
                     self._others.append(item)
-            if kind == "text":
+            if kind == RegionKind.TEXT:
                 tag = KindTag()
                 tag.setPos(rect.topLeft())
                 self.scene().addItem(tag)
@@ -378,7 +379,7 @@ class DetailPage(QtWidgets.QWidget):
         it = self.item
         if it is None:
             return []
-        return [r.words for kind, _b, r in it.outlines() if kind == "text" and r is not None and r.words]
+        return [r.words for kind, _b, r in it.outlines() if kind == RegionKind.TEXT and r is not None and r.words]
 
     def _set_info(self, extra: str) -> None:
         it = self.item
@@ -402,7 +403,7 @@ class DetailPage(QtWidgets.QWidget):
             match += f" · words outlined (blue, Aa): {named}"
         elif hit.text:
             match += f" · words: “{hit.text}”"
-        named = next((r.words for r in hit.regions if r.kind == "name"), None)
+        named = next((r.words for r in hit.regions if r.kind == RegionKind.NAME), None)
         if named is not None:  # no outline: the file's or a folder's name matched, not a part of the picture
             match += f" · its name matched: “{named}”"
         if hit.taken is not None:

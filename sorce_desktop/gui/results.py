@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from sorce_desktop.core.regions import Box
+from sorce_desktop.core.search.answer import RegionKind
 from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 from sorce_desktop.gui.session import ResultItem
 from sorce_desktop.gui.thumbnails import ThumbnailCache
@@ -21,8 +22,8 @@ WORDS_OUTLINE = QtGui.QColor("#3fd0ff")
 WORDS_TAG = "Aa"
 
 
-def outline_color(kind: str) -> QtGui.QColor:
-    return WORDS_OUTLINE if kind == "text" else OUTLINE
+def outline_color(kind: RegionKind) -> QtGui.QColor:
+    return WORDS_OUTLINE if kind == RegionKind.TEXT else OUTLINE
 
 
 def covers_photo(box: Box, width: int, height: int) -> bool:
@@ -31,7 +32,7 @@ def covers_photo(box: Box, width: int, height: int) -> bool:
 
 
 def draw_outline(
-    painter: QtGui.QPainter, rect: QtCore.QRectF, kind: str, *, width: float = 1.6, dashed: bool = False,
+    painter: QtGui.QPainter, rect: QtCore.QRectF, kind: RegionKind, *, width: float = 1.6, dashed: bool = False,
     tag: bool = True,
 ) -> None:
     """One matched region: a halo, the outline in its kind's colour, and for words an "Aa" tab."""
@@ -43,7 +44,7 @@ def draw_outline(
         pen.setStyle(Qt.PenStyle.DashLine)
     painter.setPen(pen)
     painter.drawRoundedRect(rect, 2, 2)
-    if kind == "text" and tag:
+    if kind == RegionKind.TEXT and tag:
         font = QtGui.QFont(painter.font())
         font.setPixelSize(10)
         font.setBold(True)
@@ -284,7 +285,7 @@ class ResultDelegate(QtWidgets.QStyledItemDelegate):
         refined = item.hit.refined_box is not None
         # the best match last, so it is drawn on top where outlines overlap
         for kind, rect in reversed(self.outline_rects(cell, item)):
-            picture = kind != "text"
+            picture = kind != RegionKind.TEXT
             draw_outline(
                 painter,
                 rect,

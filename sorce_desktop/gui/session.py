@@ -205,8 +205,8 @@ class Session(QtCore.QObject):
         def pictures():
             # the model's query encoder (no torch, no transformers) answers text queries by the pictures
             # too, long before the model is loaded (a second, after the words)
-            encoder = self.lib.query_encoder() if self.lib.store.binding() is not None else None
-            return self.lib.search_service(encoder) if encoder is not None else None
+            encoder = self.controller.query_encoder()
+            return self.controller.search_service(encoder) if encoder is not None else None
 
         run_task(words, ready, lambda e: log.warning("words are not searchable yet: %s", e), lane="search", name="words")
         run_task(pictures, ready, lambda e: log.warning("no query encoder: %s", e), lane="search", name="query encoder")
@@ -482,7 +482,7 @@ class Session(QtCore.QObject):
         run_task(lambda: self.lib.status(reason), got, name="status")
 
     def errors(self, on_done, folder: str | None = None) -> None:
-        run_task(lambda: self.lib.store.errors(folder), on_done, name="errors")
+        run_task(lambda: self.controller.errors(folder), on_done, name="errors")
 
     @property
     def indexing(self) -> bool:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sorce_desktop.core.library import photos_to_redo
-from sorce_desktop.core.models.speed import FAST_OVER_THOROUGH
+from sorce_desktop.core.models.speed import FAST_OVER_THOROUGH, speed_factor
 from sorce_desktop.core.regions import LAYOUTS
 from sorce_desktop.core.settings import Settings
+from sorce_desktop.core.words import duration_words
 from sorce_desktop.core.words import photos as count_photos
 from sorce_desktop.gui.qt import QtWidgets
 from sorce_desktop.gui.welcome import ModelPicker
@@ -18,33 +19,12 @@ SPEED_CHOICES = [
 ]
 
 
-def speed_factor(old: str, new: str) -> float:
-    """The new speed's indexing rate over the old one's (measured in one run: FAST_OVER_THOROUGH)."""
-    if old == new:
-        return 1.0
-    return FAST_OVER_THOROUGH if new == "fast" else 1.0 / FAST_OVER_THOROUGH
-
-
 DEVICES = [
     ("Automatic (GPU when there is one)", "auto"),
     ("CPU", "cpu"),
     ("NVIDIA GPU (CUDA)", "cuda"),
     ("Apple GPU (Metal)", "mps"),
 ]
-
-
-def duration_words(seconds: float) -> str:
-    if seconds < 10:
-        return "a few seconds"
-    if seconds < 45:
-        return "less than a minute"
-    if seconds < 90:
-        return "about a minute"
-    minutes = seconds / 60
-    if minutes < 60:
-        return f"about {minutes:.0f} minutes"
-    hours = minutes / 60
-    return f"about {hours:.1f} hours" if hours < 10 else f"about {hours:.0f} hours"
 
 
 def reindex_cost(photos: int, rate: float | None, layout_change_only: bool, speed_factor: float = 1.0) -> str:

@@ -13,6 +13,7 @@ from sorce_desktop.core.controller import EventKind, display_path
 from sorce_desktop.core.indexing.indexer import Phase, Progress
 from sorce_desktop.core.library import LibraryStatus
 from sorce_desktop.core.models.registry import model_info
+from sorce_desktop.core.models.speed import speed_factor
 from sorce_desktop.core.photos.images import is_image_name
 from sorce_desktop.core.search.query import QueryPart, without
 from sorce_desktop.core.words import count, human_size, own_name, photos, time_left
@@ -24,7 +25,7 @@ from sorce_desktop.gui.qt import Qt, QtCore, QtGui, QtWidgets
 from sorce_desktop.gui.query_bar import QueryBar
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
 from sorce_desktop.gui.session import LoadState, ModelState, Query, ResultItem, SearchResult, Session
-from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost, speed_factor
+from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost
 from sorce_desktop.gui.tasks import Throttle
 from sorce_desktop.gui.thumbnails import ThumbnailCache
 from sorce_desktop.gui.welcome import WelcomePage
@@ -174,12 +175,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build()
         self._connect()
         self._build_menus()
-        first_run = not self.settings.first_run_done
-        if first_run and library.store.folders():
-            # folders were added from the command line (`sorce-desktop index FOLDER`): the window opens
-            # on that library and the model it was indexed with, not on the first-run questions
-            first_run = False
-            self.settings.first_run_done = True
+        answered = self.settings.first_run_done
+        first_run = self.session.controller.first_run()  # core's rule
+        if self.settings.first_run_done and not answered:  # answered by the folders `index FOLDER` added
             self._save_settings()
         self.pages.setCurrentWidget(self.welcome if first_run else self.main)
         if first_run:

@@ -173,6 +173,16 @@ def folder_is_there(folder: str, has_photos: Callable[[str], bool] | None = None
     return not (empty and has_photos is not None and has_photos(folder))
 
 
+def folder_offline(store, folder: str) -> bool:
+    """Whether a library folder is offline: the one answer every reader of the fact gets (``status``, the
+    window's folder list, the planner choosing where a moved photo came from). Offline when the catalog
+    says so (its ``online`` column, written by the indexing service alone: from a scan, or from what the
+    watcher reports) or when it is not there now (:func:`folder_is_there`, the rule the scan and the
+    watcher decide by), so a drive unplugged while nothing watches reads as offline at once, and an empty
+    mount point reads as offline to ``status`` as it does to ``index`` and ``watch``."""
+    return not store.folder_online(folder) or not folder_is_there(folder, store.folder_has_photos)
+
+
 def scan(
     folders: Iterable[str], skip: Iterable[str] = (), has_photos: Callable[[str], bool] | None = None
 ) -> ScanResult:

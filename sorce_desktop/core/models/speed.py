@@ -59,6 +59,14 @@ def get_speed(name: str | None) -> SpeedProfile:
 FAST_OVER_THOROUGH = 4.0
 
 
+def speed_factor(old: str, new: str) -> float:
+    """The new speed's indexing rate over the old one's (measured in one run: FAST_OVER_THOROUGH), for a
+    re-index estimate from the last rate."""
+    if old == new:
+        return 1.0
+    return FAST_OVER_THOROUGH if new == FAST.name else 1.0 / FAST_OVER_THOROUGH
+
+
 def speed_of_variant(variant: str | None) -> str | None:
     """Which speed profile made a photo's vectors, from the variant tag stored with it (None: unknown).
     "fast" always leaves out blank tiles (its tag has "skip"); "thorough" never does."""

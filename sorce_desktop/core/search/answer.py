@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
+from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.models.base import Embedder
 from sorce_desktop.core.paths import folder_of, is_under, relative_to_folder
 from sorce_desktop.core.photos.images import ImageError, load_image
@@ -61,11 +62,20 @@ WORDS = ScoreScale("words", 0.0, 1.0, "how well the words read in a photo match 
 FIRST = 1.0
 
 
+class RegionKind(StrEnum):
+    """What part of a photo matched a query (:attr:`MatchedRegion.kind`), compared by the front ends to
+    draw it."""
+
+    PICTURE = "picture"  # a region of the picture
+    TEXT = "text"  # a line of words read in it
+    NAME = "name"  # the file's or a folder's name: nothing in the picture to outline
+
+
 @dataclass
 class MatchedRegion:
     """One part of a photo that matched the query: a picture region or a line of text read in it."""
 
-    kind: str  # 'picture' | 'text' | 'name' (the file's or a folder's name: nothing to outline)
+    kind: RegionKind  # 'picture' | 'text' | 'name' (the file's or a folder's name: nothing to outline)
     box: Box  # upright full-resolution pixels
     score: float  # picture: the region's cosine; text: 1.0 exact letters ... 0.5 * cosine by meaning
     region: str  # the layout's region name ('cell_1_2', 'full', ...), 'text' for a line of text, 'name'
@@ -111,13 +121,13 @@ class PhotoHit:
     @property
     def matched(self) -> list[str]:
         """Which parts of the query matched: 'picture' (a region), 'words' (read in it), 'file_name'."""
-        kinds = {r.kind for r in self.regions} or ({"picture"} if self.source in ("visual", "both") else set())
-        return [m for k, m in (("picture", "picture"), ("text", "words"), ("name", "file_name")) if k in kinds]
+        kinds = {r.kind for r in self.regions} or ({RegionKind.PICTURE} if self.source in ("visual", "both") else set())
+        return [m for k, m in ((RegionKind.PICTURE, "picture"), (RegionKind.TEXT, "words"), (RegionKind.NAME, "file_name")) if k in kinds]
 
     @property
     def picture(self) -> MatchedRegion | None:
         """The picture region that matched (what refinement zooms into), if the picture matched."""
-        return next((r for r in self.regions if r.kind == "picture"), None)
+        return next((r for r in self.regions if r.kind == RegionKind.PICTURE), None)
 
     @property
     def shown_box(self) -> Box:
@@ -127,16 +137,16 @@ class PhotoHit:
             return self.box
         return self.refined_box or self.box
 
-    def outlines(self) -> list[tuple[str, Box, MatchedRegion | None]]:
+    def outlines(self) -> list[tuple[RegionKind, Box, MatchedRegion | None]]:
         """Every matched region to outline, the best first: (kind, box, region). A match by the file or
         folder name has nothing in the picture to outline; the picture region refinement zoomed into
         shows its refined box."""
         if not self.regions:
-            return [("picture", self.shown_box, None)]
+            return [(RegionKind.PICTURE, self.shown_box, None)]
         best_picture = self.picture
         out = []
         for r in self.regions:
-            if r.kind == "name":
+            if r.kind == RegionKind.NAME:
                 continue
             box = (self.refined_box or r.box) if r is best_picture else r.box
             out.append((r.kind, box, r))
@@ -150,11 +160,11 @@ class PhotoHit:
         return replace(self, box=self.picture.box, region=self.picture.region)
 
     def picture_regions(self) -> list[MatchedRegion]:
-        return [r for r in self.regions if r.kind == "picture"]
+        return [r for r in self.regions if r.kind == RegionKind.PICTURE]
 
     @property
     def text_regions(self) -> list[MatchedRegion]:
-        return [r for r in self.regions if r.kind == "text"]
+        return [r for r in self.regions if r.kind == RegionKind.TEXT]
 
     def to_json(self) -> dict:
         d = {
@@ -229,7 +239,7 @@ def cosine_for_probability(p: float, calibration: tuple[float, float]) -> float:
 
 def read_exactly(hit: PhotoHit) -> bool:
     """The query's letters were read in the photo exactly (the words are there, as typed)."""
-    return any(r.kind == "text" and r.match == "letters" and r.score >= 1.0 for r in hit.regions)
+    return any(r.kind == RegionKind.TEXT and r.match == "letters" and r.score >= 1.0 for r in hit.regions)
 
 
 def mark_likely(hits: list[PhotoHit], calibration: tuple[float, float], min_probability: float | None) -> list[PhotoHit]:
@@ -254,12 +264,12 @@ def at_least(hits: list[PhotoHit], min_score: float, scale: ScoreScale) -> list[
 
 
 def _picture_region(h: PhotoHit) -> MatchedRegion:
-    return MatchedRegion("picture", h.box, float(h.score), h.region)
+    return MatchedRegion(RegionKind.PICTURE, h.box, float(h.score), h.region)
 
 
 def _text_regions(t: TextHit) -> list[MatchedRegion]:
     return [
-        MatchedRegion("text", x.box, float(x.score), "text", x.text, x.kind, x.whole_word) for x in (t.lines or [t])
+        MatchedRegion(RegionKind.TEXT, x.box, float(x.score), "text", x.text, x.kind, x.whole_word) for x in (t.lines or [t])
     ]
 
 
@@ -391,7 +401,7 @@ class NameIndex:
 
 
 def _name_region(n: NameHit, width: int, height: int) -> MatchedRegion:
-    return MatchedRegion("name", Box(0, 0, width, height), NAME_WEIGHT, "name", n.words, "name")
+    return MatchedRegion(RegionKind.NAME, Box(0, 0, width, height), NAME_WEIGHT, "name", n.words, "name")
 
 
 def fuse(
@@ -925,8 +935,8 @@ class SearchService:
             r = regions[rid]
             hit = PhotoHit(p.path, s, r.box, r.name, pid, p.width or 0, p.height or 0, photo=p)
             # every candidate region of the photo, best first: answer() keeps those that matched
-            hit.regions = [MatchedRegion("picture", r.box, s, r.name)] + [
-                MatchedRegion("picture", regions[o].box, os_, regions[o].name)
+            hit.regions = [MatchedRegion(RegionKind.PICTURE, r.box, s, r.name)] + [
+                MatchedRegion(RegionKind.PICTURE, regions[o].box, os_, regions[o].name)
                 for os_, o in more.get(pid, [])
                 if o in regions
             ]

@@ -15,8 +15,22 @@ class StoreError(Exception):
 
 
 class ModelMismatch(StoreError):
-    def __init__(self, stored: str, requested: str, photos: int):
+    """Vectors of another model or layout cannot be mixed with the index's. What differs, for a front end
+    that names its own remedy: ``models`` (the index's, the one asked for) when the model does, ``layouts``
+    the same when the layout does (by default the model, as ``stored`` and ``requested`` name it)."""
+
+    def __init__(
+        self,
+        stored: str,
+        requested: str,
+        photos: int,
+        *,
+        models: tuple[str, str] | None = None,
+        layouts: tuple[str, str] | None = None,
+    ):
         self.stored, self.requested, self.photos = stored, requested, photos
+        self.models = models if models is not None or layouts is not None else (stored, requested)
+        self.layouts = layouts
         super().__init__(
             f"The index was made with the model {stored}; {requested} makes vectors that cannot be mixed "
             f"with those. Re-indexing {photos} photos with {requested} is needed (command line: add --reindex)."
