@@ -7,6 +7,7 @@ import os
 import sys
 
 import pytest
+from conftest import remember_folder
 from scene_support import scene_photos
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
@@ -46,7 +47,7 @@ def _library_with(tmp_path, n: int):
     for p in scene_photos(n):
         (folder / p.name).write_bytes(p.read_bytes())
     lib = Library(tmp_path / "data")
-    lib.add_folder(folder)
+    remember_folder(lib, folder)
     return lib
 
 
