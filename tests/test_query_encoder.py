@@ -178,7 +178,10 @@ def test_loading_the_model_writes_it_and_the_library_finds_it(tiny_siglip, tmp_p
         enc = lib.query_encoder(str(tiny_siglip))
     assert isinstance(enc, QueryEncoder) and enc.fingerprint == e.fingerprint
     assert float(enc.embed_texts(["a red kite"])[0] @ e.embed_texts_with_model(["a red kite"])[0]) > 0.99
-    # the loaded model embeds queries through it too: the same vector whichever front end asks
+    # the loaded model embeds queries through it too (opened at the first: indexing asks none and does not
+    # hold it): the same vector whichever front end asks
+    assert e.query_encoder is None
+    e.embed_texts(["a kite"])
     assert isinstance(e.query_encoder, QueryEncoder)
     assert np.array_equal(e.embed_texts(["a red kite"]), enc.embed_texts(["a red kite"]))
     with pytest.raises(Exception, match="text only"):

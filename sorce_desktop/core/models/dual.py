@@ -9,7 +9,8 @@ of photos go through the vision tower in a single forward.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +150,9 @@ class DualEncoderEmbedder(Embedder):
         #: the model's query encoder (core/models/query_encoder.py) once the loader has written and opened it:
         #: text queries then go through it, so every front end embeds a query alike, and 2.5x faster
         self.query_encoder: Embedder | None = None
+        #: how to open it, called at the first text query (``index`` never asks one: it does not hold it)
+        self.open_query_encoder: Callable[[], Embedder | None] | None = None
+        self._opening = threading.Lock()
         self.dim = int(self.embed_texts(["x"]).shape[1])
 
     # -- interface -----------------------------------------------------------------------------------
@@ -281,6 +285,11 @@ class DualEncoderEmbedder(Embedder):
         return out
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.query_encoder is None and self.open_query_encoder is not None:
+            with self._opening:
+                opener, self.open_query_encoder = self.open_query_encoder, None
+                if opener is not None:
+                    self.query_encoder = opener()
         if self.query_encoder is not None:
             return self.query_encoder.embed_texts(texts)
         return self.embed_texts_with_model(texts)

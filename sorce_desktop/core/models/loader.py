@@ -78,8 +78,9 @@ def load_embedder(
     )
     if embedder.device.type == "cpu":
         write_query_encoder(embedder, cache_dir / "prepared")
-        # text queries go through it here too: the same vector for a query whichever front end asks
-        embedder.query_encoder = load_query_encoder(model, cache_dir, speed=embedder.speed)
+        # text queries go through it here too: the same vector for a query whichever front end asks. It is
+        # opened at the first query, so indexing, which asks none, does not hold it (~65 MB resident)
+        embedder.open_query_encoder = lambda: load_query_encoder(model, cache_dir, speed=embedder.speed)
     return embedder
 
 
