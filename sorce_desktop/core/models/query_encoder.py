@@ -170,6 +170,9 @@ class QueryEncoder(Embedder):
             opts.inter_op_num_threads = 1
             if threads:
                 opts.intra_op_num_threads = threads
+            # threads that spin after a query take the cores from what follows it: the vector search (100k
+            # photos, AVX2: 12.1 -> 7.0 ms) and a running indexer (as core/text/ocr.py's sessions)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.session = ort.InferenceSession(str(files["onnx"]), opts, providers=["CPUExecutionProvider"])
         except QueryEncoderUnavailable:
             raise
@@ -285,6 +288,7 @@ class SentenceQueryEncoder:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
             opts.inter_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the query encoder's
             self.session = ort.InferenceSession(str(files["onnx"]), opts, providers=["CPUExecutionProvider"])
         except QueryEncoderUnavailable:
             raise
