@@ -145,3 +145,31 @@ def test_throttle_runs_once_when_typing_pauses(qtbot):
     t.trigger("x")
     t.flush()
     assert calls == ["abc", "x"] and not t.pending
+
+
+def test_first_run_page_offers_the_model_this_machine_is_advised(qtbot, tmp_path, monkeypatch):
+    """core/models/advice.py's choice for this machine (here a GPU with room for the paper's multimodal LLM) is
+    marked "Recommended" in the list, shown with its reason, and picked, since no model was chosen yet; a
+    model the user picks meanwhile is kept."""
+    from sorce_desktop.core.models import advice
+    from sorce_desktop.core.models.registry import DEFAULT_MODEL
+
+    monkeypatch.setattr(advice, "detect_hardware", lambda: advice.Hardware("cuda", "NVIDIA H100", 80.0))
+    win = open_test_window(qtbot, tmp_path / "data", DEFAULT_MODEL, first_run_done=False)
+    picker = win.welcome.picker
+    qtbot.waitUntil(lambda: picker.model() == "lcxrocks/e5-v-ReP", timeout=30000)
+    assert picker.combo.currentText().startswith("Recommended: ")
+    assert "80 GB of GPU memory" in picker.about.text()
+    labels = [picker.combo.itemText(i) for i in range(picker.combo.count())]
+    assert sum(label.startswith("Recommended: ") for label in labels) == 1
+    win.close()
+
+    # a model picked before the advice arrives stays picked; the advice is still marked in the list
+    win = open_test_window(qtbot, tmp_path / "data2", DEFAULT_MODEL, first_run_done=False)
+    picker = win.welcome.picker
+    picker.set_model("openai/clip-vit-base-patch32")
+    qtbot.waitUntil(lambda: picker.recommended[0] == "lcxrocks/e5-v-ReP", timeout=30000)
+    assert picker.model() == "openai/clip-vit-base-patch32"
+    i = picker.combo.findData("lcxrocks/e5-v-ReP")
+    assert picker.combo.itemText(i).startswith("Recommended: ")
+    win.close()

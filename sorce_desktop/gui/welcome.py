@@ -14,13 +14,13 @@ from sorce_desktop.gui.session import LoadState, ModelState
 LOCAL = "__local__"
 
 
-def model_choices() -> list[tuple[str, str]]:
+def model_choices(recommended: str = DEFAULT_MODEL) -> list[tuple[str, str]]:
     """(label, model id) for the model pickers: dual encoders first (they run on a laptop)."""
     out = []
     for m in sorted(
         KNOWN_MODELS.values(), key=lambda m: (m.kind != "dual", m.speed_class != "laptop", m.download_mb)
     ):
-        star = "Recommended: " if m.id == DEFAULT_MODEL else ""
+        star = "Recommended: " if m.id == recommended else ""
         gpu = ", needs a GPU" if m.speed_class != "laptop" else ""
         out.append((f"{star}{m.title} — {m.download_mb / 1000:.1f} GB{gpu}", m.id))
     return out
@@ -60,20 +60,38 @@ class ModelPicker(QtWidgets.QWidget):
         lay.addWidget(self.combo)
         lay.addWidget(self.about)
         self.setFocusProxy(self.combo)
-        self.set_model(DEFAULT_MODEL)
+        #: the model this machine is advised (core/models/advice.py) and why; DEFAULT_MODEL until it is known
+        self.recommended: tuple[str, str] = (DEFAULT_MODEL, "")
+        self.chosen = False  # a model was picked (or named in the settings): advice no longer moves the picker
+        self.set_model(DEFAULT_MODEL, chosen=False)
 
     def model(self) -> str:
         return self.combo.currentData()
 
-    def set_model(self, model: str) -> None:
+    def set_model(self, model: str, chosen: bool = True) -> None:
+        self.chosen = self.chosen or chosen
         i = self.combo.findData(model)
         if i < 0:
             self.combo.insertItem(self.combo.count() - 2, display_path(model), model)
             i = self.combo.findData(model)
         self.combo.setCurrentIndex(i)
         self.combo.setToolTip(display_path(model))
-        self.about.setText(describe_model(model))
+        about = describe_model(model)
+        if model == self.recommended[0] and self.recommended[1]:
+            about = f"{self.recommended[1]} {about}"
+        self.about.setText(about)
         self.changed.emit(model)
+
+    def recommend(self, model: str, reason: str) -> None:
+        """The advice for this machine (a GPU with room for a multimodal LLM gets one, anything else the dual
+        encoder, with the reason in words): marked "Recommended" in the list and shown with its reason; the
+        picker moves to it unless a model was already chosen."""
+        self.recommended = (model, reason)
+        for label, mid in model_choices(model):
+            i = self.combo.findData(mid)
+            if i >= 0:
+                self.combo.setItemText(i, label)
+        self.set_model(model if not self.chosen else self.model(), chosen=False)
 
     def _activated(self, _i: int) -> None:
         if self.combo.currentData() == LOCAL:
@@ -81,7 +99,7 @@ class ModelPicker(QtWidgets.QWidget):
             if folder:
                 self.set_model(folder)
             else:
-                self.set_model(DEFAULT_MODEL)
+                self.set_model(self.recommended[0])
             return
         self.set_model(self.combo.currentData())
 

@@ -3,6 +3,7 @@ indexing status at the bottom. Every slow thing goes through the Session (off th
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from dataclasses import replace
 from sorce_desktop.core.controller import EventKind, display_path
 from sorce_desktop.core.indexing.indexer import Phase, Progress
 from sorce_desktop.core.library import LibraryStatus
-from sorce_desktop.core.models.registry import model_info
+from sorce_desktop.core.models.advice import recommend_model
+from sorce_desktop.core.models.registry import DEFAULT_MODEL, model_info
 from sorce_desktop.core.models.speed import speed_factor
 from sorce_desktop.core.photos.images import is_image_name
 from sorce_desktop.core.search.query import QueryPart, without
@@ -26,9 +28,11 @@ from sorce_desktop.gui.query_bar import QueryBar
 from sorce_desktop.gui.results import ResultDelegate, ResultsModel, ResultsView
 from sorce_desktop.gui.session import LoadState, ModelState, Query, ResultItem, SearchResult, Session
 from sorce_desktop.gui.settings_dialog import SettingsDialog, reindex_cost
-from sorce_desktop.gui.tasks import Throttle
+from sorce_desktop.gui.tasks import Throttle, run_task
 from sorce_desktop.gui.thumbnails import ThumbnailCache
 from sorce_desktop.gui.welcome import WelcomePage
+
+log = logging.getLogger(__name__)
 
 SEARCH_DELAY_MS = 250
 THUMB_MIN, THUMB_MAX, THUMB_STEP = 96, 360, 32
@@ -181,7 +185,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self._save_settings()
         self.pages.setCurrentWidget(self.welcome if first_run else self.main)
         if first_run:
-            self.welcome.picker.set_model(self.settings.model)
+            self.welcome.picker.set_model(self.settings.model, chosen=self.settings.model != DEFAULT_MODEL)
+            # which model suits this machine: probing for a GPU imports torch, so off the UI thread
+            run_task(
+                recommend_model,
+                lambda rec: self.welcome.picker.recommend(rec.model_id, rec.reason),
+                lambda exc: log.info("no model advice for this machine: %s", exc),
+                name="model-advice",
+            )
             self.session.refresh_status()
         else:
             self.session.start()

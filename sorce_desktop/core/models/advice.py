@@ -4,8 +4,9 @@ A multimodal LLM with Regional Prompts (the SORCE paper's method) is the best at
 8B model on a laptop CPU takes minutes per photo; a dual encoder indexes several photos a second
 there. So: a CUDA GPU (or Apple silicon) with room for the model gets the MLLM, anything else the
 dual encoder, with the reason in words. The command line warns with ``detect_hardware()`` when an MLLM
-is asked for on a CPU; ``recommend_model()`` is for the first-run screen, which does not show it yet
-(call both off the UI thread: probing CUDA can take a moment).
+is asked for on a CPU; the first-run page marks ``recommend_model()``'s choice "Recommended", shows its
+reason and moves its picker to it unless a model was already chosen (both are called off the UI thread:
+probing CUDA imports torch and can take a moment).
 """
 
 from __future__ import annotations
