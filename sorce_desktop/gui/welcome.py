@@ -52,8 +52,7 @@ class ModelPicker(QtWidgets.QWidget):
         self.about = QtWidgets.QLabel()
         self.about.setObjectName("muted")
         self.about.setWordWrap(True)
-        # room for three wrapped lines: a form layout does not grow a wrapped label by itself
-        self.about.setMinimumHeight(self.about.fontMetrics().lineSpacing() * 3 + 4)
+        # room for its wrapped lines (set_model sizes it): a form layout does not grow a wrapped label by itself
         self.about.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -75,11 +74,15 @@ class ModelPicker(QtWidgets.QWidget):
             self.combo.insertItem(self.combo.count() - 2, display_path(model), model)
             i = self.combo.findData(model)
         self.combo.setCurrentIndex(i)
-        self.combo.setToolTip(display_path(model))
         about = describe_model(model)
-        if model == self.recommended[0] and self.recommended[1]:
-            about = f"{self.recommended[1]} {about}"
+        advised, why = self.recommended
+        lines = 3
+        if model == advised and why and advised != DEFAULT_MODEL:
+            # the advice moved away from the default (a GPU with room for a multimodal LLM): say why
+            about, lines = f"{why} {about}", 6
+        self.about.setMinimumHeight(self.about.fontMetrics().lineSpacing() * lines + 4)
         self.about.setText(about)
+        self.combo.setToolTip(f"{display_path(model)}\n{why}" if model == advised and why else display_path(model))
         self.changed.emit(model)
 
     def recommend(self, model: str, reason: str) -> None:
