@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from sorce_desktop.core.memory import give_back_freed_memory
+from sorce_desktop.core.models.fingerprint import crc32_of
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,6 @@ def prepared_paths(folder: Path, fingerprint: str) -> tuple[Path, Path]:
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
-def _crc32(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
 def _set_submodule(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, new)
@@ -155,7 +148,7 @@ def write_prepared(
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=meta)
-        side = {**meta, "size": tmp.stat().st_size, "crc32": _crc32(tmp), "source": source}
+        side = {**meta, "size": tmp.stat().st_size, "crc32": crc32_of(tmp), "source": source}
         os.replace(tmp, path)
         tmp_side = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.tmp")
         tmp_side.write_text(json.dumps(side), encoding="utf-8")

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from sorce_desktop.core.models.base import Embedder, ModelError, RegionEmbedding, normalize
-from sorce_desktop.core.models.fingerprint import folder_fingerprint, weights_source
+from sorce_desktop.core.models.fingerprint import crc32_of, folder_fingerprint, weights_source
 from sorce_desktop.core.photos.images import DecodedImage
 from sorce_desktop.core.regions import RegionLayout
 
@@ -85,14 +85,6 @@ def query_paths(cache_dir: Path, key: str) -> tuple[dict[str, Path], Path]:
     """(the data files by kind, the sidecar) of the query encoder ``key`` in ``cache_dir``."""
     base = Path(cache_dir) / "query"
     return {k: base / f"{key}{_SUFFIX[k]}" for k in _FILES}, base / f"{key}.json"
-
-
-def crc32_of(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return crc
 
 
 def read_sidecar(sidecar: Path, files: dict[str, Path], key: str) -> dict:

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sorce_desktop.core.models.fingerprint import crc32_of
 from sorce_desktop.core.models.query_encoder import (
     QUERY_FORMAT,
     SUPPORTED_TYPES,
     QueryEncoder,
     QueryEncoderUnavailable,
-    crc32_of,
     precision_for,
     query_key,
     query_paths,
