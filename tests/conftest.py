@@ -244,3 +244,13 @@ def worded_photos(tmp_path_factory):
         img.save(root / p.name, quality=95)
         boxes[word] = (root / p.name, r.box)
     return root, boxes
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch):
+    """Downloads switched on, to a hub address where nothing answers: a machine with no network."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")

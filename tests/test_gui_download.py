@@ -24,16 +24,6 @@ pytestmark = pytest.mark.gui
 HUB_MODEL = "google/siglip2-base-patch16-256"
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Downloads switched on, to a hub address where nothing answers: a machine with no network."""
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-
-
 def _caused(outer: Exception, inner: BaseException) -> Exception:
     try:
         try:
@@ -44,7 +34,7 @@ def _caused(outer: Exception, inner: BaseException) -> Exception:
         return e
 
 
-def test_failures_in_plain_words(tmp_path, no_network):
+def test_failures_in_plain_words(tmp_path, hub_unreachable):
     with pytest.raises(DownloadFailed) as info:
         resolve_model(HUB_MODEL, tmp_path / "models")
     assert info.value.reason == "offline"
@@ -61,7 +51,7 @@ def test_failures_in_plain_words(tmp_path, no_network):
     assert DownloadProgress("m", 250, 1250, "f").eta_s is None
 
 
-def test_offline_download_message_and_retry(qtbot, tmp_path, no_network, tiny_clip):
+def test_offline_download_message_and_retry(qtbot, tmp_path, hub_unreachable, tiny_clip):
     # a first run with no network: the hub model cannot come, the window says so where it can be seen
     win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
     wait_ready(qtbot, win)

@@ -287,21 +287,11 @@ def test_reindex_estimate_uses_the_picture_stage_rate(window, qtbot):
 HUB_MODEL = "google/siglip2-base-patch16-256"
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Downloads switched on, to a hub address where nothing answers: a machine with no network."""
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-
-
 def _shown(win, cls, text: str) -> list:
     return [w for w in win.findChildren(cls) if w.isVisibleTo(win) and w.text() == text]
 
 
-def test_offline_start_one_banner_and_an_answer_to_every_click(qtbot, tmp_path, no_network):
+def test_offline_start_one_banner_and_an_answer_to_every_click(qtbot, tmp_path, hub_unreachable):
     win = open_test_window(qtbot, tmp_path / "data", HUB_MODEL, ocr=True)
     win.resize(1180, 760)
     win.show()

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_screenshots import COCO, ROOT, SIZE, under_xvfb  # noqa: E402
+from make_screenshots import COCO, ROOT, SIZE, spin_events, under_xvfb  # noqa: E402
 
 LISBON, PARIS = (38.7223, -9.1393), (48.8566, 2.3522)
 
@@ -54,7 +53,6 @@ def shoot(tmp: Path, out: Path, args) -> int:
     from sorce_desktop.core.paths import AppPaths
     from sorce_desktop.core.settings import Settings
     from sorce_desktop.gui.app import make_app, open_window
-    from sorce_desktop.gui.qt import QtCore
 
     photos = tmp / "Pictures"
     for i, p in enumerate(sorted(COCO.glob("*.jpg"))[: args.photos]):
@@ -75,13 +73,7 @@ def shoot(tmp: Path, out: Path, args) -> int:
     win.show()
 
     def spin(cond, timeout: float = 120.0) -> bool:
-        end = time.time() + timeout
-        while time.time() < end:
-            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-            if cond():
-                return True
-            time.sleep(0.01)
-        return cond()
+        return spin_events(app, cond, timeout)
 
     def save(name: str) -> None:
         spin(lambda: False, 1.5)  # thumbnails and pending paints land

@@ -75,6 +75,19 @@ def main() -> int:
     return under_xvfb(shoot, ap.parse_args(), "sorce-shots-")
 
 
+def spin_events(app, cond, timeout: float = 120.0) -> bool:
+    """Run the window's events until ``cond()`` holds or ``timeout`` seconds pass; returns ``cond()``."""
+    from sorce_desktop.gui.qt import QtCore
+
+    end = time.time() + timeout
+    while time.time() < end:
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
 def under_xvfb(shoot, args, prefix: str) -> int:
     """Run ``shoot(tmp, out, args)`` on a virtual screen with a temporary folder, cleaned up after."""
     out = Path(args.out)
@@ -96,7 +109,6 @@ def shoot(tmp: Path, out: Path, args) -> int:
     from sorce_desktop.core.paths import AppPaths
     from sorce_desktop.core.settings import Settings
     from sorce_desktop.gui.app import make_app, open_window
-    from sorce_desktop.gui.qt import QtCore
 
     photos = tmp / "Pictures" / "Holidays"
     photos.mkdir(parents=True)
@@ -118,13 +130,7 @@ def shoot(tmp: Path, out: Path, args) -> int:
     win.move(0, 0)
 
     def spin(cond, timeout: float = 120.0) -> bool:
-        end = time.time() + timeout
-        while time.time() < end:
-            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-            if cond():
-                return True
-            time.sleep(0.01)
-        return cond()
+        return spin_events(app, cond, timeout)
 
     def save(name: str) -> None:
         spin(lambda: False, 0.4)  # let pending paints land
