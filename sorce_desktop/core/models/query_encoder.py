@@ -9,9 +9,10 @@ out (core/models/query_export.py) as three files in ``<models>/prepared/query/``
 fingerprint, its tokenizer files and the precision:
 
 - ``<key>.onnx``: the tower from the token embeddings to the projected text vector, at the model's fixed
-  sequence length, batch 1; in "fast" its linear layers are onnxruntime dynamic int8 with unsigned 8-bit
-  weights and a scale per output channel (signed weights saturate without VNNI: cosine 0.92 on AVX2,
-  docs/history/picture-kernels-2026-12-07.md); the last layer works on the pooled position alone;
+  sequence length, batch 1, ONNX opset 20; in "fast" its linear layers are onnxruntime dynamic int8 with
+  7-bit signed weights and a scale per output channel (full-range signed weights saturate without VNNI:
+  cosine 0.92 on AVX2, docs/history/picture-kernels-2026-12-07.md; query_export.INT8_WEIGHTS); the last
+  layer works on the pooled position alone;
 - ``<key>.table.npy``: the token embedding table in float16 (as the loaded model keeps it), mapped, so
   only the rows of the query's tokens become resident;
 - ``<key>.tokenizer.json``: the tokenizer exactly as transformers configured it for this model (special
@@ -43,7 +44,7 @@ from sorce_desktop.core.regions import RegionLayout
 log = logging.getLogger(__name__)
 
 #: bumped whenever what the files hold, or how, changes: older files are then stale
-QUERY_FORMAT = 1
+QUERY_FORMAT = 2  # 2: opset 20 (one GELU operator), 7-bit signed int8 weights
 #: the model families whose text tower is exported (their pooling: SigLIP the last position, CLIP the
 #: end-of-text token)
 SUPPORTED_TYPES = ("siglip", "clip")

@@ -3,7 +3,7 @@ model is loaded in full on a CPU.
 
 The text tower is rebuilt from the model folder's float weights (the loaded model may hold int8 copies
 only), exported with ``torch.onnx.export`` (opset 17, batch 1, the model's fixed length), quantised by
-onnxruntime (unsigned 8-bit weights, per output channel) where the model runs int8, and checked before
+onnxruntime (7-bit signed weights, per output channel) where the model runs int8, and checked before
 it is trusted: the tokenizer's ids against transformers' on odd strings, the vectors against the loaded
 model's own (cosine). Nothing is written when a check fails; the loaded model keeps embedding queries.
 """
@@ -50,6 +50,16 @@ PROBES = (
 )
 #: the vectors of the probes against the loaded model's: below this, the export is refused
 MIN_COSINE = 0.99
+#: ONNX opset of the exports: 20 has GELU as one operator (onnxruntime >= 1.18 runs it as one kernel; at 17
+#: the tanh approximation is eight elementwise operators: 44.3 -> 40.1 ms a query on AVX2, history/
+#: query-latency-2026-12-07.md)
+OPSET = 20
+#: onnxruntime dynamic int8: signed weights with 7 bits of range (``reduce_range``) and a scale per output
+#: channel. Activations are unsigned 8-bit, so on a CPU without VNNI the u8 x s8 pair sums of ``vpmaddubsw``
+#: (two products added into int16) cannot saturate (255 x 64 x 2 < 32767); full-range signed weights
+#: saturate there (cosine 0.92 on AVX2), and unsigned weights take a slower u8 x u8 kernel (51.9 against
+#: 40.1 ms a query on AVX2, cosine to float32 0.9997 against 0.9993 on random weights).
+INT8_WEIGHTS = {"per_channel": True, "reduce_range": True}
 
 
 class _Tower(torch.nn.Module):
@@ -192,7 +202,7 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
             warnings.simplefilter("ignore")  # the tracer's notes on shapes it records as constants
             torch.onnx.export(
                 tower, (torch.zeros(1, length, dim), torch.zeros(1, dtype=torch.int64)), str(plain),
-                input_names=["embeds", "pool"], output_names=["vector"], opset_version=17, dynamo=False,
+                input_names=["embeds", "pool"], output_names=["vector"], opset_version=OPSET, dynamo=False,
             )  # fmt: skip
         made, made_side = query_paths(work, key)  # checked from there before they are moved in
         made["onnx"].parent.mkdir()
@@ -204,7 +214,7 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
             )  # its quantiser logs advice meant for its developers on the root logger
             logging.getLogger().addFilter(quiet)
             try:
-                quantize_dynamic(plain, made["onnx"], weight_type=QuantType.QUInt8, per_channel=True)
+                quantize_dynamic(plain, made["onnx"], **INT8_WEIGHTS, weight_type=QuantType.QInt8)
             finally:
                 logging.getLogger().removeFilter(quiet)
         else:
@@ -344,7 +354,7 @@ def write_sentence_encoder(text_embedder, cache_dir: Path) -> Path:
             warnings.simplefilter("ignore")  # the tracer's notes on shapes it records as constants
             torch.onnx.export(
                 States(text_embedder.model).eval(), (ids, torch.zeros_like(ids)), str(made["onnx"]),
-                input_names=["input_ids", "token_type_ids"], output_names=["states"], opset_version=17,
+                input_names=["input_ids", "token_type_ids"], output_names=["states"], opset_version=OPSET,
                 dynamic_axes={"input_ids": {1: "n"}, "token_type_ids": {1: "n"}, "states": {1: "n"}}, dynamo=False,
             )  # fmt: skip
         made["tokenizer"].write_text(tok_json, encoding="utf-8")
