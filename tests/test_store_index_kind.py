@@ -4,6 +4,8 @@ random libraries cross them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import catalog_rows
@@ -49,7 +51,8 @@ def test_spec_rule_has_hysteresis():
     flat = ann.spec_for(1000, 768, exact_max=5000)
     assert flat.kind == ann.FLAT
     big = ann.spec_for(20_000, 768, exact_max=5000)
-    assert big.kind == ann.IVFPQ and big.m == 192 and big.trained_for == 20_000
+    # 192 bytes of codes a 768-d vector: 384 codes of 4 bits, searched with FAISS's fast scan
+    assert big.kind == ann.IVFPQ and big.code_bytes == 192 and big.fast_scan and big.trained_for == 20_000
     # stays compressed between half the threshold and the threshold, and keeps its lists while it grows
     assert ann.spec_for(4000, 768, big, exact_max=5000) == big
     assert ann.spec_for(100_000, 768, big, exact_max=5000) == big
@@ -183,3 +186,57 @@ def test_one_query_searches_the_probed_lists_on_every_core_with_the_same_answer(
         assert ivf.parallel_mode == 1
         assert ids[0].tolist() == batch_ids[i].tolist()
         np.testing.assert_allclose(scores[0], batch_scores[i], rtol=1e-5, atol=1e-6)
+
+
+def test_an_index_of_one_byte_codes_is_rebuilt_as_fast_scan(tmp_path, small_threshold, monkeypatch):
+    """A library whose vector file was written with one-byte codes (before fast scan) is still searched, and
+    becomes fast scan at its next save, holding every catalog vector."""
+    rng = np.random.default_rng(5)
+    old = ann.spec_for
+    # the rule as it was: one-byte codes of 4 dimensions
+    monkeypatch.setattr(
+        ann, "spec_for",
+        lambda n, dim, current=None, exact_max=None: dataclasses.replace(
+            old(n, dim, current, exact_max), m=ann.pq_m_for(dim, 4), nbits=8
+        ) if old(n, dim, None, exact_max).compressed else old(n, dim, current, exact_max),
+    )  # fmt: skip
+    store = _open(tmp_path)
+    photos = _photos(rng, 0, 220)  # enough vectors to train one-byte codes
+    store.commit_photos(photos)
+    store.save()
+    assert store.vectors.spec.kind == ann.IVFPQ and store.vectors.spec.nbits == 8
+    assert not store.vectors.spec.fast_scan
+    store.close()
+    monkeypatch.setattr(ann, "spec_for", old)
+
+    store = _open(tmp_path)
+    assert store.vectors.spec.nbits == 8  # read as written
+    service = SearchService(store, embedder=None)
+    assert any(h.path == photos[0].path for h in service.search_vector(photos[0].regions[3].vector, top=5))
+    store.commit_photos(_photos(rng, 220, 221))
+    store.save()
+    assert store.vectors.spec.fast_scan and store.vectors.spec.code_bytes == DIM // 4
+    assert set(store.vectors.ids().tolist()) == _catalog_ids(store)
+    found = sum(
+        any(h.path == p.path for h in service.search_vector(p.regions[3].vector, top=5)) for p in photos[:20]
+    )
+    assert found >= 18
+    store.close()
+
+
+def test_fast_scan_behind_an_hnsw_coarse_quantiser_finds_the_vectors(monkeypatch):
+    """Large libraries find their lists through an HNSW graph; the fast-scan index takes the probe's
+    parameters from the search as the one-byte kind did."""
+    monkeypatch.setattr(ann, "HNSW_QUANTIZER_ABOVE", 16)
+    rng = np.random.default_rng(4)
+    vecs = rng.standard_normal((6000, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    spec = ann.IndexSpec(ann.IVFPQ, DIM, nlist=64, m=DIM // 2, nprobe=16, trained_for=len(vecs))
+    index = ann.build(spec, vecs)
+    import faiss
+
+    assert isinstance(faiss.downcast_index(ann.ivf_of(index).quantizer), faiss.IndexHNSW)
+    assert ann.spec_of(index).fast_scan
+    index.add_with_ids(vecs, np.arange(len(vecs), dtype=np.int64))
+    _scores, cand = ann.search(index, vecs[:50], 32)
+    assert np.mean([i in c for i, c in enumerate(cand.tolist())]) >= 0.9

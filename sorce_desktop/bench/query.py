@@ -49,7 +49,13 @@ def add_arguments(p) -> None:
         default="flat,ivfsq8,ivfpq",
         help="index kinds: flat (exact), ivfsq8, ivfpq (PQ codes of --pq-dims dimensions each)",
     )
-    p.add_argument("--pq-dims", default="4,8", help="dimensions per PQ code to try (4: 192 B for 768-d)")
+    p.add_argument(
+        "--pq-dims",
+        default="store",
+        help="ivfpq: 'store' = the store's codes (4-bit codes of 2 dimensions, fast scan: 192 B for 768-d); "
+        "numbers = one-byte codes of that many dimensions each (4: 192 B for 768-d, the kind written before "
+        "fast scan), comma-separated",
+    )
     p.add_argument(
         "--nprobe",
         default="store",
@@ -285,16 +291,17 @@ def _specs(kinds: list[str], dim: int, n_vectors: int, pq_dims: list[int]) -> li
                 ann.IndexSpec(IVFSQ8, dim, nlist=nlist, nprobe=ann.nprobe_for(nlist), trained_for=n_vectors)
             )
         elif kind == ann.IVFPQ:
-            for pd in pq_dims:
+            for pd in pq_dims:  # 0: the store's own codes
                 nlist = ann.nlist_for(n_vectors)
                 out.append(
                     ann.IndexSpec(
                         ann.IVFPQ,
                         dim,
                         nlist=nlist,
-                        m=ann.pq_m_for(dim, pd),
+                        m=ann.pq_m_for(dim, pd or ann.PQ_DIMS_PER_CODE),
                         nprobe=ann.nprobe_for(nlist),
                         trained_for=n_vectors,
+                        nbits=ann.PQ_BITS if not pd else 8,
                     )
                 )
         else:
@@ -316,7 +323,7 @@ def _build(spec: ann.IndexSpec, train: np.ndarray):
 
 
 def _estimated_bytes(spec: ann.IndexSpec, n_vectors: int) -> int:
-    per = {ann.FLAT: spec.dim * 4 + 8, IVFSQ8: spec.dim + 8, ann.IVFPQ: spec.m + 8}[spec.kind]
+    per = {ann.FLAT: spec.dim * 4 + 8, IVFSQ8: spec.dim + 8, ann.IVFPQ: spec.code_bytes + 8}[spec.kind]
     return per * n_vectors + spec.nlist * spec.dim * 4
 
 
@@ -652,7 +659,7 @@ def run(args) -> int:
     faiss.omp_set_num_threads(threads)
     layout = get_layout(DEFAULT_LAYOUT)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    pq_dims = [int(x) for x in args.pq_dims.split(",") if x.strip()]
+    pq_dims = [0 if x.strip() == "store" else int(x) for x in args.pq_dims.split(",") if x.strip()]
     rescores = [-1 if x.strip() == "store" else int(x) for x in args.rescore.split(",") if x.strip()]
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
