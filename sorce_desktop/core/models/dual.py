@@ -143,7 +143,7 @@ class DualEncoderEmbedder(Embedder):
         info = model_info(self.model_id)
         self.template = info.text_template if info else _TEMPLATES.get(self.model_type, "{}")
         self.batch_size = batch_size
-        patch = int(getattr(vision, "patch_size", 1) or 1)
+        patch = self.patch_size = int(getattr(vision, "patch_size", 1) or 1)
         self.tile_size = (
             max(patch, min(self.size, self.speed.tile_size // patch * patch)) if self.speed.tile_size else self.size
         )
@@ -153,6 +153,9 @@ class DualEncoderEmbedder(Embedder):
         #: how to open it, called at the first text query (``index`` never asks one: it does not hold it)
         self.open_query_encoder: Callable[[], Embedder | None] | None = None
         self._opening = threading.Lock()
+        #: the vision tower in onnxruntime int8 (core/models/picture_encoder.py) once the loader has written and
+        #: opened it ("fast" on a CPU): pictures then go through it, and the PyTorch vision tower is given back
+        self.picture_encoder = None
         self.dim = int(self.embed_texts(["x"]).shape[1])
 
     # -- interface -----------------------------------------------------------------------------------
@@ -201,9 +204,28 @@ class DualEncoderEmbedder(Embedder):
     def preprocess(self, crops: Sequence[Image.Image], size: int | None = None) -> torch.Tensor:
         return self._normalise(self._letterboxed(crops, size or self.size))
 
-    @torch.inference_mode()
+    def use_picture_encoder(self, encoder) -> None:
+        """Run pictures through ``encoder`` from now on, and give the PyTorch vision tower's memory back (the
+        process then holds one copy of its weights)."""
+        self.picture_encoder = encoder
+        if getattr(self.model, "vision_model", None) is not None:
+            self.model.vision_model = None
+            from sorce_desktop.core.memory import give_back_freed_memory
+
+            give_back_freed_memory()
+
     def forward_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """The vision tower on preprocessed pixels, in chunks of ``batch_size``."""
+        """The vision tower on preprocessed pixels, in chunks of ``batch_size``: the picture encoder where one
+        is open, else the loaded model's own."""
+        if self.picture_encoder is None:
+            return self.forward_pixels_with_model(pixels)
+        arr = pixels.numpy()
+        out = [self.picture_encoder.forward(arr[i : i + self.batch_size]) for i in range(0, len(arr), self.batch_size)]
+        return normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    @torch.inference_mode()
+    def forward_pixels_with_model(self, pixels: torch.Tensor) -> np.ndarray:
+        """The loaded model's own vision tower on preprocessed pixels, in chunks of ``batch_size``."""
         out = []
         # Another input size than the model's needs its position embeddings interpolated.
         extra = {"interpolate_pos_encoding": True} if pixels.shape[-1] != self.size else {}
@@ -223,7 +245,7 @@ class DualEncoderEmbedder(Embedder):
         if not images:
             return np.zeros((0, self.dim), np.float32)
         # Whole patches only, and never above the model's own size (that would cost more, not less).
-        patch = int(getattr(self.model.config.vision_config, "patch_size", 1) or 1)
+        patch = self.patch_size
         size = self.size if not side else max(patch, min(self.size, side // patch * patch))
         return self.forward_pixels(self.preprocess([im.convert("RGB") for im in images], size))
 

@@ -81,7 +81,30 @@ def load_embedder(
         # text queries go through it here too: the same vector for a query whichever front end asks. It is
         # opened at the first query, so indexing, which asks none, does not hold it (~65 MB resident)
         embedder.open_query_encoder = lambda: load_query_encoder(model, cache_dir, speed=embedder.speed)
+        if embedder.int8:
+            use_picture_encoder(embedder, cache_dir / "prepared")
     return embedder
+
+
+def use_picture_encoder(embedder, prepared_dir: Path) -> None:
+    """Write the picture encoder of a model loaded in full in "fast", unless a good one is there, and run
+    pictures through it (core/models/picture_encoder.py). One that cannot be written or opened is said in the
+    log: the loaded model keeps its own vision tower, and the next full load tries again."""
+    from sorce_desktop.core.models.picture_encoder import SUPPORTED_TYPES, open_picture_encoder
+
+    if embedder.model_type not in SUPPORTED_TYPES:
+        return
+    from sorce_desktop.core.models.picture_export import write_picture_encoder
+
+    try:
+        import torch
+
+        write_picture_encoder(embedder, prepared_dir)
+        encoder = open_picture_encoder(embedder.folder, prepared_dir, "int8", threads=torch.get_num_threads())
+    except Exception as exc:  # the loaded model keeps its own vision tower; said once
+        _say_not_written(f"no picture encoder for {embedder.model_id}", exc, prepared_dir)
+        return
+    embedder.use_picture_encoder(encoder)
 
 
 def write_query_encoder(embedder, prepared_dir: Path) -> None:
