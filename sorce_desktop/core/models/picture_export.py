@@ -33,7 +33,7 @@ from sorce_desktop.core.models.picture_encoder import (
     picture_key,
     picture_paths,
 )
-from sorce_desktop.core.models.query_export import INT8_WEIGHTS, MIN_COSINE, OPSET, _NotFrom, _version
+from sorce_desktop.core.models.query_export import INT8_WEIGHTS, MIN_COSINE, OPSET, NotFrom, package_version
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def write_picture_encoder(embedder, cache_dir: Path) -> Path:
         made.parent.mkdir()
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quiet = _NotFrom("onnxruntime")  # its quantiser logs advice meant for its developers on the root logger
+        quiet = NotFrom("onnxruntime")  # its quantiser logs advice meant for its developers on the root logger
         logging.getLogger().addFilter(quiet)
         try:
             quantize_dynamic(plain, made, **INT8_WEIGHTS, weight_type=QuantType.QInt8)
@@ -200,7 +200,7 @@ def write_picture_encoder(embedder, cache_dir: Path) -> Path:
             "source": str(folder.resolve()),
             "dim": int(embedder.dim),
             "patch": int(embedder.patch_size),
-            "made_with": {"torch": torch.__version__, "onnxruntime": _version("onnxruntime")},
+            "made_with": {"torch": torch.__version__, "onnxruntime": package_version("onnxruntime")},
             "size": made.stat().st_size,
             "crc32": crc32_of(made),
         }

@@ -209,7 +209,7 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
         if precision == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quiet = _NotFrom(
+            quiet = NotFrom(
                 "onnxruntime"
             )  # its quantiser logs advice meant for its developers on the root logger
             logging.getLogger().addFilter(quiet)
@@ -236,7 +236,7 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
             "pad_token_id": int(embedder.tokenizer.pad_token_id or 0),
             "template": embedder.template,
             "calibration": list(cal) if cal else None,
-            "made_with": {"torch": torch.__version__, "onnxruntime": _version("onnxruntime")},
+            "made_with": {"torch": torch.__version__, "onnxruntime": package_version("onnxruntime")},
             "files": {k: {"size": p.stat().st_size, "crc32": crc32_of(p)} for k, p in made.items()},
         }
         made_side.write_text(json.dumps(side), encoding="utf-8")
@@ -258,7 +258,9 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
     return sidecar
 
 
-class _NotFrom(logging.Filter):
+class NotFrom(logging.Filter):
+    """Drops log records made in ``package`` (onnxruntime's quantiser logs advice for its developers)."""
+
     def __init__(self, package: str):
         super().__init__()
         self.part = f"{os.sep}{package}{os.sep}"
@@ -267,7 +269,8 @@ class _NotFrom(logging.Filter):
         return self.part not in record.pathname
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
+    """The installed version of ``package``, or "" where it is not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -364,7 +367,7 @@ def write_sentence_encoder(text_embedder, cache_dir: Path) -> Path:
             "model_id": model_id,
             "source": str(folder.resolve()),
             "dim": int(text_embedder.dim),
-            "made_with": {"torch": torch.__version__, "onnxruntime": _version("onnxruntime")},
+            "made_with": {"torch": torch.__version__, "onnxruntime": package_version("onnxruntime")},
             "files": {k: {"size": p.stat().st_size, "crc32": crc32_of(p)} for k, p in made.items()},
         }
         made_side.write_text(json.dumps(side), encoding="utf-8")
