@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sorce_desktop.core.models.base import ModelError
 from sorce_desktop.core.models.query_encoder import (
     QueryEncoder,
     QueryEncoderUnavailable,
@@ -177,7 +178,14 @@ def test_loading_the_model_writes_it_and_the_library_finds_it(tiny_siglip, tmp_p
         e = lib.load_embedder(str(tiny_siglip))
         enc = lib.query_encoder(str(tiny_siglip))
     assert isinstance(enc, QueryEncoder) and enc.fingerprint == e.fingerprint
-    assert float(enc.embed_texts(["a red kite"])[0] @ e.embed_texts_with_model(["a red kite"])[0]) > 0.99
+    from sorce_desktop.core.models.dual import DualEncoderEmbedder
+
+    plain = DualEncoderEmbedder(tiny_siglip, speed=FAST, prepared_dir=tmp_path / "plain")  # keeps its tower
+    assert float(enc.embed_texts(["a red kite"])[0] @ plain.embed_texts_with_model(["a red kite"])[0]) > 0.99
+    # once it is written and checked, the loaded model gives its own text tower back (~85 MB in int8)
+    assert e.model.text_model is None
+    with pytest.raises(ModelError, match="load the model again"):
+        e.embed_texts_with_model(["a kite"])
     # the loaded model embeds queries through it too (opened at the first: indexing asks none and does not
     # hold it): the same vector whichever front end asks
     assert e.query_encoder is None

@@ -214,6 +214,15 @@ class DualEncoderEmbedder(Embedder):
 
             give_back_freed_memory()
 
+    def give_back_text_tower(self) -> None:
+        """Once the query encoder is written and checked, text queries go through it: the PyTorch text tower
+        (its int8 weights, its mapped token table) is given back."""
+        if getattr(self.model, "text_model", None) is not None:
+            self.model.text_model = None
+            from sorce_desktop.core.memory import give_back_freed_memory
+
+            give_back_freed_memory()
+
     def forward_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """The vision tower on preprocessed pixels, in chunks of ``batch_size``: the picture encoder where one
         is open, else the loaded model's own."""
@@ -319,6 +328,11 @@ class DualEncoderEmbedder(Embedder):
     @torch.inference_mode()
     def embed_texts_with_model(self, texts: Sequence[str]) -> np.ndarray:
         """Text queries through the loaded model's own text tower."""
+        if getattr(self.model, "text_model", "") is None:
+            raise ModelError(
+                f"The query encoder of {self.model_id} cannot be opened any more (see the log), and the model's "
+                "own text tower was given back when it was written: load the model again."
+            )
         prompts = [self.template.format(t.strip()) for t in texts]
         enc = self.tokenizer(
             prompts,

@@ -77,10 +77,12 @@ def load_embedder(
         folder, model_id=model, device=device, speed=speed, prepared_dir=cache_dir / "prepared"
     )
     if embedder.device.type == "cpu":
-        write_query_encoder(embedder, cache_dir / "prepared")
+        written = write_query_encoder(embedder, cache_dir / "prepared")
         # text queries go through it here too: the same vector for a query whichever front end asks. It is
         # opened at the first query, so indexing, which asks none, does not hold it (~65 MB resident)
         embedder.open_query_encoder = lambda: load_query_encoder(model, cache_dir, speed=embedder.speed)
+        if written:  # checked just now: the model's own text tower (~85 MB in int8) is not needed any more
+            embedder.give_back_text_tower()
         if embedder.int8:
             use_picture_encoder(embedder, cache_dir / "prepared")
     return embedder
@@ -107,16 +109,18 @@ def use_picture_encoder(embedder, prepared_dir: Path) -> None:
     embedder.use_picture_encoder(encoder)
 
 
-def write_query_encoder(embedder, prepared_dir: Path) -> None:
+def write_query_encoder(embedder, prepared_dir: Path) -> bool:
     """Write the query encoder of a model loaded in full, unless a good one is there (see
-    core/models/query_encoder.py). One that cannot be written is said in the log: the loaded model
-    keeps embedding queries, and the next full load tries again."""
+    core/models/query_encoder.py); True when a checked one is there. One that cannot be written is said in
+    the log: the loaded model keeps embedding queries, and the next full load tries again."""
     from sorce_desktop.core.models.query_export import write_query_encoder as write
 
     try:
         write(embedder, prepared_dir)
+        return True
     except Exception as exc:  # any failure of the export leaves today's path in use, said once
         _say_not_written(f"no query encoder for {embedder.model_id}", exc, prepared_dir)
+        return False
 
 
 def _say_not_written(what: str, exc: BaseException, folder: Path) -> None:
