@@ -253,3 +253,24 @@ def test_words_by_meaning_need_neither_torch_nor_transformers(minilm, tmp_path):
     again, imported = _search_in_fresh_process(data, "bread shop")
     assert imported == set()
     assert [h["path"] for h in again] == [h["path"] for h in first] and first
+
+
+def test_indexing_with_text_writes_the_sentence_encoder_for_the_first_search(tmp_path):
+    """Indexing loads the words' model to embed the lines it reads: it writes the sentence query encoder then,
+    so the first search after indexing matches words by meaning without loading that model (~10 s)."""
+    from sorce_desktop.core.library import Library
+    from sorce_desktop.core.models.loader import load_sentence_embedder
+    from sorce_desktop.core.models.query_encoder import SentenceQueryEncoder
+
+    with Library(tmp_path / "data") as lib:
+        assert lib.ocr_enabled()
+        source = lib.text_source()
+        models = lib.paths.models
+        lines = source.embedder.embed(["OPEN LATE"])  # what indexing does with the lines it reads
+    from sorce_desktop.core.models.query_encoder import sentence_key, sentence_paths
+    from sorce_desktop.core.text.ocr import minilm_folder
+
+    files, sidecar = sentence_paths(models / "prepared", sentence_key(minilm_folder()))
+    assert sidecar.is_file() and all(p.is_file() for p in files.values())  # written while indexing
+    assert isinstance(load_sentence_embedder(models), SentenceQueryEncoder)
+    assert float(load_sentence_embedder(models).embed(["OPEN LATE"])[0] @ lines[0]) > 0.999

@@ -548,8 +548,9 @@ def _e2e_run(folder: Path, model: Path, text: bool, models_cache: Path | None = 
 
 
 def first_start(model: Path, models_cache: Path) -> dict:
-    """The model's first load by a user ("fast": quantised, and what that produces saved), in a fresh
-    process: its seconds and the process's peak memory. Later loads read what it saved."""
+    """The model's first load by a user ("fast": quantised, and what that produces saved: the int8 weights, the
+    query and picture encoders) and the words' model's query encoder written, as a first index with text on
+    does, in a fresh process: its seconds and the process's peak memory. Later loads read what it saved."""
     import shutil as _shutil
 
     _shutil.rmtree(models_cache / "prepared", ignore_errors=True)
@@ -561,6 +562,12 @@ def first_start(model: Path, models_cache: Path) -> dict:
         "from sorce_desktop.core.models.loader import load_embedder\n"
         "from sorce_desktop.core.models.speed import get_speed\n"
         "load_embedder(sys.argv[1], Path(sys.argv[2]), speed=get_speed(None), download=False)\n"
+        "try:  # text on: the first index loads the words' model and writes its query encoder too\n"
+        "    from sorce_desktop.core.models.loader import write_sentence_query_encoder\n"
+        "    from sorce_desktop.core.text.ocr import TextEmbedder\n"
+        "    write_sentence_query_encoder(TextEmbedder(), Path(sys.argv[2]))\n"
+        "except ImportError:\n"
+        "    pass\n"
         "print(json.dumps({'seconds': round(time.perf_counter() - t, 1),\n"
         "    'process_peak_memory_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))\n"
     )

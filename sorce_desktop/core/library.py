@@ -220,7 +220,12 @@ class Library:
             return None
         from sorce_desktop.core.text.ocr import DEFAULT_OCR, THOROUGH_READING, TextSource
 
-        return TextSource(config=THOROUGH_READING if self.settings.ocr_thorough else DEFAULT_OCR)
+        def loaded(model) -> None:
+            from sorce_desktop.core.models.loader import write_sentence_query_encoder
+
+            write_sentence_query_encoder(model, self.paths.models)
+
+        return TextSource(config=THOROUGH_READING if self.settings.ocr_thorough else DEFAULT_OCR, on_embedder=loaded)
 
     def text_searcher(self):
         """Search over text read in photos (None when OCR is off and no text was ever read)."""

@@ -184,3 +184,15 @@ def load_sentence_embedder(cache_dir: Path):
     except Exception as exc:  # the loaded model keeps matching by meaning; said once
         _say_not_written("no sentence query encoder", exc, cache_dir / "prepared")
         return model
+
+
+def write_sentence_query_encoder(model, cache_dir: Path) -> None:
+    """Write the sentence query encoder of a ``TextEmbedder`` loaded anyway (indexing embeds the lines it reads
+    with it), unless a good one is there: the first search after indexing then matches words by meaning
+    without loading the model (about 10 s on a 2-core laptop otherwise). A failure is said in the log."""
+    try:
+        from sorce_desktop.core.models.query_export import write_sentence_encoder
+
+        write_sentence_encoder(model, cache_dir / "prepared")
+    except Exception as exc:  # the first search loads the model instead, and tries again
+        _say_not_written("no sentence query encoder", exc, cache_dir / "prepared")

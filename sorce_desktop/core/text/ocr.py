@@ -1155,11 +1155,14 @@ class TextSource:
         embedder: TextEmbedder | None = None,
         *,
         config: OcrConfig = DEFAULT_OCR,
+        on_embedder: Callable[[TextEmbedder], None] | None = None,
     ):
-        """``config``: how the engine made on first use reads (when ``engine`` is None)."""
+        """``config``: how the engine made on first use reads (when ``engine`` is None); ``on_embedder``: called
+        once with the line embedder when it is first loaded (the library writes its query encoder then)."""
         self._engine = engine
         self._config = config
         self._embedder = embedder
+        self._on_embedder = on_embedder
         self._lock = threading.Lock()
         self.ocr_seconds = 0.0
         self.photos_read = 0
@@ -1176,6 +1179,8 @@ class TextSource:
         with self._lock:
             if self._embedder is None:
                 self._embedder = TextEmbedder()
+                if self._on_embedder is not None:
+                    self._on_embedder(self._embedder)
             return self._embedder
 
     @property
