@@ -24,16 +24,16 @@ model then runs its own vision tower and writes the file again.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from sorce_desktop.core.models.base import ModelError
 from sorce_desktop.core.models.fingerprint import crc32_of, weights_source
+from sorce_desktop.core.models.query_encoder import QueryEncoderUnavailable, cpu_session, read_sidecar
 
 #: bumped whenever what the file holds, or how, changes: older files are then stale
-PICTURE_FORMAT = 1
+PICTURE_FORMAT = 2  # 2: the file recorded under "files", as the query encoder's sidecar does
 #: the model families whose vision tower is exported (SigLIP: attention-pooling head, no projection)
 SUPPORTED_TYPES = ("siglip",)
 
@@ -58,43 +58,25 @@ class PictureEncoder:
     """Preprocessed pixels to the vision tower's pooled vectors, through onnxruntime."""
 
     def __init__(self, folder: Path, cache_dir: Path, precision: str, threads: int | None = None):
-        import onnxruntime as ort
-
         self.precision = precision
         self.key = picture_key(Path(folder), precision)
         onnx, sidecar = picture_paths(cache_dir, self.key)
         try:
-            side = json.loads(sidecar.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PictureEncoderUnavailable("not written yet") from None
-        except (OSError, ValueError) as exc:
-            raise PictureEncoderUnavailable(f"its sidecar is unreadable ({exc})") from None
-        if not isinstance(side, dict) or side.get("format") != PICTURE_FORMAT or side.get("key") != self.key:
-            raise PictureEncoderUnavailable("stale (made by another format or for other files)")
+            side = read_sidecar(sidecar, {"onnx": onnx}, self.key, PICTURE_FORMAT)
+        except QueryEncoderUnavailable as exc:
+            raise PictureEncoderUnavailable(str(exc)) from None
         try:
-            want_size, want_crc = int(side["size"]), int(side["crc32"])
+            crc = int(side["files"]["onnx"]["crc32"])
             self.dim = int(side["dim"])
             self.patch = int(side["patch"])
         except (KeyError, TypeError, ValueError) as exc:
             raise PictureEncoderUnavailable(f"its sidecar is damaged ({exc})") from None
+        if crc32_of(onnx) != crc:
+            raise PictureEncoderUnavailable(f"{onnx.name} is damaged (checksum differs)")
         try:
-            size = onnx.stat().st_size
-        except OSError as exc:
-            raise PictureEncoderUnavailable(f"{onnx.name} is missing ({exc.strerror or exc})") from None
-        if size != want_size or crc32_of(onnx) != want_crc:
-            raise PictureEncoderUnavailable(f"{onnx.name} is damaged (size or checksum differs)")
-        try:
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            opts.inter_op_num_threads = 1
-            if threads:
-                opts.intra_op_num_threads = threads
-            # threads that spin after a photo take the cores from the text reader that runs next
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             # no arena: a forward's buffers go back to the heap (trimmed per batch, core/memory.py) instead of
             # staying reserved while the text reader runs (resident after a photo 257 -> 164 MB, as fast)
-            opts.enable_cpu_mem_arena = False
-            self.session = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(onnx, threads, arena=False)
         except Exception as exc:  # a file that passed its checksum and still does not open
             raise PictureEncoderUnavailable(f"it cannot be opened ({type(exc).__name__}: {exc})") from None
         self.cosine = side.get("cosine_to_loaded_model_min")

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sorce_desktop.core.models.fingerprint import crc32_of
 from sorce_desktop.core.models.picture_encoder import (
     PICTURE_FORMAT,
     SUPPORTED_TYPES,
@@ -33,7 +32,14 @@ from sorce_desktop.core.models.picture_encoder import (
     picture_key,
     picture_paths,
 )
-from sorce_desktop.core.models.query_export import INT8_WEIGHTS, MIN_COSINE, OPSET, NotFrom, package_version
+from sorce_desktop.core.models.query_export import (
+    INT8_WEIGHTS,
+    MIN_COSINE,
+    OPSET,
+    NotFrom,
+    files_record,
+    sidecar_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,17 +198,9 @@ def write_picture_encoder(embedder, cache_dir: Path) -> Path:
             logging.getLogger().removeFilter(quiet)
         plain.unlink()
         side = {
-            "format": PICTURE_FORMAT,
-            "key": key,
-            "model_id": embedder.model_id,
-            "fingerprint": embedder.fingerprint,
-            "precision": precision,
-            "source": str(folder.resolve()),
-            "dim": int(embedder.dim),
+            **sidecar_head(PICTURE_FORMAT, key, embedder, precision, folder),
             "patch": int(embedder.patch_size),
-            "made_with": {"torch": torch.__version__, "onnxruntime": package_version("onnxruntime")},
-            "size": made.stat().st_size,
-            "crc32": crc32_of(made),
+            "files": files_record({"onnx": made}),
         }
         made_side.write_text(json.dumps(side), encoding="utf-8")
         enc = PictureEncoder(folder, work, precision)  # checked from the files themselves before they are trusted

@@ -88,16 +88,17 @@ def query_paths(cache_dir: Path, key: str) -> tuple[dict[str, Path], Path]:
     return {k: base / f"{key}{_SUFFIX[k]}" for k in _FILES}, base / f"{key}.json"
 
 
-def read_sidecar(sidecar: Path, files: dict[str, Path], key: str) -> dict:
-    """The sidecar of the files of ``key``, checked against their sizes; :class:`QueryEncoderUnavailable`
-    with the reason otherwise (the checksums are checked as the files are read)."""
+def read_sidecar(sidecar: Path, files: dict[str, Path], key: str, fmt: int = QUERY_FORMAT) -> dict:
+    """The sidecar of the files of ``key`` (written in format ``fmt``), checked against their sizes;
+    :class:`QueryEncoderUnavailable` with the reason otherwise (the checksums are checked as the files are
+    read)."""
     try:
         side = json.loads(sidecar.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise QueryEncoderUnavailable("not written yet") from None
     except (OSError, ValueError) as exc:
         raise QueryEncoderUnavailable(f"its sidecar is unreadable ({exc})") from None
-    if not isinstance(side, dict) or side.get("format") != QUERY_FORMAT or side.get("key") != key:
+    if not isinstance(side, dict) or side.get("format") != fmt or side.get("key") != key:
         raise QueryEncoderUnavailable("stale (made by another format or for other files)")
     for kind, path in files.items():
         try:
@@ -109,6 +110,24 @@ def read_sidecar(sidecar: Path, files: dict[str, Path], key: str) -> dict:
                 f"{path.name} is damaged ({size} bytes, not the size it was written with)"
             )
     return side
+
+
+def cpu_session(path: Path, threads: int | None = None, arena: bool = True):
+    """An onnxruntime CPU session of the graph at ``path``, as the app's encoders run: one operator at a time,
+    ``threads`` for each (onnxruntime's default where None), and threads that do not spin after a run: they
+    would take the cores from what follows it (a query's vector search: 12.1 -> 7.0 ms at 100k photos on
+    AVX2; the text reader after a photo's pictures, as core/text/ocr.py's sessions). ``arena`` False: a run's
+    buffers go back to the heap instead of staying reserved."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.enable_cpu_mem_arena = arena
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _checked_bytes(path: Path, crc: int) -> bytes:
@@ -127,7 +146,6 @@ class QueryEncoder(Embedder):
     def __init__(
         self, folder: Path, model_id: str, cache_dir: Path, precision: str, threads: int | None = None
     ):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         folder = Path(folder)
@@ -158,15 +176,7 @@ class QueryEncoder(Embedder):
                 if crc32_of(files[kind]) != crcs[kind]:  # kept a second copy of the weights (187 vs 105 MB)
                     raise QueryEncoderUnavailable(f"{files[kind].name} is damaged (checksum differs)")
             self.table = np.load(files["table"], mmap_mode="r")  # only the looked-up rows become resident
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            opts.inter_op_num_threads = 1
-            if threads:
-                opts.intra_op_num_threads = threads
-            # threads that spin after a query take the cores from what follows it: the vector search (100k
-            # photos, AVX2: 12.1 -> 7.0 ms) and a running indexer (as core/text/ocr.py's sessions)
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(str(files["onnx"]), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(files["onnx"], threads)
         except QueryEncoderUnavailable:
             raise
         except Exception as exc:  # a file that passed its checksum and still does not open
@@ -260,7 +270,6 @@ class SentenceQueryEncoder:
     Written and checked by core/models/query_export.py when the model is loaded in full."""
 
     def __init__(self, folder: Path, cache_dir: Path, model_id: str):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         folder = Path(folder)
@@ -278,11 +287,7 @@ class SentenceQueryEncoder:
             )
             if crc32_of(files["onnx"]) != crcs["onnx"]:
                 raise QueryEncoderUnavailable(f"{files['onnx'].name} is damaged (checksum differs)")
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            opts.inter_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the query encoder's
-            self.session = ort.InferenceSession(str(files["onnx"]), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(files["onnx"])
         except QueryEncoderUnavailable:
             raise
         except Exception as exc:

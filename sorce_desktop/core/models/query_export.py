@@ -223,21 +223,14 @@ def write_query_encoder(embedder, cache_dir: Path) -> Path:
         made["tokenizer"].write_text(tok_json, encoding="utf-8")
         cal = embedder.match_calibration()
         side = {
-            "format": QUERY_FORMAT,
-            "key": key,
-            "model_id": embedder.model_id,
-            "fingerprint": embedder.fingerprint,
-            "precision": precision,
-            "source": str(folder.resolve()),
-            "dim": int(embedder.dim),
+            **sidecar_head(QUERY_FORMAT, key, embedder, precision, folder),
             "length": length,
             "pool": pool,
             "eos_token_id": eos,
             "pad_token_id": int(embedder.tokenizer.pad_token_id or 0),
             "template": embedder.template,
             "calibration": list(cal) if cal else None,
-            "made_with": {"torch": torch.__version__, "onnxruntime": package_version("onnxruntime")},
-            "files": {k: {"size": p.stat().st_size, "crc32": crc32_of(p)} for k, p in made.items()},
+            "files": files_record(made),
         }
         made_side.write_text(json.dumps(side), encoding="utf-8")
         # checked from the files themselves before they are trusted: ids, then vectors
@@ -267,6 +260,32 @@ class NotFrom(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.part not in record.pathname
+
+
+def made_with() -> dict[str, str]:
+    """The torch and onnxruntime an export was made with (kept in its sidecar, for a bug report)."""
+    return {"torch": torch.__version__, "onnxruntime": package_version("onnxruntime")}
+
+
+def files_record(files: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """Each written file's size and CRC-32, as a sidecar records them (``query_encoder.read_sidecar`` checks
+    the sizes, the encoders the checksums)."""
+    return {k: {"size": p.stat().st_size, "crc32": crc32_of(p)} for k, p in files.items()}
+
+
+def sidecar_head(fmt: int, key: str, embedder, precision: str, folder: Path) -> dict:
+    """What a picture model's export records first in its sidecar: the format and key it was written under,
+    the model it was made from (id, fingerprint, folder), its precision and vector size, what made it."""
+    return {
+        "format": fmt,
+        "key": key,
+        "model_id": embedder.model_id,
+        "fingerprint": embedder.fingerprint,
+        "precision": precision,
+        "source": str(Path(folder).resolve()),
+        "dim": int(embedder.dim),
+        "made_with": made_with(),
+    }
 
 
 def package_version(package: str) -> str:
@@ -367,8 +386,8 @@ def write_sentence_encoder(text_embedder, cache_dir: Path) -> Path:
             "model_id": model_id,
             "source": str(folder.resolve()),
             "dim": int(text_embedder.dim),
-            "made_with": {"torch": torch.__version__, "onnxruntime": package_version("onnxruntime")},
-            "files": {k: {"size": p.stat().st_size, "crc32": crc32_of(p)} for k, p in made.items()},
+            "made_with": made_with(),
+            "files": files_record(made),
         }
         made_side.write_text(json.dumps(side), encoding="utf-8")
         enc = SentenceQueryEncoder(folder, work, model_id)
