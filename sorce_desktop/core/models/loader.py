@@ -92,17 +92,25 @@ def use_picture_encoder(embedder, prepared_dir: Path) -> None:
     """Write the picture encoder of a model loaded in full in "fast", unless a good one is there, and run
     pictures through it (core/models/picture_encoder.py). One that cannot be written or opened is said in the
     log: the loaded model keeps its own vision tower, and the next full load tries again."""
-    from sorce_desktop.core.models.picture_encoder import SUPPORTED_TYPES, open_picture_encoder
+    from sorce_desktop.core.models.picture_encoder import (
+        SUPPORTED_TYPES,
+        PictureEncoderUnavailable,
+        open_picture_encoder,
+    )
 
     if embedder.model_type not in SUPPORTED_TYPES:
         return
-    from sorce_desktop.core.models.picture_export import write_picture_encoder
-
     try:
         import torch
 
-        write_picture_encoder(embedder, prepared_dir)
-        encoder = open_picture_encoder(embedder.folder, prepared_dir, "int8", threads=torch.get_num_threads())
+        threads = torch.get_num_threads()
+        try:  # opened once (its checksum read once) where a good one is there
+            encoder = open_picture_encoder(embedder.folder, prepared_dir, "int8", threads=threads)
+        except PictureEncoderUnavailable:
+            from sorce_desktop.core.models.picture_export import write_picture_encoder
+
+            write_picture_encoder(embedder, prepared_dir)
+            encoder = open_picture_encoder(embedder.folder, prepared_dir, "int8", threads=threads)
     except Exception as exc:  # the loaded model keeps its own vision tower; said once
         _say_not_written(f"no picture encoder for {embedder.model_id}", exc, prepared_dir)
         return
