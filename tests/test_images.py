@@ -11,7 +11,7 @@ from conftest import scene_photos
 from PIL import Image
 
 from sorce_desktop.core.photos import images
-from sorce_desktop.core.photos.images import ImageError, load_image
+from sorce_desktop.core.photos.images import ImageError, decoded_size, load_image
 
 
 def _save_with_orientation(img: Image.Image, path, orientation: int) -> None:
@@ -166,3 +166,15 @@ def test_png_is_shrunk_before_its_rgb_copy_like_a_jpeg_draft(tmp_path, mode):
     # the reduced image is the full one averaged, not another picture
     small = np.asarray(full.image.reduce(6), np.float32)
     assert np.abs(small - np.asarray(d.image, np.float32)).max() <= 1
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (3001, 1999), (641, 480), (5640, 3172)])
+def test_the_decoded_size_read_off_the_header_is_the_size_load_image_decodes(tmp_path, size):
+    """What the indexer's memory budget charges a photo before decoding it is what decoding gives."""
+    path = tmp_path / "p.jpg"
+    Image.new("RGB", size, (90, 120, 150)).save(path, quality=80)
+    for side in (None, 100, 224, 479, 480, 704, 1299, 1500, 2000, 9999):
+        assert decoded_size("JPEG", *size, side) == load_image(path, side).image.size, side
+    png = tmp_path / "p.png"
+    Image.new("RGB", (900, 600)).save(png)
+    assert decoded_size("PNG", 900, 600, 100) == (900, 600)  # decoded whole, reduced only afterwards

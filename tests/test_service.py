@@ -108,6 +108,49 @@ def test_decoded_bytes_in_flight_stay_under_the_budget_with_huge_pngs(lib, clip_
     assert b.used == 0  # everything admitted was released
 
 
+def test_a_large_jpeg_is_accounted_at_its_draft_scale_not_its_full_size(lib, clip_embedder, tmp_path):
+    """The budget admits a camera JPEG by what its reduced decode holds (Pillow's draft), so several can
+    wait for the model within a budget smaller than one full-size decode."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    w, h = 4000, 3000
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (h // 50, w // 50, 3), dtype=np.uint8)  # a blurred scene, a small file
+    for i in range(4):
+        Image.fromarray(np.roll(small, i * 7, axis=1)).resize((w, h), Image.Resampling.BILINEAR).save(
+            folder / f"cam{i}.jpg", quality=80
+        )
+    full = decode_estimate(w, h, 0)
+    ix = lib.indexer(clip_embedder, get_layout("global"), decode_budget=full // 2, batch_size=4)
+    remember_folder(lib, folder)
+    report = ix.run([str(folder)])
+    assert report.embedded == 4 and report.failed == 0
+    b = ix.last_budget
+    assert b.largest < full // 4  # drafted to the model's side, not 84 MB of a full-size decode
+    assert b.peak <= b.limit and b.used == 0
+
+
+def test_each_photo_gives_its_bytes_back_once_done_not_at_the_end_of_its_batch(lib, clip_embedder, tmp_path):
+    """The budget bounds what is held, not a whole batch and the queue besides: a photo embedded (text
+    off) lets go of its pixels at once, so the ones after it in the same batch see less held."""
+    folder = copy_photos(tmp_path / "photos", 6)
+    remember_folder(lib, folder)
+    seen: list[int] = []
+
+    class Watching(Slow):
+        def embed_photos(self, photos, layout):
+            seen.append(ix.last_budget.used)
+            return super().embed_photos(photos, layout)
+
+    # slow enough that every photo is decoded while the first is embedded: the second batch holds the rest
+    ix = lib.indexer(Watching(clip_embedder, 0.3), get_layout("global"), batch_size=8)
+    report = ix.run([str(folder)])
+    assert report.embedded == 6 and len(seen) == 6
+    assert all(a >= b for a, b in zip(seen[1:], seen[2:]))  # nothing is added: every photo was admitted
+    assert seen[-1] < seen[1]  # ...and each embedded photo gave its bytes back before the batch ended
+    assert ix.last_budget.used == 0
+
+
 def test_the_budget_admits_in_queue_order_and_lets_an_oversized_photo_through_alone():
     b = ByteBudget(100)
     order = []

@@ -47,6 +47,7 @@ from sorce_desktop.core.photos.images import (
     MAX_FILE_BYTES,
     ImageError,
     check_header_file,
+    decoded_size,
     load_image,
     same_decode,
 )
@@ -58,10 +59,13 @@ from sorce_desktop.core.text.ocr import OcrUnavailable, TextSource
 
 log = logging.getLogger(__name__)
 
-#: Bytes of decoded photos (and their file bytes) that may be held ahead of the model at once. About
-#: 40 camera photos at the sizes the default model decodes them; a single larger photo still goes
-#: through, alone.
-DECODE_BUDGET_BYTES = 768 * 2**20
+#: Bytes of decoded photos (and their file bytes) that may be held between decoding and being done with
+#: at once: the photos waiting for the model and those of the batch not yet read. About 6 camera photos
+#: of 18 MP with text on (each ~20 MB: its text reader's decode and the picture model's), 20 with text off,
+#: 50 of 640 px: the model is never kept waiting (a photo decodes in 0.1-0.3 s, the models take ~2 s),
+#: and indexing camera photos with text on peaks at 1.48 GB instead of 1.80 (768 MB here before;
+#: docs/benchmarks.md). A single larger photo still goes through, alone.
+DECODE_BUDGET_BYTES = 128 * 2**20
 
 
 class Phase(StrEnum):
@@ -270,10 +274,12 @@ class ByteBudget:
         self.peak = max(self.peak, self.used)
 
 
-def decode_estimate(width: int, height: int, file_bytes: int) -> int:
-    """Bytes a photo may hold while it is decoded: its file, the full-size decode (up to 4 bytes a pixel
-    before conversion) and the RGB copy (one decode serves the picture model and the text reader)."""
-    return file_bytes + width * height * (4 + 3)
+def decode_estimate(width: int, height: int, file_bytes: int, decodes: Sequence[tuple[int, int]] = ()) -> int:
+    """Bytes a photo may hold while it is decoded: its file, and for each decode it gets (``decodes``:
+    their sizes, a JPEG's reduced by its draft scale; none given: one at full size) up to 4 bytes a
+    pixel before conversion and the RGB copy."""
+    pixels = sum(w * h for w, h in decodes) if decodes else width * height
+    return file_bytes + pixels * (4 + 3)
 
 
 def _image_bytes(img) -> int:
@@ -680,12 +686,13 @@ class Indexer:
         report: IndexReport,
         stop: Callable[[], bool] | None = None,
         between: Callable[[], None] | None = None,
+        done: Callable[[_Decoded], None] | None = None,
     ) -> tuple[int, int]:
         """Read the text of decoded photos and store their lines (one commit). ``stop`` is asked before
         each photo: when it says so, reading ends there and what was read is committed, the rest left
         to the caller. ``between`` is called between the steps of reading one photo (the run waits there
-        while paused, and says so); by default it waits at the pause gate. Returns (photos failed, photos
-        handled: ``jobs[:handled]``)."""
+        while paused, and says so); by default it waits at the pause gate. ``done`` is called with each
+        photo once nothing more reads its pixels. Returns (photos failed, photos handled: ``jobs[:handled]``)."""
         if between is None:
             between = lambda: self.gate.wait(self._cancel)  # noqa: E731
         t = time.perf_counter()
@@ -696,43 +703,47 @@ class Indexer:
             if stop is not None and stop():
                 break
             handled += 1
-            if d.text_image is None:
-                continue  # read before, for this very content
             try:
-                # a Pause holds between the steps of reading a photo too (its detectors, recognising)
-                lines = self.text_source.read(d.text_image, between=between)
-            except Exception as exc:
-                log.warning("reading the text of %s failed: %s", d.row.path, exc)
+                if d.text_image is None:
+                    continue  # read before, for this very content
+                try:
+                    # a Pause holds between the steps of reading a photo too (its detectors, recognising)
+                    lines = self.text_source.read(d.text_image, between=between)
+                except Exception as exc:
+                    log.warning("reading the text of %s failed: %s", d.row.path, exc)
+                    if pid is None and d.row.status != INDEXED:
+                        # Text alone was to be indexed: the photo has nothing else, so it failed.
+                        self.store.record_failure(
+                            d.row.path,
+                            d.row.folder,
+                            d.size,
+                            d.mtime_ns,
+                            f"the text reader failed on this photo ({exc})",
+                        )
+                        report.failed_paths.append(d.row.path)
+                        failed += 1
+                        continue
+                    lines = []  # an embedded photo stays; recorded as read so one bad photo is not retried forever
+                photo = None
                 if pid is None and d.row.status != INDEXED:
-                    # Text alone was to be indexed: the photo has nothing else, so it failed.
-                    self.store.record_failure(
-                        d.row.path,
-                        d.row.folder,
-                        d.size,
-                        d.mtime_ns,
-                        f"the text reader failed on this photo ({exc})",
+                    img = d.text_image
+                    photo = IndexedPhoto(
+                        d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height
                     )
-                    report.failed_paths.append(d.row.path)
-                    failed += 1
-                    continue
-                lines = []  # an embedded photo stays; recorded as read so one bad photo is not retried forever
-            photo = None
-            if pid is None and d.row.status != INDEXED:
-                img = d.text_image
-                photo = IndexedPhoto(
-                    d.row.path, d.row.folder, d.size, d.mtime_ns, d.hash, img.width, img.height
+                else:
+                    gained_words.append(d.row.path)
+                items.append(
+                    TextPhoto(
+                        pid if pid is not None else (d.row.id if photo is None else None),
+                        d.hash,
+                        lines,
+                        None,
+                        photo,
+                    )
                 )
-            else:
-                gained_words.append(d.row.path)
-            items.append(
-                TextPhoto(
-                    pid if pid is not None else (d.row.id if photo is None else None),
-                    d.hash,
-                    lines,
-                    None,
-                    photo,
-                )
-            )
+            finally:
+                if done is not None:
+                    done(d)
         texts = [ln.text for it in items for ln in it.lines]
         vectors, model = self._embed_lines(texts, report)
         k = 0
@@ -793,8 +804,8 @@ class Indexer:
                 if decode or text:  # the header's promise is checked before the file is read
                     check_header_file(f, out.size)
                 # what the photo may hold while decoded, from its header (the pixels are not read yet)
-                w, h, out.facts = self._header(f, out.mtime_ns)
-                out.held = decode_estimate(w, h, out.size) if decode or text else out.size
+                w, h, fmt, out.facts = self._header(f, out.mtime_ns)
+                out.held = self._decode_estimate(w, h, fmt, out.size, decode, text) if decode or text else out.size
                 budget.acquire(ticket, out.held)
                 admitted = True
                 data = f.read()
@@ -848,16 +859,26 @@ class Indexer:
                 out.image = out.text_image = None
         return out
 
+    def _decode_estimate(self, w: int, h: int, fmt: str | None, size: int, decode: bool, text: bool) -> int:
+        """:func:`decode_estimate` for the decodes this photo may get: the picture model's and the text
+        reader's (one of them, where they come to the same), each at its JPEG draft scale."""
+        sides = [self._min_side] if decode else []
+        if text:
+            sides.append(self.text_source.decode_min_side(w, h))
+        sizes = {decoded_size(fmt, w, h, side) for side in sides}
+        return decode_estimate(w, h, size, sorted(sizes))
+
     @staticmethod
-    def _header(f, mtime_ns: int) -> tuple[int, int, PhotoFacts | None]:
-        """(width, height, when and where) from the header of the open photo file, which is left at its
-        start; (0, 0, None) where Pillow cannot tell (decoding will say why, and only the file's bytes
-        count). The EXIF block is part of the header Pillow parses here: nothing more is read for it."""
+    def _header(f, mtime_ns: int) -> tuple[int, int, str | None, PhotoFacts | None]:
+        """(width, height, format, when and where) from the header of the open photo file, which is left
+        at its start; (0, 0, None, None) where Pillow cannot tell (decoding will say why, and only the
+        file's bytes count). The EXIF block is part of the header Pillow parses here: nothing more is
+        read for it."""
         try:
             with Image.open(f) as probe:
-                return (*probe.size, read_facts(probe, mtime_ns))
+                return (*probe.size, probe.format, read_facts(probe, mtime_ns))
         except Exception:
-            return 0, 0, None
+            return 0, 0, None, None
         finally:
             f.seek(0)
 
@@ -879,7 +900,7 @@ class Indexer:
                     continue
                 try:
                     with os.fdopen(open_regular(row.path), "rb") as f:
-                        _w, _h, facts = self._header(f, os.fstat(f.fileno()).st_mtime_ns)
+                        _w, _h, _fmt, facts = self._header(f, os.fstat(f.fileno()).st_mtime_ns)
                 except OSError:
                     facts = None
                 if facts is None:
@@ -1055,7 +1076,19 @@ class _EmbedRun:
             good = [d for d in good if d.image is not None]
         text_jobs += self._embed_pictures(good)
         if text_jobs and not report.cancelled:
+            if any(d.text_image is not None for _pid, d in text_jobs):
+                # the picture model's freed buffers leave before the text reader's arena grows beside
+                # them (camera photos with text on: process peak -0.1 to -0.2 GB, docs/benchmarks.md)
+                give_back_freed_memory()
             self._read_texts(text_jobs)
+
+    def _done_with(self, d: _Decoded) -> None:
+        """Let go of a photo's pixels once nothing more reads them and give its bytes back to the budget,
+        so the next photos decode while the rest of its batch is still embedded or read (the budget bounds
+        what is held, not a whole batch and the queue besides)."""
+        d.image = d.text_image = None
+        self.budget.release(d.held)
+        d.held = 0
 
     def _read_texts(self, jobs: list[tuple[int | None, _Decoded]]) -> None:
         """Read the text of these photos, stopping between two of them for a pause (what was read is
@@ -1064,7 +1097,7 @@ class _EmbedRun:
         ix = self.ix
         while jobs:
             failed, handled = ix._read_text(
-                jobs, self.report, stop=ix._pause_or_cancel_asked, between=self._stop_requested
+                jobs, self.report, stop=ix._pause_or_cancel_asked, between=self._stop_requested, done=self._done_with
             )
             self.failed += failed
             self.done += sum(1 for pid, _d in jobs[:handled] if pid is None)
@@ -1110,6 +1143,7 @@ class _EmbedRun:
                 report.failed_paths.append(d.row.path)
                 self.failed += 1
                 self.done += 1
+                self._done_with(d)
                 continue
             img = d.image
             commit.append(
@@ -1120,5 +1154,7 @@ class _EmbedRun:
             )
             embedded.append(d)
             self.done += 1
+            if d.text_image is None:  # its text is not to be read: nothing more needs its pixels
+                self._done_with(d)
         flush()
         return [] if report.cancelled else text_jobs

@@ -256,6 +256,20 @@ def _draft(img: Image.Image, min_side: int | None) -> None:
             img.draft("RGB", (int(w / factor), int(h / factor)))
 
 
+def decoded_size(fmt: str | None, width: int, height: int, min_side: int | None) -> tuple[int, int]:
+    """The size :func:`load_image` decodes a ``width`` x ``height`` image of format ``fmt`` at for
+    ``min_side`` (before its EXIF rotation), read off the header alone: a JPEG's draft scale, as
+    :func:`_draft` asks Pillow for it and Pillow picks it (the largest of 1/8, 1/4, 1/2 that keeps
+    the size asked for); every other format decodes whole (it is reduced only after decoding)."""
+    if fmt != "JPEG" or not min_side or min(width, height) <= min_side or width < 1 or height < 1:
+        return width, height
+    factor = min(width, height) / min_side
+    want_w, want_h = max(1, int(width / factor)), max(1, int(height / factor))
+    scale = min(width // want_w, height // want_h)
+    s = next(s for s in (8, 4, 2, 1) if scale >= s)
+    return (width + s - 1) // s, (height + s - 1) // s
+
+
 def _reduce_factor(img: Image.Image, min_side: int | None) -> int:
     """The integer factor another format is reduced by after decoding (1: kept whole)."""
     if not min_side or img.format == "JPEG":
