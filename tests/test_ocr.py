@@ -339,3 +339,26 @@ def test_reading_a_photo_offers_a_pause_between_its_steps(worded_photos, text_so
         del engine._read_quads
     assert "lantern" in " ".join(ln.text.lower() for ln in lines)
     assert "recognise" in events and events.index("between") < events.index("recognise")
+
+
+def test_a_camera_photo_is_shrunk_to_its_working_scale_when_decoded_with_the_same_reading(
+    worded_photos, text_source, tmp_path
+):
+    """The reader's decode (on the indexer's decoding threads) shrinks a photo larger than the detector
+    reads it to that size there, and reading it gives the very lines reading the full decode gives."""
+    from PIL import Image
+
+    from sorce_desktop.core.photos.images import load_image
+
+    src, _box = worded_photos[1]["lantern"]
+    big = tmp_path / "camera.jpg"
+    with Image.open(src) as img:
+        img.resize((img.width * 4, img.height * 4), Image.Resampling.BICUBIC).save(big, quality=92)
+    engine = text_source.engine
+    loaded = engine.load(big)
+    whole = load_image(big, engine.decode_min_side(loaded.width, loaded.height))
+    assert loaded.image.size == engine._work_size(loaded) and loaded.image.width < whole.image.width
+    assert (loaded.width, loaded.height) == (whole.width, whole.height)  # boxes stay in full-size pixels
+    read_small, read_whole = text_source.read(loaded), text_source.read(whole)
+    assert [(ln.text, ln.box) for ln in read_small] == [(ln.text, ln.box) for ln in read_whole]
+    assert "lantern" in " ".join(ln.text.lower() for ln in read_small)

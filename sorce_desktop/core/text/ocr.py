@@ -452,11 +452,22 @@ class OcrEngine:
 
     def load(self, path: str | os.PathLike, data: bytes | None = None) -> DecodedImage:
         """Decode a photo upright at the resolution OCR needs (no more). ``data``: the file's bytes,
-        when the caller has read them already (the indexer reads each file once)."""
+        when the caller has read them already (the indexer reads each file once). A photo read smaller
+        than decoded is shrunk to its working scale here, as :meth:`read` would (the same pixels): on
+        the indexer's decoding threads, beside the models, and it waits there in fewer bytes."""
         from sorce_desktop.core.photos.images import probe_upright_size
 
         w, h = probe_upright_size(path, data)
-        return load_image(path, self.decode_min_side(w, h), data=data)
+        decoded = load_image(path, self.decode_min_side(w, h), data=data)
+        size = self._work_size(decoded)
+        if size[0] < decoded.image.width:
+            decoded.image = decoded.image.resize(size, Image.Resampling.LANCZOS)
+        return decoded
+
+    def _work_size(self, image: DecodedImage) -> tuple[int, int]:
+        """The pixels the detector reads ``image`` at."""
+        s = self.work_scale(image.width, image.height)
+        return max(1, int(round(image.width * s))), max(1, int(round(image.height * s)))
 
     # -- reading -------------------------------------------------------------------------------------
     def read(self, image: DecodedImage, between: Callable[[], None] | None = None) -> list[TextLine]:
@@ -465,8 +476,7 @@ class OcrEngine:
         there while indexing is paused, so a Pause holds within one step rather than one photo."""
         step = between or (lambda: None)
         s = self.work_scale(image.width, image.height)
-        ww = max(1, int(round(image.width * s)))
-        wh = max(1, int(round(image.height * s)))
+        ww, wh = self._work_size(image)
         img = image.image
         if img.size != (ww, wh):
             resample = Image.Resampling.BICUBIC if ww > img.width else Image.Resampling.LANCZOS
