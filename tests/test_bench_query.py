@@ -70,3 +70,14 @@ def test_catalog_vectors_are_every_visual_region_grouped_by_photo(tmp_path, phot
     assert cat.n_photos == len(want) == 12 and cat.regions == 5.0 and cat.dim == cat.vectors.shape[1] > 0
     np.testing.assert_array_equal(cat.vectors, np.concatenate([want[k] for k in sorted(want)]))
     assert list(cat.photo_of) == [i for i in range(12) for _ in range(5)]
+
+
+def test_a_period_filter_is_timed_with_and_without_the_words_embedding(capsys, tmp_path):
+    """One year of ten: the filtered query's time, and the same for words just asked (the window answering
+    a changed filter without embedding them again), which leaves the text embedding out."""
+    out = _run(capsys, "--sizes", "1500", "--rescore", "600", "--kinds", "ivfpq", "--filter-years", "10",
+               "--work-dir", str(tmp_path))  # fmt: skip
+    row = out["results"][0]
+    assert row["year_filter_photos"] == 150
+    assert 0 < row["year_same_words_p50_ms"] <= row["year_p50_ms"]
+    assert row["year_period_p50_ms"] <= row["year_same_words_p50_ms"]

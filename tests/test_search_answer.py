@@ -133,3 +133,38 @@ def test_refine_zooms_with_the_vector_the_search_used(signs, monkeypatch, capsys
     used, parsed, raw = seen[0]
     assert np.allclose(used, parsed, atol=1e-6) and not np.allclose(used, raw, atol=1e-3)
     assert any("refined_box" in h for h in hits if h["source"] != "text")
+
+
+def test_the_same_words_asked_again_reuse_their_vector(signs, tiny_clip):
+    """The window asks again for the same words whenever a filter, the sort or a "not" part changes: the
+    words' vector is computed once (most of a query's time on a laptop) and stays the embedder's own."""
+    from sorce_desktop.core.library import Library
+    from sorce_desktop.core.models.dual import DualEncoderEmbedder
+    from sorce_desktop.core.search import answer as answer_mod
+
+    class Counting(DualEncoderEmbedder):
+        asked: list[str] = []
+
+        def embed_texts(self, texts):
+            self.asked.extend(texts)
+            return super().embed_texts(texts)
+
+    lib = Library(signs.data, writer=False)
+    try:
+        embedder = Counting(tiny_clip)
+        service = lib.search_service(embedder)
+        embedder.asked = []  # what loading asked
+        first = service.answer("shop front", top=5)
+        again = service.answer("shop front -bakery", top=5, folder=str(signs.photos))
+        assert embedder.asked == ["shop front", "bakery"]  # "shop front" once, the "not" part once
+        assert np.array_equal(first.vector, again.vector)
+        assert np.allclose(first.vector, DualEncoderEmbedder.embed_texts(embedder, ["shop front"])[0])
+        with pytest.raises(ValueError):
+            first.vector[0] = 1.0  # read-only: no caller can change what the next query gets
+        for i in range(answer_mod.TEXT_VECTORS_KEPT):  # the oldest words leave
+            service.text_vector(f"thing {i}")
+        embedder.asked.clear()
+        service.answer("shop front", top=5)
+        assert embedder.asked == ["shop front"]
+    finally:
+        lib.close()

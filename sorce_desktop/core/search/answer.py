@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -469,6 +471,12 @@ def fuse(
     return out[:top]
 
 
+#: text queries' vectors a search service keeps, the last used: the window asks again for the same words
+#: each time the period, the folder, the sort or a "not" part changes, and their vector is most of such a
+#: query's time (~40 ms on an AVX2 laptop; the search after it ~10 ms at 100k photos)
+TEXT_VECTORS_KEPT = 64
+
+
 class SearchService:
     """Search one store. ``embedder`` None: no visual model (text in photos only); ``text``: the
     search over text read in photos (None: off, visual only, exactly as without OCR)."""
@@ -478,6 +486,8 @@ class SearchService:
         self.embedder = embedder
         self.text = text
         self._names: tuple[int, float, NameIndex] | None = None  # (store generation, built at, index)
+        self._text_vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # see TEXT_VECTORS_KEPT
+        self._text_vectors_lock = threading.Lock()
 
     @property
     def text_only(self) -> bool:
@@ -518,7 +528,24 @@ class SearchService:
             return self.embedder.embed_image_query(img)
         if text is None:
             raise QueryError("Give a text or an image to search for.")
-        return self.embedder.embed_texts([clean_query(text)])[0]
+        return self.text_vector(text)
+
+    def text_vector(self, text: str) -> np.ndarray:
+        """The embedder's vector for the words ``text`` (read-only), kept for the next query that asks
+        for the same words (:data:`TEXT_VECTORS_KEPT`)."""
+        key = clean_query(text)
+        with self._text_vectors_lock:
+            kept = self._text_vectors.get(key)
+            if kept is not None:
+                self._text_vectors.move_to_end(key)
+                return kept
+        vector = self.embedder.embed_texts([key])[0]
+        vector.setflags(write=False)
+        with self._text_vectors_lock:
+            self._text_vectors[key] = vector
+            while len(self._text_vectors) > TEXT_VECTORS_KEPT:
+                self._text_vectors.popitem(last=False)
+        return vector
 
     def search(
         self,
@@ -811,7 +838,7 @@ class SearchService:
         rids, pids, vecs = self.store.visual_vectors_of(pictured)
         if not len(vecs):
             return hits
-        negs = np.stack([self.embedder.embed_texts([clean_query(n)])[0] for n in negatives]).astype(np.float32)
+        negs = np.stack([self.text_vector(n) for n in negatives]).astype(np.float32)
         per_region = (vecs @ negs.T).max(axis=1)
         neg_best: dict[int, float] = {}
         for pid, sc in zip(pids.tolist(), per_region.tolist()):
