@@ -462,6 +462,7 @@ class OcrEngine:
         size = self._work_size(decoded)
         if size[0] < decoded.image.width:
             decoded.image = decoded.image.resize(size, Image.Resampling.LANCZOS)
+            give_back_freed_memory()  # the larger decode just freed: not kept in this thread's heap
         return decoded
 
     def _work_size(self, image: DecodedImage) -> tuple[int, int]:
