@@ -723,6 +723,9 @@ class SearchService:
                 p = query_parts.Period(p.start, p.end, label)
             search.period = p if search.period is None else search.period & p
             search.parts.append(QueryPart("period", p.label, []))
+        period = search.period
+        if period is not None and period.start is not None and period.end is not None and period.start >= period.end:
+            search.problems.append(f"{period.label}: that period ends before it starts")
         return search
 
     def place_names(self) -> set[str]:
