@@ -351,7 +351,7 @@ def test_cli_search_after_json_has_when_where_and_what_matched(cli_library, caps
         (["red place:atlantisxyz"], "place:atlantisxyz: not a place the gazetteer knows"),
         (["red in:nowhere"], "in:nowhere: no watched folder or subfolder"),
         (["red", "--after", "2020", "--before", "2019"], "that period ends before it starts"),
-        (["red 2019 after:2020"], "after 2020, 2019: that period ends before it starts"),
+        (["red 2019 after:2020"], "after 2020, 2019: these periods have no day in common"),
     ],
 )
 def test_cli_bad_tokens_exit_2_with_one_line(cli_library, capsys, args, said):

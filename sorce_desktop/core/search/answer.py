@@ -725,7 +725,9 @@ class SearchService:
             search.parts.append(QueryPart("period", p.label, []))
         period = search.period
         if period is not None and period.start is not None and period.end is not None and period.start >= period.end:
-            search.problems.append(f"{period.label}: that period ends before it starts")
+            several = ", " in period.label  # periods typed and chosen together
+            why = "these periods have no day in common" if several else "that period ends before it starts"
+            search.problems.append(f"{period.label}: {why}")
         return search
 
     def place_names(self) -> set[str]:
