@@ -63,8 +63,8 @@ log = logging.getLogger(__name__)
 #: at once: the photos waiting for the model and those of the batch not yet read. About 6 camera photos
 #: of 18 MP with text on (each ~20 MB: its text reader's decode and the picture model's), 20 with text off,
 #: 50 of 640 px: the model is never kept waiting (a photo decodes in 0.1-0.3 s, the models take ~2 s),
-#: and indexing camera photos with text on peaks at 1.48 GB instead of 1.80 (768 MB here before;
-#: docs/benchmarks.md). A single larger photo still goes through, alone.
+#: and indexing camera photos with text on peaks ~0.3 GB lower than with 768 MB here before (with the
+#: other changes of that night: docs/benchmarks.md). A single larger photo still goes through, alone.
 DECODE_BUDGET_BYTES = 128 * 2**20
 
 
