@@ -246,26 +246,30 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation in _SWAPS_AXES else (w, h)
 
 
+def _draft_request(fmt: str | None, width: int, height: int, min_side: int | None) -> tuple[int, int] | None:
+    """The size Pillow's draft is asked for so a JPEG keeps ``min_side`` (None: decoded whole)."""
+    if fmt != "JPEG" or not min_side or min(width, height) <= min_side or width < 1 or height < 1:
+        return None
+    factor = min(width, height) / min_side
+    return max(1, int(width / factor)), max(1, int(height / factor))
+
+
 def _draft(img: Image.Image, min_side: int | None) -> None:
     """A JPEG decoded at a reduced scale (Pillow's draft: 1/2, 1/4 or 1/8) that keeps ``min_side``."""
-    if min_side and img.format == "JPEG":
-        w, h = img.size
-        short = min(w, h)
-        if short > min_side:
-            factor = short / min_side
-            img.draft("RGB", (int(w / factor), int(h / factor)))
+    want = _draft_request(img.format, *img.size, min_side)
+    if want is not None:
+        img.draft("RGB", want)
 
 
 def decoded_size(fmt: str | None, width: int, height: int, min_side: int | None) -> tuple[int, int]:
     """The size :func:`load_image` decodes a ``width`` x ``height`` image of format ``fmt`` at for
-    ``min_side`` (before its EXIF rotation), read off the header alone: a JPEG's draft scale, as
-    :func:`_draft` asks Pillow for it and Pillow picks it (the largest of 1/8, 1/4, 1/2 that keeps
-    the size asked for); every other format decodes whole (it is reduced only after decoding)."""
-    if fmt != "JPEG" or not min_side or min(width, height) <= min_side or width < 1 or height < 1:
+    ``min_side`` (before its EXIF rotation), read off the header alone: a JPEG at the draft scale Pillow
+    picks for :func:`_draft`'s request (the largest of 1/8, 1/4, 1/2 that keeps the size asked for);
+    every other format decodes whole (it is reduced only after decoding)."""
+    want = _draft_request(fmt, width, height, min_side)
+    if want is None:
         return width, height
-    factor = min(width, height) / min_side
-    want_w, want_h = max(1, int(width / factor)), max(1, int(height / factor))
-    scale = min(width // want_w, height // want_h)
+    scale = min(width // want[0], height // want[1])
     s = next(s for s in (8, 4, 2, 1) if scale >= s)
     return (width + s - 1) // s, (height + s - 1) // s
 
