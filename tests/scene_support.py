@@ -8,7 +8,7 @@ sensor, saved as a JPEG of a real photo's size (640 px on the long side, mostly 
 itself. Every object is recorded with its category, box and outline, so a folder of scenes is also a data
 set in the COCO layout (``write_coco_set``) for the benchmark harness's tests.
 
-The benchmarks keep using real photos (coco-small); these stand in for them only in tests.
+The benchmarks keep using real COCO photos; these stand in for them only in tests.
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ COCO_SMALL_BOXES = Path(__file__).parent / "data" / "coco_small_boxes.json.gz"
 
 def test_default_layout_is_the_cheapest_reaching_9x_on_coco_small(tmp_path):
     """The default is chosen by this analysis (docs/benchmarks.md): re-measure if layouts change. The
-    analysis reads only boxes and photo sizes, so the test carries coco-small's small-object boxes
+    analysis reads only boxes and photo sizes, so the test carries the benchmark photos' small-object boxes
     (tests/data, no photos) and writes them back as the instances.json the command reads."""
     boxes = json.loads(gzip.decompress(COCO_SMALL_BOXES.read_bytes()))
     instances = {

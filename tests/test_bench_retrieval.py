@@ -24,7 +24,7 @@ from sorce_desktop.core.regions import Box, get_layout
 
 @pytest.fixture(scope="module")
 def coco_set(tmp_path_factory) -> Path:
-    """Twelve drawn photos and their objects' annotations, in the COCO layout (as coco-small)."""
+    """Twelve drawn photos and their objects' annotations, in the COCO layout (as the benchmarks' COCO sample)."""
     return write_coco_set(tmp_path_factory.mktemp("coco-set"), 12)
 
 

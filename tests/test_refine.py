@@ -38,7 +38,7 @@ def build_patch_matcher(folder: Path, seed: int = 0, plain_weight: float = 0.3) 
 
     Plain random transformers are dominated by what every input shares (position embeddings, biases,
     layer norms that blow near-constant patches up to full size): the tile holding a pasted patch scores
-    no higher than the others, and a photo full of saturated colours (coco-small has a lunch box in
+    no higher than the others, and a photo full of saturated colours (a COCO photo has a lunch box in
     bright magenta, yellow and blue) beats a photo with a small patch. Here the architecture is the real
     one and every weight is still random, only placed: no position embeddings and no attention mixing
     (each image patch on its own), and one MLP layer of random "cone" features, each centred on a random
