@@ -335,9 +335,9 @@ def _index_and_search(
     per_photo_cpu: list[float] = []
     read = source.read
 
-    def timed(image):
+    def timed(image, between=None):  # as TextSource.read: the indexer passes its Pause check
         t, c = time.perf_counter(), time.process_time()
-        out = read(image)
+        out = read(image, between=between)
         per_photo.append(time.perf_counter() - t)
         per_photo_cpu.append(time.process_time() - c)
         return out
@@ -349,6 +349,11 @@ def _index_and_search(
         t0 = time.perf_counter()
         report = Indexer(store, None, None, text_source=source).run([str(folder)])
         index_s = time.perf_counter() - t0
+        if report.failed or report.text_error:
+            # every photo here is a good JPEG: a failed reading is the bench's (or the reader's) bug, and
+            # figures over the photos left would be wrong
+            why = report.text_error or f"{report.failed} photo(s), first {report.failed_paths[0]}"
+            raise RuntimeError(f"bench text: the text reader failed ({why}; the log says why)")
         searcher = TextSearcher(store, source.embedder)
         service = SearchService(store, None, searcher)
         # the same index, matched on the read text alone: what the letters' alternatives add
