@@ -60,3 +60,19 @@ def test_the_cpus_vector_features_are_named_beside_the_figures():
     vnni = "flags\t: fma avx2 avx512f avx512bw avx512_vnni avx512_bf16\n"
     assert cpu_vector_features(vnni) == "AVX2 FMA AVX512F AVX512_VNNI AVX512_BF16"
     assert cpu_vector_features("") and cpu_vector_features()  # no flags line: torch says what it can
+
+
+def test_a_photo_set_asked_for_with_no_photos_is_left_out(tmp_path, monkeypatch):
+    """`--e2e-photos 0` times the camera photos alone (it once divided by zero); both 0 is refused."""
+    from argparse import Namespace
+
+    from sorce_desktop.bench import index as bench_index
+
+    photos = scene_photos(2, 60)
+    monkeypatch.setattr(bench_index, "hires_photos", lambda cache: photos)
+    sets = bench_index._e2e_sets(Namespace(e2e_photos=0, e2e_hires=2), photos, tmp_path, tmp_path / "w")
+    assert list(sets) == ["4-18MP"] and len(list(sets["4-18MP"].iterdir())) == 2
+    sets = bench_index._e2e_sets(Namespace(e2e_photos=1, e2e_hires=0), photos, tmp_path, tmp_path / "w2")
+    assert list(sets) == ["coco-small"] and len(list(sets["coco-small"].iterdir())) == 1
+    with pytest.raises(ValueError, match="not both 0"):
+        bench_index.run(Namespace(parts="e2e", e2e_photos=0, e2e_hires=0))

@@ -135,6 +135,17 @@ def hires_photos(cache: Path) -> list[Path]:
     return photos
 
 
+def _e2e_sets(args, coco_list: list[Path], cache: Path, work: Path) -> dict[str, Path]:
+    """The photo sets the end-to-end runs index, by name; a set asked for with 0 photos is left out
+    (``--e2e-photos 0``: the camera photos alone)."""
+    sets = {}
+    if args.e2e_photos > 0:
+        sets["coco-small"] = _copy_set(coco_list[: args.e2e_photos], work / "e2e-coco")
+    if args.e2e_hires > 0:
+        sets["4-18MP"] = _copy_set(hires_photos(cache)[: args.e2e_hires], work / "e2e-hires")
+    return sets
+
+
 def _copy_set(photos: list[Path], dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for p in photos:
@@ -703,6 +714,11 @@ def run(args) -> int:
 
     from sorce_desktop.core.regions import DEFAULT_LAYOUT, get_layout
 
+    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
+    if not parts or parts - {"e2e", "variants"}:
+        raise ValueError("--parts takes e2e and/or variants")
+    if "e2e" in parts and (args.e2e_photos < 0 or args.e2e_hires < 0 or args.e2e_photos + args.e2e_hires == 0):
+        raise ValueError("end to end needs photos: --e2e-photos and --e2e-hires are counts, not both 0")
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     cache = cache_dir(args.cache_dir)
     coco = coco_dir(args.coco)
@@ -712,9 +728,6 @@ def run(args) -> int:
     for n in names:
         if n not in all_variants:
             raise ValueError(f"unknown variant {n!r}; known: {', '.join(all_variants)}")
-    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
-    if not parts or parts - {"e2e", "variants"}:
-        raise ValueError("--parts takes e2e and/or variants")
     log(f"model {args.model}: building or reusing the random model in {cache}")
     folder = synthetic_model(args.model, cache)
 
@@ -742,9 +755,7 @@ def run(args) -> int:
     }
     try:
         if "e2e" in parts:
-            e2e_sets = {"coco-small": _copy_set(coco_list[: args.e2e_photos], work / "e2e-coco")}
-            if args.e2e_hires > 0:
-                e2e_sets["4-18MP"] = _copy_set(hires_photos(cache)[: args.e2e_hires], work / "e2e-hires")
+            e2e_sets = _e2e_sets(args, coco_list, cache, work)
             e2e = end_to_end(e2e_sets, folder, max(1, args.e2e_repeats), log, cache / "user-models")
             e2e["detector"] = detector_flops_per_megapixel()
             gpm = e2e["detector"].get("gflops_per_megapixel")
