@@ -108,3 +108,26 @@ def test_small_captions_keep_both_ends_of_the_name():
     assert short == ["0…0139", "0…0285"] and short[0] != short[1]  # elided in the middle, the end kept
     long = "IMG_20240611_" + "x" * 100 + "_0139.jpg"
     assert caption_name(long, len, 20) == "IMG_20…xxxxxxxx_0139"
+
+
+def test_the_status_bar_keeps_the_newest_counts(signs_window, monkeypatch):
+    """Counts are read on worker threads and can come back out of order: an older reading never replaces
+    a newer one. And with no run's report on show, the bar draws the counts it is given even before the
+    service has said it is idle (a "done" report drawn ahead of its own counts once stayed on show:
+    "21 photos indexed · 3 to do" after all 24 were in)."""
+    from sorce_desktop.core.library import FolderInfo, LibraryStatus
+    from sorce_desktop.gui import session as session_module
+
+    _signs, win = signs_window
+    asked = []
+    monkeypatch.setattr(session_module, "run_task", lambda fn, done, name=None: asked.append(done))
+    win.session.refresh_status()
+    win.session.refresh_status()
+    older, newer = asked
+    newer(LibraryStatus([FolderInfo("/p", 24)], indexed=24))
+    older(LibraryStatus([FolderInfo("/p", 24)], indexed=21, pending=3))
+    assert win.session.status.indexed == 24 and win.status_label.text() == "24 photos indexed"
+    monkeypatch.setattr(type(win.session.controller), "indexing", property(lambda self: True))
+    win._progress = None
+    win._status(LibraryStatus([FolderInfo("/p", 25)], indexed=25))
+    assert win.status_label.text() == "25 photos indexed"

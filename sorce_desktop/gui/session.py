@@ -149,6 +149,7 @@ class Session(QtCore.QObject):
         self.text_only_reason: str | None = None
         self.state = ModelState(LoadState.IDLE)
         self.status = LibraryStatus()
+        self._status_asked = self._status_shown = 0  # refresh_status: its readings, in the order asked
         # photos/second of the picture stage in the last index run (reading text apart: a re-index for
         # another model, layout or speed keeps the words read), overall and by the speed it ran at
         self.last_rate: float | None = None
@@ -474,7 +475,15 @@ class Session(QtCore.QObject):
     def refresh_status(self) -> None:
         reason = self.text_only_reason if self.text_only else None
 
+        self._status_asked += 1
+        asked = self._status_asked
+
         def got(status: LibraryStatus) -> None:
+            # counts are read on worker threads and can come back out of order: an older reading never
+            # replaces a newer one
+            if asked < self._status_shown:
+                return
+            self._status_shown = asked
             self.status = status
             self.status_changed.emit(status)
 

@@ -561,7 +561,10 @@ class MainWindow(QtWidgets.QMainWindow):
         # store's counts), in the same call, so they cannot disagree.
         self.folders.set_status(status)
         self._update_banner()
-        if not self.session.indexing and self._progress is None:
+        # No run's report on show (none yet, or its last was "done"): the counts are drawn whether or not
+        # the service has said "idle" yet, so the newest counts are never left behind an older drawing
+        # (the "done" report can be drawn before its own counts arrive).
+        if self._progress is None:
             self._idle_status(status)
         else:
             self._show_progress()
