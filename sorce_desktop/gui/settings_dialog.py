@@ -103,8 +103,9 @@ class SettingsDialog(QtWidgets.QDialog):
         self.ocr_thorough = QtWidgets.QCheckBox("Read words more thoroughly (slower)")
         self.ocr_thorough.setChecked(settings.ocr_thorough)
         self.ocr_thorough.setToolTip(
-            "Looks for words with a second text detector too. It can find a few more small words on\n"
-            "busy backgrounds, and reading the text of a photo takes about twice as long.\n"
+            "Looks for words with two other text detectors together (PP-OCRv5 and PP-OCRv4) instead of\n"
+            "the default's one. It can find a few more small words on busy backgrounds, and reading\n"
+            "the text of a photo takes about twice as long.\n"
             "Changing this reads the text of your photos again, in the background."
         )
         self.ocr_thorough.setEnabled(settings.ocr)
