@@ -71,8 +71,8 @@ def test_a_photo_set_asked_for_with_no_photos_is_left_out(tmp_path, monkeypatch)
     photos = scene_photos(2, 60)
     monkeypatch.setattr(bench_index, "hires_photos", lambda cache: photos)
     sets = bench_index._e2e_sets(Namespace(e2e_photos=0, e2e_hires=2), photos, tmp_path, tmp_path / "w")
-    assert list(sets) == ["4-18MP"] and len(list(sets["4-18MP"].iterdir())) == 2
+    assert list(sets) == [bench_index.CAMERA_SET] and len(list(sets[bench_index.CAMERA_SET].iterdir())) == 2
     sets = bench_index._e2e_sets(Namespace(e2e_photos=1, e2e_hires=0), photos, tmp_path, tmp_path / "w2")
-    assert list(sets) == ["coco-small"] and len(list(sets["coco-small"].iterdir())) == 1
+    assert list(sets) == [bench_index.COCO_SET] and len(list(sets[bench_index.COCO_SET].iterdir())) == 1
     with pytest.raises(ValueError, match="not both 0"):
         bench_index.run(Namespace(parts="e2e", e2e_photos=0, e2e_hires=0))

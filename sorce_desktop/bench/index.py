@@ -135,14 +135,18 @@ def hires_photos(cache: Path) -> list[Path]:
     return photos
 
 
+#: the end-to-end photo sets' names (keys of the report's ``sets``)
+COCO_SET, CAMERA_SET = "coco-small", "4-18MP"
+
+
 def _e2e_sets(args, coco_list: list[Path], cache: Path, work: Path) -> dict[str, Path]:
     """The photo sets the end-to-end runs index, by name; a set asked for with 0 photos is left out
     (``--e2e-photos 0``: the camera photos alone)."""
     sets = {}
     if args.e2e_photos > 0:
-        sets["coco-small"] = _copy_set(coco_list[: args.e2e_photos], work / "e2e-coco")
+        sets[COCO_SET] = _copy_set(coco_list[: args.e2e_photos], work / "e2e-coco")
     if args.e2e_hires > 0:
-        sets["4-18MP"] = _copy_set(hires_photos(cache)[: args.e2e_hires], work / "e2e-hires")
+        sets[CAMERA_SET] = _copy_set(hires_photos(cache)[: args.e2e_hires], work / "e2e-hires")
     return sets
 
 

