@@ -1077,12 +1077,23 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout, sys.stderr = streams
 
 
+def _is_not_part(arg: str) -> bool:
+    """A "not this" word of a query (``-string``) rather than an option (``--folder``)."""
+    return len(arg) > 1 and arg.startswith("-") and not arg.startswith("--")
+
+
 def _main(argv: list[str] | None) -> int:
     logging.basicConfig(
         level=os.environ.get("SORCE_DESKTOP_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "search" and all(map(_is_not_part, extra)):
+        # `search kite -string`: a word with one dash is the query's "not this", not an option (search
+        # has none of one dash but -h), so the shell's quoting need not hide it behind `--`
+        args.text = " ".join(x for x in (args.text, *extra) if x is not None)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(args, "data_dir"):
         args.data_dir = None
     if args.command is None:

@@ -196,6 +196,31 @@ def test_filters_alone_list_the_photos_newest_first(library):
     assert names(service.answer("lisbon", top=50).hits) == ["beach.jpg", "tram.jpg"]
 
 
+def test_not_this_applies_to_filters_alone_and_is_not_a_query_by_itself(library):
+    from sorce_desktop.core.search.answer import QueryError
+
+    _lib, service, _root, _ids = library
+    # the words read in tram.jpg ("STRING QUARTET") and a file name leave it out of a listing by filter too
+    assert names(service.answer("lisbon -string", top=50).hits) == ["beach.jpg"]
+    assert names(service.answer("before:2022", top=50).hits) == ["old.jpg", "grandma-birthday-2019.jpg"]
+    assert names(service.answer("before:2022 -birthday", top=50).hits) == ["old.jpg"]
+    assert len(service.answer("after:2023 -string", top=1).hits) == 1  # the page is still filled
+    with pytest.raises(QueryError, match=r"Only what to leave out is given \(not: string\)"):
+        service.answer("-string", top=50)
+
+
+def test_not_this_pushes_down_a_photo_a_filter_alone_kept():
+    from sorce_desktop.core.search.answer import FILTER
+
+    box = Box(0, 0, 1, 1)
+    hits = [PhotoHit(str(i), 0.0, box, "full", i, 1, 1, FILTER, regions=[]) for i in range(3)]
+    cal = (10.0, -2.5)  # probability 0.5 at cosine 0.25
+    assert [h.photo_id for h in push_down(hits, {0: 0.30, 1: 0.10, 2: 0.20}, cal)] == [1, 2, 0]
+    # found by its words alone (no picture region): not judged by its picture
+    words = [PhotoHit("w", 0.9, box, "text", 7, 1, 1, "text", regions=[MatchedRegion("text", box, 0.9, "t")])]
+    assert push_down(words, {7: 0.9}, cal)[0].photo_id == 7
+
+
 def test_a_selective_filter_is_searched_exactly_and_agrees_with_the_index(library, monkeypatch):
     from sorce_desktop.core.search import answer as search_module
     _lib, service, _root, _ids = library
@@ -360,6 +385,24 @@ def test_cli_bad_tokens_exit_2_with_one_line(cli_library, capsys, args, said):
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and said in lines[0] and "Traceback" not in err
+
+
+def test_cli_a_word_with_one_dash_is_not_this_rather_than_an_option(cli_library, capsys):
+    import json
+
+    _root, data = cli_library
+    code, out, err = run_cli(capsys, "search", "a photo", "-stop", "--json", "--data-dir", data)
+    assert code == 0, err
+    assert sorted(h["path"].rsplit("/", 1)[-1] for h in json.loads(out)) == ["eiffel.jpg", "garden.jpg"]
+    code, out, err = run_cli(capsys, "search", "-stop", "in:trips", "--json", "--data-dir", data)
+    assert code == 0 and [h["path"].rsplit("/", 1)[-1] for h in json.loads(out)] == ["eiffel.jpg"]
+    code, out, err = run_cli(capsys, "search", "-stop", "--data-dir", data)
+    assert code == 1 and "Only what to leave out is given (not: stop)" in err
+    # an option misspelt is still refused as one, whatever the dashes
+    for bad in (["--tpo", "3"], ["-top", "3"]):
+        with pytest.raises(SystemExit) as exc:
+            run_cli(capsys, "search", "a photo", *bad, "--data-dir", data)
+        assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_cli_status_counts_photos_with_a_place(cli_library, capsys):

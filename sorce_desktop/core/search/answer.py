@@ -102,7 +102,9 @@ class PhotoHit:
     photo_id: int
     width: int
     height: int
-    source: str = "visual"  # 'visual' | 'text' (words in the photo) | 'both' | 'name' (its file name only)
+    #: 'visual' | 'text' (words in the photo) | 'both' | 'name' (its file name only) | 'filter' (kept by a
+    #: filter alone, "after:2023": no region matched)
+    source: str = "visual"
     text: str | None = None  # the matched words, for text hits
     refined_box: Box | None = None
     refined_score: float | None = None
@@ -281,6 +283,8 @@ def _inside(path: str, folder: str) -> bool:
 
 
 EMPTY_QUERY = "The query is empty: type what you are looking for."
+#: the source of a hit that a filter alone kept ("after:2023", "lisbon"): no region matched, no score
+FILTER = "filter"
 
 
 def clean_query(text: str) -> str:
@@ -296,6 +300,12 @@ def refuse_empty(search: ParsedSearch) -> None:
     """The one rule for an empty query: no words left to match and no filter (a period, a place, a folder)
     to answer it by. Checked by :meth:`SearchService.answer`, and by a front end before any model loads."""
     if not fold(search.text) and not search.filtered:
+        if search.negatives:
+            nots = ", ".join(f"not: {n}" for n in search.negatives)
+            raise QueryError(
+                f"Only what to leave out is given ({nots}): add what you are looking for, or a period, a "
+                f'place or a folder, e.g. "beach -{search.negatives[0]}" or "after:2023 -{search.negatives[0]}".'
+            )
         raise QueryError(EMPTY_QUERY)
 
 
@@ -592,6 +602,11 @@ class SearchService:
         if matched is not None and not fold(matched):
             refuse_empty(search)
             hits = self._filtered_only(allowed, folder, top, search)  # "after:2023", "lisbon": by date
+            if search.negatives:  # "lisbon -birthday": the newest photos kept, judged as any hits
+                cal = self.embedder.match_calibration() if self.embedder is not None else None
+                hits = self.without(hits, search.negatives, cal)
+            hits = hits[:top]
+            self.attach_facts(hits)
             return SearchAnswer(hits, None, None, False, search)
         parsed = parse_query(matched) if matched is not None else None
         use_text = self.text is not None and parsed is not None
@@ -839,7 +854,7 @@ class SearchService:
         hits = [h for h in hits if h.photo_id not in gone]
         if self.embedder is None or not hits:
             return hits
-        pictured = [h.photo_id for h in hits if h.picture is not None]
+        pictured = [h.photo_id for h in hits if _judged_by_picture(h)]
         rids, pids, vecs = self.store.visual_vectors_of(pictured)
         if not len(vecs):
             return hits
@@ -874,13 +889,14 @@ class SearchService:
             photos = {pid: p for pid, p in photos.items() if _inside(p.path, within)}
         hits = [
             PhotoHit(p.path, 0.0, Box(0, 0, p.width or 0, p.height or 0), "full", pid, p.width or 0, p.height or 0,
-                     "filter", regions=[], photo=p)
+                     FILTER, regions=[], photo=p)
             for pid, p in photos.items()
             if p.status == INDEXED
         ]  # fmt: skip
-        self.attach_facts(hits)
-        hits.sort(key=lambda h: (h.taken or "", h.path), reverse=True)
-        return hits[:top]
+        taken = {pid: f[0] for pid, f in self.store.facts_of([h.photo_id for h in hits]).items()}
+        hits.sort(key=lambda h: (taken.get(h.photo_id) or "", h.path), reverse=True)
+        # enough for "not this" to leave out or push down some and still fill the page
+        return hits[: max(top, FUSE_DEPTH) if search.negatives else top]
 
     # -- pictures ------------------------------------------------------------------------------------
     def search_vector(
@@ -976,6 +992,12 @@ class SearchService:
         return hits
 
 
+def _judged_by_picture(h: PhotoHit) -> bool:
+    """Whether "not this" judges a hit by its picture: one its picture matched, or one a filter alone kept
+    ("lisbon -car"); not one found by its words or file name alone."""
+    return h.picture is not None or h.source == FILTER
+
+
 #: without the model's calibration, a photo is pushed down when its score for a negative is this many
 #: robust standard deviations (median absolute deviation x 1.4826) above the median of the candidates':
 #: the photos that show the unwanted thing stand out from the rest (tests/test_query.py measured 2 to 6)
@@ -990,7 +1012,7 @@ def push_down(
     where its score stands out among the candidates' (``NEGATIVE_Z``). The query vector itself is left
     alone: subtracting the negative from it (rclip) kept fewer of the wanted photos in the test set of
     tests/test_query.py (its figures in docs/benchmarks.md)."""
-    scores = np.array([neg_best[h.photo_id] for h in hits if h.photo_id in neg_best and h.picture is not None])
+    scores = np.array([neg_best[h.photo_id] for h in hits if h.photo_id in neg_best and _judged_by_picture(h)])
     if cal is None:
         if len(scores) < 3:
             return hits
@@ -1001,7 +1023,7 @@ def push_down(
     keep, pushed = [], []
     for h in hits:
         neg = neg_best.get(h.photo_id)
-        if neg is None or h.picture is None:
+        if neg is None or not _judged_by_picture(h):
             keep.append(h)
             continue
         hit_neg = match_probability(neg, cal) >= LIKELY if cal is not None else (neg - med) / spread >= NEGATIVE_Z
