@@ -73,3 +73,11 @@ def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
     win.query_bar.chip_buttons()[-1].click()
     wait_for(qtbot, win, lambda: win.result.query.folder is None)
     assert not win.folders.list.selectedItems()
+
+    # a query refused as a whole (only what to leave out) says why, with no chips or count of the one before
+    win.search.setFocus()
+    win.search.clear()
+    qtbot.keyClicks(win.search, "-string")
+    qtbot.waitUntil(lambda: win._search_error is not None, timeout=30000)
+    assert "Only what to leave out is given (not: string)" in win.empty.body.text()
+    assert win.query_bar.chip_labels() == [] and win.result_info.text() == "" and names(win) == []

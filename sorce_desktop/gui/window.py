@@ -137,7 +137,9 @@ class EmptyState(QtWidgets.QWidget):
         lay.addWidget(self.title)
         body_row = QtWidgets.QHBoxLayout()
         body_row.addStretch(1)
-        body_row.addWidget(self.body)
+        # the sentence takes the room (up to its maximum) before the margins do: between two plain stretches a
+        # word-wrapped label got its narrow preferred width, a column of two or three words a line
+        body_row.addWidget(self.body, 6)
         body_row.addStretch(1)
         lay.addLayout(body_row)
         lay.addSpacing(8)
@@ -776,6 +778,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _search_failed(self, _gen: int, message: str) -> None:
         self._search_error = message
         self.model.set_items([])
+        self.result_info.setText("")  # the query before's chips and count are not this one's
+        self._show_parts(None)
         self._update_empty()
 
     def _refined(self, _gen: int, photo_id: int) -> None:
