@@ -488,8 +488,14 @@ def cmd_search(args) -> int:
     from sorce_desktop.core.regions import Box
     from sorce_desktop.core.search.answer import MinScoreError, QueryError
 
-    if args.text is None and args.image is None:
-        raise UserError(f'Give a text to search for, or --image PATH, e.g. {prog()} search "a red kite"')
+    filters = bool(args.after or args.before or args.folder)
+    if args.text is not None and not args.text.strip() and args.image is None and filters:
+        args.text = None  # `search "" --after 2023`: the filters alone, as `search --after 2023`
+    if args.text is None and args.image is None and not filters:
+        raise UserError(
+            f'Give a text to search for, e.g. {prog()} search "a red kite"; or --image PATH; or a period or a '
+            "folder alone (--after 2023, --folder DIR) to list its photos, newest first."
+        )
     if args.image is not None and not os.path.exists(args.image):
         raise UserError(f"The image {args.image} does not exist.")
     if args.crop and args.image is None:
@@ -510,7 +516,7 @@ def cmd_search(args) -> int:
             refuse_empty(parsed)
     # a running window is asked only what its request can carry (no --after/--before/--sort) and what
     # needs no check against the library first (place: and in: names, dates that do not parse)
-    own = args.after or args.before or args.sort != "relevance"
+    own = args.after or args.before or args.sort != "relevance" or (args.text is None and args.image is None)
     if args.text is not None and args.image is None:
         own = own or bool(parsed.problems or parsed.places or parsed.folders)
     hits = None if args.refine or own else _ask_running(args, crop)
@@ -526,18 +532,20 @@ def cmd_search(args) -> int:
             folder = reader.search_folder(args.folder) if args.folder else None
         except FileNotFoundError as exc:
             raise UserError(str(exc)) from None
-        try:
-            model = reader.search_model(
-                args.text, args.image, refine=args.refine, progress=download_progress(),
-                before_load=lambda m: _mllm_note(reader.lib, m),
-            )  # fmt: skip
-        except NothingIndexed:
-            raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.") from None
-        finally:
-            _say_settings_problems(reader.lib.settings_problems)  # the device setting is checked as the model loads
-        if model.note:
-            print(f"note: {shown(model.note)}", file=sys.stderr)
-        embedder = model.embedder
+        embedder = None  # filters alone (`search --after 2023`) need no model
+        if args.text is not None or args.image is not None:
+            try:
+                model = reader.search_model(
+                    args.text, args.image, refine=args.refine, progress=download_progress(),
+                    before_load=lambda m: _mllm_note(reader.lib, m),
+                )  # fmt: skip
+            except NothingIndexed:
+                raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.") from None
+            finally:
+                _say_settings_problems(reader.lib.settings_problems)  # the device setting is checked as it loads
+            if model.note:
+                print(f"note: {shown(model.note)}", file=sys.stderr)
+            embedder = model.embedder
         service = reader.search_service(embedder)
         try:
             answer = service.answer(

@@ -405,6 +405,23 @@ def test_cli_a_word_with_one_dash_is_not_this_rather_than_an_option(cli_library,
         assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
+def test_cli_a_period_or_a_folder_alone_lists_its_photos_newest_first(cli_library, capsys):
+    import json
+
+    root, data = cli_library
+    for args in (["--after", "2020"], ["", "--after", "2020"]):
+        code, out, err = run_cli(capsys, "search", *args, "--json", "--data-dir", data)
+        assert code == 0, err
+        assert [h["path"].rsplit("/", 1)[-1] for h in json.loads(out)] == ["stop-sign.jpg", "garden.jpg"]
+        assert {h["source"] for h in json.loads(out)} == {"filter"}
+    code, out, err = run_cli(capsys, "search", "--folder", str(root / "trips"), "--json", "--data-dir", data)
+    assert code == 0 and [h["path"].rsplit("/", 1)[-1] for h in json.loads(out)] == ["eiffel.jpg"]
+    code, out, err = run_cli(capsys, "search", "--before", "2020-13", "--data-dir", data)
+    assert code == 2 and "--before 2020-13" in err
+    code, out, err = run_cli(capsys, "search", "--data-dir", data)
+    assert code == 1 and "--after 2023" in err  # nothing at all: what can be given is said
+
+
 def test_cli_status_counts_photos_with_a_place(cli_library, capsys):
     import json
 

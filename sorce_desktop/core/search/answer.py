@@ -596,6 +596,13 @@ class SearchService:
         ``answer.problems`` and left out; the rest runs. ``sort``: 'relevance' or 'date' (newest first)."""
         if sort not in SORTS:
             raise QueryError(f"Sort by {' or '.join(SORTS)}, not {sort!r}.")
+        if image is None and vector is None and text is None and (after or before or folder):
+            # filters given apart, alone (`search --after 2023`, `--folder DIR`): the photos they keep, newest
+            # first, as "after:2023" typed alone
+            search = self.understand(None, after=after, before=before)
+            hits = self._filtered_only(self.allowed_photos(search), folder, top, search)[:top]
+            self.attach_facts(hits)
+            return SearchAnswer(hits, None, None, False, search)
         search = self.understand(text if image is None else None, after=after, before=before)
         allowed = self.allowed_photos(search)
         matched = search.text if text is not None and image is None else None
