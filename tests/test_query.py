@@ -36,6 +36,34 @@ def test_periods():
     assert query.parse("3000 km").period is None
 
 
+@pytest.mark.parametrize(
+    "text, words, start, end, label, tokens",
+    [
+        ("photos in 2023", "photos", "2023-01-01", "2024-01-01", "2023", ["in", "2023"]),
+        ("beach in july 2023", "beach", "2023-07-01", "2023-08-01", "July 2023", ["in", "july", "2023"]),
+        ("kite from 2019", "kite", "2019-01-01", "2020-01-01", "2019", ["from", "2019"]),
+        ("kite since 2020", "kite", "2020-01-01", None, "since 2020", ["since", "2020"]),
+        ("tree 25 dec 2022", "tree", "2022-12-25", "2022-12-26", "25 Dec 2022", ["25", "dec", "2022"]),
+        ("December 25, 2022 tree", "tree", "2022-12-25", "2022-12-26", "25 Dec 2022", ["December", "25,", "2022"]),
+        ("tree on 2022-12-25", "tree", "2022-12-25", "2022-12-26", "25 Dec 2022", ["on", "2022-12-25"]),
+        ("beach 2023-07", "beach", "2023-07-01", "2023-08-01", "July 2023", ["2023-07"]),
+        ("2019-2021 beach", "beach", "2019-01-01", "2022-01-01", "2019 – 2021", ["2019-2021"]),
+    ],
+)
+def test_periods_written_as_people_write_them(text, words, start, end, label, tokens):
+    p = query.parse(text)
+    assert p.text == words
+    assert (p.period.start, p.period.end) == (f"{start}T00:00:00", f"{end}T00:00:00" if end else None)
+    period = next(x for x in p.parts if x.kind == "period")
+    assert (period.label, period.tokens) == (label, tokens)
+
+
+@pytest.mark.parametrize("text", ["beach 2023-13", "2021-2019 beach", "route 2023-7-45", "july fourth"])
+def test_what_only_looks_like_a_date_stays_words(text):
+    p = query.parse(text)
+    assert p.period is None and p.text == text and not p.problems
+
+
 @pytest.mark.parametrize("bad", ["after:2023-13", "before:2023-02-30", "after:yesterday", "after:"])
 def test_a_date_that_does_not_parse_is_one_line_and_the_rest_stays(bad):
     p = query.parse(f"red kite {bad}")
@@ -62,6 +90,14 @@ def test_removing_a_part_removes_its_tokens():
     label = {x.label: x for x in p.parts}
     assert query.without(text, label["not: string"]) == "kite after:2023 july 2022"
     assert query.without(text, label["July 2022"]) == "kite after:2023 -string"
+    # a lead word goes with its part, not the first of its kind in the query
+    text = "cat in the hat in lisbon in 2023"
+    p = query.parse(text, {"lisbon"})
+    label = {x.label: x for x in p.parts}
+    assert p.text == "cat in the hat" and p.places == [("lisbon", "lisbon")]
+    assert query.without(text, label["2023"]) == "cat in the hat in lisbon"
+    assert query.without(text, label["in lisbon"]) == "cat in the hat in 2023"
+    assert query.parse("photos from lisbon", {"lisbon"}).parts[1].tokens == ["from", "lisbon"]
 
 
 # -- the library -----------------------------------------------------------------------------------------

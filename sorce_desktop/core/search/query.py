@@ -1,8 +1,9 @@
 """A search as people type it: what to match, and when, where, in which folder, and what not.
 
 ``beach 2023``, ``july 2023``, ``after:2023``, ``after:2023-07``, ``before:2024-01-15``: a period (after: from
-the start of that year, month or day on; before: until its start; a year or a month and a year written
-plainly: within it). ``lisbon``, ``in lisbon``, ``place:lisbon``: photos taken there (a place word counts
+the start of that year, month or day on; before: until its start; a year, a month and a year, a day
+("25 dec 2022", "2022-12-25") or years ("2019-2021") written plainly: within it, "in 2023" and "since 2020"
+as said). ``lisbon``, ``in lisbon``, ``place:lisbon``: photos taken there (a place word counts
 only when some photo of the library was taken there; ``place:`` names any place). ``in:NAME``: photos in a
 watched folder or a subfolder of that name. ``-word``, ``-"two words"``: not this. The rest is what the
 picture regions, the words read in photos and the file names are matched against.
@@ -48,8 +49,13 @@ FIRST_YEAR = 1900
 
 _TOKEN = re.compile(r'-?[^\s"“]*["“][^"”]*["”]?|\S+')
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
-#: words that join a place to the rest ("in lisbon", "at the beach in nice")
-PLACE_LEADS = ("in", "at")
+#: words that join a place to the rest ("in lisbon", "at the beach in nice", "photos from lisbon")
+PLACE_LEADS = ("in", "at", "from")
+#: words that join a period written plainly to the rest ("in 2023", "from july 2023", "on 2022-12-25");
+#: "since" makes it open-ended ("since 2020": from its start on)
+PERIOD_LEADS = ("in", "from", "during", "on", "of", "since")
+_DAY = re.compile(r"^(\d{1,2})(?:st|nd|rd|th)?$")
+_RANGE = re.compile(r"^(\d{4})[-–](\d{4})$")
 
 
 class QueryProblem(ValueError):
@@ -155,6 +161,34 @@ def _year(token: str) -> int | None:
     return None
 
 
+def _bare(token: str) -> str:
+    return token.lower().strip(",.;")
+
+
+def _plain_period(tokens: list[str], i: int) -> tuple[int, Period] | None:
+    """A period written plainly from token ``i`` on, and how many tokens it takes: "2023", "july 2023",
+    "25 dec 2022", "dec 25, 2022", "2023-07", "2022-12-25", "2019-2021". A date that does not exist
+    ("2023-13", "31 feb 2023") is no period: its tokens stay words."""
+    at = [_bare(t) for t in tokens[i : i + 3]]
+    try:
+        if len(at) == 3 and (d := _DAY.match(at[0])) and at[1] in MONTHS and _year(at[2]):  # 25 dec 2022
+            return 3, within(f"{at[2]}-{MONTHS[at[1]]:02d}-{int(d.group(1)):02d}")
+        if len(at) == 3 and at[0] in MONTHS and (d := _DAY.match(at[1])) and _year(at[2]):  # dec 25, 2022
+            return 3, within(f"{at[2]}-{MONTHS[at[0]]:02d}-{int(d.group(1)):02d}")
+        if len(at) >= 2 and at[0] in MONTHS and _year(at[1]):  # july 2023
+            return 2, within(f"{at[1]}-{MONTHS[at[0]]:02d}")
+        if _year(at[0]):  # 2023
+            return 1, within(at[0])
+        if (m := _RANGE.match(at[0])) and _year(m.group(1)) and _year(m.group(2)) and m.group(1) <= m.group(2):
+            first, last = within(m.group(1)), within(m.group(2))  # 2019-2021: both years whole
+            return 1, Period(first.start, last.end, f"{m.group(1)} – {m.group(2)}")
+        if (m := _DATE.match(at[0])) and m.group(2) and _year(m.group(1)):  # 2023-07, 2022-12-25
+            return 1, within(at[0])
+    except QueryProblem:
+        return None
+    return None
+
+
 def parse(text: str, place_names: set[str] | frozenset[str] = frozenset()) -> ParsedSearch:
     """Split a query into what to match and its filters. ``place_names``: folded names (city, region,
     country) of the places the library's photos were taken in: those words restrict by place."""
@@ -167,7 +201,6 @@ def parse(text: str, place_names: set[str] | frozenset[str] = frozenset()) -> Pa
     while i < len(tokens):
         tok = tokens[i]
         low = tok.lower()
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
         if low.startswith(("after:", "before:")):
             key, _, value = tok.partition(":")
             try:
@@ -195,15 +228,21 @@ def parse(text: str, place_names: set[str] | frozenset[str] = frozenset()) -> Pa
             if fold(neg):
                 out.negatives.append(neg)
                 out.parts.append(QueryPart("not", f"not: {neg}", [tok]))
-        elif low in MONTHS and nxt is not None and _year(nxt) is not None:
-            p = within(f"{nxt}-{MONTHS[low]:02d}")
-            periods.append(p)
-            out.parts.append(QueryPart("period", p.label, [tok, nxt]))
-            i += 1
-        elif _year(tok) is not None:
-            p = within(tok)
-            periods.append(p)
-            out.parts.append(QueryPart("period", p.label, [tok]))
+        elif (found := _plain_period(tokens, i)) is not None:
+            n, p = found
+            taken = tokens[i : i + n]
+            lead = words[-1] if words and words[-1].lower() in PERIOD_LEADS else None
+            if lead is not None:
+                words.pop()
+                taken = [lead, *taken]
+            if lead is not None and lead.lower() == "since":
+                p = Period(p.start, None, f"since {p.label}")
+                restrict.append(p)
+            else:
+                periods.append(p)
+            out.parts.append(QueryPart("period", p.label, taken))
+            i += n
+            continue
         else:
             matched = _place_at(tokens, i, place_names)
             if matched:
@@ -249,6 +288,11 @@ def _place_at(tokens: list[str], i: int, names) -> tuple[int, str] | None:
 def without(text: str, part: QueryPart) -> str:
     """The query with one part taken out (a chip removed): its tokens, once each, from the typed text."""
     tokens = _TOKEN.findall(text)
+    n = len(part.tokens)
+    # where they were typed together ("in 2023" of "cat in the hat in 2023"), that run goes
+    for i in range(len(tokens) - n, -1, -1) if n else ():
+        if tokens[i : i + n] == part.tokens:
+            return " ".join(tokens[:i] + tokens[i + n :])
     for t in part.tokens:
         if t in tokens:
             tokens.remove(t)
