@@ -74,6 +74,14 @@ def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
     wait_for(qtbot, win, lambda: win.result.query.folder is None)
     assert not win.folders.list.selectedItems()
 
+    # the detail view says when and where, once, as people read a date (the catalog's, not the raw ISO form)
+    search(qtbot, win, "a photo in:trips 2019")
+    win.open_detail(0)
+    qtbot.waitUntil(lambda: "31 Dec 2019, 23:30" in win.detail.info.full_text(), timeout=10000)
+    info = win.detail.info.full_text()
+    assert "Paris" in info and "2019-12-31" not in info and info.count("2019") == 1
+    win.close_detail()
+
     # a query refused as a whole (only what to leave out) says why, with no chips or count of the one before
     win.search.setFocus()
     win.search.clear()

@@ -49,6 +49,19 @@ def photo_date(path: str, mtime_ns: int) -> str:
     return ""
 
 
+def taken_label(taken: str, source: str | None) -> str:
+    """A catalog's capture time as the info line says it: "14 Jul 2019, 10:00" (the camera's wall clock
+    where the photo was taken), or the file's time in this computer's time zone, "(file date)"."""
+    try:
+        when = dt.datetime.fromisoformat(taken)
+    except ValueError:
+        return taken
+    if source == "file" and when.tzinfo is not None:
+        when = when.astimezone()
+    said = f"{when.day} {when.strftime('%b %Y, %H:%M')}"
+    return said + (" (file date)" if source == "file" else "")
+
+
 class KindTag(QtWidgets.QGraphicsItem):
     """The "Aa" tab on a line of words' outline: the same size at every zoom, just above its corner."""
 
@@ -343,7 +356,8 @@ class DetailPage(QtWidgets.QWidget):
                 pil_to_qimage(decoded.image),
                 decoded.width,
                 decoded.height,
-                photo_date(hit.path, item.mtime_ns),
+                # the catalog's time where it has one (no second read of the file's header)
+                photo_date(hit.path, item.mtime_ns) if hit.taken is None else "",
             )
 
         def loaded(res) -> None:
@@ -388,6 +402,8 @@ class DetailPage(QtWidgets.QWidget):
         self._extra = extra
         hit = it.hit
         parts = []
+        if hit.taken is not None:
+            parts.append(taken_label(hit.taken, hit.taken_source))
         if extra:
             parts.append(extra)
         parts.append(f"{hit.width} × {hit.height}")
@@ -406,8 +422,6 @@ class DetailPage(QtWidgets.QWidget):
         named = next((r.words for r in hit.regions if r.kind == RegionKind.NAME), None)
         if named is not None:  # no outline: the file's or a folder's name matched, not a part of the picture
             match += f" · its name matched: “{named}”"
-        if hit.taken is not None:
-            parts.append(f"taken {hit.taken.replace('T', ' ')}" + (" (file date)" if hit.taken_source == "file" else ""))
         if hit.place:
             parts.append(hit.place)
         self.info.set_name(display_path(hit.path), "   ·   ".join(parts))
