@@ -560,6 +560,8 @@ def cmd_search(args) -> int:
         except QueryError as exc:
             raise UserError(str(exc)) from None
         hits = answer.hits
+        if not hits and (why := answer.nothing_kept()):
+            print(f"note: {shown(why)}", file=sys.stderr)
         if args.refine and embedder is not None and answer.vector is not None:
             from sorce_desktop.core.search.refine import Refiner, refine_pictures, rerank_by_refined
 

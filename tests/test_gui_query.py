@@ -82,6 +82,10 @@ def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
     assert "Paris" in info and "2019-12-31" not in info and info.count("2019") == 1
     win.close_detail()
 
+    # a period that keeps no photo is named as the reason nothing was found
+    search(qtbot, win, "a photo 2018")
+    assert names(win) == [] and "None of your photos fits “2018”." in win.empty.body.text()
+
     # a query refused as a whole (only what to leave out) says why, with no chips or count of the one before
     win.search.setFocus()
     win.search.clear()

@@ -257,6 +257,17 @@ def test_not_this_pushes_down_a_photo_a_filter_alone_kept():
     assert push_down(words, {7: 0.9}, cal)[0].photo_id == 7
 
 
+def test_filters_that_keep_no_photo_are_named_as_the_reason(library):
+    _lib, service, _root, _ids = library
+    a = service.answer("a photo 2020", top=50)
+    assert a.hits == [] and a.kept == 0 and a.nothing_kept() == "None of your photos fits “2020”."
+    a = service.answer("a photo 2023 in:trips", top=50)
+    assert a.hits == [] and a.nothing_kept() == "None of your photos fits “2023” and “in trips” together."
+    a = service.answer("a photo 2023", top=50)
+    assert a.kept == 2 and a.nothing_kept() is None
+    assert service.answer("a photo", top=50).kept is None  # no filter: nothing to blame
+
+
 def test_a_selective_filter_is_searched_exactly_and_agrees_with_the_index(library, monkeypatch):
     from sorce_desktop.core.search import answer as search_module
     _lib, service, _root, _ids = library
@@ -456,6 +467,13 @@ def test_cli_a_period_or_a_folder_alone_lists_its_photos_newest_first(cli_librar
     assert code == 2 and "--before 2020-13" in err
     code, out, err = run_cli(capsys, "search", "--data-dir", data)
     assert code == 1 and "--after 2023" in err  # nothing at all: what can be given is said
+
+
+def test_cli_says_when_the_filters_keep_no_photo(cli_library, capsys):
+    _root, data = cli_library
+    code, out, err = run_cli(capsys, "search", "a photo 2018", "--data-dir", data)
+    assert code == 0 and out.strip() == "nothing found"
+    assert "note: None of your photos fits “2018”." in err
 
 
 def test_cli_status_counts_photos_with_a_place(cli_library, capsys):

@@ -855,7 +855,10 @@ class MainWindow(QtWidgets.QMainWindow):
             )
         elif not self.result.items:
             body = "Try fewer or other words."
-            if self.session.text_only:
+            kept_none = self.result.answer.nothing_kept() if self.result.answer is not None else None
+            if kept_none:
+                body = f"{kept_none} Take that part out (the × on it) or choose another."
+            elif self.session.text_only:
                 body = (
                     "Only the text in your photos is searched until the visual model is available: "
                     "try words written in the photo."

@@ -211,10 +211,22 @@ class SearchAnswer:
     calibrated: bool = False  # hits carry the model's match probability and are split likely / the rest
     #: the query's parts as understood (words, period, place, folder, not), and what was not understood
     search: ParsedSearch | None = None
+    #: how many photos its period, places and ``in:`` folders keep (None: it has none of them)
+    kept: int | None = None
 
     @property
     def parts(self) -> list[QueryPart]:
         return self.search.parts if self.search is not None else []
+
+    def nothing_kept(self) -> str | None:
+        """Why nothing was found when its filters keep no photo at all (the words are not to blame): one
+        sentence for the front ends to say, else None."""
+        if self.kept != 0:
+            return None
+        named = [f"“{p.label}”" for p in self.parts if p.kind in ("period", "place", "folder")]
+        if len(named) == 1:
+            return f"None of your photos fits {named[0]}."
+        return f"None of your photos fits {', '.join(named[:-1])} and {named[-1]} together."
 
     @property
     def problems(self) -> list[str]:
@@ -600,9 +612,10 @@ class SearchService:
             # filters given apart, alone (`search --after 2023`, `--folder DIR`): the photos they keep, newest
             # first, as "after:2023" typed alone
             search = self.understand(None, after=after, before=before)
-            hits = self._filtered_only(self.allowed_photos(search), folder, top, search)[:top]
+            allowed = self.allowed_photos(search)
+            hits = self._filtered_only(allowed, folder, top, search)[:top]
             self.attach_facts(hits)
-            return SearchAnswer(hits, None, None, False, search)
+            return SearchAnswer(hits, None, None, False, search, _count(allowed))
         search = self.understand(text if image is None else None, after=after, before=before)
         allowed = self.allowed_photos(search)
         matched = search.text if text is not None and image is None else None
@@ -614,7 +627,7 @@ class SearchService:
                 hits = self.without(hits, search.negatives, cal)
             hits = hits[:top]
             self.attach_facts(hits)
-            return SearchAnswer(hits, None, None, False, search)
+            return SearchAnswer(hits, None, None, False, search, _count(allowed))
         parsed = parse_query(matched) if matched is not None else None
         use_text = self.text is not None and parsed is not None
         # a query of quoted words only is answered from the words, the same with or without a picture
@@ -711,7 +724,7 @@ class SearchService:
         self.attach_facts(hits)
         if sort == DATE:
             hits.sort(key=lambda h: h.taken or "", reverse=True)
-        return SearchAnswer(hits, parsed, q, cal is not None, search)
+        return SearchAnswer(hits, parsed, q, cal is not None, search, _count(allowed))
 
     def score_scale(self, text_query: bool = True, has_vector: bool = False) -> ScoreScale:
         """The scale this service's scores (and a minimum score) are on for a text or an image query:
@@ -997,6 +1010,10 @@ class SearchService:
             ]
             hits.append(hit)
         return hits
+
+
+def _count(allowed: set[int] | None) -> int | None:
+    return None if allowed is None else len(allowed)
 
 
 def _judged_by_picture(h: PhotoHit) -> bool:
