@@ -83,3 +83,40 @@ def test_speed_setting_shows_its_cost_and_reindexes_only_the_other_speed(qtbot, 
     qtbot.wait(300)
     assert {speed_of_variant(v) for v in store.visual_variants()} == {"thorough"}
     win.close()
+
+
+def test_settings_show_the_model_the_index_is_made_with(qtbot, tmp_path, tiny_clip, monkeypatch):
+    """A library indexed on the command line with `--model DIR` keeps its saved model setting; the settings
+    dialog shows the model the index is made with, and OK without a change re-indexes nothing (it planned
+    a model change and asked "Changing the model means indexing your photos again")."""
+    from PySide6 import QtWidgets
+
+    from sorce_desktop.cli import main
+    from sorce_desktop.core.settings import Settings
+    from sorce_desktop.gui import window as window_module
+
+    photos = copy_photos(tmp_path / "photos", 3)
+    data = tmp_path / "data"
+    win = open_test_window(qtbot, data, tmp_path / "another-model")  # saved setting: a model not there
+    win.close()
+    assert main(["index", str(photos), "--model", str(tiny_clip), "--layout", "grid3", "--data-dir", str(data)]) == 0
+    win = open_test_window(qtbot, data, tmp_path / "another-model")
+    wait_ready(qtbot, win)  # the index's own model loads
+    in_use = win.session.controller.settings_in_use()
+    assert in_use.model == win.session.lib.model_id() != win.settings.model
+    shown = []
+
+    class Unchanged(window_module.SettingsDialog):
+        def exec(self):
+            shown.append(self.picker.model())
+            return QtWidgets.QDialog.DialogCode.Accepted
+
+    def asked(*_a, **_k):
+        raise AssertionError("asked to re-index for a change nobody made")
+
+    monkeypatch.setattr(window_module, "SettingsDialog", Unchanged)
+    monkeypatch.setattr(QtWidgets.QMessageBox, "exec", asked)
+    win.open_settings()
+    assert shown == [in_use.model]
+    assert Settings.load(win.session.lib.paths.settings).model == in_use.model  # the setting now says so
+    assert not win.session.indexing and win.session.status.indexed == 3

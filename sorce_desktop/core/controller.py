@@ -27,7 +27,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sorce_desktop.core.enums import StrEnum
 from sorce_desktop.core.indexing.indexer import Indexer, Phase
@@ -490,6 +490,12 @@ class LibraryController(LibraryReader):
         self._text_source = None
 
     # -- settings -----------------------------------------------------------------------------------------
+    def settings_in_use(self) -> Settings:
+        """The settings as this library runs them, what a settings dialog starts from: the model and layout
+        its index is made with (`index --model DIR` binds one without saving it as the setting), else the
+        saved ones. Changing nothing then plans nothing (:meth:`plan`)."""
+        return replace(self.settings, model=self.lib.model_id(), layout=self.lib.layout().name)
+
     def plan(self, new: Settings, variants: dict | None = None, *, keep_binding: bool = False) -> SettingsPlan:
         """What changing the library's settings to ``new`` means for the index. ``variants``: the photos with
         picture vectors by the variant that made them (LibraryStatus.variants; read from the store when

@@ -1000,7 +1000,9 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- settings ------------------------------------------------------------------------------------
     def open_settings(self) -> None:
         st = self.session.status
-        dlg = SettingsDialog(self.settings, self, variants=st.variants, rate=self.session.last_rate)
+        # the model and layout the index is made with (they may differ from the saved ones: `index --model`)
+        shown = self.session.controller.settings_in_use()
+        dlg = SettingsDialog(shown, self, variants=st.variants, rate=self.session.last_rate)
         if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
             return
         self.apply_settings(dlg.result_settings())
@@ -1008,7 +1010,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def apply_settings(self, new) -> None:
         """Change the settings: core's plan says what that redoes (core/controller.py); the window asks
         the user about the costly parts, saves the settings and has the session carry the plan out."""
-        old = self.settings
+        old = self.session.controller.settings_in_use()
         plan = self.session.controller.plan(new, self.session.status.variants)
         if plan.rebind and plan.pictures:  # only the work really redone: none for a first model
             box = QtWidgets.QMessageBox(self)
