@@ -861,6 +861,7 @@ def cmd_models(args) -> int:
         resolve_model(args.download, paths.models, progress=download_progress())
         print(f"{args.download} is available offline")
         return 0
+    in_use = _index_model(args.data_dir, paths)
     rows = []
     for m in KNOWN_MODELS.values():
         here = cached_model_path(m.id, paths.models) is not None
@@ -874,20 +875,23 @@ def cmd_models(args) -> int:
                 "offline": here,
                 "default": m.id == DEFAULT_MODEL,
                 "configured": m.id == configured,
+                "in_use": m.id == in_use,
             }
         )
-    if configured not in KNOWN_MODELS:  # a local folder or another hub id chosen in Settings or --model
-        local = os.path.isdir(configured)
+    # a local folder or another hub id chosen in Settings, or the one the index was made with (`index --model`)
+    for other in dict.fromkeys(x for x in (configured, in_use) if x and x not in KNOWN_MODELS):
+        local = os.path.isdir(other)
         rows.append(
             {
-                "id": configured,
+                "id": other,
                 "kind": "dual",
                 "title": "Local model folder" if local else "Hub model chosen in Settings",
                 "download_mb": None,
                 "runs_well_on": "-",
-                "offline": local or cached_model_path(configured, paths.models) is not None,
+                "offline": local or cached_model_path(other, paths.models) is not None,
                 "default": False,
-                "configured": True,
+                "configured": other == configured,
+                "in_use": other == in_use,
             }
         )
     if args.json:
@@ -902,9 +906,24 @@ def cmd_models(args) -> int:
             flag = f"download {r['download_mb']} MB"
         star = " (default)" if r["default"] else ""
         star += " (configured)" if r["configured"] else ""
+        star += " (this library's index)" if r["in_use"] else ""
         print(f"{r['id']:40s} {r['kind']:5s} {r['runs_well_on']:6s} {flag}{star}\n    {r['title']}")
     print("Any transformers CLIP/SigLIP model folder also works: --model /path/to/folder")
     return 0
+
+
+def _index_model(data_dir, paths) -> str | None:
+    """The model the library's index is made with (None: no index yet, or it cannot be read here)."""
+    from sorce_desktop.core.controller import CATALOG_NAME, LibraryReader
+
+    if not (paths.index / CATALOG_NAME).exists():
+        return None
+    try:
+        with LibraryReader.open_reader(data_dir) as reader:
+            binding = reader.store.binding()
+    except Exception:  # a damaged or locked catalog: `status` and `repair` say why; the list stands
+        return None
+    return binding.model_id if binding is not None else None
 
 
 def cmd_bench(args) -> int:

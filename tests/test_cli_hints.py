@@ -4,6 +4,7 @@ command as typed, the configured model in `models`, the path of a query image th
 from __future__ import annotations
 
 import json
+import os
 
 from conftest import no_text_reading
 
@@ -57,3 +58,16 @@ def test_models_lists_the_configured_local_model(tmp_path, tiny_clip, capsys):
     code, out, err = cli(capsys, "models", "--data-dir", str(data))
     line = next(ln for ln in out.splitlines() if ln.startswith(str(tiny_clip)))
     assert "available offline" in line and "(configured)" in line
+    assert not any(r["in_use"] for r in rows.values())  # no index yet
+
+
+def test_models_names_the_model_the_index_is_made_with(tmp_path, tiny_clip, photo_dir, capsys):
+    data = no_text_reading(tmp_path / "data")
+    assert cli(capsys, "index", str(photo_dir), "--model", str(tiny_clip), "--data-dir", data)[0] == 0
+    code, out, err = cli(capsys, "models", "--json", "--data-dir", data)
+    rows = {r["id"]: r for r in json.loads(out)}
+    in_use = [r["id"] for r in rows.values() if r["in_use"]]
+    assert len(in_use) == 1 and os.path.samefile(in_use[0], tiny_clip) and not rows[in_use[0]]["configured"]
+    assert rows["google/siglip2-base-patch16-256"]["configured"]  # the saved setting, not changed by --model
+    code, out, err = cli(capsys, "models", "--data-dir", data)
+    assert "(this library's index)" in next(ln for ln in out.splitlines() if ln.startswith(in_use[0]))
