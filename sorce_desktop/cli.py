@@ -533,6 +533,8 @@ def cmd_search(args) -> int:
         except FileNotFoundError as exc:
             raise UserError(str(exc)) from None
         embedder = None  # filters alone (`search --after 2023`) need no model
+        if args.text is None and args.image is None and not reader.store.counts().get("indexed"):
+            raise UserError(f"Nothing is indexed yet: run {prog()} index FOLDER first.")
         if args.text is not None or args.image is not None:
             try:
                 model = reader.search_model(

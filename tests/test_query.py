@@ -467,6 +467,8 @@ def test_cli_a_period_or_a_folder_alone_lists_its_photos_newest_first(cli_librar
     assert code == 2 and "--before 2020-13" in err
     code, out, err = run_cli(capsys, "search", "--data-dir", data)
     assert code == 1 and "--after 2023" in err  # nothing at all: what can be given is said
+    code, out, err = run_cli(capsys, "search", "--after", "2020", "--data-dir", str(root.parent / "empty-data"))
+    assert code == 1 and "Nothing is indexed yet" in err
 
 
 def test_cli_says_when_the_filters_keep_no_photo(cli_library, capsys):

@@ -224,6 +224,8 @@ class SearchAnswer:
         if self.kept != 0:
             return None
         named = [f"“{p.label}”" for p in self.parts if p.kind in ("period", "place", "folder")]
+        if not named:
+            return None
         if len(named) == 1:
             return f"None of your photos fits {named[0]}."
         return f"None of your photos fits {', '.join(named[:-1])} and {named[-1]} together."
