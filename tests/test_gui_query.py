@@ -93,3 +93,51 @@ def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
     qtbot.waitUntil(lambda: win._search_error is not None, timeout=30000)
     assert "Only what to leave out is given (not: string)" in win.empty.body.text()
     assert win.query_bar.chip_labels() == [] and win.result_info.text() == "" and names(win) == []
+
+
+def test_a_folder_or_a_period_with_an_empty_field_shows_their_photos_newest_first(qtbot, tmp_path, tiny_clip):
+    """As `search --folder DIR` / `--after 2023` with no text: selecting a folder (or choosing a period) with
+    nothing typed lists its photos, newest first; taking the last filter away goes back to the empty field."""
+    root = _photos(tmp_path / "photos")
+    win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
+    wait_ready(qtbot, win)
+    win.add_folder(str(root))
+    wait_indexed(qtbot, win, 4)
+    assert win.query is None and win.model.rowCount() == 0
+
+    win.folders.list.setCurrentRow(0)
+    wait_for(qtbot, win, lambda: win.result.query.folder == str(root) and win.result.query.text is None)
+    assert names(win) == ["tram.jpg", "kite-beach.jpg", "garden.jpg", "eiffel.jpg"]
+    assert {it.hit.source for it in win.model.items} == {"filter"}
+    assert win.query_bar.chip_labels() == [f"in {root.name}"]
+
+    win.query_bar.period.setCurrentIndex(3)  # in the year...
+    win.query_bar.year.setValue(2019)
+    wait_for(qtbot, win, lambda: win.result.query.after == "2019")
+    assert names(win) == ["eiffel.jpg"]
+    from sorce_desktop.gui.results import match_label
+
+    assert match_label(win.model.item(0).hit, 1)[0] == "31 Dec 2019"  # under the thumbnail: when, not a rank
+    win.open_detail(0)
+    assert win.detail.match_info.text() == "kept by the folder or period chosen, newest first"
+    win.close_detail()
+    win.query_bar.year.setValue(2018)
+    wait_for(qtbot, win, lambda: win.result.query.after == "2018")
+    assert names(win) == [] and "None of your photos fits" in win.empty.body.text()
+
+    # typing searches within the selection; emptying the field lists it again
+    from PySide6.QtCore import Qt
+
+    search(qtbot, win, "a photo")
+    win.search.selectAll()
+    qtbot.keyClick(win.search, Qt.Key.Key_Backspace)
+    wait_for(qtbot, win, lambda: win.result.query.text is None)
+    assert win.result.query.folder == str(root) and win.result.query.after == "2018"
+
+    # the last filter taken away: back to the empty field's own state
+    win.query_bar.period.setCurrentIndex(0)
+    wait_for(qtbot, win, lambda: win.result.query.after is None)
+    assert len(names(win)) == 4
+    win.query_bar.chip_buttons()[-1].click()  # the folder's chip
+    qtbot.waitUntil(lambda: win.query is None and win.model.rowCount() == 0, timeout=10000)
+    assert "What are you looking for?" in win.empty.title.text()

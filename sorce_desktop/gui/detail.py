@@ -17,9 +17,8 @@ from sorce_desktop.gui.results import (
     WORDS_OUTLINE,
     WORDS_TAG,
     covers_photo,
-    match_label,
+    match_phrase,
     outline_color,
-    source_label,
 )
 from sorce_desktop.gui.session import ResultItem
 from sorce_desktop.gui.tasks import run_task
@@ -409,7 +408,7 @@ class DetailPage(QtWidgets.QWidget):
         parts.append(f"{hit.width} × {hit.height}")
         if it.size_bytes:
             parts.append(human_size(it.size_bytes))
-        match = f"{source_label(hit.source)} match, {match_label(hit, self._rank)[1]}"
+        match = match_phrase(hit, self._rank)
         if hit.refined_box is not None and hit.picture is not None:
             match += ", outline tightened by zooming in"
         words = self.words_outlined()

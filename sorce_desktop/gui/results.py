@@ -3,6 +3,7 @@ outlined, and the view (icon mode, uniform cells, so thousands of results scroll
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 from sorce_desktop.core.regions import Box
@@ -69,11 +70,30 @@ def source_label(source: str) -> str:
     )
 
 
+def short_date(taken: str | None) -> str:
+    """"14 Jul 2019" of a capture time in ISO 8601 ("" where there is none)."""
+    try:
+        when = dt.date.fromisoformat((taken or "")[:10])
+    except ValueError:
+        return ""
+    return f"{when.day} {when.strftime('%b %Y')}"
+
+
+def match_phrase(hit, rank: int) -> str:
+    """How a photo came to be shown, in the tooltip, the accessible name and the detail view."""
+    if hit.source == "filter":
+        return match_label(hit, rank)[1]
+    return f"{source_label(hit.source)} match, {match_label(hit, rank)[1]}"
+
+
 def match_label(hit, rank: int) -> tuple[str, str]:
     """How well a photo matched, the one way the window says it: the model's own match probability
     where it has one ("73%"), else the photo's place in the ranking ("#3"). Raw scores are on a scale
     per kind of match (a picture's cosine, a word score), so they are never shown side by side.
-    Returns (short, for the grid; a phrase, for tooltips and the detail view)."""
+    Returns (short, for the grid; a phrase, for tooltips and the detail view). A photo a filter alone kept
+    (a folder or a period, nothing typed) has no match: the grid shows when it was taken."""
+    if hit.source == "filter":
+        return short_date(hit.taken), "kept by the folder or period chosen, newest first"
     if hit.probability is not None:
         sure = "a likely match" if hit.likely else "a less likely match"
         return f"{hit.probability:.0%}", f"match probability {hit.probability:.0%} ({sure})"
@@ -98,16 +118,14 @@ class ResultsModel(QtCore.QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return os.path.basename(it.hit.path)
         if role == Qt.ItemDataRole.ToolTipRole:
-            _short, phrase = match_label(it.hit, index.row() + 1)
-            lines = [it.hit.path, f"{source_label(it.hit.source)} match, {phrase}"]
+            lines = [it.hit.path, match_phrase(it.hit, index.row() + 1)]
             if it.hit.text:
                 lines.append(f"Words matched: “{it.hit.text}”")
             return "\n".join(lines)
         if role == Qt.ItemDataRole.AccessibleTextRole:
             words = f", words “{it.hit.text}”" if it.hit.text else ""
             return (
-                f"{os.path.basename(it.hit.path)}, {source_label(it.hit.source)} match{words}, "
-                f"{match_label(it.hit, index.row() + 1)[1]}"
+                f"{os.path.basename(it.hit.path)}{words}, {match_phrase(it.hit, index.row() + 1)}"
             )
         return None
 

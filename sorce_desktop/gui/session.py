@@ -214,7 +214,11 @@ class Session(QtCore.QObject):
 
     def _search_words(self, gen: int, query: Query) -> None:
         """Answer ``query`` from the words now; keep it pending for the picture model if it needs one."""
-        answered = self._words_service.embedder is not None or not self.lib.needs_picture_model(query.text)
+        answered = (
+            self._words_service.embedder is not None
+            or (query.text is None and query.image is None)  # a folder or a period alone: no model needed
+            or not self.lib.needs_picture_model(query.text)
+        )
         self._pending_query = None if answered else (gen, query)
         self._run_search(gen, query, self._words_service)
 

@@ -670,17 +670,28 @@ class MainWindow(QtWidgets.QMainWindow):
         if not text.strip():
             self.throttle.cancel()
             self.clear_search(keep_focus=True)
+            if self._browsing():
+                self._run_query(None)
             return
         self.throttle.trigger(text)
 
+    def _browsing(self) -> bool:
+        """The field is empty and a folder or a period is chosen: their photos are shown, newest first (as
+        `search --folder DIR` / `--after 2023` with no text)."""
+        return not self.search.text().strip() and (
+            self._folder_filter is not None or self.query_bar.after_before() != (None, None)
+        )
+
     def _run_query(self, _value) -> None:
         text = self.search.text().strip()
+        after, before = self.query_bar.after_before()
         if self.query is not None and self.query.image is not None and text == self.query.label:
             q = self.query  # the field shows an image query's label: run that image again
+        elif not text and self._browsing():
+            q = Query(after=after, before=before, sort=self.query_bar.sort_order(), folder=self._folder_filter)
         elif not text:
             return
         else:
-            after, before = self.query_bar.after_before()
             q = Query(
                 text=text, after=after, before=before, sort=self.query_bar.sort_order(), folder=self._folder_filter
             )
@@ -719,8 +730,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- filters: period, order, folder, and the chips of the query as understood ----------------------
     def _filters_changed(self) -> None:
-        if self.search.text().strip() and (self.query is None or self.query.image is None):
+        if self.query is not None and self.query.image is not None:
+            return  # an image query keeps its own
+        if self.search.text().strip() or self._browsing():
             self.throttle.flush(self.search.text())
+        elif self.query is not None:  # the last filter of a listing taken away: back to the empty field's state
+            self.clear_search()
 
     def _folder_selected(self) -> None:
         folder = self.folders.selected_path()
@@ -866,7 +881,10 @@ class MainWindow(QtWidgets.QMainWindow):
             if st.pending or self.session.indexing:
                 body += f" {photos(st.pending)} still being indexed; they become searchable as they are done."
             q = self.query.text or self.query.label
-            self.empty.show_state(f"Nothing found for “{q}”", body)
+            if q:
+                self.empty.show_state(f"Nothing found for “{q}”", body)
+            else:  # a folder or a period with an empty field
+                self.empty.show_state("No photos here", kept_none or "No indexed photo is in this folder and period.")
         else:
             show_grid = True
         self.results_stack.setCurrentWidget(self.grid if show_grid else self.empty)
