@@ -850,7 +850,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.empty.show_state(
                     "What are you looking for?",
                     "Describe something small: “a dog on the beach”, “a red umbrella”, “the clock on the wall”. "
-                    f"{photos(st.indexed)} {'is' if st.indexed == 1 else 'are'} searchable. You can also drop a photo on the search field.",
+                    f"{photos(st.indexed)} {'is' if st.indexed == 1 else 'are'} searchable. You can also drop a photo on "
+                    "the search field, or select a folder to see its photos.",
                 )
         elif self.result is None or self.session.current is None:
             if not self.session.ready:
