@@ -261,7 +261,7 @@ def shoot(tmp: Path, out: Path, args) -> int:
         raise DownloadCancelled("cancelled")
 
     win.session.lib.load_embedder = downloading
-    win.session.load_model(DEFAULT_MODEL)
+    win.session.load_model(DEFAULT_MODEL, reindex_layout="grid3")  # as "Re-index With This Model" (see 8.)
     spin(lambda: win.download_panel.showing_progress, 20)
     save("download-progress.png")
     win.download_panel.cancel_button.click()
@@ -274,7 +274,9 @@ def shoot(tmp: Path, out: Path, args) -> int:
     os.environ["HF_HUB_OFFLINE"] = "0"
     hub.HF_HUB_OFFLINE = False
     hub.ENDPOINT = "http://127.0.0.1:9"
-    win.session.load_model(DEFAULT_MODEL)
+    # asked for as "Re-index With This Model" asks: the index holds another model's vectors, and a model asked
+    # for without re-indexing is refused before any download (the mismatch state, not the download panel)
+    win.session.load_model(DEFAULT_MODEL, reindex_layout="grid3")
     spin(lambda: win.session.state.state == "error", 60)
     save("download-offline.png")
     win.close()
