@@ -67,6 +67,11 @@ def test_offline_download_message_and_retry(qtbot, tmp_path, hub_unreachable, ti
     panel.retry_button.click()
     qtbot.waitUntil(lambda: len(attempts) == 2 and win.session.state.state == "error", timeout=30000)
     assert attempts[-1].model == HUB_MODEL and panel.title.text() == "No internet connection"
+    # the model already loaded still answers: the window says that one, not "Model not ready"
+    from sorce_desktop.gui.window import READY_PLACEHOLDER
+
+    assert win.session.embedder is not None and win.model_label.text() == tiny_clip.name
+    assert win.search.placeholderText() == READY_PLACEHOLDER and "could not be had" in win.model_label.toolTip()
     win.close()
 
 

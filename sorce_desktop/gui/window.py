@@ -475,6 +475,12 @@ class MainWindow(QtWidgets.QMainWindow):
         elif st.state == LoadState.LOADING:
             self.search.setPlaceholderText(LOADING_PLACEHOLDER)
             self.model_label.setText(f"Loading {name}…")
+        elif self.session.embedder is not None:  # another model could not be had: the one in use still answers
+            used = model_info(self.session.embedder.model_id)
+            used_name = used.title if used else own_name(self.session.embedder.model_id)
+            self.search.setPlaceholderText(READY_PLACEHOLDER)
+            self.model_label.setText(used_name)
+            self.model_label.setToolTip(f"{name} could not be had ({st.message}); searching with {used_name}")
         elif self.session.text_only:
             self.search.setPlaceholderText(TEXT_ONLY_PLACEHOLDER)
             self.model_label.setText("Text in photos only")
