@@ -141,3 +141,23 @@ def test_a_folder_or_a_period_with_an_empty_field_shows_their_photos_newest_firs
     win.query_bar.chip_buttons()[-1].click()  # the folder's chip
     qtbot.waitUntil(lambda: win.query is None and win.model.rowCount() == 0, timeout=10000)
     assert "What are you looking for?" in win.empty.title.text()
+
+
+def test_find_similar_keeps_to_the_period_and_folder_chosen(qtbot, tmp_path, tiny_clip):
+    root = _photos(tmp_path / "photos")
+    win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
+    wait_ready(qtbot, win)
+    win.add_folder(str(root))
+    wait_indexed(qtbot, win, 4)
+    search(qtbot, win, "a photo")
+    win.query_bar.period.setCurrentIndex(3)  # in the year...
+    win.query_bar.year.setValue(2024)
+    wait_for(qtbot, win, lambda: win.result.query.after == "2024")
+    assert names(win) == ["tram.jpg"]
+    win.find_similar(win.model.item(0))
+    wait_for(qtbot, win, lambda: win.result.query.image is not None)
+    assert names(win) == ["tram.jpg"] and "2024" in win.query_bar.chip_labels()
+    # the period changed: the same photo is looked for within it
+    win.query_bar.period.setCurrentIndex(0)
+    wait_for(qtbot, win, lambda: win.result.query.image is not None and win.result.query.after is None)
+    assert len(names(win)) == 4

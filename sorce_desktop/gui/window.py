@@ -692,7 +692,7 @@ class MainWindow(QtWidgets.QMainWindow):
         text = self.search.text().strip()
         after, before = self.query_bar.after_before()
         if self.query is not None and self.query.image is not None and text == self.query.label:
-            q = self.query  # the field shows an image query's label: run that image again
+            q = self._with_filters(self.query)  # the field shows an image query's label: run that image again
         elif not text and self._browsing():
             q = Query(after=after, before=before, sort=self.query_bar.sort_order(), folder=self._folder_filter)
         elif not text:
@@ -706,9 +706,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.search(q)
         self._update_empty()
 
+    def _with_filters(self, q: Query) -> Query:
+        """``q`` within the period, order and folder the window shows as chosen."""
+        after, before = self.query_bar.after_before()
+        return replace(q, after=after, before=before, sort=self.query_bar.sort_order(), folder=self._folder_filter)
+
     def search_image(self, path: str, crop=None, label: str | None = None) -> None:
         label = label or f"Like {os.path.basename(path)}"
-        self.query = Query(image=path, crop=crop, label=label)
+        # within the period and folder chosen, as a typed query is: the filters on show are the ones applied
+        self.query = self._with_filters(Query(image=path, crop=crop, label=label))
         self.search.setText(label)
         self.throttle.cancel()
         self._search_error = None
@@ -736,8 +742,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- filters: period, order, folder, and the chips of the query as understood ----------------------
     def _filters_changed(self) -> None:
-        if self.query is not None and self.query.image is not None:
-            return  # an image query keeps its own
+        if self.query is not None and self.query.image is not None:  # the same photo, within the new filters
+            self.query = self._with_filters(self.query)
+            self._search_error = None
+            self.session.search(self.query)
+            self._update_empty()
+            return
         if self.search.text().strip() or self._browsing():
             self.throttle.flush(self.search.text())
         elif self.query is not None:  # the last filter of a listing taken away: back to the empty field's state
