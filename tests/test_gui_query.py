@@ -142,6 +142,17 @@ def test_a_folder_or_a_period_with_an_empty_field_shows_their_photos_newest_firs
     qtbot.waitUntil(lambda: win.query is None and win.model.rowCount() == 0, timeout=10000)
     assert "What are you looking for?" in win.empty.title.text()
 
+    # Esc clears what is typed (the folder's photos show again), then lets go of the folder
+    win.folders.list.setCurrentRow(0)
+    wait_for(qtbot, win, lambda: win.result.query.folder == str(root))
+    search(qtbot, win, "a photo")
+    qtbot.keyClick(win.search, Qt.Key.Key_Escape)
+    wait_for(qtbot, win, lambda: win.result.query.text is None and win.result.query.folder == str(root))
+    assert win.search.text() == "" and len(names(win)) == 4
+    qtbot.keyClick(win.search, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: win.query is None and win.model.rowCount() == 0, timeout=10000)
+    assert not win.folders.list.selectedItems() and win._folder_filter is None
+
 
 def test_find_similar_keeps_to_the_period_and_folder_chosen(qtbot, tmp_path, tiny_clip):
     root = _photos(tmp_path / "photos")

@@ -345,7 +345,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.throttle = Throttle(SEARCH_DELAY_MS, self._run_query, self)
         self.search.textEdited.connect(self._typed)
         self.search.returnPressed.connect(lambda: self.throttle.flush(self.search.text()))
-        self.search.escape.connect(self.clear_search)
+        self.search.escape.connect(self._escape)
         self.search.down.connect(self.focus_results)
         self.search.image_dropped.connect(self.search_image)
         self.size_slider.valueChanged.connect(self.set_thumb_size)
@@ -705,6 +705,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._search_error = None
         self.session.search(q)
         self._update_empty()
+
+    def _escape(self) -> None:
+        """Esc in the field: clear what is typed (a folder or a period still chosen then shows its photos);
+        with nothing typed, let go of the folder and the period too."""
+        if self.search.text().strip() or (self.query is not None and self.query.image is not None):
+            self._typed("")
+            return
+        self.folders.list.clearSelection()
+        self._folder_filter = None
+        self.query_bar.clear_period()
+        self.clear_search(keep_focus=True)
 
     def _with_filters(self, q: Query) -> Query:
         """``q`` within the period, order and folder the window shows as chosen."""
