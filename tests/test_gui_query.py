@@ -22,16 +22,22 @@ def names(win):
     return [it.hit.path.rsplit("/", 1)[-1] for it in win.model.items]
 
 
-def wait_for(qtbot, win, check, timeout=30000):
-    qtbot.waitUntil(lambda: win.result is not None and not win.throttle.pending and check(), timeout=timeout)
-
-
-def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
+def _indexed_window(qtbot, tmp_path, tiny_clip):
+    """A window on the four photos of :func:`_photos`, indexed."""
     root = _photos(tmp_path / "photos")
     win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
     wait_ready(qtbot, win)
     win.add_folder(str(root))
     wait_indexed(qtbot, win, 4)
+    return win, root
+
+
+def wait_for(qtbot, win, check, timeout=30000):
+    qtbot.waitUntil(lambda: win.result is not None and not win.throttle.pending and check(), timeout=timeout)
+
+
+def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
+    win, root = _indexed_window(qtbot, tmp_path, tiny_clip)
 
     search(qtbot, win, "a photo after:2021 -string")
     assert win.query_bar.chip_labels() == ["a photo", "after 2021", "not: string"]
@@ -98,11 +104,7 @@ def test_chips_period_sort_and_folder_filter(qtbot, tmp_path, tiny_clip):
 def test_a_folder_or_a_period_with_an_empty_field_shows_their_photos_newest_first(qtbot, tmp_path, tiny_clip):
     """As `search --folder DIR` / `--after 2023` with no text: selecting a folder (or choosing a period) with
     nothing typed lists its photos, newest first; taking the last filter away goes back to the empty field."""
-    root = _photos(tmp_path / "photos")
-    win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
-    wait_ready(qtbot, win)
-    win.add_folder(str(root))
-    wait_indexed(qtbot, win, 4)
+    win, root = _indexed_window(qtbot, tmp_path, tiny_clip)
     assert win.query is None and win.model.rowCount() == 0
 
     win.folders.list.setCurrentRow(0)
@@ -155,11 +157,7 @@ def test_a_folder_or_a_period_with_an_empty_field_shows_their_photos_newest_firs
 
 
 def test_find_similar_keeps_to_the_period_and_folder_chosen(qtbot, tmp_path, tiny_clip):
-    root = _photos(tmp_path / "photos")
-    win = open_test_window(qtbot, tmp_path / "data", tiny_clip)
-    wait_ready(qtbot, win)
-    win.add_folder(str(root))
-    wait_indexed(qtbot, win, 4)
+    win, root = _indexed_window(qtbot, tmp_path, tiny_clip)
     search(qtbot, win, "a photo")
     win.query_bar.period.setCurrentIndex(3)  # in the year...
     win.query_bar.year.setValue(2024)
