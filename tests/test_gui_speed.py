@@ -119,4 +119,5 @@ def test_settings_show_the_model_the_index_is_made_with(qtbot, tmp_path, tiny_cl
     win.open_settings()
     assert shown == [in_use.model]
     assert Settings.load(win.session.lib.paths.settings).model == in_use.model  # the setting now says so
-    assert not win.session.indexing and win.session.status.indexed == 3
+    qtbot.waitUntil(lambda: not win.session.indexing, timeout=30000)  # the start's own check of the folder
+    assert win.session.status.indexed == 3 and win.session.lib.model_id() == in_use.model
