@@ -690,17 +690,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _run_query(self, _value) -> None:
         text = self.search.text().strip()
-        after, before = self.query_bar.after_before()
         if self.query is not None and self.query.image is not None and text == self.query.label:
             q = self._with_filters(self.query)  # the field shows an image query's label: run that image again
-        elif not text and self._browsing():
-            q = Query(after=after, before=before, sort=self.query_bar.sort_order(), folder=self._folder_filter)
-        elif not text:
-            return
+        elif text:
+            q = self._with_filters(Query(text=text))
+        elif self._browsing():
+            q = self._with_filters(Query())
         else:
-            q = Query(
-                text=text, after=after, before=before, sort=self.query_bar.sort_order(), folder=self._folder_filter
-            )
+            return
         self.query = q
         self._search_error = None
         self.session.search(q)
@@ -753,13 +750,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- filters: period, order, folder, and the chips of the query as understood ----------------------
     def _filters_changed(self) -> None:
-        if self.query is not None and self.query.image is not None:  # the same photo, within the new filters
-            self.query = self._with_filters(self.query)
-            self._search_error = None
-            self.session.search(self.query)
-            self._update_empty()
-            return
-        if self.search.text().strip() or self._browsing():
+        image = self.query is not None and self.query.image is not None  # the same photo, within the new filters
+        if image or self.search.text().strip() or self._browsing():
             self.throttle.flush(self.search.text())
         elif self.query is not None:  # the last filter of a listing taken away: back to the empty field's state
             self.clear_search()

@@ -610,26 +610,19 @@ class SearchService:
         ``answer.problems`` and left out; the rest runs. ``sort``: 'relevance' or 'date' (newest first)."""
         if sort not in SORTS:
             raise QueryError(f"Sort by {' or '.join(SORTS)}, not {sort!r}.")
-        if image is None and vector is None and text is None and (after or before or folder):
-            # filters given apart, alone (`search --after 2023`, `--folder DIR`): the photos they keep, newest
-            # first, as "after:2023" typed alone
-            search = self.understand(None, after=after, before=before)
-            allowed = self.allowed_photos(search)
-            hits = self._filtered_only(allowed, folder, top, search)[:top]
-            self.attach_facts(hits)
-            return SearchAnswer(hits, None, None, False, search, _count(allowed))
+        # filters given apart, alone (`search --after 2023`, `--folder DIR`): as "after:2023" typed alone
+        filters_alone = image is None and vector is None and text is None and bool(after or before or folder)
         search = self.understand(text if image is None else None, after=after, before=before)
         allowed = self.allowed_photos(search)
         matched = search.text if text is not None and image is None else None
-        if matched is not None and not fold(matched):
-            refuse_empty(search)
+        if filters_alone or (matched is not None and not fold(matched)):
+            if not filters_alone:
+                refuse_empty(search)
             hits = self._filtered_only(allowed, folder, top, search)  # "after:2023", "lisbon": by date
             if search.negatives:  # "lisbon -birthday": the newest photos kept, judged as any hits
                 cal = self.embedder.match_calibration() if self.embedder is not None else None
                 hits = self.without(hits, search.negatives, cal)
-            hits = hits[:top]
-            self.attach_facts(hits)
-            return SearchAnswer(hits, None, None, False, search, _count(allowed))
+            return SearchAnswer(hits[:top], None, None, False, search, _count(allowed))
         parsed = parse_query(matched) if matched is not None else None
         use_text = self.text is not None and parsed is not None
         # a query of quoted words only is answered from the words, the same with or without a picture
@@ -915,8 +908,8 @@ class SearchService:
             for pid, p in photos.items()
             if p.status == INDEXED
         ]  # fmt: skip
-        taken = {pid: f[0] for pid, f in self.store.facts_of([h.photo_id for h in hits]).items()}
-        hits.sort(key=lambda h: (taken.get(h.photo_id) or "", h.path), reverse=True)
+        self.attach_facts(hits)
+        hits.sort(key=lambda h: (h.taken or "", h.path), reverse=True)
         # enough for "not this" to leave out or push down some and still fill the page
         return hits[: max(top, FUSE_DEPTH) if search.negatives else top]
 
